@@ -1,0 +1,93 @@
+// The traktor command line: start | demo | keygen | ctl. The only place that writes to the
+// terminal directly (usage, fatal config errors); everything else logs through pino.
+import './compat.js'
+import { Arbiter } from './arbiter.js'
+import { loadConfig } from './config/load.js'
+import { ConfigError } from './errors.js'
+import { createLogger } from './log.js'
+
+const USAGE = `traktor — multi-master replication for PostgreSQL
+
+usage:
+  traktor start --config FILE     run one arbiter (FILE: native .json or TRAKTOR's arbiter.conf)
+  traktor --help | --version
+
+The README has the configuration reference.`
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(`${USAGE}\n`)
+    return cmd === undefined ? 2 : 0
+  }
+  if (cmd === '--version' || cmd === '-v') {
+    process.stdout.write(`${await version()}\n`)
+    return 0
+  }
+  if (cmd === 'start') return await start(rest)
+  process.stderr.write(`traktor: unknown command "${cmd}"\n\n${USAGE}\n`)
+  return 2
+}
+
+async function start(args: string[]): Promise<number> {
+  const file = flag(args, '--config')
+  if (file === undefined) {
+    process.stderr.write('traktor start: --config FILE is required\n')
+    return 2
+  }
+  let config: ReturnType<typeof loadConfig>
+  try {
+    config = loadConfig(file)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`traktor: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+  const log = createLogger({ nodeId: config.nodeId, level: config.logLevel })
+  const arbiter = new Arbiter({ config, log })
+  const stopped = new Promise<void>((resolve) => {
+    const onSignal = (signal: string) => {
+      log.info({ signal }, 'stopping')
+      resolve()
+    }
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+  })
+  try {
+    await arbiter.start()
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'arbiter failed to start')
+    await arbiter.stop().catch(() => undefined)
+    return 1
+  }
+  await stopped
+  await arbiter.stop()
+  return 0
+}
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name)
+  if (i >= 0) return args[i + 1]
+  const eq = args.find((a) => a.startsWith(`${name}=`))
+  return eq?.slice(name.length + 1)
+}
+
+async function version(): Promise<string> {
+  const { readFileSync } = await import('node:fs')
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string
+  }
+  return pkg.version
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (err: unknown) => {
+    process.stderr.write(`traktor: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  },
+)

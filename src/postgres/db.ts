@@ -1,0 +1,139 @@
+// The arbiter's connection to its own PostgreSQL: one small pool, named connections
+// (application_name traktor-<nodeId>-<purpose>), server errors kept with their SQLSTATE.
+import pg from 'pg'
+import { getParam, parseConninfo } from '../config/conninfo.js'
+import { TraktorError } from '../errors.js'
+
+export type Row = Record<string, unknown>
+export type Queryable = Pick<pg.ClientBase, 'query'>
+
+/** pg's client options from a libpq connection string (key/value or URI). */
+export function clientConfig(conninfo: string, applicationName: string): pg.ClientConfig {
+  const params = parseConninfo(conninfo)
+  const get = (k: string) => getParam(params, k)
+  const sslmode = get('sslmode')
+  const port = get('port')
+  const timeout = get('connect_timeout')
+  const config: pg.ClientConfig = {
+    host: get('hostaddr') ?? get('host') ?? 'localhost',
+    database: get('dbname') ?? get('user'),
+    application_name: applicationName,
+    ...(port === undefined ? {} : { port: Number(port) }),
+    ...(get('user') === undefined ? {} : { user: get('user') }),
+    ...(get('password') === undefined ? {} : { password: get('password') }),
+    ...(timeout === undefined
+      ? { connectionTimeoutMillis: 10_000 }
+      : {
+          connectionTimeoutMillis: Number(timeout) * 1000,
+        }),
+    ...(get('options') === undefined ? {} : { options: get('options') }),
+  }
+  if (sslmode !== undefined && sslmode !== 'disable' && sslmode !== 'allow') {
+    config.ssl =
+      sslmode === 'verify-full' || sslmode === 'verify-ca' ? {} : { rejectUnauthorized: false }
+  }
+  return config
+}
+
+/** Wrap a pg error so callers branch on `sqlState` (SQLSTATE) or `code`. */
+export function pgError(err: unknown, what: string): TraktorError {
+  if (err instanceof TraktorError) return err
+  const e = err as { code?: unknown; message?: unknown; detail?: unknown }
+  const sqlState = typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) ? e.code : undefined
+  const detail = typeof e.detail === 'string' ? ` (${e.detail})` : ''
+  const msg = typeof e.message === 'string' ? e.message : String(err)
+  return new TraktorError(
+    sqlState ? 'ERR_POSTGRES' : 'ERR_POSTGRES_CONNECTION',
+    `${what}: ${msg}${detail}`,
+    {
+      cause: err,
+      ...(sqlState === undefined ? {} : { sqlState }),
+    },
+  )
+}
+
+export interface DbInit {
+  conninfo: string
+  nodeId: number
+  purpose: string
+  max?: number
+}
+
+export class Db {
+  private pool: pg.Pool | undefined
+  private readonly init: DbInit
+
+  constructor(init: DbInit) {
+    this.init = init
+  }
+
+  start(): void {
+    if (this.pool) return
+    this.pool = new pg.Pool({
+      ...clientConfig(this.init.conninfo, `traktor-${this.init.nodeId}-${this.init.purpose}`),
+      max: this.init.max ?? 4,
+      idleTimeoutMillis: 30_000,
+    })
+    // an idle client losing its server must not crash the process; the next query reconnects
+    this.pool.on('error', () => {})
+  }
+
+  async stop(): Promise<void> {
+    const pool = this.pool
+    this.pool = undefined
+    await pool?.end()
+  }
+
+  private get p(): pg.Pool {
+    if (!this.pool) throw new TraktorError('ERR_NOT_STARTED', 'database pool is not started')
+    return this.pool
+  }
+
+  async query<R extends Row = Row>(sql: string, params: unknown[] = []): Promise<R[]> {
+    try {
+      return (await this.p.query<R>(sql, params)).rows
+    } catch (err) {
+      throw pgError(err, firstWords(sql))
+    }
+  }
+
+  /** Run fn in one transaction; rolled back on any error. */
+  async tx<T>(fn: (c: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.connect()
+    try {
+      await client.query('BEGIN')
+      const out = await fn(client)
+      await client.query('COMMIT')
+      return out
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw pgError(err, 'transaction')
+    } finally {
+      client.release()
+    }
+  }
+
+  /** A dedicated session (for origin-tagged repairs or commands that need their own session). */
+  async session<T>(fn: (c: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.connect()
+    try {
+      return await fn(client)
+    } catch (err) {
+      throw pgError(err, 'session')
+    } finally {
+      client.release(true)
+    }
+  }
+
+  private async connect(): Promise<pg.PoolClient> {
+    try {
+      return await this.p.connect()
+    } catch (err) {
+      throw pgError(err, 'connect')
+    }
+  }
+}
+
+function firstWords(sql: string): string {
+  return sql.trim().split(/\s+/).slice(0, 3).join(' ')
+}

@@ -1,0 +1,121 @@
+// trktr.history: every failed remote transaction the resolver saw, what it did about it,
+// and when it was really resolved (not merely attempted).
+import type { Db } from './db.js'
+
+export interface HistoryEntry {
+  subscription: string
+  lsn: string
+  occurred: string
+  relation: string | null
+  key: string | null
+  value: string | null
+  sqlStateCode: string
+  reason: string | null
+  kind: 'conflict' | 'error'
+  action: 'skip' | 'none' | null
+  attempts: number
+  resolved: string | null
+}
+
+export interface NewIssue {
+  subscription: string
+  lsn: string
+  occurred?: Date
+  relation?: string
+  key?: string
+  value?: string
+  sqlStateCode: string
+  reason?: string
+  kind: 'conflict' | 'error'
+  action: 'skip' | 'none'
+}
+
+/** Record an issue once; a repeat of the same (subscription, lsn) counts another attempt. */
+export async function recordIssue(db: Db, i: NewIssue): Promise<{ attempts: number }> {
+  const rows = await db.query<{ attempts: number }>(
+    `INSERT INTO trktr.history
+       (subscription, lsn, occurred, relation, key, value, sql_state_code, reason, kind, action,
+        attempts)
+     VALUES ($1, $2::pg_lsn, COALESCE($3, now()), $4, $5, $6, $7, $8, $9, $10, 1)
+     ON CONFLICT (subscription, lsn) DO UPDATE SET attempts = trktr.history.attempts + 1
+     RETURNING attempts`,
+    [
+      i.subscription,
+      i.lsn,
+      i.occurred ?? null,
+      i.relation ?? null,
+      i.key ?? null,
+      i.value ?? null,
+      i.sqlStateCode,
+      i.reason ?? null,
+      i.kind,
+      i.action,
+    ],
+  )
+  return { attempts: rows[0]?.attempts ?? 1 }
+}
+
+/**
+ * Mark unresolved issues resolved where the subscription is enabled again and its origin has
+ * applied past the failing transaction: the skip (or the operator's fix) really happened.
+ */
+export async function markApplied(db: Db): Promise<HistoryEntry[]> {
+  const rows = await db.query<Record<string, unknown>>(
+    `UPDATE trktr.history h SET resolved = now()
+     FROM pg_subscription s
+     WHERE h.resolved IS NULL AND s.subname = h.subscription AND s.subenabled
+       AND s.subskiplsn = '0/0'::pg_lsn
+       AND pg_replication_origin_progress('pg_' || s.oid, false) >= h.lsn
+     RETURNING h.*`,
+  )
+  return rows.map(toEntry)
+}
+
+export async function listHistory(db: Db, limit = 1000): Promise<HistoryEntry[]> {
+  const rows = await db.query<Record<string, unknown>>(
+    `SELECT * FROM trktr.history ORDER BY occurred DESC, subscription LIMIT $1`,
+    [limit],
+  )
+  return rows.map(toEntry)
+}
+
+export interface HistoryCounts {
+  resolved: number
+  pending: number
+  tainted: boolean
+}
+
+export async function historyCounts(db: Db): Promise<HistoryCounts> {
+  const [r] = await db.query<{ resolved: string; pending: string; tainted: boolean }>(
+    `SELECT count(*) FILTER (WHERE resolved IS NOT NULL) AS resolved,
+            count(*) FILTER (WHERE resolved IS NULL) AS pending,
+            COALESCE(bool_or(action = 'skip' AND resolved IS NOT NULL), false) AS tainted
+     FROM trktr.history`,
+  )
+  return {
+    resolved: Number(r?.resolved ?? 0),
+    pending: Number(r?.pending ?? 0),
+    tainted: r?.tainted ?? false,
+  }
+}
+
+function iso(v: unknown): string | null {
+  return v instanceof Date ? v.toISOString() : v == null ? null : String(v)
+}
+
+function toEntry(r: Record<string, unknown>): HistoryEntry {
+  return {
+    subscription: String(r.subscription),
+    lsn: String(r.lsn),
+    occurred: iso(r.occurred) ?? '',
+    relation: (r.relation as string | null) ?? null,
+    key: (r.key as string | null) ?? null,
+    value: (r.value as string | null) ?? null,
+    sqlStateCode: String(r.sql_state_code),
+    reason: (r.reason as string | null) ?? null,
+    kind: r.kind as 'conflict' | 'error',
+    action: (r.action as 'skip' | 'none' | null) ?? null,
+    attempts: Number(r.attempts ?? 0),
+    resolved: iso(r.resolved),
+  }
+}

@@ -1,0 +1,193 @@
+// traktor's objects in the local database: the trktr schema (history, replicaset, peers,
+// node state), the publication, the event triggers that protect replicated tables, and the
+// privileges the arbiter keeps after it gives up SUPERUSER (as TRAKTOR does).
+import type { Logger } from '../log.js'
+import type { Db, Queryable } from './db.js'
+import { quoteIdent } from './ident.js'
+
+export const PUBLICATION = 'trktr_pub'
+export const SCHEMA = 'trktr'
+
+const SCHEMA_DDL = `
+CREATE SCHEMA IF NOT EXISTS trktr;
+REVOKE ALL ON SCHEMA trktr FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS trktr.node (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  node_id integer NOT NULL,
+  initialized timestamptz NOT NULL DEFAULT now(),
+  protected boolean NOT NULL DEFAULT false
+);
+-- one row per failed remote transaction per subscription: two peers may fail at one LSN
+CREATE TABLE IF NOT EXISTS trktr.history (
+  subscription text NOT NULL,
+  lsn pg_lsn NOT NULL,
+  occurred timestamptz NOT NULL DEFAULT now(),
+  relation text,
+  key text,
+  value text,
+  sql_state_code text NOT NULL,
+  reason text,
+  kind text NOT NULL CHECK (kind IN ('conflict', 'error')),
+  action text CHECK (action IN ('skip', 'none')),
+  attempts integer NOT NULL DEFAULT 0,
+  resolved timestamptz,
+  PRIMARY KEY (subscription, lsn)
+);
+CREATE TABLE IF NOT EXISTS trktr.replicaset (
+  schema_name name NOT NULL,
+  table_name name NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending-add', 'committed', 'pending-remove')),
+  staged timestamptz NOT NULL DEFAULT now(),
+  committed timestamptz,
+  PRIMARY KEY (schema_name, table_name)
+);
+-- the peers this node subscribes to, with the connection string given for them; the
+-- arbiter listens there for publication changes (standalone mode has no mesh to tell it)
+CREATE TABLE IF NOT EXISTS trktr.peers (
+  node_id integer PRIMARY KEY,
+  conninfo text NOT NULL,
+  created timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON ALL TABLES IN SCHEMA trktr FROM PUBLIC;
+`
+
+// Refuse DROP and ALTER of a replicated table: dropping one silently breaks every peer's
+// subscription, altering one makes the peers' apply fail on the next row. SECURITY DEFINER:
+// whoever runs the DDL, the check reads trktr (closed to PUBLIC) as the arbiter role.
+const PROTECT_DDL = `
+CREATE OR REPLACE FUNCTION trktr.refuse_drop() RETURNS event_trigger LANGUAGE plpgsql
+  SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE obj record;
+BEGIN
+  FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
+    IF EXISTS (SELECT 1 FROM trktr.replicaset r
+               WHERE r.schema_name = obj.schema_name AND r.table_name = obj.object_name
+                 AND r.status <> 'pending-add') THEN
+      RAISE EXCEPTION 'traktor: table % is replicated; remove it from the replicaset first',
+        obj.object_identity USING ERRCODE = 'object_in_use';
+    END IF;
+  END LOOP;
+END $fn$;
+CREATE OR REPLACE FUNCTION trktr.refuse_alter() RETURNS event_trigger LANGUAGE plpgsql
+  SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE obj record;
+BEGIN
+  FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands()
+             WHERE command_tag = 'ALTER TABLE' AND object_type = 'table' LOOP
+    IF EXISTS (SELECT 1 FROM trktr.replicaset r
+               JOIN pg_class c ON c.relname = r.table_name
+               JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = r.schema_name
+               WHERE c.oid = obj.objid AND r.status <> 'pending-add') THEN
+      RAISE EXCEPTION 'traktor: table % is replicated; remove it from the replicaset first',
+        obj.object_identity USING ERRCODE = 'object_in_use';
+    END IF;
+  END LOOP;
+END $fn$;
+DROP EVENT TRIGGER IF EXISTS trktr_refuse_drop;
+CREATE EVENT TRIGGER trktr_refuse_drop ON sql_drop EXECUTE FUNCTION trktr.refuse_drop();
+DROP EVENT TRIGGER IF EXISTS trktr_refuse_alter;
+CREATE EVENT TRIGGER trktr_refuse_alter ON ddl_command_end
+  WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION trktr.refuse_alter();
+`
+
+/** Functions the arbiter calls after it is no longer superuser (README: "Grants"). */
+export const KEPT_FUNCTIONS = [
+  'pg_catalog.pg_current_logfile(text)',
+  'pg_catalog.pg_read_binary_file(text, bigint, bigint)',
+  'pg_catalog.pg_replication_origin_progress(text, boolean)',
+  'pg_catalog.pg_replication_origin_session_setup(text)',
+  'pg_catalog.pg_replication_origin_session_reset()',
+  'pg_catalog.pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone)',
+]
+
+const ROLE_STATE = `
+SELECT r.rolsuper, r.rolreplication, current_user AS role, current_database() AS db
+FROM pg_roles r WHERE r.rolname = current_user`
+
+export interface InitResult {
+  created: boolean
+  protected: boolean
+  superuserDropped: boolean
+}
+
+export interface SchemaInit {
+  db: Db
+  nodeId: number
+  log: Logger
+  /** give up SUPERUSER once the objects exist (TRAKTOR's behaviour; default true) */
+  dropSuperuser?: boolean
+}
+
+/** Create (or complete) traktor's objects. Idempotent; safe to call on every start. */
+export async function initNode(init: SchemaInit): Promise<InitResult> {
+  const { db, nodeId, log } = init
+  const [role] = await db.query<{ rolsuper: boolean; role: string; db: string }>(ROLE_STATE)
+  if (!role) throw new Error('cannot read the arbiter role')
+  const existed = await isInitialized(db)
+  let isProtected = false
+  await db.tx(async (c) => {
+    // one arbiter initialising at a time, also across processes
+    await c.query(`SELECT pg_advisory_xact_lock(hashtext('trktr.init'))`)
+    await c.query(SCHEMA_DDL)
+    await c.query(
+      `INSERT INTO trktr.node (node_id) VALUES ($1) ON CONFLICT (singleton) DO NOTHING`,
+      [nodeId],
+    )
+    const pub = await c.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [PUBLICATION])
+    if (pub.rowCount === 0) await c.query(`CREATE PUBLICATION ${quoteIdent(PUBLICATION)}`)
+    if (role.rolsuper) {
+      await c.query(PROTECT_DDL)
+      await c.query(`UPDATE trktr.node SET protected = true`)
+      await grantKept(c, role.role, role.db)
+    }
+    const [node] = (
+      await c.query<{ protected: boolean; node_id: number }>(
+        `SELECT protected, node_id FROM trktr.node`,
+      )
+    ).rows
+    if (node && node.node_id !== nodeId) {
+      throw new Error(`this database was initialised as node ${node.node_id}, not ${nodeId}`)
+    }
+    isProtected = node?.protected ?? false
+  })
+  let superuserDropped = false
+  if (role.rolsuper && init.dropSuperuser !== false) {
+    await db.query(`ALTER ROLE ${quoteIdent(role.role)} NOSUPERUSER`)
+    superuserDropped = true
+    log.info({ role: role.role }, 'dropped SUPERUSER from the arbiter role after initialisation')
+  }
+  if (!isProtected) {
+    log.warn('replicated tables are not protected by event triggers: initialise as superuser')
+  }
+  return { created: !existed, protected: isProtected, superuserDropped }
+}
+
+async function grantKept(c: Queryable, role: string, dbName: string): Promise<void> {
+  const r = quoteIdent(role)
+  await c.query(`ALTER ROLE ${r} REPLICATION`)
+  await c.query(`GRANT pg_create_subscription TO ${r}`)
+  await c.query(`GRANT CREATE ON DATABASE ${quoteIdent(dbName)} TO ${r}`)
+  for (const fn of KEPT_FUNCTIONS) await c.query(`GRANT EXECUTE ON FUNCTION ${fn} TO ${r}`)
+}
+
+export async function isInitialized(db: Db): Promise<boolean> {
+  const rows =
+    await db.query(`SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'trktr' AND c.relname = 'node'`)
+  return rows.length > 0
+}
+
+const TEARDOWN = `
+DROP EVENT TRIGGER IF EXISTS trktr_refuse_drop;
+DROP EVENT TRIGGER IF EXISTS trktr_refuse_alter;
+DROP PUBLICATION IF EXISTS trktr_pub;
+DROP SCHEMA IF EXISTS trktr CASCADE;
+`
+
+/** Remove the publication, event triggers and schema (subscriptions are dropped first). */
+export async function teardownNode(db: Db): Promise<void> {
+  await db.tx(async (c) => {
+    await c.query(`SELECT pg_advisory_xact_lock(hashtext('trktr.init'))`)
+    await c.query(TEARDOWN)
+  })
+}

@@ -1,0 +1,31 @@
+// Node status as TRAKTOR reports it, measured on this server only.
+import type { Db } from './db.js'
+
+export interface ServerFacts {
+  version: string
+  versionNum: number
+}
+
+export async function serverFacts(db: Db): Promise<ServerFacts> {
+  const [r] = await db.query<{ v: string; n: string }>(
+    `SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS n`,
+  )
+  return { version: (r?.v ?? '').split(' ')[0] ?? '', versionNum: Number(r?.n ?? 0) }
+}
+
+/**
+ * Apply lag of the peers that subscribe to this node, in ms: how long ago the oldest WAL a
+ * subscriber has not yet applied was written here. Both ends of the interval are read on this
+ * server's clock (pg_stat_replication's replay_lag), so clock skew between nodes plays no
+ * part. A subscriber that has applied everything counts 0.
+ */
+const LAG = `
+SELECT COALESCE(max(CASE WHEN r.replay_lsn >= pg_current_wal_lsn() THEN 0
+                         ELSE extract(epoch FROM r.replay_lag) * 1000 END), 0)::float8 AS lag_ms
+FROM pg_stat_replication r
+WHERE r.application_name LIKE 'trktr\\_sub\\_%'`
+
+export async function replicationLagMs(db: Db): Promise<number> {
+  const [r] = await db.query<{ lag_ms: number }>(LAG)
+  return Math.round((r?.lag_ms ?? 0) * 1000) / 1000
+}

@@ -1,0 +1,208 @@
+// Subscriptions to peers: trktr_sub_<self>_<peer>, origin = none (nothing loops),
+// copy_data = false (peers start from the same data), disable_on_error = true (the resolver
+// decides what to do with a failing remote transaction).
+import { type ConnParams, formatConninfo, getParam, parseConninfo } from '../config/conninfo.js'
+import { BadRequestError, ConflictError, TraktorError } from '../errors.js'
+import type { Db } from './db.js'
+import { checkLsn, quoteIdent, quoteLiteral } from './ident.js'
+import { PUBLICATION } from './schema.js'
+
+export function subscriptionName(self: number, peer: number): string {
+  return `trktr_sub_${self}_${peer}`
+}
+
+const NAME = /^trktr_sub_(\d+)_(\d+)$/
+
+/** The peer node id of one of our subscriptions, or undefined if the name is not ours. */
+export function peerOf(name: string, self: number): number | undefined {
+  const m = NAME.exec(name)
+  return m && Number(m[1]) === self ? Number(m[2]) : undefined
+}
+
+export interface SubscriptionRow {
+  name: string
+  oid: number
+  enabled: boolean
+  skipLsn: string
+  peer: number
+  /** pg_stat_subscription_stats */
+  applyErrors: number
+  /** remote LSN the origin has applied up to (null before the first transaction) */
+  originLsn: string | null
+  workerPid: number | null
+}
+
+const LIST = `
+SELECT s.subname AS name, s.oid::int8 AS oid, s.subenabled AS enabled, s.subskiplsn::text AS skip,
+       COALESCE(st.apply_error_count, 0)::int8 AS apply_errors,
+       pg_replication_origin_progress('pg_' || s.oid, false)::text AS origin_lsn,
+       (SELECT w.pid FROM pg_stat_subscription w
+         WHERE w.subid = s.oid AND w.relid IS NULL LIMIT 1) AS worker_pid
+FROM pg_subscription s
+LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid
+WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND s.subname LIKE 'trktr\\_sub\\_%'
+ORDER BY s.subname`
+
+export async function listSubscriptions(db: Db, self: number): Promise<SubscriptionRow[]> {
+  const rows = await db.query<{
+    name: string
+    oid: string
+    enabled: boolean
+    skip: string
+    apply_errors: string
+    origin_lsn: string | null
+    worker_pid: number | null
+  }>(LIST)
+  const out: SubscriptionRow[] = []
+  for (const r of rows) {
+    const peer = peerOf(r.name, self)
+    if (peer === undefined) continue
+    out.push({
+      name: r.name,
+      oid: Number(r.oid),
+      enabled: r.enabled,
+      skipLsn: r.skip,
+      peer,
+      applyErrors: Number(r.apply_errors),
+      originLsn: r.origin_lsn,
+      workerPid: r.worker_pid,
+    })
+  }
+  return out
+}
+
+export interface SubscribeInit {
+  self: number
+  peer: number
+  conninfo: string
+  /** used when the conninfo has none: a non-superuser subscription needs a password */
+  peerPassword?: string
+}
+
+/**
+ * Create the subscription to a peer (idempotent: an existing one gets the new connection
+ * string). CREATE SUBSCRIPTION creates the slot on the peer, so it cannot run in a
+ * transaction; a peer that cannot be reached is a 409 with PostgreSQL's reason.
+ */
+export async function subscribe(db: Db, init: SubscribeInit): Promise<{ created: boolean }> {
+  const { self, peer } = init
+  if (!Number.isInteger(peer) || peer < 0)
+    throw new BadRequestError('inbound_node must be a node id')
+  if (peer === self) throw new BadRequestError(`inbound_node ${peer} is this node itself`)
+  const conninfo = withPeerPassword(init.conninfo, init.peerPassword)
+  const name = subscriptionName(self, peer)
+  const existing = await db.query(`SELECT 1 FROM pg_subscription WHERE subname = $1`, [name])
+  try {
+    if (existing.length > 0) {
+      const [known] = await db.query<{ conninfo: string }>(
+        `SELECT conninfo FROM trktr.peers WHERE node_id = $1`,
+        [peer],
+      )
+      if (known?.conninfo === conninfo) return { created: false }
+      await db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)}`)
+    } else {
+      await db.query(
+        `CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)}
+         PUBLICATION ${quoteIdent(PUBLICATION)}
+         WITH (origin = none, copy_data = false, disable_on_error = true)`,
+      )
+    }
+  } catch (err) {
+    throw asPeerError(err, peer)
+  }
+  await db.query(
+    `INSERT INTO trktr.peers (node_id, conninfo) VALUES ($1, $2)
+     ON CONFLICT (node_id) DO UPDATE SET conninfo = EXCLUDED.conninfo`,
+    [peer, conninfo],
+  )
+  return { created: existing.length === 0 }
+}
+
+/** Validated, in key/value form, with our peerPassword when the caller gave none. */
+function withPeerPassword(conninfo: string, password: string | undefined): string {
+  let params: ConnParams
+  try {
+    params = parseConninfo(conninfo)
+  } catch (err) {
+    throw new BadRequestError(`connection_string: ${(err as Error).message}`, 'ERR_CONNINFO')
+  }
+  if (password !== undefined && getParam(params, 'password') === undefined) {
+    params.set('password', password)
+  }
+  return formatConninfo(params)
+}
+
+function asPeerError(err: unknown, peer: number): TraktorError {
+  const e = err as TraktorError
+  if (e.sqlState?.startsWith('08') || e.sqlState === '28P01' || e.sqlState === '28000') {
+    return new ConflictError(
+      `cannot reach node ${peer}: ${e.message}`,
+      'ERR_PEER_UNREACHABLE',
+      e.sqlState,
+    )
+  }
+  if (e.sqlState === '42501') {
+    return new ConflictError(e.message, 'ERR_PERMISSION', e.sqlState)
+  }
+  return e instanceof TraktorError ? e : new TraktorError('ERR_POSTGRES', String(err))
+}
+
+/**
+ * Drop the subscription to a peer. If the peer cannot be reached, the slot there cannot be
+ * dropped: detach it (slot_name = NONE) so the local subscription still goes, and say so.
+ */
+export async function unsubscribe(
+  db: Db,
+  self: number,
+  peer: number,
+): Promise<{ existed: boolean; slotLeft: boolean }> {
+  const name = subscriptionName(self, peer)
+  const existing = await db.query(`SELECT 1 FROM pg_subscription WHERE subname = $1`, [name])
+  let slotLeft = false
+  if (existing.length > 0) {
+    const q = quoteIdent(name)
+    try {
+      await db.query(`DROP SUBSCRIPTION ${q}`)
+    } catch (err) {
+      const e = err as TraktorError
+      if (!e.sqlState?.startsWith('08')) throw err
+      await db.query(`ALTER SUBSCRIPTION ${q} DISABLE`)
+      await db.query(`ALTER SUBSCRIPTION ${q} SET (slot_name = NONE)`)
+      await db.query(`DROP SUBSCRIPTION ${q}`)
+      slotLeft = true
+    }
+  }
+  await db.query(`DELETE FROM trktr.peers WHERE node_id = $1`, [peer]).catch(() => undefined)
+  return { existed: existing.length > 0, slotLeft }
+}
+
+/** Pick up tables added to / removed from the peer's publication (no copy: peers agree). */
+export async function refresh(db: Db, name: string): Promise<void> {
+  await db.query(
+    `ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = false)`,
+  )
+}
+
+export async function enable(db: Db, name: string): Promise<void> {
+  await db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} ENABLE`)
+}
+
+/** Skip the whole failing remote transaction (TRAKTOR's "local write wins"). */
+export async function skip(db: Db, name: string, lsn: string): Promise<void> {
+  await db.query(
+    `ALTER SUBSCRIPTION ${quoteIdent(name)} SKIP (lsn = ${quoteLiteral(checkLsn(lsn))})`,
+  )
+}
+
+export interface PeerRow {
+  nodeId: number
+  conninfo: string
+}
+
+export async function listPeers(db: Db): Promise<PeerRow[]> {
+  const rows = await db.query<{ node_id: number; conninfo: string }>(
+    `SELECT node_id, conninfo FROM trktr.peers ORDER BY node_id`,
+  )
+  return rows.map((r) => ({ nodeId: r.node_id, conninfo: r.conninfo }))
+}

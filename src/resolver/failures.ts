@@ -1,0 +1,91 @@
+// What the server log says about failing subscriptions, built from parsed records by
+// structure only (the words may be German): an apply error names its subscription through the
+// replication origin "pg_<oid>" in its context; an error without that context (a lost
+// connection) is tied to the subscription named in the next line of the same process.
+import {
+  findQuotedNames,
+  type LogRecord,
+  parseApplyContext,
+  parseKeyDetail,
+} from '../postgres/logparse.js'
+
+export interface ApplyFailure {
+  /** stable identity of this failure: the same failure is acted on once */
+  id: string
+  at: string
+  pid: number
+  sqlState: string
+  message: string
+  detail?: string
+  relation?: string
+  finishLsn?: string
+  remoteXid?: number
+  key?: string
+  value?: string
+}
+
+const ERROR_LEVELS = new Set(['ERROR', 'FATAL', 'PANIC'])
+
+export function isErrorRecord(r: LogRecord): boolean {
+  const level = (r as { level?: string }).level ?? r.severity
+  return ERROR_LEVELS.has(level)
+}
+
+const MAX_PIDS = 1000
+
+export class FailureIndex {
+  private readonly byOid = new Map<number, ApplyFailure>()
+  private readonly byName = new Map<string, ApplyFailure>()
+  private readonly lastErrorByPid = new Map<number, ApplyFailure>()
+
+  /** Take new records in log order; `names` are the subscriptions that exist now. */
+  add(records: readonly LogRecord[], names: readonly string[]): void {
+    const known = new Set(names)
+    for (const r of records) {
+      if (isErrorRecord(r)) {
+        const f = toFailure(r)
+        const ctx = r.context === undefined ? undefined : parseApplyContext(r.context)
+        if (ctx) this.byOid.set(ctx.subscriptionOid, f)
+        this.lastErrorByPid.set(r.pid, f)
+        if (this.lastErrorByPid.size > MAX_PIDS) {
+          const first = this.lastErrorByPid.keys().next().value
+          if (first !== undefined) this.lastErrorByPid.delete(first)
+        }
+        continue
+      }
+      const prior = this.lastErrorByPid.get(r.pid)
+      if (!prior) continue
+      const named = findQuotedNames(r.message).find((n) => known.has(n))
+      if (named !== undefined) {
+        this.byName.set(named, prior)
+        this.lastErrorByPid.delete(r.pid)
+      }
+    }
+  }
+
+  /** The most recent failure logged for this subscription, if any. */
+  latestFor(name: string, oid: number): ApplyFailure | undefined {
+    const a = this.byName.get(name)
+    const b = this.byOid.get(oid)
+    if (!a) return b
+    if (!b) return a
+    return a.at >= b.at ? a : b
+  }
+}
+
+function toFailure(r: LogRecord): ApplyFailure {
+  const ctx = r.context === undefined ? undefined : parseApplyContext(r.context)
+  const kv = r.detail === undefined ? undefined : parseKeyDetail(r.detail)
+  return {
+    id: `${r.timestamp}|${r.pid}|${r.sqlState}`,
+    at: r.timestamp,
+    pid: r.pid,
+    sqlState: r.sqlState,
+    message: r.message,
+    ...(r.detail === undefined ? {} : { detail: r.detail }),
+    ...(ctx?.relation === undefined ? {} : { relation: ctx.relation }),
+    ...(ctx?.finishLsn === undefined ? {} : { finishLsn: ctx.finishLsn }),
+    ...(ctx?.remoteXid === undefined ? {} : { remoteXid: ctx.remoteXid }),
+    ...(kv === undefined ? {} : { key: kv.key, value: kv.value }),
+  }
+}

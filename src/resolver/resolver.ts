@@ -1,0 +1,189 @@
+// The conflict resolver's loop: every checkIntervalMs, observe (subscriptions, new log
+// records) → decide (pure) → act (record, skip, enable) → confirm what really got applied.
+// Each cycle ends in one verdict line; an error ends the cycle, never the loop.
+import type { ResolverStrategy } from '../config/types.js'
+import type { Logger } from '../log.js'
+import type { HistoryEntry } from '../postgres/history.js'
+import * as history from '../postgres/history.js'
+import type { LocalNode } from '../postgres/local.js'
+import { ServerLogReader } from '../postgres/logfile.js'
+import * as subs from '../postgres/subscriptions.js'
+import { type Action, acted, decide, newDecideState } from './decide.js'
+import { FailureIndex } from './failures.js'
+
+export interface ResolverInit {
+  local: LocalNode
+  strategy: ResolverStrategy
+  intervalMs: number
+  log: Logger
+  /** told about every issue recorded and every resolution confirmed (metrics, gossip) */
+  onEvent?: (event: ResolverEvent) => void
+}
+
+export type ResolverEvent =
+  | { kind: 'action'; action: Action }
+  | { kind: 'resolved'; entry: HistoryEntry }
+
+type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout | undefined }
+
+export class Resolver {
+  private readonly init: ResolverInit
+  private readonly log: Logger
+  private readonly reader: ServerLogReader
+  private readonly failures = new FailureIndex()
+  private readonly decisions = newDecideState()
+  private state: State = { kind: 'stopped' }
+  private cycle: Promise<string> | undefined
+  lastVerdict = 'not run yet'
+
+  constructor(init: ResolverInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'resolver' })
+    this.reader = new ServerLogReader(init.local.db)
+  }
+
+  start(): void {
+    if (this.state.kind === 'running') return
+    this.state = { kind: 'running', timer: undefined }
+    this.schedule(0)
+  }
+
+  async stop(): Promise<void> {
+    if (this.state.kind === 'running') clearTimeout(this.state.timer)
+    this.state = { kind: 'stopped' }
+    await this.cycle?.catch(() => undefined)
+  }
+
+  /** Run one cycle now (or join the one running); returns its verdict. */
+  async tick(): Promise<string> {
+    this.cycle ??= this.runCycle().finally(() => {
+      this.cycle = undefined
+    })
+    return await this.cycle
+  }
+
+  private schedule(ms: number): void {
+    if (this.state.kind !== 'running') return
+    const state = this.state
+    state.timer = setTimeout(() => {
+      void this.tick().finally(() => {
+        if (this.state === state) this.schedule(this.init.intervalMs)
+      })
+    }, ms)
+  }
+
+  private async runCycle(): Promise<string> {
+    let verdict: string
+    try {
+      verdict = await this.observeDecideAct()
+    } catch (err) {
+      verdict = `cycle failed: ${(err as Error).message}`
+      if (verdict !== this.lastVerdict) this.log.warn({ verdict }, 'resolver cycle')
+      this.lastVerdict = verdict
+      return verdict
+    }
+    const level = verdict.startsWith('no ') || verdict === this.lastVerdict ? 'debug' : 'info'
+    this.log[level]({ verdict }, 'resolver cycle')
+    this.lastVerdict = verdict
+    return verdict
+  }
+
+  private async observeDecideAct(): Promise<string> {
+    const { local } = this.init
+    if (!(await local.initialized())) return 'no action: node not initialised'
+    const list = await local.subscriptions()
+    this.failures.add(
+      await this.reader.poll(),
+      list.map((s) => s.name),
+    )
+    const now = Date.now()
+    const actions = decide(
+      list,
+      (s) => this.failures.latestFor(s.name, s.oid),
+      this.decisions,
+      this.init.strategy,
+      now,
+    )
+    for (const a of actions) {
+      await this.act(a)
+      acted(this.decisions, a, now)
+      this.init.onEvent?.({ kind: 'action', action: a })
+    }
+    const resolved = await history.markApplied(local.db)
+    for (const entry of resolved) {
+      this.log.info(
+        { subscription: entry.subscription, lsn: entry.lsn, relation: entry.relation },
+        'conflict resolved',
+      )
+      this.init.onEvent?.({ kind: 'resolved', entry })
+    }
+    local.retryDueRefreshes()
+    await local.syncWatches()
+    const disabled = list.filter((s) => !s.enabled).length
+    if (actions.length === 0 && resolved.length === 0) {
+      return disabled === 0
+        ? 'no failed subscriptions'
+        : `no action: ${disabled} disabled, no new failure`
+    }
+    const parts = actions.map((a) => `${a.kind} ${a.subscription} (${a.failure.sqlState})`)
+    if (resolved.length > 0) parts.push(`${resolved.length} confirmed resolved`)
+    return parts.join('; ')
+  }
+
+  private async act(a: Action): Promise<void> {
+    const { db } = this.init.local
+    const f = a.failure
+    const base = {
+      subscription: a.subscription,
+      occurred: new Date(Date.parse(f.at) || Date.now()),
+      sqlStateCode: f.sqlState,
+      reason: f.detail ?? f.message,
+      ...(f.relation === undefined ? {} : { relation: f.relation }),
+      ...(f.key === undefined ? {} : { key: f.key, value: f.value ?? '' }),
+    }
+    switch (a.kind) {
+      case 'skip': {
+        await history.recordIssue(db, {
+          ...base,
+          lsn: a.failure.finishLsn,
+          kind: 'conflict',
+          action: 'skip',
+        })
+        await subs.skip(db, a.subscription, a.failure.finishLsn)
+        await subs.enable(db, a.subscription)
+        this.log.warn(
+          {
+            subscription: a.subscription,
+            lsn: a.failure.finishLsn,
+            relation: f.relation,
+            sqlState: f.sqlState,
+          },
+          'conflict: skipped the remote transaction (local write wins) and re-enabled',
+        )
+        return
+      }
+      case 'enable':
+        await subs.enable(db, a.subscription)
+        this.log.info(
+          { subscription: a.subscription, sqlState: f.sqlState },
+          'publisher connection lost: re-enabled',
+        )
+        return
+      case 'record':
+        await history.recordIssue(db, {
+          ...base,
+          lsn: f.finishLsn ?? '0/0',
+          kind: isConflictState(f.sqlState) ? 'conflict' : 'error',
+          action: 'none',
+        })
+        this.log.error(
+          { subscription: a.subscription, sqlState: f.sqlState, reason: base.reason },
+          'apply error recorded; left for the operator',
+        )
+    }
+  }
+}
+
+function isConflictState(s: string): boolean {
+  return s.startsWith('23')
+}

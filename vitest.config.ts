@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 90_000,
+    pool: 'forks',
+    maxWorkers: 2,
+    // .ci/run reads the counts from this file; the default reporter is for people
+    reporters: ['default', ['json', { outputFile: '.tmp/vitest-results.json' }]],
+  },
+})
