@@ -26,7 +26,7 @@ const PUBLIC = ['/healthz', '/docs', '/docs/openapi.json']
 export function buildApp(init: AppInit): FastifyInstance {
   const app = Fastify({
     logger: false,
-    maxParamLength: 1000,
+    routerOptions: { maxParamLength: 1000 },
     bodyLimit: 64 * 1024,
     ...(init.tls ? { https: { cert: init.tls.cert, key: init.tls.key } } : {}),
   }) as unknown as FastifyInstance

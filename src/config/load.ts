@@ -71,7 +71,7 @@ function fileProblem(file: string): string | undefined {
 }
 
 const required = (what: string) => (iss: { input?: unknown }) =>
-  iss.input === undefined ? 'required' : `must be ${what}`
+  iss.input === undefined ? 'required' : `must be ${what}, got ${show(iss.input)}`
 
 function intIn(min: number, max: number) {
   const range = max === NODE_ID_MAX ? `>= ${min}` : `from ${min} to ${max}`
@@ -84,10 +84,14 @@ function intIn(min: number, max: number) {
 
 // Secrets: messages say what is wrong, never what was given.
 const secret = () =>
-  z.string({ error: required('a string') }).min(1, { error: 'must not be empty' })
+  z
+    .string({ error: (iss) => (iss.input === undefined ? 'required' : 'must be a string') })
+    .min(1, { error: 'must not be empty' })
 
 function conninfo(allowSecrets: boolean) {
-  return z.string({ error: required('a libpq connection string') }).transform((s, ctx) => {
+  const error = (iss: { input?: unknown }) =>
+    iss.input === undefined ? 'required' : 'must be a libpq connection string'
+  return z.string({ error }).transform((s, ctx) => {
     const fail = (message: string) => {
       ctx.addIssue({ code: 'custom', message })
       return z.NEVER
@@ -121,36 +125,40 @@ function buildSchema(baseDir: string) {
       if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
       return file
     })
-  const bootstrap = z.unknown().transform((v, ctx): string[] => {
-    if (v === undefined) return []
-    const fail = (message: string, p: PropertyKey[] = []) => {
-      ctx.addIssue({ code: 'custom', message, path: p })
+  const bootstrap = z
+    .unknown()
+    .optional()
+    .transform((v, ctx): string[] => {
+      if (v === undefined) return []
+      const fail = (message: string, p: PropertyKey[] = []) => {
+        ctx.addIssue({ code: 'custom', message, path: p })
+        return z.NEVER
+      }
+      if (typeof v !== 'string') {
+        const list = multiaddrs.safeParse(v)
+        if (list.success) return list.data
+        for (const iss of list.error.issues) fail(iss.message, iss.path)
+        return z.NEVER
+      }
+      const file = resolve(baseDir, v)
+      let json: unknown
+      try {
+        json = JSON.parse(readFileSync(file, 'utf8'))
+      } catch (e) {
+        const why =
+          e instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${fsReason(e)})`
+        return fail(`"${file}" ${why}; expected {"peers": ["/ip4/.../tcp/..."]}`)
+      }
+      const peers = z.strictObject({ peers: multiaddrs }).safeParse(json)
+      if (peers.success) return peers.data.peers
+      for (const iss of peers.error.issues) {
+        const where = iss.path.length === 0 ? '' : `${pathText(iss.path)}: `
+        const what =
+          iss.code === 'unrecognized_keys' ? `unknown key ${iss.keys.join(', ')}` : iss.message
+        fail(`"${file}": ${where}${what}`)
+      }
       return z.NEVER
-    }
-    if (typeof v !== 'string') {
-      const list = multiaddrs.safeParse(v)
-      if (list.success) return list.data
-      for (const iss of list.error.issues) fail(iss.message, iss.path)
-      return z.NEVER
-    }
-    const file = resolve(baseDir, v)
-    let json: unknown
-    try {
-      json = JSON.parse(readFileSync(file, 'utf8'))
-    } catch (e) {
-      const why = e instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${fsReason(e)})`
-      return fail(`"${file}" ${why}; expected {"peers": ["/ip4/.../tcp/..."]}`)
-    }
-    const peers = z.strictObject({ peers: multiaddrs }).safeParse(json)
-    if (peers.success) return peers.data.peers
-    for (const iss of peers.error.issues) {
-      const where = iss.path.length === 0 ? '' : `${pathText(iss.path)}: `
-      const what =
-        iss.code === 'unrecognized_keys' ? `unknown key ${iss.keys.join(', ')}` : iss.message
-      fail(`"${file}": ${where}${what}`)
-    }
-    return z.NEVER
-  })
+    })
 
   const tlsShape = { certFile: readable(), keyFile: readable() }
   const apiShape = {
@@ -193,7 +201,7 @@ function buildSchema(baseDir: string) {
     // runs even when a sibling field failed, so these problems are reported in the same pass
     .superRefine(
       (m, ctx) => {
-        if (m.pskFile === undefined && m.insecure !== true) {
+        if (m.pskFile === undefined && m.insecure === false) {
           ctx.addIssue({
             code: 'custom',
             path: ['pskFile'],
@@ -227,12 +235,13 @@ function buildSchema(baseDir: string) {
     advertise: z
       .strictObject({ postgres: conninfo(false).optional() }, { error: required('an object') })
       .optional(),
-    peerPassword: secret().optional(),
+    // in DESIGN §3's order, which is the order problems are reported in
     api: z.strictObject(apiShape, { error: required('an object') }),
+    peerPassword: secret().optional(),
     checkIntervalMs: intIn(50, 3_600_000).default(DEFAULT_CHECK_INTERVAL_MS),
     resolver: z.enum(['skip', 'off']).default('skip'),
-    logLevel: z.enum(LOG_LEVELS).default('info'),
     mesh: mesh.optional(),
+    logLevel: z.enum(LOG_LEVELS).default('info'),
   }
   const keys: Record<string, readonly string[]> = {
     '': Object.keys(rootShape),

@@ -121,7 +121,6 @@ describe('the TRAKTOR tutorial', () => {
   })
 
   it('extends the cluster with a third node', async () => {
-    await prepareTutorialNode(pgs[2] as EmbeddedPostgres).catch(() => undefined)
     await q(2, REPTEST)
     await startNode(2)
     expect((await call(A(2), 'PUT', '/v1/arbiter/control')).status).toBe(201)
