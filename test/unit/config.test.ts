@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config/load.js'
 import { ConfigError } from '../../src/errors.js'
@@ -106,6 +107,17 @@ describe('TRAKTOR arbiter.conf', () => {
       certFile: join(dir, 'api.crt'),
       keyFile: join(dir, 'api.key'),
     })
+  })
+
+  it('reports TLS files that cannot be read, under the INI key names', () => {
+    const path = write(
+      'arbiter.conf',
+      `${tutorialConf(0)}SSLKeyfile = k.pem\nSSLCertfile = c.pem\n`,
+    )
+    expect(problemsOf(path)).toEqual([
+      `SSLCertfile: cannot read "${join(dir, 'c.pem')}" (no such file)`,
+      `SSLKeyfile: cannot read "${join(dir, 'k.pem')}" (no such file)`,
+    ])
   })
 
   it('takes a password with " #" whole', () => {
@@ -288,6 +300,12 @@ describe('native JSON', () => {
     ).toEqual(peers)
   })
 
+  it('accepts the repository's bootstrap.json.example', () => {
+    const example = fileURLToPath(new URL('../../bootstrap.json.example', import.meta.url))
+    const mesh = { listen: ['/ip4/127.0.0.1/tcp/9000'], bootstrap: example, insecure: true }
+    expect(load(write('c.json', { ...minimal, mesh })).mesh?.bootstrap).toHaveLength(3)
+  })
+
   it('reports a missing or invalid bootstrap file', () => {
     write('swarm.key', 'psk')
     const mesh = { listen: ['/ip4/127.0.0.1/tcp/9000'], pskFile: 'swarm.key' }
@@ -310,6 +328,18 @@ describe('native JSON', () => {
     expect(
       problemsOf(write('c.json', { ...minimal, mesh: { ...mesh, bootstrap: 'broken.json' } }))[0],
     ).toContain('is not valid JSON')
+  })
+
+  it('needs a readable pskFile in mesh mode', () => {
+    const mesh = { listen: ['/ip4/127.0.0.1/tcp/9000'], pskFile: 'swarm.key' }
+    expect(problemsOf(write('c.json', { ...minimal, mesh }))).toEqual([
+      `mesh.pskFile: cannot read "${join(dir, 'swarm.key')}" (no such file)`,
+    ])
+  })
+
+  it('reads any .json extension as JSON and anything else as INI', () => {
+    expect(load(write('UPPER.JSON', minimal)).format).toBe('json')
+    expect(load(write('node.ini', tutorialConf(1))).format).toBe('ini')
   })
 
   it('rejects unknown keys, naming the path and a likely intent', () => {
@@ -457,11 +487,12 @@ describe('native JSON', () => {
     )
     expect(Object.isFrozen(c)).toBe(true)
     expect(Object.isFrozen(c.api)).toBe(true)
+    const listen = (c.mesh?.listen ?? []) as string[]
     expect(Object.isFrozen(c.mesh)).toBe(true)
-    expect(Object.isFrozen(c.mesh?.listen)).toBe(true)
+    expect(Object.isFrozen(listen)).toBe(true)
     expect(() => {
       ;(c as { nodeId: number }).nodeId = 9
     }).toThrow(TypeError)
-    expect(() => (c.mesh?.listen as string[]).push('/x')).toThrow(TypeError)
+    expect(() => listen.push('/x')).toThrow(TypeError)
   })
 })

@@ -1,0 +1,128 @@
+// The resolver against real servers, beyond the tutorial's conflict: an apply error that is
+// not a conflict is recorded and left alone; a publisher that shuts down is re-enabled and
+// never skipped; a subscription an operator disabled stays disabled.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { silentLogger } from '../../src/log.js'
+import { destroyServers, type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
+import type { LocalNode } from '../../src/postgres/local.js'
+import { Resolver } from '../../src/resolver/resolver.js'
+import { waitFor } from '../fixtures/arbiters.js'
+import { localNode } from '../fixtures/node.js'
+import { peerConninfo, prepareTutorialNode, REPTEST, TUTORIAL_DB } from '../fixtures/tutorial.js'
+
+let pgs: EmbeddedPostgres[] = []
+const nodes: Array<{ local: LocalNode; close: () => Promise<void> }> = []
+let resolver: Resolver
+
+const q = (i: number, sql: string, params: unknown[] = []) =>
+  (pgs[i] as EmbeddedPostgres).query(sql, params, { dbname: TUTORIAL_DB })
+const L = (i: number) => (nodes[i] as { local: LocalNode }).local
+const subOf = async (i: number) =>
+  (await q(i, `SELECT subenabled FROM pg_subscription`))[0]?.subenabled as boolean
+
+beforeAll(async () => {
+  pgs = await startServers(2, (i) => ({ name: `resolver${i}`, fast: true }))
+  for (const [i, pg] of pgs.entries()) {
+    await prepareTutorialNode(pg)
+    await pg.query(REPTEST, [], { dbname: TUTORIAL_DB })
+    nodes[i] = await localNode(pg, i)
+    await L(i).initNode()
+  }
+  await L(0).subscribe(1, peerConninfo((pgs[1] as EmbeddedPostgres).port))
+  await L(1).subscribe(0, peerConninfo((pgs[0] as EmbeddedPostgres).port))
+  for (const i of [0, 1]) await L(i).stage({ schema: 'multimaster', table: 'reptest' }, 'add')
+  for (const i of [0, 1]) await L(i).commit()
+  for (const i of [0, 1]) {
+    await waitFor(
+      async () => (await q(i, 'SELECT count(*)::int AS n FROM pg_subscription_rel'))[0]?.n === 1,
+      10_000,
+      'refresh',
+    )
+  }
+  // only node 1 runs a resolver here; ticks are driven by the test
+  resolver = new Resolver({
+    local: L(1),
+    strategy: 'skip',
+    intervalMs: 3_600_000,
+    log: silentLogger(),
+  })
+})
+
+afterAll(async () => {
+  await resolver?.stop()
+  for (const n of nodes) await n.close()
+  await destroyServers(pgs)
+})
+
+describe('resolver', () => {
+  it('records an apply error that is not a conflict and does not skip it', async () => {
+    // a subscriber-side trigger that refuses one row: SQLSTATE P0001, not a conflict
+    await q(
+      1,
+      `SET event_triggers = off;
+      CREATE FUNCTION multimaster.refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF NEW.id = 42 THEN RAISE EXCEPTION 'refused by the subscriber'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER refuse BEFORE INSERT ON multimaster.reptest FOR EACH ROW EXECUTE FUNCTION multimaster.refuse();
+      ALTER TABLE multimaster.reptest ENABLE ALWAYS TRIGGER refuse;`,
+    )
+    await q(0, `INSERT INTO multimaster.reptest VALUES (42, 'x')`)
+    await waitFor(async () => !(await subOf(1)), 10_000, 'subscription disabled by the error')
+    await waitFor(async () => (await resolver.tick()).includes('record'), 10_000, 'record verdict')
+    const [h] = await L(1).history()
+    expect(h).toMatchObject({
+      subscription: 'trktr_sub_1_0',
+      sqlStateCode: 'P0001',
+      kind: 'error',
+      action: 'none',
+      resolved: null,
+    })
+    expect(h?.reason).toContain('refused by the subscriber')
+    expect(await subOf(1)).toBe(false)
+    const status = await L(1).status()
+    expect(status).toMatchObject({ is_replicating: false, conflicts_pending: 1, is_tainted: false })
+    // a second cycle does not act on the same failure again
+    expect(await resolver.tick()).toMatch(/^no action/)
+
+    // the operator fixes it and enables; the row arrives and the issue counts as resolved
+    await q(1, `SET event_triggers = off; DROP TRIGGER refuse ON multimaster.reptest`)
+    await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+    await waitFor(
+      async () => (await q(1, 'SELECT 1 FROM multimaster.reptest WHERE id = 42')).length === 1,
+      10_000,
+      'row 42',
+    )
+    await waitFor(
+      async () => (await resolver.tick()).includes('confirmed resolved'),
+      10_000,
+      'resolved',
+    )
+    expect((await L(1).status()).conflicts_pending).toBe(0)
+  })
+
+  it('re-enables a subscription whose publisher shut down, without recording a conflict', async () => {
+    const before = (await L(1).history()).length
+    await (pgs[0] as EmbeddedPostgres).stop()
+    await waitFor(async () => !(await subOf(1)), 15_000, 'disabled by the lost publisher')
+    await waitFor(
+      async () => (await resolver.tick()).startsWith('enable trktr_sub_1_0 (08'),
+      10_000,
+      'enable verdict',
+    )
+    expect(await subOf(1)).toBe(true)
+    expect((await L(1).history()).length).toBe(before)
+    await (pgs[0] as EmbeddedPostgres).start()
+    await q(0, `INSERT INTO multimaster.reptest VALUES (43, 'back')`)
+    await waitFor(
+      async () => (await q(1, 'SELECT 1 FROM multimaster.reptest WHERE id = 43')).length === 1,
+      20_000,
+      'row 43 after restart',
+    )
+  })
+
+  it('leaves a subscription an operator disabled alone', async () => {
+    await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 DISABLE`)
+    for (let i = 0; i < 3; i++) await resolver.tick()
+    expect(await subOf(1)).toBe(false)
+    await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+  })
+})
