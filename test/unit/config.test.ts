@@ -300,7 +300,7 @@ describe('native JSON', () => {
     ).toEqual(peers)
   })
 
-  it('accepts the repository's bootstrap.json.example', () => {
+  it('accepts bootstrap.json.example from the repository root', () => {
     const example = fileURLToPath(new URL('../../bootstrap.json.example', import.meta.url))
     const mesh = { listen: ['/ip4/127.0.0.1/tcp/9000'], bootstrap: example, insecure: true }
     expect(load(write('c.json', { ...minimal, mesh })).mesh?.bootstrap).toHaveLength(3)
