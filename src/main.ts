@@ -5,11 +5,13 @@ import { Arbiter } from './arbiter.js'
 import { loadConfig } from './config/load.js'
 import { ConfigError } from './errors.js'
 import { createLogger } from './log.js'
+import { VERSION } from './version.js'
 
 const USAGE = `traktor — multi-master replication for PostgreSQL
 
 usage:
   traktor start --config FILE     run one arbiter (FILE: native .json or TRAKTOR's arbiter.conf)
+  traktor keygen FILE             write a new private-network (pnet) key for a cluster
   traktor --help | --version
 
 The README has the configuration reference.`
@@ -21,10 +23,11 @@ async function main(argv: string[]): Promise<number> {
     return cmd === undefined ? 2 : 0
   }
   if (cmd === '--version' || cmd === '-v') {
-    process.stdout.write(`${await version()}\n`)
+    process.stdout.write(`${VERSION}\n`)
     return 0
   }
   if (cmd === 'start') return await start(rest)
+  if (cmd === 'keygen') return await keygen(rest)
   process.stderr.write(`traktor: unknown command "${cmd}"\n\n${USAGE}\n`)
   return 2
 }
@@ -67,19 +70,30 @@ async function start(args: string[]): Promise<number> {
   return 0
 }
 
+async function keygen(args: string[]): Promise<number> {
+  const [file] = args
+  if (file === undefined || file.startsWith('-')) {
+    process.stderr.write('traktor keygen: FILE is required\n')
+    return 2
+  }
+  const { writePskFile } = await import('./mesh/keys.js')
+  try {
+    await writePskFile(file)
+  } catch (err) {
+    process.stderr.write(`traktor keygen: ${(err as Error).message}\n`)
+    return 1
+  }
+  process.stdout.write(
+    `wrote a private-network key to ${file}; copy it to every arbiter of the cluster\n`,
+  )
+  return 0
+}
+
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(name)
   if (i >= 0) return args[i + 1]
   const eq = args.find((a) => a.startsWith(`${name}=`))
   return eq?.slice(name.length + 1)
-}
-
-async function version(): Promise<string> {
-  const { readFileSync } = await import('node:fs')
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
-    version: string
-  }
-  return pkg.version
 }
 
 main(process.argv.slice(2)).then(

@@ -75,6 +75,18 @@ export function buildApp(init: AppInit): FastifyInstance {
   })
 
   app.setErrorHandler(async (err, req, reply) => {
+    if (
+      (req.url.split('?')[0] ?? '') === '/rpc' &&
+      (err as { code?: string }).code === 'ERR_BAD_JSON'
+    ) {
+      // JSON-RPC 2.0: a parse error is an answer, not an HTTP failure
+      await reply.code(200).send({
+        jsonrpc: '2.0',
+        id: null,
+        error: { code: -32700, message: (err as Error).message },
+      })
+      return
+    }
     const { status, body } = httpError(err)
     if (status >= 500) log.error({ path: req.url, err: (err as Error).message }, 'request failed')
     await reply.code(status).send(body)

@@ -16,6 +16,8 @@ export interface LocalNodeInit {
   conninfo: string
   peerPassword?: string
   log: Logger
+  /** standalone mode: LISTEN on peers for publication changes (the mesh coordinates instead) */
+  watchPeers?: boolean
 }
 
 export interface NodeStatus {
@@ -169,13 +171,33 @@ export class LocalNode {
     return await history.listHistory(this.db)
   }
 
+  /**
+   * Refresh every enabled subscription now, waiting for each; a disabled one is refreshed when
+   * it is enabled again. Throws with every failure named.
+   */
+  async refreshAll(): Promise<void> {
+    const failures: string[] = []
+    for (const s of await this.subscriptions()) {
+      if (!s.enabled) {
+        this.refreshDue.add(s.peer)
+        continue
+      }
+      try {
+        await subs.refresh(this.db, s.name)
+      } catch (err) {
+        failures.push(`${s.name}: ${(err as Error).message}`)
+      }
+    }
+    if (failures.length > 0) throw new Error(`refresh failed: ${failures.join('; ')}`)
+  }
+
   /** Refreshes that failed earlier (subscription disabled, peer down): try again. */
   retryDueRefreshes(): void {
     for (const peer of this.refreshDue) void this.refreshFrom(peer)
   }
 
   async syncWatches(): Promise<void> {
-    if (!(await this.initialized())) {
+    if (this.init.watchPeers === false || !(await this.initialized())) {
       this.watch.sync([])
       return
     }

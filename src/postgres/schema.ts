@@ -48,6 +48,36 @@ CREATE TABLE IF NOT EXISTS trktr.peers (
   conninfo text NOT NULL,
   created timestamptz NOT NULL DEFAULT now()
 );
+-- mesh mode: the replicaset version every member agrees on, the proposals that change it
+-- (the coordinator's decision row is the commit point), and nodes removed from the cluster
+CREATE TABLE IF NOT EXISTS trktr.cluster (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  replicaset_version integer NOT NULL DEFAULT 0
+);
+INSERT INTO trktr.cluster (singleton) VALUES (true) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS trktr.proposals (
+  id text PRIMARY KEY,
+  version integer NOT NULL,
+  op text NOT NULL CHECK (op IN ('add', 'remove')),
+  schema_name name NOT NULL,
+  table_name name NOT NULL,
+  columns text[] NOT NULL,
+  coordinator integer NOT NULL,
+  decision text CHECK (decision IN ('commit', 'abort')),
+  applied boolean NOT NULL DEFAULT false,
+  created timestamptz NOT NULL DEFAULT now(),
+  decided timestamptz
+);
+CREATE TABLE IF NOT EXISTS trktr.removed_nodes (
+  node_id integer PRIMARY KEY,
+  removed timestamptz NOT NULL DEFAULT now()
+);
+-- the write fence (fence.ts): writers to a table wait while the arbiter holds the lock
+CREATE OR REPLACE FUNCTION trktr.fence_wait() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(29810, TG_RELID::integer);
+  RETURN NULL;
+END $fn$;
 REVOKE ALL ON ALL TABLES IN SCHEMA trktr FROM PUBLIC;
 `
 

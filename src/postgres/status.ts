@@ -29,3 +29,19 @@ export async function replicationLagMs(db: Db): Promise<number> {
   const [r] = await db.query<{ lag_ms: number }>(LAG)
   return Math.round((r?.lag_ms ?? 0) * 1000) / 1000
 }
+
+/** Per peer subscribed to this node: WAL bytes not applied yet and replay lag in seconds. */
+const LAG_BY_SUBSCRIBER = `
+SELECT r.application_name AS subscription,
+       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn), 0)::float8 AS bytes,
+       CASE WHEN r.replay_lsn >= pg_current_wal_lsn() THEN 0
+            ELSE COALESCE(extract(epoch FROM r.replay_lag), 0) END::float8 AS seconds
+FROM pg_stat_replication r
+WHERE r.application_name LIKE 'trktr\\_sub\\_%'
+ORDER BY 1`
+
+export async function lagBySubscriber(
+  db: Db,
+): Promise<Array<{ subscription: string; bytes: number; seconds: number }>> {
+  return await db.query(LAG_BY_SUBSCRIBER)
+}

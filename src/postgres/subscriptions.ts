@@ -206,3 +206,30 @@ export async function listPeers(db: Db): Promise<PeerRow[]> {
   )
   return rows.map((r) => ({ nodeId: r.node_id, conninfo: r.conninfo }))
 }
+
+/**
+ * Drop the slot a removed node's subscription used on this publisher (its DROP SUBSCRIPTION
+ * could not, if it was down). An active slot's walsender is ended first.
+ */
+export async function dropSlotOf(db: Db, subscriber: number, self: number): Promise<boolean> {
+  const slot = subscriptionName(subscriber, self)
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const [s] = await db.query<{ active_pid: number | null }>(
+      `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`,
+      [slot],
+    )
+    if (!s) return false
+    if (s.active_pid !== null) {
+      await db.query(`SELECT pg_terminate_backend($1)`, [s.active_pid])
+      await new Promise((r) => setTimeout(r, 100 * (attempt + 1)))
+      continue
+    }
+    try {
+      await db.query(`SELECT pg_drop_replication_slot($1)`, [slot])
+      return true
+    } catch (err) {
+      if ((err as { sqlState?: string }).sqlState !== '55006') throw err
+    }
+  }
+  throw new Error(`replication slot ${slot} stays active`)
+}

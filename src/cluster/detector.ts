@@ -1,0 +1,40 @@
+// The failure detector, pure: a member's state from when it was last heard and whether its
+// connection is up. Heartbeats every heartbeatMs (default 200 ms, like multimaster);
+// silent past suspectAfterMs → suspect, past deadAfterMs → dead. A closed connection (a
+// crashed arbiter's TCP reset) is stronger evidence: suspect at once, dead after
+// suspectAfterMs unless it comes back. Neither gossipsub's heartbeat nor libp2p's ping is
+// the detector; the ping only closes frozen connections.
+
+export type MemberState = 'alive' | 'suspect' | 'dead'
+
+export interface Timings {
+  heartbeatMs: number
+  suspectAfterMs: number
+  deadAfterMs: number
+}
+
+export interface Evidence {
+  lastHeardMs: number
+  /** when the connection closed, if it is closed now */
+  disconnectedAtMs?: number
+}
+
+export function detect(e: Evidence, nowMs: number, t: Timings): MemberState {
+  const silent = nowMs - e.lastHeardMs
+  if (e.disconnectedAtMs !== undefined && e.disconnectedAtMs >= e.lastHeardMs) {
+    return nowMs - e.disconnectedAtMs >= t.suspectAfterMs || silent >= t.deadAfterMs
+      ? 'dead'
+      : 'suspect'
+  }
+  if (silent >= t.deadAfterMs) return 'dead'
+  if (silent >= t.suspectAfterMs) return 'suspect'
+  return 'alive'
+}
+
+/**
+ * Flap damping: a member must have been alive without a break for this long before its
+ * arrival triggers anything in PostgreSQL (a subscription is created).
+ */
+export function stableAfterMs(t: Timings): number {
+  return Math.max(3 * t.heartbeatMs, 500)
+}

@@ -1,0 +1,256 @@
+// Membership: every arbiter announces itself on the membership topic every heartbeatMs
+// ({nodeId, peerId, advertised PostgreSQL without password, version, join state, replicaset
+// version}); the detector turns silence and closed connections into suspect and dead. Two
+// peers claiming one nodeId are both marked duplicate, loudly, and neither is used.
+import type { Logger } from '../log.js'
+import type { GossipMessage } from '../mesh/types.js'
+import { detect, type MemberState, stableAfterMs, type Timings } from './detector.js'
+import type { MeshPort } from './port.js'
+
+export type JoinState = 'joining' | 'ready' | 'removed'
+
+export interface Member {
+  nodeId: number
+  peerId: string
+  postgres: string
+  version: string
+  incarnation: number
+  joinState: JoinState
+  replicasetVersion: number
+  state: MemberState
+  lastHeardMs: number
+  /** since when it has been alive without a break (flap damping) */
+  aliveSinceMs: number | undefined
+  flaps: number
+  duplicate: boolean
+}
+
+interface Heartbeat {
+  v: 1
+  kind: 'heartbeat'
+  nodeId: number
+  peerId: string
+  postgres: string
+  version: string
+  incarnation: number
+  state: JoinState
+  replicasetVersion: number
+  addrs: string[]
+  sentAt: number
+}
+
+export interface SelfView {
+  joinState: JoinState
+  replicasetVersion: number
+}
+
+export interface MembershipInit {
+  mesh: MeshPort
+  nodeId: number
+  postgres: string
+  version: string
+  timings: Timings
+  log: Logger
+  self: () => SelfView
+  now?: () => number
+  /** told whenever a member's state, join state or replicaset version changes */
+  onChange?: (m: Member, previous: MemberState | undefined) => void
+}
+
+interface Record extends Member {
+  disconnectedAtMs?: number
+}
+
+export class Membership {
+  private readonly init: MembershipInit
+  private readonly log: Logger
+  private readonly byPeer = new Map<string, Record>()
+  private readonly incarnation: number
+  private timer: NodeJS.Timeout | undefined
+  private selfDuplicateLogged = false
+  private readonly now: () => number
+
+  constructor(init: MembershipInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'membership' })
+    this.now = init.now ?? Date.now
+    this.incarnation = Date.now()
+  }
+
+  start(): void {
+    if (this.timer) return
+    const { mesh } = this.init
+    mesh.subscribe('membership', (m) => this.onHeartbeat(m))
+    mesh.onPeer((peerId, event) => this.onPeerEvent(peerId, event))
+    this.timer = setInterval(() => this.tick(), this.init.timings.heartbeatMs)
+    this.tick()
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  /** Every other member, newest claim per peer; duplicates flagged. */
+  members(): Member[] {
+    return [...this.byPeer.values()]
+      .map(({ disconnectedAtMs: _, ...m }) => m)
+      .sort((a, b) => a.nodeId - b.nodeId)
+  }
+
+  /** Members usable for cluster actions: not duplicate, not removed. */
+  active(): Member[] {
+    return this.members().filter(
+      (m) => !m.duplicate && m.joinState !== 'removed' && m.state !== 'dead',
+    )
+  }
+
+  /** The member behind a peer id, if it announced itself. */
+  byPeerId(peerId: string): Member | undefined {
+    return this.byPeer.get(peerId)
+  }
+
+  /** Alive, not duplicate, and alive for long enough to act on (flap damping). */
+  isStable(m: Member): boolean {
+    return (
+      m.state === 'alive' &&
+      !m.duplicate &&
+      m.aliveSinceMs !== undefined &&
+      this.now() - m.aliveSinceMs >= stableAfterMs(this.init.timings)
+    )
+  }
+
+  /** Is our own nodeId claimed by another live peer? */
+  selfDuplicated(): boolean {
+    return [...this.byPeer.values()].some(
+      (m) => m.nodeId === this.init.nodeId && m.state !== 'dead',
+    )
+  }
+
+  private tick(): void {
+    void this.announce()
+    const now = this.now()
+    for (const r of this.byPeer.values()) this.evaluate(r, now)
+    this.markDuplicates()
+  }
+
+  private async announce(): Promise<void> {
+    const { mesh, nodeId, postgres, version } = this.init
+    const self = this.init.self()
+    const hb: Heartbeat = {
+      v: 1,
+      kind: 'heartbeat',
+      nodeId,
+      peerId: mesh.peerId,
+      postgres,
+      version,
+      incarnation: this.incarnation,
+      state: self.joinState,
+      replicasetVersion: self.replicasetVersion,
+      addrs: mesh.addresses().slice(0, 16),
+      sentAt: Date.now(),
+    }
+    await mesh
+      .publish('membership', hb)
+      .catch((err: Error) => this.log.debug({ err: err.message }, 'heartbeat not sent'))
+  }
+
+  private onHeartbeat(m: GossipMessage): void {
+    const hb = m.payload as Heartbeat
+    const now = this.now()
+    const prev = this.byPeer.get(m.from)
+    const r: Record = prev ?? {
+      nodeId: hb.nodeId,
+      peerId: m.from,
+      postgres: hb.postgres,
+      version: hb.version,
+      incarnation: hb.incarnation,
+      joinState: hb.state,
+      replicasetVersion: hb.replicasetVersion,
+      state: 'alive',
+      lastHeardMs: now,
+      aliveSinceMs: now,
+      flaps: 0,
+      duplicate: false,
+    }
+    const changed =
+      !prev ||
+      prev.joinState !== hb.state ||
+      prev.replicasetVersion !== hb.replicasetVersion ||
+      prev.nodeId !== hb.nodeId
+    if (prev && prev.incarnation !== hb.incarnation)
+      this.log.info({ node: hb.nodeId }, 'member restarted')
+    Object.assign(r, {
+      nodeId: hb.nodeId,
+      postgres: hb.postgres,
+      version: hb.version,
+      incarnation: hb.incarnation,
+      joinState: hb.state,
+      replicasetVersion: hb.replicasetVersion,
+      lastHeardMs: now,
+    })
+    delete r.disconnectedAtMs
+    this.byPeer.set(m.from, r)
+    if (!prev)
+      this.log.info({ node: hb.nodeId, peer: m.from, state: hb.state }, 'member joined the mesh')
+    const before = this.evaluate(r, now)
+    if (changed && before === r.state) this.init.onChange?.(r, before)
+    this.markDuplicates()
+  }
+
+  private onPeerEvent(peerId: string, event: 'connect' | 'disconnect'): void {
+    const r = this.byPeer.get(peerId)
+    if (!r) return
+    if (event === 'disconnect') r.disconnectedAtMs = this.now()
+    this.evaluate(r, this.now())
+  }
+
+  /** Re-detect one member; returns the state it had before. */
+  private evaluate(r: Record, now: number): MemberState {
+    const before = r.state
+    const evidence = {
+      lastHeardMs: r.lastHeardMs,
+      ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
+    }
+    r.state = detect(evidence, now, this.init.timings)
+    if (r.state !== 'alive') r.aliveSinceMs = undefined
+    else if (r.aliveSinceMs === undefined) r.aliveSinceMs = now
+    if (before !== r.state) {
+      if (r.state === 'alive' && before !== 'alive') r.flaps++
+      const level = r.state === 'alive' ? 'info' : 'warn'
+      this.log[level](
+        { node: r.nodeId, peer: r.peerId, from: before, to: r.state },
+        'member state changed',
+      )
+      this.init.onChange?.(r, before)
+    }
+    return before
+  }
+
+  private markDuplicates(): void {
+    const live = new Map<number, Record[]>()
+    for (const r of this.byPeer.values()) {
+      if (r.state === 'dead') continue
+      live.set(r.nodeId, [...(live.get(r.nodeId) ?? []), r])
+    }
+    for (const r of this.byPeer.values()) {
+      const claims = live.get(r.nodeId) ?? []
+      const dup = claims.length > 1 || r.nodeId === this.init.nodeId
+      if (dup && !r.duplicate) {
+        this.log.error(
+          {
+            node: r.nodeId,
+            peers: claims.map((c) => c.peerId),
+            self: r.nodeId === this.init.nodeId,
+          },
+          'two arbiters claim one nodeId: neither is used until one of them stops',
+        )
+      }
+      r.duplicate = dup
+    }
+    if (this.selfDuplicated() && !this.selfDuplicateLogged) {
+      this.selfDuplicateLogged = true
+      this.log.error({ node: this.init.nodeId }, 'another arbiter claims this node id')
+    } else if (!this.selfDuplicated()) this.selfDuplicateLogged = false
+  }
+}

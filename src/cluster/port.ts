@@ -1,0 +1,26 @@
+// What the cluster layer needs from the mesh (src/mesh's Mesh provides it): named here so
+// cluster code depends on a narrow interface, not on libp2p.
+import type {
+  ClaimCheck,
+  GossipMessage,
+  RpcHandler,
+  RpcRequest,
+  RpcResponse,
+  TopicName,
+} from '../mesh/types.js'
+
+export interface MeshPort {
+  readonly peerId: string
+  addresses(): string[]
+  publish(topic: TopicName, payload: object): Promise<void>
+  subscribe(topic: TopicName, handler: (m: GossipMessage) => void): void
+  setClaimCheck(topic: TopicName, check: ClaimCheck): void
+  onPeer(handler: (peerId: string, event: 'connect' | 'disconnect') => void): void
+  connectedPeers(): string[]
+  handle(handler: RpcHandler): void
+  request(
+    peerId: string,
+    req: RpcRequest,
+    opts?: { timeoutMs?: number; signal?: AbortSignal },
+  ): Promise<RpcResponse>
+}

@@ -1,0 +1,238 @@
+// Two-phase replicaset changes (DESIGN §5). The node that receives the call coordinates:
+// PREPARE to every member (each validates and records the proposal), then — only if all
+// acknowledged before the deadline — the coordinator's local decision row (the commit point),
+// then the change in steps on every node: fence (writers wait), publish, refresh, unfence.
+// Any NACK or timeout → ABORT everywhere, nothing changed. Recovery lives in recovery.ts.
+import { randomUUID } from 'node:crypto'
+import type { Logger } from '../log.js'
+import * as cs from '../postgres/cluster-state.js'
+import { formatRelation, type RelationName } from '../postgres/ident.js'
+import type { LocalNode } from '../postgres/local.js'
+import { tableInfo } from '../postgres/replicaset.js'
+import type { Member, Membership } from './membership.js'
+import type { MeshPort } from './port.js'
+import type { Steps } from './steps.js'
+
+export type Op = 'add' | 'remove'
+export const STEPS = ['fence', 'publish', 'refresh', 'unfence'] as const
+export type Step = (typeof STEPS)[number]
+
+export interface NodeVerdict {
+  node: number
+  ack: boolean
+  applied?: boolean
+  reason?: string
+}
+
+export interface Outcome {
+  outcome: 'committed' | 'aborted' | 'unchanged'
+  proposalId?: string
+  op: Op
+  relation: string
+  version: number
+  nodes: NodeVerdict[]
+  reason?: string
+  durationMs: number
+}
+
+export interface ProposalsInit {
+  local: LocalNode
+  mesh: MeshPort
+  membership: Membership
+  steps: Steps
+  nodeId: number
+  log: Logger
+  prepareTimeoutMs?: number
+  stepTimeoutMs?: number
+  onOutcome?: (o: Outcome) => void
+}
+
+const PREPARE_TIMEOUT_MS = 3000
+const STEP_TIMEOUT_MS = 10_000
+
+export class Proposals {
+  private readonly init: ProposalsInit
+  private readonly log: Logger
+  /** one change at a time from this coordinator */
+  private queue: Promise<unknown> = Promise.resolve()
+  /** proposals this coordinator is running now (recovery must not abort them) */
+  readonly inFlight = new Set<string>()
+
+  constructor(init: ProposalsInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'proposals' })
+  }
+
+  /** Propose a change cluster-wide; resolves with the outcome, never hangs. */
+  propose(op: Op, rel: RelationName): Promise<Outcome> {
+    const run = this.queue.then(() => this.run(op, rel))
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async run(op: Op, rel: RelationName): Promise<Outcome> {
+    const started = Date.now()
+    const { local, nodeId } = this.init
+    const relation = formatRelation(rel)
+    const version = await cs.replicasetVersion(local.db)
+    const done = (o: Omit<Outcome, 'durationMs' | 'op' | 'relation'>): Outcome => {
+      const out = { ...o, op, relation, durationMs: Date.now() - started }
+      this.init.onOutcome?.(out)
+      return out
+    }
+    const snapshot = await cs.replicasetSnapshot(local.db)
+    const present = snapshot.tables.some((t) => t.schema === rel.schema && t.table === rel.table)
+    if ((op === 'add' && present) || (op === 'remove' && !present)) {
+      return done({ outcome: 'unchanged', version, nodes: [] })
+    }
+    const members = this.participants()
+    const blocked = members.filter(
+      (m) => m.state !== 'alive' || m.joinState !== 'ready' || m.duplicate,
+    )
+    if (blocked.length > 0) {
+      const nodes = blocked.map((m) => ({ node: m.nodeId, ack: false, reason: unusable(m) }))
+      return done({ outcome: 'aborted', version, nodes, reason: 'not every member can take part' })
+    }
+    const info = await tableInfo(local.db, rel)
+    const proposal: cs.Proposal = {
+      id: randomUUID(),
+      version: version + 1,
+      op,
+      schema: rel.schema,
+      table: rel.table,
+      columns: info?.columns ?? [],
+      coordinator: nodeId,
+    }
+    this.inFlight.add(proposal.id)
+    try {
+      return await this.twoPhase(proposal, members, version, done)
+    } finally {
+      this.inFlight.delete(proposal.id)
+    }
+  }
+
+  private async twoPhase(
+    proposal: cs.Proposal,
+    members: Member[],
+    version: number,
+    done: (o: Omit<Outcome, 'durationMs' | 'op' | 'relation'>) => Outcome,
+  ): Promise<Outcome> {
+    const { local, nodeId } = this.init
+    const relation = formatRelation({ schema: proposal.schema, table: proposal.table })
+    const op = proposal.op
+    const started = Date.now()
+    // phase 1: validate and record here, then everywhere
+    const own = await this.init.steps.prepare(proposal)
+    const verdicts: NodeVerdict[] = [{ node: nodeId, ...own }]
+    if (own.ack) {
+      const remote = await Promise.all(members.map((m) => this.prepareOn(m, proposal)))
+      verdicts.push(...remote)
+    }
+    if (!verdicts.every((v) => v.ack)) {
+      await cs.decide(local.db, proposal.id, 'abort', proposal)
+      await Promise.all(
+        members.map((m) => this.call(m, 'proposal.abort', { id: proposal.id }, PREPARE_TIMEOUT_MS)),
+      )
+      this.log.info({ proposal: proposal.id, relation, op, verdicts }, 'proposal aborted')
+      return done({
+        outcome: 'aborted',
+        proposalId: proposal.id,
+        version,
+        nodes: verdicts,
+        reason: 'a member refused',
+      })
+    }
+    // the commit point: from here on the change is driven to the end
+    const decision = await cs.decide(local.db, proposal.id, 'commit')
+    if (decision !== 'commit') {
+      return done({
+        outcome: 'aborted',
+        proposalId: proposal.id,
+        version,
+        nodes: verdicts,
+        reason: 'aborted by recovery',
+      })
+    }
+    const applied = await this.drive(proposal, members)
+    const nodes = verdicts.map((v) => ({
+      ...v,
+      applied: applied.get(v.node) === undefined,
+      ...(applied.get(v.node) ? { reason: applied.get(v.node) } : {}),
+    }))
+    this.log.info(
+      { proposal: proposal.id, relation, op, version: proposal.version, ms: Date.now() - started },
+      'proposal committed',
+    )
+    return done({ outcome: 'committed', proposalId: proposal.id, version: proposal.version, nodes })
+  }
+
+  /**
+   * Run the commit steps on this node and every member, each step everywhere before the next.
+   * Returns the nodes that could not finish, with why (they catch up later).
+   */
+  async drive(p: cs.Proposal, members: readonly Member[]): Promise<Map<number, string>> {
+    const failed = new Map<number, string>()
+    for (const step of STEPS) {
+      const live = members.filter((m) => !failed.has(m.nodeId))
+      const results = await Promise.all([
+        this.init.steps.run(p, step).then(
+          () => undefined,
+          (err: Error) => err.message,
+        ),
+        ...live.map(async (m) => {
+          const r = await this.call(
+            m,
+            'proposal.step',
+            { proposal: p, step },
+            this.init.stepTimeoutMs ?? STEP_TIMEOUT_MS,
+          )
+          return r.ok ? undefined : r.error.message
+        }),
+      ])
+      const [mine, ...theirs] = results
+      if (mine !== undefined) {
+        this.log.error({ proposal: p.id, step, err: mine }, 'commit step failed on the coordinator')
+        failed.set(this.init.nodeId, `${step}: ${mine}`)
+      }
+      theirs.forEach((err, i) => {
+        const m = live[i] as Member
+        if (err !== undefined) {
+          this.log.warn(
+            { proposal: p.id, step, node: m.nodeId, err },
+            'commit step failed on a member',
+          )
+          failed.set(m.nodeId, `${step}: ${err}`)
+        }
+      })
+    }
+    return failed
+  }
+
+  /** Every member that is part of the cluster (not removed). */
+  participants(): Member[] {
+    return this.init.membership.members().filter((m) => m.joinState !== 'removed')
+  }
+
+  private async prepareOn(m: Member, p: cs.Proposal): Promise<NodeVerdict> {
+    const r = await this.call(
+      m,
+      'proposal.prepare',
+      { proposal: p },
+      this.init.prepareTimeoutMs ?? PREPARE_TIMEOUT_MS,
+    )
+    if (!r.ok) return { node: m.nodeId, ack: false, reason: r.error.message }
+    const v = r.result as { ack: boolean; reason?: string }
+    return { node: m.nodeId, ack: v.ack === true, ...(v.reason ? { reason: v.reason } : {}) }
+  }
+
+  private async call(m: Member, method: string, params: unknown, timeoutMs: number) {
+    return await this.init.mesh.request(m.peerId, { method, params }, { timeoutMs })
+  }
+}
+
+function unusable(m: Member): string {
+  if (m.duplicate) return `node ${m.nodeId} is claimed by two arbiters`
+  if (m.state !== 'alive')
+    return `node ${m.nodeId} is ${m.state} (last heard ${Math.round((Date.now() - m.lastHeardMs) / 100) / 10} s ago)`
+  return `node ${m.nodeId} is still ${m.joinState}`
+}

@@ -1,0 +1,170 @@
+// Recovery of two-phase changes (DESIGN §5, step 4). A coordinator that restarts re-drives
+// its decided proposals and aborts its undecided ones. A member holding an undecided
+// proposal past its timeout asks the coordinator, then everyone: a COMMIT anywhere → commit;
+// an ABORT, "never prepared", or a coordinator without a decision (it records ABORT first,
+// fencing out a late COMMIT) → abort; everyone prepared and the coordinator unreachable →
+// stay blocked and say so (in-doubt).
+import type { Logger } from '../log.js'
+import * as cs from '../postgres/cluster-state.js'
+import type { LocalNode } from '../postgres/local.js'
+import type { Membership } from './membership.js'
+import type { MeshPort } from './port.js'
+import type { Proposals } from './proposals.js'
+import type { Steps } from './steps.js'
+
+const TICK_MS = 1000
+/** an undecided proposal older than this is in doubt */
+export const PREPARED_TIMEOUT_MS = 10_000
+const REDRIVE_AFTER_MS = 3000
+
+export interface RecoveryInit {
+  local: LocalNode
+  mesh: MeshPort
+  membership: Membership
+  proposals: Proposals
+  steps: Steps
+  nodeId: number
+  log: Logger
+}
+
+type Status = { decision: 'commit' | 'abort' | 'pending' | 'unknown' }
+
+export class Recovery {
+  private readonly init: RecoveryInit
+  private readonly log: Logger
+  private timer: NodeJS.Timeout | undefined
+  private busy = false
+  private redriven = false
+  private startedMs = 0
+  /** proposals prepared here whose outcome nobody reachable knows */
+  readonly inDoubt = new Set<string>()
+
+  constructor(init: RecoveryInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'recovery' })
+  }
+
+  start(): void {
+    this.startedMs = Date.now()
+    this.timer ??= setInterval(() => void this.tick(), TICK_MS)
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  /** What this node knows of a proposal; as its coordinator, decide ABORT for a stale one. */
+  async statusFor(id: string): Promise<Status> {
+    const { db } = this.init.local
+    const p = await cs.getProposal(db, id)
+    if (!p) return { decision: 'unknown' }
+    if (p.decision) return { decision: p.decision }
+    const mine = p.coordinator === this.init.nodeId
+    if (mine && !this.init.proposals.inFlight.has(id)) {
+      return { decision: await cs.decide(db, id, 'abort') }
+    }
+    return { decision: 'pending' }
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy) return
+    this.busy = true
+    try {
+      if (!(await this.init.local.initialized())) return
+      await this.pass()
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'recovery pass failed')
+    } finally {
+      this.busy = false
+    }
+  }
+
+  private async pass(): Promise<void> {
+    const { db } = this.init.local
+    const now = Date.now()
+    for (const p of await cs.openProposals(db)) {
+      if (p.coordinator === this.init.nodeId) {
+        if (this.init.proposals.inFlight.has(p.id)) continue
+        // ours, undecided, and not running: we restarted mid-proposal → abort everywhere
+        await cs.decide(db, p.id, 'abort')
+        await this.broadcast('proposal.abort', { id: p.id })
+        this.log.warn({ proposal: p.id }, 'aborted an undecided proposal after restart')
+        continue
+      }
+      if (now - p.createdMs < PREPARED_TIMEOUT_MS) continue
+      await this.resolveInDoubt(p)
+    }
+    // once, after a restart, when membership has had time to settle
+    if (!this.redriven && now - this.startedMs > REDRIVE_AFTER_MS) {
+      this.redriven = true
+      await this.redrive()
+    }
+  }
+
+  /** Our own decided COMMITs not applied everywhere: drive them again. */
+  private async redrive(): Promise<void> {
+    for (const p of await cs.unappliedCommits(this.init.local.db)) {
+      if (p.coordinator !== this.init.nodeId) continue
+      const members = this.init.proposals.participants()
+      const failed = await this.init.proposals.drive(p, members)
+      this.log.info({ proposal: p.id, failed: [...failed.keys()] }, 're-drove a committed proposal')
+    }
+  }
+
+  private async resolveInDoubt(p: cs.ProposalRow): Promise<void> {
+    const { db } = this.init.local
+    const answers = await this.askAll(p.id)
+    const coord = answers.get(p.coordinator)
+    const decisions = [...answers.values()]
+    let outcome: 'commit' | 'abort' | undefined
+    if (decisions.some((d) => d?.decision === 'commit')) outcome = 'commit'
+    else if (decisions.some((d) => d?.decision === 'abort' || d?.decision === 'unknown'))
+      outcome = 'abort'
+    else if (coord && coord.decision !== 'pending') outcome = 'abort'
+    if (outcome === undefined) {
+      if (!this.inDoubt.has(p.id))
+        this.log.error(
+          { proposal: p.id, coordinator: p.coordinator },
+          'proposal in doubt: coordinator unreachable, everyone prepared',
+        )
+      this.inDoubt.add(p.id)
+      return
+    }
+    this.inDoubt.delete(p.id)
+    if (outcome === 'abort') {
+      await this.init.steps.abort(p.id)
+      this.log.warn({ proposal: p.id }, 'in-doubt proposal aborted')
+    } else {
+      await cs.decide(db, p.id, 'commit')
+      await cs.applyProposal(db, p)
+      await this.init.local.refreshAll().catch(() => undefined)
+      this.log.warn({ proposal: p.id }, 'in-doubt proposal committed from a peer')
+    }
+  }
+
+  private async askAll(id: string): Promise<Map<number, Status | undefined>> {
+    const out = new Map<number, Status | undefined>()
+    await Promise.all(
+      this.init.membership.members().map(async (m) => {
+        if (m.state === 'dead') return
+        const r = await this.init.mesh.request(
+          m.peerId,
+          { method: 'proposal.status', params: { id } },
+          { timeoutMs: 2000 },
+        )
+        out.set(m.nodeId, r.ok ? (r.result as Status) : undefined)
+      }),
+    )
+    return out
+  }
+
+  private async broadcast(method: string, params: unknown): Promise<void> {
+    await Promise.all(
+      this.init.membership
+        .members()
+        .filter((m) => m.state !== 'dead')
+        .map((m) => this.init.mesh.request(m.peerId, { method, params }, { timeoutMs: 2000 })),
+    )
+  }
+}

@@ -1,0 +1,104 @@
+// Every arbiter connected to every other (DESIGN §4: up to ~64 members, gossip in one hop).
+// Each node announces where it listens on an internal topic, on start, every 2 s and whenever
+// a peer subscribes; whoever hears from a peer it is not connected to dials it. The Redialer
+// keeps it that way.
+import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from '../log.js'
+import { MAX_ANNOUNCED_ADDRS, type PeerAnnounce, WIRE_VERSION } from './codec.js'
+import type { Gossip } from './gossip.js'
+import { type MeshNode, ownAddresses } from './libp2p.js'
+import { peerIdIn, Redialer } from './redial.js'
+
+const ANNOUNCE_INTERVAL_MS = 2000
+
+export interface FullMeshComponents {
+  node: MeshNode
+  gossip: Gossip
+  log: Logger
+  isBlocked(peerId: string): boolean
+}
+
+type SubscriptionChange = CustomEvent<{ subscriptions: { topic: string; subscribe: boolean }[] }>
+type Identified = CustomEvent<{ peerId: PeerId; listenAddrs: Multiaddr[] }>
+
+export class FullMesh {
+  private readonly redial: Redialer
+  private readonly self: string
+  private timer: NodeJS.Timeout | undefined
+  private readonly onSubscription = (evt: SubscriptionChange): void => {
+    const peers = this.components.gossip.topicString('peers')
+    if (evt.detail.subscriptions.some((s) => s.topic === peers && s.subscribe)) this.announce()
+  }
+  private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
+    this.redial.addPeer(evt.detail.toString())
+  }
+  private readonly onIdentify = (evt: Identified): void => {
+    this.redial.addPeer(evt.detail.peerId.toString(), evt.detail.listenAddrs)
+  }
+
+  constructor(
+    private readonly components: FullMeshComponents,
+    bootstrap: readonly Multiaddr[],
+  ) {
+    const { node, log, isBlocked } = components
+    this.self = node.peerId.toString()
+    this.redial = new Redialer({ node, log, isBlocked }, bootstrap)
+  }
+
+  start(): void {
+    const { node } = this.components
+    node.services.pubsub.addEventListener('subscription-change', this.onSubscription)
+    node.addEventListener('peer:connect', this.onConnect)
+    node.addEventListener('peer:identify', this.onIdentify)
+    this.redial.start()
+    this.announce()
+    this.timer = setInterval(() => this.announce(), ANNOUNCE_INTERVAL_MS)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    const { node } = this.components
+    clearInterval(this.timer)
+    this.redial.stop()
+    node.services.pubsub.removeEventListener('subscription-change', this.onSubscription)
+    node.removeEventListener('peer:connect', this.onConnect)
+    node.removeEventListener('peer:identify', this.onIdentify)
+  }
+
+  /** A peer said where it listens: keep only its own addresses; dial it if not connected. */
+  onAnnounce(from: string, a: PeerAnnounce): void {
+    if (this.components.isBlocked(from)) return
+    const addrs: Multiaddr[] = []
+    for (const s of a.addrs) {
+      try {
+        const ma = multiaddr(s)
+        if (peerIdIn(ma) === from) addrs.push(ma)
+      } catch {
+        // one bad address does not spoil the others
+      }
+    }
+    this.redial.addPeer(from, addrs)
+    const { node } = this.components
+    if (node.getConnections(peerIdFromString(from)).length === 0) this.redial.dialNow(from)
+  }
+
+  forget(peerId: string): void {
+    this.redial.forget(peerId)
+  }
+
+  /** Redials every known peer now (after a partition heals). */
+  dialAll(): void {
+    this.redial.dialNow()
+  }
+
+  private announce(): void {
+    const { node, gossip, log } = this.components
+    const addrs = ownAddresses(node).slice(0, MAX_ANNOUNCED_ADDRS)
+    const payload: PeerAnnounce = { v: WIRE_VERSION, kind: 'peers', peerId: this.self, addrs }
+    gossip.publish('peers', payload).catch((err: unknown) => {
+      log.debug({ err: (err as Error).message }, 'peer announcement not sent')
+    })
+  }
+}

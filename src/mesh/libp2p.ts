@@ -1,0 +1,81 @@
+// The libp2p node's configuration, in one place: what runs on the wire is decided here.
+import '../compat.js'
+import { type GossipSub, gossipsub } from '@libp2p/gossipsub'
+import { type Identify, identify } from '@libp2p/identify'
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import { noise } from '@libp2p/noise'
+import { type Ping, ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+
+export interface Services extends Record<string, unknown> {
+  identify: Identify
+  ping: Ping
+  pubsub: GossipSub
+}
+
+export type MeshNode = Libp2p<Services>
+
+// A frozen peer's connection is closed after ~1-2 s instead of libp2p's 10-15 s
+// (research/libp2p3-facts.md §7); the failure detector must not wait on TCP.
+const PING_INTERVAL_MS = 1000
+const PING_TIMEOUT = { minTimeout: 500, maxTimeout: 2000 }
+
+export interface NodeInit {
+  privateKey: PrivateKey
+  listen: readonly Multiaddr[]
+  /** pnet's swarm.key bytes; undefined only in insecure mode */
+  psk: Uint8Array | undefined
+  /** the connection gater denies these peers (the test-only partition switch) */
+  isBlocked(peerId: PeerId): boolean
+}
+
+/** A configured node, not yet started. */
+export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
+  const { isBlocked, psk } = init
+  return createLibp2p<Services>({
+    start: false,
+    privateKey: init.privateKey,
+    addresses: { listen: init.listen.map(String) },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    ...(psk === undefined ? {} : { connectionProtector: preSharedKey({ psk }) }),
+    connectionGater: {
+      denyDialPeer: isBlocked,
+      denyInboundEncryptedConnection: isBlocked,
+      denyOutboundEncryptedConnection: isBlocked,
+    },
+    connectionMonitor: { pingInterval: PING_INTERVAL_MS, pingTimeout: PING_TIMEOUT },
+    connectionManager: {
+      // `traktor demo` and the tests run several arbiters on one host
+      inboundConnectionThreshold: 100,
+      maxIncomingPendingConnections: 64,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictSign',
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // gossipsub's sybil defence scores peers down when more than 10 share an IP address;
+        // members of a private network are trusted, and several arbiters behind one address
+        // (one host in `traktor demo` and the tests, a NAT) must not lose their gossip mesh
+        scoreParams: { IPColocationFactorWeight: 0 },
+      }),
+    },
+  })
+}
+
+/** The node's listen addresses, each ending in /p2p/<its id>. */
+export function ownAddresses(node: MeshNode): string[] {
+  const self = node.peerId.toString()
+  return node.getMultiaddrs().map((a) => {
+    const hasId = a.getComponents().some((c) => c.name === 'p2p')
+    return (hasId ? a : a.encapsulate(`/p2p/${self}`)).toString()
+  })
+}

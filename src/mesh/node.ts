@@ -1,0 +1,348 @@
+// The arbiter's libp2p node: TCP + Noise + Yamux behind a private-network key, gossip topics,
+// the RPC protocol, and the loops that keep every arbiter connected to every other.
+import '../compat.js'
+import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { TraktorError } from '../errors.js'
+import type { Logger } from '../log.js'
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_RPC_BYTES,
+  TOPIC_NAMES,
+  type WireTopic,
+} from './codec.js'
+import { FullMesh } from './full-mesh.js'
+import { Gossip, type Handler } from './gossip.js'
+import { loadOrCreateIdentity, readPsk } from './keys.js'
+import { createMeshNode, type MeshNode, ownAddresses } from './libp2p.js'
+import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'
+import type {
+  ClaimCheck,
+  GossipMessage,
+  MeshCounters,
+  RpcHandler,
+  RpcRequest,
+  RpcResponse,
+  TopicName,
+} from './types.js'
+
+export interface MeshInit {
+  nodeId: number
+  cluster: string
+  listen: string[]
+  bootstrap: string[]
+  identityFile: string
+  pskFile?: string
+  insecure: boolean
+  log: Logger
+  /** cap on one gossip payload (default 64 KiB) */
+  maxMessageBytes?: number
+  /** cap on one RPC frame (default 1 MiB) */
+  maxRpcBytes?: number
+  /** default RPC deadline (default 3000 ms) */
+  rpcTimeoutMs?: number
+}
+
+export type PeerEvent = 'connect' | 'disconnect'
+export type PeerHandler = (peerId: string, event: PeerEvent) => void
+
+export const DEFAULT_RPC_TIMEOUT_MS = 3000
+
+interface Running {
+  node: MeshNode
+  gossip: Gossip
+  fullMesh: FullMesh
+  rpc: RpcClient
+  detach: () => void
+}
+
+type State =
+  | { status: 'stopped' }
+  | { status: 'starting'; done: Promise<void> }
+  | { status: 'running'; run: Running }
+  | { status: 'stopping'; done: Promise<void> }
+
+function zeroByTopic(): Record<TopicName, number> {
+  return { membership: 0, proposals: 0, conflicts: 0 }
+}
+
+function parseAddrs(addrs: readonly string[], key: string): Multiaddr[] {
+  return addrs.map((a) => {
+    try {
+      return multiaddr(a)
+    } catch (err) {
+      throw new TraktorError(
+        'ERR_MESH_ADDR',
+        `mesh.${key}: ${JSON.stringify(a)} is not a multiaddr`,
+        {
+          cause: err,
+        },
+      )
+    }
+  })
+}
+
+async function stopQuietly(node: MeshNode, log?: Logger): Promise<void> {
+  try {
+    await node.stop()
+  } catch (err) {
+    log?.warn({ err }, 'libp2p did not stop cleanly')
+  }
+}
+
+export class Mesh {
+  private state: State = { status: 'stopped' }
+  private readonly log: Logger
+  private readonly handlers = new Map<TopicName, Handler[]>()
+  private readonly claimChecks = new Map<TopicName, ClaimCheck>()
+  private readonly peerHandlers: PeerHandler[] = []
+  private rpcHandler: RpcHandler | undefined
+  private readonly partitioned = new Set<string>()
+  private readonly stats: MeshCounters = {
+    gossipIn: zeroByTopic(),
+    gossipOut: zeroByTopic(),
+    gossipRejected: zeroByTopic(),
+    rpcIn: 0,
+    rpcOut: 0,
+    rpcErrors: 0,
+  }
+  private ownPeerId: string | undefined
+
+  constructor(private readonly init: MeshInit) {
+    this.log = init.log.child({ component: 'mesh' })
+  }
+
+  /** This node's peer id; known from the first start on. */
+  get peerId(): string {
+    if (this.ownPeerId === undefined) {
+      throw new TraktorError('ERR_MESH_NOT_STARTED', 'the mesh has not been started')
+    }
+    return this.ownPeerId
+  }
+
+  /** Where this node listens, each with its /p2p/ suffix; empty when not running. */
+  addresses(): string[] {
+    return this.state.status === 'running' ? ownAddresses(this.state.run.node) : []
+  }
+
+  async start(): Promise<void> {
+    const s = this.state
+    if (s.status === 'running') return
+    if (s.status === 'starting') return s.done
+    if (s.status === 'stopping') await s.done
+    if (this.state.status !== 'stopped') return this.start()
+    const done = this.doStart().then(
+      (run) => {
+        this.state = { status: 'running', run }
+      },
+      (err: unknown) => {
+        this.state = { status: 'stopped' }
+        throw err
+      },
+    )
+    this.state = { status: 'starting', done }
+    return done
+  }
+
+  async stop(): Promise<void> {
+    const s = this.state
+    if (s.status === 'stopped') return
+    if (s.status === 'stopping') return s.done
+    if (s.status === 'starting') {
+      await s.done.catch(() => {})
+      return this.stop()
+    }
+    const done = this.doStop(s.run).finally(() => {
+      this.state = { status: 'stopped' }
+    })
+    this.state = { status: 'stopping', done }
+    return done
+  }
+
+  /** Sends a payload to every member; "nobody is subscribed yet" is not an error. */
+  async publish(topic: TopicName, payload: object): Promise<void> {
+    await this.running().gossip.publish(topic, payload)
+  }
+
+  /** Test-only: publishes bytes without any check, to forge messages. */
+  async publishRaw(topic: WireTopic, bytes: Uint8Array): Promise<void> {
+    await this.running().gossip.publishRaw(topic, bytes)
+  }
+
+  subscribe(topic: TopicName, handler: (m: GossipMessage) => void): void {
+    const list = this.handlers.get(topic) ?? []
+    list.push(handler)
+    this.handlers.set(topic, list)
+  }
+
+  setClaimCheck(topic: TopicName, check: ClaimCheck): void {
+    this.claimChecks.set(topic, check)
+  }
+
+  onPeer(handler: PeerHandler): void {
+    this.peerHandlers.push(handler)
+  }
+
+  connectedPeers(): string[] {
+    if (this.state.status !== 'running') return []
+    return this.state.run.node.getPeers().map((p) => p.toString())
+  }
+
+  handle(handler: RpcHandler): void {
+    this.rpcHandler = handler
+  }
+
+  /** Never throws, never hangs: failures come back as `{ok: false, error: {code: 'ERR_RPC_*'}}`. */
+  async request(peerId: string, req: RpcRequest, opts?: RequestOptions): Promise<RpcResponse> {
+    if (this.state.status !== 'running') {
+      this.stats.rpcOut++
+      this.stats.rpcErrors++
+      return {
+        ok: false,
+        error: { code: 'ERR_RPC_UNREACHABLE', message: 'the mesh is not running' },
+      }
+    }
+    return this.state.run.rpc.request(peerId, req, opts)
+  }
+
+  counters(): MeshCounters {
+    const s = this.stats
+    return {
+      ...s,
+      gossipIn: { ...s.gossipIn },
+      gossipOut: { ...s.gossipOut },
+      gossipRejected: { ...s.gossipRejected },
+    }
+  }
+
+  /** Stops redialing a peer that left the cluster (it is still accepted if it dials in). */
+  forgetPeer(peerId: string): void {
+    if (this.state.status === 'running') this.state.run.fullMesh.forget(peerId)
+  }
+
+  /**
+   * TEST-ONLY partition switch: the connection gater denies these peers from now on and their
+   * connections are closed. Not a membership tool: production code never calls it.
+   */
+  async partition(peerIds: readonly string[]): Promise<void> {
+    for (const id of peerIds) this.partitioned.add(id)
+    if (this.state.status !== 'running') return
+    const { node } = this.state.run
+    await Promise.all(peerIds.map((id) => node.hangUp(peerIdFromString(id)).catch(() => {})))
+  }
+
+  /** TEST-ONLY: undoes partition() and redials at once. */
+  heal(): void {
+    this.partitioned.clear()
+    if (this.state.status === 'running') this.state.run.fullMesh.dialAll()
+  }
+
+  private running(): Running {
+    if (this.state.status !== 'running') {
+      throw new TraktorError('ERR_MESH_NOT_STARTED', 'the mesh is not running')
+    }
+    return this.state.run
+  }
+
+  private async doStart(): Promise<Running> {
+    const { init, log } = this
+    if (init.pskFile === undefined && !init.insecure) {
+      throw new TraktorError(
+        'ERR_MESH_PSK',
+        'mesh mode needs a private-network key (mesh.pskFile); set mesh.insecure to run without one',
+      )
+    }
+    const listen = parseAddrs(init.listen, 'listen')
+    const bootstrap = parseAddrs(init.bootstrap, 'bootstrap')
+    const privateKey = await loadOrCreateIdentity(init.identityFile)
+    const psk = init.pskFile === undefined ? undefined : await readPsk(init.pskFile)
+    if (psk === undefined) log.warn('mesh runs WITHOUT a private-network key (insecure: true)')
+    const blocked = (p: PeerId): boolean => this.partitioned.has(p.toString())
+
+    const node = await createMeshNode({ privateKey, listen, psk, isBlocked: blocked })
+    try {
+      await node.start()
+      return await this.wire(node, bootstrap)
+    } catch (err) {
+      await stopQuietly(node)
+      if (err instanceof TraktorError) throw err
+      throw new TraktorError('ERR_MESH_START', `the mesh could not start: ${String(err)}`, {
+        cause: err,
+      })
+    }
+  }
+
+  // Everything that needs a started node: topics, rpc, peer events, the keep-connected loops.
+  private async wire(node: MeshNode, bootstrap: Multiaddr[]): Promise<Running> {
+    const { init, log } = this
+    const self = node.peerId.toString()
+    this.ownPeerId = self
+    const counters = this.stats
+    const rpcComponents = { node, log, counters, handler: () => this.rpcHandler }
+    const rpcInit = {
+      maxFrameBytes: init.maxRpcBytes ?? DEFAULT_MAX_RPC_BYTES,
+      defaultTimeoutMs: init.rpcTimeoutMs ?? DEFAULT_RPC_TIMEOUT_MS,
+    }
+    const server = new RpcServer(rpcComponents, rpcInit)
+    await server.start()
+    const rpc = new RpcClient(rpcComponents, rpcInit, server)
+    let fullMesh: FullMesh | undefined
+    const gossip = new Gossip(
+      { pubsub: node.services.pubsub, log, counters, selfPeerId: self },
+      {
+        cluster: init.cluster,
+        maxMessageBytes: init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+        onAnnounce: (from, a) => fullMesh?.onAnnounce(from, a),
+      },
+      this.handlers,
+      this.claimChecks,
+    )
+    fullMesh = new FullMesh(
+      { node, gossip, log, isBlocked: (id) => this.partitioned.has(id) },
+      bootstrap,
+    )
+    const onConnect = (evt: CustomEvent<PeerId>): void => this.peerEvent(evt.detail, 'connect')
+    const onDisconnect = (evt: CustomEvent<PeerId>): void =>
+      this.peerEvent(evt.detail, 'disconnect')
+    node.addEventListener('peer:connect', onConnect)
+    node.addEventListener('peer:disconnect', onDisconnect)
+    const detach = (): void => {
+      node.removeEventListener('peer:connect', onConnect)
+      node.removeEventListener('peer:disconnect', onDisconnect)
+    }
+    gossip.start()
+    fullMesh.start()
+    log.info(
+      {
+        peerId: self,
+        listen: ownAddresses(node),
+        topics: TOPIC_NAMES,
+        private: init.pskFile !== undefined,
+      },
+      'mesh started',
+    )
+    return { node, gossip, fullMesh, rpc, detach }
+  }
+
+  private async doStop(run: Running): Promise<void> {
+    run.fullMesh.stop()
+    run.rpc.stop()
+    run.gossip.stop()
+    run.detach()
+    await stopQuietly(run.node, this.log)
+    this.log.info('mesh stopped')
+  }
+
+  private peerEvent(peer: PeerId, event: PeerEvent): void {
+    const id = peer.toString()
+    this.log.info({ peer: id }, event === 'connect' ? 'peer connected' : 'peer disconnected')
+    for (const h of this.peerHandlers) {
+      try {
+        h(id, event)
+      } catch (err) {
+        this.log.error({ err, peer: id, event }, 'peer event handler failed')
+      }
+    }
+  }
+}

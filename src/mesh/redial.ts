@@ -1,0 +1,231 @@
+// Keeps this node connected to its bootstrap addresses and to every peer it has ever known.
+// libp2p 3 never auto-dials, and its reconnect queue gives up after a few tries; a member that
+// is down for an hour must still be found again the second it comes back.
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from '../log.js'
+
+export const REDIAL_MIN_DELAY_MS = 250
+export const REDIAL_MAX_DELAY_MS = 5000
+/** A connection counts as a success (backoff reset) only once it has lasted this long. */
+export const REDIAL_STABLE_MS = 2000
+const TICK_MS = 250
+const DIAL_TIMEOUT_MS = 5000
+const MAX_ADDRS_PER_PEER = 32
+
+export interface Backoff {
+  delay: number
+  nextAt: number
+  inFlight: boolean
+  /** when this target was last seen connected, if it still is */
+  upSince: number | undefined
+}
+
+/** A peer known by id: dialled at its known addresses, or by id (the peer store's). */
+interface PeerTarget extends Backoff {
+  peerId: string
+  addrs: Map<string, Multiaddr>
+}
+
+/** A bootstrap address without /p2p/: whoever answers there is the peer. */
+interface AddrTarget extends Backoff {
+  addr: Multiaddr
+  peerId: string | undefined
+}
+
+export interface RedialComponents {
+  node: Libp2p
+  log: Logger
+  /** peers the (test-only) partition switch denies */
+  isBlocked(peerId: string): boolean
+}
+
+function fresh(): Backoff {
+  return { delay: REDIAL_MIN_DELAY_MS, nextAt: 0, inFlight: false, upSince: undefined }
+}
+
+/** `addr`'s /p2p/ id, if it has one. */
+export function peerIdIn(addr: Multiaddr): string | undefined {
+  return addr.getComponents().findLast((c) => c.name === 'p2p')?.value
+}
+
+function isSelfDial(err: unknown): boolean {
+  return err instanceof Error && err.name === 'InvalidPeerIdError' && /dial self/i.test(err.message)
+}
+
+function withoutPeerId(addr: Multiaddr): Multiaddr {
+  const id = peerIdIn(addr)
+  return id === undefined ? addr : addr.decapsulate(`/p2p/${id}`)
+}
+
+/**
+ * Advances one target's backoff given whether it is connected now; returns true when it
+ * should be dialled. Pure, so the schedule is unit-testable.
+ */
+export function due(b: Backoff, connected: boolean, now: number): boolean {
+  if (connected) {
+    b.upSince ??= now
+    if (now - b.upSince >= REDIAL_STABLE_MS) b.delay = REDIAL_MIN_DELAY_MS
+    return false
+  }
+  if (b.upSince !== undefined) {
+    // it was connected and is not any more: redial at once if it had been up a while,
+    // otherwise (refused right after the handshake, say) keep backing off
+    if (now - b.upSince >= REDIAL_STABLE_MS) {
+      b.delay = REDIAL_MIN_DELAY_MS
+      b.nextAt = now
+    } else {
+      failed(b, now)
+    }
+    b.upSince = undefined
+  }
+  return !b.inFlight && now >= b.nextAt
+}
+
+export function failed(b: Backoff, now: number): void {
+  b.nextAt = now + b.delay
+  b.delay = Math.min(b.delay * 2, REDIAL_MAX_DELAY_MS)
+}
+
+export class Redialer {
+  private readonly peers = new Map<string, PeerTarget>()
+  private readonly addrTargets: AddrTarget[] = []
+  private readonly stopping = new AbortController()
+  private timer: NodeJS.Timeout | undefined
+  private readonly self: string
+
+  constructor(
+    private readonly components: RedialComponents,
+    bootstrap: readonly Multiaddr[],
+  ) {
+    const { node } = components
+    this.self = node.peerId.toString()
+    // a shared bootstrap list usually names this node too
+    const own = new Set(node.getMultiaddrs().map((a) => withoutPeerId(a).toString()))
+    for (const addr of bootstrap) {
+      const id = peerIdIn(addr)
+      if (id !== undefined) this.addPeer(id, [addr])
+      else if (!own.has(addr.toString()))
+        this.addrTargets.push({ ...fresh(), addr, peerId: undefined })
+    }
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.tick(), TICK_MS)
+    this.timer.unref()
+    this.tick()
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    this.stopping.abort(new Error('mesh stopped'))
+  }
+
+  /** Remembers a peer (and where it listens) for good; addresses must be its own. */
+  addPeer(peerId: string, addrs: readonly Multiaddr[] = []): void {
+    if (peerId === this.self) return
+    let t = this.peers.get(peerId)
+    if (t === undefined) {
+      t = { ...fresh(), peerId, addrs: new Map() }
+      this.peers.set(peerId, t)
+    }
+    for (const a of addrs) {
+      if (t.addrs.size >= MAX_ADDRS_PER_PEER) break
+      const own = peerIdIn(a) === undefined ? a.encapsulate(`/p2p/${peerId}`) : a
+      if (peerIdIn(own) === peerId) t.addrs.set(own.toString(), own)
+    }
+  }
+
+  /** Stops redialing a peer (it left the cluster). */
+  forget(peerId: string): void {
+    this.peers.delete(peerId)
+  }
+
+  /** Dials a known peer now, whatever its backoff says (an announcement, a healed partition). */
+  dialNow(peerId?: string): void {
+    const targets = peerId === undefined ? [...this.peers.values()] : [this.peers.get(peerId)]
+    for (const t of targets) {
+      if (t === undefined) continue
+      t.delay = REDIAL_MIN_DELAY_MS
+      t.nextAt = 0
+    }
+    if (peerId === undefined) for (const t of this.addrTargets) Object.assign(t, fresh())
+    if (this.timer !== undefined) this.tick()
+  }
+
+  private connected(peerId: string): boolean {
+    return this.components.node.getConnections(peerIdFromString(peerId)).length > 0
+  }
+
+  private tick(): void {
+    const now = Date.now()
+    const { isBlocked } = this.components
+    for (const t of this.peers.values()) {
+      if (isBlocked(t.peerId)) continue
+      if (due(t, this.connected(t.peerId), now)) {
+        const target = t.addrs.size > 0 ? [...t.addrs.values()] : peerIdFromString(t.peerId)
+        this.dial(t, target, t.peerId)
+      }
+    }
+    for (const t of this.addrTargets) {
+      const known = t.peerId === undefined ? undefined : this.peers.get(t.peerId)
+      if (t.peerId === this.self || known?.inFlight === true) continue
+      if (t.peerId !== undefined && isBlocked(t.peerId)) continue
+      const connected = t.peerId !== undefined && this.connected(t.peerId)
+      if (due(t, connected, now)) {
+        this.dial(
+          t,
+          t.addr,
+          t.addr.toString(),
+          (remote) => this.learned(t, remote),
+          (err) => {
+            // our own address under another name (a host name, another interface)
+            if (isSelfDial(err)) this.learned(t, this.self)
+          },
+        )
+      }
+    }
+  }
+
+  private dial(
+    t: Backoff,
+    target: Multiaddr | Multiaddr[] | PeerId,
+    label: string,
+    onConnected?: (remote: string) => void,
+    onFailed?: (err: unknown) => void,
+  ): void {
+    const { node, log } = this.components
+    t.inFlight = true
+    const signal = AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal])
+    node
+      .dial(target, { signal })
+      .then((conn) => {
+        t.upSince = Date.now()
+        onConnected?.(conn.remotePeer.toString())
+      })
+      .catch((err: unknown) => {
+        failed(t, Date.now())
+        if (this.stopping.signal.aborted) return
+        onFailed?.(err)
+        const retryInMs = t.nextAt - Date.now()
+        log.debug({ target: label, retryInMs, err: (err as Error).message }, 'dial failed')
+      })
+      .finally(() => {
+        t.inFlight = false
+      })
+  }
+
+  // A bootstrap address without an id: remember who answered, and keep that peer for good.
+  private learned(t: AddrTarget, remote: string): void {
+    if (t.peerId === remote) return
+    const addr = t.addr.toString()
+    t.peerId = remote
+    if (remote === this.self) {
+      this.components.log.info({ addr }, 'bootstrap address is this node; not dialing it')
+      return
+    }
+    this.components.log.info({ addr, peer: remote }, 'bootstrap address answered')
+    this.addPeer(remote, [t.addr])
+  }
+}

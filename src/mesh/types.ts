@@ -1,0 +1,41 @@
+// The mesh's contract with the rest of the arbiter. src/mesh is the only module that imports
+// libp2p; everything else sees peer ids as strings and payloads as plain JSON values.
+
+/** Gossip topics, each versioned and per cluster on the wire: /traktor/<cluster>/<name>/1 */
+export type TopicName = 'membership' | 'proposals' | 'conflicts'
+
+export interface GossipMessage {
+  /** the signed publisher (libp2p peer id, "12D3KooW...") — never the relaying peer */
+  from: string
+  topic: TopicName
+  /** the decoded payload, already checked against the topic's schema */
+  payload: unknown
+}
+
+/**
+ * Extra acceptance check the cluster layer installs per topic, e.g. "the nodeId in the payload
+ * is the one this peer id announced". Must be fast and must not throw; false = Reject.
+ */
+export type ClaimCheck = (from: string, payload: unknown) => boolean
+
+/** One request/response on /traktor/rpc/1.0.0. */
+export interface RpcRequest {
+  method: string
+  params: unknown
+}
+
+export type RpcResponse =
+  | { ok: true; result: unknown }
+  | { ok: false; error: { code: string; message: string } }
+
+export type RpcHandler = (from: string, req: RpcRequest) => Promise<RpcResponse>
+
+export interface MeshCounters {
+  /** gossip messages accepted / published / rejected, per topic */
+  gossipIn: Record<TopicName, number>
+  gossipOut: Record<TopicName, number>
+  gossipRejected: Record<TopicName, number>
+  rpcIn: number
+  rpcOut: number
+  rpcErrors: number
+}
