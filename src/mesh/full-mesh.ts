@@ -81,7 +81,10 @@ export class FullMesh {
     }
     this.redial.addPeer(from, addrs)
     const { node } = this.components
-    if (node.getConnections(peerIdFromString(from)).length === 0) this.redial.dialNow(from)
+    const peer = peerIdFromString(from)
+    // the peer store's copy lets an rpc request dial a member it is not yet connected to
+    node.peerStore.merge(peer, { multiaddrs: addrs }).catch(() => {})
+    if (node.getConnections(peer).length === 0) this.redial.dialNow(from)
   }
 
   forget(peerId: string): void {

@@ -16,6 +16,7 @@ import { FullMesh } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
 import { createMeshNode, type MeshNode, ownAddresses } from './libp2p.js'
+import { Liveness } from './liveness.js'
 import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'
 import type {
   ClaimCheck,
@@ -53,6 +54,7 @@ interface Running {
   node: MeshNode
   gossip: Gossip
   fullMesh: FullMesh
+  liveness: Liveness
   rpc: RpcClient
   detach: () => void
 }
@@ -287,6 +289,8 @@ export class Mesh {
     const server = new RpcServer(rpcComponents, rpcInit)
     await server.start()
     const rpc = new RpcClient(rpcComponents, rpcInit, server)
+    const liveness = new Liveness({ node, log })
+    await liveness.start()
     let fullMesh: FullMesh | undefined
     const gossip = new Gossip(
       { pubsub: node.services.pubsub, log, counters, selfPeerId: self },
@@ -322,11 +326,12 @@ export class Mesh {
       },
       'mesh started',
     )
-    return { node, gossip, fullMesh, rpc, detach }
+    return { node, gossip, fullMesh, liveness, rpc, detach }
   }
 
   private async doStop(run: Running): Promise<void> {
     run.fullMesh.stop()
+    run.liveness.stop()
     run.rpc.stop()
     run.gossip.stop()
     run.detach()

@@ -10,6 +10,12 @@ export const REDIAL_MIN_DELAY_MS = 250
 export const REDIAL_MAX_DELAY_MS = 5000
 /** A connection counts as a success (backoff reset) only once it has lasted this long. */
 export const REDIAL_STABLE_MS = 2000
+/**
+ * Two peers that learn of each other at the same moment would both dial, and end up with two
+ * connections (twice the streams, probes and gossip). The one with the smaller peer id dials
+ * at once; the other waits this long and dials only if still unconnected.
+ */
+export const DEFER_MS = 1000
 const TICK_MS = 250
 const DIAL_TIMEOUT_MS = 5000
 const MAX_ADDRS_PER_PEER = 32
@@ -20,6 +26,8 @@ export interface Backoff {
   inFlight: boolean
   /** when this target was last seen connected, if it still is */
   upSince: number | undefined
+  /** how long an "at once" redial waits (see DEFER_MS) */
+  deferMs: number
 }
 
 /** A peer known by id: dialled at its known addresses, or by id (the peer store's). */
@@ -41,8 +49,8 @@ export interface RedialComponents {
   isBlocked(peerId: string): boolean
 }
 
-function fresh(): Backoff {
-  return { delay: REDIAL_MIN_DELAY_MS, nextAt: 0, inFlight: false, upSince: undefined }
+function fresh(deferMs = 0): Backoff {
+  return { delay: REDIAL_MIN_DELAY_MS, nextAt: 0, inFlight: false, upSince: undefined, deferMs }
 }
 
 /** `addr`'s /p2p/ id, if it has one. */
@@ -74,7 +82,7 @@ export function due(b: Backoff, connected: boolean, now: number): boolean {
     // otherwise (refused right after the handshake, say) keep backing off
     if (now - b.upSince >= REDIAL_STABLE_MS) {
       b.delay = REDIAL_MIN_DELAY_MS
-      b.nextAt = now
+      b.nextAt = now + b.deferMs
     } else {
       failed(b, now)
     }
@@ -105,7 +113,7 @@ export class Redialer {
     const own = new Set(node.getMultiaddrs().map((a) => withoutPeerId(a).toString()))
     for (const addr of bootstrap) {
       const id = peerIdIn(addr)
-      if (id !== undefined) this.addPeer(id, [addr])
+      if (id !== undefined) this.addBootstrapPeer(id, addr)
       else if (!own.has(addr.toString()))
         this.addrTargets.push({ ...fresh(), addr, peerId: undefined })
     }
@@ -127,7 +135,8 @@ export class Redialer {
     if (peerId === this.self) return
     let t = this.peers.get(peerId)
     if (t === undefined) {
-      t = { ...fresh(), peerId, addrs: new Map() }
+      const deferMs = this.self < peerId ? 0 : DEFER_MS
+      t = { ...fresh(deferMs), peerId, addrs: new Map(), nextAt: Date.now() + deferMs }
       this.peers.set(peerId, t)
     }
     for (const a of addrs) {
@@ -135,6 +144,12 @@ export class Redialer {
       const own = peerIdIn(a) === undefined ? a.encapsulate(`/p2p/${peerId}`) : a
       if (peerIdIn(own) === peerId) t.addrs.set(own.toString(), own)
     }
+  }
+
+  private addBootstrapPeer(peerId: string, addr: Multiaddr): void {
+    this.addPeer(peerId, [addr])
+    const t = this.peers.get(peerId)
+    if (t !== undefined) t.nextAt = 0 // configured: dial at start, whoever has the smaller id
   }
 
   /** Stops redialing a peer (it left the cluster). */
@@ -148,22 +163,19 @@ export class Redialer {
     for (const t of targets) {
       if (t === undefined) continue
       t.delay = REDIAL_MIN_DELAY_MS
-      t.nextAt = 0
+      t.nextAt = Math.min(t.nextAt, Date.now() + t.deferMs)
     }
     if (peerId === undefined) for (const t of this.addrTargets) Object.assign(t, fresh())
     if (this.timer !== undefined) this.tick()
   }
 
-  private connected(peerId: string): boolean {
-    return this.components.node.getConnections(peerIdFromString(peerId)).length > 0
-  }
-
   private tick(): void {
     const now = Date.now()
-    const { isBlocked } = this.components
+    const { isBlocked, node } = this.components
+    const connected = new Set(node.getPeers().map((p) => p.toString()))
     for (const t of this.peers.values()) {
       if (isBlocked(t.peerId)) continue
-      if (due(t, this.connected(t.peerId), now)) {
+      if (due(t, connected.has(t.peerId), now)) {
         const target = t.addrs.size > 0 ? [...t.addrs.values()] : peerIdFromString(t.peerId)
         this.dial(t, target, t.peerId)
       }
@@ -172,8 +184,7 @@ export class Redialer {
       const known = t.peerId === undefined ? undefined : this.peers.get(t.peerId)
       if (t.peerId === this.self || known?.inFlight === true) continue
       if (t.peerId !== undefined && isBlocked(t.peerId)) continue
-      const connected = t.peerId !== undefined && this.connected(t.peerId)
-      if (due(t, connected, now)) {
+      if (due(t, t.peerId !== undefined && connected.has(t.peerId), now)) {
         this.dial(
           t,
           t.addr,

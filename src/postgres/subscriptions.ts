@@ -1,9 +1,11 @@
 // Subscriptions to peers: trktr_sub_<self>_<peer>, origin = none (nothing loops),
 // copy_data = false (peers start from the same data), disable_on_error = true (the resolver
 // decides what to do with a failing remote transaction).
+
+import pg from 'pg'
 import { type ConnParams, formatConninfo, getParam, parseConninfo } from '../config/conninfo.js'
 import { BadRequestError, ConflictError, TraktorError } from '../errors.js'
-import type { Db } from './db.js'
+import { clientConfig, type Db, pgError } from './db.js'
 import { checkLsn, quoteIdent, quoteLiteral } from './ident.js'
 import { PUBLICATION } from './schema.js'
 
@@ -82,8 +84,13 @@ export interface SubscribeInit {
 
 /**
  * Create the subscription to a peer (idempotent: an existing one gets the new connection
- * string). CREATE SUBSCRIPTION creates the slot on the peer, so it cannot run in a
- * transaction; a peer that cannot be reached is a 409 with PostgreSQL's reason.
+ * string); a peer that cannot be reached is a 409 with PostgreSQL's reason.
+ *
+ * The slot is created first, on the peer, from a plain session (createSlot), and the
+ * subscription then uses it (create_slot = false). CREATE SUBSCRIPTION creating the slot
+ * itself would hold a local transaction open while the peer builds the slot's snapshot, which
+ * waits for the peer's running transactions — two nodes subscribing to each other at the same
+ * moment then wait for each other forever (seen in the mesh tests).
  */
 export async function subscribe(db: Db, init: SubscribeInit): Promise<{ created: boolean }> {
   const { self, peer } = init
@@ -102,10 +109,12 @@ export async function subscribe(db: Db, init: SubscribeInit): Promise<{ created:
       if (known?.conninfo === conninfo) return { created: false }
       await db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)}`)
     } else {
+      await createSlot(conninfo, name, self)
       await db.query(
         `CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)}
          PUBLICATION ${quoteIdent(PUBLICATION)}
-         WITH (origin = none, copy_data = false, disable_on_error = true)`,
+         WITH (origin = none, copy_data = false, disable_on_error = true,
+               create_slot = false, slot_name = ${quoteIdent(name)})`,
       )
     }
   } catch (err) {
@@ -133,9 +142,39 @@ function withPeerPassword(conninfo: string, password: string | undefined): strin
   return formatConninfo(params)
 }
 
+const SLOT_TIMEOUT_MS = 30_000
+
+/**
+ * Create the logical slot for our subscription on the peer. An inactive slot of that name is
+ * left from an earlier subscription and would replay old changes: it is dropped first.
+ */
+async function createSlot(conninfo: string, slot: string, self: number): Promise<void> {
+  const client = new pg.Client({
+    ...clientConfig(conninfo, `traktor-${self}-slot`),
+    statement_timeout: SLOT_TIMEOUT_MS,
+  })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    const { rows } = await client.query<{ active: boolean }>(
+      `SELECT active FROM pg_replication_slots WHERE slot_name = $1`,
+      [slot],
+    )
+    if (rows[0]?.active)
+      throw new ConflictError(`slot ${slot} on the peer is in use`, 'ERR_SLOT_IN_USE')
+    if (rows[0]) await client.query(`SELECT pg_drop_replication_slot($1)`, [slot])
+    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])
+  } catch (err) {
+    throw pgError(err, 'create the replication slot on the peer')
+  } finally {
+    await client.end().catch(() => undefined)
+  }
+}
+
 function asPeerError(err: unknown, peer: number): TraktorError {
   const e = err as TraktorError
-  if (e.sqlState?.startsWith('08') || e.sqlState === '28P01' || e.sqlState === '28000') {
+  const unreachable = e.code === 'ERR_POSTGRES_CONNECTION' || e.sqlState?.startsWith('08')
+  if (unreachable || e.sqlState === '28P01' || e.sqlState === '28000') {
     return new ConflictError(
       `cannot reach node ${peer}: ${e.message}`,
       'ERR_PEER_UNREACHABLE',
