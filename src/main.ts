@@ -49,6 +49,16 @@ async function start(args: string[]): Promise<number> {
     throw err
   }
   const log = createLogger({ nodeId: config.nodeId, level: config.logLevel })
+  // libp2p's yamux can throw StreamStateError from a timer when a stream is opened on a
+  // closing connection; that one loses a stream, not the arbiter. Anything else is fatal.
+  process.on('uncaughtException', (err) => {
+    if (err.name === 'StreamStateError') {
+      log.warn({ err: err.message }, 'libp2p stream error outside any call (ignored)')
+      return
+    }
+    log.fatal({ err: err.stack ?? err.message }, 'uncaught exception')
+    process.exit(1)
+  })
   const arbiter = new Arbiter({ config, log })
   const stopped = new Promise<void>((resolve) => {
     const onSignal = (signal: string) => {

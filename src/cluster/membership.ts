@@ -91,11 +91,22 @@ export class Membership {
     this.timer = undefined
   }
 
-  /** Every other member, newest claim per peer; duplicates flagged. */
+  /**
+   * Every other member, duplicates flagged. Per nodeId: every live claim, or else the most
+   * recent dead one; a dead claim of our own nodeId (a stopped impostor) is left out.
+   */
   members(): Member[] {
-    return [...this.byPeer.values()]
-      .map(({ disconnectedAtMs: _, ...m }) => m)
-      .sort((a, b) => a.nodeId - b.nodeId)
+    const groups = new Map<number, Record[]>()
+    for (const r of this.byPeer.values()) groups.set(r.nodeId, [...(groups.get(r.nodeId) ?? []), r])
+    const out: Record[] = []
+    for (const [nodeId, group] of groups) {
+      const live = group.filter((r) => r.state !== 'dead')
+      if (live.length > 0) out.push(...live)
+      else if (nodeId !== this.init.nodeId) {
+        out.push(group.reduce((a, b) => (a.lastHeardMs >= b.lastHeardMs ? a : b)))
+      }
+    }
+    return out.map(({ disconnectedAtMs: _, ...m }) => m).sort((a, b) => a.nodeId - b.nodeId)
   }
 
   /** Members usable for cluster actions: not duplicate, not removed. */
@@ -235,7 +246,7 @@ export class Membership {
     }
     for (const r of this.byPeer.values()) {
       const claims = live.get(r.nodeId) ?? []
-      const dup = claims.length > 1 || r.nodeId === this.init.nodeId
+      const dup = r.state !== 'dead' && (claims.length > 1 || r.nodeId === this.init.nodeId)
       if (dup && !r.duplicate) {
         this.log.error(
           {

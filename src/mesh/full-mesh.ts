@@ -69,9 +69,18 @@ export class FullMesh {
 
   /** A peer said where it listens: keep only its own addresses; dial it if not connected. */
   onAnnounce(from: string, a: PeerAnnounce): void {
-    if (this.components.isBlocked(from)) return
+    if (this.learn(from, a.addrs)) this.redial.dialNow(from)
+  }
+
+  /**
+   * Remember a peer's own addresses (an announcement, or a membership heartbeat that may have
+   * been relayed): the peer store's copy lets an rpc request dial a member we are not yet
+   * connected to. Returns true if we are not connected to it.
+   */
+  learn(from: string, strings: readonly string[]): boolean {
+    if (this.components.isBlocked(from)) return false
     const addrs: Multiaddr[] = []
-    for (const s of a.addrs) {
+    for (const s of strings) {
       try {
         const ma = multiaddr(s)
         if (peerIdIn(ma) === from) addrs.push(ma)
@@ -79,12 +88,12 @@ export class FullMesh {
         // one bad address does not spoil the others
       }
     }
+    if (addrs.length === 0) return false
     this.redial.addPeer(from, addrs)
     const { node } = this.components
     const peer = peerIdFromString(from)
-    // the peer store's copy lets an rpc request dial a member it is not yet connected to
     node.peerStore.merge(peer, { multiaddrs: addrs }).catch(() => {})
-    if (node.getConnections(peer).length === 0) this.redial.dialNow(from)
+    return node.getConnections(peer).length === 0
   }
 
   forget(peerId: string): void {

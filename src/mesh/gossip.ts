@@ -39,6 +39,8 @@ export interface GossipInit {
   maxMessageBytes: number
   /** a peer said where it listens (already checked: the addresses are its own) */
   onAnnounce(from: string, announce: PeerAnnounce): void
+  /** addresses carried by a member's heartbeat */
+  onAddrs?(from: string, addrs: readonly string[]): void
 }
 
 export type Handler = (m: GossipMessage) => void
@@ -161,6 +163,7 @@ export class Gossip {
       this.init.onAnnounce(from, payload as PeerAnnounce)
       return
     }
+    if (topic === 'membership') this.init.onAddrs?.(from, (payload as { addrs: string[] }).addrs)
     for (const handler of this.handlers.get(topic) ?? []) {
       try {
         handler({ from, topic, payload })

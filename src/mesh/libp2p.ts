@@ -7,8 +7,10 @@ import { noise } from '@libp2p/noise'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
-import type { Multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { TraktorError } from '../errors.js'
+import type { Logger } from '../log.js'
 
 export interface Services extends Record<string, unknown> {
   identify: Identify
@@ -83,4 +85,30 @@ export function ownAddresses(node: MeshNode): string[] {
     const hasId = a.getComponents().some((c) => c.name === 'p2p')
     return (hasId ? a : a.encapsulate(`/p2p/${self}`)).toString()
   })
+}
+
+/** Parses configured addresses; a bad one is named in the error. */
+export function parseAddrs(addrs: readonly string[], key: string): Multiaddr[] {
+  return addrs.map((a) => {
+    try {
+      return multiaddr(a)
+    } catch (err) {
+      throw new TraktorError(
+        'ERR_MESH_ADDR',
+        `mesh.${key}: ${JSON.stringify(a)} is not a multiaddr`,
+        {
+          cause: err,
+        },
+      )
+    }
+  })
+}
+
+/** Stops a node; a failure to stop is logged, not thrown. */
+export async function stopQuietly(node: MeshNode, log?: Logger): Promise<void> {
+  try {
+    await node.stop()
+  } catch (err) {
+    log?.warn({ err }, 'libp2p did not stop cleanly')
+  }
 }

@@ -3,7 +3,7 @@
 import '../compat.js'
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import {
@@ -15,7 +15,7 @@ import {
 import { FullMesh } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
-import { createMeshNode, type MeshNode, ownAddresses } from './libp2p.js'
+import { createMeshNode, type MeshNode, ownAddresses, parseAddrs, stopQuietly } from './libp2p.js'
 import { Liveness } from './liveness.js'
 import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'
 import type {
@@ -67,30 +67,6 @@ type State =
 
 function zeroByTopic(): Record<TopicName, number> {
   return { membership: 0, proposals: 0, conflicts: 0 }
-}
-
-function parseAddrs(addrs: readonly string[], key: string): Multiaddr[] {
-  return addrs.map((a) => {
-    try {
-      return multiaddr(a)
-    } catch (err) {
-      throw new TraktorError(
-        'ERR_MESH_ADDR',
-        `mesh.${key}: ${JSON.stringify(a)} is not a multiaddr`,
-        {
-          cause: err,
-        },
-      )
-    }
-  })
-}
-
-async function stopQuietly(node: MeshNode, log?: Logger): Promise<void> {
-  try {
-    await node.stop()
-  } catch (err) {
-    log?.warn({ err }, 'libp2p did not stop cleanly')
-  }
 }
 
 export class Mesh {
@@ -298,6 +274,7 @@ export class Mesh {
         cluster: init.cluster,
         maxMessageBytes: init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         onAnnounce: (from, a) => fullMesh?.onAnnounce(from, a),
+        onAddrs: (from, addrs) => void fullMesh?.learn(from, addrs),
       },
       this.handlers,
       this.claimChecks,

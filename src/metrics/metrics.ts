@@ -32,6 +32,14 @@ export class Metrics {
   constructor(src: MetricsSources, log: Logger) {
     const r = this.registry
     client.collectDefaultMetrics({ register: r })
+    // prom-client names these gauges *_total, which promtool rightly refuses
+    for (const name of [
+      'nodejs_active_handles_total',
+      'nodejs_active_requests_total',
+      'nodejs_active_resources_total',
+    ]) {
+      r.removeSingleMetric(name)
+    }
     const safe = <T>(what: string, fn: () => Promise<T>, fallback: T) =>
       fn().catch((err: Error) => {
         log.debug({ component: 'metrics', what, err: err.message }, 'metric source failed')

@@ -2,6 +2,7 @@
 // loopback. Three arbiters mesh from one bootstrap address; one call adds a table on all;
 // a fourth node joins by starting; a proposal one node cannot accept aborts and changes
 // nothing; a killed member makes commits fail fast and shows as dead, then rejoins.
+import { spawnSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
 import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
@@ -126,6 +127,11 @@ describe('mesh mode', () => {
     expect(text).toMatch(/traktor_subscription_enabled\{subscription="trktr_sub_0_1"\} 1/)
     expect(text).toMatch(/traktor_gossip_messages_received_total\{topic="membership"\} \d+/)
     expect(text).toMatch(/traktor_build_info\{version="[^"]+",node="0"\} 1/)
+    // Prometheus' own linter (Debian's prometheus package; .ci/run installs it)
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
+    expect(lint.error, 'promtool not installed: apt-get install prometheus').toBeUndefined()
+    expect(`${lint.stdout}${lint.stderr}`.trim()).toBe('')
+    expect(lint.status).toBe(0)
   })
 
   it('lets a fourth node join by starting, with no other call', async () => {
@@ -181,6 +187,134 @@ describe('mesh mode', () => {
   it('removes a table with one call', async () => {
     const r = await call(c.api(3), 'DELETE', '/v1/cluster/replicaset/demo.later')
     expect(r.status, JSON.stringify(r.json)).toBe(200)
+    expect(r.json.outcome).toBe('committed')
     for (const i of [0, 1, 2, 3]) expect(await published(i)).toEqual(['demo.t'])
+  })
+
+  it("gossips conflict resolutions: any node shows every node's history", async () => {
+    // split brain between nodes 0 and 1 on demo.t: both write id 500 while apart
+    await c.q(0, `ALTER SUBSCRIPTION trktr_sub_0_1 DISABLE`)
+    await c.q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 DISABLE`)
+    await c.q(0, `INSERT INTO demo.t VALUES (500, 'zero')`)
+    await c.q(1, `INSERT INTO demo.t VALUES (500, 'one')`)
+    await c.q(0, `ALTER SUBSCRIPTION trktr_sub_0_1 ENABLE`)
+    await c.q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+    const h = await waitFor(
+      async () => {
+        const r = await call(c.api(3), 'GET', '/v1/cluster/history')
+        const res = (r.json?.resolutions ?? []) as Array<{
+          node: number
+          sql_state_code: string
+          resolved: string | null
+        }>
+        const nodes = new Set(
+          res.filter((x) => x.sql_state_code === '23505' && x.resolved).map((x) => x.node),
+        )
+        return nodes.has(0) && nodes.has(1) ? res : false
+      },
+      20_000,
+      'resolutions of nodes 0 and 1 seen from node 3',
+    )
+    expect(h.find((x: { node: number }) => x.node === 0)).toMatchObject({
+      relation: 'demo.t',
+      subscription: 'trktr_sub_0_1',
+    })
+    expect((await c.q(0, 'SELECT payload FROM demo.t WHERE id = 500'))[0]?.payload).toBe('zero')
+    expect((await c.q(1, 'SELECT payload FROM demo.t WHERE id = 500'))[0]?.payload).toBe('one')
+  })
+
+  it('refuses two arbiters with one nodeId, loudly, and recovers when one stops', async () => {
+    const [pg] = (await startServers(1, () => ({ name: 'mesh-dup', fast: true }))) as [
+      EmbeddedPostgres,
+    ]
+    const impostor = await c.addNode(5, pg)
+    impostor.config.nodeId = 1
+    c.nodes[5] = impostor
+    const a = await c.start(5)
+    await waitFor(
+      async () => {
+        const nodes = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
+        return (
+          nodes.filter(
+            (n: { node: number; state: string }) => n.node === 1 && n.state === 'duplicate',
+          ).length === 2
+        )
+      },
+      10_000,
+      'both claims of node 1 flagged duplicate',
+    )
+    const r = await call(c.api(0), 'PUT', '/v1/cluster/replicaset/demo.later')
+    expect(r.status).toBe(409)
+    expect(r.json.message).toMatch(/claimed by two arbiters/)
+    expect(a.logs()).toMatch(/another arbiter claims this node id/)
+    expect(await a.stop()).toBe(0)
+    await pg.destroy()
+    delete c.nodes[5]
+    await waitFor(
+      async () => {
+        const nodes = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
+        return nodes.some(
+          (n: { node: number; state: string }) => n.node === 1 && n.state === 'alive',
+        )
+      },
+      10_000,
+      'node 1 usable again',
+    )
+  })
+
+  it('keeps out an arbiter without the private-network key', async () => {
+    const [pg] = (await startServers(1, () => ({ name: 'mesh-nokey', fast: true }))) as [
+      EmbeddedPostgres,
+    ]
+    const outsider = await c.addNode(6, pg)
+    const { writePskFile } = await import('../../src/mesh/keys.js')
+    const otherKey = `${outsider.dir}/other.key`
+    await writePskFile(otherKey)
+    const a = await c.start(6, { mesh: { ...(outsider.config.mesh as object), pskFile: otherKey } })
+    // give it time to try: it must never see a member, nor be seen
+    await new Promise((r) => setTimeout(r, 2000))
+    const mine = (await call(a, 'GET', '/v1/cluster/nodes')).json.nodes
+    expect(mine.map((n: { node: number }) => n.node)).toEqual([6])
+    const theirs = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
+    expect(theirs.some((n: { node: number }) => n.node === 6)).toBe(false)
+    expect(await a.stop()).toBe(0)
+    await pg.destroy()
+    delete c.nodes[6]
+  })
+
+  it('removes a node: every subscription to and from it and its slots are dropped', async () => {
+    const r = await call(c.api(0), 'DELETE', '/v1/cluster/nodes/3')
+    expect(r.status, JSON.stringify(r.json)).toBe(200)
+    for (const i of [0, 1, 2]) {
+      await waitFor(
+        async () =>
+          (await c.q(i, `SELECT 1 FROM pg_subscription WHERE subname = $1`, [`trktr_sub_${i}_3`]))
+            .length === 0,
+        10_000,
+        `node ${i} unsubscribed from 3`,
+      )
+      await waitFor(
+        async () =>
+          (
+            await c.q(i, `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [
+              `trktr_sub_3_${i}`,
+            ])
+          ).length === 0,
+        10_000,
+        `slot of node 3 on node ${i} dropped`,
+      )
+    }
+    await waitFor(
+      async () => (await c.q(3, `SELECT 1 FROM pg_subscription`)).length === 0,
+      10_000,
+      'node 3 dropped its subscriptions',
+    )
+    const nodes = (await call(c.api(1), 'GET', '/v1/cluster/nodes')).json.nodes
+    expect(nodes.find((n: { node: number }) => n.node === 3)?.join_state).toBe('removed')
+    // the cluster commits without it
+    const add = await call(c.api(1), 'PUT', '/v1/cluster/replicaset/demo.later')
+    expect(add.status, JSON.stringify(add.json)).toBe(201)
+    for (const i of [0, 1, 2]) expect(await published(i)).toEqual(['demo.later', 'demo.t'])
+    expect(await published(3)).toEqual(['demo.t'])
   })
 })

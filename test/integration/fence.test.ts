@@ -21,7 +21,10 @@ interface Written {
 beforeAll(async () => {
   c = await MeshCluster.create(3, 'fence')
   for (const i of IDS) {
-    await c.q(i, `CREATE TABLE demo.w (id text PRIMARY KEY, node int NOT NULL, at timestamptz DEFAULT clock_timestamp())`)
+    await c.q(
+      i,
+      `CREATE TABLE demo.w (id text PRIMARY KEY, node int NOT NULL, at timestamptz DEFAULT clock_timestamp())`,
+    )
     await c.q(i, `ALTER TABLE demo.w OWNER TO traktor_arbiter`)
   }
   await Promise.all(IDS.map((i) => c.start(i)))
@@ -80,7 +83,8 @@ describe('write fence', () => {
 
     // wait until every row written after the call is everywhere (or time out: a loss)
     const after = written.filter((w) => w.phase === 'after')
-    const onNode = async (i: number) => new Set((await c.q(i, `SELECT id FROM demo.w`)).map((x) => x.id as string))
+    const onNode = async (i: number) =>
+      new Set((await c.q(i, `SELECT id FROM demo.w`)).map((x) => x.id as string))
     await waitFor(
       async () => {
         for (const i of IDS) {
@@ -103,12 +107,17 @@ describe('write fence', () => {
            JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = 'trktr_pub'
              AND pr.prrelid = 'demo.w'::regclass`,
         )
-        return (p?.at as Date).getTime()
+        if (!p) throw new Error(`demo.w is not published on node ${i}`)
+        return (p.at as Date).getTime()
       }),
     )
     const committedAt = new Map<string, number>()
     for (const i of IDS) {
-      const rows = await c.q(i, `SELECT id, pg_xact_commit_timestamp(xmin) AS at FROM demo.w WHERE node = $1`, [i])
+      const rows = await c.q(
+        i,
+        `SELECT id, pg_xact_commit_timestamp(xmin) AS at FROM demo.w WHERE node = $1`,
+        [i],
+      )
       for (const row of rows) committedAt.set(row.id as string, (row.at as Date).getTime())
     }
     const misplaced: string[] = []
@@ -117,15 +126,22 @@ describe('write fence', () => {
       const everywhere = on.length === IDS.length
       const onlyWriter = on.length === 1 && on[0] === w.node
       const beforePublished = (committedAt.get(w.id) ?? 0) < (publishedAt[w.node] ?? 0)
-      if (!everywhere && !onlyWriter) misplaced.push(`${w.id} (${w.phase}) on ${on.join(',') || 'none'}`)
-      if (onlyWriter && !beforePublished) misplaced.push(`${w.id} (${w.phase}) only on its writer, written after it published the table`)
-      if (w.phase === 'after' && !everywhere) misplaced.push(`${w.id} written after the call, on ${on.join(',')}`)
+      if (!everywhere && !onlyWriter)
+        misplaced.push(`${w.id} (${w.phase}) on ${on.join(',') || 'none'}`)
+      if (onlyWriter && !beforePublished)
+        misplaced.push(
+          `${w.id} (${w.phase}) only on its writer, written after it published the table`,
+        )
+      if (w.phase === 'after' && !everywhere)
+        misplaced.push(`${w.id} written after the call, on ${on.join(',')}`)
     }
     expect(misplaced).toEqual([])
     const counts = { before: 0, during: 0, after: 0 }
     for (const w of written) counts[w.phase]++
     // the test must have exercised the window: writes happened while the call ran
     expect(counts.during).toBeGreaterThan(0)
-    console.info(`fence test: ${written.length} rows written (${JSON.stringify(counts)}), call took ${r.json.duration_ms} ms`)
+    console.info(
+      `fence test: ${written.length} rows written (${JSON.stringify(counts)}), call took ${r.json.duration_ms} ms`,
+    )
   })
 })
