@@ -12,6 +12,9 @@ const USAGE = `traktor — multi-master replication for PostgreSQL
 usage:
   traktor start --config FILE     run one arbiter (FILE: native .json or TRAKTOR's arbiter.conf)
   traktor keygen FILE             write a new private-network (pnet) key for a cluster
+  traktor demo [--nodes N] [--exit]
+                                  N PostgreSQL 17 servers + N arbiters on loopback (default 3);
+                                  --exit: run the walkthrough, check it, and stop
   traktor --help | --version
 
 The README has the configuration reference.`
@@ -28,6 +31,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'start') return await start(rest)
   if (cmd === 'keygen') return await keygen(rest)
+  if (cmd === 'demo') return await demo(rest)
   process.stderr.write(`traktor: unknown command "${cmd}"\n\n${USAGE}\n`)
   return 2
 }
@@ -78,6 +82,18 @@ async function start(args: string[]): Promise<number> {
   await stopped
   await arbiter.stop()
   return 0
+}
+
+async function demo(args: string[]): Promise<number> {
+  const nodesArg = flag(args, '--nodes')
+  const nodes = nodesArg === undefined ? 3 : Number(nodesArg)
+  if (!Number.isInteger(nodes) || nodes < 2 || nodes > 9) {
+    process.stderr.write('traktor demo: --nodes must be an integer from 2 to 9\n')
+    return 2
+  }
+  const { runDemo } = await import('./demo/demo.js')
+  const { terminal } = await import('./demo/output.js')
+  return await runDemo({ nodes, exit: args.includes('--exit'), out: terminal })
 }
 
 async function keygen(args: string[]): Promise<number> {

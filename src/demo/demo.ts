@@ -1,0 +1,258 @@
+// `traktor demo`: the embedded default. N PostgreSQL 17 servers and N arbiters in mesh mode on
+// loopback, a demo table added to the replicaset with ONE cluster call, a row written on every
+// node and shown on every node, then what to try next. Ctrl-C (or --exit after the checks)
+// stops everything and removes every temporary file.
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Arbiter } from '../arbiter.js'
+import type { Config } from '../config/types.js'
+import { createLogger } from '../log.js'
+import { writePskFile } from '../mesh/keys.js'
+import {
+  destroyServers,
+  type EmbeddedPostgres,
+  freePort,
+  startServers,
+} from '../postgres/embedded.js'
+import { hints } from './hints.js'
+import { type Out, step, table } from './output.js'
+
+export interface DemoOptions {
+  nodes: number
+  exit: boolean
+  out: Out
+}
+
+const ROLE = 'traktor_arbiter'
+const DB = 'demo'
+const TABLE = 'demo.greetings'
+
+export interface DemoNode {
+  id: number
+  pg: EmbeddedPostgres
+  arbiter: Arbiter
+  apiUrl: string
+  password: string
+}
+
+/** Run the demo; resolves with the exit code. */
+export async function runDemo(opts: DemoOptions): Promise<number> {
+  const { out } = opts
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'traktor-demo-'))
+  const apiKey = randomBytes(9).toString('base64url')
+  const password = randomBytes(9).toString('base64url')
+  const logFile = path.join(dir, 'arbiters.log')
+  let pgs: EmbeddedPostgres[] = []
+  const nodes: DemoNode[] = []
+  let interrupted = false
+  const onSignal = () => {
+    interrupted = true
+    out.line('\nstopping...')
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  let code = 0
+  try {
+    out.line(
+      `traktor demo: ${opts.nodes} PostgreSQL 17 servers and ${opts.nodes} arbiters on 127.0.0.1\n`,
+    )
+    pgs = await step(out, `start ${opts.nodes} PostgreSQL servers`, () =>
+      startServers(opts.nodes, (i) => ({ name: `demo${i}`, fast: true })),
+    )
+    await step(out, 'create the database, the arbiter role and the demo table on each', () =>
+      Promise.all(pgs.map((pg) => prepare(pg, password))),
+    )
+    const log = createLogger({ level: 'info', destination: logFile })
+    await step(out, `start ${opts.nodes} arbiters in mesh mode (logs: ${logFile})`, async () => {
+      const psk = path.join(dir, 'swarm.key')
+      await writePskFile(psk)
+      const meshPorts = await Promise.all(pgs.map(() => freePort()))
+      for (const [i, pg] of pgs.entries()) {
+        const apiPort = await freePort()
+        const config = demoConfig(i, pg, password, apiKey, apiPort, meshPorts, dir, psk)
+        const arbiter = new Arbiter({ config, log: log.child({ nodeId: i }) })
+        nodes.push({ id: i, pg, arbiter, apiUrl: `http://127.0.0.1:${apiPort}`, password })
+        await arbiter.start()
+      }
+    })
+    await step(out, 'wait until every arbiter sees every other and every subscription runs', () =>
+      waitMeshed(nodes, apiKey),
+    )
+    const added = await step(out, `add ${TABLE} to the replicaset with one cluster call`, () =>
+      clusterPut(nodes[0] as DemoNode, apiKey),
+    )
+    out.line(`    PUT ${(nodes[0] as DemoNode).apiUrl}/v1/cluster/replicaset/${TABLE} → ${added}`)
+    await step(out, 'write one row on every node', () =>
+      Promise.all(
+        nodes.map((n) =>
+          n.pg.query(
+            `INSERT INTO ${TABLE} (id, node, message) VALUES ($1, $2, $3)`,
+            [`hello-${n.id}`, n.id, `written on node ${n.id}`],
+            {
+              dbname: DB,
+            },
+          ),
+        ),
+      ),
+    )
+    const seen = await step(out, 'wait until every node holds every row', () => waitRows(nodes))
+    out.line('')
+    table(out, ['node', ...nodes.map((n) => `row from node ${n.id}`)], seen)
+    out.line('')
+    out.line(hints({ nodes, apiKey, password, db: DB, role: ROLE, table: TABLE, logFile }))
+    if (opts.exit) {
+      out.line('demo verified: every node holds every row. Stopping (--exit).')
+    } else {
+      out.line('The cluster runs until Ctrl-C.')
+      await new Promise<void>((resolve) => {
+        const poll = setInterval(() => {
+          if (interrupted) {
+            clearInterval(poll)
+            resolve()
+          }
+        }, 100)
+      })
+    }
+  } catch (err) {
+    out.error(`\ndemo failed: ${(err as Error).message}`)
+    out.error(`(arbiter logs were in ${logFile})`)
+    code = 1
+  } finally {
+    await step(
+      out,
+      'stop the arbiters and PostgreSQL servers, remove temporary files',
+      async () => {
+        for (const n of [...nodes].reverse()) await n.arbiter.stop().catch(() => undefined)
+        await destroyServers(pgs)
+        fs.rmSync(dir, { recursive: true, force: true })
+      },
+    ).catch(() => undefined)
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+  return code
+}
+
+async function prepare(pg: EmbeddedPostgres, password: string): Promise<void> {
+  await pg.query(`CREATE DATABASE ${DB}`)
+  // the server quotes the password (format %L): never paste text into SQL
+  const [r] = await pg.query<{ sql: string }>(
+    `SELECT format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) AS sql`,
+    [ROLE, password],
+  )
+  await pg.query(String(r?.sql))
+  await pg.query(`CREATE SCHEMA demo AUTHORIZATION ${ROLE}`, [], { dbname: DB })
+  await pg.query(
+    `CREATE TABLE ${TABLE} (id text PRIMARY KEY, node int NOT NULL, message text,
+       at timestamptz NOT NULL DEFAULT now());
+     ALTER TABLE ${TABLE} OWNER TO ${ROLE}`,
+    [],
+    { dbname: DB },
+  )
+}
+
+function demoConfig(
+  i: number,
+  pg: EmbeddedPostgres,
+  password: string,
+  apiKey: string,
+  apiPort: number,
+  meshPorts: number[],
+  dir: string,
+  psk: string,
+): Config {
+  const postgres = pg.conninfo({ dbname: DB, user: ROLE, password })
+  return {
+    nodeId: i,
+    postgres,
+    advertisePostgres: pg.conninfo({ dbname: DB, user: ROLE }),
+    peerPassword: password,
+    api: { host: '127.0.0.1', port: apiPort, apiKey, publicEndpoints: true },
+    checkIntervalMs: 1000,
+    resolver: 'skip',
+    mesh: {
+      listen: [`/ip4/127.0.0.1/tcp/${meshPorts[i]}`],
+      bootstrap: i === 0 ? [] : [`/ip4/127.0.0.1/tcp/${meshPorts[0]}`],
+      identityFile: path.join(dir, `peer${i}.key`),
+      pskFile: psk,
+      insecure: false,
+      cluster: 'demo',
+      heartbeatMs: 200,
+      suspectAfterMs: 1000,
+      deadAfterMs: 2000,
+    },
+    logLevel: 'info',
+    source: 'traktor demo',
+    format: 'json',
+  }
+}
+
+async function get(url: string, apiKey: string): Promise<unknown> {
+  const r = await fetch(url, {
+    headers: { 'X-API-KEY': apiKey },
+    signal: AbortSignal.timeout(5000),
+  })
+  return await r.json()
+}
+
+async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const v = await fn().catch(() => undefined)
+    if (v !== undefined) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms / 1000} s: ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+async function waitMeshed(nodes: DemoNode[], apiKey: string): Promise<void> {
+  for (const n of nodes) {
+    await until(
+      `node ${n.id} to see every member ready and subscribe to each`,
+      30_000,
+      async () => {
+        const status = (await get(`${n.apiUrl}/v1/cluster/nodes`, apiKey)) as { nodes: unknown[] }
+        const ready = (status.nodes as Array<{ state: string; join_state: string }>).filter(
+          (m) => m.state === 'alive' && m.join_state === 'ready',
+        )
+        if (ready.length !== nodes.length) return undefined
+        const subs = await n.pg.query(
+          `SELECT count(*)::int AS n FROM pg_subscription WHERE subenabled`,
+          [],
+          { dbname: DB },
+        )
+        return subs[0]?.n === nodes.length - 1 ? true : undefined
+      },
+    )
+  }
+}
+
+async function clusterPut(n: DemoNode, apiKey: string): Promise<string> {
+  const r = await fetch(`${n.apiUrl}/v1/cluster/replicaset/${TABLE}`, {
+    method: 'PUT',
+    headers: { 'X-API-KEY': apiKey },
+    signal: AbortSignal.timeout(15_000),
+  })
+  const body = (await r.json()) as {
+    outcome?: string
+    version?: number
+    duration_ms?: number
+    message?: string
+  }
+  if (r.status >= 300) throw new Error(`the cluster refused: ${body.message ?? r.status}`)
+  return `${r.status} ${body.outcome} (replicaset version ${body.version}, ${body.duration_ms} ms)`
+}
+
+async function waitRows(nodes: DemoNode[]): Promise<string[][]> {
+  return await until('every row on every node', 15_000, async () => {
+    const grid: string[][] = []
+    for (const n of nodes) {
+      const rows = await n.pg.query<{ id: string }>(`SELECT id FROM ${TABLE}`, [], { dbname: DB })
+      const have = new Set(rows.map((r) => r.id))
+      grid.push([`node ${n.id}`, ...nodes.map((w) => (have.has(`hello-${w.id}`) ? 'yes' : 'no'))])
+    }
+    return grid.every((row) => row.slice(1).every((c) => c === 'yes')) ? grid : undefined
+  })
+}
