@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // test/faults/slow: by hand (npm run test:faults), too slow for CI
+    exclude: ['test/faults/slow/**', 'node_modules/**'],
     testTimeout: 60_000,
     hookTimeout: 90_000,
     pool: 'forks',

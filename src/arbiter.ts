@@ -73,6 +73,7 @@ export class Arbiter {
         log,
         onOutcome: (o) => this.metrics.proposal(o.outcome, o.durationMs / 1000),
         onFlap: () => this.metrics.memberFlapped(),
+        ...(config.testing?.crashAt ? { crashAt: config.testing.crashAt } : {}),
       })
     }
     const mesh = this.mesh

@@ -3,6 +3,7 @@
 import './compat.js'
 import { Arbiter } from './arbiter.js'
 import { loadConfig } from './config/load.js'
+import { runCtl } from './ctl/index.js'
 import { ConfigError } from './errors.js'
 import { createLogger } from './log.js'
 import { VERSION } from './version.js'
@@ -12,6 +13,8 @@ const USAGE = `traktor — multi-master replication for PostgreSQL
 usage:
   traktor start --config FILE     run one arbiter (FILE: native .json or TRAKTOR's arbiter.conf)
   traktor keygen FILE             write a new private-network (pnet) key for a cluster
+  traktor ctl [options] COMMAND   the cluster from a shell: status, nodes, replicaset, history
+                                  (traktor ctl --help lists the commands and options)
   traktor demo [--nodes N] [--exit]
                                   N PostgreSQL 17 servers + N arbiters on loopback (default 3);
                                   --exit: run the walkthrough, check it, and stop
@@ -31,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'start') return await start(rest)
   if (cmd === 'keygen') return await keygen(rest)
+  if (cmd === 'ctl') return await runCtl(rest)
   if (cmd === 'demo') return await demo(rest)
   process.stderr.write(`traktor: unknown command "${cmd}"\n\n${USAGE}\n`)
   return 2

@@ -1,12 +1,14 @@
 // Mesh mode's cluster service: membership, the automatic mesh, two-phase proposals, conflict
 // events and the fan-out behind /v1/cluster/* and /rpc. Parts start in dependency order and
 // stop in reverse.
+import type { CrashPoint } from '../config/types.js'
 import type { Logger } from '../log.js'
 import type { ConflictEvent } from '../mesh/codec.js'
 import * as cs from '../postgres/cluster-state.js'
 import type { HistoryEntry } from '../postgres/history.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
+import { dropStaleFences } from '../postgres/fence.js'
 import { dropSlotOf } from '../postgres/subscriptions.js'
 import type { Timings } from './detector.js'
 import { Membership } from './membership.js'
@@ -29,6 +31,8 @@ export interface ClusterInit {
   onOutcome?: (o: Outcome) => void
   /** a member came back alive after suspect or dead */
   onFlap?: () => void
+  /** test-only (fault suite) */
+  crashAt?: CrashPoint
 }
 
 const FANOUT_TIMEOUT_MS = 2000
@@ -82,6 +86,7 @@ export class Cluster {
       nodeId,
       log: init.log,
       ...(init.onOutcome ? { onOutcome: init.onOutcome } : {}),
+      ...(init.crashAt ? { crashAt: init.crashAt } : {}),
     })
     this.recovery = new Recovery({
       local,
@@ -114,6 +119,10 @@ export class Cluster {
         removeNode: (node) => this.forget(node),
       }),
     )
+    // a fence trigger left by a crash no longer blocks anyone (its lock died with the
+    // session), but it should not stay on the table
+    const dropped = await dropStaleFences((sql) => this.init.local.db.query(sql)).catch(() => 0)
+    if (dropped > 0) this.log.warn({ dropped }, 'dropped fence triggers left by a crash')
     this.membership.start()
     this.reconciler.start()
     this.recovery.start()

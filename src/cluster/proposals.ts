@@ -4,6 +4,7 @@
 // then the change in steps on every node: fence (writers wait), publish, refresh, unfence.
 // Any NACK or timeout → ABORT everywhere, nothing changed. Recovery lives in recovery.ts.
 import { randomUUID } from 'node:crypto'
+import type { CrashPoint } from '../config/types.js'
 import type { Logger } from '../log.js'
 import * as cs from '../postgres/cluster-state.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
@@ -45,6 +46,8 @@ export interface ProposalsInit {
   prepareTimeoutMs?: number
   stepTimeoutMs?: number
   onOutcome?: (o: Outcome) => void
+  /** test-only (fault suite): kill this process at that point of a proposal */
+  crashAt?: CrashPoint
 }
 
 const PREPARE_TIMEOUT_MS = 3000
@@ -125,8 +128,11 @@ export class Proposals {
     const own = await this.init.steps.prepare(proposal)
     const verdicts: NodeVerdict[] = [{ node: nodeId, ...own }]
     if (own.ack) {
-      const remote = await Promise.all(members.map((m) => this.prepareOn(m, proposal)))
-      verdicts.push(...remote)
+      const pending = members.map((m) => this.prepareOn(m, proposal))
+      if (this.init.crashAt === 'prepare-sent') await this.crash('prepare-sent', 30)
+      if (this.init.crashAt === 'some-acks')
+        void Promise.race(pending).then(() => this.crash('some-acks'))
+      verdicts.push(...(await Promise.all(pending)))
     }
     if (!verdicts.every((v) => v.ack)) {
       await cs.decide(local.db, proposal.id, 'abort', proposal)
@@ -144,6 +150,7 @@ export class Proposals {
     }
     // the commit point: from here on the change is driven to the end
     const decision = await cs.decide(local.db, proposal.id, 'commit')
+    if (this.init.crashAt === 'decision') await this.crash('decision')
     if (decision !== 'commit') {
       return done({
         outcome: 'aborted',
@@ -204,8 +211,18 @@ export class Proposals {
           failed.set(m.nodeId, `${step}: ${err}`)
         }
       })
+      if (step === 'publish' && this.init.crashAt === 'some-commits')
+        await this.crash('some-commits')
     }
+    if (failed.size === 0) await cs.markCompleted(this.init.local.db, p.id)
     return failed
+  }
+
+  /** Test-only: die the way a crashed coordinator does (no clean-up, no goodbye). */
+  private async crash(point: CrashPoint, afterMs = 0): Promise<void> {
+    if (afterMs > 0) await new Promise((r) => setTimeout(r, afterMs))
+    this.log.fatal({ point }, 'test hook: killing this arbiter (testing.crashAt)')
+    process.kill(process.pid, 'SIGKILL')
   }
 
   /** Every member that is part of the cluster (not removed). */

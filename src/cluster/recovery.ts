@@ -104,10 +104,8 @@ export class Recovery {
 
   /** Our own decided COMMITs not applied everywhere: drive them again. */
   private async redrive(): Promise<void> {
-    for (const p of await cs.unappliedCommits(this.init.local.db)) {
-      if (p.coordinator !== this.init.nodeId) continue
-      const members = this.init.proposals.participants()
-      const failed = await this.init.proposals.drive(p, members)
+    for (const p of await cs.incompleteCommits(this.init.local.db, this.init.nodeId)) {
+      const failed = await this.init.proposals.drive(p, this.init.proposals.participants())
       this.log.info({ proposal: p.id, failed: [...failed.keys()] }, 're-drove a committed proposal')
     }
   }

@@ -6,6 +6,7 @@ import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { z } from 'zod'
 import { formatConninfo, parseConninfo, SECRET_KEYWORDS } from './conninfo.js'
+import { CRASH_POINTS } from './types.js'
 
 export const DEFAULT_LISTEN = '127.0.0.1:8080'
 export const DEFAULT_CHECK_INTERVAL_MS = 1000
@@ -231,6 +232,10 @@ export function buildSchema(baseDir: string) {
     resolver: z.enum(['skip', 'off']).default('skip'),
     mesh: mesh.optional(),
     logLevel: z.enum(LOG_LEVELS).default('info'),
+    // test-only: the fault suite kills a coordinator at a chosen point of a proposal
+    testing: z
+      .strictObject({ crashAt: z.enum(CRASH_POINTS).optional() }, { error: required('an object') })
+      .optional(),
   }
   const keys: Record<string, readonly string[]> = {
     '': Object.keys(rootShape),
@@ -238,6 +243,7 @@ export function buildSchema(baseDir: string) {
     'api.tls': Object.keys(tlsShape),
     advertise: ['postgres'],
     mesh: Object.keys(meshShape),
+    testing: ['crashAt'],
   }
   return { schema: z.strictObject(rootShape), keys }
 }

@@ -32,6 +32,10 @@ export interface MeshConfig {
   readonly deadAfterMs: number
 }
 
+/** Test-only: points of a proposal at which the coordinator kills itself (fault suite). */
+export const CRASH_POINTS = ['prepare-sent', 'some-acks', 'decision', 'some-commits'] as const
+export type CrashPoint = (typeof CRASH_POINTS)[number]
+
 export interface Config {
   readonly nodeId: number
   /** libpq key/value string (URIs are converted) for the arbiter's own connection */
@@ -44,6 +48,8 @@ export interface Config {
   readonly resolver: ResolverStrategy
   readonly mesh?: MeshConfig
   readonly logLevel: LogLevel
+  /** test-only hooks (the fault suite); never set in production configs */
+  readonly testing?: { readonly crashAt?: CrashPoint }
   /** where the config was read from, for messages */
   readonly source: string
   /** 'json' or 'ini' (TRAKTOR's arbiter.conf) */

@@ -44,12 +44,18 @@ export async function openProposals(db: Db, except?: string): Promise<ProposalRo
   return rows.map(toRow)
 }
 
-/** Proposals decided COMMIT but not yet applied here. */
-export async function unappliedCommits(db: Db): Promise<ProposalRow[]> {
+/** Proposals this node coordinated, decided COMMIT, whose steps did not finish everywhere. */
+export async function incompleteCommits(db: Db, coordinator: number): Promise<ProposalRow[]> {
   const rows = await db.query(
-    `SELECT * FROM trktr.proposals WHERE decision = 'commit' AND NOT applied ORDER BY version`,
+    `SELECT * FROM trktr.proposals
+     WHERE decision = 'commit' AND NOT completed AND coordinator = $1 ORDER BY version`,
+    [coordinator],
   )
   return rows.map(toRow)
+}
+
+export async function markCompleted(db: Db, id: string): Promise<void> {
+  await db.query(`UPDATE trktr.proposals SET completed = true WHERE id = $1`, [id])
 }
 
 export async function getProposal(db: Db, id: string): Promise<ProposalRow | undefined> {

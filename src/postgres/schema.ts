@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS trktr.proposals (
   created timestamptz NOT NULL DEFAULT now(),
   decided timestamptz
 );
+-- on the coordinator: every member has run every commit step (applied is this node's part)
+ALTER TABLE trktr.proposals ADD COLUMN IF NOT EXISTS completed boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS trktr.removed_nodes (
   node_id integer PRIMARY KEY,
   removed timestamptz NOT NULL DEFAULT now()

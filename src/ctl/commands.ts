@@ -1,0 +1,67 @@
+// One run of one command: the REST call it makes and what its answer means (a table or the
+// server's JSON on stdout, reasons on stderr, an exit code).
+import type { Command } from './args.js'
+import { EXIT } from './errors.js'
+import type { ApiClient } from './http.js'
+import { renderHistory, renderNodes, renderReplicaset, renderStatus } from './render.js'
+import { type Report, reportOutcome, reportRefusal, reportRemoveNode } from './report.js'
+
+export interface Route {
+  method: 'GET' | 'PUT' | 'DELETE'
+  path: string
+}
+
+export function routeOf(c: Command): Route {
+  switch (c.name) {
+    case 'status':
+      return { method: 'GET', path: '/v1/cluster/status' }
+    case 'nodes':
+      return { method: 'GET', path: '/v1/cluster/nodes' }
+    case 'history':
+      return { method: 'GET', path: '/v1/cluster/history' }
+    case 'replicaset list':
+      return { method: 'GET', path: '/v1/cluster/replicaset' }
+    case 'replicaset add':
+      return { method: 'PUT', path: `/v1/cluster/replicaset/${encodeURIComponent(c.relation)}` }
+    case 'replicaset remove':
+      return { method: 'DELETE', path: `/v1/cluster/replicaset/${encodeURIComponent(c.relation)}` }
+    case 'remove-node':
+      return { method: 'DELETE', path: `/v1/cluster/nodes/${c.node}` }
+  }
+}
+
+const READERS: Partial<Record<Command['name'], (body: unknown) => string>> = {
+  status: renderStatus,
+  nodes: renderNodes,
+  history: renderHistory,
+  'replicaset list': renderReplicaset,
+}
+
+/** Turn one answer into a report; `json` keeps the server's body as the output. */
+export function reportAnswer(c: Command, status: number, body: unknown, json: boolean): Report {
+  const ok = status >= 200 && status < 300
+  let report: Report
+  if (c.name === 'replicaset add' || c.name === 'replicaset remove') {
+    report = reportOutcome(status, body)
+  } else if (!ok) {
+    report = reportRefusal(status, body)
+  } else if (c.name === 'remove-node') {
+    report = reportRemoveNode(body)
+  } else {
+    const render = READERS[c.name]
+    report = { out: render ? [render(body)] : [], err: [], exit: EXIT.ok }
+  }
+  if (!json) return report
+  return { ...report, out: [JSON.stringify(body ?? null, null, 2)] }
+}
+
+export async function runOnce(
+  client: ApiClient,
+  c: Command,
+  json: boolean,
+  signal?: AbortSignal,
+): Promise<Report> {
+  const { method, path } = routeOf(c)
+  const answer = await client.request(method, path, signal)
+  return reportAnswer(c, answer.status, answer.body, json)
+}
