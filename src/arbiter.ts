@@ -4,6 +4,7 @@
 import { arbiterRoutes } from './api/routes/arbiter.js'
 import { clusterRoutes } from './api/routes/cluster.js'
 import { jsonRpcRoutes } from './api/routes/jsonrpc.js'
+import { testingRoutes } from './api/routes/testing.js'
 import { ApiServer } from './api/server.js'
 import { Cluster } from './cluster/cluster.js'
 import type { Config } from './config/types.js'
@@ -133,6 +134,7 @@ export class Arbiter {
         arbiterRoutes(this.local),
         clusterRoutes(cluster, config.nodeId),
         jsonRpcRoutes(cluster, config.nodeId),
+        ...(config.testing?.routes && cluster && mesh ? [testingRoutes(cluster, mesh)] : []),
         (app) => {
           app.get('/metrics', async (_req, reply) => {
             await reply

@@ -158,7 +158,7 @@ function toConfig(d: Parsed, source: string, format: Config['format']): Config {
     resolver: d.resolver,
     ...(mesh === undefined ? {} : { mesh }),
     logLevel: d.logLevel,
-    ...(d.testing?.crashAt === undefined ? {} : { testing: { crashAt: d.testing.crashAt } }),
+    ...(d.testing === undefined ? {} : { testing: { ...d.testing } }),
     source,
     format,
   }

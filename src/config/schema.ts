@@ -234,7 +234,10 @@ export function buildSchema(baseDir: string) {
     logLevel: z.enum(LOG_LEVELS).default('info'),
     // test-only: the fault suite kills a coordinator at a chosen point of a proposal
     testing: z
-      .strictObject({ crashAt: z.enum(CRASH_POINTS).optional() }, { error: required('an object') })
+      .strictObject(
+        { crashAt: z.enum(CRASH_POINTS).optional(), routes: z.boolean().optional() },
+        { error: required('an object') },
+      )
       .optional(),
   }
   const keys: Record<string, readonly string[]> = {
@@ -243,7 +246,7 @@ export function buildSchema(baseDir: string) {
     'api.tls': Object.keys(tlsShape),
     advertise: ['postgres'],
     mesh: Object.keys(meshShape),
-    testing: ['crashAt'],
+    testing: ['crashAt', 'routes'],
   }
   return { schema: z.strictObject(rootShape), keys }
 }

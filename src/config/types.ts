@@ -49,7 +49,7 @@ export interface Config {
   readonly mesh?: MeshConfig
   readonly logLevel: LogLevel
   /** test-only hooks (the fault suite); never set in production configs */
-  readonly testing?: { readonly crashAt?: CrashPoint }
+  readonly testing?: { readonly crashAt?: CrashPoint; readonly routes?: boolean }
   /** where the config was read from, for messages */
   readonly source: string
   /** 'json' or 'ini' (TRAKTOR's arbiter.conf) */

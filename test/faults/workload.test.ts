@@ -1,0 +1,194 @@
+// Faults 2-5 under a bank workload: transfers between accounts on every node (one account
+// range per node, so writes do not conflict) while (2) a PostgreSQL server is stopped and
+// restarted, (3) an arbiter is frozen with SIGSTOP past the failure timeout, then resumed,
+// (4) the mesh between two arbiters is cut while replication goes on. The total never changes
+// on any node; afterwards every node holds identical data, no arbiter took a false action
+// (subscriptions unchanged), and nothing is orphaned.
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { call, DB, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
+
+let c: MeshCluster
+const IDS = [0, 1, 2]
+const ACCOUNTS_PER_NODE = 20
+const TOTAL = IDS.length * ACCOUNTS_PER_NODE * 1000
+
+async function subscriptionOids(): Promise<string> {
+  const all = await Promise.all(
+    IDS.map((i) =>
+      c.q(i, `SELECT oid::int8 AS oid, subname FROM pg_subscription ORDER BY subname`),
+    ),
+  )
+  return JSON.stringify(all)
+}
+
+async function fingerprint(i: number): Promise<string> {
+  const [r] = await c.q(
+    i,
+    `SELECT count(*)::int AS n, sum(balance)::int8 AS total,
+      md5(string_agg(id || ':' || balance, ',' ORDER BY id)) AS md5 FROM demo.accounts`,
+  )
+  return `${r?.n}/${r?.total}/${r?.md5}`
+}
+
+/** Transfers on one node's own accounts until stopped; survives its server going away. */
+function bank(i: number, stop: () => boolean, stats: { ok: number; failed: number }) {
+  return (async () => {
+    let client: pg.Client | undefined
+    while (!stop()) {
+      try {
+        if (!client) {
+          const node = c.node(i)
+          client = new pg.Client({
+            host: '127.0.0.1',
+            port: node.pg.port,
+            database: DB,
+            user: 'postgres',
+            password: node.pg.superPassword,
+          })
+          client.on('error', () => {})
+          await client.connect()
+        }
+        const a = i * 100 + Math.floor(Math.random() * ACCOUNTS_PER_NODE)
+        const b = i * 100 + Math.floor(Math.random() * ACCOUNTS_PER_NODE)
+        const x = 1 + Math.floor(Math.random() * 50)
+        await client.query('BEGIN')
+        await client.query('UPDATE demo.accounts SET balance = balance - $1 WHERE id = $2', [x, a])
+        await client.query('UPDATE demo.accounts SET balance = balance + $1 WHERE id = $2', [x, b])
+        await client.query('COMMIT')
+        stats.ok++
+      } catch {
+        stats.failed++
+        await client?.end().catch(() => undefined)
+        client = undefined
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+    await client?.end().catch(() => undefined)
+  })()
+}
+
+beforeAll(async () => {
+  c = await MeshCluster.create(3, 'bank')
+  for (const i of IDS) {
+    await c.q(
+      i,
+      `CREATE TABLE demo.accounts (id int PRIMARY KEY, node int NOT NULL, balance bigint NOT NULL);
+      ALTER TABLE demo.accounts OWNER TO traktor_arbiter`,
+    )
+  }
+  await Promise.all(IDS.map((i) => c.start(i, { testing: { routes: true } })))
+  await c.waitMeshed(IDS)
+  await c.waitSubscribed(IDS)
+  const r = await call(c.api(0), 'PUT', '/v1/cluster/replicaset/demo.accounts')
+  expect(r.status, JSON.stringify(r.json)).toBe(201)
+  for (const i of IDS) {
+    await c.q(
+      i,
+      `INSERT INTO demo.accounts SELECT $1::int * 100 + g, $1, 1000 FROM generate_series(0, ${ACCOUNTS_PER_NODE - 1}) g`,
+      [i],
+    )
+  }
+  for (const i of IDS) {
+    await waitFor(
+      async () => (await fingerprint(i)).startsWith(`${IDS.length * ACCOUNTS_PER_NODE}/${TOTAL}/`),
+      15_000,
+      `accounts on node ${i}`,
+    )
+  }
+})
+
+afterAll(async () => {
+  await c?.destroy()
+})
+
+describe('bank workload through faults', () => {
+  it('keeps every total, converges to identical data, takes no false action', async () => {
+    let stop = false
+    const stats = IDS.map(() => ({ ok: 0, failed: 0 }))
+    const workers = IDS.map((i) => bank(i, () => stop, stats[i] as { ok: number; failed: number }))
+    const bad: string[] = []
+    const sampler = (async () => {
+      while (!stop) {
+        for (const i of IDS) {
+          if (!c.node(i).pg.running) continue
+          const [r] = await c
+            .q(i, 'SELECT sum(balance)::int8 AS t FROM demo.accounts')
+            .catch(() => [undefined])
+          if (r && Number(r.t) !== TOTAL) bad.push(`node ${i}: total ${r.t}`)
+        }
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    })()
+    const subsBefore = await subscriptionOids()
+    await waitFor(() => stats.every((s) => s.ok > 20), 10_000, 'transfers on every node')
+
+    // (2) a PostgreSQL server stopped and restarted under load
+    await c.node(1).pg.stop()
+    await waitFor(() => (stats[0]?.ok ?? 0) > 200, 10_000, 'load while node 1 is down')
+    await c.node(1).pg.start()
+
+    // (3) an arbiter frozen past the failure timeout, then resumed
+    const frozen = c.api(2).proc
+    frozen.kill('SIGSTOP')
+    await waitFor(
+      async () => {
+        const nodes = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
+        return nodes.find((n: { node: number }) => n.node === 2)?.state === 'dead'
+      },
+      10_000,
+      'frozen arbiter seen dead',
+    )
+    frozen.kill('SIGCONT')
+    await c.waitMeshed(IDS)
+
+    // (4) the mesh between arbiters 0 and 1 cut (both sides), replication going on
+    await call(c.api(0), 'PUT', '/v1/testing/partition', { nodes: [1] })
+    await call(c.api(1), 'PUT', '/v1/testing/partition', { nodes: [0] })
+    const during = stats.map((s) => s.ok)
+    await waitFor(
+      () => stats.every((s, i) => s.ok > (during[i] ?? 0) + 100),
+      15_000,
+      'load during the partition',
+    )
+    await call(c.api(0), 'DELETE', '/v1/testing/partition')
+    await call(c.api(1), 'DELETE', '/v1/testing/partition')
+    await c.waitMeshed(IDS)
+
+    stop = true
+    await Promise.all([...workers, sampler])
+    expect(bad).toEqual([])
+    // identical data everywhere once replication has caught up
+    await waitFor(
+      async () => new Set(await Promise.all(IDS.map(fingerprint))).size === 1,
+      30_000,
+      'identical data on every node',
+    )
+    expect((await fingerprint(0)).split('/')[1]).toBe(String(TOTAL))
+    // no false action: the same subscriptions (same oids) as before the faults, all enabled
+    expect(await subscriptionOids()).toBe(subsBefore)
+    for (const i of IDS) {
+      const subs = await c.q(i, `SELECT subname FROM pg_subscription WHERE subenabled ORDER BY 1`)
+      expect(subs.map((s) => s.subname)).toEqual(
+        IDS.filter((j) => j !== i).map((j) => `trktr_sub_${i}_${j}`),
+      )
+      const slots = await c.q(i, `SELECT slot_name FROM pg_replication_slots ORDER BY 1`)
+      expect(slots.map((s) => s.slot_name)).toEqual(
+        IDS.filter((j) => j !== i).map((j) => `trktr_sub_${j}_${i}`),
+      )
+      expect(await c.q(i, 'SELECT gid FROM pg_prepared_xacts')).toEqual([])
+      expect(await c.q(i, 'SELECT id FROM trktr.proposals WHERE decision IS NULL')).toEqual([])
+    }
+    // and the control plane works: a change commits
+    for (const i of IDS)
+      await c.q(
+        i,
+        `CREATE TABLE demo.after (id int PRIMARY KEY); ALTER TABLE demo.after OWNER TO traktor_arbiter`,
+      )
+    const r = await call(c.api(2), 'PUT', '/v1/cluster/replicaset/demo.after')
+    expect(r.status, JSON.stringify(r.json)).toBe(201)
+    console.info(
+      `bank: ${stats.map((s) => s.ok).join('/')} transfers (failed while a server was down: ${stats.map((s) => s.failed).join('/')})`,
+    )
+  })
+})
