@@ -5,10 +5,10 @@ import type { CrashPoint } from '../config/types.js'
 import type { Logger } from '../log.js'
 import type { ConflictEvent } from '../mesh/codec.js'
 import * as cs from '../postgres/cluster-state.js'
+import { dropStaleFences } from '../postgres/fence.js'
 import type { HistoryEntry } from '../postgres/history.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import { dropStaleFences } from '../postgres/fence.js'
 import { dropSlotOf } from '../postgres/subscriptions.js'
 import type { Timings } from './detector.js'
 import { Membership } from './membership.js'
@@ -346,6 +346,9 @@ export class Cluster {
     if (node === nodeId) {
       this.reconciler.kick()
       return
+    }
+    for (const m of this.membership.members()) {
+      if (m.nodeId === node) this.init.mesh.forgetPeer?.(m.peerId)
     }
     const sub = (await local.subscriptions()).find((s) => s.peer === node)
     if (sub) await local.unsubscribe(node)

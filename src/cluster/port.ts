@@ -18,6 +18,8 @@ export interface MeshPort {
   onPeer(handler: (peerId: string, event: 'connect' | 'disconnect') => void): void
   connectedPeers(): string[]
   handle(handler: RpcHandler): void
+  /** stop redialing a peer that left the cluster */
+  forgetPeer?(peerId: string): void
   request(
     peerId: string,
     req: RpcRequest,
