@@ -1,7 +1,6 @@
 // The traktor command line: start | demo | keygen | ctl. The only place that writes to the
 // terminal directly (usage, fatal config errors); everything else logs through pino.
 import './compat.js'
-import { Arbiter } from './arbiter.js'
 import { loadConfig } from './config/load.js'
 import { runCtl } from './ctl/index.js'
 import { ConfigError } from './errors.js'
@@ -67,6 +66,8 @@ async function start(args: string[]): Promise<number> {
     log.fatal({ err: err.stack ?? err.message }, 'uncaught exception')
     process.exit(1)
   })
+  // loaded here, not at the top: ctl and keygen start in a tenth of the time without libp2p
+  const { Arbiter } = await import('./arbiter.js')
   const arbiter = new Arbiter({ config, log })
   const stopped = new Promise<void>((resolve) => {
     const onSignal = (signal: string) => {

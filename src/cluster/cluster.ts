@@ -2,6 +2,7 @@
 // events and the fan-out behind /v1/cluster/* and /rpc. Parts start in dependency order and
 // stop in reverse.
 import type { CrashPoint } from '../config/types.js'
+import { NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ConflictEvent } from '../mesh/codec.js'
 import * as cs from '../postgres/cluster-state.js'
@@ -210,7 +211,6 @@ export class Cluster {
 
   /** Every member's status, asked in parallel; an unreachable one says so. */
   async status(): Promise<Record<string, unknown>> {
-    const nodes = this.nodes()
     const members = this.membership.members().filter((m) => m.joinState !== 'removed')
     const remote = await Promise.all(
       members.map(async (m) => {
@@ -231,14 +231,14 @@ export class Cluster {
           : { node: m.nodeId, reachable: false, state: m.state, error: r.error.message }
       }),
     )
-    const self = { reachable: true, state: 'alive', ...(await this.localStatus()) }
+    const selfState = this.membership.selfDuplicated() ? 'duplicate' : 'alive'
+    const self = { reachable: true, state: selfState, ...(await this.localStatus()) }
     const all = [self, ...remote] as Array<Record<string, unknown>>
     return {
       node: this.init.nodeId,
       healthy: all.every((n) => n.reachable && n.state === 'alive' && n.is_replicating !== false),
       replicaset_version: this.reconciler.version,
       members: all.sort((a, b) => Number(a.node) - Number(b.node)),
-      nodes_seen: nodes.length,
     }
   }
 
@@ -313,6 +313,10 @@ export class Cluster {
     node: number,
   ): Promise<{ node: number; results: Array<{ node: number; ok: boolean; error?: string }> }> {
     const target = this.membership.members().find((m) => m.nodeId === node && !m.duplicate)
+    const subscribed = (await this.init.local.subscriptions()).some((s) => s.peer === node)
+    if (!target && !subscribed) {
+      throw new NotFoundError(`node ${node} is not a member of this cluster`, 'ERR_NO_SUCH_NODE')
+    }
     const results: Array<{ node: number; ok: boolean; error?: string }> = []
     if (target && target.state !== 'dead') {
       const r = await this.init.mesh.request(

@@ -129,7 +129,7 @@ function unreachable(url: string, err: unknown): CtlError {
     message === 'bad port'
       ? 'fetch refuses this port, one that browsers block; give the API another port'
       : code
-        ? `${REASONS[code] ?? code}`
+        ? (REASONS[code] ?? code)
         : message
   const hint =
     code && TLS_CODES.test(code)

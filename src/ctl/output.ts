@@ -9,7 +9,7 @@ export interface Output {
   frame(): void
 }
 
-const CLEAR = '\x1b[H\x1b[2J\x1b[3J'
+const CLEAR = '\x1b[H\x1b[2J'
 
 export function stdio(): Output {
   let frames = 0

@@ -4,6 +4,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { Cluster } from '../../cluster/cluster.js'
 import type { Outcome } from '../../cluster/proposals.js'
 import { BadRequestError, ConflictError } from '../../errors.js'
+import type { ReplicasetSnapshot } from '../../postgres/cluster-state.js'
+import type { HistoryEntry } from '../../postgres/history.js'
 import { parseRelationName } from '../../postgres/ident.js'
 
 export function notMesh(): ConflictError {
@@ -81,19 +83,37 @@ export function clusterRoutes(cluster: Cluster | undefined, nodeId: number) {
     )
     app.get('/v1/cluster/history', async () => ({
       node: nodeId,
-      resolutions: (await need().history()).map((h) => ({
-        node: h.node,
-        occurred: h.occurred,
-        lsn: h.lsn,
-        relation: h.relation,
-        sql_state_code: h.sqlStateCode,
-        resolved: h.resolved,
-        subscription: h.subscription,
-        reason: h.reason,
-        kind: h.kind,
-        action: h.action,
-      })),
+      resolutions: (await need().history()).map(historyRow),
     }))
+  }
+}
+
+/** One resolution as both /v1/cluster/history and history.list answer it. */
+export function historyRow(h: HistoryEntry & { node: number }): Record<string, unknown> {
+  return {
+    node: h.node,
+    occurred: h.occurred,
+    lsn: h.lsn,
+    relation: h.relation,
+    sql_state_code: h.sqlStateCode,
+    resolved: h.resolved,
+    subscription: h.subscription,
+    reason: h.reason,
+    kind: h.kind,
+    action: h.action,
+  }
+}
+
+/** The replicaset as both /v1/cluster/replicaset and replicaset.list answer it. */
+export function replicasetBody(snap: ReplicasetSnapshot, nodeId: number): Record<string, unknown> {
+  return {
+    node: nodeId,
+    version: snap.version,
+    replicaset: snap.tables.map((t) => ({
+      relation: t.relation,
+      status: 'committed',
+      columns: t.columns,
+    })),
   }
 }
 

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Cluster } from '../../cluster/cluster.js'
 import { TraktorError } from '../../errors.js'
 import { parseRelationName } from '../../postgres/ident.js'
-import { abortMessage, notMesh, outcomeBody } from './cluster.js'
+import { abortMessage, historyRow, notMesh, outcomeBody, replicasetBody } from './cluster.js'
 
 export const RPC_ERRORS = {
   parse: -32700,
@@ -72,14 +72,12 @@ export function jsonRpcRoutes(cluster: Cluster | undefined, nodeId: number) {
     'cluster.nodes': async () => ({ node: nodeId, nodes: need().nodes() }),
     'replicaset.add': change('add'),
     'replicaset.remove': change('remove'),
-    'replicaset.list': async () => {
-      const snap = await need().replicaset()
-      return {
-        version: snap.version,
-        replicaset: snap.tables.map((t) => ({ relation: t.relation, status: 'committed' })),
-      }
-    },
-    'history.list': async () => ({ resolutions: await need().history() }),
+    // the same shapes as GET /v1/cluster/replicaset and /v1/cluster/history
+    'replicaset.list': async () => replicasetBody(await need().replicaset(), nodeId),
+    'history.list': async () => ({
+      node: nodeId,
+      resolutions: (await need().history()).map(historyRow),
+    }),
   }
 
   async function one(req: unknown): Promise<object | undefined> {
