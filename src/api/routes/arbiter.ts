@@ -2,6 +2,7 @@
 // so the TRAKTOR tutorial's curl calls work unchanged.
 import type { FastifyInstance } from 'fastify'
 import { BadRequestError } from '../../errors.js'
+import type { HistoryEntry } from '../../postgres/history.js'
 import { parseRelationName } from '../../postgres/ident.js'
 import type { LocalNode } from '../../postgres/local.js'
 
@@ -77,19 +78,7 @@ export function arbiterRoutes(local: LocalNode) {
 
     app.get('/v1/arbiter/resolution/history', async () => ({
       node,
-      resolutions: (await local.history()).map((h) => ({
-        occurred: h.occurred,
-        lsn: h.lsn,
-        relation: h.relation,
-        sql_state_code: h.sqlStateCode,
-        resolved: h.resolved,
-        subscription: h.subscription,
-        reason: h.reason,
-        key: h.key,
-        value: h.value,
-        kind: h.kind,
-        action: h.action,
-      })),
+      resolutions: (await local.history()).map(resolutionRow),
     }))
   }
 }
@@ -108,4 +97,21 @@ function nodeIdField(body: Record<string, unknown>, key: string): number {
     throw new BadRequestError(`${key}: required, a node id (integer >= 0)`)
   }
   return n
+}
+
+/** One trktr.history row as the API answers it: TRAKTOR's fields first, then ours. */
+export function resolutionRow(h: HistoryEntry): Record<string, unknown> {
+  return {
+    occurred: h.occurred,
+    lsn: h.lsn,
+    relation: h.relation,
+    sql_state_code: h.sqlStateCode,
+    resolved: h.resolved,
+    subscription: h.subscription,
+    reason: h.reason,
+    key: h.key,
+    value: h.value,
+    kind: h.kind,
+    action: h.action,
+  }
 }

@@ -7,6 +7,7 @@ import { BadRequestError, ConflictError } from '../../errors.js'
 import type { ReplicasetSnapshot } from '../../postgres/cluster-state.js'
 import type { HistoryEntry } from '../../postgres/history.js'
 import { parseRelationName } from '../../postgres/ident.js'
+import { resolutionRow } from './arbiter.js'
 
 export function notMesh(): ConflictError {
   return new ConflictError('this arbiter runs standalone (no "mesh" in its config)', 'ERR_NOT_MESH')
@@ -57,18 +58,7 @@ export function clusterRoutes(cluster: Cluster | undefined, nodeId: number) {
       if (id === nodeId) throw new BadRequestError('a node cannot remove itself; ask another node')
       return await c.removeNode(id)
     })
-    app.get('/v1/cluster/replicaset', async () => {
-      const snap = await need().replicaset()
-      return {
-        node: nodeId,
-        version: snap.version,
-        replicaset: snap.tables.map((t) => ({
-          relation: t.relation,
-          status: 'committed',
-          columns: t.columns,
-        })),
-      }
-    })
+    app.get('/v1/cluster/replicaset', async () => replicasetBody(await need().replicaset(), nodeId))
     app.put<{ Params: { relation: string } }>(
       '/v1/cluster/replicaset/:relation',
       async (req, reply) => {
@@ -90,18 +80,7 @@ export function clusterRoutes(cluster: Cluster | undefined, nodeId: number) {
 
 /** One resolution as both /v1/cluster/history and history.list answer it. */
 export function historyRow(h: HistoryEntry & { node: number }): Record<string, unknown> {
-  return {
-    node: h.node,
-    occurred: h.occurred,
-    lsn: h.lsn,
-    relation: h.relation,
-    sql_state_code: h.sqlStateCode,
-    resolved: h.resolved,
-    subscription: h.subscription,
-    reason: h.reason,
-    kind: h.kind,
-    action: h.action,
-  }
+  return { node: h.node, ...resolutionRow(h) }
 }
 
 /** The replicaset as both /v1/cluster/replicaset and replicaset.list answer it. */
