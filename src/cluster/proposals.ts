@@ -89,9 +89,7 @@ export class Proposals {
       return done({ outcome: 'unchanged', version, nodes: [] })
     }
     const members = this.participants()
-    const blocked = members.filter(
-      (m) => m.state !== 'alive' || m.joinState !== 'ready' || m.duplicate,
-    )
+    const blocked = members.filter((m) => m.state !== 'alive' || m.duplicate)
     if (blocked.length > 0) {
       const nodes = blocked.map((m) => ({ node: m.nodeId, ack: false, reason: unusable(m) }))
       return done({ outcome: 'aborted', version, nodes, reason: 'not every member can take part' })
@@ -227,7 +225,9 @@ export class Proposals {
 
   /** Every member that is part of the cluster (not removed). */
   participants(): Member[] {
-    return this.init.membership.members().filter((m) => m.joinState !== 'removed')
+    // a node still joining is not asked: it adopts the outcome when it becomes ready (and a
+    // node that never could join — its tables differ — must not block the cluster)
+    return this.init.membership.members().filter((m) => m.joinState === 'ready')
   }
 
   private async prepareOn(m: Member, p: cs.Proposal): Promise<NodeVerdict> {

@@ -143,16 +143,22 @@ describe('bank workload through faults', () => {
     await c.waitMeshed(IDS)
 
     // (4) the mesh between arbiters 0 and 1 cut (both sides), replication going on
-    await call(c.api(0), 'PUT', '/v1/testing/partition', { nodes: [1] })
-    await call(c.api(1), 'PUT', '/v1/testing/partition', { nodes: [0] })
+    for (const [from, to] of [
+      [0, 1],
+      [1, 0],
+    ] as const) {
+      const cut = await call(c.api(from), 'PUT', '/v1/testing/partition', { nodes: [to] })
+      expect(cut.status, JSON.stringify(cut.json)).toBe(200)
+      expect(cut.json.peers).toHaveLength(1)
+    }
     const during = stats.map((s) => s.ok)
     await waitFor(
       () => stats.every((s, i) => s.ok > (during[i] ?? 0) + 100),
       15_000,
       'load during the partition',
     )
-    await call(c.api(0), 'DELETE', '/v1/testing/partition')
-    await call(c.api(1), 'DELETE', '/v1/testing/partition')
+    for (const i of [0, 1])
+      expect((await call(c.api(i), 'DELETE', '/v1/testing/partition')).status).toBe(200)
     await c.waitMeshed(IDS)
 
     stop = true

@@ -152,6 +152,40 @@ describe('mesh mode', () => {
     await waitFor(async () => (await rowsOn(3, 't')).includes(31), 10_000, 'row 31 on node 3')
   })
 
+  it('refuses to half-join a node whose tables differ, and says exactly what', async () => {
+    const [pg] = (await startServers(1, () => ({ name: 'mesh-misfit', fast: true }))) as [
+      EmbeddedPostgres,
+    ]
+    await c.addNode(7, pg)
+    await c.q(7, T('t', ', extra int'))
+    const a = await c.start(7)
+    const me = await waitFor(
+      async () => {
+        const nodes = (await call(a, 'GET', '/v1/cluster/nodes')).json.nodes
+        return nodes.find(
+          (n: { node: number; join_error?: string }) => n.node === 7 && n.join_error,
+        )
+      },
+      15_000,
+      'join error reported',
+    )
+    expect(me.join_state).toBe('joining')
+    expect(me.join_error).toMatch(
+      /table demo\.t differs: here \(id:integer, payload:text, extra:integer\)/,
+    )
+    // nothing half-done: no subscription either way, nothing published there
+    expect(await c.q(7, 'SELECT subname FROM pg_subscription')).toEqual([])
+    expect(await published(7)).toEqual([])
+    for (const i of [0, 1, 2, 3]) {
+      expect(
+        await c.q(i, `SELECT 1 FROM pg_subscription WHERE subname = $1`, [`trktr_sub_${i}_7`]),
+      ).toEqual([])
+    }
+    expect(await a.stop()).toBe(0)
+    await pg.destroy()
+    delete c.nodes[7]
+  })
+
   it('sees a killed member dead within seconds, and fails commits fast with that reason', async () => {
     const killed = c.api(2)
     killed.proc.kill('SIGKILL')
