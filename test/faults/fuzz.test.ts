@@ -12,10 +12,10 @@ import { rpcHandler } from '../../src/cluster/rpc-handlers.js'
 import { Steps } from '../../src/cluster/steps.js'
 import { silentLogger } from '../../src/log.js'
 import type { Mesh } from '../../src/mesh/node.js'
-import { type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
 import { LocalNode } from '../../src/postgres/local.js'
 import { fullMesh, MeshLab, waitFor } from '../fixtures/mesh-nodes.js'
 import { API_KEY, dbSnapshot } from '../fixtures/node.js'
+import { type PgServer, startServers } from '../fixtures/pg.js'
 import {
   ARBITER_PASSWORD,
   ARBITER_ROLE,
@@ -118,12 +118,12 @@ function randomRpc(): unknown {
 }
 
 describe('fuzzing the HTTP API', () => {
-  let pg: EmbeddedPostgres
+  let pg: PgServer
   let local: LocalNode
   let app: FastifyInstance
 
   beforeAll(async () => {
-    ;[pg] = (await startServers(1, () => ({ name: 'fuzz', fast: true }))) as [EmbeddedPostgres]
+    ;[pg] = (await startServers(1, () => ({ name: 'fuzz', fast: true }))) as [PgServer]
     await prepareTutorialNode(pg)
     await pg.query(REPTEST, [], { dbname: TUTORIAL_DB })
     local = new LocalNode({

@@ -2,11 +2,11 @@
 // database. Real PostgreSQL; the HTTP layer through inject().
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
 import { API_KEY, dbSnapshot, localNode } from '../fixtures/node.js'
+import { type PgServer, startServers } from '../fixtures/pg.js'
 import { prepareTutorialNode, REPTEST, TUTORIAL_DB } from '../fixtures/tutorial.js'
 
-let pg: EmbeddedPostgres
+let pg: PgServer
 let app: FastifyInstance
 let close: () => Promise<void>
 
@@ -26,7 +26,7 @@ const send = (
   })
 
 beforeAll(async () => {
-  ;[pg] = (await startServers(1, () => ({ name: 'input', fast: true }))) as [EmbeddedPostgres]
+  ;[pg] = (await startServers(1, () => ({ name: 'input', fast: true }))) as [PgServer]
   await prepareTutorialNode(pg)
   await pg.query(REPTEST, [], { dbname: TUTORIAL_DB })
   await pg.query(

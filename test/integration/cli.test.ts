@@ -6,8 +6,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
 import { freePort, startArbiter, stopAllArbiters } from '../fixtures/arbiters.js'
+import { type PgServer, startServers } from '../fixtures/pg.js'
 import { arbiterConf, prepareTutorialNode } from '../fixtures/tutorial.js'
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/traktor.js')
@@ -65,9 +65,9 @@ describe('traktor CLI', () => {
 })
 
 describe('TLS from SSLCertfile / SSLKeyfile', () => {
-  let pg: EmbeddedPostgres
+  let pg: PgServer
   beforeAll(async () => {
-    ;[pg] = (await startServers(1, () => ({ name: 'tls', fast: true }))) as [EmbeddedPostgres]
+    ;[pg] = (await startServers(1, () => ({ name: 'tls', fast: true }))) as [PgServer]
     await prepareTutorialNode(pg)
   })
   afterAll(async () => {

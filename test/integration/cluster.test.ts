@@ -4,8 +4,8 @@
 // nothing; a killed member makes commits fail fast and shows as dead, then rejoins.
 import { spawnSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
 import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
+import { type PgServer, startServers } from '../fixtures/pg.js'
 
 let c: MeshCluster
 
@@ -135,9 +135,7 @@ describe('mesh mode', () => {
   })
 
   it('lets a fourth node join by starting, with no other call', async () => {
-    const [pg] = (await startServers(1, () => ({ name: 'mesh3', fast: true }))) as [
-      EmbeddedPostgres,
-    ]
+    const [pg] = (await startServers(1, () => ({ name: 'mesh3', fast: true }))) as [PgServer]
     await c.addNode(3, pg)
     await c.q(3, T('t'))
     await c.start(3)
@@ -153,9 +151,7 @@ describe('mesh mode', () => {
   })
 
   it('refuses to half-join a node whose tables differ, and says exactly what', async () => {
-    const [pg] = (await startServers(1, () => ({ name: 'mesh-misfit', fast: true }))) as [
-      EmbeddedPostgres,
-    ]
+    const [pg] = (await startServers(1, () => ({ name: 'mesh-misfit', fast: true }))) as [PgServer]
     await c.addNode(7, pg)
     await c.q(7, T('t', ', extra int'))
     const a = await c.start(7)
@@ -258,9 +254,7 @@ describe('mesh mode', () => {
   })
 
   it('refuses two arbiters with one nodeId, loudly, and recovers when one stops', async () => {
-    const [pg] = (await startServers(1, () => ({ name: 'mesh-dup', fast: true }))) as [
-      EmbeddedPostgres,
-    ]
+    const [pg] = (await startServers(1, () => ({ name: 'mesh-dup', fast: true }))) as [PgServer]
     const impostor = await c.addNode(5, pg)
     impostor.config.nodeId = 1
     c.nodes[5] = impostor
@@ -297,9 +291,7 @@ describe('mesh mode', () => {
   })
 
   it('keeps out an arbiter without the private-network key', async () => {
-    const [pg] = (await startServers(1, () => ({ name: 'mesh-nokey', fast: true }))) as [
-      EmbeddedPostgres,
-    ]
+    const [pg] = (await startServers(1, () => ({ name: 'mesh-nokey', fast: true }))) as [PgServer]
     const outsider = await c.addNode(6, pg)
     const { writePskFile } = await import('../../src/mesh/keys.js')
     const otherKey = `${outsider.dir}/other.key`

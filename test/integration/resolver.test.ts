@@ -3,19 +3,19 @@
 // never skipped; a subscription an operator disabled stays disabled.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../src/log.js'
-import { destroyServers, type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
 import type { LocalNode } from '../../src/postgres/local.js'
 import { Resolver } from '../../src/resolver/resolver.js'
 import { waitFor } from '../fixtures/arbiters.js'
 import { localNode } from '../fixtures/node.js'
+import { destroyServers, type PgServer, startServers } from '../fixtures/pg.js'
 import { peerConninfo, prepareTutorialNode, REPTEST, TUTORIAL_DB } from '../fixtures/tutorial.js'
 
-let pgs: EmbeddedPostgres[] = []
+let pgs: PgServer[] = []
 const nodes: Array<{ local: LocalNode; close: () => Promise<void> }> = []
 let resolver: Resolver
 
 const q = (i: number, sql: string, params: unknown[] = []) =>
-  (pgs[i] as EmbeddedPostgres).query(sql, params, { dbname: TUTORIAL_DB })
+  (pgs[i] as PgServer).query(sql, params, { dbname: TUTORIAL_DB })
 const L = (i: number) => (nodes[i] as { local: LocalNode }).local
 const subOf = async (i: number) =>
   (await q(i, `SELECT subenabled FROM pg_subscription`))[0]?.subenabled as boolean
@@ -28,8 +28,8 @@ beforeAll(async () => {
     nodes[i] = await localNode(pg, i)
     await L(i).initNode()
   }
-  await L(0).subscribe(1, peerConninfo((pgs[1] as EmbeddedPostgres).port))
-  await L(1).subscribe(0, peerConninfo((pgs[0] as EmbeddedPostgres).port))
+  await L(0).subscribe(1, peerConninfo((pgs[1] as PgServer).port))
+  await L(1).subscribe(0, peerConninfo((pgs[0] as PgServer).port))
   for (const i of [0, 1]) await L(i).stage({ schema: 'multimaster', table: 'reptest' }, 'add')
   for (const i of [0, 1]) await L(i).commit()
   for (const i of [0, 1]) {
@@ -101,7 +101,7 @@ describe('resolver', () => {
 
   it('re-enables a subscription whose publisher shut down, without recording a conflict', async () => {
     const before = (await L(1).history()).length
-    await (pgs[0] as EmbeddedPostgres).stop()
+    await (pgs[0] as PgServer).stop()
     await waitFor(async () => !(await subOf(1)), 15_000, 'disabled by the lost publisher')
     await waitFor(
       async () => (await resolver.tick()).startsWith('enable trktr_sub_1_0 (08'),
@@ -110,7 +110,7 @@ describe('resolver', () => {
     )
     expect(await subOf(1)).toBe(true)
     expect((await L(1).history()).length).toBe(before)
-    await (pgs[0] as EmbeddedPostgres).start()
+    await (pgs[0] as PgServer).start()
     await q(0, `INSERT INTO multimaster.reptest VALUES (43, 'back')`)
     await waitFor(
       async () => (await q(1, 'SELECT 1 FROM multimaster.reptest WHERE id = 43')).length === 1,

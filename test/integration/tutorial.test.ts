@@ -2,7 +2,6 @@
 // processes started from TRAKTOR's INI arbiter.conf: two nodes, a third added, the
 // split-brain conflict resolved automatically, the table removed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { destroyServers, type EmbeddedPostgres, startServers } from '../../src/postgres/embedded.js'
 import {
   type ArbiterProcess,
   call,
@@ -11,6 +10,7 @@ import {
   stopAllArbiters,
   waitFor,
 } from '../fixtures/arbiters.js'
+import { destroyServers, type PgServer, startServers } from '../fixtures/pg.js'
 import {
   arbiterConf,
   peerConninfo,
@@ -21,7 +21,7 @@ import {
 } from '../fixtures/tutorial.js'
 
 const KEY = 'LetMeIn'
-let pgs: EmbeddedPostgres[] = []
+let pgs: PgServer[] = []
 const arb: ArbiterProcess[] = []
 
 async function startNode(i: number): Promise<ArbiterProcess> {
@@ -31,14 +31,14 @@ async function startNode(i: number): Promise<ArbiterProcess> {
     apiKey: KEY,
     port,
     file: 'arbiter.conf',
-    text: arbiterConf(i, (pgs[i] as EmbeddedPostgres).port, port, 0.5),
+    text: arbiterConf(i, (pgs[i] as PgServer).port, port, 0.5),
   })
   arb[i] = a
   return a
 }
 
 const q = (i: number, sql: string, params: unknown[] = []) =>
-  (pgs[i] as EmbeddedPostgres).query(sql, params, { dbname: TUTORIAL_DB })
+  (pgs[i] as PgServer).query(sql, params, { dbname: TUTORIAL_DB })
 const A = (i: number) => arb[i] as ArbiterProcess
 
 beforeAll(async () => {
@@ -62,12 +62,12 @@ describe('the TRAKTOR tutorial', () => {
     }
     const s0 = await call(A(0), 'PUT', '/v1/arbiter/subscription/control', {
       inbound_node: 1,
-      connection_string: peerConninfo((pgs[1] as EmbeddedPostgres).port),
+      connection_string: peerConninfo((pgs[1] as PgServer).port),
     })
     expect(s0.status).toBe(201)
     const s1 = await call(A(1), 'PUT', '/v1/arbiter/subscription/control', {
       inbound_node: 0,
-      connection_string: peerConninfo((pgs[0] as EmbeddedPostgres).port),
+      connection_string: peerConninfo((pgs[0] as PgServer).port),
     })
     expect(s1.status).toBe(201)
     expect(await q(0, 'SELECT subname FROM pg_subscription')).toEqual([
@@ -113,7 +113,7 @@ describe('the TRAKTOR tutorial', () => {
     ]
     for (const i of [0, 1]) {
       await waitFor(
-        async () => JSON.stringify(await rows(pgs[i] as EmbeddedPostgres)) === JSON.stringify(want),
+        async () => JSON.stringify(await rows(pgs[i] as PgServer)) === JSON.stringify(want),
         10_000,
         `rows on node ${i}`,
       )
@@ -124,7 +124,7 @@ describe('the TRAKTOR tutorial', () => {
     await q(2, REPTEST)
     await startNode(2)
     expect((await call(A(2), 'PUT', '/v1/arbiter/control')).status).toBe(201)
-    const port = (i: number) => (pgs[i] as EmbeddedPostgres).port
+    const port = (i: number) => (pgs[i] as PgServer).port
     for (const peer of [1, 0]) {
       const r = await call(A(2), 'PUT', '/v1/arbiter/subscription/control', {
         inbound_node: peer,
@@ -160,15 +160,14 @@ describe('the TRAKTOR tutorial', () => {
     for (const i of [0, 1]) {
       await waitFor(
         async () =>
-          JSON.stringify((await rows(pgs[i] as EmbeddedPostgres)).map((r) => r.id)) ===
-          JSON.stringify(all),
+          JSON.stringify((await rows(pgs[i] as PgServer)).map((r) => r.id)) === JSON.stringify(all),
         10_000,
         `node ${i} rows`,
       )
     }
     await waitFor(
       async () =>
-        JSON.stringify(await rows(pgs[2] as EmbeddedPostgres)) ===
+        JSON.stringify(await rows(pgs[2] as PgServer)) ===
         JSON.stringify([
           { id: 2, payload: 'Hello, Node 2' },
           { id: 3, payload: 'Hello again, Node 2' },
@@ -179,7 +178,7 @@ describe('the TRAKTOR tutorial', () => {
   })
 
   it('resolves the split-brain conflict automatically and records it', async () => {
-    const [p0, p1] = pgs as [EmbeddedPostgres, EmbeddedPostgres]
+    const [p0, p1] = pgs as [PgServer, PgServer]
     await p0.stop()
     await q(1, `INSERT INTO multimaster.reptest (id, payload) VALUES (5, 'Oh no!')`)
     await p1.stop()
@@ -237,7 +236,7 @@ describe('the TRAKTOR tutorial', () => {
     await q(1, `INSERT INTO multimaster.reptest (id, payload) VALUES (6, 'after')`)
     for (const i of [0, 2]) {
       await waitFor(
-        async () => (await rows(pgs[i] as EmbeddedPostgres)).some((r) => r.id === 6),
+        async () => (await rows(pgs[i] as PgServer)).some((r) => r.id === 6),
         15_000,
         `row 6 on node ${i}`,
       )
@@ -262,9 +261,7 @@ describe('the TRAKTOR tutorial', () => {
     for (const i of [0, 1, 2])
       await q(i, `INSERT INTO multimaster.reptest (id, payload) VALUES (100, $1)`, [`n${i}`])
     for (const i of [0, 1, 2]) {
-      expect((await rows(pgs[i] as EmbeddedPostgres)).find((r) => r.id === 100)?.payload).toBe(
-        `n${i}`,
-      )
+      expect((await rows(pgs[i] as PgServer)).find((r) => r.id === 100)?.payload).toBe(`n${i}`)
     }
     for (const i of [0, 1, 2]) {
       const s = (await call(A(i), 'GET', '/v1/arbiter/status')).json
