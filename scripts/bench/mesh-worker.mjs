@@ -1,0 +1,135 @@
+// A child process of the mesh-scale benchmark: holds a few mesh nodes (traktor's `Mesh` and
+// `Membership` from dist/, no PostgreSQL), started on the parent's word, and reports what
+// each node sees. Talks to the parent over the IPC channel only; logs nothing.
+//
+// parent → child: {type:'start', nodes:[{nodeId, port}], bootstrap, pskFile, dir, victim}
+//                 {type:'view'}  {type:'counters'}  {type:'stop'}
+// child → parent: {type:'loaded'}  {type:'started', ms}  {type:'view', nodes:[...]}
+//                 {type:'counters', gossipOut, gossipIn}  {type:'stopped'}
+import path from 'node:path'
+import { Membership } from '../../dist/cluster/membership.js'
+import { silentLogger } from '../../dist/log.js'
+import { Mesh } from '../../dist/mesh/node.js'
+
+// the arbiter's defaults (src/config/schema.ts)
+const TIMINGS = { heartbeatMs: 200, suspectAfterMs: 1000, deadAfterMs: 2000 }
+const running = []
+let victim
+let total = 0
+
+function send(msg) {
+  if (process.connected) process.send(msg)
+}
+
+async function start(msg) {
+  victim = msg.victim
+  total = msg.total
+  const t0 = performance.now()
+  await Promise.all(
+    msg.nodes.map(async ({ nodeId, port }) => {
+      const log = silentLogger()
+      const mesh = new Mesh({
+        nodeId,
+        cluster: 'bench',
+        listen: [`/ip4/127.0.0.1/tcp/${port}`],
+        bootstrap: nodeId === 0 ? [] : [msg.bootstrap],
+        identityFile: path.join(msg.dir, `node${nodeId}.key`),
+        pskFile: msg.pskFile,
+        insecure: false,
+        log,
+      })
+      const n = { nodeId, mesh, convergedAt: undefined, victimDeadAt: undefined }
+      const membership = new Membership({
+        mesh,
+        nodeId,
+        postgres: `host=127.0.0.1 port=1 dbname=bench user=node${nodeId}`,
+        version: 'bench',
+        timings: TIMINGS,
+        log,
+        self: () => ({ joinState: 'ready', replicasetVersion: 0 }),
+        onChange: () => observe(n),
+      })
+      n.membership = membership
+      running.push(n)
+      await mesh.start()
+      membership.start()
+    }),
+  )
+  send({ type: 'started', ms: performance.now() - t0 })
+}
+
+/** Record (wall clock, comparable across processes) when this node first saw what we wait for. */
+function observe(n) {
+  const members = n.membership.members().filter((m) => !m.duplicate)
+  const alive = members.filter((m) => m.state === 'alive').length
+  if (n.convergedAt === undefined && alive === total - 1) n.convergedAt = Date.now()
+  const v = members.find((m) => m.nodeId === victim)
+  if (n.victimDeadAt === undefined && n.convergedAt !== undefined && v?.state === 'dead') {
+    n.victimDeadAt = Date.now()
+  }
+}
+
+function view() {
+  return running.map((n) => {
+    observe(n)
+    const members = n.membership.members().filter((m) => !m.duplicate)
+    return {
+      nodeId: n.nodeId,
+      alive: members.filter((m) => m.state === 'alive').length,
+      known: members.length,
+      victimState: members.find((m) => m.nodeId === victim)?.state ?? 'unknown',
+      flaps: members.reduce((a, m) => a + m.flaps, 0),
+      peers: n.mesh.connectedPeers().length,
+      convergedAt: n.convergedAt,
+      victimDeadAt: n.victimDeadAt,
+    }
+  })
+}
+
+function counters() {
+  const out = { membership: 0, proposals: 0, conflicts: 0 }
+  let inn = 0
+  for (const n of running) {
+    const c = n.mesh.counters()
+    for (const [k, v] of Object.entries(c.gossipOut)) out[k] += v
+    inn += Object.values(c.gossipIn).reduce((a, b) => a + b, 0)
+  }
+  // event loop utilisation since the last call: near 1 means this process is saturated
+  const elu = performance.eventLoopUtilization(lastElu)
+  lastElu = performance.eventLoopUtilization()
+  return {
+    gossipOut: out.membership + out.proposals + out.conflicts,
+    gossipOutByTopic: out,
+    gossipIn: inn,
+    elu: elu.utilization,
+  }
+}
+let lastElu = performance.eventLoopUtilization()
+
+async function stop() {
+  for (const n of running) n.membership.stop()
+  await Promise.allSettled(running.map((n) => n.mesh.stop()))
+  send({ type: 'stopped' })
+  process.exit(0)
+}
+
+process.on('message', (msg) => {
+  switch (msg.type) {
+    case 'start':
+      start(msg).catch((err) => {
+        send({ type: 'error', error: String(err?.stack ?? err) })
+      })
+      return
+    case 'view':
+      send({ type: 'view', nodes: view() })
+      return
+    case 'counters':
+      send({ type: 'counters', ...counters() })
+      return
+    case 'stop':
+      void stop()
+  }
+})
+// the parent went away: nothing here is worth keeping
+process.on('disconnect', () => process.exit(0))
+send({ type: 'loaded' })
