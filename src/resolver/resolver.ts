@@ -24,6 +24,9 @@ export type ResolverEvent =
   | { kind: 'action'; action: Action }
   | { kind: 'resolved'; entry: HistoryEntry }
 
+/** how soon to look again after a cycle that acted */
+const CONFIRM_AFTER_MS = 150
+
 type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout | undefined }
 
 export class Resolver {
@@ -35,6 +38,7 @@ export class Resolver {
   private state: State = { kind: 'stopped' }
   private cycle: Promise<string> | undefined
   lastVerdict = 'not run yet'
+  private actedLastCycle = false
 
   constructor(init: ResolverInit) {
     this.init = init
@@ -67,7 +71,12 @@ export class Resolver {
     const state = this.state
     state.timer = setTimeout(() => {
       void this.tick().finally(() => {
-        if (this.state === state) this.schedule(this.init.intervalMs)
+        // after acting, look again soon: the skip's confirmation (or the next conflict of the
+        // same outage) should not wait a whole interval
+        const soon = this.actedLastCycle
+          ? Math.min(CONFIRM_AFTER_MS, this.init.intervalMs)
+          : undefined
+        if (this.state === state) this.schedule(soon ?? this.init.intervalMs)
       })
     }, ms)
   }
@@ -120,6 +129,7 @@ export class Resolver {
     local.retryDueRefreshes()
     await local.syncWatches()
     const disabled = list.filter((s) => !s.enabled).length
+    this.actedLastCycle = actions.length > 0
     if (actions.length === 0 && resolved.length === 0) {
       return disabled === 0
         ? 'no failed subscriptions'
