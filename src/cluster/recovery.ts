@@ -34,7 +34,6 @@ export class Recovery {
   private readonly log: Logger
   private timer: NodeJS.Timeout | undefined
   private busy = false
-  private redriven = false
   private startedMs = 0
   /** proposals prepared here whose outcome nobody reachable knows */
   readonly inDoubt = new Set<string>()
@@ -95,17 +94,20 @@ export class Recovery {
       if (now - p.createdMs < PREPARED_TIMEOUT_MS) continue
       await this.resolveInDoubt(p)
     }
-    // once, after a restart, when membership has had time to settle
-    if (!this.redriven && now - this.startedMs > REDRIVE_AFTER_MS) {
-      this.redriven = true
-      await this.redrive()
-    }
+    // after a restart, once membership has had time to settle, and again every tick until
+    // every member has run every step (a member may be away at the first try)
+    if (now - this.startedMs > REDRIVE_AFTER_MS) await this.redrive()
   }
 
   /** Our own decided COMMITs not applied everywhere: drive them again. */
   private async redrive(): Promise<void> {
     for (const p of await cs.incompleteCommits(this.init.local.db, this.init.nodeId)) {
-      const failed = await this.init.proposals.drive(p, this.init.proposals.participants())
+      // the coordinator may be driving it right now (a commit that just failed on a member)
+      if (this.init.proposals.inFlight.has(p.id)) continue
+      // re-driving fences the table on every node: only when everyone can take part
+      const members = this.init.proposals.participants()
+      if (members.some((m) => m.state !== 'alive' || m.duplicate)) return
+      const failed = await this.init.proposals.drive(p, members)
       this.log.info({ proposal: p.id, failed: [...failed.keys()] }, 're-drove a committed proposal')
     }
   }

@@ -259,25 +259,32 @@ describe('mesh mode', () => {
     impostor.config.nodeId = 1
     c.nodes[5] = impostor
     const a = await c.start(5)
-    await waitFor(
-      async () => {
-        const nodes = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
-        return (
-          nodes.filter(
-            (n: { node: number; state: string }) => n.node === 1 && n.state === 'duplicate',
-          ).length === 2
-        )
-      },
-      10_000,
-      'both claims of node 1 flagged duplicate',
-    )
-    const r = await call(c.api(0), 'PUT', '/v1/cluster/replicaset/demo.later')
-    expect(r.status).toBe(409)
-    expect(r.json.message).toMatch(/claimed by two arbiters/)
-    expect(a.logs()).toMatch(/another arbiter claims this node id/)
-    expect(await a.stop()).toBe(0)
-    await pg.destroy()
-    delete c.nodes[5]
+    try {
+      await waitFor(
+        async () => {
+          const nodes = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
+          return (
+            nodes.filter(
+              (n: { node: number; state: string }) => n.node === 1 && n.state === 'duplicate',
+            ).length === 2
+          )
+        },
+        10_000,
+        'both claims of node 1 flagged duplicate',
+      )
+      const r = await call(c.api(0), 'PUT', '/v1/cluster/replicaset/demo.later')
+      expect(r.status).toBe(409)
+      expect(r.json.message).toMatch(/claimed by two arbiters/)
+      await waitFor(
+        () => /another arbiter claims this node id/.test(a.logs()),
+        10_000,
+        'the impostor says so',
+      )
+    } finally {
+      expect(await a.stop()).toBe(0)
+      await pg.destroy()
+      delete c.nodes[5]
+    }
     await waitFor(
       async () => {
         const nodes = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
