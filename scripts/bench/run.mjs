@@ -246,29 +246,36 @@ function write(opts, started, figures, errors, ctx, noise) {
   const names = new Set(figures.map((f) => f.name))
   const kept = (previous?.figures ?? []).filter((f) => !names.has(f.name))
   const order = (f) => SUITES.indexOf(f.suite ?? 'footprint')
+  // within a suite: mesh sizes ascending, footprint phases in the order (1)-(4)
+  const size = (f) => Number(/^mesh (\d+):|\((\d)\)$/.exec(f.name)?.slice(1).find(Boolean) ?? 0)
   const merged = [...kept, ...figures.map((f) => ({ suite: suiteOf(f), ...f }))].sort(
-    (a, b) => order(a) - order(b),
+    (a, b) => order(a) - order(b) || size(a) - size(b),
   )
+  const run = {
+    date: started.toISOString(),
+    args: process.argv.slice(2),
+    durationSeconds: round((Date.now() - started.getTime()) / 1000),
+    loadavgStart: noise.loadavgStart,
+    loadavgEnd: os.loadavg().map((v) => round(v, 2)),
+    // per suite: seconds, CPU of this benchmark and of every other process (% of one core)
+    suites: noise.suites,
+    otherSessions: [...noise.others].slice(0, 10),
+    ...(errors.length > 0 ? { errors } : {}),
+  }
   const result = {
     machine: {
       ...machine(),
       postgres: ctx.pgVersion ?? previous?.machine?.postgres,
     },
-    date: started.toISOString(),
-    args: process.argv.slice(2),
-    durationSeconds: round((Date.now() - started.getTime()) / 1000),
+    date: run.date,
     conditions: {
       loopback: '127.0.0.1 only',
       postgres:
         'embedded PostgreSQL 17 with the harness fast settings (fsync, synchronous_commit and full_page_writes off, shared_buffers 32MB)',
-      loadavgStart: noise.loadavgStart,
-      loadavgEnd: os.loadavg().map((v) => round(v, 2)),
-      otherSessions: [...noise.others].slice(0, 10),
-      suites: { ...(previous?.conditions?.suites ?? {}), ...noise.suites },
     },
+    // every run whose figures are in this file, oldest first (a figure's `measured` says which)
+    runs: [...(previous?.runs ?? []), run],
     figures: merged,
-    ...(errors.length > 0 ? { errors } : {}),
-    ...(previous ? { mergedInto: previous.date } : {}),
   }
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true })
   fs.writeFileSync(RESULTS, `${JSON.stringify(result, null, 2)}\n`)

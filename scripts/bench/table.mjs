@@ -8,10 +8,15 @@ const file = process.argv[2] ?? path.resolve(import.meta.dirname, '../../bench/r
 const r = JSON.parse(fs.readFileSync(file, 'utf8'))
 const m = r.machine
 const cell = (v) => (v === undefined || v === null ? '' : String(v))
+const stamp = (d) => `${d.slice(0, 16).replace('T', ' ')} UTC`
+const when = (runs) =>
+  runs.length === 1
+    ? `Run ${stamp(runs[0].date)}, ${Math.round(runs[0].durationSeconds / 60)} min.`
+    : `Figures from ${runs.length} runs, ${stamp(runs[0].date)} to ${stamp(runs.at(-1).date)} (\`runs\` in results.json).`
 const met = (f) =>
   f.dnf ? '**did not converge**' : f.pass === null ? '' : f.pass ? 'yes' : '**no**'
 const lines = [
-  `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB RAM, ${m.os}, Node ${m.node}, PostgreSQL ${m.postgres}. Run ${r.date.slice(0, 16).replace('T', ' ')} UTC, ${Math.round(r.durationSeconds / 60)} min.`,
+  `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB RAM, ${m.os}, Node ${m.node}, PostgreSQL ${m.postgres}. ${when(r.runs ?? [])}`,
   '',
   '| figure | unit | p50 | p95 | p99 | n | target | met |',
   '|---|---|--:|--:|--:|--:|---|---|',
