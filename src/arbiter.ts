@@ -1,19 +1,18 @@
 // One arbiter: its parts started in dependency order and stopped in reverse. Standalone mode
 // is TRAKTOR's node-by-node arbiter; mesh mode adds the libp2p mesh and the cluster service.
 
-import { arbiterRoutes } from './api/routes/arbiter.js'
-import { clusterRoutes } from './api/routes/cluster.js'
-import { jsonRpcRoutes } from './api/routes/jsonrpc.js'
-import { testingRoutes } from './api/routes/testing.js'
+import { apiRoutes } from './api/routes/index.js'
 import { ApiServer } from './api/server.js'
 import { Cluster } from './cluster/cluster.js'
-import type { Config } from './config/types.js'
+import { isolatedAfterMs } from './cluster/detector.js'
+import { anyLww, type Config, strategyFor } from './config/types.js'
 import type { Logger } from './log.js'
 import { Mesh } from './mesh/node.js'
 import { Metrics } from './metrics/metrics.js'
 import { historyCounts } from './postgres/history.js'
 import { LocalNode } from './postgres/local.js'
 import { lagBySubscriber } from './postgres/status.js'
+import { LwwEngine } from './resolver/lww-engine.js'
 import { Resolver } from './resolver/resolver.js'
 import { VERSION } from './version.js'
 
@@ -24,10 +23,14 @@ export interface ArbiterInit {
 
 type State = { kind: 'stopped' } | { kind: 'running' }
 
+/** the row-level resolution round runs at least this often */
+const LWW_TICK_MS = 200
+
 export class Arbiter {
   readonly config: Config
   readonly local: LocalNode
   readonly resolver: Resolver
+  readonly lww: LwwEngine | undefined
   readonly api: ApiServer
   readonly metrics: Metrics
   readonly mesh: Mesh | undefined
@@ -45,10 +48,21 @@ export class Arbiter {
       conninfo: config.postgres,
       log,
       watchPeers: !meshMode,
+      lww: anyLww(config),
+      lwwFor: (rel) => strategyFor(config, `${rel.schema}.${rel.table}`) === 'lww',
+      guardIntervalMs: config.checkIntervalMs,
+      onPublicationRepaired: (r) => {
+        if (r.recreated) void this.cluster?.askPeersToResubscribe()
+      },
       ...(config.peerPassword === undefined ? {} : { peerPassword: config.peerPassword }),
     })
     if (config.mesh) {
       const m = config.mesh
+      const timings = {
+        heartbeatMs: m.heartbeatMs,
+        suspectAfterMs: m.suspectAfterMs,
+        deadAfterMs: m.deadAfterMs,
+      }
       this.mesh = new Mesh({
         nodeId: config.nodeId,
         cluster: m.cluster,
@@ -57,24 +71,27 @@ export class Arbiter {
         identityFile: m.identityFile,
         ...(m.pskFile === undefined ? {} : { pskFile: m.pskFile }),
         insecure: m.insecure,
+        isolatedAfterMs: isolatedAfterMs(timings),
         log,
       })
       this.cluster = new Cluster({
         mesh: this.mesh,
         local: this.local,
         nodeId: config.nodeId,
-        conninfo: config.postgres,
         advertisePostgres: config.advertisePostgres,
         version: VERSION,
-        timings: {
-          heartbeatMs: m.heartbeatMs,
-          suspectAfterMs: m.suspectAfterMs,
-          deadAfterMs: m.deadAfterMs,
-        },
+        timings,
         log,
         onOutcome: (o) => this.metrics.proposal(o.outcome, o.durationMs / 1000),
         onFlap: () => this.metrics.memberFlapped(),
+        checkEveryMs: config.checkEveryMs,
+        sequences: config.sequences,
+        commit: config.commit,
+        ...(config.syncQuorum ? { syncQuorum: config.syncQuorum } : {}),
+        join: config.join,
+        ...(config.testing?.joinPauseMs ? { joinPauseMs: config.testing.joinPauseMs } : {}),
         ...(config.testing?.crashAt ? { crashAt: config.testing.crashAt } : {}),
+        ...(config.testing?.fence === false ? { noFence: true } : {}),
       })
     }
     const mesh = this.mesh
@@ -84,7 +101,16 @@ export class Arbiter {
         nodeId: config.nodeId,
         version: VERSION,
         ...(cluster
-          ? { members: () => cluster.memberCounts(), inDoubt: () => cluster.inDoubt() }
+          ? {
+              members: () => cluster.memberCounts(),
+              inDoubt: () => cluster.inDoubt(),
+              sync: () => cluster.commitMode.metrics(),
+              stuck: () => cluster.stuckCount(),
+              isolated: () => cluster.isolation().isolated,
+              checks: () => cluster.checker.metrics(),
+              sequences: () => cluster.striper.status(),
+              join: () => cluster.joinMetrics(),
+            }
           : {}),
         ...(mesh
           ? {
@@ -92,23 +118,41 @@ export class Arbiter {
                 const c = mesh.counters()
                 return { in: c.gossipIn, out: c.gossipOut, rejected: c.gossipRejected }
               },
+              dialFailures: () => mesh.counters().dialFailures,
             }
           : {}),
         subscriptions: () => this.local.subscriptions(),
         lag: () => lagBySubscriber(this.local.db),
         conflictsPending: async () => (await historyCounts(this.local.db)).pending,
+        slots: () => this.local.slotHealth(),
+        healthReasons: async () => cluster?.healthReasons() ?? this.local.healthReasons(),
       },
       log,
     )
+    this.lww = anyLww(config)
+      ? new LwwEngine({
+          local: this.local,
+          log,
+          tickMs: Math.min(config.checkIntervalMs, LWW_TICK_MS),
+          onResolved: (counts) => {
+            for (const c of counts) this.metrics.conflict(c.kind, c.relation, c.action, c.n)
+          },
+        })
+      : undefined
     this.resolver = new Resolver({
       local: this.local,
-      strategy: config.resolver,
+      ...(this.lww ? { lww: this.lww } : {}),
+      strategy: (relation) => strategyFor(config, relation),
       intervalMs: config.checkIntervalMs,
       log,
       onEvent: (e) => {
         if (e.kind === 'action') {
           const f = e.action.failure
-          this.metrics.conflict(f.relation ?? 'unknown', e.action.kind)
+          if (e.action.kind === 'enable') {
+            this.metrics.reenabledSubscription(e.action.subscription)
+            return
+          }
+          this.metrics.conflict(failureKind(f.sqlState), f.relation ?? 'unknown', e.action.kind)
           void cluster?.announceConflict({
             subscription: e.action.subscription,
             lsn: f.finishLsn ?? '0/0',
@@ -120,7 +164,11 @@ export class Arbiter {
             occurred: new Date(Date.parse(f.at) || Date.now()).toISOString(),
           })
         } else {
-          this.metrics.conflict(e.entry.relation ?? 'unknown', 'resolved')
+          this.metrics.conflict(
+            failureKind(e.entry.sqlStateCode ?? ''),
+            e.entry.relation ?? 'unknown',
+            'resolved',
+          )
         }
       },
     })
@@ -130,35 +178,30 @@ export class Arbiter {
       publicEndpoints: config.api.publicEndpoints,
       log,
       publicPaths: ['/metrics'],
-      routes: [
-        arbiterRoutes(this.local),
-        clusterRoutes(cluster, config.nodeId),
-        jsonRpcRoutes(cluster, config.nodeId),
-        ...(config.testing?.routes && cluster && mesh ? [testingRoutes(cluster, mesh)] : []),
-        (app) => {
-          app.get('/metrics', async (_req, reply) => {
-            await reply
-              .header('content-type', this.metrics.contentType)
-              .send(await this.metrics.text())
-          })
-        },
-      ],
+      routes: apiRoutes({
+        local: this.local,
+        nodeId: config.nodeId,
+        cluster,
+        healthReasons: () => cluster?.healthReasons() ?? this.local.healthReasons(),
+        metrics: this.metrics,
+        partition: config.testing?.routes && cluster && mesh ? { cluster, mesh } : undefined,
+      }),
       health: async () => {
         try {
-          await this.local.db.query('SELECT 1')
-          const dup = cluster?.membership.selfDuplicated() ?? false
-          return {
-            ok: !dup,
-            detail: {
-              node: config.nodeId,
-              postgres: 'reachable',
-              mode: cluster ? 'mesh' : 'standalone',
-              ...(cluster ? { join_state: cluster.reconciler.joinState } : {}),
-              ...(dup ? { error: 'another arbiter claims this node id' } : {}),
-            },
-          }
+          await this.local.ping()
         } catch (err) {
           return { ok: false, detail: { node: config.nodeId, postgres: (err as Error).message } }
+        }
+        const reasons = cluster?.healthReasons() ?? this.local.healthReasons()
+        return {
+          ok: reasons.length === 0,
+          detail: {
+            node: config.nodeId,
+            postgres: 'reachable',
+            mode: cluster ? 'mesh' : 'standalone',
+            ...(cluster ? { join_state: cluster.reconciler.joinState } : {}),
+            ...(reasons.length > 0 ? { reasons, error: reasons.join('; ') } : {}),
+          },
         }
       },
     })
@@ -176,6 +219,7 @@ export class Arbiter {
     }
     // with resolver 'off' the loop still records conflicts and re-enables after a lost publisher
     this.resolver.start()
+    this.lww?.start()
     await this.api.start()
     this.log.info(
       {
@@ -192,10 +236,17 @@ export class Arbiter {
     if (this.state.kind !== 'running') return
     this.state = { kind: 'stopped' }
     await this.api.stop()
+    await this.lww?.stop()
     await this.resolver.stop()
     await this.cluster?.stop()
     await this.mesh?.stop()
     await this.local.stop()
     this.log.info('arbiter stopped')
   }
+}
+
+/** The conflict kind an apply error stands for, as far as its SQLSTATE tells. */
+function failureKind(sqlState: string): string {
+  if (sqlState === '23505') return 'insert_exists'
+  return sqlState.startsWith('23') ? 'constraint' : 'apply_error'
 }

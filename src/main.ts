@@ -1,6 +1,8 @@
-// The traktor command line: start | demo | keygen | ctl. The only place that writes to the
-// terminal directly (usage, fatal config errors); everything else logs through pino.
+// The traktor command line: start | demo | keygen | ctl, each command's arguments read by
+// Node's util.parseArgs. The only place that writes to the terminal directly (usage, fatal
+// config errors); everything else logs through pino.
 import './compat.js'
+import { type ParseArgsConfig, parseArgs } from 'node:util'
 import { loadConfig } from './config/load.js'
 import { runCtl } from './ctl/index.js'
 import { ConfigError } from './errors.js'
@@ -40,14 +42,17 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function start(args: string[]): Promise<number> {
-  const file = flag(args, '--config')
+  const required = '--config FILE is required'
+  const parsed = parse('start', args, { options: { config: { type: 'string' } } }, required)
+  if (typeof parsed === 'number') return parsed
+  const file = parsed.values.config
   if (file === undefined) {
-    process.stderr.write('traktor start: --config FILE is required\n')
+    process.stderr.write(`traktor start: ${required}\n`)
     return 2
   }
-  let config: ReturnType<typeof loadConfig>
+  let loaded: ReturnType<typeof loadConfig>
   try {
-    config = loadConfig(file)
+    loaded = loadConfig(file)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`traktor: ${err.message}\n`)
@@ -55,7 +60,10 @@ async function start(args: string[]): Promise<number> {
     }
     throw err
   }
+  const { config, warnings } = loaded
   const log = createLogger({ nodeId: config.nodeId, level: config.logLevel })
+  for (const w of warnings)
+    log.warn({ component: 'config', setting: w.key, ...w.fields }, w.message)
   // libp2p's yamux can throw StreamStateError from a timer when a stream is opened on a
   // closing connection; that one loses a stream, not the arbiter. Anything else is fatal.
   process.on('uncaughtException', (err) => {
@@ -90,21 +98,34 @@ async function start(args: string[]): Promise<number> {
 }
 
 async function demo(args: string[]): Promise<number> {
-  const nodesArg = flag(args, '--nodes')
+  const badNodes = '--nodes must be an integer from 2 to 9'
+  const parsed = parse(
+    'demo',
+    args,
+    { options: { nodes: { type: 'string' }, exit: { type: 'boolean' } } },
+    badNodes,
+  )
+  if (typeof parsed === 'number') return parsed
+  const { nodes: nodesArg, exit } = parsed.values
   const nodes = nodesArg === undefined ? 3 : Number(nodesArg)
   if (!Number.isInteger(nodes) || nodes < 2 || nodes > 9) {
-    process.stderr.write('traktor demo: --nodes must be an integer from 2 to 9\n')
+    process.stderr.write(`traktor demo: ${badNodes}\n`)
     return 2
   }
   const { runDemo } = await import('./demo/demo.js')
   const { terminal } = await import('./demo/output.js')
-  return await runDemo({ nodes, exit: args.includes('--exit'), out: terminal })
+  return await runDemo({ nodes, exit: exit === true, out: terminal })
 }
 
 async function keygen(args: string[]): Promise<number> {
-  const [file] = args
-  if (file === undefined || file.startsWith('-')) {
-    process.stderr.write('traktor keygen: FILE is required\n')
+  const required = 'FILE is required'
+  const parsed = parse('keygen', args, { allowPositionals: true }, required)
+  if (typeof parsed === 'number') return parsed
+  const [file, ...more] = parsed.positionals
+  if (file === undefined || more.length > 0) {
+    process.stderr.write(
+      `traktor keygen: ${file === undefined ? required : `one FILE, not "${more[0]}" too`}\n`,
+    )
     return 2
   }
   const { writePskFile } = await import('./mesh/keys.js')
@@ -120,11 +141,56 @@ async function keygen(args: string[]): Promise<number> {
   return 0
 }
 
-function flag(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name)
-  if (i >= 0) return args[i + 1]
-  const eq = args.find((a) => a.startsWith(`${name}=`))
-  return eq?.slice(name.length + 1)
+const HELP = { help: { type: 'boolean', short: 'h' } } as const
+
+/**
+ * util.parseArgs, strict, with -h/--help: the parsed arguments, or the exit code after the
+ * usage (0) or a usage error (2): an unknown option, a stray word, or an option without its
+ * value (`valueMissing`: what the command has always said then).
+ */
+function parse<T extends Omit<ParseArgsConfig, 'args' | 'strict'>>(
+  command: string,
+  args: string[],
+  config: T,
+  valueMissing: string,
+) {
+  let parsed: ReturnType<typeof parseArgs<T & { args: string[]; strict: true }>>
+  try {
+    parsed = parseArgs({
+      ...config,
+      options: { ...config.options, ...HELP },
+      args,
+      strict: true,
+    } as T & { args: string[]; strict: true })
+  } catch (err) {
+    const e = err as Error & { code?: string }
+    if (!e.code?.startsWith('ERR_PARSE_ARGS_')) throw err
+    const why = usageError(e.message)
+    process.stderr.write(
+      why === undefined
+        ? `traktor ${command}: ${valueMissing}\n`
+        : `traktor ${command}: ${why}\n(traktor --help shows the usage)\n`,
+    )
+    return 2
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    process.stdout.write(`${USAGE}\n`)
+    return 0
+  }
+  return parsed
+}
+
+/** util.parseArgs's messages, shorter; undefined: an option without its value */
+function usageError(message: string): string | undefined {
+  const unknown = /^Unknown option '([^']+)'/.exec(message)
+  if (unknown) return `unknown option ${unknown[1]}`
+  // "--nodes" at the end, or before a word that starts with "-"
+  if (/^Option '--\S+[^']*' argument (missing|is ambiguous)/.test(message)) return undefined
+  const flag = /^Option '(--\S+)' does not take an argument/.exec(message)
+  if (flag) return `${flag[1]} takes no value`
+  const unexpected = /^Unexpected argument '([^']*)'/.exec(message)
+  if (unexpected) return `unexpected argument "${unexpected[1]}"`
+  return message
 }
 
 main(process.argv.slice(2)).then(

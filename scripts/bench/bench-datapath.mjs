@@ -26,7 +26,7 @@ const INSERT = {
 const PAYLOAD = 'x'.repeat(100)
 const LAG_DEADLINE_MS = 120_000
 
-async function loadClients(servers) {
+export async function loadClients(servers) {
   return await Promise.all(
     servers.map(async (s) => {
       const list = []
@@ -167,6 +167,17 @@ export async function run(ctx) {
             byHand: results.M.map((r) => r.oursCpuPercent),
           },
         },
+      }),
+    )
+    const lagPairs = results.T.map((r, i) => r.lag / (results.M[i]?.lag ?? Number.NaN))
+    ctx.record(
+      figure({
+        name: 'data path: replication lag ratio traktor / by hand',
+        unit: 'ratio',
+        samples: lagPairs,
+        digits: 3,
+        target: { stat: 'p50', max: 1.2 },
+        note: `p50/p95 over interleaved pairs; ratio of the medians ${round(median(lag('T')) / median(lag('M')), 3)}; resolver lww (the mesh default). ${note}`,
       }),
     )
     ctx.record(

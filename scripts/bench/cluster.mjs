@@ -20,7 +20,7 @@ export const PASSWORD = 'traktor'
 export const API_KEY = 'bench-key'
 
 /** A persistent superuser connection to the benchmark database of one server. */
-async function connect(server, dbname = DB) {
+export async function connect(server, dbname = DB) {
   const client = new pg.Client({
     host: '127.0.0.1',
     port: server.port,

@@ -2,11 +2,12 @@
 // traktor's benchmark suite (`npm run bench`): figures against their targets on loopback with
 // real PostgreSQL 17 servers, printed as a table and written to bench/results.json.
 //
-//   node scripts/bench/run.mjs [--quick] [--only latency,join,conflict,datapath,mesh,footprint]
+//   node scripts/bench/run.mjs [--quick] [--only latency,join,conflict,datapath,lww,sync,mesh,check,footprint]
 //
-// --quick runs fewer repetitions. --only runs a subset and merges its figures into the
-// existing results.json (the others keep their own `measured` date). Every server and process
-// started here is stopped at the end, on an error, and on Ctrl-C.
+// --quick runs fewer repetitions. --only runs a subset. Every run is appended to results.json
+// (its commit and whether the code differed from it): a figure measured again keeps its earlier
+// runs' summaries in `history`, the others keep their own `measured` date. Every server and
+// process started here is stopped at the end, on an error, and on Ctrl-C.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -19,11 +20,22 @@ import {
   round,
   say,
   sleep,
+  source,
 } from './util.mjs'
 
 const ROOT = path.resolve(import.meta.dirname, '../..')
 const RESULTS = path.join(ROOT, 'bench', 'results.json')
-const SUITES = ['latency', 'join', 'conflict', 'datapath', 'mesh', 'footprint']
+const SUITES = [
+  'latency',
+  'join',
+  'conflict',
+  'datapath',
+  'lww',
+  'sync',
+  'mesh',
+  'check',
+  'footprint',
+]
 const IDLE_SECONDS = 10
 // Other sessions run tests on this machine: before a measurement, wait until they use at most
 // this much CPU (% of one core), at most QUIET_WAIT_MS each time and QUIET_BUDGET_MS per run.
@@ -170,7 +182,10 @@ const MODULES = {
   join: './bench-join.mjs',
   conflict: './bench-conflict.mjs',
   datapath: './bench-datapath.mjs',
+  lww: './bench-lww.mjs',
+  sync: './bench-sync.mjs',
   mesh: './bench-mesh.mjs',
+  check: './bench-check.mjs',
 }
 
 async function main() {
@@ -222,7 +237,7 @@ async function main() {
   await cleanupAll()
   if (isInterrupted()) return
   noise.suites = suites
-  const result = write(opts, started, figures, errors, ctx, noise)
+  const result = write(started, figures, errors, ctx, noise)
   process.stdout.write(`\n${table(result.figures)}\n`)
   process.stdout.write(
     `\nmachine: ${describe(result.machine)}\nwritten: ${path.relative(process.cwd(), RESULTS)}\n`,
@@ -237,11 +252,25 @@ function describe(m) {
   return `${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}, PostgreSQL ${m.postgres ?? '?'}`
 }
 
-/** Write results.json; with --only, merge into the figures already there. */
-function write(opts, started, figures, errors, ctx, noise) {
+/** A figure's summary, kept in its history when a later run measures it again. */
+function summary(f) {
+  const keys = ['measured', 'commit', 'dirty', 'p50', 'p95', 'p99', 'n', 'misses', 'pass']
+  return Object.fromEntries(keys.filter((k) => f[k] !== undefined).map((k) => [k, f[k]]))
+}
+
+/**
+ * Write results.json. Figures of suites not run are kept; a figure measured again keeps the
+ * earlier runs' summaries in `history` (appended, never replaced).
+ */
+function write(started, figures, errors, ctx, noise) {
   let previous
-  if (opts.only.length < SUITES.length && fs.existsSync(RESULTS)) {
-    previous = JSON.parse(fs.readFileSync(RESULTS, 'utf8'))
+  if (fs.existsSync(RESULTS)) previous = JSON.parse(fs.readFileSync(RESULTS, 'utf8'))
+  const src = source(ROOT)
+  const before = new Map((previous?.figures ?? []).map((f) => [f.name, f]))
+  for (const f of figures) {
+    Object.assign(f, { commit: src.commit, dirty: src.dirty })
+    const old = before.get(f.name)
+    if (old) f.history = [...(old.history ?? []), summary(old)]
   }
   const names = new Set(figures.map((f) => f.name))
   const kept = (previous?.figures ?? []).filter((f) => !names.has(f.name))
@@ -253,6 +282,7 @@ function write(opts, started, figures, errors, ctx, noise) {
   )
   const run = {
     date: started.toISOString(),
+    ...src,
     args: process.argv.slice(2),
     durationSeconds: round((Date.now() - started.getTime()) / 1000),
     loadavgStart: noise.loadavgStart,
@@ -272,6 +302,14 @@ function write(opts, started, figures, errors, ctx, noise) {
       loopback: '127.0.0.1 only',
       postgres:
         'embedded PostgreSQL 17 with the harness fast settings (fsync, synchronous_commit and full_page_writes off, shared_buffers 32MB)',
+      postgresSettings: {
+        fsync: 'off',
+        synchronous_commit: 'off',
+        full_page_writes: 'off',
+        shared_buffers: '32MB',
+        wal_level: 'logical',
+        track_commit_timestamp: 'on',
+      },
     },
     // every run whose figures are in this file, oldest first (a figure's `measured` says which)
     runs: [...(previous?.runs ?? []), run],
@@ -289,6 +327,8 @@ function suiteOf(f) {
   if (n.startsWith('join')) return 'join'
   if (n.startsWith('conflict')) return 'conflict'
   if (n.startsWith('data path')) return 'datapath'
+  if (n.startsWith('lww')) return 'lww'
+  if (n.startsWith('check') || n.startsWith('repair')) return 'check'
   return 'mesh'
 }
 

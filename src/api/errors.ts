@@ -1,10 +1,10 @@
 // One JSON shape for every error answer: { error: <stable code>, message: <for a person> }.
 import { BadRequestError, ConflictError, NotFoundError, TraktorError } from '../errors.js'
+import type { ErrorBody } from './shapes/index.js'
 
-export interface ErrorBody {
-  error: string
-  message: string
-  sql_state?: string
+/** The cluster routes and methods of an arbiter without a mesh. */
+export function notMesh(): ConflictError {
+  return new ConflictError('this arbiter runs standalone (no "mesh" in its config)', 'ERR_NOT_MESH')
 }
 
 export function httpError(err: unknown): { status: number; body: ErrorBody } {
@@ -16,6 +16,17 @@ export function httpError(err: unknown): { status: number; body: ErrorBody } {
     // PostgreSQL refusing a well-formed request (a missing object, a privilege) is a 409;
     // PostgreSQL being unreachable is a 503
     if (err.code === 'ERR_POSTGRES_CONNECTION') return { status: 503, body: body(err) }
+    // the arbiter's own login refused (28P01 wrong password, 28000 no pg_hba entry) or the
+    // server going down (57P0x, 53xxx out of connections): unavailable, not a bug
+    if (err.sqlState && /^(28|57P|53)/.test(err.sqlState)) {
+      return {
+        status: 503,
+        body: {
+          ...body(err),
+          message: `the arbiter cannot use its PostgreSQL (check "postgres" in its config): ${err.message}`,
+        },
+      }
+    }
     if (err.sqlState && /^(42|23|55|0A)/.test(err.sqlState)) return { status: 409, body: body(err) }
     return { status: 500, body: body(err) }
   }

@@ -1,12 +1,18 @@
 // The HTTP server: the only module that imports fastify. Auth, JSON errors, the public
 // endpoints (/healthz, /docs) and the route groups; TLS when the config names cert and key.
+// Route schemas document the API (docs.ts generates /docs from them); they neither validate
+// nor serialise: the handlers check input with the API's own messages, and every answer is
+// JSON.stringify of what the handler returns, so a schema can never change an answer.
 import fs from 'node:fs'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { ApiConfig } from '../config/types.js'
 import type { Logger } from '../log.js'
 import { checkApiKey } from './auth.js'
+import { DOCS, documentRoute, registerDocs } from './docs.js'
 import { httpError } from './errors.js'
-import { openApiDocument } from './openapi.js'
+import { doc } from './openapi.js'
+import { present } from './present.js'
+import { HealthBody } from './shapes/index.js'
 
 export type RouteGroup = (app: FastifyInstance) => void
 
@@ -17,11 +23,12 @@ export interface AppInit {
   routes: readonly RouteGroup[]
   /** extra public routes (e.g. /metrics) that answer without the key when allowed */
   publicPaths?: readonly string[]
-  health: () => Promise<{ ok: boolean; detail: Record<string, unknown> }>
+  /** `status` names a failure other than "unhealthy" (e.g. "degraded"); 503 whenever !ok */
+  health: () => Promise<{ ok: boolean; status?: string; detail: Record<string, unknown> }>
   tls?: { cert: Buffer; key: Buffer }
 }
 
-const PUBLIC = ['/healthz', '/docs', '/docs/openapi.json']
+const PUBLIC = ['/healthz', DOCS]
 
 export function buildApp(init: AppInit): FastifyInstance {
   const app = Fastify({
@@ -32,6 +39,12 @@ export function buildApp(init: AppInit): FastifyInstance {
   }) as unknown as FastifyInstance
   const log = init.log.child({ component: 'api' })
   const publicPaths = new Set([...PUBLIC, ...(init.publicPaths ?? [])])
+  // /docs/* is the document and the page's assets: public with /docs
+  const isPublic = (path: string) =>
+    init.publicEndpoints && (publicPaths.has(path) || path.startsWith(`${DOCS}/`))
+
+  app.setValidatorCompiler(() => () => true)
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data))
 
   // an empty body is no body (curl sends Content-Type on bodiless PUTs); bad JSON is a 400
   app.removeContentTypeParser('application/json')
@@ -52,7 +65,7 @@ export function buildApp(init: AppInit): FastifyInstance {
 
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0] ?? ''
-    if (init.publicEndpoints && publicPaths.has(path)) return
+    if (isPublic(path)) return
     const verdict = checkApiKey(init.apiKey, req.headers['x-api-key'])
     if (verdict === 'ok') return
     const status = verdict === 'missing' ? 401 : 403
@@ -80,11 +93,9 @@ export function buildApp(init: AppInit): FastifyInstance {
       (err as { code?: string }).code === 'ERR_BAD_JSON'
     ) {
       // JSON-RPC 2.0: a parse error is an answer, not an HTTP failure
-      await reply.code(200).send({
-        jsonrpc: '2.0',
-        id: null,
-        error: { code: -32700, message: (err as Error).message },
-      })
+      await reply
+        .code(200)
+        .send(present.rpcError(null, { code: -32700, message: (err as Error).message }))
       return
     }
     const { status, body } = httpError(err)
@@ -98,14 +109,27 @@ export function buildApp(init: AppInit): FastifyInstance {
       .send({ error: 'ERR_NO_ROUTE', message: `no route ${req.method} ${req.url}` })
   })
 
-  app.get('/healthz', async (_req, reply) => {
-    const h = await init.health()
-    await reply.code(h.ok ? 200 : 503).send({ status: h.ok ? 'ok' : 'unhealthy', ...h.detail })
+  registerDocs(app, { isPublic })
+  // in a plugin, so that @fastify/swagger (registered above, loaded first) sees every route
+  app.register(async (scope) => {
+    scope.get(
+      '/healthz',
+      {
+        schema: doc({
+          summary: 'Liveness and database reachability',
+          tag: 'operations',
+          answers: { 200: [HealthBody, 'healthy'], 503: [HealthBody, 'not healthy: the reasons'] },
+        }),
+      },
+      async (_req, reply) => {
+        const h = await init.health()
+        const status = h.ok ? 'ok' : (h.status ?? 'degraded')
+        await reply.code(h.ok ? 200 : 503).send({ status, ...h.detail })
+      },
+    )
+    documentRoute(scope)
+    for (const group of init.routes) group(scope)
   })
-  app.get('/docs', async () => openApiDocument())
-  app.get('/docs/openapi.json', async () => openApiDocument())
-
-  for (const group of init.routes) group(app)
   return app
 }
 

@@ -1,30 +1,35 @@
 // Mesh mode's cluster service: membership, the automatic mesh, two-phase proposals, conflict
 // events and the fan-out behind /v1/cluster/* and /rpc. Parts start in dependency order and
 // stop in reverse.
-import type { CrashPoint } from '../config/types.js'
-import { NotFoundError } from '../errors.js'
+import type { CrashPoint, JoinMode } from '../config/types.js'
+import { ConflictError, NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ConflictEvent } from '../mesh/codec.js'
+import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
 import * as cs from '../postgres/cluster-state.js'
 import { dropStaleFences } from '../postgres/fence.js'
 import type { HistoryEntry } from '../postgres/history.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import { dropSlotOf } from '../postgres/subscriptions.js'
-import type { Timings } from './detector.js'
+import { CheckNode } from './check-node.js'
+import { type CheckAnswer, Checker, type CheckPort, type RepairAnswer } from './checker.js'
+import { type CommitAnswer, CommitMode, newer } from './commit-mode.js'
+import { isolatedAfterMs, type Timings } from './detector.js'
+import { combine, IsolationWatch, isolationReason, memberReach } from './isolation.js'
+import type { JoinProgress } from './join.js'
 import { Membership } from './membership.js'
 import type { MeshPort } from './port.js'
 import { type Op, type Outcome, Proposals } from './proposals.js'
 import { Reconciler } from './reconcile.js'
 import { Recovery } from './recovery.js'
 import { rpcHandler } from './rpc-handlers.js'
+import { type MemberUsed, SequenceStriper } from './sequences.js'
 import { Steps } from './steps.js'
 
 export interface ClusterInit {
   mesh: MeshPort
   local: LocalNode
   nodeId: number
-  conninfo: string
   advertisePostgres: string
   version: string
   timings: Timings
@@ -32,8 +37,22 @@ export interface ClusterInit {
   onOutcome?: (o: Outcome) => void
   /** a member came back alive after suspect or dead */
   onFlap?: () => void
+  /** background consistency check period (ms); 0 = off */
+  checkEveryMs?: number
+  /** node-striped sequences for replicated tables (default stripe) */
+  sequences?: 'stripe' | 'off'
+  /** sync: commits wait for every live, caught-up peer (synchronous_standby_names) */
+  commit?: 'async' | 'sync'
+  /** sync: how many peers a commit waits for (default every live one) */
+  syncQuorum?: number
+  /** how a new node joins (config `join`) */
+  join?: JoinMode
+  /** test-only: the join copy waits this long before copying */
+  joinPauseMs?: number
+  onJoinProgress?: (p: JoinProgress) => void
   /** test-only (fault suite) */
   crashAt?: CrashPoint
+  noFence?: boolean
 }
 
 const FANOUT_TIMEOUT_MS = 2000
@@ -43,8 +62,15 @@ export class Cluster {
   readonly membership: Membership
   readonly proposals: Proposals
   readonly reconciler: Reconciler
+  readonly striper: SequenceStriper
   private readonly steps: Steps
   private readonly recovery: Recovery
+  private readonly isolationWatch: IsolationWatch
+  readonly checker: Checker
+  /** the commit mode (async, sync) and, while sync, its standby keeper */
+  readonly commitMode: CommitMode
+  private readonly checkNode: CheckNode
+  private handler: RpcHandler | undefined
   private readonly init: ClusterInit
   private readonly log: Logger
   private readonly remoteEvents: Array<ConflictEvent & { receivedMs: number }> = []
@@ -63,12 +89,36 @@ export class Cluster {
       log: init.log,
       self: () => ({
         joinState: this.reconciler.joinState,
+        ...joinPercent(this.reconciler.joinProgress()),
         replicasetVersion: this.reconciler.version,
+        rosterVersion: this.reconciler.rosterVersion,
+        postgresUp: this.reconciler.postgresUp,
+        commit: this.commitMode.current(),
       }),
       onChange: (m, previous) => {
         this.reconciler.kick()
+        if (m.commit && newer(m.commit, this.commitMode.current()))
+          void this.commitMode
+            .adopt(m.commit, `node ${m.nodeId}`)
+            .catch((err: Error) =>
+              this.log.warn({ err: err.message, node: m.nodeId }, 'commit mode not adopted'),
+            )
         if (m.state === 'alive' && previous !== undefined && previous !== 'alive') init.onFlap?.()
       },
+    })
+    this.striper = new SequenceStriper({
+      local,
+      nodeId,
+      log: init.log,
+      enabled: (init.sequences ?? 'stripe') === 'stripe',
+      nodeIds: () => [
+        nodeId,
+        ...this.membership
+          .members()
+          .filter((m) => !m.duplicate && !this.reconciler.removed.has(m.nodeId))
+          .map((m) => m.nodeId),
+      ],
+      gather: (rels) => this.gatherUsed(rels),
     })
     this.reconciler = new Reconciler({
       local,
@@ -77,12 +127,23 @@ export class Cluster {
       nodeId,
       log: init.log,
       joinGraceMs: Math.max(1500, init.timings.suspectAfterMs * 1.5),
+      striper: this.striper,
+      ...(init.join ? { join: init.join } : {}),
+      ...(init.joinPauseMs ? { joinPauseMs: init.joinPauseMs } : {}),
+      ...(init.onJoinProgress ? { onJoinProgress: init.onJoinProgress } : {}),
     })
-    this.steps = new Steps({ local, conninfo: init.conninfo, nodeId, log: init.log })
+    this.steps = new Steps({
+      local,
+      nodeId,
+      log: init.log,
+      noFence: init.noFence === true,
+      striper: this.striper,
+    })
     this.proposals = new Proposals({
       local,
       mesh,
       membership: this.membership,
+      isRemoved: (node) => this.reconciler.removed.has(node),
       steps: this.steps,
       nodeId,
       log: init.log,
@@ -98,6 +159,116 @@ export class Cluster {
       nodeId,
       log: init.log,
     })
+    this.isolationWatch = new IsolationWatch({ log: init.log, check: () => this.isolation() })
+    this.checkNode = new CheckNode({ local, nodeId, log: init.log })
+    this.checker = new Checker({
+      nodeId,
+      port: this.checkPort(),
+      log: init.log,
+      everyMs: init.checkEveryMs ?? 0,
+    })
+    this.commitMode = new CommitMode({
+      db: local.db,
+      nodeId,
+      members: () => this.membership.members(),
+      log: init.log,
+      initialized: () => local.initialized(),
+      configured: {
+        mode: init.commit ?? 'async',
+        ...(init.syncQuorum ? { quorum: init.syncQuorum } : {}),
+      },
+    })
+  }
+
+  /** What the checker needs of the cluster: who takes part, and the calls to them. */
+  private checkPort(): CheckPort {
+    const { mesh, nodeId } = this.init
+    const ready = (m: { state: string; joinState: string; duplicate: boolean; nodeId: number }) =>
+      m.state === 'alive' &&
+      m.joinState === 'ready' &&
+      !m.duplicate &&
+      !this.reconciler.removed.has(m.nodeId)
+    return {
+      participants: () => {
+        const others = this.membership
+          .members()
+          .filter((m) => m.joinState !== 'removed' && !this.reconciler.removed.has(m.nodeId))
+        return {
+          nodes: [nodeId, ...others.filter(ready).map((m) => m.nodeId)],
+          missing: others
+            .filter((m) => !ready(m))
+            .map((m) => ({
+              node: m.nodeId,
+              why: m.duplicate ? 'duplicate' : m.state !== 'alive' ? m.state : m.joinState,
+            })),
+        }
+      },
+      call: async (node, method, params, timeoutMs) => {
+        const req = { method, params }
+        const r =
+          node === nodeId
+            ? await this.rpc()(mesh.peerId, req)
+            : await this.requestNode(node, req, timeoutMs)
+        if (!r.ok) throw new Error(r.error.message)
+        return r.result
+      },
+      broadcast: async (method, params) => {
+        await Promise.all(
+          this.membership
+            .active()
+            .map((m) =>
+              mesh.request(m.peerId, { method, params }, { timeoutMs: FANOUT_TIMEOUT_MS }),
+            ),
+        )
+      },
+      tables: async () =>
+        (await cs.replicasetSnapshot(this.init.local.db)).tables.map((t) => t.relation),
+      isLeader: () =>
+        this.reconciler.joinState === 'ready' &&
+        this.membership
+          .members()
+          .filter(ready)
+          .every((m) => m.nodeId > nodeId),
+    }
+  }
+
+  private async requestNode(
+    node: number,
+    req: { method: string; params: unknown },
+    timeoutMs: number,
+  ) {
+    const m = this.membership.active().find((x) => x.nodeId === node)
+    if (!m) throw new Error(`node ${node} is not a reachable member`)
+    return await this.init.mesh.request(m.peerId, req, { timeoutMs })
+  }
+
+  /** What every ready member's sequences of these tables handed out; throws naming a silent one. */
+  private async gatherUsed(rels: RelationName[]): Promise<MemberUsed[]> {
+    const members = this.membership
+      .members()
+      .filter(
+        (m) =>
+          m.state === 'alive' &&
+          m.joinState === 'ready' &&
+          !m.duplicate &&
+          !this.reconciler.removed.has(m.nodeId),
+      )
+    return await Promise.all(
+      members.map(async (m) => {
+        const r = await this.init.mesh.request(
+          m.peerId,
+          { method: 'sequences.used', params: { tables: rels } },
+          { timeoutMs: FANOUT_TIMEOUT_MS },
+        )
+        if (!r.ok) throw new Error(`node ${m.nodeId}: ${r.error.message}`)
+        return { node: m.nodeId, values: r.result as MemberUsed['values'] }
+      }),
+    )
+  }
+
+  private rpc(): RpcHandler {
+    if (!this.handler) throw new Error('the cluster service is not started')
+    return this.handler
   }
 
   async start(): Promise<void> {
@@ -110,32 +281,72 @@ export class Cluster {
     mesh.setClaimCheck('conflicts', claim)
     mesh.setClaimCheck('proposals', claim)
     mesh.subscribe('conflicts', (m) => this.onConflictEvent(m.payload as ConflictEvent))
-    mesh.handle(
-      rpcHandler({
-        local: this.init.local,
-        steps: this.steps,
-        log: this.init.log,
-        nodeStatus: () => this.localStatus(),
-        proposalStatus: (id) => this.recovery.statusFor(id),
-        removeNode: (node) => this.forget(node),
-      }),
-    )
+    this.handler = rpcHandler({
+      // answered only for peers that announced themselves by heartbeat (and this node)
+      isMember: (peerId) =>
+        peerId === mesh.peerId || this.membership.byPeerId(peerId) !== undefined,
+      local: this.init.local,
+      steps: this.steps,
+      log: this.init.log,
+      nodeStatus: () => this.localStatus(),
+      proposalStatus: (id) => this.recovery.statusFor(id),
+      mergeRoster: (entries) => this.reconciler.mergeRoster(entries),
+      resubscribe: async (from, node) => {
+        if (this.membership.byPeerId(from)?.nodeId !== node)
+          throw new Error(`only node ${node} itself may ask to be subscribed to anew`)
+        if ((await this.init.local.subscriptions()).some((s) => s.peer === node))
+          await this.init.local.unsubscribe(node)
+        this.log.warn({ node }, 'subscribing anew to a member whose publication was re-created')
+        this.reconciler.kick()
+      },
+      refuse: (from, method) => this.refuse(from, method),
+      check: this.checkNode,
+      checkReport: (r) => this.checker.record(r),
+      commit: this.commitMode,
+      resync: () => this.reconciler.resync(),
+    })
+    mesh.handle(this.handler)
     // a fence trigger left by a crash no longer blocks anyone (its lock died with the
     // session), but it should not stay on the table
-    const dropped = await dropStaleFences((sql) => this.init.local.db.query(sql)).catch(() => 0)
+    const dropped = await dropStaleFences(this.init.local.db).catch(() => 0)
     if (dropped > 0) this.log.warn({ dropped }, 'dropped fence triggers left by a crash')
     this.membership.start()
     this.reconciler.start()
     this.recovery.start()
+    this.isolationWatch.start()
+    this.checker.start()
+    await this.commitMode.start()
   }
 
   async stop(): Promise<void> {
     if (!this.started) return
     this.started = false
+    await this.commitMode.stop()
+    await this.checker.stop()
+    this.isolationWatch.stop()
     this.recovery.stop()
     await this.reconciler.stop()
     this.membership.stop()
     await this.steps.stop()
+  }
+
+  /**
+   * Whether this node is cut off from its cluster (see isolation.ts): the mesh's verdict, or
+   * members known and none heard for a while.
+   */
+  isolation(): MeshIsolation {
+    const { mesh, nodeId, timings } = this.init
+    const removed = this.reconciler.removed
+    const members = this.membership
+      .members()
+      .filter((m) => m.nodeId !== nodeId && m.joinState !== 'removed' && !removed.has(m.nodeId))
+    return combine(mesh.isolation(), memberReach(members, Date.now(), isolatedAfterMs(timings)))
+  }
+
+  /** Why this node is unwell, in words (empty when it is not); /healthz shows them. */
+  problems(): string[] {
+    const i = this.isolation()
+    return i.isolated ? [isolationReason(i)] : []
   }
 
   /** proposals prepared here whose outcome nobody reachable knows */
@@ -153,8 +364,123 @@ export class Cluster {
     return counts
   }
 
-  propose(op: Op, rel: RelationName): Promise<Outcome> {
-    return this.proposals.propose(op, rel)
+  async propose(op: Op, rel: RelationName): Promise<Outcome> {
+    this.requireMember()
+    return await this.proposals.propose(op, rel)
+  }
+
+  /** Set the commit mode on every member, or on none (PUT /v1/cluster/commit). */
+  async setCommit(want: { mode: 'async' | 'sync'; quorum?: number }): Promise<CommitAnswer> {
+    this.requireMember()
+    return await this.commitMode.setForCluster(want, {
+      members: () =>
+        this.membership
+          .members()
+          .filter((m) => m.joinState !== 'removed' && !this.reconciler.removed.has(m.nodeId)),
+      request: (m, method, params) =>
+        this.init.mesh.request(m.peerId, { method, params }, { timeoutMs: FANOUT_TIMEOUT_MS }),
+    })
+  }
+
+  /** A removed node serves reads about itself, but changes nothing in the cluster. */
+  private requireMember(): void {
+    if (this.reconciler.joinState === 'removed') {
+      throw new ConflictError(
+        `node ${this.init.nodeId} was removed from the cluster: ask a member, or re-admit this node with PUT /v1/cluster/nodes/${this.init.nodeId} on a member`,
+        'ERR_NODE_REMOVED',
+      )
+    }
+  }
+
+  /** Member RPCs from a removed node are refused; it may still read the roster to learn why. */
+  private refuse(from: string, method: string): { code: string; message: string } | undefined {
+    const m = this.membership.byPeerId(from)
+    if (!m || !this.reconciler.removed.has(m.nodeId) || method.startsWith('roster.')) return
+    return {
+      code: 'ERR_NODE_REMOVED',
+      message: `node ${m.nodeId} was removed from the cluster (node ${this.init.nodeId} refuses it)`,
+    }
+  }
+
+  /** Compare a table (or every replicated table) on every member. */
+  async check(relation?: string): Promise<CheckAnswer> {
+    this.requireMember()
+    return await this.checker.check(relation)
+  }
+
+  /** Set every settled difference of a table to its winning version (or node `from`'s). */
+  async repair(relation: string, from?: number): Promise<RepairAnswer> {
+    this.requireMember()
+    return await this.checker.repair(relation, from)
+  }
+
+  /** Reasons this node is not healthy, as /healthz and status report them. */
+  healthReasons(): string[] {
+    const out: string[] = [
+      ...this.problems(),
+      ...this.init.local.healthReasons(),
+      ...this.checker.healthReasons(),
+      ...this.commitMode.healthReasons(),
+    ]
+    if (this.reconciler.joinState === 'removed')
+      out.push(`node ${this.init.nodeId} was removed from the cluster`)
+    const copy = this.reconciler.joinProgress()
+    if (copy)
+      out.push(
+        `node ${this.init.nodeId} is copying the cluster data (${copy.percent}%, ${copy.phase}, donor ${copy.donor ?? '?'})`,
+      )
+    else if (this.reconciler.joinState === 'joining' && this.reconciler.joinError)
+      out.push(`node ${this.init.nodeId}: ${this.reconciler.joinError}`)
+    if (this.membership.selfDuplicated()) out.push('another arbiter claims this node id')
+    for (const c of this.recovery.stuckCommits()) {
+      const where = c.failures.map((f) => `node ${f.node}: ${f.reason}`).join('; ')
+      out.push(
+        `the committed change ${c.op} ${c.relation} (version ${c.version}) has not finished after ${c.attempts} attempts: ${where}`,
+      )
+    }
+    return out
+  }
+
+  /**
+   * This node's publication was dropped and re-created: every member's slot here is broken for
+   * good, so each drops its subscription to this node and the reconciler makes it anew.
+   */
+  async askPeersToResubscribe(): Promise<void> {
+    await Promise.all(
+      this.membership.active().map(async (m) => {
+        const r = await this.init.mesh.request(
+          m.peerId,
+          { method: 'subscriptions.recreate', params: { node: this.init.nodeId } },
+          { timeoutMs: 10_000 },
+        )
+        if (!r.ok)
+          this.log.error(
+            { node: m.nodeId, err: r.error.message },
+            'a member could not subscribe anew to this node',
+          )
+      }),
+    )
+  }
+
+  /** This node's copy of the cluster's data, for metrics. */
+  joinMetrics(): {
+    copying: boolean
+    percent: number
+    rowsCopied: number
+    donorPauseMs: number | undefined
+  } {
+    const p = this.reconciler.joiner.progress
+    return {
+      copying: this.reconciler.joinState === 'copying',
+      percent: p.attempt === 0 ? 0 : p.percent,
+      rowsCopied: p.rowsCopied,
+      donorPauseMs: p.donorPauseMs,
+    }
+  }
+
+  /** Committed changes whose steps keep failing (metrics). */
+  stuckCount(): number {
+    return this.recovery.stuckCommits().length
   }
 
   async replicaset(): Promise<cs.ReplicasetSnapshot> {
@@ -172,6 +498,8 @@ export class Cluster {
         state: this.membership.selfDuplicated() ? 'duplicate' : 'alive',
         join_state: this.reconciler.joinState,
         ...(this.reconciler.joinError ? { join_error: this.reconciler.joinError } : {}),
+        ...joinDetail(this.reconciler.joinProgress()),
+        postgres_reachable: this.reconciler.postgresUp,
         replicaset_version: this.reconciler.version,
         postgres: this.init.advertisePostgres,
         version: this.init.version,
@@ -182,7 +510,11 @@ export class Cluster {
         peer_id: m.peerId,
         state: m.duplicate ? 'duplicate' : m.state,
         last_heard_ms_ago: now - m.lastHeardMs,
-        join_state: m.joinState,
+        join_state: this.reconciler.removed.has(m.nodeId) ? 'removed' : m.joinState,
+        ...(m.joinState === 'copying' && m.joinPercent !== undefined
+          ? { join_percent: m.joinPercent }
+          : {}),
+        postgres_reachable: m.postgresUp,
         replicaset_version: m.replicasetVersion,
         postgres: m.postgres,
         version: m.version,
@@ -200,6 +532,9 @@ export class Cluster {
       ...status,
       join_state: this.reconciler.joinState,
       replicaset_version: this.reconciler.version,
+      reasons: this.healthReasons(),
+      sequences: this.striper.status(),
+      commit: this.commitMode.view(),
       subscriptions: subs.map((s) => ({
         name: s.name,
         peer: s.peer,
@@ -211,7 +546,9 @@ export class Cluster {
 
   /** Every member's status, asked in parallel; an unreachable one says so. */
   async status(): Promise<Record<string, unknown>> {
-    const members = this.membership.members().filter((m) => m.joinState !== 'removed')
+    const members = this.membership
+      .members()
+      .filter((m) => m.joinState !== 'removed' && !this.reconciler.removed.has(m.nodeId))
     const remote = await Promise.all(
       members.map(async (m) => {
         if (m.state === 'dead') return { node: m.nodeId, reachable: false, state: m.state }
@@ -234,9 +571,12 @@ export class Cluster {
     const selfState = this.membership.selfDuplicated() ? 'duplicate' : 'alive'
     const self = { reachable: true, state: selfState, ...(await this.localStatus()) }
     const all = [self, ...remote] as Array<Record<string, unknown>>
+    // a check's finding is told to every member: one line, not one per member
+    const reasons = [...new Set(all.flatMap(memberReasons))]
     return {
       node: this.init.nodeId,
-      healthy: all.every((n) => n.reachable && n.state === 'alive' && n.is_replicating !== false),
+      healthy: reasons.length === 0,
+      reasons,
       replicaset_version: this.reconciler.version,
       members: all.sort((a, b) => Number(a.node) - Number(b.node)),
     }
@@ -279,7 +619,7 @@ export class Cluster {
         resolved: e.resolved,
       })
     }
-    return out.sort((a, b) => (a.occurred < b.occurred ? 1 : -1))
+    return dedupeResolutions(out).sort((a, b) => (a.occurred < b.occurred ? 1 : -1))
   }
 
   /** Announce a resolver event to every member. */
@@ -306,56 +646,149 @@ export class Cluster {
   }
 
   /**
-   * Remove a node from the cluster: it drops its own subscriptions (if reachable), every member
-   * drops its subscription to it and the slot its subscription used, and remembers it is gone.
+   * Remove a node from the cluster: the removal goes into this node's roster and is sent to
+   * every live member (the removed node included, if it answers); each drops its subscription
+   * to the node and the slot the node's subscription used, and the node drops its own
+   * subscriptions. A member that misses it (down, partitioned) learns it from the roster's
+   * version in the heartbeats; a removed node that comes back is told, and takes no part.
    */
-  async removeNode(
-    node: number,
-  ): Promise<{ node: number; results: Array<{ node: number; ok: boolean; error?: string }> }> {
-    const target = this.membership.members().find((m) => m.nodeId === node && !m.duplicate)
-    const subscribed = (await this.init.local.subscriptions()).some((s) => s.peer === node)
-    if (!target && !subscribed) {
+  async removeNode(node: number): Promise<RosterChange> {
+    this.requireMember()
+    const known =
+      this.membership.members().some((m) => m.nodeId === node) ||
+      (await this.init.local.subscriptions()).some((s) => s.peer === node)
+    if (!known && !this.reconciler.removed.has(node)) {
       throw new NotFoundError(`node ${node} is not a member of this cluster`, 'ERR_NO_SUCH_NODE')
     }
-    const results: Array<{ node: number; ok: boolean; error?: string }> = []
-    if (target && target.state !== 'dead') {
-      const r = await this.init.mesh.request(
-        target.peerId,
-        { method: 'node.remove', params: { node } },
-        { timeoutMs: 5000 },
-      )
-      results.push({ node, ok: r.ok, ...(r.ok ? {} : { error: r.error.message }) })
-    }
-    await this.forget(node)
-    results.push({ node: this.init.nodeId, ok: true })
-    const others = this.membership
-      .members()
-      .filter((m) => m.nodeId !== node && m.state !== 'dead' && !m.duplicate)
-    for (const m of others) {
-      const r = await this.init.mesh.request(
-        m.peerId,
-        { method: 'node.remove', params: { node } },
-        { timeoutMs: 5000 },
-      )
-      results.push({ node: m.nodeId, ok: r.ok, ...(r.ok ? {} : { error: r.error.message }) })
-    }
+    await cs.markRemoved(this.init.local.db, node)
+    const results = await this.spreadRoster(node)
     this.log.info({ node, results }, 'node removed from the cluster')
     return { node, results }
   }
 
-  /** This node's part of a removal (also when it is the node removed). */
-  private async forget(node: number): Promise<void> {
-    const { local, nodeId } = this.init
-    await cs.markRemoved(local.db, node)
-    if (node === nodeId) {
-      this.reconciler.kick()
-      return
+  /**
+   * Copy the cluster's data again on a node (itself or a member): it answers at once and copies
+   * in the background; /v1/cluster/nodes follows it (join_state copying, join_percent).
+   */
+  async resync(node: number): Promise<{ node: number; join_state: 'copying' }> {
+    this.requireMember()
+    if (node === this.init.nodeId) {
+      await this.reconciler.resync()
+    } else {
+      const m = this.membership.active().find((x) => x.nodeId === node)
+      if (!m) throw new NotFoundError(`node ${node} is not a live member`, 'ERR_NO_SUCH_NODE')
+      const r = await this.init.mesh.request(
+        m.peerId,
+        { method: 'node.resync', params: {} },
+        { timeoutMs: 10_000 },
+      )
+      if (!r.ok) throw new ConflictError(`node ${node}: ${r.error.message}`, 'ERR_RESYNC_REFUSED')
     }
-    for (const m of this.membership.members()) {
-      if (m.nodeId === node) this.init.mesh.forgetPeer?.(m.peerId)
+    this.log.info({ node }, 'resync started')
+    return { node, join_state: 'copying' }
+  }
+
+  /** Take a removed node back: it joins again (adopts the replicaset, members subscribe to it). */
+  async readmitNode(node: number): Promise<RosterChange> {
+    this.requireMember()
+    if (!this.reconciler.removed.has(node)) {
+      throw new ConflictError(`node ${node} is not removed from this cluster`, 'ERR_NOT_REMOVED')
     }
-    const sub = (await local.subscriptions()).find((s) => s.peer === node)
-    if (sub) await local.unsubscribe(node)
-    await dropSlotOf(local.db, node, nodeId)
+    await cs.markReadmitted(this.init.local.db, node)
+    const results = await this.spreadRoster(node)
+    this.log.info({ node, results }, 'node re-admitted to the cluster')
+    return { node, results }
+  }
+
+  /** Apply the roster here, then send it to every live member; each answers for itself. */
+  private async spreadRoster(node: number): Promise<RosterChange['results']> {
+    const entries = await cs.roster(this.init.local.db)
+    await this.reconciler.mergeRoster(entries)
+    const results: RosterChange['results'] = [{ node: this.init.nodeId, ok: true }]
+    const targets = this.membership.members().filter((m) => m.state !== 'dead' && !m.duplicate)
+    await Promise.all(
+      targets.map(async (m) => {
+        const r = await this.init.mesh.request(
+          m.peerId,
+          { method: 'roster.merge', params: { entries } },
+          { timeoutMs: 5000 },
+        )
+        results.push({ node: m.nodeId, ok: r.ok, ...(r.ok ? {} : { error: r.error.message }) })
+      }),
+    )
+    // the node itself first, as the answer has always listed it
+    return results.sort((a, b) => (a.node === node ? -1 : b.node === node ? 1 : 0))
+  }
+}
+
+/**
+ * Several nodes may record one row-level conflict (each that saw an older version arrive late):
+ * one row per key and winning version, with every node that recorded it.
+ */
+function dedupeResolutions(
+  rows: Array<HistoryEntry & { node: number }>,
+): Array<HistoryEntry & { node: number; nodes?: number[] }> {
+  const seen = new Map<string, HistoryEntry & { node: number; nodes: number[] }>()
+  const out: Array<HistoryEntry & { node: number; nodes?: number[] }> = []
+  for (const h of rows) {
+    if (h.action !== 'lww') {
+      out.push(h)
+      continue
+    }
+    const id = JSON.stringify([h.relation, h.key, h.winner?.node, h.winner?.ts])
+    const first = seen.get(id)
+    if (first) {
+      if (!first.nodes.includes(h.node)) first.nodes.push(h.node)
+      continue
+    }
+    const row = { ...h, nodes: [h.node] }
+    seen.set(id, row)
+    out.push(row)
+  }
+  for (const r of seen.values()) r.nodes.sort((a, b) => a - b)
+  return out
+}
+
+/** Why one member makes the cluster unhealthy, in words an operator acts on. */
+function memberReasons(n: Record<string, unknown>): string[] {
+  const node = `node ${String(n.node)}`
+  if (!n.reachable) {
+    return [
+      `${node} does not answer${typeof n.error === 'string' ? `: ${n.error}` : ` (${String(n.state)})`}`,
+    ]
+  }
+  const out: string[] = []
+  if (n.state !== 'alive') out.push(`${node} is ${String(n.state)}`)
+  if (n.is_replicating === false) out.push(`${node}: a subscription is disabled`)
+  const own = Array.isArray(n.reasons) ? (n.reasons as unknown[]).map(String) : []
+  // a member's own reasons already name it; duplicates of ours are left out
+  for (const r of own) if (!out.includes(r)) out.push(r.startsWith('node ') ? r : `${node}: ${r}`)
+  return out
+}
+
+export interface RosterChange {
+  node: number
+  results: Array<{ node: number; ok: boolean; error?: string }>
+}
+
+function joinPercent(p: JoinProgress | undefined): { joinPercent?: number } {
+  return p ? { joinPercent: p.percent } : {}
+}
+
+/** A copying node's own view of its copy, for /v1/cluster/nodes. */
+function joinDetail(p: JoinProgress | undefined): Record<string, unknown> {
+  if (!p) return {}
+  return {
+    join_percent: p.percent,
+    join_copy: {
+      phase: p.phase,
+      donor: p.donor ?? null,
+      attempt: p.attempt,
+      tables: p.tables,
+      tables_done: p.tablesDone,
+      rows_copied: p.rowsCopied,
+      rows_estimated: p.rowsEstimated,
+      ...(p.lastError ? { last_error: p.lastError } : {}),
+    },
   }
 }

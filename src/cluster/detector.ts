@@ -38,3 +38,11 @@ export function detect(e: Evidence, nowMs: number, t: Timings): MemberState {
 export function stableAfterMs(t: Timings): number {
   return Math.max(3 * t.heartbeatMs, 500)
 }
+
+/**
+ * Connected to nobody (or no member heard) for this long: the node is isolated from the mesh.
+ * Well past deadAfterMs, so that one member's restart is not mistaken for it.
+ */
+export function isolatedAfterMs(t: Timings): number {
+  return Math.max(5000, Math.round(2.5 * t.deadAfterMs))
+}

@@ -3,11 +3,14 @@
 // version}); the detector turns silence and closed connections into suspect and dead. Two
 // peers claiming one nodeId are both marked duplicate, loudly, and neither is used.
 import type { Logger } from '../log.js'
+import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
 import type { GossipMessage } from '../mesh/types.js'
+import type { CommitSetting } from '../postgres/cluster-state.js'
 import { detect, type MemberState, stableAfterMs, type Timings } from './detector.js'
 import type { MeshPort } from './port.js'
 
-export type JoinState = 'joining' | 'ready' | 'removed'
+/** copying: a new node copying the cluster's data (join.ts); not asked in proposals */
+export type JoinState = 'joining' | 'copying' | 'ready' | 'removed'
 
 export interface Member {
   nodeId: number
@@ -16,7 +19,15 @@ export interface Member {
   version: string
   incarnation: number
   joinState: JoinState
+  /** while the member copies the cluster's data: how far (0-100) */
+  joinPercent: number | undefined
   replicasetVersion: number
+  /** the newest change the member knows of in the roster of removed nodes */
+  rosterVersion: number
+  /** the member's arbiter reaches its PostgreSQL (as it last said) */
+  postgresUp: boolean
+  /** its commit mode as it last said (absent from old peers) */
+  commit?: CommitSetting
   state: MemberState
   lastHeardMs: number
   /** since when it has been alive without a break (flap damping) */
@@ -25,23 +36,13 @@ export interface Member {
   duplicate: boolean
 }
 
-interface Heartbeat {
-  v: 1
-  kind: 'heartbeat'
-  nodeId: number
-  peerId: string
-  postgres: string
-  version: string
-  incarnation: number
-  state: JoinState
-  replicasetVersion: number
-  addrs: string[]
-  sentAt: number
-}
-
 export interface SelfView {
   joinState: JoinState
+  joinPercent?: number
   replicasetVersion: number
+  rosterVersion: number
+  postgresUp: boolean
+  commit?: CommitSetting
 }
 
 export interface MembershipInit {
@@ -157,7 +158,11 @@ export class Membership {
       version,
       incarnation: this.incarnation,
       state: self.joinState,
+      ...(self.joinPercent === undefined ? {} : { joinPercent: self.joinPercent }),
       replicasetVersion: self.replicasetVersion,
+      rosterVersion: self.rosterVersion,
+      postgresUp: self.postgresUp,
+      ...(self.commit ? { commit: self.commit } : {}),
       addrs: mesh.addresses().slice(0, 16),
       sentAt: Date.now(),
     }
@@ -177,7 +182,10 @@ export class Membership {
       version: hb.version,
       incarnation: hb.incarnation,
       joinState: hb.state,
+      joinPercent: hb.joinPercent,
       replicasetVersion: hb.replicasetVersion,
+      rosterVersion: hb.rosterVersion ?? 0,
+      postgresUp: hb.postgresUp ?? true,
       state: 'alive',
       lastHeardMs: now,
       aliveSinceMs: now,
@@ -188,6 +196,9 @@ export class Membership {
       !prev ||
       prev.joinState !== hb.state ||
       prev.replicasetVersion !== hb.replicasetVersion ||
+      prev.rosterVersion !== (hb.rosterVersion ?? 0) ||
+      prev.postgresUp !== (hb.postgresUp ?? true) ||
+      prev.commit?.changed !== hb.commit?.changed ||
       prev.nodeId !== hb.nodeId
     if (prev && prev.incarnation !== hb.incarnation)
       this.log.info({ node: hb.nodeId }, 'member restarted')
@@ -197,9 +208,14 @@ export class Membership {
       version: hb.version,
       incarnation: hb.incarnation,
       joinState: hb.state,
+      joinPercent: hb.joinPercent,
       replicasetVersion: hb.replicasetVersion,
+      rosterVersion: hb.rosterVersion ?? 0,
+      postgresUp: hb.postgresUp ?? true,
       lastHeardMs: now,
     })
+    if (hb.commit) r.commit = hb.commit
+    else delete r.commit
     delete r.disconnectedAtMs
     this.byPeer.set(m.from, r)
     if (!prev)

@@ -3,6 +3,7 @@
 import type {
   ClaimCheck,
   GossipMessage,
+  MeshIsolation,
   RpcHandler,
   RpcRequest,
   RpcResponse,
@@ -17,7 +18,11 @@ export interface MeshPort {
   setClaimCheck(topic: TopicName, check: ClaimCheck): void
   onPeer(handler: (peerId: string, event: 'connect' | 'disconnect') => void): void
   connectedPeers(): string[]
+  /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */
+  isolation(): MeshIsolation
   handle(handler: RpcHandler): void
+  /** the bootstrap list names another node: a fresh node must not found a cluster alone */
+  bootstrapsElsewhere?(): boolean
   /** stop redialing a peer that left the cluster */
   forgetPeer?(peerId: string): void
   request(

@@ -10,12 +10,14 @@ import * as cs from '../postgres/cluster-state.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { tableInfo } from '../postgres/replicaset.js'
+import type { UsedValue } from '../postgres/sequences.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
+import { floorsOf } from './sequences.js'
 import type { Steps } from './steps.js'
 
 export type Op = 'add' | 'remove'
-export const STEPS = ['fence', 'publish', 'refresh', 'unfence'] as const
+export const STEPS = ['fence', 'stripe', 'publish', 'refresh', 'unfence'] as const
 export type Step = (typeof STEPS)[number]
 
 export interface NodeVerdict {
@@ -40,6 +42,8 @@ export interface ProposalsInit {
   local: LocalNode
   mesh: MeshPort
   membership: Membership
+  /** nodes removed from the cluster take no part, dead or alive */
+  isRemoved: (node: number) => boolean
   steps: Steps
   nodeId: number
   log: Logger
@@ -50,7 +54,7 @@ export interface ProposalsInit {
   crashAt?: CrashPoint
 }
 
-const PREPARE_TIMEOUT_MS = 3000
+const PREPARE_TIMEOUT_MS = 5000
 const STEP_TIMEOUT_MS = 10_000
 
 export class Proposals {
@@ -77,7 +81,7 @@ export class Proposals {
     const started = Date.now()
     const { local, nodeId } = this.init
     const relation = formatRelation(rel)
-    const version = await cs.replicasetVersion(local.db)
+    const version = await cs.versionBase(local.db)
     const done = (o: Omit<Outcome, 'durationMs' | 'op' | 'relation'>): Outcome => {
       const out = { ...o, op, relation, durationMs: Date.now() - started }
       this.init.onOutcome?.(out)
@@ -89,7 +93,7 @@ export class Proposals {
       return done({ outcome: 'unchanged', version, nodes: [] })
     }
     const members = this.participants()
-    const blocked = members.filter((m) => m.state !== 'alive' || m.duplicate)
+    const blocked = members.filter((m) => m.state !== 'alive' || m.duplicate || !m.postgresUp)
     if (blocked.length > 0) {
       const nodes = blocked.map((m) => ({ node: m.nodeId, ack: false, reason: unusable(m) }))
       return done({ outcome: 'aborted', version, nodes, reason: 'not every member can take part' })
@@ -133,7 +137,8 @@ export class Proposals {
       verdicts.push(...(await Promise.all(pending)))
     }
     if (!verdicts.every((v) => v.ack)) {
-      await cs.decide(local.db, proposal.id, 'abort', proposal)
+      // recorded (if it was not) and decided ABORT here, and our own fence lowered at once
+      await this.init.steps.abort(proposal.id, proposal)
       await Promise.all(
         members.map((m) => this.call(m, 'proposal.abort', { id: proposal.id }, PREPARE_TIMEOUT_MS)),
       )
@@ -150,6 +155,7 @@ export class Proposals {
     const decision = await cs.decide(local.db, proposal.id, 'commit')
     if (this.init.crashAt === 'decision') await this.crash('decision')
     if (decision !== 'commit') {
+      await this.init.steps.abort(proposal.id)
       return done({
         outcome: 'aborted',
         proposalId: proposal.id,
@@ -179,8 +185,17 @@ export class Proposals {
     const failed = new Map<number, string>()
     for (const step of STEPS) {
       const live = members.filter((m) => !failed.has(m.nodeId))
+      if (step === 'publish' && this.init.crashAt === 'one-publish') {
+        // a true partial commit: one member has published, the others (and we) have not
+        const [first] = live
+        if (first) await this.call(first, 'proposal.step', { proposal: p, step }, STEP_TIMEOUT_MS)
+        await this.crash('one-publish')
+      }
+      // the values every member's sequences handed out, read behind the fence
+      const floors = step === 'stripe' ? await this.floors(p, live) : undefined
+      const extra = floors ? { floors } : {}
       const results = await Promise.all([
-        this.init.steps.run(p, step).then(
+        this.init.steps.run(p, step, floors).then(
           () => undefined,
           (err: Error) => err.message,
         ),
@@ -188,7 +203,7 @@ export class Proposals {
           const r = await this.call(
             m,
             'proposal.step',
-            { proposal: p, step },
+            { proposal: p, step, ...extra },
             this.init.stepTimeoutMs ?? STEP_TIMEOUT_MS,
           )
           return r.ok ? undefined : r.error.message
@@ -216,6 +231,34 @@ export class Proposals {
     return failed
   }
 
+  /**
+   * For a table joining with striped sequences: the highest value each column's sequence
+   * handed out on any member, read behind the fence. Undefined when there is nothing to
+   * stripe, or when a member did not answer: then no node stripes in this step (floors
+   * without that member's values could collide with them) and each node's striper does it
+   * once every member answers.
+   */
+  private async floors(
+    p: cs.Proposal,
+    members: readonly Member[],
+  ): Promise<Record<string, string> | undefined> {
+    if (p.op !== 'add' || !this.init.steps.striping) return undefined
+    const rel = { schema: p.schema, table: p.table }
+    const answers = await Promise.all([
+      this.init.steps.used([rel]).catch(() => undefined),
+      ...members.map(async (m) => {
+        const r = await this.call(m, 'sequences.used', { tables: [rel] }, PREPARE_TIMEOUT_MS)
+        return r.ok && Array.isArray(r.result) ? (r.result as UsedValue[]) : undefined
+      }),
+    ])
+    const all = answers.filter((a): a is UsedValue[] => a !== undefined)
+    if (all.length < answers.length) {
+      this.log.warn({ proposal: p.id }, 'a member did not tell its sequences: striping later')
+      return undefined
+    }
+    return floorsOf(all)
+  }
+
   /** Test-only: die the way a crashed coordinator does (no clean-up, no goodbye). */
   private async crash(point: CrashPoint, afterMs = 0): Promise<void> {
     if (afterMs > 0) await new Promise((r) => setTimeout(r, afterMs))
@@ -227,7 +270,9 @@ export class Proposals {
   participants(): Member[] {
     // a node still joining is not asked: it adopts the outcome when it becomes ready (and a
     // node that never could join — its tables differ — must not block the cluster)
-    return this.init.membership.members().filter((m) => m.joinState === 'ready')
+    return this.init.membership
+      .members()
+      .filter((m) => m.joinState === 'ready' && !this.init.isRemoved(m.nodeId))
   }
 
   private async prepareOn(m: Member, p: cs.Proposal): Promise<NodeVerdict> {
@@ -237,7 +282,7 @@ export class Proposals {
       { proposal: p },
       this.init.prepareTimeoutMs ?? PREPARE_TIMEOUT_MS,
     )
-    if (!r.ok) return { node: m.nodeId, ack: false, reason: r.error.message }
+    if (!r.ok) return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error.message}` }
     const v = r.result as { ack: boolean; reason?: string }
     return { node: m.nodeId, ack: v.ack === true, ...(v.reason ? { reason: v.reason } : {}) }
   }
@@ -251,5 +296,6 @@ function unusable(m: Member): string {
   if (m.duplicate) return `node ${m.nodeId} is claimed by two arbiters`
   if (m.state !== 'alive')
     return `node ${m.nodeId} is ${m.state} (last heard ${Math.round((Date.now() - m.lastHeardMs) / 100) / 10} s ago)`
+  if (!m.postgresUp) return `node ${m.nodeId}: its arbiter cannot reach its PostgreSQL`
   return `node ${m.nodeId} is still ${m.joinState}`
 }

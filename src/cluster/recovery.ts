@@ -16,6 +16,22 @@ const TICK_MS = 1000
 /** an undecided proposal older than this is in doubt */
 export const PREPARED_TIMEOUT_MS = 10_000
 const REDRIVE_AFTER_MS = 3000
+/** a commit whose steps keep failing is retried after 1 s, doubling up to a minute */
+const RETRY_MIN_MS = 1000
+const RETRY_MAX_MS = 60_000
+
+/** A decided COMMIT whose steps have not finished on every node: visible in status and metrics. */
+export interface StuckCommit {
+  id: string
+  op: 'add' | 'remove'
+  relation: string
+  version: number
+  attempts: number
+  since: number
+  nextMs: number
+  /** the failing nodes with their reasons */
+  failures: Array<{ node: number; reason: string }>
+}
 
 export interface RecoveryInit {
   local: LocalNode
@@ -37,6 +53,8 @@ export class Recovery {
   private startedMs = 0
   /** proposals prepared here whose outcome nobody reachable knows */
   readonly inDoubt = new Set<string>()
+  /** our decided COMMITs whose steps keep failing somewhere */
+  private readonly stuck = new Map<string, StuckCommit>()
 
   constructor(init: RecoveryInit) {
     this.init = init
@@ -99,16 +117,60 @@ export class Recovery {
     if (now - this.startedMs > REDRIVE_AFTER_MS) await this.redrive()
   }
 
-  /** Our own decided COMMITs not applied everywhere: drive them again. */
+  /** Our decided COMMITs whose steps keep failing somewhere (status, health, metrics). */
+  stuckCommits(): StuckCommit[] {
+    return [...this.stuck.values()]
+  }
+
+  /**
+   * Our own decided COMMITs not applied everywhere: drive them again, with a backoff per
+   * proposal while they keep failing (a failing step must not raise the fence every second).
+   */
   private async redrive(): Promise<void> {
+    const now = Date.now()
     for (const p of await cs.incompleteCommits(this.init.local.db, this.init.nodeId)) {
       // the coordinator may be driving it right now (a commit that just failed on a member)
       if (this.init.proposals.inFlight.has(p.id)) continue
+      const known = this.stuck.get(p.id)
+      if (known && now < known.nextMs) continue
       // re-driving fences the table on every node: only when everyone can take part
       const members = this.init.proposals.participants()
       if (members.some((m) => m.state !== 'alive' || m.duplicate)) return
       const failed = await this.init.proposals.drive(p, members)
-      this.log.info({ proposal: p.id, failed: [...failed.keys()] }, 're-drove a committed proposal')
+      this.noteDrive(p, failed, known)
+    }
+  }
+
+  private noteDrive(p: cs.ProposalRow, failed: Map<number, string>, known?: StuckCommit): void {
+    const relation = `${p.schema}.${p.table}`
+    if (failed.size === 0) {
+      this.stuck.delete(p.id)
+      this.log.info(
+        { proposal: p.id, relation, attempts: (known?.attempts ?? 0) + 1 },
+        're-drove a committed proposal: done on every node',
+      )
+      return
+    }
+    const failures = [...failed].map(([node, reason]) => ({ node, reason }))
+    const attempts = (known?.attempts ?? 0) + 1
+    const delay = Math.min(RETRY_MIN_MS * 2 ** (attempts - 1), RETRY_MAX_MS)
+    const changed = JSON.stringify(failures) !== JSON.stringify(known?.failures)
+    this.stuck.set(p.id, {
+      id: p.id,
+      op: p.op,
+      relation,
+      version: p.version,
+      attempts,
+      since: known?.since ?? Date.now(),
+      nextMs: Date.now() + delay,
+      failures,
+    })
+    // one line when the failure changes, then one every tenth attempt
+    if (changed || attempts % 10 === 0) {
+      this.log.error(
+        { proposal: p.id, relation, op: p.op, attempts, retryInMs: delay, failures },
+        'a committed change keeps failing; retrying with backoff',
+      )
     }
   }
 

@@ -1,5 +1,7 @@
-// What one node does for a proposal, whoever coordinates it: validate and record (prepare),
-// then the commit steps (fence, publish, refresh, unfence), each idempotent so a retry or a
+// What one node does for a proposal, whoever coordinates it: validate, raise the write fence
+// and record (prepare: a node that cannot fence the table votes no, so the change aborts
+// everywhere instead of going ahead beside unfenced writers), then the commit steps (fence
+// again if a re-drive needs it, publish, refresh, unfence), each idempotent so a retry or a
 // re-drive after a crash is safe. A fence is never held longer than fenceMaxMs, even if the
 // coordinator vanishes: writers must not wait forever.
 import type { Logger } from '../log.js'
@@ -7,17 +9,22 @@ import * as cs from '../postgres/cluster-state.js'
 import { Fence } from '../postgres/fence.js'
 import { formatRelation } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import { refusals, tableInfo } from '../postgres/replicaset.js'
+import { tableProblems } from '../postgres/replicaset.js'
+import type { UsedValue } from '../postgres/sequences.js'
 import type { Step } from './proposals.js'
+import type { SequenceStriper } from './sequences.js'
 
 const FENCE_MAX_MS = 15_000
 
 export interface StepsInit {
   local: LocalNode
-  conninfo: string
   nodeId: number
   log: Logger
   fenceMaxMs?: number
+  /** test-only (testing.fence = false): no write fence, to show what it prevents */
+  noFence?: boolean
+  /** node-striped sequences (absent: sequences are left alone) */
+  striper?: SequenceStriper
 }
 
 export class Steps {
@@ -30,14 +37,38 @@ export class Steps {
     this.log = init.log.child({ component: 'steps' })
   }
 
-  /** Validate the proposal here and record it durably; the answer is the vote. */
+  /** Validate the proposal here, fence the table and record the proposal; the answer is the vote. */
   async prepare(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
-    const reason = await this.refuse(p)
+    const refused = await this.refuse(p)
+    // row-level resolution triggers go on before the fence: behind it, writers wait holding
+    // the lock the triggers' creation needs
+    const triggers =
+      refused ??
+      (p.op === 'add'
+        ? await this.init.local.installLww({ schema: p.schema, table: p.table }).then(
+            () => undefined,
+            (err: Error & { sqlState?: string }) =>
+              err.sqlState === '55P03'
+                ? `cannot fence ${formatRelation(p)}: a transaction kept writing to it (lock timeout while installing its triggers)`
+                : `cannot install its triggers: ${err.message}`,
+          )
+        : undefined)
+    const reason =
+      triggers ??
+      (await this.fence(p).then(
+        () => undefined,
+        (err: Error) => err.message,
+      ))
     if (reason !== undefined) {
       this.log.info({ proposal: p.id, reason }, 'proposal refused')
       return { ack: false, reason: `node ${this.init.nodeId}: ${reason}` }
     }
-    await cs.recordProposal(this.init.local.db, p)
+    try {
+      await cs.recordProposal(this.init.local.db, p)
+    } catch (err) {
+      await this.unfence(p.id)
+      throw err
+    }
     return { ack: true }
   }
 
@@ -47,37 +78,46 @@ export class Steps {
     const existing = await cs.getProposal(db, p.id)
     if (existing?.decision === 'abort') return 'proposal already aborted here'
     if (existing) return undefined
-    const version = await cs.replicasetVersion(db)
+    const version = await cs.versionBase(db)
     if (version !== p.version - 1) {
       return `replicaset version gap: this node is at version ${version}, the proposal makes version ${p.version}`
     }
     const open = await cs.openProposals(db, p.id)
     if (open.length > 0) return `busy with proposal ${open[0]?.id} (version ${open[0]?.version})`
-    const rel = { schema: p.schema, table: p.table }
     if (p.op === 'remove') return undefined
-    const [role] = await db.query<{ role: string }>('SELECT current_user AS role')
-    const info = await tableInfo(db, rel)
-    const why = refusals(rel, info, role?.role ?? '?')
-    if (why.length > 0) return why.join('; ')
-    const mine = info?.columns.join(', ') ?? ''
-    const theirs = p.columns.join(', ')
-    if (mine !== theirs) {
-      return `table ${formatRelation(rel)} differs: here (${mine}), on node ${p.coordinator} (${theirs})`
-    }
-    return undefined
+    const rel = { schema: p.schema, table: p.table }
+    const problems = await tableProblems(db, rel, { columns: p.columns, from: p.coordinator })
+    return problems.length > 0 ? problems.join('; ') : undefined
   }
 
-  async abort(id: string): Promise<void> {
-    await cs.decide(this.init.local.db, id, 'abort').catch(() => undefined)
+  /** Decide ABORT here (recording the proposal first if given) and lower its fence. */
+  async abort(id: string, p?: cs.Proposal): Promise<void> {
+    await cs.decide(this.init.local.db, id, 'abort', p).catch(() => undefined)
     await this.unfence(id)
   }
 
-  /** Run one commit step here. */
-  async run(p: cs.Proposal, step: Step): Promise<void> {
+  /** Sequences are striped when tables join (the coordinator gathers the floors). */
+  get striping(): boolean {
+    return this.init.striper?.enabled === true
+  }
+
+  /** What this node's sequences of these tables handed out. */
+  async used(rels: Array<{ schema: string; table: string }>): Promise<UsedValue[]> {
+    return (await this.init.striper?.used(rels)) ?? []
+  }
+
+  /** Run one commit step here (`floors`: the stripe step's values gathered from every member). */
+  async run(p: cs.Proposal, step: Step, floors?: Record<string, string>): Promise<void> {
     const { local } = this.init
     switch (step) {
       case 'fence':
         return await this.fence(p)
+      case 'stripe':
+        // behind the fence, before the table is published: no write takes an unstriped id
+        if (p.op === 'add' && floors && this.init.striper) {
+          await this.init.striper.stripeTable({ schema: p.schema, table: p.table }, floors)
+        }
+        return
       case 'publish':
         await cs.recordProposal(local.db, p)
         await cs.decide(local.db, p.id, 'commit')
@@ -92,18 +132,21 @@ export class Steps {
   }
 
   private async fence(p: cs.Proposal): Promise<void> {
-    if (this.fences.has(p.id)) return
-    const fence = new Fence({
-      conninfo: this.init.conninfo,
-      nodeId: this.init.nodeId,
-      rel: { schema: p.schema, table: p.table },
-    })
-    await fence.raise()
+    if (this.fences.has(p.id) || this.init.noFence) return
+    const fence = new Fence({ db: this.init.local.db, rel: { schema: p.schema, table: p.table } })
     const timer = setTimeout(() => {
       this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
       void this.unfence(p.id)
     }, this.init.fenceMaxMs ?? FENCE_MAX_MS)
+    // registered before it is raised, so that an abort arriving meanwhile cancels it
     this.fences.set(p.id, { fence, timer })
+    try {
+      await fence.raise()
+    } catch (err) {
+      if (this.fences.get(p.id)?.fence === fence) this.fences.delete(p.id)
+      clearTimeout(timer)
+      throw err
+    }
   }
 
   private async unfence(id: string): Promise<void> {

@@ -1,11 +1,12 @@
 // Reads the config once, completely: JSON or arbiter.conf, env overrides for secrets, every
-// problem reported at once naming the key as the user wrote it, then a deeply frozen Config.
-// The only module that reads process.env.
+// problem reported at once naming the key as the user wrote it, then a deeply frozen Config
+// with the warnings to log at start. The only module that reads process.env.
 
 import { readFileSync } from 'node:fs'
 import { dirname, extname, resolve } from 'node:path'
 import type { z } from 'zod'
 import { ConfigError } from '../errors.js'
+import { parseRelationName } from '../postgres/ident.js'
 import { withoutPassword } from './conninfo.js'
 import { jsonSyntaxError } from './json-errors.js'
 import {
@@ -16,9 +17,12 @@ import {
   pathText,
   type Raw,
   show,
+  TESTING_ENV,
+  TESTING_KEYS,
 } from './schema.js'
 import { fromIni, INI_LABELS } from './traktor-ini.js'
 import type { ApiConfig, Config, MeshConfig } from './types.js'
+import { type ConfigWarning, configWarnings } from './warnings.js'
 
 export {
   DEFAULT_CHECK_INTERVAL_MS,
@@ -29,7 +33,9 @@ export {
   DEFAULT_LISTEN,
   DEFAULT_SUSPECT_AFTER_MS,
   parseListen,
+  TESTING_ENV,
 } from './schema.js'
+export type { ConfigWarning }
 
 /** Environment variables that override a config key; an empty value counts as unset. */
 export const ENV_OVERRIDES = {
@@ -115,6 +121,19 @@ function applyEnv(raw: Raw, env: Env, labels: Labels): void {
   }
 }
 
+// A config file alone must never arm a test hook (an arbiter that kills itself, a switch that
+// cuts the mesh): the fault suite says so in the environment as well.
+function testingProblems(raw: Raw, env: Env): string[] {
+  if (!('testing' in raw) || env[TESTING_ENV] === '1') return []
+  const why = `test-only hook, refused unless the environment has ${TESTING_ENV}=1`
+  const t = raw.testing
+  const set =
+    typeof t === 'object' && t !== null && !Array.isArray(t)
+      ? TESTING_KEYS.filter((k) => k in t)
+      : []
+  return set.length === 0 ? [`testing: ${why}`] : set.map((k) => `testing.${k}: ${why}`)
+}
+
 function fromJson(text: string): Raw | string {
   let raw: unknown
   try {
@@ -155,7 +174,18 @@ function toConfig(d: Parsed, source: string, format: Config['format']): Config {
     ...(d.peerPassword === undefined ? {} : { peerPassword: d.peerPassword }),
     api,
     checkIntervalMs: d.checkIntervalMs,
-    resolver: d.resolver,
+    checkEveryMs: d.checkEveryMs,
+    resolver: d.resolver ?? (mesh === undefined ? 'skip' : 'lww'),
+    resolvers: Object.fromEntries(
+      Object.entries(d.resolvers ?? {}).map(([name, strategy]) => {
+        const rel = parseRelationName(name)
+        return [`${rel.schema}.${rel.table}`, strategy]
+      }),
+    ),
+    sequences: d.sequences ?? (mesh === undefined ? 'off' : 'stripe'),
+    commit: d.commit,
+    ...(d.syncQuorum === undefined ? {} : { syncQuorum: d.syncQuorum }),
+    join: d.join,
     ...(mesh === undefined ? {} : { mesh }),
     logLevel: d.logLevel,
     ...(d.testing === undefined ? {} : { testing: { ...d.testing } }),
@@ -172,12 +202,18 @@ function deepFreeze<T>(value: T): T {
   return value
 }
 
+export interface LoadedConfig {
+  readonly config: Config
+  /** accepted but worth fixing; for the log at start, each naming its key as written */
+  readonly warnings: readonly ConfigWarning[]
+}
+
 /**
  * Loads `path`: `.json` is the native format, anything else TRAKTOR's INI arbiter.conf.
  * Relative file paths inside are resolved against the config file's directory. Throws a
  * ConfigError listing every problem.
  */
-export function loadConfig(path: string, env: Env = process.env): Config {
+export function loadConfig(path: string, env: Env = process.env): LoadedConfig {
   const source = resolve(path)
   let text: string
   try {
@@ -205,6 +241,13 @@ export function loadConfig(path: string, env: Env = process.env): Config {
   if (!result.success) {
     for (const iss of result.error.issues) problems.push(...issueLines(iss, labels, keys))
   }
+  problems.push(...testingProblems(raw, env))
+  if (result.success && result.data.commit === 'sync' && result.data.mesh === undefined)
+    problems.push(
+      'commit: "sync" needs mesh mode (a "mesh" section): it waits for the mesh\'s peers',
+    )
   if (!result.success || problems.length > 0) throw new ConfigError(path, problems)
-  return deepFreeze(toConfig(result.data, source, format))
+  const config = deepFreeze(toConfig(result.data, source, format))
+  const warnings = configWarnings(config, (p) => label(labels, p))
+  return deepFreeze({ config, warnings })
 }

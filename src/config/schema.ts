@@ -5,16 +5,26 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { z } from 'zod'
+import { parseRelationName } from '../postgres/ident.js'
 import { formatConninfo, parseConninfo, SECRET_KEYWORDS } from './conninfo.js'
-import { CRASH_POINTS } from './types.js'
+import { CRASH_POINTS, JOIN_MODES, RESOLVER_STRATEGIES } from './types.js'
 
 export const DEFAULT_LISTEN = '127.0.0.1:8080'
 export const DEFAULT_CHECK_INTERVAL_MS = 1000
+/** the background consistency check: every 10 minutes */
+export const DEFAULT_CHECK_EVERY_MS = 600_000
 export const DEFAULT_CLUSTER = 'traktor'
 export const DEFAULT_IDENTITY_FILE = 'peer.key'
 export const DEFAULT_HEARTBEAT_MS = 200
 export const DEFAULT_SUSPECT_AFTER_MS = 1000
 export const DEFAULT_DEAD_AFTER_MS = 2000
+/** The test-only hooks under `testing`, allowed only when TESTING_ENV is "1". */
+export const TESTING_KEYS = ['crashAt', 'routes', 'fence', 'joinPauseMs'] as const
+export const TESTING_ENV = 'TRAKTOR_TESTING'
+/** Shorter API keys are refused; the TRAKTOR tutorial's "LetMeIn" (7) must keep working. */
+export const API_KEY_MIN_LENGTH = 6
+/** Shorter API keys are accepted with a warning at start. */
+export const API_KEY_GOOD_LENGTH = 16
 
 /** The config before validation: parsed JSON or the INI mapped to the native shape. */
 export type Raw = Record<string, unknown>
@@ -77,6 +87,29 @@ const secret = () =>
   z
     .string({ error: (iss) => (iss.input === undefined ? 'required' : 'must be a string') })
     .min(1, { error: 'must not be empty' })
+
+/** What is weak about an API key, in words that never repeat it; undefined when it will do. */
+export function weakApiKey(key: string): string | undefined {
+  if (key === '') return 'must not be empty'
+  if (key.trim() === '') return 'must not be only whitespace'
+  // a key pasted with a stray space or newline would never match what clients send
+  if (key.trim() !== key) return 'must not begin or end with whitespace'
+  if ([...key].length < API_KEY_MIN_LENGTH) {
+    return (
+      `must be at least ${API_KEY_MIN_LENGTH} characters ` +
+      `(${API_KEY_GOOD_LENGTH} or more random ones recommended)`
+    )
+  }
+  return undefined
+}
+
+const apiKey = () =>
+  z
+    .string({ error: (iss) => (iss.input === undefined ? 'required' : 'must be a string') })
+    .superRefine((key, ctx) => {
+      const problem = weakApiKey(key)
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+    })
 
 function conninfo(allowSecrets: boolean) {
   const error = (iss: { input?: unknown }) =>
@@ -161,7 +194,7 @@ export function buildSchema(baseDir: string) {
         ctx.addIssue({ code: 'custom', message: listen })
         return z.NEVER
       }),
-    apiKey: secret(),
+    apiKey: apiKey(),
     publicEndpoints: z.boolean({ error: required('true or false') }).default(true),
     tls: z
       .strictObject(tlsShape, { error: required('an object with certFile and keyFile') })
@@ -229,13 +262,44 @@ export function buildSchema(baseDir: string) {
     api: z.strictObject(apiShape, { error: required('an object') }),
     peerPassword: secret().optional(),
     checkIntervalMs: intIn(50, 3_600_000).default(DEFAULT_CHECK_INTERVAL_MS),
-    resolver: z.enum(['skip', 'off']).default('skip'),
+    checkEveryMs: intIn(0, 604_800_000).default(DEFAULT_CHECK_EVERY_MS),
+    // default: lww in mesh mode, skip (TRAKTOR's) in standalone mode (load.ts)
+    resolver: z.enum(RESOLVER_STRATEGIES).optional(),
+    // per-table overrides: {"schema.table": "lww" | "skip" | "off"}
+    resolvers: z
+      .record(z.string(), z.enum(RESOLVER_STRATEGIES), { error: required('an object') })
+      .superRefine(
+        (value, ctx) => {
+          for (const name of Object.keys(value)) {
+            try {
+              parseRelationName(name)
+            } catch (err) {
+              ctx.addIssue({ code: 'custom', path: [name], message: (err as Error).message })
+            }
+          }
+        },
+        { when: (p) => typeof p.value === 'object' && p.value !== null && !Array.isArray(p.value) },
+      )
+      .optional(),
+    // default: stripe in mesh mode, off in standalone mode (load.ts)
+    sequences: z.enum(['stripe', 'off']).optional(),
+    // sync: a commit returns once every live, caught-up peer applied it (mesh mode only)
+    commit: z.enum(['async', 'sync']).default('async'),
+    // sync: how many peers a commit waits for (default every live, caught-up one)
+    syncQuorum: z.int().min(1).max(1000).optional(),
+    join: z.enum(JOIN_MODES).default('empty-only'),
     mesh: mesh.optional(),
     logLevel: z.enum(LOG_LEVELS).default('info'),
     // test-only: the fault suite kills a coordinator at a chosen point of a proposal
     testing: z
       .strictObject(
-        { crashAt: z.enum(CRASH_POINTS).optional(), routes: z.boolean().optional() },
+        {
+          crashAt: z.enum(CRASH_POINTS).optional(),
+          routes: z.boolean().optional(),
+          fence: z.boolean().optional(),
+          // the join copy waits this long before copying (tests watch a node while it copies)
+          joinPauseMs: intIn(0, 600_000).optional(),
+        },
         { error: required('an object') },
       )
       .optional(),
@@ -246,7 +310,7 @@ export function buildSchema(baseDir: string) {
     'api.tls': Object.keys(tlsShape),
     advertise: ['postgres'],
     mesh: Object.keys(meshShape),
-    testing: ['crashAt', 'routes'],
+    testing: TESTING_KEYS,
   }
   return { schema: z.strictObject(rootShape), keys }
 }

@@ -1,7 +1,9 @@
 // The arbiter's configuration after loading and validation: frozen, complete, no optionals
 // left to guess at the point of use. Produced only by ./load.ts.
 
-export type ResolverStrategy = 'skip' | 'off'
+/** lww: row-level last writer wins (mesh default); skip: TRAKTOR's (standalone default) */
+export type ResolverStrategy = 'lww' | 'skip' | 'off'
+export const RESOLVER_STRATEGIES = ['lww', 'skip', 'off'] as const
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
 export interface TlsConfig {
@@ -32,8 +34,19 @@ export interface MeshConfig {
   readonly deadAfterMs: number
 }
 
+/** how a new node joins (README "How a node joins") */
+export const JOIN_MODES = ['empty-only', 'copy', 'no-copy'] as const
+export type JoinMode = (typeof JOIN_MODES)[number]
+
 /** Test-only: points of a proposal at which the coordinator kills itself (fault suite). */
-export const CRASH_POINTS = ['prepare-sent', 'some-acks', 'decision', 'some-commits'] as const
+// some-commits: after every node published; one-publish: after exactly one member published
+export const CRASH_POINTS = [
+  'prepare-sent',
+  'some-acks',
+  'decision',
+  'some-commits',
+  'one-publish',
+] as const
 export type CrashPoint = (typeof CRASH_POINTS)[number]
 
 export interface Config {
@@ -45,13 +58,47 @@ export interface Config {
   readonly peerPassword?: string
   readonly api: ApiConfig
   readonly checkIntervalMs: number
+  /** the background consistency check's period in mesh mode (ms); 0 = off */
+  readonly checkEveryMs: number
   readonly resolver: ResolverStrategy
+  /**
+   * per-table overrides of `resolver`, keyed "schema.table" with both parts as PostgreSQL
+   * holds them (case kept, no quotes: the form its log messages name a table in)
+   */
+  readonly resolvers: Readonly<Record<string, ResolverStrategy>>
+  /** node-striped sequences for replicated tables (mesh default stripe, standalone off) */
+  readonly sequences: 'stripe' | 'off'
+  /** sync: a commit waits until every live, caught-up peer applied it (mesh mode) */
+  readonly commit: 'async' | 'sync'
+  /** sync: how many peers a commit waits for (absent: every live, caught-up peer) */
+  readonly syncQuorum?: number
+  /** mesh mode: how a new node joins — copy the cluster's data into empty tables (default) */
+  readonly join: JoinMode
   readonly mesh?: MeshConfig
   readonly logLevel: LogLevel
   /** test-only hooks (the fault suite); never set in production configs */
-  readonly testing?: { readonly crashAt?: CrashPoint; readonly routes?: boolean }
+  readonly testing?: {
+    readonly crashAt?: CrashPoint
+    readonly routes?: boolean
+    /** false: proposals raise no write fence (the fault suite shows rows are then lost) */
+    readonly fence?: boolean
+    readonly joinPauseMs?: number
+  }
   /** where the config was read from, for messages */
   readonly source: string
   /** 'json' or 'ini' (TRAKTOR's arbiter.conf) */
   readonly format: 'json' | 'ini'
+}
+
+/** The strategy for one table ("schema.table" as PostgreSQL prints it; none: the default). */
+export function strategyFor(
+  config: Pick<Config, 'resolver' | 'resolvers'>,
+  relation: string | undefined,
+): ResolverStrategy {
+  return (relation === undefined ? undefined : config.resolvers[relation]) ?? config.resolver
+}
+
+/** Whether any table resolves row by row (the lww engine and its triggers are needed). */
+export function anyLww(config: Pick<Config, 'resolver' | 'resolvers'>): boolean {
+  return config.resolver === 'lww' || Object.values(config.resolvers).includes('lww')
 }

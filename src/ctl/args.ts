@@ -1,6 +1,9 @@
-// `traktor ctl` arguments: options anywhere on the line, `--name value` or `--name=value`,
-// defaults from the environment the caller passes in. Pure: no I/O, every mistake is a
-// UsageError (exit 2) saying what is wrong.
+// `traktor ctl` arguments, read by Node's own util.parseArgs: options anywhere on the line,
+// `--name value` or `--name=value`, after `--` only words. On top of it, what a shell user of
+// ctl has always been able to type: `--watch` with or without SECONDS, and "-1" read as a (bad)
+// node id. Defaults from the environment the caller passes in. Pure: no I/O, every mistake is a
+// UsageError (exit 2) saying what is wrong. The usage text is written from the same tables.
+import { parseArgs as tokenize } from 'node:util'
 import { parseRelationName } from '../postgres/ident.js'
 import { UsageError } from './errors.js'
 
@@ -10,30 +13,94 @@ export const DEFAULT_WATCH_SECONDS = 2
 export const READ_TIMEOUT_MS = 10_000
 /** a two-phase change may wait for a prepare deadline and four commit steps */
 export const CHANGE_TIMEOUT_MS = 60_000
+/** a check scans every table on every node; a repair writes (large tables take minutes) */
+export const CHECK_TIMEOUT_MS = 600_000
+
+const COMMANDS: ReadonlyArray<readonly [string, string]> = [
+  ['status', 'every node: state, replication, conflicts, lag, subscriptions'],
+  ['nodes', 'the members as the asked arbiter sees them'],
+  ['replicaset list', 'the replicated tables and the replicaset version'],
+  [
+    'replicaset add SCHEMA.TABLE',
+    'add a table on every node (all acknowledge, or nothing changes)',
+  ],
+  ['replicaset remove SCHEMA.TABLE', 'remove a table from every node'],
+  ['history', 'conflicts and apply errors the resolvers recorded, every node'],
+  ['remove-node ID', 'remove a node from the cluster (ask one of the other nodes)'],
+  ['readmit-node ID', 'take a removed node back; it joins again (ask a member)'],
+  ['resync ID', "copy the cluster's data again on a node (its rows are replaced)"],
+  ['check [SCHEMA.TABLE]', 'compare the replicated tables (or one) on every node'],
+  [
+    'check SCHEMA.TABLE --repair',
+    "set differing rows to the last writer's version, or --from NODE's",
+  ],
+  ['commit sync|async', 'set the commit mode on every node (all alive, or nothing changes)'],
+]
+
+/** util.parseArgs's option table, with what --help says about each. */
+const OPTIONS = {
+  url: {
+    type: 'string',
+    usage: '--url URL',
+    help: `the arbiter to ask (default: $TRAKTOR_URL, else ${DEFAULT_URL})`,
+  },
+  'api-key': {
+    type: 'string',
+    usage: '--api-key KEY',
+    help: 'its API key (default: $TRAKTOR_API_KEY; the variable keeps it out of ps)',
+  },
+  json: {
+    type: 'boolean',
+    usage: '--json',
+    help: "print the server's JSON answer, pretty, instead of a table",
+  },
+  // a boolean for util.parseArgs: its SECONDS is optional, read below
+  watch: {
+    type: 'boolean',
+    usage: '--watch [SECONDS]',
+    help: `redraw every SECONDS (default ${DEFAULT_WATCH_SECONDS}) until Ctrl-C; status, nodes, history`,
+  },
+  timeout: {
+    type: 'string',
+    usage: '--timeout MS',
+    help: `wait at most MS ms for an answer (default ${READ_TIMEOUT_MS}, changes ${CHANGE_TIMEOUT_MS}, check ${CHECK_TIMEOUT_MS})`,
+  },
+  repair: {
+    type: 'boolean',
+    usage: '--repair',
+    help: 'check: set the differing rows of SCHEMA.TABLE to their winning version',
+  },
+  from: {
+    type: 'string',
+    usage: '--from NODE',
+    help: "with --repair: take NODE's version of every differing row",
+  },
+  quorum: {
+    type: 'string',
+    usage: '--quorum K',
+    help: 'commit sync: a commit waits for K peers (default every live one)',
+  },
+  help: { type: 'boolean', short: 'h', usage: '-h, --help', help: 'this text' },
+} as const
+
+const column = (rows: ReadonlyArray<readonly [string, string]>, width: number) =>
+  rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`).join('\n')
 
 export const USAGE = `traktor ctl — the cluster from a shell
 
 usage: traktor ctl [options] COMMAND
 
 commands:
-  status                          every node: state, replication, conflicts, lag, subscriptions
-  nodes                           the members as the asked arbiter sees them
-  replicaset list                 the replicated tables and the replicaset version
-  replicaset add SCHEMA.TABLE     add a table on every node (all acknowledge, or nothing changes)
-  replicaset remove SCHEMA.TABLE  remove a table from every node
-  history                         conflicts and apply errors the resolvers recorded, every node
-  remove-node ID                  remove a node from the cluster (ask one of the other nodes)
+${column(COMMANDS, 30)}
 
 options:
-  --url URL          the arbiter to ask (default: $TRAKTOR_URL, else ${DEFAULT_URL})
-  --api-key KEY      its API key (default: $TRAKTOR_API_KEY; the variable keeps it out of ps)
-  --json             print the server's JSON answer, pretty, instead of a table
-  --watch [SECONDS]  redraw every SECONDS (default ${DEFAULT_WATCH_SECONDS}) until Ctrl-C; status, nodes, history
-  --timeout MS       wait at most MS ms for an answer (default ${READ_TIMEOUT_MS}, changes ${CHANGE_TIMEOUT_MS})
-  -h, --help         this text
+${column(
+  Object.values(OPTIONS).map((o) => [o.usage, o.help] as const),
+  17,
+)}
 
-exit codes: 0 ok, 1 refused or aborted, 2 usage error, 3 arbiter unreachable,
-            4 API key missing or wrong`
+exit codes: 0 ok, 1 refused, aborted, (status) not healthy or (check) rows differ, 2 usage error,
+            3 arbiter unreachable, 4 API key missing or wrong`
 
 export type Command =
   | { name: 'status' }
@@ -43,6 +110,11 @@ export type Command =
   | { name: 'replicaset add'; relation: string }
   | { name: 'replicaset remove'; relation: string }
   | { name: 'remove-node'; node: number }
+  | { name: 'readmit-node'; node: number }
+  | { name: 'resync'; node: number }
+  | { name: 'check'; relation?: string }
+  | { name: 'check repair'; relation: string; from?: number }
+  | { name: 'commit'; mode: 'async' | 'sync'; quorum?: number }
 
 export interface CtlOptions {
   url: string
@@ -64,6 +136,13 @@ const WATCHABLE = new Set<Command['name']>(['status', 'nodes', 'history'])
 const NUMBER = /^\d+(\.\d+)?$/
 const MAX_NODE_ID = 2_147_483_647
 
+const PARSE_OPTIONS = Object.fromEntries(
+  Object.entries(OPTIONS).map(([name, o]) => [
+    name,
+    { type: o.type, ...('short' in o ? { short: o.short } : {}) },
+  ]),
+)
+
 export function parseArgs(argv: readonly string[], env: CtlEnv = {}): Parsed {
   let url = env.TRAKTOR_URL || DEFAULT_URL
   let urlFrom = env.TRAKTOR_URL ? 'TRAKTOR_URL' : '--url'
@@ -71,51 +150,82 @@ export function parseArgs(argv: readonly string[], env: CtlEnv = {}): Parsed {
   let json = false
   let watchSeconds: number | undefined
   let timeoutMs: number | undefined
+  let repair = false
+  let from: number | undefined
+  let quorum: number | undefined
   const positional: string[] = []
 
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string
-    if (arg === '--') {
-      positional.push(...argv.slice(i + 1))
-      break
-    }
-    if (arg === '-h' || arg === '--help') return { kind: 'help' }
-    // "-1" is a (bad) node id, not an option
-    if (!arg.startsWith('-') || arg === '-' || /^-\d/.test(arg)) {
-      positional.push(arg)
+  // not strict: unknown options and misplaced values come back as tokens, and are refused
+  // here in ctl's own words, in the order they were typed
+  const { tokens } = tokenize({
+    args: [...argv],
+    options: PARSE_OPTIONS,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  })
+  /** arguments already read: a short-option group is one argument, SECONDS is --watch's */
+  const read = new Set<number>()
+  for (const t of tokens) {
+    if (t.kind === 'option-terminator' || read.has(t.index)) continue
+    if (t.kind === 'positional') {
+      positional.push(t.value)
       continue
     }
-    const eq = arg.indexOf('=')
-    const name = eq > 0 ? arg.slice(0, eq) : arg
-    const inline = eq > 0 ? arg.slice(eq + 1) : undefined
-    const value = (): string => {
-      if (inline !== undefined) return inline
-      const next = argv[i + 1]
-      if (next === undefined) throw new UsageError(`${name} needs a value`)
-      i++
-      return next
+    read.add(t.index)
+    const raw = argv[t.index] as string
+    // "-1" is a (bad) node id, not an option
+    if (/^-\d/.test(raw)) {
+      positional.push(raw)
+      continue
     }
-    switch (name) {
-      case '--url':
+    if (raw === '-h') return { kind: 'help' }
+    const name = raw.split('=')[0] as string
+    const value = (): string => {
+      if (t.value === undefined) throw new UsageError(`${name} needs a value`)
+      return t.value
+    }
+    const flag = () => {
+      if (t.inlineValue) throw new UsageError(`${name} takes no value`)
+    }
+    switch (raw.startsWith('--') ? t.name : undefined) {
+      case 'help':
+        flag()
+        return { kind: 'help' }
+      case 'url':
         url = value()
         urlFrom = '--url'
         break
-      case '--api-key':
+      case 'api-key':
         apiKey = value() || undefined
         break
-      case '--json':
-        if (inline !== undefined) throw new UsageError('--json takes no value')
+      case 'json':
+        flag()
         json = true
         break
-      case '--timeout':
+      case 'timeout':
         timeoutMs = parseTimeout(value())
         break
-      case '--watch': {
-        const next = argv[i + 1]
-        if (inline !== undefined) watchSeconds = parseWatch(inline)
-        else if (next !== undefined && NUMBER.test(next)) {
-          watchSeconds = parseWatch(next)
-          i++
+      case 'repair':
+        flag()
+        repair = true
+        break
+      case 'from':
+        from = parseNodeId(value(), '--from')
+        break
+      case 'quorum': {
+        const v = value()
+        if (!/^\d{1,4}$/.test(v) || Number(v) < 1 || Number(v) > 1000)
+          throw new UsageError(`--quorum must be an integer from 1 to 1000, not "${v}"`)
+        quorum = Number(v)
+        break
+      }
+      case 'watch': {
+        const next = tokens.find((n) => n.index === t.index + 1)
+        if (t.inlineValue) watchSeconds = parseWatch(t.value ?? '')
+        else if (next?.kind === 'positional' && NUMBER.test(next.value)) {
+          watchSeconds = parseWatch(next.value)
+          read.add(next.index)
         } else watchSeconds = DEFAULT_WATCH_SECONDS
         break
       }
@@ -125,15 +235,33 @@ export function parseArgs(argv: readonly string[], env: CtlEnv = {}): Parsed {
   }
 
   if (positional[0] === 'help') return { kind: 'help' }
-  const command = parseCommand(positional)
+  let command = parseCommand(positional)
+  if (repair || from !== undefined) {
+    if (command.name !== 'check') throw new UsageError('--repair and --from go with check')
+    if (!repair) throw new UsageError('--from NODE names the source of a repair: add --repair')
+    if (command.relation === undefined)
+      throw new UsageError('check --repair needs SCHEMA.TABLE (one table at a time)')
+    command = {
+      name: 'check repair',
+      relation: command.relation,
+      ...(from === undefined ? {} : { from }),
+    }
+  }
+  if (quorum !== undefined) {
+    if (command.name !== 'commit' || command.mode !== 'sync')
+      throw new UsageError('--quorum goes with commit sync')
+    command = { ...command, quorum }
+  }
   if (watchSeconds !== undefined && !WATCHABLE.has(command.name)) {
     throw new UsageError(`--watch works with status, nodes and history, not ${command.name}`)
   }
   const change = command.name !== 'replicaset list' && !WATCHABLE.has(command.name)
+  const checking = command.name === 'check' || command.name === 'check repair'
   const options: CtlOptions = {
     url: normaliseUrl(url, urlFrom),
     json,
-    timeoutMs: timeoutMs ?? (change ? CHANGE_TIMEOUT_MS : READ_TIMEOUT_MS),
+    timeoutMs:
+      timeoutMs ?? (checking ? CHECK_TIMEOUT_MS : change ? CHANGE_TIMEOUT_MS : READ_TIMEOUT_MS),
     ...(apiKey === undefined ? {} : { apiKey }),
     ...(watchSeconds === undefined ? {} : { watchSeconds }),
   }
@@ -155,14 +283,29 @@ function parseCommand(words: readonly string[]): Command {
       return none(first)
     case 'replicaset':
       return parseReplicaset(rest)
-    case 'remove-node': {
+    case 'remove-node':
+    case 'readmit-node':
+    case 'resync': {
       const [id, ...more] = rest
-      if (id === undefined) throw new UsageError('remove-node needs a node ID')
-      if (more.length > 0) throw new UsageError(`remove-node takes one node ID (got "${more[0]}")`)
-      if (!/^\d{1,10}$/.test(id) || Number(id) > MAX_NODE_ID) {
-        throw new UsageError(`node ID must be an integer >= 0, not "${id}"`)
-      }
-      return { name: 'remove-node', node: Number(id) }
+      if (id === undefined) throw new UsageError(`${first} needs a node ID`)
+      if (more.length > 0) throw new UsageError(`${first} takes one node ID (got "${more[0]}")`)
+      return { name: first, node: parseNodeId(id, 'node ID') }
+    }
+    case 'check': {
+      const [relation, ...more] = rest
+      if (more.length > 0) throw new UsageError(`check takes at most one SCHEMA.TABLE`)
+      if (relation === undefined) return { name: 'check' }
+      checkRelation(relation)
+      return { name: 'check', relation }
+    }
+    case 'commit': {
+      const [mode, ...more] = rest
+      if (mode !== 'sync' && mode !== 'async')
+        throw new UsageError(
+          `commit needs sync or async${mode === undefined ? '' : `, not "${mode}"`}`,
+        )
+      if (more.length > 0) throw new UsageError(`commit takes one mode (got "${more[0]}")`)
+      return { name: 'commit', mode }
     }
     default:
       throw new UsageError(`unknown command "${first}" (traktor ctl --help lists them)`)
@@ -178,15 +321,26 @@ function parseReplicaset(words: readonly string[]): Command {
   if (sub === 'add' || sub === 'remove') {
     if (relation === undefined) throw new UsageError(`replicaset ${sub} needs SCHEMA.TABLE`)
     if (more.length > 0) throw new UsageError(`replicaset ${sub} takes one SCHEMA.TABLE`)
-    try {
-      parseRelationName(relation)
-    } catch (err) {
-      throw new UsageError((err as Error).message)
-    }
+    checkRelation(relation)
     return { name: sub === 'add' ? 'replicaset add' : 'replicaset remove', relation }
   }
   if (sub === undefined) throw new UsageError('replicaset needs list, add or remove')
   throw new UsageError(`unknown replicaset command "${sub}" (list, add or remove)`)
+}
+
+function checkRelation(relation: string): void {
+  try {
+    parseRelationName(relation)
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+}
+
+function parseNodeId(id: string, what: string): number {
+  if (!/^\d{1,10}$/.test(id) || Number(id) > MAX_NODE_ID) {
+    throw new UsageError(`${what} must be an integer >= 0, not "${id}"`)
+  }
+  return Number(id)
 }
 
 /** http(s) only; "host:port" means http; no credentials, query or fragment; no trailing slash. */

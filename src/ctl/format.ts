@@ -14,6 +14,21 @@ export function list(v: unknown): Json[] {
   return Array.isArray(v) ? v.map(obj) : []
 }
 
+/**
+ * An answer as ctl reads it: the field names of the server's shape (src/api/present.ts), so a
+ * renamed field breaks the build here; every value still unchecked (an older or newer
+ * arbiter may answer).
+ */
+export type Reading<T> = { [K in keyof T as string extends K ? never : K]?: unknown }
+
+export function read<T>(v: unknown): Reading<T> {
+  return obj(v) as Reading<T>
+}
+
+export function readList<T>(v: unknown): Array<Reading<T>> {
+  return list(v) as Array<Reading<T>>
+}
+
 export function text(v: unknown): string {
   if (typeof v === 'string') return v === '' ? NONE : v
   if (typeof v === 'number' && Number.isFinite(v)) return String(v)

@@ -45,7 +45,12 @@ export class ApiClient {
     return this.init.url
   }
 
-  async request(method: string, path: string, signal?: AbortSignal): Promise<Answer> {
+  async request(
+    method: string,
+    path: string,
+    signal?: AbortSignal,
+    body?: unknown,
+  ): Promise<Answer> {
     const { url, apiKey, timeoutMs } = this.init
     if (signal?.aborted) throw new Interrupted()
     // one signal for both the deadline and the caller (AbortSignal.any needs Node 20.3)
@@ -63,7 +68,12 @@ export class ApiClient {
       try {
         res = await (this.init.fetch ?? fetch)(target, {
           method,
-          headers: { accept: 'application/json', ...(apiKey ? { 'x-api-key': apiKey } : {}) },
+          headers: {
+            accept: 'application/json',
+            ...(apiKey ? { 'x-api-key': apiKey } : {}),
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
           signal: ac.signal,
         })
       } catch (err) {

@@ -1,27 +1,48 @@
 // The read commands' answers as tables (status, nodes, replicaset list, history). Pure: JSON
 // in, text out; lines that need attention (an unreachable member, a disabled subscription, a
 // join error) follow the table.
-import { ago, duration, list, NONE, num, obj, shortConninfo, text, utc, yesNo } from './format.js'
+import type {
+  ClusterHistoryBody,
+  ClusterReplicasetBody,
+  ClusterStatusBody,
+  HistoryRow,
+  MemberStatus,
+  MemberSubscription,
+  NodesBody,
+  NodeView,
+} from '../api/present.js'
+import {
+  ago,
+  duration,
+  NONE,
+  num,
+  read,
+  readList,
+  shortConninfo,
+  text,
+  utc,
+  yesNo,
+} from './format.js'
 import { renderTable } from './table.js'
 
-const byNodeId = (a: Record<string, unknown>, b: Record<string, unknown>) =>
+const byNodeId = (a: { node?: unknown }, b: { node?: unknown }) =>
   (num(a.node) ?? 0) - (num(b.node) ?? 0)
 
 /** GET /v1/cluster/status */
 export function renderStatus(body: unknown): string {
-  const s = obj(body)
-  const members = list(s.members).sort(byNodeId)
+  const s = read<ClusterStatusBody>(body)
+  const members = readList<MemberStatus>(s.members).sort(byNodeId)
   const notes: string[] = []
   const rows = members.map((m) => {
     const node = text(m.node)
     if (m.reachable === false) {
       notes.push(`node ${node}: no answer${typeof m.error === 'string' ? ` (${m.error})` : ''}`)
-      return [node, text(m.state), NONE, NONE, NONE, NONE, NONE]
+      return [node, text(m.state), NONE, NONE, NONE, NONE, NONE, NONE]
     }
     if (typeof m.join_state === 'string' && m.join_state !== 'ready') {
       notes.push(`node ${node}: ${m.join_state}`)
     }
-    const subs = list(m.subscriptions)
+    const subs = readList<MemberSubscription>(m.subscriptions)
     for (const sub of subs.filter((x) => x.enabled === false)) {
       const errors = num(sub.apply_errors)
       notes.push(
@@ -29,7 +50,21 @@ export function renderStatus(body: unknown): string {
           (errors ? ` (${errors} apply error${errors === 1 ? '' : 's'})` : ''),
       )
     }
+    for (const q of readList<{
+      sequence?: unknown
+      type?: unknown
+      used_ratio?: unknown
+      near_overflow?: unknown
+    }>(m.sequences)) {
+      if (q.near_overflow !== true) continue
+      const pct = Math.round((num(q.used_ratio) ?? 0) * 100)
+      notes.push(
+        `node ${node}: sequence ${text(q.sequence)} (${text(q.type)}) has used ${pct}% of its range: change the column to bigint`,
+      )
+    }
     const lag = num(m.replication_lag_ms)
+    const commit = readCommit(m.commit)
+    if (commit.degraded) notes.push(`node ${node}: sync mode degraded: ${commit.note}`)
     return [
       node,
       text(m.state),
@@ -38,6 +73,7 @@ export function renderStatus(body: unknown): string {
       `${text(m.conflicts_resolved)}/${text(m.conflicts_pending)}`,
       lag === undefined ? NONE : String(Math.round(lag)),
       `${subs.filter((x) => x.enabled === true).length}/${subs.length}`,
+      commit.cell,
     ]
   })
   const health = s.healthy === true ? 'healthy' : s.healthy === false ? 'NOT healthy' : ''
@@ -52,17 +88,19 @@ export function renderStatus(body: unknown): string {
       'CONFLICTS res/pend',
       'LAG ms',
       'SUBS on/all',
+      'COMMIT',
     ],
     rows,
-    align: ['right', 'left', 'left', 'left', 'right', 'right', 'right'],
+    align: ['right', 'left', 'left', 'left', 'right', 'right', 'right', 'left'],
   })
-  return [table, ...notes].join('\n')
+  const reasons = (Array.isArray(s.reasons) ? s.reasons : []).map((r) => `not healthy: ${text(r)}`)
+  return [table, ...notes, ...reasons].join('\n')
 }
 
 /** GET /v1/cluster/nodes */
 export function renderNodes(body: unknown): string {
-  const s = obj(body)
-  const nodes = list(s.nodes).sort(byNodeId)
+  const s = read<NodesBody>(body)
+  const nodes = readList<NodeView>(s.nodes).sort(byNodeId)
   const notes: string[] = []
   const rows = nodes.map((n) => {
     const node = text(n.node)
@@ -89,9 +127,9 @@ export function renderNodes(body: unknown): string {
 
 /** GET /v1/cluster/replicaset */
 export function renderReplicaset(body: unknown): string {
-  const s = obj(body)
+  const s = read<ClusterReplicasetBody>(body)
   const version = `replicaset version ${text(s.version)}${s.node === undefined ? '' : ` (node ${text(s.node)})`}`
-  const tables = list(s.replicaset)
+  const tables = readList<ClusterReplicasetBody['replicaset'][number]>(s.replicaset)
   if (tables.length === 0) return `${version}\nno tables in the replicaset`
   const table = renderTable({
     headers: ['RELATION', 'STATUS'],
@@ -102,8 +140,8 @@ export function renderReplicaset(body: unknown): string {
 
 /** GET /v1/cluster/history */
 export function renderHistory(body: unknown): string {
-  const s = obj(body)
-  const entries = list(s.resolutions)
+  const s = read<ClusterHistoryBody>(body)
+  const entries = readList<HistoryRow>(s.resolutions)
   if (entries.length === 0) {
     return `no conflicts or apply errors recorded (seen from node ${text(s.node)})`
   }
@@ -130,4 +168,22 @@ function resolved(occurred: unknown, at: unknown, action: unknown): string {
   const how = typeof action === 'string' && action !== 'none' ? ` (${action})` : ''
   const ms = Date.parse(at) - Date.parse(typeof occurred === 'string' ? occurred : '')
   return Number.isFinite(ms) && ms >= 0 ? `after ${duration(ms)}${how}` : `${utc(at)}${how}`
+}
+
+/** A member's commit mode as a cell: async, or sync with the peers waited for ("sync 1,2"). */
+function readCommit(raw: unknown): { cell: string; degraded: boolean; note: string } {
+  const c = read<{ mode?: unknown; standbys?: unknown; outside?: unknown; degraded?: unknown }>(raw)
+  if (c.mode !== 'sync')
+    return { cell: c.mode === 'async' ? 'async' : NONE, degraded: false, note: '' }
+  const ids = (v: unknown) => (Array.isArray(v) ? v.map((n) => text(n)) : [])
+  const standbys = ids(c.standbys)
+  const outside = ids(c.outside)
+  return {
+    cell: `sync ${standbys.length > 0 ? standbys.join(',') : 'none'}`,
+    degraded: c.degraded === true,
+    note:
+      outside.length > 0
+        ? `commits do not wait for nodes ${outside.join(', ')}`
+        : 'commits wait for fewer peers than the quorum',
+  }
 }

@@ -1,7 +1,15 @@
 // What a change or a refusal means for the person at the shell: one line on stdout when it
 // worked, the reason per node on stderr when it did not, and the exit code. Pure.
+
+import type {
+  CommitBody,
+  ErrorBody,
+  NodeVerdictBody,
+  OutcomeBody,
+  RosterChangeBody,
+} from '../api/present.js'
 import { EXIT, type ExitCode } from './errors.js'
-import { list, num, obj, text, withoutNode } from './format.js'
+import { num, type Reading, read, readList, text, withoutNode } from './format.js'
 
 export interface Report {
   out: string[]
@@ -11,10 +19,10 @@ export interface Report {
 
 /** PUT|DELETE /v1/cluster/replicaset/{relation}: committed, unchanged or aborted */
 export function reportOutcome(status: number, body: unknown): Report {
-  const o = obj(body)
+  const o = read<OutcomeBody & ErrorBody>(body)
   const relation = text(o.relation)
   const version = text(o.version)
-  const nodes = list(o.nodes)
+  const nodes = readList<NodeVerdictBody>(o.nodes)
   if (o.outcome === 'committed') {
     const ids = nodes.map((n) => num(n.node)).filter((n) => n !== undefined)
     const what = o.op === 'remove' ? `removal of ${relation}` : relation
@@ -60,29 +68,57 @@ export function reportOutcome(status: number, body: unknown): Report {
   return reportRefusal(status, body)
 }
 
-function refusal(n: Record<string, unknown>): string {
+function refusal(n: Reading<NodeVerdictBody>): string {
   const why = typeof n.reason === 'string' ? withoutNode(n.node, n.reason) : 'no reason given'
   return `node ${text(n.node)}: refused: ${why}`
 }
 
-/** DELETE /v1/cluster/nodes/{id}: which nodes forgot it */
-export function reportRemoveNode(body: unknown): Report {
-  const o = obj(body)
-  const results = list(o.results)
+/** DELETE (or PUT) /v1/cluster/nodes/{id}: which nodes took the change */
+export function reportRemoveNode(body: unknown, did = 'removed'): Report {
+  const o = read<RosterChangeBody>(body)
+  const results = readList<RosterChangeBody['results'][number]>(o.results)
   const done = results.filter((r) => r.ok === true).map((r) => text(r.node))
   const failed = results.filter((r) => r.ok !== true)
   return {
     out: [
-      `removed node ${text(o.node)}${done.length > 0 ? `: done on nodes ${done.join(',')}` : ''}`,
+      `${did} node ${text(o.node)}${done.length > 0 ? `: done on nodes ${done.join(',')}` : ''}`,
     ],
     err: failed.map((r) => `node ${text(r.node)}: failed: ${withoutNode(r.node, text(r.error))}`),
     exit: failed.length > 0 ? EXIT.refused : EXIT.ok,
   }
 }
 
+/** PUT /v1/cluster/commit: committed on every node, unchanged, or aborted with the reason. */
+export function reportCommit(status: number, body: unknown): Report {
+  const o = read<CommitBody>(body)
+  if (o.outcome !== 'committed' && o.outcome !== 'unchanged' && o.outcome !== 'aborted')
+    return reportRefusal(status, body)
+  const mode =
+    o.mode === 'sync' ? `sync (${o.quorum ? `any ${text(o.quorum)}` : 'every live'} peer)` : 'async'
+  if (o.outcome === 'aborted')
+    return { out: [], err: [`aborted: ${text(o.reason)}`], exit: EXIT.refused }
+  if (o.outcome === 'unchanged')
+    return { out: [`commit mode already ${mode}`], err: [], exit: EXIT.ok }
+  const nodes = readList<CommitBody['nodes'][number]>(o.nodes)
+  const failed = nodes.filter((n) => n.ok !== true)
+  return {
+    out: [
+      `commit mode ${mode} on nodes ${nodes
+        .filter((n) => n.ok === true)
+        .map((n) => text(n.node))
+        .join(',')}`,
+    ],
+    err: failed.map(
+      (n) =>
+        `node ${text(n.node)}: not told (${text(n.error)}); it adopts the mode from the heartbeats`,
+    ),
+    exit: EXIT.ok,
+  }
+}
+
 /** Any answer that is not a success: the server's code and message. */
 export function reportRefusal(status: number, body: unknown): Report {
-  const o = obj(body)
+  const o = read<ErrorBody>(body)
   const code = typeof o.error === 'string' ? ` ${o.error}` : ''
   const message = typeof o.message === 'string' ? o.message : 'no message'
   return { out: [], err: [`refused (${status}${code}): ${message}`], exit: EXIT.refused }

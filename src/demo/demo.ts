@@ -7,9 +7,16 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Arbiter } from '../arbiter.js'
+import { DEFAULT_CHECK_EVERY_MS } from '../config/schema.js'
 import type { Config } from '../config/types.js'
 import { createLogger } from '../log.js'
 import { writePskFile } from '../mesh/keys.js'
+import {
+  enabledSubscriptions,
+  greetings,
+  prepareDemoServer,
+  writeGreeting,
+} from '../postgres/demo-db.js'
 import {
   destroyServers,
   type EmbeddedPostgres,
@@ -27,7 +34,7 @@ export interface DemoOptions {
 
 const ROLE = 'traktor_arbiter'
 const DB = 'demo'
-const TABLE = 'demo.greetings'
+const TABLE = 'demo.greetings' as const
 
 export interface DemoNode {
   id: number
@@ -56,7 +63,9 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   let code = 0
   try {
     out.line(
-      `traktor demo: ${opts.nodes} PostgreSQL 17 servers and ${opts.nodes} arbiters on 127.0.0.1\n`,
+      `traktor demo: ${opts.nodes} PostgreSQL 17 servers and ${opts.nodes} arbiters on 127.0.0.1\n` +
+        'The demo servers run with fsync = off and synchronous_commit = off (fast, for trying\n' +
+        'things out): a crash of this machine can lose their data. Never use them for data you keep.\n',
     )
     pgs = await step(out, `start ${opts.nodes} PostgreSQL servers`, () =>
       startServers(opts.nodes, (i) => ({ name: `demo${i}`, fast: true })),
@@ -85,17 +94,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     )
     out.line(`    PUT ${(nodes[0] as DemoNode).apiUrl}/v1/cluster/replicaset/${TABLE} → ${added}`)
     await step(out, 'write one row on every node', () =>
-      Promise.all(
-        nodes.map((n) =>
-          n.pg.query(
-            `INSERT INTO ${TABLE} (id, node, message) VALUES ($1, $2, $3)`,
-            [`hello-${n.id}`, n.id, `written on node ${n.id}`],
-            {
-              dbname: DB,
-            },
-          ),
-        ),
-      ),
+      Promise.all(nodes.map((n) => writeGreeting(n.pg, DB, n.id))),
     )
     const seen = await step(out, 'wait until every node holds every row', () => waitRows(nodes))
     out.line('')
@@ -103,7 +102,9 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     out.line('')
     out.line(hints({ nodes, apiKey, password, db: DB, role: ROLE, table: TABLE, logFile }))
     if (opts.exit) {
-      out.line('demo verified: every node holds every row. Stopping (--exit).')
+      out.line(
+        'demo verified: every node holds every row, identical in every column. Stopping (--exit).',
+      )
     } else {
       out.line('The cluster runs until Ctrl-C.')
       await new Promise<void>((resolve) => {
@@ -136,21 +137,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
 }
 
 async function prepare(pg: EmbeddedPostgres, password: string): Promise<void> {
-  await pg.query(`CREATE DATABASE ${DB}`)
-  // the server quotes the password (format %L): never paste text into SQL
-  const [r] = await pg.query<{ sql: string }>(
-    `SELECT format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) AS sql`,
-    [ROLE, password],
-  )
-  await pg.query(String(r?.sql))
-  await pg.query(`CREATE SCHEMA demo AUTHORIZATION ${ROLE}`, [], { dbname: DB })
-  await pg.query(
-    `CREATE TABLE ${TABLE} (id text PRIMARY KEY, node int NOT NULL, message text,
-       at timestamptz NOT NULL DEFAULT now());
-     ALTER TABLE ${TABLE} OWNER TO ${ROLE}`,
-    [],
-    { dbname: DB },
-  )
+  await prepareDemoServer(pg, { db: DB, role: ROLE, password, table: TABLE })
 }
 
 function demoConfig(
@@ -171,7 +158,12 @@ function demoConfig(
     peerPassword: password,
     api: { host: '127.0.0.1', port: apiPort, apiKey, publicEndpoints: true },
     checkIntervalMs: 1000,
+    checkEveryMs: DEFAULT_CHECK_EVERY_MS,
     resolver: 'skip',
+    resolvers: {},
+    sequences: 'stripe',
+    commit: 'async',
+    join: 'empty-only',
     mesh: {
       listen: [`/ip4/127.0.0.1/tcp/${meshPorts[i]}`],
       bootstrap: i === 0 ? [] : [`/ip4/127.0.0.1/tcp/${meshPorts[0]}`],
@@ -218,12 +210,7 @@ async function waitMeshed(nodes: DemoNode[], apiKey: string): Promise<void> {
           (m) => m.state === 'alive' && m.join_state === 'ready',
         )
         if (ready.length !== nodes.length) return undefined
-        const subs = await n.pg.query(
-          `SELECT count(*)::int AS n FROM pg_subscription WHERE subenabled`,
-          [],
-          { dbname: DB },
-        )
-        return subs[0]?.n === nodes.length - 1 ? true : undefined
+        return (await enabledSubscriptions(n.pg, DB)) === nodes.length - 1 ? true : undefined
       },
     )
   }
@@ -248,11 +235,14 @@ async function clusterPut(n: DemoNode, apiKey: string): Promise<string> {
 async function waitRows(nodes: DemoNode[]): Promise<string[][]> {
   return await until('every row on every node', 15_000, async () => {
     const grid: string[][] = []
+    const md5s = new Set<string>()
     for (const n of nodes) {
-      const rows = await n.pg.query<{ id: string }>(`SELECT id FROM ${TABLE}`, [], { dbname: DB })
-      const have = new Set(rows.map((r) => r.id))
-      grid.push([`node ${n.id}`, ...nodes.map((w) => (have.has(`hello-${w.id}`) ? 'yes' : 'no'))])
+      const { ids, md5 } = await greetings(n.pg, DB)
+      md5s.add(md5)
+      grid.push([`node ${n.id}`, ...nodes.map((w) => (ids.has(`hello-${w.id}`) ? 'yes' : 'no'))])
     }
-    return grid.every((row) => row.slice(1).every((c) => c === 'yes')) ? grid : undefined
+    // every row everywhere, and the same rows (every column) on every node
+    const all = grid.every((row) => row.slice(1).every((c) => c === 'yes'))
+    return all && md5s.size === 1 ? grid : undefined
   })
 }

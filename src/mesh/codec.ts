@@ -45,8 +45,22 @@ export const MembershipHeartbeatSchema = z.object({
   postgres: publicConninfo,
   version: z.string().max(64),
   incarnation: z.int(),
-  state: z.enum(['joining', 'ready', 'removed']),
+  state: z.enum(['joining', 'copying', 'ready', 'removed']),
+  /** while copying the cluster's data: how far (0-100); absent otherwise and from old peers */
+  joinPercent: z.int().min(0).max(100).optional(),
   replicasetVersion: z.int().min(0),
+  /** the newest change to the member's roster of removed nodes (ms); absent from old peers */
+  rosterVersion: z.int().min(0).optional(),
+  /** whether the member's arbiter reaches its own PostgreSQL; absent from old peers */
+  postgresUp: z.boolean().optional(),
+  /** the member's commit mode and when it was set (0: from its config); absent from old peers */
+  commit: z
+    .object({
+      mode: z.enum(['async', 'sync']),
+      quorum: z.int().min(1).max(10_000).optional(),
+      changed: z.int().min(0),
+    })
+    .optional(),
   addrs: z.array(multiaddr).max(MAX_HEARTBEAT_ADDRS),
   sentAt: z.number(),
 })

@@ -17,6 +17,7 @@ export interface FullMeshComponents {
   node: MeshNode
   gossip: Gossip
   log: Logger
+  counters: { dialFailures: number }
   isBlocked(peerId: string): boolean
 }
 
@@ -42,9 +43,9 @@ export class FullMesh {
     private readonly components: FullMeshComponents,
     bootstrap: readonly Multiaddr[],
   ) {
-    const { node, log, isBlocked } = components
+    const { node, log, counters, isBlocked } = components
     this.self = node.peerId.toString()
-    this.redial = new Redialer({ node, log, isBlocked }, bootstrap)
+    this.redial = new Redialer({ node, log, counters, isBlocked }, bootstrap)
   }
 
   start(): void {
@@ -98,6 +99,15 @@ export class FullMesh {
 
   forget(peerId: string): void {
     this.redial.forget(peerId)
+  }
+
+  /** Bootstrap addresses that are not this node's own. */
+  bootstrapElsewhere(): string[] {
+    return this.redial.bootstrapElsewhere()
+  }
+
+  lastDialError(): string | undefined {
+    return this.redial.lastDialError()
   }
 
   /** Redials every known peer now (after a partition heals). */

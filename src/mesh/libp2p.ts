@@ -11,6 +11,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
+import { PendingByHost } from './inbound.js'
 
 export interface Services extends Record<string, unknown> {
   identify: Identify
@@ -18,6 +19,16 @@ export interface Services extends Record<string, unknown> {
 }
 
 export type MeshNode = Libp2p<Services>
+
+/**
+ * An inbound connection must finish its handshake (pnet nonce, Noise, muxer) within this long:
+ * a peer does it in milliseconds, a silent socket held a pending slot for libp2p's 10 s.
+ */
+export const INBOUND_UPGRADE_TIMEOUT_MS = 3000
+/** Pending inbound connections in all; one host may hold MAX_PENDING_PER_HOST (inbound.ts). */
+export const MAX_PENDING_INBOUND = 256
+/** New inbound connections per second from one host (libp2p's default, 5, is for the Internet). */
+export const INBOUND_PER_HOST_PER_SECOND = 100
 
 export interface NodeInit {
   privateKey: PrivateKey
@@ -31,6 +42,7 @@ export interface NodeInit {
 /** A configured node, not yet started. */
 export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
   const { isBlocked, psk } = init
+  const pending = new PendingByHost()
   return createLibp2p<Services>({
     start: false,
     privateKey: init.privateKey,
@@ -41,15 +53,20 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
     ...(psk === undefined ? {} : { connectionProtector: preSharedKey({ psk }) }),
     connectionGater: {
       denyDialPeer: isBlocked,
-      denyInboundEncryptedConnection: isBlocked,
+      denyInboundConnection: (maConn) => pending.deny(maConn),
+      denyInboundEncryptedConnection: (peerId, maConn) => {
+        pending.done(maConn)
+        return isBlocked(peerId)
+      },
       denyOutboundEncryptedConnection: isBlocked,
     },
     // replaced by Liveness (liveness.ts): one probe stream per connection, stall-tolerant
     connectionMonitor: { enabled: false },
     connectionManager: {
       // `traktor demo` and the tests run several arbiters on one host
-      inboundConnectionThreshold: 100,
-      maxIncomingPendingConnections: 64,
+      inboundConnectionThreshold: INBOUND_PER_HOST_PER_SECOND,
+      maxIncomingPendingConnections: MAX_PENDING_INBOUND,
+      inboundUpgradeTimeout: INBOUND_UPGRADE_TIMEOUT_MS,
     },
     services: {
       identify: identify(),

@@ -14,6 +14,7 @@ import {
 } from './codec.js'
 import { FullMesh } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
+import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
 import { createMeshNode, type MeshNode, ownAddresses, parseAddrs, stopQuietly } from './libp2p.js'
 import { Liveness } from './liveness.js'
@@ -22,6 +23,7 @@ import type {
   ClaimCheck,
   GossipMessage,
   MeshCounters,
+  MeshIsolation,
   RpcHandler,
   RpcRequest,
   RpcResponse,
@@ -43,6 +45,8 @@ export interface MeshInit {
   maxRpcBytes?: number
   /** default RPC deadline (default 3000 ms) */
   rpcTimeoutMs?: number
+  /** connected to nobody this long, with a bootstrap address elsewhere: isolated (default 5 s) */
+  isolatedAfterMs?: number
 }
 
 export type PeerEvent = 'connect' | 'disconnect'
@@ -84,8 +88,11 @@ export class Mesh {
     rpcIn: 0,
     rpcOut: 0,
     rpcErrors: 0,
+    dialFailures: 0,
   }
   private ownPeerId: string | undefined
+  /** connected to no peer since then (the start counts); undefined while connected */
+  private aloneSince: number | undefined
 
   constructor(private readonly init: MeshInit) {
     this.log = init.log.child({ component: 'mesh' })
@@ -160,6 +167,31 @@ export class Mesh {
 
   onPeer(handler: PeerHandler): void {
     this.peerHandlers.push(handler)
+  }
+
+  /** Whether the bootstrap list names somewhere to go other than this node itself. */
+  bootstrapsElsewhere(): boolean {
+    return (
+      this.state.status === 'running' && this.state.run.fullMesh.bootstrapElsewhere().length > 0
+    )
+  }
+
+  /** Whether this node reaches the mesh (see isolation.ts); never isolated when not running. */
+  isolation(): MeshIsolation {
+    if (this.state.status !== 'running') return { isolated: false }
+    const { node, fullMesh } = this.state.run
+    const now = Date.now()
+    // events say when the last connection closed; this catches one missed in between
+    if (node.getPeers().length > 0) this.aloneSince = undefined
+    else this.aloneSince ??= now
+    const lastDialError = fullMesh.lastDialError()
+    return reach({
+      now,
+      isolatedAfterMs: this.init.isolatedAfterMs ?? DEFAULT_ISOLATED_AFTER_MS,
+      bootstrap: fullMesh.bootstrapElsewhere(),
+      aloneSince: this.aloneSince,
+      lastDialError,
+    })
   }
 
   connectedPeers(): string[] {
@@ -280,9 +312,10 @@ export class Mesh {
       this.claimChecks,
     )
     fullMesh = new FullMesh(
-      { node, gossip, log, isBlocked: (id) => this.partitioned.has(id) },
+      { node, gossip, log, counters, isBlocked: (id) => this.partitioned.has(id) },
       bootstrap,
     )
+    this.aloneSince = Date.now()
     const onConnect = (evt: CustomEvent<PeerId>): void => this.peerEvent(evt.detail, 'connect')
     const onDisconnect = (evt: CustomEvent<PeerId>): void =>
       this.peerEvent(evt.detail, 'disconnect')
@@ -318,6 +351,10 @@ export class Mesh {
 
   private peerEvent(peer: PeerId, event: PeerEvent): void {
     const id = peer.toString()
+    if (event === 'connect') this.aloneSince = undefined
+    else if (this.state.status === 'running' && this.state.run.node.getPeers().length === 0) {
+      this.aloneSince = Date.now()
+    }
     this.log.info({ peer: id }, event === 'connect' ? 'peer connected' : 'peer disconnected')
     for (const h of this.peerHandlers) {
       try {

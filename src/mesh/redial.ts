@@ -5,6 +5,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../log.js'
+import { DialFailures, describeDialError } from './isolation.js'
 
 export const REDIAL_MIN_DELAY_MS = 250
 export const REDIAL_MAX_DELAY_MS = 5000
@@ -45,6 +46,8 @@ interface AddrTarget extends Backoff {
 export interface RedialComponents {
   node: Libp2p
   log: Logger
+  /** counts the dials that failed */
+  counters: { dialFailures: number }
   /** peers the (test-only) partition switch denies */
   isBlocked(peerId: string): boolean
 }
@@ -102,6 +105,9 @@ export class Redialer {
   private readonly stopping = new AbortController()
   private timer: NodeJS.Timeout | undefined
   private readonly self: string
+  private readonly failures = new DialFailures()
+  /** bootstrap entries that name a peer by id (not this node), by that id */
+  private readonly bootstrapPeers = new Map<string, string>()
 
   constructor(
     private readonly components: RedialComponents,
@@ -113,8 +119,10 @@ export class Redialer {
     const own = new Set(node.getMultiaddrs().map((a) => withoutPeerId(a).toString()))
     for (const addr of bootstrap) {
       const id = peerIdIn(addr)
-      if (id !== undefined) this.addBootstrapPeer(id, addr)
-      else if (!own.has(addr.toString()))
+      if (id !== undefined) {
+        if (id !== this.self) this.bootstrapPeers.set(id, addr.toString())
+        this.addBootstrapPeer(id, addr)
+      } else if (!own.has(addr.toString()))
         this.addrTargets.push({ ...fresh(), addr, peerId: undefined })
     }
   }
@@ -155,6 +163,19 @@ export class Redialer {
   /** Stops redialing a peer (it left the cluster). */
   forget(peerId: string): void {
     this.peers.delete(peerId)
+    this.failures.forget(peerId)
+  }
+
+  /** Bootstrap addresses that are not (as far as is known) this node's own. */
+  bootstrapElsewhere(): string[] {
+    const out = [...this.bootstrapPeers.values()]
+    for (const t of this.addrTargets) if (t.peerId !== this.self) out.push(t.addr.toString())
+    return out
+  }
+
+  /** The last failed dial, `target: error`. */
+  lastDialError(): string | undefined {
+    return this.failures.last
   }
 
   /** Dials a known peer now, whatever its backoff says (an announcement, a healed partition). */
@@ -206,7 +227,7 @@ export class Redialer {
     onConnected?: (remote: string) => void,
     onFailed?: (err: unknown) => void,
   ): void {
-    const { node, log } = this.components
+    const { node } = this.components
     t.inFlight = true
     const signal = AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal])
     node
@@ -214,17 +235,33 @@ export class Redialer {
       .then((conn) => {
         t.upSince = Date.now()
         onConnected?.(conn.remotePeer.toString())
+        this.dialed(label)
       })
       .catch((err: unknown) => {
         failed(t, Date.now())
         if (this.stopping.signal.aborted) return
         onFailed?.(err)
-        const retryInMs = t.nextAt - Date.now()
-        log.debug({ target: label, retryInMs, err: (err as Error).message }, 'dial failed')
+        if (!isSelfDial(err)) this.dialFailed(label, err, t.nextAt - Date.now())
       })
       .finally(() => {
         t.inFlight = false
       })
+  }
+
+  // Every failure counts; the first for a target is logged at warn, then one line a minute.
+  private dialFailed(target: string, err: unknown, retryInMs: number): void {
+    const { log, counters } = this.components
+    counters.dialFailures++
+    const error = describeDialError(err)
+    const failures = this.failures.failed(target, error, Date.now())
+    if (failures > 0) log.warn({ target, failures, retryInMs, err: error }, 'dial failed')
+    else log.debug({ target, retryInMs, err: error }, 'dial failed')
+  }
+
+  private dialed(target: string): void {
+    const failures = this.failures.succeeded(target)
+    if (failures > 0)
+      this.components.log.info({ target, failures }, 'dial succeeded after failures')
   }
 
   // A bootstrap address without an id: remember who answered, and keep that peer for good.

@@ -38,4 +38,16 @@ export interface MeshCounters {
   rpcIn: number
   rpcOut: number
   rpcErrors: number
+  /** dials of the keep-connected loops that failed (a dead peer, another swarm key, ...) */
+  dialFailures: number
+}
+
+/** Whether this node reaches the mesh; `reason` says why not, in an operator's words. */
+export interface MeshIsolation {
+  isolated: boolean
+  /** when it became isolated, ms since the epoch */
+  since?: number
+  reason?: string
+  /** the last failed dial: its target and error */
+  lastDialError?: string
 }

@@ -7,6 +7,12 @@ import { TraktorError } from '../errors.js'
 export type Row = Record<string, unknown>
 export type Queryable = Pick<pg.ClientBase, 'query'>
 
+/** A session taken from the pool and kept (a lock that outlives one query); release once. */
+export interface HeldSession extends Queryable {
+  /** back to the pool, or closed (destroy) when its state is unknown; repeats are ignored */
+  release(destroy?: boolean): void
+}
+
 /** pg's client options from a libpq connection string (key/value or URI). */
 export function clientConfig(conninfo: string, applicationName: string): pg.ClientConfig {
   const params = parseConninfo(conninfo)
@@ -69,9 +75,16 @@ export class Db {
 
   start(): void {
     if (this.pool) return
+    const config = clientConfig(
+      this.init.conninfo,
+      `traktor-${this.init.nodeId}-${this.init.purpose}`,
+    )
     this.pool = new pg.Pool({
-      ...clientConfig(this.init.conninfo, `traktor-${this.init.nodeId}-${this.init.purpose}`),
-      max: this.init.max ?? 4,
+      ...config,
+      // the arbiter's own writes never wait for synchronous peers (sync mode, or a database
+      // default of remote_apply): a dead peer must not stall the part that removes it
+      options: [config.options, '-c synchronous_commit=local'].filter(Boolean).join(' '),
+      max: this.init.max ?? 6,
       idleTimeoutMillis: 30_000,
     })
     // an idle client losing its server must not crash the process; the next query reconnects
@@ -93,7 +106,7 @@ export class Db {
     try {
       return (await this.p.query<R>(sql, params)).rows
     } catch (err) {
-      throw pgError(err, firstWords(sql))
+      throw pgError(err, 'PostgreSQL')
     }
   }
 
@@ -113,6 +126,20 @@ export class Db {
     }
   }
 
+  /** A session of the pool, kept until released (for a lock that must outlive one query). */
+  async hold(): Promise<HeldSession> {
+    const client = await this.connect()
+    let released = false
+    return {
+      query: client.query.bind(client) as Queryable['query'],
+      release: (destroy = false) => {
+        if (released) return
+        released = true
+        client.release(destroy)
+      },
+    }
+  }
+
   /** A dedicated session (for origin-tagged repairs or commands that need their own session). */
   async session<T>(fn: (c: Queryable) => Promise<T>): Promise<T> {
     const client = await this.connect()
@@ -126,14 +153,23 @@ export class Db {
   }
 
   private async connect(): Promise<pg.PoolClient> {
+    let client: pg.PoolClient
     try {
-      return await this.p.connect()
+      client = await this.p.connect()
     } catch (err) {
       throw pgError(err, 'connect')
     }
+    // A session out of the pool that loses its server between queries (a shutdown, a
+    // terminated backend) emits 'error'; without a listener that crashes the process (the
+    // soak saw it with the lww engine's kept session). Its next query fails instead, and the
+    // pool drops a client whose connection is gone when it comes back.
+    const onError = () => {}
+    client.on('error', onError)
+    const release = client.release.bind(client)
+    client.release = (destroy?: Error | boolean) => {
+      client.removeListener('error', onError)
+      release(destroy)
+    }
+    return client
   }
-}
-
-function firstWords(sql: string): string {
-  return sql.trim().split(/\s+/).slice(0, 3).join(' ')
 }

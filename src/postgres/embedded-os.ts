@@ -99,7 +99,8 @@ function readPid(file: string): number | undefined {
   }
 }
 
-function alive(pid: number): boolean {
+/** A process with this pid exists (ours or another user's). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

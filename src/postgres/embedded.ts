@@ -26,6 +26,11 @@ export interface EmbeddedPostgresInit {
   settings?: Record<string, string>
   /** fsync off and small buffers: for tests and the demo, never for data you keep */
   fast?: boolean
+  /**
+   * Run the server inside a network namespace (`ip netns exec`, as root; the fault suite's
+   * partitions): it listens on every address there and is reached at `host`.
+   */
+  netns?: { name: string; host: string }
 }
 
 type State =
@@ -53,12 +58,17 @@ export class EmbeddedPostgres {
     return this.state.kind === 'running'
   }
 
+  /** The address clients reach this server at. */
+  get host(): string {
+    return this.init.netns?.host ?? '127.0.0.1'
+  }
+
   /** libpq key/value string for the superuser (or another role) on this server. */
   conninfo(opts: { dbname?: string; user?: string; password?: string } = {}): string {
     const user = opts.user ?? this.superuser
     const password = opts.password ?? (user === this.superuser ? this.superPassword : undefined)
     const params: Array<[string, string]> = [
-      ['host', '127.0.0.1'],
+      ['host', this.host],
       ['port', String(this.port)],
       ['dbname', opts.dbname ?? 'postgres'],
       ['user', user],
@@ -72,9 +82,14 @@ export class EmbeddedPostgres {
     if (this.state.kind === 'destroyed') throw new Error(`server ${this.name} was destroyed`)
     if (this.state.kind === 'new') await this.create()
     const { uid, gid } = await osUser()
-    const child = spawn(binary('postgres'), ['-D', this.dataDir], {
+    const [cmd, args, asUser] = launch(this.init.netns?.name, uid, gid, [
+      binary('postgres'),
+      '-D',
+      this.dataDir,
+    ])
+    const child = spawn(cmd, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      ...(uid === undefined ? {} : { uid, gid }),
+      ...asUser,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C' },
     })
     let stderr = ''
@@ -102,6 +117,25 @@ export class EmbeddedPostgres {
     clearTimeout(timer)
     unregisterForExit(this.dataDir)
     this.state = { kind: 'stopped' }
+  }
+
+  /**
+   * Crash the server, as a power cut would to its processes: 'immediate' is `pg_ctl -m
+   * immediate` (SIGQUIT: no checkpoint), 'kill' SIGKILLs the postmaster and leaves its children
+   * to notice. The next start() runs crash recovery.
+   */
+  async crash(how: 'immediate' | 'kill'): Promise<void> {
+    if (this.state.kind !== 'running') return
+    const { child, exited } = this.state
+    const children = how === 'kill' && child.pid !== undefined ? childrenOf(child.pid) : []
+    child.kill(how === 'kill' ? 'SIGKILL' : 'SIGQUIT')
+    await exited
+    unregisterForExit(this.dataDir)
+    this.state = { kind: 'stopped' }
+    // its backends exit when they notice; a start before that finds their shared memory
+    const deadline = Date.now() + STOP_DEADLINE_MS
+    while (children.some((pid) => fs.existsSync(`/proc/${pid}`)) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50))
   }
 
   /** Stop and delete the data directory. */
@@ -141,7 +175,7 @@ export class EmbeddedPostgres {
   private clientConfig(opts: { dbname?: string; user?: string; password?: string }) {
     const user = opts.user ?? this.superuser
     return {
-      host: '127.0.0.1',
+      host: this.host,
       port: this.port,
       database: opts.dbname ?? 'postgres',
       user,
@@ -178,7 +212,9 @@ export class EmbeddedPostgres {
     this.port = this.init.port ?? (await freePort())
     const conf = serverSettings(this.name, this.port, this.init)
     fs.appendFileSync(path.join(this.dataDir, 'postgresql.conf'), conf)
-    fs.writeFileSync(path.join(this.dataDir, 'pg_hba.conf'), HBA)
+    // in its own network namespace, the server's only peers are the namespace's neighbours
+    const hba = this.init.netns ? `${HBA}host all all 0.0.0.0/0 scram-sha-256\n` : HBA
+    fs.writeFileSync(path.join(this.dataDir, 'pg_hba.conf'), hba)
   }
 
   private async waitReady(child: ChildProcess, stderr: () => string): Promise<void> {
@@ -210,7 +246,7 @@ host all all ::1/128 scram-sha-256
 function serverSettings(name: string, port: number, init: EmbeddedPostgresInit): string {
   const settings: Record<string, string> = {
     cluster_name: `'${name}'`,
-    listen_addresses: `'localhost'`,
+    listen_addresses: init.netns ? `'*'` : `'localhost'`,
     port: String(port),
     unix_socket_directories: `''`,
     wal_level: 'logical',
@@ -252,6 +288,40 @@ export async function startServers(
 
 export async function destroyServers(servers: readonly EmbeddedPostgres[]): Promise<void> {
   await Promise.all(servers.map((s) => s.destroy()))
+}
+
+/** The pids whose parent is `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = []
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8')
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      if (ppid === pid) out.push(Number(d))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out
+}
+
+/**
+ * The command that runs `argv` as the unprivileged user: directly (spawn's uid/gid), or, in a
+ * network namespace, through `ip netns exec` (which needs root) and setpriv.
+ */
+function launch(
+  netns: string | undefined,
+  uid: number | undefined,
+  gid: number | undefined,
+  argv: string[],
+): [string, string[], { uid?: number; gid?: number }] {
+  const [cmd, ...args] = argv as [string, ...string[]]
+  if (netns === undefined) return [cmd, args, uid === undefined ? {} : { uid, gid }]
+  const drop =
+    uid === undefined ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--']
+  return ['ip', ['netns', 'exec', netns, ...drop, cmd, ...args], {}]
 }
 
 function binary(name: 'postgres' | 'initdb'): string {

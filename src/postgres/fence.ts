@@ -1,87 +1,227 @@
 // The write fence that closes PostgreSQL's silent-loss window while a table joins or leaves
-// the publications: from before any publication changes until every subscription has
-// refreshed, writers to the table wait (they do not fail). A statement trigger takes a shared
-// advisory lock that the arbiter holds exclusively for the fence's duration. Apply workers
-// run with session_replication_role = replica, so ordinary triggers do not fire for them and
-// replication keeps flowing. The lock belongs to one connection: if the arbiter dies, the
-// server releases it and writers go on.
-import pg from 'pg'
-import { clientConfig, pgError } from './db.js'
-import { qualified, quoteIdent, type RelationName } from './ident.js'
+// the publications: from PREPARE until every subscription has refreshed, writers to the table
+// wait (they do not fail). A statement trigger locks the table's row in trktr.fences FOR
+// SHARE, while the arbiter holds that row FOR UPDATE in an open transaction for the fence's
+// duration. trktr is closed to every other role, so no other user can take that lock and
+// stall or defeat a change (an advisory lock is open to anyone). The trigger function is
+// SECURITY DEFINER so that writers reach the row without any right on trktr. Apply workers run
+// with session_replication_role = replica, so ordinary triggers do not fire for them and
+// replication keeps flowing. The lock belongs to one session: if the arbiter dies, the server
+// releases it and writers go on. Every lock this module waits for has a timeout set first.
+import { type Db, type HeldSession, pgError } from './db.js'
+import { formatRelation, qualified, quoteIdent, type RelationName } from './ident.js'
 
-const LOCK_CLASS = 29810
-const TRIGGER = 'trktr_fence'
+export const FENCE_TRIGGER = 'trktr_fence'
+/** how long raising a fence may wait for writers already in the table (then it refuses) */
+export const FENCE_LOCK_TIMEOUT_MS = 2000
+
+/** The table's row in trktr.fences, created committed so that writers can find and wait on it. */
+const ENSURE_ROW = `
+INSERT INTO trktr.fences (relid) SELECT to_regclass($1) WHERE to_regclass($1) IS NOT NULL
+ON CONFLICT (relid) DO NOTHING`
+const RELID = `SELECT to_regclass($1)::oid::int8 AS relid`
+const HOLD_ROW = `SELECT relid FROM trktr.fences WHERE relid = $1 FOR UPDATE`
+
+type State =
+  | { kind: 'lowered' }
+  | { kind: 'raising'; held: HeldSession; cancelled: boolean }
+  | { kind: 'raised'; held: HeldSession }
+
+export interface FenceInit {
+  db: Db
+  rel: RelationName
+  lockTimeoutMs?: number
+}
 
 export class Fence {
-  private client: pg.Client | undefined
-  private readonly conninfo: string
-  private readonly appName: string
+  private state: State = { kind: 'lowered' }
   readonly rel: RelationName
+  private readonly db: Db
+  private readonly lockTimeoutMs: number
 
-  constructor(init: { conninfo: string; nodeId: number; rel: RelationName }) {
-    this.conninfo = init.conninfo
-    this.appName = `traktor-${init.nodeId}-fence`
+  constructor(init: FenceInit) {
+    this.db = init.db
     this.rel = init.rel
+    this.lockTimeoutMs = init.lockTimeoutMs ?? FENCE_LOCK_TIMEOUT_MS
   }
 
   get held(): boolean {
-    return this.client !== undefined
+    return this.state.kind === 'raised'
   }
 
-  /** Take the lock, then install the trigger (in-flight writers finish first). */
+  /**
+   * Hold the table's fence row, then install the trigger. Writers already in the table must
+   * finish within the lock timeout, or the fence is refused (and nothing stays behind).
+   */
   async raise(): Promise<void> {
-    if (this.client) return
-    const client = new pg.Client(clientConfig(this.conninfo, this.appName))
-    client.on('error', () => {})
+    if (this.state.kind !== 'lowered') return
+    const name = qualified(this.rel)
+    const held = await this.db.hold()
+    const state: State = { kind: 'raising', held, cancelled: false }
+    this.state = state
     try {
-      await client.connect()
-      const [oid] = (
-        await client.query<{ oid: number }>(`SELECT to_regclass($1)::oid::int AS oid`, [
-          qualified(this.rel),
-        ])
-      ).rows
-      if (!oid?.oid) throw new Error(`table ${qualified(this.rel)} does not exist`)
-      await client.query(`SELECT pg_advisory_lock($1, $2)`, [LOCK_CLASS, oid.oid])
-      await client.query(`SET lock_timeout = '5s'`)
-      await client.query(`DROP TRIGGER IF EXISTS ${TRIGGER} ON ${qualified(this.rel)}`)
-      await client.query(
-        `CREATE TRIGGER ${TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qualified(this.rel)}
-         FOR EACH STATEMENT EXECUTE FUNCTION trktr.fence_wait()`,
-      )
-      this.client = client
+      const [row] = await this.db.query<{ relid: string | null }>(RELID, [name])
+      if (!row?.relid) throw new Error(`table ${formatRelation(this.rel)} does not exist`)
+      await this.db.query(ENSURE_ROW, [name])
+      await held.query(`SET lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
+      await held.query('BEGIN')
+      await held.query(HOLD_ROW, [row.relid])
+      await this.db.tx(async (c) => {
+        await c.query(`SET LOCAL lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
+        await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${name}`)
+        await c.query(
+          `CREATE TRIGGER ${FENCE_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${name}
+           FOR EACH STATEMENT EXECUTE FUNCTION trktr.fence_wait()`,
+        )
+      })
+      if (state.cancelled) throw new Error('fence lowered while it was being raised')
+      this.state = { kind: 'raised', held }
     } catch (err) {
-      await client.end().catch(() => undefined)
-      throw pgError(err, `fence ${qualified(this.rel)}`)
+      this.state = { kind: 'lowered' }
+      held.release(true)
+      await this.dropTrigger().catch(() => undefined)
+      const shown = formatRelation(this.rel)
+      const e = pgError(err, `fence ${shown}`)
+      if (e.sqlState === '55P03') {
+        e.message = `cannot fence ${shown}: a transaction kept writing to it for more than ${this.lockTimeoutMs} ms (lock timeout)`
+      }
+      throw e
     }
   }
 
-  /** Release the lock first (waiting writers hold locks DROP TRIGGER needs), then the trigger. */
+  /**
+   * Let writers go (end the transaction that holds the row), then drop the trigger. Safe at
+   * any time: a fence still being raised is cancelled and leaves nothing behind.
+   */
   async lower(): Promise<void> {
-    const client = this.client
-    if (!client) return
-    this.client = undefined
-    try {
-      await client.query(`SELECT pg_advisory_unlock_all()`)
-      await client.query(`DROP TRIGGER IF EXISTS ${TRIGGER} ON ${qualified(this.rel)}`)
-    } catch (err) {
-      throw pgError(err, `unfence ${qualified(this.rel)}`)
-    } finally {
-      await client.end().catch(() => undefined)
+    const s = this.state
+    if (s.kind === 'lowered') return
+    if (s.kind === 'raising') {
+      // the raise finishes (or times out) on its own and cleans up after itself
+      s.cancelled = true
+      s.held.release(true)
+      return
     }
+    this.state = { kind: 'lowered' }
+    try {
+      await s.held.query('ROLLBACK')
+      s.held.release()
+    } catch {
+      s.held.release(true)
+    }
+    // a trigger left behind blocks no one (the row is free); the next start drops it
+    await this.dropTrigger().catch(() => undefined)
+  }
+
+  private async dropTrigger(): Promise<void> {
+    await this.db.tx(async (c) => {
+      await c.query(`SET LOCAL lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
+      await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(this.rel)}`)
+    })
   }
 }
 
+const STALE = `
+SELECT n.nspname AS schema, c.relname AS table FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE t.tgname = $1`
+
 /** Drop fence triggers a crashed arbiter left behind (they no longer block anyone). */
-export async function dropStaleFences(query: (sql: string) => Promise<unknown[]>): Promise<number> {
-  const rows = (await query(
-    `SELECT n.nspname AS schema, c.relname AS table FROM pg_trigger t
-     JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE t.tgname = '${TRIGGER}'`,
-  )) as Array<{ schema: string; table: string }>
+export async function dropStaleFences(db: Db): Promise<number> {
+  const rows = await db.query<{ schema: string; table: string }>(STALE, [FENCE_TRIGGER])
   for (const r of rows) {
-    await query(
-      `DROP TRIGGER IF EXISTS ${TRIGGER} ON ${quoteIdent(r.schema)}.${quoteIdent(r.table)}`,
+    await db.query(
+      `DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${quoteIdent(r.schema)}.${quoteIdent(r.table)}`,
     )
   }
   return rows.length
+}
+
+/**
+ * Every replicated table fenced by one held session: a node copying the cluster's data keeps
+ * its local writers waiting until the copy is in place and the members subscribe to it (the
+ * copy itself writes with session_replication_role = replica, so the triggers skip it). A table
+ * that cannot be fenced (a writer in it past the lock timeout) is left out and named.
+ */
+export class FenceSet {
+  private held: HeldSession | undefined
+  private fenced: RelationName[] = []
+  private readonly db: Db
+  private readonly lockTimeoutMs: number
+
+  constructor(init: { db: Db; lockTimeoutMs?: number }) {
+    this.db = init.db
+    this.lockTimeoutMs = init.lockTimeoutMs ?? FENCE_LOCK_TIMEOUT_MS
+  }
+
+  get tables(): readonly RelationName[] {
+    return this.fenced
+  }
+
+  /** Fence these tables (any fenced before stay); returns the ones that could not be fenced. */
+  async raise(rels: readonly RelationName[]): Promise<Array<{ rel: RelationName; err: string }>> {
+    const failed: Array<{ rel: RelationName; err: string }> = []
+    const timeout = Math.round(this.lockTimeoutMs)
+    const relids: string[] = []
+    for (const rel of rels) {
+      await this.db.query(ENSURE_ROW, [qualified(rel)])
+      const [row] = await this.db.query<{ relid: string | null }>(RELID, [qualified(rel)])
+      if (row?.relid) relids.push(row.relid)
+    }
+    if (!this.held) {
+      const held = await this.db.hold()
+      try {
+        await held.query(`SET lock_timeout = ${timeout}`)
+        await held.query('BEGIN')
+      } catch (err) {
+        held.release(true)
+        throw pgError(err, 'hold the fence rows')
+      }
+      this.held = held
+    }
+    await this.held.query(
+      `SELECT relid FROM trktr.fences WHERE relid = ANY ($1::oid[]) FOR UPDATE`,
+      [relids],
+    )
+    for (const rel of rels) {
+      if (this.fenced.some((f) => f.schema === rel.schema && f.table === rel.table)) continue
+      try {
+        await this.db.tx(async (c) => {
+          await c.query(`SET LOCAL lock_timeout = ${timeout}`)
+          await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`)
+          await c.query(
+            `CREATE TRIGGER ${FENCE_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qualified(rel)}
+             FOR EACH STATEMENT EXECUTE FUNCTION trktr.fence_wait()`,
+          )
+        })
+        this.fenced.push(rel)
+      } catch (err) {
+        failed.push({ rel, err: (err as Error).message })
+      }
+    }
+    return failed
+  }
+
+  /** Let the writers go, then drop the triggers. Safe to call at any time, and again. */
+  async lower(): Promise<void> {
+    const held = this.held
+    this.held = undefined
+    if (held) {
+      try {
+        await held.query('ROLLBACK')
+        held.release()
+      } catch {
+        held.release(true)
+      }
+    }
+    for (const rel of this.fenced) {
+      await this.db
+        .tx(async (c) => {
+          await c.query(`SET LOCAL lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
+          await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`)
+        })
+        .catch(() => undefined)
+    }
+    this.fenced = []
+  }
 }

@@ -1,20 +1,31 @@
 // trktr.history: every failed remote transaction the resolver saw, what it did about it,
-// and when it was really resolved (not merely attempted).
+// and when it was really resolved (not merely attempted). The ledger lists the consistency
+// check's repairs (trktr.repairs) beside them, as kind "repair".
 import type { Db } from './db.js'
+import { listRepairs, type RepairEntry } from './repair-store.js'
 
 export interface HistoryEntry {
-  subscription: string
+  subscription: string | null
   lsn: string
   occurred: string
   relation: string | null
   key: string | null
   value: string | null
-  sqlStateCode: string
+  sqlStateCode: string | null
   reason: string | null
-  kind: 'conflict' | 'error'
-  action: 'skip' | 'none' | null
+  /**
+   * 'conflict' | 'error' (a failed remote transaction), a row-level kind (lww.ts), or 'repair'
+   * (the consistency check set the row to the winning version)
+   */
+  kind: string
+  /** 'skip' | 'none' for failed transactions; 'lww' for a row-level resolution; 'repair' */
+  action: string | null
   attempts: number
   resolved: string | null
+  /** row-level resolutions: both versions, and what the node did */
+  winner?: { node: number | null; ts: string | null; image: unknown }
+  loser?: { node: number | null; ts: string | null; image: unknown }
+  resolution?: string
 }
 
 export interface NewIssue {
@@ -71,12 +82,51 @@ export async function markApplied(db: Db): Promise<HistoryEntry[]> {
   return rows.map(toEntry)
 }
 
+/** Failed remote transactions and repairs, newest first. */
 export async function listHistory(db: Db, limit = 1000): Promise<HistoryEntry[]> {
   const rows = await db.query<Record<string, unknown>>(
     `SELECT * FROM trktr.history ORDER BY occurred DESC, subscription LIMIT $1`,
     [limit],
   )
-  return rows.map(toEntry)
+  const repairs = (await listRepairs(db, limit)).map(repairEntry)
+  return [...rows.map(toEntry), ...repairs]
+    .sort((a, b) => (a.occurred < b.occurred ? 1 : a.occurred > b.occurred ? -1 : 0))
+    .slice(0, limit)
+}
+
+/**
+ * A repair as a ledger row, in the row-level resolutions' shape: no subscription and no error,
+ * resolved when it happened, the winning version (its node, commit time and row) as the winner
+ * and what the repair did (insert, update, delete) as the resolution.
+ */
+function repairEntry(r: RepairEntry): HistoryEntry {
+  const what = r.action === 'delete' ? 'deleted' : r.action === 'insert' ? 'inserted' : 'updated'
+  return {
+    subscription: null,
+    lsn: r.lsn,
+    occurred: r.occurred,
+    relation: r.relation,
+    key: r.key,
+    value: null,
+    sqlStateCode: null,
+    reason: `repair: ${what} to node ${r.winner}'s version (${r.rule})`,
+    kind: 'repair',
+    action: 'repair',
+    attempts: 1,
+    resolved: r.occurred,
+    winner: { node: r.winner, ts: r.winnerTs, image: parseImage(r.image) },
+    resolution: r.action,
+  }
+}
+
+/** The stored row_to_json text as JSON (null: the row was deleted). */
+function parseImage(image: string | null): unknown {
+  if (image === null) return null
+  try {
+    return JSON.parse(image)
+  } catch {
+    return image
+  }
 }
 
 export interface HistoryCounts {
@@ -113,8 +163,8 @@ function toEntry(r: Record<string, unknown>): HistoryEntry {
     value: (r.value as string | null) ?? null,
     sqlStateCode: String(r.sql_state_code),
     reason: (r.reason as string | null) ?? null,
-    kind: r.kind as 'conflict' | 'error',
-    action: (r.action as 'skip' | 'none' | null) ?? null,
+    kind: String(r.kind),
+    action: (r.action as string | null) ?? null,
     attempts: Number(r.attempts ?? 0),
     resolved: iso(r.resolved),
   }

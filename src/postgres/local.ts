@@ -3,9 +3,13 @@
 import { NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { Db } from './db.js'
+import type { SlotObservation } from './health-rules.js'
+import { HealthWatch } from './health-watch.js'
 import * as history from './history.js'
-import type { RelationName } from './ident.js'
+import { formatRelation, type RelationName } from './ident.js'
+import * as lww from './lww.js'
 import { PeerWatch } from './peer-watch.js'
+import { PublicationGuard } from './publication-guard.js'
 import * as rs from './replicaset.js'
 import { type InitResult, initNode, isInitialized, teardownNode } from './schema.js'
 import { replicationLagMs, serverFacts } from './status.js'
@@ -18,6 +22,14 @@ export interface LocalNodeInit {
   log: Logger
   /** standalone mode: LISTEN on peers for publication changes (the mesh coordinates instead) */
   watchPeers?: boolean
+  /** how often the publication is compared with the replicaset (default 1000 ms) */
+  guardIntervalMs?: number
+  /** told after the publication was repaired (mesh mode asks the peers to subscribe anew) */
+  onPublicationRepaired?: (r: rs.PublicationRepair) => void
+  /** row-level last-writer-wins: replica triggers on every replicated table (lww.ts) */
+  lww?: boolean
+  /** which tables resolve row by row (a per-table resolver override); default: all of them */
+  lwwFor?: (rel: RelationName) => boolean
 }
 
 export interface NodeStatus {
@@ -34,10 +46,17 @@ export interface NodeStatus {
 export class LocalNode {
   readonly nodeId: number
   readonly db: Db
+  /** the consistency check's sessions (long scans, origin-tagged repairs), apart from control */
+  readonly checkDb: Db
   private readonly init: LocalNodeInit
   private readonly log: Logger
   private readonly watch: PeerWatch
+  private readonly guard: PublicationGuard
+  private readonly health: HealthWatch
   private readonly refreshing = new Map<number, Promise<void>>()
+  /** the table signature each installed trigger function was generated for */
+  private readonly lwwSignatures = new Map<string, string>()
+  private lwwQueue: Promise<void> = Promise.resolve()
   /** peers whose publication changed while our subscription could not refresh */
   private readonly refreshDue = new Set<number>()
 
@@ -46,24 +65,64 @@ export class LocalNode {
     this.nodeId = init.nodeId
     this.log = init.log.child({ component: 'postgres' })
     this.db = new Db({ conninfo: init.conninfo, nodeId: init.nodeId, purpose: 'control' })
+    this.checkDb = new Db({
+      conninfo: init.conninfo,
+      nodeId: init.nodeId,
+      purpose: 'check',
+      max: 4,
+    })
+    this.health = new HealthWatch({
+      db: this.db,
+      nodeId: init.nodeId,
+      log: this.log,
+      intervalMs: init.guardIntervalMs ?? 1000,
+    })
+    this.guard = new PublicationGuard({
+      db: this.db,
+      log: this.log,
+      intervalMs: init.guardIntervalMs ?? 1000,
+      ...(init.onPublicationRepaired ? { onRepaired: init.onPublicationRepaired } : {}),
+    })
     this.watch = new PeerWatch({
       nodeId: init.nodeId,
       log: this.log,
-      onChange: (peer) => void this.refreshFrom(peer),
+      onChange: (peer, what) =>
+        void (what === 'recreated' ? this.resubscribe(peer) : this.refreshFrom(peer)),
     })
   }
 
   async start(): Promise<void> {
     this.db.start()
+    this.checkDb.start()
     await this.syncWatches().catch((err: Error) =>
       this.log.warn({ err: err.message }, 'cannot read peers yet'),
     )
+    this.guard.start()
+    this.health.start()
   }
 
   async stop(): Promise<void> {
+    await this.health.stop()
+    await this.guard.stop()
     await this.watch.stop()
     await Promise.allSettled(this.refreshing.values())
+    await this.checkDb.stop()
     await this.db.stop()
+  }
+
+  /** PostgreSQL answers a query (the health check); throws its error otherwise. */
+  async ping(): Promise<void> {
+    await this.db.query('SELECT 1')
+  }
+
+  /** This node's connection string (the join copy opens its own sessions with it). */
+  get conninfo(): string {
+    return this.init.conninfo
+  }
+
+  /** A member's advertised connection string with this node's peerPassword added. */
+  peerConninfo(advertised: string): string {
+    return subs.withPeerPassword(advertised, this.init.peerPassword)
   }
 
   async initialized(): Promise<boolean> {
@@ -71,9 +130,94 @@ export class LocalNode {
   }
 
   async initNode(): Promise<InitResult> {
+    // initialised before: a publication dropped by hand is re-created with the replicated
+    // tables (and the peers told), not created empty
+    if (await this.initialized()) await this.guard.check()
     const result = await initNode({ db: this.db, nodeId: this.nodeId, log: this.log })
     await this.syncWatches()
     return result
+  }
+
+  /**
+   * With row-level resolution on: the replica triggers exist on exactly the replicated tables,
+   * each made for the table's current columns. Runs before every refresh, so a table never
+   * receives a peer's change before its triggers are there.
+   */
+  async ensureLww(): Promise<{ installed: string[] }> {
+    return await this.oneLwwAtATime(() => this.ensureLwwNow())
+  }
+
+  /**
+   * Trigger installs run one at a time: the start-up pass and a PREPARE re-creating the same
+   * trigger function in two sessions fail with "tuple concurrently updated".
+   */
+  private oneLwwAtATime<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lwwQueue.then(fn, fn)
+    this.lwwQueue = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    return run
+  }
+
+  private async ensureLwwNow(): Promise<{ installed: string[] }> {
+    const out = { installed: [] as string[] }
+    if (!this.init.lww || !(await this.initialized())) return out
+    await this.db.query(lww.LWW_DDL)
+    const have = await lww.installed(this.db)
+    const wanted = (await lww.replicated(this.db)).filter((r) => this.init.lwwFor?.(r) ?? true)
+    for (const rel of wanted) {
+      if (await this.installLwwNow(rel, have)) out.installed.push(formatRelation(rel))
+    }
+    // a table whose override says otherwise now (set before a restart): no row-level triggers
+    for (const h of have) {
+      if (wanted.some((r) => r.schema === h.rel.schema && r.table === h.rel.table)) continue
+      if (this.init.lwwFor?.(h.rel) ?? true) continue
+      await this.db.tx((c) => lww.uninstall(c, h.rel))
+      this.lwwSignatures.delete(`${h.rel.schema}\u0000${h.rel.table}`)
+      this.log.info(
+        { relation: formatRelation(h.rel) },
+        'row-level triggers removed: resolver override',
+      )
+    }
+    if (out.installed.length > 0) this.log.info(out, 'row-level resolution triggers')
+    return out
+  }
+
+  /**
+   * Install (or re-make, after a column change) one table's triggers. A proposal to add a table
+   * does this at PREPARE, before the write fence: with writers waiting on the fence, the
+   * triggers could not be created any more. Triggers on a table that is not replicated (an
+   * aborted proposal) are harmless: they fire only in apply workers, and none applies it.
+   */
+  async installLww(rel: RelationName, have?: lww.Installed[]): Promise<boolean> {
+    return await this.oneLwwAtATime(() => this.installLwwNow(rel, have))
+  }
+
+  private async installLwwNow(rel: RelationName, have?: lww.Installed[]): Promise<boolean> {
+    if (!this.init.lww || !(this.init.lwwFor?.(rel) ?? true)) return false
+    const t = await lww.describe(this.db, rel)
+    if (!t) return false
+    const key = `${rel.schema}\u0000${rel.table}`
+    const signature = `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}`
+    const present = (have ?? (await lww.installed(this.db))).some(
+      (h) => h.rel.schema === rel.schema && h.rel.table === rel.table,
+    )
+    if (present && this.lwwSignatures.get(key) === signature) return false
+    await this.db.query(lww.LWW_DDL)
+    await this.db.tx((c) => lww.install(c, t))
+    this.lwwSignatures.set(key, signature)
+    return true
+  }
+
+  /** Why this node is not healthy, as far as its own PostgreSQL tells. */
+  healthReasons(): string[] {
+    return [...this.guard.reasons(), ...this.health.reasons()]
+  }
+
+  /** The peers' replication slots on this server, as the health watch last saw them. */
+  slotHealth(): SlotObservation[] {
+    return this.health.slots()
   }
 
   /** Drop our subscriptions, then the publication, triggers and schema. */
@@ -99,17 +243,42 @@ export class LocalNode {
     }
   }
 
-  async subscribe(peer: number, conninfo: string): Promise<{ created: boolean }> {
+  async subscribe(
+    peer: number,
+    conninfo: string,
+    opts: { enabled?: boolean } = {},
+  ): Promise<{ created: boolean; slotLsn?: string }> {
     await this.requireInitialized()
     const r = await subs.subscribe(this.db, {
       self: this.nodeId,
       peer,
       conninfo,
       ...(this.init.peerPassword === undefined ? {} : { peerPassword: this.init.peerPassword }),
+      ...(opts.enabled === false ? { enabled: false } : {}),
     })
     await this.syncWatches()
-    this.log.info({ peer, created: r.created }, 'subscribed to peer')
+    this.log.info(
+      { peer, created: r.created, enabled: opts.enabled !== false },
+      'subscribed to peer',
+    )
     return r
+  }
+
+  /**
+   * Make our subscription to a peer anew (a new slot there): after the peer's publication was
+   * dropped and re-created, the old slot can never stream again.
+   */
+  async resubscribe(peer: number): Promise<void> {
+    const known = (await subs.listPeers(this.db)).find((p) => p.nodeId === peer)
+    try {
+      await subs.unsubscribe(this.db, this.nodeId, peer)
+      if (known)
+        await subs.subscribe(this.db, { self: this.nodeId, peer, conninfo: known.conninfo })
+      await this.syncWatches()
+      this.log.warn({ peer }, 'subscribed anew to a peer whose publication was re-created')
+    } catch (err) {
+      this.log.error({ peer, err: (err as Error).message }, 'cannot subscribe anew to a peer')
+    }
   }
 
   async unsubscribe(peer: number): Promise<{ existed: boolean; slotLeft: boolean }> {
@@ -118,6 +287,11 @@ export class LocalNode {
     await this.syncWatches()
     this.log.info({ peer, ...r }, 'unsubscribed from peer')
     return r
+  }
+
+  /** Drop the slot a (removed) node's subscription used on this server, if it is there. */
+  async dropSlotOf(subscriber: number): Promise<boolean> {
+    return await subs.dropSlotOf(this.db, subscriber, this.nodeId)
   }
 
   async subscriptions(): Promise<subs.SubscriptionRow[]> {
@@ -133,6 +307,7 @@ export class LocalNode {
   async commit(): Promise<rs.CommitResult> {
     await this.requireInitialized()
     const result = await rs.commitStaged(this.db)
+    await this.ensureLww()
     if (result.added.length + result.removed.length > 0) {
       await rs.notifyPublicationChanged(this.db)
       this.log.info(result, 'replicaset committed')
@@ -166,9 +341,13 @@ export class LocalNode {
     }
   }
 
+  /** Failed remote transactions, and (resolver lww) the row-level resolutions, newest first. */
   async history(): Promise<history.HistoryEntry[]> {
     await this.requireInitialized()
-    return await history.listHistory(this.db)
+    const failed = await history.listHistory(this.db)
+    if (!this.init.lww) return failed
+    const rows = (await lww.listResolutions(this.db).catch(() => [])).map(lwwEntry)
+    return [...failed, ...rows].sort((a, b) => (a.occurred < b.occurred ? 1 : -1))
   }
 
   /**
@@ -176,6 +355,10 @@ export class LocalNode {
    * it is enabled again. Throws with every failure named.
    */
   async refreshAll(): Promise<void> {
+    // the triggers' absence must not stop a refresh: the resolution loop installs them later
+    await this.ensureLww().catch((err: Error) =>
+      this.log.warn({ err: err.message }, 'row-level resolution triggers not installed yet'),
+    )
     const failures: string[] = []
     for (const s of await this.subscriptions()) {
       if (!s.enabled) {
@@ -232,5 +415,30 @@ export class LocalNode {
       if (this.refreshing.get(peer) === next) this.refreshing.delete(peer)
     })
     return next
+  }
+}
+
+/** A row-level resolution in the shape of a history row (TRAKTOR's fields first). */
+function lwwEntry(r: lww.Resolution): history.HistoryEntry {
+  const who = (v: { node: number | null; ts: string | null }) =>
+    `node ${v.node ?? '?'} (${v.ts ?? 'no commit timestamp'})`
+  const verb =
+    r.action === 'delete wins' ? 'the delete of' : r.action === 'restored' ? 'restored' : 'kept'
+  return {
+    subscription: null,
+    lsn: '0/0',
+    occurred: r.at,
+    relation: r.relation,
+    key: JSON.stringify(r.key),
+    value: null,
+    sqlStateCode: /insert_exists|update_exists/.test(r.kind) ? '23505' : null,
+    reason: `${r.kind}: ${verb} the version of ${who(r.winner)} over ${who(r.loser)}`,
+    kind: r.kind,
+    action: 'lww',
+    attempts: r.entries,
+    resolved: r.at,
+    winner: r.winner,
+    loser: r.loser,
+    resolution: r.action,
   }
 }

@@ -63,49 +63,97 @@ const MESSAGE_TYPE = /^(?:[A-Z]+(?: [A-Z]+)*|\?\?\? \(\d+\))$/
 const LSN = /(?<![0-9A-Za-z_])[0-9A-F]{1,8}\/[0-9A-F]{1,8}(?![0-9A-Za-z_])/
 const INTEGER = /(?<![0-9A-Za-z_])\d+(?![0-9A-Za-z_])/
 
+// Every quote style a translation uses; one left outside the quoted tokens means the line is not
+// the apply worker's (an apostrophe inside a word, as in Italian "l'origine", is not one)
+const STRAY_QUOTE = /["»«„“”‘’「」]/
+const DIGIT = /\p{Nd}/u
+
 /**
  * The apply worker's CONTEXT ("processing remote data for replication origin ..."), in any
- * language and word order. With nested contexts (a trigger on the subscriber) the apply line
- * is the last one. undefined when no line names a replication origin.
+ * language and word order. The apply worker's callback is the outermost, so its line is the
+ * last one that names a replication origin; the lines before it (a subscriber trigger's SQL
+ * statement, a COPY line) may echo table data and are never read. That line must have the
+ * shape of every translation in PostgreSQL's catalogs, or it is not taken (undefined): see
+ * parseApplyContextLine. undefined when no line names a replication origin.
  */
 export function parseApplyContext(context: string): ApplyErrorContext | undefined {
   const lines = context.split('\n')
   for (let i = lines.length - 1; i >= 0; i--) {
-    const parsed = parseApplyContextLine(lines[i] ?? '')
-    if (parsed !== undefined) return parsed
+    const line = lines[i] ?? ''
+    const tokens = quotedTokens(line)
+    if (tokens.some((t) => ORIGIN.test(t.value))) return parseApplyContextLine(line, tokens)
   }
   return undefined
 }
 
-function parseApplyContextLine(line: string): ApplyErrorContext | undefined {
-  const tokens = quotedTokens(line)
-  const origin = tokens.find((t) => ORIGIN.test(t.value))
-  const oid = origin === undefined ? undefined : ORIGIN.exec(origin.value)?.[1]
-  if (origin === undefined || oid === undefined) return undefined
-  const result: ApplyErrorContext = { origin: origin.value, subscriptionOid: Number(oid) }
-  const rest = tokens.filter((t) => t !== origin)
-  const messageType = rest.find((t) => MESSAGE_TYPE.test(t.value))
-  if (messageType !== undefined) result.messageType = messageType.value
-  // printed as "%s.%s", so the relation is the token with a dot (a column token follows it)
-  const relation = rest.find((t) => t !== messageType && t.value.includes('.'))
-  if (relation !== undefined) result.relation = relation.value
+/**
+ * One apply context line, taken only in the shape every translation has (checked against
+ * PostgreSQL's catalogs in test/unit/logparse.test.ts). Its quoted tokens are, in order, origin,
+ * message type, then optionally relation ("%s.%s") and column; or, in Japanese, the same
+ * reversed (relation, column, message type, origin). Outside the quotes stand only words, the
+ * remote xid and the finish LSN: both after the last token with the LSN ending the line, or
+ * (Japanese) both before the first token with the LSN starting it. No other digit and no
+ * stray quote. Text that merely contains an apply context (a COPY line, a statement, a value)
+ * has something else around it and is refused.
+ */
+function parseApplyContextLine(
+  line: string,
+  tokens: readonly QuotedToken[],
+): ApplyErrorContext | undefined {
+  if (tokens.length < 2 || tokens.length > 4) return undefined
+  const first = tokens[0] as QuotedToken
+  const last = tokens[tokens.length - 1] as QuotedToken
+  const between = tokens.slice(1).map((t, i) => line.slice((tokens[i] as QuotedToken).end, t.start))
+  const head = line.slice(0, first.start)
+  const tail = line.slice(last.end)
+  if ([head, tail, ...between].some((s) => STRAY_QUOTE.test(s))) return undefined
+  if (between.some((s) => DIGIT.test(s))) return undefined
+  const originFirst = ORIGIN.test(first.value)
+  const origin = originFirst ? first : last
+  const messageType = tokens[originFirst ? 1 : tokens.length - 2] as QuotedToken
+  const relation = tokens.length >= 3 ? tokens[originFirst ? 2 : 0] : undefined
+  const oid = ORIGIN.exec(origin.value)?.[1]
+  if (oid === undefined || !MESSAGE_TYPE.test(messageType.value)) return undefined
+  if (relation !== undefined && !relation.value.includes('.')) return undefined
+  // the numbers stand on one side of the tokens only: after them, or before them in Japanese
+  const [numbers, words] = originFirst ? [tail, head] : [head, tail]
+  if (DIGIT.test(words)) return undefined
+  const numbersAt = readNumbers(numbers, originFirst ? 'end' : 'start')
+  if (numbersAt === undefined) return undefined
 
-  // the numbers stand outside the quotes: first the LSN, then the only integer left
-  let bare = ''
-  let pos = 0
-  for (const t of tokens) {
-    bare += `${line.slice(pos, t.start)} `
-    pos = t.end
-  }
-  bare += line.slice(pos)
+  const result: ApplyErrorContext = { origin: origin.value, subscriptionOid: Number(oid) }
+  result.messageType = messageType.value
+  if (relation !== undefined) result.relation = relation.value
+  if (numbersAt.finishLsn !== undefined) result.finishLsn = numbersAt.finishLsn
+  if (numbersAt.remoteXid !== undefined) result.remoteXid = numbersAt.remoteXid
+  return result
+}
+
+/**
+ * The remote xid and finish LSN in the text outside the quotes on the numbers' side: at most
+ * one of each, the LSN at the line's `edge` (its end, or its start in Japanese), no other digit.
+ */
+function readNumbers(
+  text: string,
+  edge: 'start' | 'end',
+): { finishLsn?: string; remoteXid?: number } | undefined {
+  const out: { finishLsn?: string; remoteXid?: number } = {}
+  let bare = text
   const lsn = LSN.exec(bare)
   if (lsn !== null) {
-    result.finishLsn = lsn[0]
+    const outside =
+      edge === 'end' ? bare.slice(lsn.index + lsn[0].length) : bare.slice(0, lsn.index)
+    // a translation may end the line with a full stop, never with a word or a number
+    if (/[\p{L}\p{N}]/u.test(outside)) return undefined
+    out.finishLsn = lsn[0]
     bare = `${bare.slice(0, lsn.index)} ${bare.slice(lsn.index + lsn[0].length)}`
   }
   const xid = INTEGER.exec(bare)
-  if (xid !== null) result.remoteXid = Number(xid[0])
-  return result
+  if (xid !== null) {
+    out.remoteXid = Number(xid[0])
+    bare = `${bare.slice(0, xid.index)} ${bare.slice(xid.index + xid[0].length)}`
+  }
+  return DIGIT.test(bare) ? undefined : out
 }
 
 /**
@@ -150,6 +198,14 @@ const CONNECTION_LOSS_57 = new Set(['57P01', '57P02', '57P03', '57P04', '57P05']
  */
 export function isConnectionLoss(sqlState: string): boolean {
   return sqlState.startsWith('08') || CONNECTION_LOSS_57.has(sqlState)
+}
+
+/**
+ * A failure that goes away when the transaction is tried again: a deadlock with a local
+ * transaction (40P01; it disables the subscription too), a serialization failure.
+ */
+export function isTransient(sqlState: string): boolean {
+  return sqlState === '40P01' || sqlState === '40001'
 }
 
 /** Class 23, integrity constraint violation: what a replication conflict raises. */

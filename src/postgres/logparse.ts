@@ -31,7 +31,11 @@ export interface LogRecord {
 }
 
 export interface LogParserInit {
-  /** a record longer than this is dropped and the parser resyncs at the next newline */
+  /**
+   * a record longer than this is dropped; parsing starts again after its end (in csvlog the
+   * next newline outside quotes, so a csv file with an unbalanced quote, which PostgreSQL never
+   * writes, yields nothing more until the next file)
+   */
   maxRecordChars?: number
 }
 
@@ -127,6 +131,26 @@ const TRANSLATED_LEVELS: ReadonlyMap<string, LogLevel> = new Map<string, LogLeve
   ['比致命错误还过分的错误', 'PANIC'],
 ])
 
+// The backend_type PostgreSQL prints for an apply worker: its own name for the process, never
+// translated and not settable by a client (application_name is another column). 17 names it
+// "logical replication apply worker"; 15 and 16 print "logical replication worker" for apply
+// and tablesync workers alike (a tablesync error counts in sync_error_count, which the
+// resolver does not take as an apply error). Tablesync and parallel apply workers of 17 have
+// names of their own and are not taken: a parallel worker's error reaches the log again
+// through its leader, the apply worker.
+const APPLY_WORKER_BACKEND_TYPES: ReadonlySet<string> = new Set([
+  'logical replication apply worker',
+  'logical replication worker',
+])
+
+/**
+ * Whether a record was written by a logical replication apply worker. Only such records may
+ * speak for a subscription: any backend can make the server log text of its choosing.
+ */
+export function isApplyWorkerRecord(r: Pick<LogRecord, 'backendType'>): boolean {
+  return r.backendType !== undefined && APPLY_WORKER_BACKEND_TYPES.has(r.backendType)
+}
+
 /**
  * The English level of a printed severity. A severity in no known language is judged by its
  * SQLSTATE class: 00 → LOG, 01/02 (warning classes) → WARNING, anything else → ERROR.
@@ -171,7 +195,11 @@ export class LogParser {
     let start = 0
     for (let i = from; i < text.length; i++) {
       const c = text.charCodeAt(i)
-      if (c === QUOTE && csv && !this.discarding) this.quoted = !this.quoted
+      // quotes are followed even while a record is being dropped: PostgreSQL doubles every
+      // quote inside a field, so a newline outside quotes is a record's real end, while one
+      // inside a long field (a client's statement) may be followed by text that only looks
+      // like a record
+      if (c === QUOTE && csv) this.quoted = !this.quoted
       else if (c === NEWLINE && !this.quoted) {
         if (this.discarding) this.discarding = false
         else this.take(text.slice(start, i), out)
@@ -180,9 +208,8 @@ export class LogParser {
     }
     this.pending = text.slice(start)
     if (this.pending.length > this.maxRecordChars) {
-      // an unterminated quote or a runaway line: drop it and start again at the next newline
+      // a runaway record: drop it and start again after its end
       this.pending = ''
-      this.quoted = false
       if (!this.discarding) this.skippedCount++
       this.discarding = true
     }
@@ -333,6 +360,7 @@ export {
   findQuotedNames,
   isConflict,
   isConnectionLoss,
+  isTransient,
   parseApplyContext,
   parseKeyDetail,
 } from './logmessage.js'

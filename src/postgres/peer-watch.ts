@@ -22,8 +22,8 @@ interface Watch {
 export interface PeerWatchInit {
   nodeId: number
   log: Logger
-  /** called when the peer's publication may have changed */
-  onChange: (peer: number) => void
+  /** called when the peer's publication may have changed ('recreated': it was dropped) */
+  onChange: (peer: number, what: 'changed' | 'recreated') => void
 }
 
 export class PeerWatch {
@@ -88,14 +88,15 @@ export class PeerWatch {
     client.on('error', retry)
     client.on('end', retry)
     client.on('notification', (n) => {
-      if (n.channel === PUBLICATION_CHANNEL) this.init.onChange(peer)
+      if (n.channel === PUBLICATION_CHANNEL)
+        this.init.onChange(peer, n.payload === 'recreated' ? 'recreated' : 'changed')
     })
     try {
       await client.connect()
       await client.query(`LISTEN ${PUBLICATION_CHANNEL}`)
       w.retryMs = RETRY_MIN_MS
       this.init.log.debug({ peer }, 'watching peer publication')
-      this.init.onChange(peer)
+      this.init.onChange(peer, 'changed')
     } catch (err) {
       this.init.log.debug({ peer, err: (err as Error).message }, 'peer watch connect failed')
       retry()

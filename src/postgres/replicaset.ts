@@ -2,7 +2,7 @@
 // 'pending-add', a DELETE stages 'pending-remove', and a commit applies every staged change
 // to the publication in one transaction (TRAKTOR's own commit was a no-op: a label mismatch).
 import { ConflictError } from '../errors.js'
-import type { Db, Queryable } from './db.js'
+import type { Db, Queryable, Row } from './db.js'
 import { formatRelation, qualified, quoteIdent, type RelationName } from './ident.js'
 import { PUBLICATION } from './schema.js'
 
@@ -19,6 +19,10 @@ export interface TableInfo {
   owner: string
   ownedByUs: boolean
   hasPrimaryKey: boolean
+  /** 'p' permanent, 'u' unlogged, 't' temporary (pg_class.relpersistence) */
+  persistence: string
+  /** the arbiter role may use the table's schema */
+  schemaUsage: boolean
   /** "name:type" per column, in column order */
   columns: string[]
 }
@@ -26,7 +30,8 @@ export interface TableInfo {
 const TABLE_INFO = `
 SELECT c.oid::int8 AS oid, pg_get_userbyid(c.relowner) AS owner,
        pg_has_role(current_user, c.relowner, 'USAGE') AS owned,
-       c.relkind::text AS kind,
+       c.relkind::text AS kind, c.relpersistence::text AS persistence,
+       has_schema_privilege(current_user, n.oid, 'USAGE') AS usage,
        EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') AS pk,
        ARRAY(SELECT a.attname || ':' || format_type(a.atttypid, a.atttypmod)
              FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -39,6 +44,8 @@ export async function tableInfo(db: Db, rel: RelationName): Promise<TableInfo | 
     owner: string
     owned: boolean
     kind: string
+    persistence: string
+    usage: boolean
     pk: boolean
     columns: string[]
   }>
@@ -52,25 +59,84 @@ export async function tableInfo(db: Db, rel: RelationName): Promise<TableInfo | 
     owner: r.owner,
     ownedByUs: r.owned,
     hasPrimaryKey: r.pk,
+    persistence: r.persistence,
+    schemaUsage: r.usage,
     columns: r.columns,
   }
 }
 
-/** The reasons a table cannot join the replicaset here, or [] if it can. */
+/** The reasons a table cannot join the replicaset here, or [] if it can (no I/O). */
 export function refusals(rel: RelationName, info: TableInfo | undefined, role: string): string[] {
   const name = formatRelation(rel)
   if (!info) return [`table ${name} does not exist`]
   const out: string[] = []
+  if (!info.schemaUsage) {
+    out.push(
+      `the arbiter role ${role} has no USAGE on schema ${quoteIdent(rel.schema)} (GRANT USAGE ON SCHEMA ${quoteIdent(rel.schema)} TO ${quoteIdent(role)})`,
+    )
+  }
   if (!info.ownedByUs)
     out.push(`table ${name} is owned by ${info.owner}, not by the arbiter role ${role}`)
   if (!info.hasPrimaryKey) out.push(`table ${name} has no primary key`)
+  if (info.persistence === 'u') {
+    out.push(
+      `table ${name} is UNLOGGED: PostgreSQL cannot replicate it (ALTER TABLE ${qualified(rel)} SET LOGGED)`,
+    )
+  }
+  if (info.persistence === 't') out.push(`table ${name} is temporary: it cannot be replicated`)
   return out
+}
+
+/**
+ * Everything that keeps a table from being replicated here, named exactly: the checks above,
+ * a different column signature than `expected` (from node `from`), and a trial
+ * ALTER PUBLICATION ... ADD TABLE, rolled back, for whatever else PostgreSQL refuses.
+ */
+export async function tableProblems(
+  db: Db,
+  rel: RelationName,
+  expected?: { columns: readonly string[]; from: number },
+): Promise<string[]> {
+  const [role] = await db.query<{ role: string }>(`SELECT current_user AS role`)
+  let info: TableInfo | undefined
+  try {
+    info = await tableInfo(db, rel)
+  } catch (err) {
+    if (err instanceof ConflictError) return [err.message]
+    throw err
+  }
+  const why = refusals(rel, info, role?.role ?? '?')
+  if (why.length > 0 || !info) return why
+  if (expected && info.columns.join(', ') !== expected.columns.join(', ')) {
+    return [
+      `table ${formatRelation(rel)} differs: here (${info.columns.join(', ')}), on node ${expected.from} (${expected.columns.join(', ')})`,
+    ]
+  }
+  const trial = await trialPublish(db, rel)
+  return trial === undefined ? [] : [trial]
+}
+
+/** ALTER PUBLICATION ... ADD TABLE in a transaction that is always rolled back. */
+async function trialPublish(db: Db, rel: RelationName): Promise<string | undefined> {
+  return await db.session(async (c) => {
+    await c.query('BEGIN')
+    try {
+      await c.query(`SET LOCAL lock_timeout = 2000`)
+      await addToPublication(c, rel)
+      return undefined
+    } catch (err) {
+      const e = err as { message?: string; detail?: string }
+      const detail = e.detail ? ` (${e.detail})` : ''
+      return `table ${formatRelation(rel)} cannot be published here: ${e.message ?? String(err)}${detail}`
+    } finally {
+      await c.query('ROLLBACK')
+    }
+  })
 }
 
 /** Stage a table for addition. Already committed or pending-add: nothing to do. */
 export async function stageAdd(db: Db, rel: RelationName): Promise<ReplicasetStatus> {
-  const [role] = await db.query<{ role: string }>(`SELECT current_user AS role`)
-  const reasons = refusals(rel, await tableInfo(db, rel), role?.role ?? '?')
+  const reasons = await tableProblems(db, rel)
   if (reasons.length > 0) throw new ConflictError(reasons.join('; '), 'ERR_TABLE_REFUSED')
   const rows = await db.query<{ status: ReplicasetStatus }>(
     `INSERT INTO trktr.replicaset (schema_name, table_name, status) VALUES ($1, $2, 'pending-add')
@@ -181,7 +247,73 @@ export async function replicasetStatus(db: Db): Promise<ReplicasetEntry[]> {
   }))
 }
 
-/** Tell the arbiters that subscribe to this node that the publication changed. */
-export async function notifyPublicationChanged(db: Db): Promise<void> {
-  await db.query(`SELECT pg_notify('trktr_publication', $1)`, [String(Date.now())])
+/**
+ * Tell the arbiters that subscribe to this node that the publication changed; 'recreated'
+ * means their slots here cannot go on (PostgreSQL 17 cannot decode past a dropped
+ * publication) and their subscriptions must be made anew.
+ */
+export async function notifyPublicationChanged(
+  db: Db,
+  what: 'changed' | 'recreated' = 'changed',
+): Promise<void> {
+  await db.query(`SELECT pg_notify('trktr_publication', $1)`, [what])
+}
+
+/** What the publication should hold (the replicaset) against what it holds, in one snapshot. */
+const DRIFT = `
+WITH want AS (
+  SELECT r.schema_name::text AS s, r.table_name::text AS t FROM trktr.replicaset r
+  WHERE r.status IN ('committed', 'pending-remove')
+    AND to_regclass(format('%I.%I', r.schema_name, r.table_name)) IS NOT NULL),
+have AS (
+  SELECT schemaname::text AS s, tablename::text AS t FROM pg_publication_tables WHERE pubname = $1)
+SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS exists,
+  ARRAY(SELECT format('%s.%s', s, t) FROM (SELECT * FROM want EXCEPT SELECT * FROM have) x) AS missing,
+  ARRAY(SELECT format('%s.%s', s, t) FROM (SELECT * FROM have EXCEPT SELECT * FROM want) x) AS extra,
+  ARRAY(SELECT json_build_array(s, t)::text FROM (SELECT * FROM want EXCEPT SELECT * FROM have) x) AS add,
+  ARRAY(SELECT json_build_array(s, t)::text FROM (SELECT * FROM have EXCEPT SELECT * FROM want) x) AS drop`
+
+export interface PublicationRepair {
+  /** the publication was gone and is created anew */
+  recreated: boolean
+  /** replicated tables that were missing from it */
+  added: string[]
+  /** tables in it that are not replicated (added by hand) */
+  removed: string[]
+}
+
+interface Drift {
+  exists: boolean
+  missing: string[]
+  extra: string[]
+  add: string[]
+  drop: string[]
+}
+
+/**
+ * Make the publication hold exactly the replicaset again, if someone changed it by hand
+ * (DROP PUBLICATION, ALTER PUBLICATION). The replicaset is locked against concurrent commits
+ * while the difference is taken and repaired. Returns what was repaired (nothing: all empty).
+ */
+export async function repairPublication(db: Db): Promise<PublicationRepair> {
+  const none = { recreated: false, added: [], removed: [] }
+  const [quick] = await db.query<Drift & Row>(DRIFT, [PUBLICATION])
+  if (!quick || (quick.exists && quick.missing.length === 0 && quick.extra.length === 0))
+    return none
+  return await db.tx(async (c) => {
+    await c.query(`SET LOCAL lock_timeout = 2000`)
+    await c.query(`LOCK TABLE trktr.replicaset IN SHARE ROW EXCLUSIVE MODE`)
+    const d = (await c.query<Drift & Row>(DRIFT, [PUBLICATION])).rows[0]
+    if (!d) return none
+    if (!d.exists) await c.query(`CREATE PUBLICATION ${quoteIdent(PUBLICATION)}`)
+    for (const pair of d.add) {
+      const [schema, table] = JSON.parse(pair) as [string, string]
+      await addToPublication(c, { schema, table })
+    }
+    for (const pair of d.drop) {
+      const [schema, table] = JSON.parse(pair) as [string, string]
+      await removeFromPublication(c, { schema, table })
+    }
+    return { recreated: !d.exists, added: d.missing, removed: d.extra }
+  })
 }

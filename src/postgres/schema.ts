@@ -1,9 +1,10 @@
 // traktor's objects in the local database: the trktr schema (history, replicaset, peers,
 // node state), the publication, the event triggers that protect replicated tables, and the
 // privileges the arbiter keeps after it gives up SUPERUSER (as TRAKTOR does).
+import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Db, Queryable } from './db.js'
-import { quoteIdent } from './ident.js'
+import { quoteIdent, quoteLiteral } from './ident.js'
 
 export const PUBLICATION = 'trktr_pub'
 export const SCHEMA = 'trktr'
@@ -70,23 +71,63 @@ CREATE TABLE IF NOT EXISTS trktr.proposals (
 );
 -- on the coordinator: every member has run every commit step (applied is this node's part)
 ALTER TABLE trktr.proposals ADD COLUMN IF NOT EXISTS completed boolean NOT NULL DEFAULT false;
+-- the cluster's commit mode (async | sync, the sync quorum), set for every member at once by a
+-- cluster call; changed is the version members compare (the newest wins)
+ALTER TABLE trktr.cluster ADD COLUMN IF NOT EXISTS commit_mode text
+  CHECK (commit_mode IN ('async', 'sync'));
+ALTER TABLE trktr.cluster ADD COLUMN IF NOT EXISTS commit_quorum integer CHECK (commit_quorum > 0);
+ALTER TABLE trktr.cluster ADD COLUMN IF NOT EXISTS commit_changed bigint;
 CREATE TABLE IF NOT EXISTS trktr.removed_nodes (
   node_id integer PRIMARY KEY,
   removed timestamptz NOT NULL DEFAULT now()
 );
--- the write fence (fence.ts): writers to a table wait while the arbiter holds the lock
-CREATE OR REPLACE FUNCTION trktr.fence_wait() RETURNS trigger LANGUAGE plpgsql AS $fn$
+-- the roster: a node is removed while removed > readmitted; the newer of the two timestamps
+-- wins when members merge what they know (a member that missed a removal learns it)
+ALTER TABLE trktr.removed_nodes ADD COLUMN IF NOT EXISTS readmitted timestamptz;
+-- the write fence (fence.ts): writers to a table wait while the arbiter holds its row here;
+-- SECURITY DEFINER, so writers need no right on trktr (and no other role can hold the row)
+CREATE TABLE IF NOT EXISTS trktr.fences (relid oid PRIMARY KEY);
+CREATE OR REPLACE FUNCTION trktr.fence_wait() RETURNS trigger LANGUAGE plpgsql
+  SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-  PERFORM pg_advisory_xact_lock_shared(29810, TG_RELID::integer);
+  PERFORM 1 FROM trktr.fences WHERE relid = TG_RELID FOR SHARE;
   RETURN NULL;
 END $fn$;
+-- the consistency check's repairs (repair-store.ts): one row per key set to the winning
+-- version on this node. Not in trktr.history: a repair has no failed remote transaction
+-- (history's key), one transaction repairs many keys, and history's counts are the conflicts.
+CREATE TABLE IF NOT EXISTS trktr.repairs (
+  id bigserial PRIMARY KEY,
+  occurred timestamptz NOT NULL DEFAULT now(),
+  relation text NOT NULL,
+  key text NOT NULL,
+  action text NOT NULL CHECK (action IN ('insert', 'update', 'delete')),
+  winner integer NOT NULL,
+  winner_ts timestamptz,
+  previous text,
+  image text,
+  rule text NOT NULL,
+  check_id text NOT NULL,
+  coordinator integer NOT NULL,
+  lsn pg_lsn NOT NULL
+);
 REVOKE ALL ON ALL TABLES IN SCHEMA trktr FROM PUBLIC;
+-- snowflake-style ids (README "Ids and sequences"): 41 bits of milliseconds since 2025-01-01,
+-- 10 bits of node id, 12 bits of a per-node counter; unique across nodes with no coordination
+CREATE SEQUENCE IF NOT EXISTS trktr.next_id_counter MINVALUE 0 MAXVALUE 4095 START 0 CYCLE;
+CREATE OR REPLACE FUNCTION trktr.next_id() RETURNS bigint LANGUAGE sql VOLATILE
+  SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+  SELECT ((floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1735689600000) << 22)
+       | (((SELECT node_id FROM trktr.node) % 1024)::bigint << 12)
+       | nextval('trktr.next_id_counter')
+$fn$;
 `
 
 // Refuse DROP and ALTER of a replicated table: dropping one silently breaks every peer's
 // subscription, altering one makes the peers' apply fail on the next row. SECURITY DEFINER:
-// whoever runs the DDL, the check reads trktr (closed to PUBLIC) as the arbiter role.
-const PROTECT_DDL = `
+// whoever runs the DDL, the check reads trktr (closed to PUBLIC) as the arbiter role. The
+// arbiter's own sessions may ALTER (it switches its replica triggers on and off).
+const protectDdl = (role: string) => `
 CREATE OR REPLACE FUNCTION trktr.refuse_drop() RETURNS event_trigger LANGUAGE plpgsql
   SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE obj record;
@@ -104,6 +145,7 @@ CREATE OR REPLACE FUNCTION trktr.refuse_alter() RETURNS event_trigger LANGUAGE p
   SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE obj record;
 BEGIN
+  IF session_user = ${quoteLiteral(role)} THEN RETURN; END IF;
   FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands()
              WHERE command_tag = 'ALTER TABLE' AND object_type = 'table' LOOP
     IF EXISTS (SELECT 1 FROM trktr.replicaset r
@@ -127,14 +169,46 @@ export const KEPT_FUNCTIONS = [
   'pg_catalog.pg_current_logfile(text)',
   'pg_catalog.pg_read_binary_file(text, bigint, bigint)',
   'pg_catalog.pg_replication_origin_progress(text, boolean)',
+  'pg_catalog.pg_replication_origin_create(text)',
   'pg_catalog.pg_replication_origin_session_setup(text)',
   'pg_catalog.pg_replication_origin_session_reset()',
   'pg_catalog.pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone)',
+  // a joining node starts its subscriptions where its copy of the cluster's data ends
+  'pg_catalog.pg_replication_origin_advance(text, pg_lsn)',
 ]
 
 const ROLE_STATE = `
 SELECT r.rolsuper, r.rolreplication, current_user AS role, current_database() AS db
 FROM pg_roles r WHERE r.rolname = current_user`
+
+const GRANTS = `
+SELECT r.rolreplication AS replication,
+       pg_has_role(current_user, 'pg_create_subscription', 'MEMBER') AS create_subscription,
+       has_database_privilege(current_database(), 'CREATE') AS create_db,
+       ARRAY(SELECT f FROM unnest($1::text[]) f WHERE NOT has_function_privilege(f, 'EXECUTE'))
+         AS missing_functions
+FROM pg_roles r WHERE r.rolname = current_user`
+
+/**
+ * What a role that is not superuser lacks to run the arbiter, each as the statement that grants
+ * it (README: "The privileges the arbiter keeps").
+ */
+export async function missingGrants(db: Db, role: string, dbName: string): Promise<string[]> {
+  const [g] = await db.query<{
+    replication: boolean
+    create_subscription: boolean
+    create_db: boolean
+    missing_functions: string[]
+  }>(GRANTS, [KEPT_FUNCTIONS])
+  if (!g) return [`the role ${role} does not exist`]
+  const r = quoteIdent(role)
+  const out: string[] = []
+  if (!g.replication) out.push(`ALTER ROLE ${r} REPLICATION`)
+  if (!g.create_subscription) out.push(`GRANT pg_create_subscription TO ${r}`)
+  if (!g.create_db) out.push(`GRANT CREATE ON DATABASE ${quoteIdent(dbName)} TO ${r}`)
+  for (const fn of g.missing_functions) out.push(`GRANT EXECUTE ON FUNCTION ${fn} TO ${r}`)
+  return out
+}
 
 export interface InitResult {
   created: boolean
@@ -156,6 +230,15 @@ export async function initNode(init: SchemaInit): Promise<InitResult> {
   const [role] = await db.query<{ rolsuper: boolean; role: string; db: string }>(ROLE_STATE)
   if (!role) throw new Error('cannot read the arbiter role')
   const existed = await isInitialized(db)
+  if (!role.rolsuper) {
+    const missing = await missingGrants(db, role.role, role.db)
+    if (missing.length > 0) {
+      throw new ConflictError(
+        `the arbiter role ${role.role} is not superuser and lacks what the arbiter needs; as a superuser run: ${missing.join('; ')}`,
+        'ERR_GRANTS_MISSING',
+      )
+    }
+  }
   let isProtected = false
   await db.tx(async (c) => {
     // one arbiter initialising at a time, also across processes
@@ -168,7 +251,7 @@ export async function initNode(init: SchemaInit): Promise<InitResult> {
     const pub = await c.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [PUBLICATION])
     if (pub.rowCount === 0) await c.query(`CREATE PUBLICATION ${quoteIdent(PUBLICATION)}`)
     if (role.rolsuper) {
-      await c.query(PROTECT_DDL)
+      await c.query(protectDdl(role.role))
       await c.query(`UPDATE trktr.node SET protected = true`)
       await grantKept(c, role.role, role.db)
     }
@@ -200,6 +283,13 @@ async function grantKept(c: Queryable, role: string, dbName: string): Promise<vo
   await c.query(`GRANT pg_create_subscription TO ${r}`)
   await c.query(`GRANT CREATE ON DATABASE ${quoteIdent(dbName)} TO ${r}`)
   for (const fn of KEPT_FUNCTIONS) await c.query(`GRANT EXECUTE ON FUNCTION ${fn} TO ${r}`)
+  // the walsenders' state and lag (replication metrics, sync mode), hidden from other roles
+  await c.query(`GRANT pg_read_all_stats TO ${r}`)
+  // sync mode keeps synchronous_standby_names (ALTER SYSTEM) and nothing else of the server's
+  await c.query(`GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO ${r}`)
+  await c.query(`GRANT EXECUTE ON FUNCTION pg_catalog.pg_reload_conf() TO ${r}`)
+  // the join copy writes as an apply worker does: no ordinary trigger (fence, foreign key) fires
+  await c.query(`GRANT SET ON PARAMETER session_replication_role TO ${r}`)
 }
 
 export async function isInitialized(db: Db): Promise<boolean> {

@@ -27,8 +27,10 @@ export interface SubscriptionRow {
   enabled: boolean
   skipLsn: string
   peer: number
-  /** pg_stat_subscription_stats */
+  /** pg_stat_subscription_stats.apply_error_count: the server's own count of apply errors */
   applyErrors: number
+  /** pg_stat_subscription_stats.stats_reset: when that count last started again from 0 */
+  statsReset: string | null
   /** remote LSN the origin has applied up to (null before the first transaction) */
   originLsn: string | null
   workerPid: number | null
@@ -36,7 +38,7 @@ export interface SubscriptionRow {
 
 const LIST = `
 SELECT s.subname AS name, s.oid::int8 AS oid, s.subenabled AS enabled, s.subskiplsn::text AS skip,
-       COALESCE(st.apply_error_count, 0)::int8 AS apply_errors,
+       COALESCE(st.apply_error_count, 0)::int8 AS apply_errors, st.stats_reset::text AS stats_reset,
        pg_replication_origin_progress('pg_' || s.oid, false)::text AS origin_lsn,
        (SELECT w.pid FROM pg_stat_subscription w
          WHERE w.subid = s.oid AND w.relid IS NULL LIMIT 1) AS worker_pid
@@ -53,6 +55,7 @@ export async function listSubscriptions(db: Db, self: number): Promise<Subscript
     enabled: boolean
     skip: string
     apply_errors: string
+    stats_reset: string | null
     origin_lsn: string | null
     worker_pid: number | null
   }>(LIST)
@@ -67,6 +70,7 @@ export async function listSubscriptions(db: Db, self: number): Promise<Subscript
       skipLsn: r.skip,
       peer,
       applyErrors: Number(r.apply_errors),
+      statsReset: r.stats_reset,
       originLsn: r.origin_lsn,
       workerPid: r.worker_pid,
     })
@@ -80,6 +84,8 @@ export interface SubscribeInit {
   conninfo: string
   /** used when the conninfo has none: a non-superuser subscription needs a password */
   peerPassword?: string
+  /** false: created disabled (a joining node enables it once its copy is in place) */
+  enabled?: boolean
 }
 
 /**
@@ -92,7 +98,10 @@ export interface SubscribeInit {
  * waits for the peer's running transactions — two nodes subscribing to each other at the same
  * moment then wait for each other forever (seen in the mesh tests).
  */
-export async function subscribe(db: Db, init: SubscribeInit): Promise<{ created: boolean }> {
+export async function subscribe(
+  db: Db,
+  init: SubscribeInit,
+): Promise<{ created: boolean; slotLsn?: string }> {
   const { self, peer } = init
   if (!Number.isInteger(peer) || peer < 0)
     throw new BadRequestError('inbound_node must be a node id')
@@ -100,6 +109,7 @@ export async function subscribe(db: Db, init: SubscribeInit): Promise<{ created:
   const conninfo = withPeerPassword(init.conninfo, init.peerPassword)
   const name = subscriptionName(self, peer)
   const existing = await db.query(`SELECT 1 FROM pg_subscription WHERE subname = $1`, [name])
+  let slotLsn: string | undefined
   try {
     if (existing.length > 0) {
       const [known] = await db.query<{ conninfo: string }>(
@@ -109,12 +119,14 @@ export async function subscribe(db: Db, init: SubscribeInit): Promise<{ created:
       if (known?.conninfo === conninfo) return { created: false }
       await db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)}`)
     } else {
-      await createSlot(conninfo, name, self)
+      slotLsn = await createSlot(conninfo, name, self)
       await db.query(
         `CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)}
          PUBLICATION ${quoteIdent(PUBLICATION)}
          WITH (origin = none, copy_data = false, disable_on_error = true,
-               create_slot = false, slot_name = ${quoteIdent(name)})`,
+               create_slot = false, slot_name = ${quoteIdent(name)},
+               synchronous_commit = 'off',
+               enabled = ${init.enabled === false ? 'false' : 'true'})`,
       )
     }
   } catch (err) {
@@ -125,11 +137,11 @@ export async function subscribe(db: Db, init: SubscribeInit): Promise<{ created:
      ON CONFLICT (node_id) DO UPDATE SET conninfo = EXCLUDED.conninfo`,
     [peer, conninfo],
   )
-  return { created: existing.length === 0 }
+  return { created: existing.length === 0, ...(slotLsn === undefined ? {} : { slotLsn }) }
 }
 
 /** Validated, in key/value form, with our peerPassword when the caller gave none. */
-function withPeerPassword(conninfo: string, password: string | undefined): string {
+export function withPeerPassword(conninfo: string, password: string | undefined): string {
   let params: ConnParams
   try {
     params = parseConninfo(conninfo)
@@ -148,7 +160,7 @@ const SLOT_TIMEOUT_MS = 30_000
  * Create the logical slot for our subscription on the peer. An inactive slot of that name is
  * left from an earlier subscription and would replay old changes: it is dropped first.
  */
-async function createSlot(conninfo: string, slot: string, self: number): Promise<void> {
+async function createSlot(conninfo: string, slot: string, self: number): Promise<string> {
   const client = new pg.Client({
     ...clientConfig(conninfo, `traktor-${self}-slot`),
     statement_timeout: SLOT_TIMEOUT_MS,
@@ -156,18 +168,39 @@ async function createSlot(conninfo: string, slot: string, self: number): Promise
   client.on('error', () => {})
   try {
     await client.connect()
-    const { rows } = await client.query<{ active: boolean }>(
-      `SELECT active FROM pg_replication_slots WHERE slot_name = $1`,
+    const { rows } = await client.query<{ active: boolean; lsn: string | null }>(
+      `SELECT active, confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1`,
       [slot],
     )
     if (rows[0]?.active)
       throw new ConflictError(`slot ${slot} on the peer is in use`, 'ERR_SLOT_IN_USE')
+    // a peer that joined with the cluster's data made this slot for us before it let its local
+    // writers go (join-slots.ts): it holds every write there since, so it is kept
+    if (rows[0] && (await madeByJoin(client, slot))) return rows[0].lsn ?? '0/0'
     if (rows[0]) await client.query(`SELECT pg_drop_replication_slot($1)`, [slot])
-    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])
+    const created = await client.query<{ lsn: string }>(
+      `SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`,
+      [slot],
+    )
+    return created.rows[0]?.lsn ?? '0/0'
   } catch (err) {
     throw pgError(err, 'create the replication slot on the peer')
   } finally {
     await client.end().catch(() => undefined)
+  }
+}
+
+/** Is this slot listed as made by the peer's join for us? The listing is used up. */
+async function madeByJoin(client: pg.Client, slot: string): Promise<boolean> {
+  try {
+    const r = await client.query(
+      `DELETE FROM trktr.join_slots WHERE slot_name = $1 RETURNING slot_name`,
+      [slot],
+    )
+    return (r.rowCount ?? 0) > 0
+  } catch {
+    // a peer without the listing (older, or the role may not read it): not made by a join
+    return false
   }
 }
 

@@ -2,8 +2,13 @@
 // structure only (the words may be German): an apply error names its subscription through the
 // replication origin "pg_<oid>" in its context; an error without that context (a lost
 // connection) is tied to the subscription named in the next line of the same process.
+//
+// Only records written by apply workers count (backend_type, which PostgreSQL prints itself):
+// any user can make the server log text of their choosing, worded like an apply worker's
+// conflict and its "subscription ... has been disabled" line (issue 8, item 4).
 import {
   findQuotedNames,
+  isApplyWorkerRecord,
   type LogRecord,
   parseApplyContext,
   parseKeyDetail,
@@ -36,30 +41,32 @@ const MAX_PIDS = 1000
 export class FailureIndex {
   private readonly byOid = new Map<number, ApplyFailure>()
   private readonly byName = new Map<string, ApplyFailure>()
-  private readonly lastErrorByPid = new Map<number, ApplyFailure>()
+  /** an apply worker's error still waiting for that worker's next record to name it */
+  private readonly unnamedByPid = new Map<number, ApplyFailure>()
 
   /** Take new records in log order; `names` are the subscriptions that exist now. */
   add(records: readonly LogRecord[], names: readonly string[]): void {
     const known = new Set(names)
     for (const r of records) {
+      // only the very next record of the same process can name the failure's subscription;
+      // a record of another kind under that pid means the pid was reused
+      const prior = this.unnamedByPid.get(r.pid)
+      this.unnamedByPid.delete(r.pid)
+      if (!isApplyWorkerRecord(r)) continue
       if (isErrorRecord(r)) {
         const f = toFailure(r)
         const ctx = r.context === undefined ? undefined : parseApplyContext(r.context)
         if (ctx) this.byOid.set(ctx.subscriptionOid, f)
-        this.lastErrorByPid.set(r.pid, f)
-        if (this.lastErrorByPid.size > MAX_PIDS) {
-          const first = this.lastErrorByPid.keys().next().value
-          if (first !== undefined) this.lastErrorByPid.delete(first)
+        this.unnamedByPid.set(r.pid, f)
+        if (this.unnamedByPid.size > MAX_PIDS) {
+          const first = this.unnamedByPid.keys().next().value
+          if (first !== undefined) this.unnamedByPid.delete(first)
         }
         continue
       }
-      const prior = this.lastErrorByPid.get(r.pid)
       if (!prior) continue
       const named = findQuotedNames(r.message).find((n) => known.has(n))
-      if (named !== undefined) {
-        this.byName.set(named, prior)
-        this.lastErrorByPid.delete(r.pid)
-      }
+      if (named !== undefined) this.byName.set(named, prior)
     }
   }
 

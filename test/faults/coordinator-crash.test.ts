@@ -4,7 +4,7 @@
 // proposal, fence trigger, slot or prepared transaction is left behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { CrashPoint } from '../../src/config/types.js'
-import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
+import { call, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
 
 let c: MeshCluster
 const IDS = [0, 1, 2]
@@ -66,7 +66,7 @@ describe('coordinator killed mid-proposal', () => {
       )
     // node 0 coordinates with the crash hook armed
     await c.node(0).arbiter?.stop()
-    const armed = await c.start(0, { testing: { crashAt: at } })
+    const armed = await c.start(0, { testing: { crashAt: at } }, TESTING_ENV)
     await c.waitMeshed(IDS)
     const r = await call(armed, 'PUT', `/v1/cluster/replicaset/demo.${table}`).catch(
       (err: Error) => ({ status: 0, json: err.message }),
@@ -96,6 +96,108 @@ describe('coordinator killed mid-proposal', () => {
           `row on node ${i}`,
         )
       }
+      await c.converged(IDS, `demo.${table}`)
     }
+  })
+})
+
+// The recovery paths the README promises, with the coordinator kept down: members resolve on
+// their own after 10 s, or say "in doubt"; a fence is lowered after 15 s.
+describe('coordinator down for good: members recover on their own', () => {
+  async function armAndCrash(at: CrashPoint, table: string) {
+    for (const i of IDS)
+      await c.q(
+        i,
+        `CREATE TABLE demo.${table} (id int PRIMARY KEY, note text);
+         ALTER TABLE demo.${table} OWNER TO traktor_arbiter`,
+      )
+    await c.node(0).arbiter?.stop()
+    const armed = await c.start(0, { testing: { crashAt: at } }, TESTING_ENV)
+    await c.waitMeshed(IDS)
+    const r = await call(armed, 'PUT', `/v1/cluster/replicaset/demo.${table}`).catch(
+      (err: Error) => ({ status: 0, json: err.message }),
+    )
+    expect(r.status, JSON.stringify(r.json)).toBe(0)
+    await waitFor(
+      () => armed.proc.exitCode !== null || armed.proc.signalCode !== null,
+      10_000,
+      'dead',
+    )
+    const crashed = Date.now()
+    await armed.stop()
+    return crashed
+  }
+
+  it('a true partial commit (one member published): the other commits from its peer, alone', async () => {
+    const table = 't_partial'
+    const caughtUp = (i: number) =>
+      (
+        c
+          .api(i)
+          .logs()
+          .match(/adopted the cluster replicaset|in-doubt proposal committed from a peer/g) ?? []
+      ).length
+    const before = [1, 2].map(caughtUp)
+    const crashed = await armAndCrash('one-publish', table)
+    // with the coordinator still down, the member it did not reach commits from its peer
+    await waitFor(
+      async () => (await Promise.all([1, 2].map((i) => published(i, table)))).every(Boolean),
+      30_000,
+      'both members published without the coordinator',
+    )
+    const took = Date.now() - crashed
+    // a member took it from a peer (the version gap closes within a second, or every peer is
+    // asked after the in-doubt timeout): the coordinator was dead all along
+    const learned = [1, 2].filter((i, k) => caughtUp(i) > (before[k] ?? 0))
+    expect(learned.length, `${c.problems(1)}\n${c.problems(2)}`).toBeGreaterThanOrEqual(1)
+    // the coordinator comes back and finishes its own part
+    await c.start(0)
+    await waitFor(settled, 30_000, 'settled after the coordinator returned')
+    for (const i of IDS) expect(await published(i, table)).toBe(true)
+    await c.q(0, `INSERT INTO demo.${table} VALUES (1, 'after')`)
+    await c.converged(IDS, `demo.${table}`)
+    expect((await c.q(2, `SELECT note FROM demo.${table}`))[0]?.note).toBe('after')
+    console.info(`partial commit: the other member committed ${took} ms after the crash`)
+  })
+
+  it('everyone prepared, coordinator gone: in doubt, the fence lowered after 15 s, then committed', async () => {
+    const table = 't_doubt'
+    const crashed = await armAndCrash('decision', table)
+    // a writer on node 1 waits behind the fence raised at PREPARE, at most 15 s
+    const t0 = Date.now()
+    await c.q(1, `INSERT INTO demo.${table} VALUES (7, 'waited')`)
+    const waited = Date.now() - t0
+    const fenceHeld = Date.now() - crashed
+    expect(fenceHeld).toBeGreaterThan(10_000)
+    expect(fenceHeld).toBeLessThan(20_000)
+    expect(c.api(1).logs()).toMatch(/fence held too long \(coordinator gone\?\): lowering it/)
+    // members ask everyone, find everyone prepared and the coordinator unreachable: in doubt
+    for (const i of [1, 2]) {
+      await waitFor(
+        async () => {
+          const m = await fetch(`${c.api(i).url}/metrics`).then((x) => x.text())
+          return /^traktor_proposals_in_doubt 1$/m.test(m)
+        },
+        40_000,
+        `node ${i} reports the proposal in doubt`,
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}\n${c.problems(i)}`)
+      })
+      expect(c.api(i).logs()).toMatch(/proposal in doubt: coordinator unreachable/)
+    }
+    for (const i of IDS) expect(await published(i, table)).toBe(false)
+    // the coordinator returns: it recorded COMMIT before dying, so the change commits everywhere
+    await c.start(0)
+    await waitFor(settled, 30_000, 'settled after the coordinator returned')
+    for (const i of IDS) expect(await published(i, table)).toBe(true)
+    // the row written while nothing was fenced or published stayed on node 1: the check says so,
+    // and a repair brings it everywhere
+    const check = await call(c.api(2), 'GET', `/v1/cluster/check/demo.${table}`)
+    expect(check.json.tables[0].verdict, JSON.stringify(check.json)).toBe('differs')
+    expect(check.json.tables[0].keys.map((k: { key: { id: number } }) => k.key.id)).toEqual([7])
+    const fix = await call(c.api(0), 'POST', `/v1/cluster/check/demo.${table}/repair`)
+    expect(fix.json.after?.verdict, JSON.stringify(fix.json)).toBe('consistent')
+    await c.converged(IDS, `demo.${table}`)
+    console.info(`in doubt: the writer waited ${waited} ms behind the fence`)
   })
 })

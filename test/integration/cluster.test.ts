@@ -24,8 +24,9 @@ async function rowsOn(id: number, table: string): Promise<number[]> {
   return (await c.q(id, `SELECT id FROM demo.${table} ORDER BY id`)).map((r) => r.id as number)
 }
 
+// this file drives TRAKTOR's skip path in mesh mode; row-level lww is in lww.test.ts
 beforeAll(async () => {
-  c = await MeshCluster.create(3, 'mesh')
+  c = await MeshCluster.create(3, 'mesh', { resolver: 'skip' })
   for (const i of [0, 1, 2]) await c.q(i, T('t'))
   await Promise.all([0, 1, 2].map((i) => c.start(i)))
 })
@@ -62,6 +63,7 @@ describe('mesh mode', () => {
     for (const i of [0, 1, 2]) {
       await waitFor(async () => (await rowsOn(i, 't')).length === 3, 10_000, `3 rows on node ${i}`)
     }
+    expect(await c.converged([0, 1, 2], 'demo.t')).toMatch(/^3 rows/)
     const list = await call(c.api(2), 'GET', '/v1/cluster/replicaset')
     expect(list.json).toMatchObject({
       version: 1,
@@ -195,7 +197,9 @@ describe('mesh mode', () => {
       'node 2 dead',
     )
     const detectMs = Date.now() - t0
-    expect(detectMs).toBeLessThan(3000)
+    // README: a crashed arbiter's closed connection makes it suspect at once and dead after
+    // suspectAfterMs (600 ms here); 2 s leaves room for a loaded CI machine
+    expect(detectMs).toBeLessThan(2000)
     for (const i of [0, 1, 2, 3]) await c.q(i, T('later'))
     const t1 = Date.now()
     const r = await call(c.api(1), 'PUT', '/v1/cluster/replicaset/demo.later')
@@ -223,34 +227,52 @@ describe('mesh mode', () => {
 
   it("gossips conflict resolutions: any node shows every node's history", async () => {
     // split brain between nodes 0 and 1 on demo.t: both write id 500 while apart
-    await c.q(0, `ALTER SUBSCRIPTION trktr_sub_0_1 DISABLE`)
-    await c.q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 DISABLE`)
+    await c.cut([
+      [0, 1],
+      [1, 0],
+    ])
     await c.q(0, `INSERT INTO demo.t VALUES (500, 'zero')`)
     await c.q(1, `INSERT INTO demo.t VALUES (500, 'one')`)
-    await c.q(0, `ALTER SUBSCRIPTION trktr_sub_0_1 ENABLE`)
-    await c.q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+    await c.heal([
+      [0, 1],
+      [1, 0],
+    ])
+    // this file runs TRAKTOR's resolver skip: each node skips the transaction that collides
+    // and records it; node 3 shows one row per conflict, with the nodes that recorded it
     const h = await waitFor(
       async () => {
         const r = await call(c.api(3), 'GET', '/v1/cluster/history')
         const res = (r.json?.resolutions ?? []) as Array<{
           node: number
-          sql_state_code: string
+          nodes?: number[]
+          relation: string | null
+          sql_state_code: string | null
           resolved: string | null
         }>
         const nodes = new Set(
-          res.filter((x) => x.sql_state_code === '23505' && x.resolved).map((x) => x.node),
+          res
+            .filter((x) => x.sql_state_code === '23505' && x.resolved)
+            .flatMap((x) => x.nodes ?? [x.node]),
         )
         return nodes.has(0) && nodes.has(1) ? res : false
       },
       20_000,
       'resolutions of nodes 0 and 1 seen from node 3',
     )
-    expect(h.find((x: { node: number }) => x.node === 0)).toMatchObject({
-      relation: 'demo.t',
-      subscription: 'trktr_sub_0_1',
-    })
+    expect(h.find((x) => x.relation === 'demo.t')).toMatchObject({ action: 'skip' })
+    // skip keeps each node's own row: the check says so, key by key, and a repair ends it
     expect((await c.q(0, 'SELECT payload FROM demo.t WHERE id = 500'))[0]?.payload).toBe('zero')
     expect((await c.q(1, 'SELECT payload FROM demo.t WHERE id = 500'))[0]?.payload).toBe('one')
+    const check = await call(c.api(2), 'GET', '/v1/cluster/check/demo.t')
+    expect(check.status, JSON.stringify(check.json)).toBe(200)
+    expect(check.json.tables[0].verdict).toBe('differs')
+    // (node 3 joined without the rows written before it, issue 12: ids 0-2 differ there too)
+    expect(check.json.tables[0].keys.map((k: { key: { id: number } }) => k.key.id)).toContain(500)
+    const fix = await call(c.api(3), 'POST', '/v1/cluster/check/demo.t/repair')
+    expect(fix.status, JSON.stringify(fix.json)).toBe(200)
+    expect(fix.json.after.verdict).toBe('consistent')
+    await c.converged([0, 1, 2, 3], 'demo.t')
+    expect((await c.q(0, 'SELECT payload FROM demo.t WHERE id = 500'))[0]?.payload).toBe('one')
   })
 
   it('refuses two arbiters with one nodeId, loudly, and recovers when one stops', async () => {

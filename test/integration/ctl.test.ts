@@ -54,11 +54,14 @@ function ctlRaw(args: string[], env: Record<string, string> = {}): Promise<Run> 
   return start(args, env).done
 }
 
+// this file drives TRAKTOR's skip path in mesh mode; row-level lww is in lww.test.ts
 beforeAll(async () => {
-  c = await MeshCluster.create(2, 'ctl')
+  c = await MeshCluster.create(2, 'ctl', { resolver: 'skip' })
   for (const i of [0, 1]) await c.q(i, T('t'))
   await c.q(0, T('half'))
-  await Promise.all([0, 1].map((i) => c.start(i)))
+  // the history test renders skipped transactions (TRAKTOR's resolver); the mesh default since
+  // issue 10 is row-level lww, whose rows lww.test.ts and openapi.test.ts cover
+  await Promise.all([0, 1].map((i) => c.start(i, { resolver: 'skip' })))
   await c.waitMeshed([0, 1])
   await c.waitSubscribed([0, 1])
 })
@@ -135,7 +138,7 @@ describe('traktor ctl', () => {
     expect(j.code).toBe(1)
     expect(JSON.parse(j.stdout)).toMatchObject({ outcome: 'aborted', relation: 'demo.half' })
     expect(j.stderr).toMatch(/node 1: refused/)
-    // a refusal that is not an abort: a node cannot remove itself
+    // a refusal that is not an abort: a node cannot remove (or re-admit) itself
     const [list, self] = await Promise.all([
       ctl(1, '--json', 'replicaset', 'list'),
       ctl(0, 'remove-node', '0'),
@@ -151,12 +154,16 @@ describe('traktor ctl', () => {
     expect(empty.stdout.trim()).toBe('no conflicts or apply errors recorded (seen from node 0)')
     expect(JSON.parse(emptyJson.stdout).resolutions).toEqual([])
     // split brain on demo.t: both nodes write id 500 while apart, then both resolvers skip
-    await c.q(0, `ALTER SUBSCRIPTION trktr_sub_0_1 DISABLE`)
-    await c.q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 DISABLE`)
+    await c.cut([
+      [0, 1],
+      [1, 0],
+    ])
     await c.q(0, `INSERT INTO demo.t VALUES (500, 'zero')`)
     await c.q(1, `INSERT INTO demo.t VALUES (500, 'one')`)
-    await c.q(0, `ALTER SUBSCRIPTION trktr_sub_0_1 ENABLE`)
-    await c.q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+    await c.heal([
+      [0, 1],
+      [1, 0],
+    ])
     await waitFor(
       async () => {
         const r = await call(c.api(1), 'GET', '/v1/cluster/history')

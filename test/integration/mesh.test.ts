@@ -1,11 +1,13 @@
 // The mesh on real libp2p nodes over 127.0.0.1: full mesh from one bootstrap address, gossip,
 // rpc, private network, validation, restarts and partitions.
+import net from 'node:net'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TraktorError } from '../../src/errors.js'
 import { loadOrCreateIdentity, peerIdOf, writePskFile } from '../../src/mesh/keys.js'
 import type { Mesh } from '../../src/mesh/node.js'
 import type { GossipMessage, RpcHandler } from '../../src/mesh/types.js'
+import { freePort } from '../fixtures/arbiters.js'
 import {
   bareAddress,
   dialRaw,
@@ -22,6 +24,9 @@ const lab = new MeshLab()
 let a: Mesh
 let b: Mesh
 let c: Mesh
+// how long a liveness wait may take: gossip and dials are fast on a quiet machine, but CI runs
+// two test files at once beside real PostgreSQL servers (a deadline, not a performance claim)
+const LIVE_MS = 10_000
 const received = new Map<Mesh, GossipMessage[]>()
 
 const echo: RpcHandler = async (from, req) => {
@@ -88,7 +93,7 @@ describe('mesh of three from one bootstrap address without /p2p/', () => {
     await b.publish('membership', heartbeat(b.peerId, 1))
     await waitFor(
       () => [a, c].every((m) => got(m, (g) => g.from === b.peerId && g.topic === 'membership')),
-      3000,
+      LIVE_MS,
       'heartbeat from b at a and c',
     )
     expect(b.counters().gossipOut.membership).toBeGreaterThanOrEqual(1)
@@ -146,7 +151,7 @@ describe('rpc', () => {
   it('ends a request at once when the peer goes away mid-call', async () => {
     const d = await lab.started({ bootstrap: [bareAddress(a)] })
     d.handle(echo)
-    await waitFor(() => a.connectedPeers().includes(d.peerId), 3000, 'a sees d')
+    await waitFor(() => a.connectedPeers().includes(d.peerId), LIVE_MS, 'a sees d')
     const t0 = performance.now()
     const call = a.request(d.peerId, { method: 'slow', params: null }, { timeoutMs: 5000 })
     setTimeout(() => void d.stop(), 100)
@@ -193,12 +198,12 @@ describe('gossip validation', () => {
     await a.publishRaw('membership', forged)
     await waitFor(
       () => c.counters().gossipRejected.membership >= before + 3,
-      3000,
+      LIVE_MS,
       'three rejects at c',
     )
     expect(received.get(c)?.length ?? 0).toBe(seen)
     await a.publish('membership', heartbeat(a.peerId, 0))
-    await waitFor(() => got(c, (g) => g.from === a.peerId), 3000, 'a valid heartbeat at c')
+    await waitFor(() => got(c, (g) => g.from === a.peerId), LIVE_MS, 'a valid heartbeat at c')
     expect(c.counters().gossipRejected.membership).toBe(before + 3)
   })
 
@@ -224,8 +229,12 @@ describe('gossip validation', () => {
     await a.publish('conflicts', conflict(7))
     await a.publish('conflicts', conflict(66))
     await a.publish('conflicts', conflict(0))
-    await waitFor(() => got(c, (g) => g.topic === 'conflicts'), 3000, 'the accepted conflict')
-    await waitFor(() => c.counters().gossipRejected.conflicts === before + 2, 3000, 'two rejects')
+    await waitFor(() => got(c, (g) => g.topic === 'conflicts'), LIVE_MS, 'the accepted conflict')
+    await waitFor(
+      () => c.counters().gossipRejected.conflicts === before + 2,
+      LIVE_MS,
+      'two rejects',
+    )
     const conflicts = (received.get(c) ?? []).filter((g) => g.topic === 'conflicts')
     expect(conflicts.map((g) => (g.payload as { nodeId: number }).nodeId)).toEqual([0])
   })
@@ -296,7 +305,7 @@ describe('restarts and partitions', () => {
           b,
           (g) => g.from === a.peerId && (g.payload as { sentAt: number }).sentAt >= sentAt - 5,
         ),
-      3000,
+      LIVE_MS,
       'a heartbeat at b through c',
     )
     a.heal()
@@ -312,7 +321,7 @@ describe('restarts and partitions', () => {
     await c.stop()
     await waitFor(
       () => !a.connectedPeers().includes(id) && !b.connectedPeers().includes(id),
-      3000,
+      LIVE_MS,
       'a and b see c gone',
     )
     // same port and identity, no bootstrap: only the others' redialing can bring it back
@@ -352,5 +361,59 @@ describe('many peers on one IP address', () => {
       await waitFor(() => relayed.length > 0, 250, 'relay').catch(() => {})
     }
     await Promise.all([hub.stop(), p.stop(), q.stop(), ...crowd.map(async (n) => n.stop())])
+  })
+})
+
+describe('isolation', () => {
+  it('counts a node that bootstraps to its own address as a founder, not isolated', async () => {
+    const port = await freePort()
+    const own = `/ip4/127.0.0.1/tcp/${port}`
+    const lone = await lab.started({ listen: [own], bootstrap: [own], isolatedAfterMs: 300 })
+    expect(await holdsFalse(() => lone.isolation().isolated, 1000)).toBe(true)
+    await lone.stop()
+  })
+
+  it('isolates a node whose bootstrap peer is down, says why, and clears it once connected', async () => {
+    const dead = `/ip4/127.0.0.1/tcp/${await freePort()}`
+    const m = await lab.started({ bootstrap: [dead], isolatedAfterMs: 300 })
+    await waitFor(() => m.isolation().isolated, LIVE_MS, 'isolated')
+    const i = m.isolation()
+    expect(i.reason).toContain(`(bootstrap: ${dead}); last dial error: ${dead}: `)
+    expect(i.lastDialError).toMatch(/ECONNREFUSED/)
+    expect(m.counters().dialFailures).toBeGreaterThanOrEqual(1)
+    const visitor = await lab.rawNode()
+    await dialRaw(visitor, m.addresses()[0] as string)
+    await waitFor(() => !m.isolation().isolated, LIVE_MS, 'reached')
+    await Promise.all([m.stop(), visitor.stop()])
+  })
+})
+
+describe('inbound flood', () => {
+  // Regression (issue 8): silent TCP connections held every pending-handshake slot (64, shared
+  // by all hosts, 10 s each), and a new arbiter could not connect until they timed out.
+  it('lets a peer in while another host holds 200 silent connections, and drops those fast', async () => {
+    const target = await lab.started()
+    const port = Number((target.addresses()[0] as string).split('/')[4])
+    const silent: net.Socket[] = []
+    const closedAt: number[] = []
+    const t0 = performance.now()
+    for (let i = 0; i < 200; i++) {
+      const s = net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.2' })
+      s.on('error', () => {})
+      s.on('close', () => closedAt.push(performance.now() - t0))
+      silent.push(s)
+    }
+    try {
+      await waitFor(() => silent.every((s) => !s.connecting), 3000, 'flood connected')
+      const joiner = await lab.started({ bootstrap: [bareAddress(target)] })
+      const ms = await waitFor(() => fullMesh([target, joiner]), 5000, 'joined under the flood')
+      expect(ms).toBeLessThan(3000)
+      // every silent one is gone within the handshake deadline (3 s), none lingers for 10 s
+      await waitFor(() => closedAt.length === 200, 6000, 'silent connections dropped')
+      await joiner.stop()
+    } finally {
+      for (const s of silent) s.destroy()
+      await target.stop()
+    }
   })
 })

@@ -1,11 +1,13 @@
 // The resolver against real servers, beyond the tutorial's conflict: an apply error that is
 // not a conflict is recorded and left alone; a publisher that shuts down is re-enabled and
-// never skipped; a subscription an operator disabled stays disabled.
+// never skipped; a subscription an operator disabled stays disabled, even when an unprivileged
+// user makes the server log lines that copy an apply worker's (issue 8, item 4).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../src/log.js'
 import type { LocalNode } from '../../src/postgres/local.js'
 import { Resolver } from '../../src/resolver/resolver.js'
 import { waitFor } from '../fixtures/arbiters.js'
+import { createForgerRole, type ForgedEvent, Forger, waitLogged } from '../fixtures/forge.js'
 import { localNode } from '../fixtures/node.js'
 import { destroyServers, type PgServer, startServers } from '../fixtures/pg.js'
 import { peerConninfo, prepareTutorialNode, REPTEST, TUTORIAL_DB } from '../fixtures/tutorial.js'
@@ -124,5 +126,113 @@ describe('resolver', () => {
     for (let i = 0; i < 3; i++) await resolver.tick()
     expect(await subOf(1)).toBe(false)
     await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+  })
+})
+
+describe('log lines forged by an unprivileged user (issue 8, item 4)', () => {
+  // The operator has disabled the subscription; a role with no grant on trktr makes the server
+  // log what an apply worker logs on a conflict or a lost publisher. Nothing may happen: no
+  // ENABLE, no skip LSN, no history row (which would also be gossiped to every node).
+  let forger: Forger
+  let context: string
+  let n = 0
+  const SUB = 'trktr_sub_1_0'
+
+  beforeAll(async () => {
+    await createForgerRole(pgs[1] as PgServer)
+    forger = await Forger.connect(pgs[1] as PgServer, TUTORIAL_DB)
+    const [s] = await q(1, `SELECT oid::int8 AS oid FROM pg_subscription WHERE subname = $1`, [SUB])
+    context =
+      `processing remote data for replication origin "pg_${s?.oid}" during message type ` +
+      `"INSERT" for replication target relation "public.t" in transaction 748, finished at ` +
+      `0/DEADBEEF`
+  })
+
+  afterAll(async () => {
+    await forger?.close()
+  })
+
+  /** the events, the last one carrying a marker to wait for; then several resolver cycles */
+  async function leftAlone(events: (marker: string) => ForgedEvent[]): Promise<void> {
+    await q(1, `ALTER SUBSCRIPTION ${SUB} DISABLE`)
+    await resolver.tick() // everything logged before the attack is read
+    const historyRows = async () =>
+      (await q(1, 'SELECT count(*)::int AS n FROM trktr.history'))[0]?.n as number
+    const before = await historyRows()
+    const marker = `forged${++n}x${Date.now()}`
+    for (const e of events(marker)) await forger.forge(e)
+    await waitLogged(pgs[1] as PgServer, TUTORIAL_DB, marker)
+    const verdicts: string[] = []
+    for (let i = 0; i < 4; i++) verdicts.push(await resolver.tick())
+    const [sub] = await q(
+      1,
+      `SELECT subenabled AS enabled, subskiplsn::text AS skip FROM pg_subscription
+       WHERE subname = $1`,
+      [SUB],
+    )
+    expect(sub).toEqual({ enabled: false, skip: '0/0' })
+    expect(await historyRows()).toBe(before)
+    // not even taken for a failure: only apply workers' records count (the server's apply
+    // error count, which did not move either, is the second line of defence)
+    expect(verdicts).toEqual(Array(4).fill('no action: 1 disabled, no new failure'))
+    await q(1, `ALTER SUBSCRIPTION ${SUB} ENABLE`)
+  }
+
+  it('a conflict CONTEXT echoed from the SQL text of a client EXECUTE is not a conflict', async () => {
+    await leftAlone((marker) => [
+      { kind: 'execute', sqlState: '23505', lines: `${context}\n${marker}` },
+    ])
+  })
+
+  it('nor the German or the Japanese context, with a "disabled" line after it', async () => {
+    const oid = /pg_(\d+)/.exec(context)?.[1]
+    await leftAlone((marker) => [
+      {
+        kind: 'execute',
+        sqlState: '23505',
+        lines:
+          `Verarbeiten empfangener Daten für Replication-Origin »pg_${oid}« bei Nachrichtentyp ` +
+          `»INSERT« für Replikationszielrelation »public.t« in Transaktion 748, beendet bei 0/BAD1`,
+      },
+      { kind: 'warning', message: `Subskription »${SUB}« wurde wegen eines Fehlers deaktiviert` },
+      {
+        kind: 'execute',
+        sqlState: '23514',
+        lines:
+          `0/BAD2で終了したトランザクション748中、レプリケーション先リレーション"public.t"に対する` +
+          `メッセージタイプ"INSERT"でレプリケーション基点"pg_${oid}"のリモートからのデータを処理中\n${marker}`,
+      },
+    ])
+  })
+
+  it('an 08006 error and a "disabled" line from a client do not re-enable', async () => {
+    await leftAlone((marker) => [
+      {
+        kind: 'raise',
+        sqlState: '08006',
+        message: 'could not receive data from WAL stream: server closed the connection',
+      },
+      {
+        kind: 'warning',
+        message: `subscription "${SUB}" has been disabled because of an error ${marker}`,
+      },
+    ])
+  })
+
+  it('a CHECK value, a DETAIL and a HINT with the context text record nothing', async () => {
+    await leftAlone((marker) => [
+      { kind: 'check', value: context },
+      {
+        kind: 'raise',
+        sqlState: '23505',
+        message: 'duplicate key value violates unique constraint "reptest_pk"',
+        detail: context,
+        hint: context,
+      },
+      {
+        kind: 'warning',
+        message: `subscription "${SUB}" has been disabled because of an error ${marker}`,
+      },
+    ])
   })
 })

@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config/load.js'
+import { strategyFor } from '../../src/config/types.js'
 import { ConfigError } from '../../src/errors.js'
 
 let dir: string
@@ -23,7 +24,9 @@ function write(name: string, content: string | object): string {
 }
 
 /** Loads with an empty environment unless one is given, so the test runner's env is ignored. */
-const load = (path: string, env: Record<string, string | undefined> = {}) => loadConfig(path, env)
+const loaded = (path: string, env: Record<string, string | undefined> = {}) => loadConfig(path, env)
+const load = (path: string, env: Record<string, string | undefined> = {}) =>
+  loaded(path, env).config
 
 function problemsOf(path: string, env: Record<string, string | undefined> = {}): string[] {
   try {
@@ -40,7 +43,8 @@ function problemsOf(path: string, env: Record<string, string | undefined> = {}):
 
 const PG = 'host=127.0.0.1 port=5433 dbname=app user=traktor_arbiter password=secret'
 const PG_NO_PW = 'host=127.0.0.1 port=5433 dbname=app user=traktor_arbiter'
-const minimal = { nodeId: 0, postgres: PG, api: { apiKey: 'k3y' } }
+const KEY = 'test-key'
+const minimal = { nodeId: 0, postgres: PG, api: { apiKey: KEY } }
 
 function tutorialConf(node: number): string {
   return [
@@ -65,7 +69,12 @@ describe('TRAKTOR arbiter.conf', () => {
       advertisePostgres: `host=127.0.0.1 port=${5433 + node} ${user} dbname=traktor_tutorial`,
       api: { host: '127.0.0.1', port: 8080 + node, apiKey: 'LetMeIn', publicEndpoints: true },
       checkIntervalMs: 10_000,
+      checkEveryMs: 600_000,
       resolver: 'skip',
+      resolvers: {},
+      sequences: 'off',
+      commit: 'async',
+      join: 'empty-only',
       logLevel: 'info',
       source: path,
       format: 'ini',
@@ -89,7 +98,7 @@ describe('TRAKTOR arbiter.conf', () => {
   })
 
   it('reads a missing LSNResolver as off, and defaults what TRAKTOR may leave out', () => {
-    const text = '[DEFAULT]\nNodeID = 3\nConnectionString = host=h\nAPIKey = k\n'
+    const text = '[DEFAULT]\nNodeID = 3\nConnectionString = host=h\nAPIKey = test-key\n'
     const c = load(write('arbiter.conf', text))
     expect(c.resolver).toBe('off')
     expect(c.checkIntervalMs).toBe(1000)
@@ -199,6 +208,7 @@ describe('native JSON', () => {
       peerPassword: 'secret',
       checkIntervalMs: 1000,
       resolver: 'skip',
+      join: 'empty-only',
       mesh: {
         listen: ['/ip4/127.0.0.1/tcp/9000'],
         bootstrap: 'bootstrap.json',
@@ -220,7 +230,12 @@ describe('native JSON', () => {
         tls: { certFile: join(dir, 'api.crt'), keyFile: join(dir, 'api.key') },
       },
       checkIntervalMs: 1000,
+      checkEveryMs: 600_000,
       resolver: 'skip',
+      resolvers: {},
+      sequences: 'stripe',
+      commit: 'async',
+      join: 'empty-only',
       mesh: {
         listen: ['/ip4/127.0.0.1/tcp/9000'],
         bootstrap: ['/ip4/10.0.0.6/tcp/9000'],
@@ -244,9 +259,14 @@ describe('native JSON', () => {
       nodeId: 0,
       postgres: PG,
       advertisePostgres: PG_NO_PW,
-      api: { host: '127.0.0.1', port: 8080, apiKey: 'k3y', publicEndpoints: true },
+      api: { host: '127.0.0.1', port: 8080, apiKey: KEY, publicEndpoints: true },
       checkIntervalMs: 1000,
+      checkEveryMs: 600_000,
       resolver: 'skip',
+      resolvers: {},
+      sequences: 'off',
+      commit: 'async',
+      join: 'empty-only',
       logLevel: 'info',
       source: join(dir, 'c.json'),
       format: 'json',
@@ -280,7 +300,7 @@ describe('native JSON', () => {
     const c = load(
       write('c.json', {
         ...minimal,
-        api: { apiKey: 'k', listen: '[::1]:9090', publicEndpoints: false },
+        api: { apiKey: KEY, listen: '[::1]:9090', publicEndpoints: false },
       }),
     )
     expect([c.api.host, c.api.port, c.api.publicEndpoints]).toEqual(['::1', 9090, false])
@@ -352,6 +372,36 @@ describe('native JSON', () => {
     ])
   })
 
+  it('takes per-table resolver overrides, keyed as PostgreSQL names the table', () => {
+    const path = write('c.json', {
+      ...minimal,
+      resolvers: { 'demo.Legacy': 'skip', '"My Schema"."T.x"': 'off', 'demo.kv': 'lww' },
+    })
+    const c = load(path)
+    expect(c.resolver).toBe('skip')
+    expect(c.resolvers).toEqual({ 'demo.legacy': 'skip', 'My Schema.T.x': 'off', 'demo.kv': 'lww' })
+    expect(strategyFor(c, 'demo.legacy')).toBe('skip')
+    expect(strategyFor(c, 'demo.other')).toBe('skip')
+    expect(strategyFor(c, 'demo.kv')).toBe('lww')
+    expect(strategyFor(c, undefined)).toBe('skip')
+    expect(load(write('d.json', minimal)).resolvers).toEqual({})
+  })
+
+  it('refuses a bad table name or strategy in resolvers, naming each', () => {
+    const path = write('c.json', {
+      ...minimal,
+      resolvers: { no_schema: 'skip', 'demo.t': 'newest', 'a.b.c': 'lww' },
+    })
+    expect(problemsOf(path)).toEqual([
+      'resolvers.demo.t: must be one of "lww", "skip", "off", got "newest"',
+      'resolvers.no_schema: malformed table name "no_schema": expected exactly schema.table',
+      'resolvers.a.b.c: malformed table name "a.b.c": expected exactly schema.table',
+    ])
+    expect(problemsOf(write('e.json', { ...minimal, resolvers: ['demo.t'] }))).toEqual([
+      'resolvers: must be an object, got a list',
+    ])
+  })
+
   it('reports several problems at once, one line each, naming the key', () => {
     const path = write('c.json', {
       nodeId: -1,
@@ -380,7 +430,7 @@ describe('native JSON', () => {
       'api.tls.keyFile: required',
       'peerPassword: must be a string',
       'checkIntervalMs: must be an integer from 50 to 3600000, got 10',
-      'resolver: must be one of "skip", "off", got "fix"',
+      'resolver: must be one of "lww", "skip", "off", got "fix"',
       'mesh.listen: must list at least one address',
       'mesh.bootstrap[0]: must be a multiaddr starting with "/", got "ok/no-slash"',
       'mesh.cluster: must be 1-63 of a-z, 0-9 and "-", not starting with "-", got "Bad_Name"',
@@ -399,9 +449,9 @@ describe('native JSON', () => {
       [{ nodeId: 1.5 }, 'nodeId: must be an integer >= 0, got 1.5'],
       [{ nodeId: 2 ** 31 }, 'nodeId: must be an integer >= 0, got 2147483648'],
       [{ api: 'x' }, 'api: must be an object, got "x"'],
-      [{ api: { apiKey: 'k', listen: 'h:70000' } }, 'api.listen: must be "host:port" with a port'],
+      [{ api: { apiKey: KEY, listen: 'h:70000' } }, 'api.listen: must be "host:port" with a port'],
       [
-        { api: { apiKey: 'k', publicEndpoints: 'yes' } },
+        { api: { apiKey: KEY, publicEndpoints: 'yes' } },
         'api.publicEndpoints: must be true or false',
       ],
       [
@@ -410,12 +460,18 @@ describe('native JSON', () => {
       ],
       [{ mesh: { listen: ['/x'], insecure: 'yes' } }, 'mesh.insecure: must be true or false'],
       [{ mesh: 'on' }, 'mesh: must be an object'],
+      [{ checkEveryMs: -1 }, 'checkEveryMs: must be an integer from 0 to 604800000, got -1'],
+      [{ checkEveryMs: '10m' }, 'checkEveryMs: must be an integer from 0 to 604800000, got "10m"'],
     ]
     for (const [patch, problem] of cases) {
       const problems = problemsOf(write('c.json', { ...minimal, ...patch }))
       expect(problems, JSON.stringify(problems)).toHaveLength(1)
       expect(problems[0]).toContain(problem)
     }
+  })
+
+  it('takes checkEveryMs 0 as "no background check"', () => {
+    expect(load(write('c.json', { ...minimal, checkEveryMs: 0 })).checkEveryMs).toBe(0)
   })
 
   it('never shows a secret in a message', () => {
@@ -443,11 +499,11 @@ describe('native JSON', () => {
     expect(c.advertisePostgres).toBe('host=env')
     expect(c.peerPassword).toBe('peer-pw')
     const fromFile = load(write('d.json', minimal), { TRAKTOR_API_KEY: '', TRAKTOR_POSTGRES: '' })
-    expect([fromFile.api.apiKey, fromFile.postgres]).toEqual(['k3y', PG])
+    expect([fromFile.api.apiKey, fromFile.postgres]).toEqual([KEY, PG])
     // the api section may be left out when the key comes from the environment
     expect(
-      load(write('e.json', { nodeId: 0, postgres: PG }), { TRAKTOR_API_KEY: 'k' }).api.apiKey,
-    ).toBe('k')
+      load(write('e.json', { nodeId: 0, postgres: PG }), { TRAKTOR_API_KEY: KEY }).api.apiKey,
+    ).toBe(KEY)
   })
 
   it('names the environment variable when its value is wrong', () => {
@@ -494,5 +550,202 @@ describe('native JSON', () => {
       ;(c as { nodeId: number }).nodeId = 9
     }).toThrow(TypeError)
     expect(() => listen.push('/x')).toThrow(TypeError)
+  })
+})
+
+describe('weak API keys (issue 8)', () => {
+  const WHY = {
+    empty: 'must not be empty',
+    blank: 'must not be only whitespace',
+    padded: 'must not begin or end with whitespace',
+    short: 'must be at least 6 characters (16 or more random ones recommended)',
+  }
+
+  it.each([
+    ['', WHY.empty],
+    [' ', WHY.blank],
+    ['\t \n', WHY.blank],
+    [' test-key', WHY.padded],
+    ['test-key\n', WHY.padded],
+    ['x', WHY.short],
+    ['abcde', WHY.short],
+  ])('refuses api.apiKey %j, without showing it', (key, why) => {
+    const problems = problemsOf(write('c.json', { ...minimal, api: { apiKey: key } }))
+    expect(problems).toEqual([`api.apiKey: ${why}`])
+  })
+
+  it('names APIKey in arbiter.conf and TRAKTOR_API_KEY in the environment', () => {
+    const ini = tutorialConf(0).replace('APIKey =  LetMeIn', 'APIKey = abc')
+    expect(problemsOf(write('arbiter.conf', ini))).toEqual([`APIKey: ${WHY.short}`])
+    const path = write('c.json', minimal)
+    expect(problemsOf(path, { TRAKTOR_API_KEY: ' ' })).toEqual([`TRAKTOR_API_KEY: ${WHY.blank}`])
+    expect(problemsOf(path, { TRAKTOR_API_KEY: 'key ' })).toEqual([
+      `TRAKTOR_API_KEY: ${WHY.padded}`,
+    ])
+    expect(problemsOf(path, { TRAKTOR_API_KEY: 'five5' })).toEqual([
+      `TRAKTOR_API_KEY: ${WHY.short}`,
+    ])
+  })
+
+  it('accepts a key shorter than 16 characters with one warning that never shows it', () => {
+    const tutorial = loaded(write('arbiter.conf', tutorialConf(0)))
+    expect(tutorial.config.api.apiKey).toBe('LetMeIn')
+    expect(tutorial.warnings).toEqual([
+      {
+        key: 'APIKey',
+        message:
+          'APIKey: shorter than 16 characters; use a longer random key ' +
+          '(e.g. the output of "openssl rand -hex 24")',
+        fields: { recommendedLength: 16 },
+      },
+    ])
+    expect(JSON.stringify(tutorial.warnings)).not.toContain('LetMeIn')
+    const six = loaded(write('c.json', { ...minimal, api: { apiKey: 'sixsix' } }))
+    expect(six.warnings.map((w) => w.key)).toEqual(['api.apiKey'])
+    const env = loaded(write('d.json', minimal), { TRAKTOR_API_KEY: 'from-env' })
+    expect(env.warnings.map((w) => w.key)).toEqual(['TRAKTOR_API_KEY'])
+  })
+
+  it('says nothing about a key of 16 characters or more', () => {
+    const c = loaded(write('c.json', { ...minimal, api: { apiKey: '0123456789abcdef' } }))
+    expect(c.warnings).toEqual([])
+  })
+})
+
+describe('key files readable by other users (issue 8)', () => {
+  const LONG_KEY = '0123456789abcdef0123'
+
+  function keyFile(name: string, mode: number): string {
+    const file = write(name, 'secret material')
+    chmodSync(file, mode)
+    return file
+  }
+
+  it('warns about each key file group or others can read, with its mode and the chmod', () => {
+    const tls = keyFile('api.key', 0o644)
+    const identity = keyFile('peer.key', 0o640)
+    const psk = keyFile('swarm.key', 0o604)
+    write('api.crt', 'cert')
+    const c = loaded(
+      write('c.json', {
+        ...minimal,
+        api: { apiKey: LONG_KEY, tls: { certFile: 'api.crt', keyFile: 'api.key' } },
+        mesh: { listen: ['/ip4/127.0.0.1/tcp/1'], identityFile: 'peer.key', pskFile: 'swarm.key' },
+      }),
+    )
+    expect(c.warnings).toEqual([
+      {
+        key: 'api.tls.keyFile',
+        message: `api.tls.keyFile: "${tls}" is readable by other users (mode 0644); run: chmod 600 ${tls}`,
+        fields: { file: tls, mode: '0644', fix: `chmod 600 ${tls}` },
+      },
+      {
+        key: 'mesh.identityFile',
+        message: `mesh.identityFile: "${identity}" is readable by other users (mode 0640); run: chmod 600 ${identity}`,
+        fields: { file: identity, mode: '0640', fix: `chmod 600 ${identity}` },
+      },
+      {
+        key: 'mesh.pskFile',
+        message: `mesh.pskFile: "${psk}" is readable by other users (mode 0604); run: chmod 600 ${psk}`,
+        fields: { file: psk, mode: '0604', fix: `chmod 600 ${psk}` },
+      },
+    ])
+  })
+
+  it('says nothing about owner-only files or an identity file not created yet', () => {
+    keyFile('api.key', 0o600)
+    keyFile('swarm.key', 0o400)
+    write('api.crt', 'cert')
+    const c = loaded(
+      write('c.json', {
+        ...minimal,
+        api: { apiKey: LONG_KEY, tls: { certFile: 'api.crt', keyFile: 'api.key' } },
+        mesh: { listen: ['/ip4/127.0.0.1/tcp/1'], identityFile: 'new.key', pskFile: 'swarm.key' },
+      }),
+    )
+    expect(c.warnings).toEqual([])
+  })
+
+  it('names SSLKeyfile in arbiter.conf and quotes a path with spaces in the chmod', () => {
+    const file = keyFile('my api.key', 0o644)
+    write('api.crt', 'cert')
+    const text = `${tutorialConf(0)}SSLKeyfile = my api.key\nSSLCertfile = api.crt\n`
+    const c = loaded(write('arbiter.conf', text))
+    const w = c.warnings.find((x) => x.key === 'SSLKeyfile')
+    expect(w?.message).toBe(
+      `SSLKeyfile: "${file}" is readable by other users (mode 0644); run: chmod 600 '${file}'`,
+    )
+  })
+})
+
+describe('test hooks out of production (issue 16)', () => {
+  const WHY = 'test-only hook, refused unless the environment has TRAKTOR_TESTING=1'
+
+  it('refuses testing keys without TRAKTOR_TESTING=1, naming each key', () => {
+    const crash = write('a.json', { ...minimal, testing: { crashAt: 'decision' } })
+    expect(problemsOf(crash)).toEqual([`testing.crashAt: ${WHY}`])
+    for (const value of ['', '0', 'true', 'yes']) {
+      expect(problemsOf(crash, { TRAKTOR_TESTING: value })).toEqual([`testing.crashAt: ${WHY}`])
+    }
+    const both = write('b.json', { ...minimal, testing: { crashAt: 'decision', routes: false } })
+    expect(problemsOf(both)).toEqual([`testing.crashAt: ${WHY}`, `testing.routes: ${WHY}`])
+    const fence = write('d.json', { ...minimal, testing: { fence: false } })
+    expect(problemsOf(fence)).toEqual([`testing.fence: ${WHY}`])
+    expect(problemsOf(write('c.json', { ...minimal, testing: {} }))).toEqual([`testing: ${WHY}`])
+  })
+
+  it('reports the gate with every other problem at once', () => {
+    const path = write('c.json', { ...minimal, nodeId: -1, testing: { crashAt: 'later' } })
+    expect(problemsOf(path)).toEqual([
+      'nodeId: must be an integer >= 0, got -1',
+      'testing.crashAt: must be one of "prepare-sent", "some-acks", "decision", "some-commits", ' +
+        '"one-publish", got "later"',
+      `testing.crashAt: ${WHY}`,
+    ])
+  })
+
+  it('allows them with TRAKTOR_TESTING=1 and returns a loud warning', () => {
+    const path = write('c.json', {
+      ...minimal,
+      api: { apiKey: '0123456789abcdef' },
+      testing: { crashAt: 'some-acks', routes: true },
+    })
+    const c = loaded(path, { TRAKTOR_TESTING: '1' })
+    expect(c.config.testing).toEqual({ crashAt: 'some-acks', routes: true })
+    expect(c.warnings).toEqual([
+      {
+        key: 'testing',
+        message:
+          'TEST HOOKS ARE ON (TRAKTOR_TESTING=1): testing.crashAt=some-acks kills this arbiter ' +
+          'in every proposal it coordinates; testing.routes opens PUT/DELETE ' +
+          '/v1/testing/partition (cuts the mesh); never run this in production',
+        fields: { crashAt: 'some-acks', routes: true },
+      },
+    ])
+  })
+
+  it('needs no TRAKTOR_TESTING for a config without testing keys', () => {
+    expect(loaded(write('c.json', minimal)).config.testing).toBeUndefined()
+  })
+})
+
+describe('commit (issue 15)', () => {
+  it('refuses sync mode without a mesh, and anything but async or sync', () => {
+    expect(problemsOf(write('sync.json', { ...minimal, commit: 'sync' }))).toEqual([
+      `commit: "sync" needs mesh mode (a "mesh" section): it waits for the mesh's peers`,
+    ])
+    expect(problemsOf(write('sync2.json', { ...minimal, commit: 'quorum' }))).toEqual([
+      'commit: must be one of "async", "sync", got "quorum"',
+    ])
+  })
+})
+
+describe('join (issue 12)', () => {
+  it('defaults to copying into empty tables and refuses an unknown mode', () => {
+    expect(load(write('j.json', minimal)).join).toBe('empty-only')
+    expect(load(write('k.json', { ...minimal, join: 'no-copy' })).join).toBe('no-copy')
+    expect(problemsOf(write('l.json', { ...minimal, join: 'always' }))).toEqual([
+      'join: must be one of "empty-only", "copy", "no-copy", got "always"',
+    ])
   })
 })

@@ -45,7 +45,8 @@ beforeAll(async () => {
   )
   m.memberFlapped()
   m.proposal('committed', 0.01)
-  m.conflict('demo.t', 'skip')
+  m.conflict('insert_exists', 'demo.t', 'skip')
+  m.reenabledSubscription('trktr_sub_0_1')
   exported = new Map()
   for (const line of (await m.text()).split('\n')) {
     const t = /^# TYPE (\S+) (\S+)$/.exec(line)
@@ -202,6 +203,8 @@ describe('contrib/grafana/traktor-cluster.json', () => {
     has('Proposals by outcome', 'rate(traktor_proposals_total', 'by (outcome)')
     has('Proposals in doubt', 'traktor_proposals_in_doubt')
     has('Gossip rejected', 'rate(traktor_gossip_messages_rejected_total')
+    has('Rows differing (last check)', 'traktor_check_divergent_rows')
+    has('Replication slots lost or unreserved', 'traktor_slot_wal_status')
     has('Memory', 'process_resident_memory_bytes')
     has('CPU', 'rate(process_cpu_seconds_total')
   })
@@ -308,6 +311,7 @@ describe('contrib/prometheus/traktor-alerts.yml', () => {
       TraktorArbiterDown: { expr: 'up{job=~"traktor.*"} == 0', for: '1m' },
       TraktorMemberDead: { expr: 'traktor_members{state="dead"} > 0', for: '1m' },
       TraktorDuplicateNodeId: { expr: 'traktor_members{state="duplicate"} > 0', for: '1m' },
+      TraktorMeshIsolated: { expr: 'traktor_mesh_isolated == 1', for: '1m' },
       TraktorGossipRejected: {
         expr: 'rate(traktor_gossip_messages_rejected_total[5m]) > 0',
         for: '10m',
@@ -316,6 +320,12 @@ describe('contrib/prometheus/traktor-alerts.yml', () => {
       TraktorSubscriptionDisabled: { expr: 'traktor_subscription_enabled == 0', for: '2m' },
       TraktorReplicationLagHigh: { expr: 'traktor_subscription_lag_seconds > 30', for: '5m' },
       TraktorConflictPendingTooLong: { expr: 'traktor_conflicts_pending > 0', for: '10m' },
+      TraktorReplicationSlotLost: {
+        expr: 'traktor_slot_wal_status{status=~"lost|unreserved"} == 1',
+        for: '1m',
+      },
+      TraktorNodeUnhealthy: { expr: 'traktor_healthy == 0', for: '5m' },
+      TraktorDataDivergence: { expr: 'traktor_check_divergent_rows > 0', for: '1m' },
     }
     expect(alerts.map((a) => a.name).sort()).toEqual(Object.keys(expected).sort())
     for (const a of alerts) {

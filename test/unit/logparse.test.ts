@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import {
   findQuotedNames,
+  isApplyWorkerRecord,
   isConflict,
   isConnectionLoss,
   type LogFormat,
@@ -53,6 +54,29 @@ function randomCuts(length: number, seed: number): number[] {
 }
 
 const FILES = ['en-17.csv', 'en-17.json', 'de-15.csv', 'de-15.json']
+
+/** One csvlog record as PostgreSQL 17 writes it (26 columns), from the fields a test sets. */
+function csvLine(f: {
+  pid: number
+  severity: string
+  sqlState?: string
+  message: string
+  context?: string
+  statement?: string
+  backendType: string
+}): string {
+  const q = (v: string | undefined) => (v === undefined ? '' : `"${v.replaceAll('"', '""')}"`)
+  const cols = Array.from({ length: 26 }, () => '')
+  cols[0] = '2026-11-29 05:12:51.687 UTC'
+  cols[3] = String(f.pid)
+  cols[11] = f.severity
+  cols[12] = f.sqlState ?? '00000'
+  cols[13] = q(f.message)
+  cols[18] = q(f.context)
+  cols[19] = q(f.statement)
+  cols[23] = q(f.backendType)
+  return cols.join(',')
+}
 
 function byState(records: LogRecord[], sqlState: string): LogRecord {
   const r = records.find((x) => x.sqlState === sqlState)
@@ -248,12 +272,46 @@ describe('garbage input', () => {
     expect(parser.skipped).toBe(8)
   })
 
-  it('drops an unterminated csv quote past maxRecordChars, then resumes', () => {
+  it('drops a csv record past maxRecordChars whole, and the newlines inside its quotes', () => {
+    // a client's statement is logged in a quoted field; past the limit the parser must not
+    // start again at a newline inside it, where the client may have written a record of its own
+    const forged = csvLine({
+      pid: 7,
+      severity: 'ERROR',
+      sqlState: '08006',
+      message: 'forged',
+      backendType: 'logical replication apply worker',
+    })
+    const client = csvLine({
+      pid: 8,
+      severity: 'ERROR',
+      sqlState: '22012',
+      message: 'division by zero',
+      statement: `SELECT 1 / 0 /*${'x'.repeat(100)}\n${forged}\n*/`,
+      backendType: 'client backend',
+    })
+    const after = csvLine({ pid: 9, severity: 'LOG', message: 'after', backendType: 'postmaster' })
+    // the forged line alone is a valid record: only the limit could expose it
+    expect(new LogParser('csvlog').feed(Buffer.from(`${forged}\n`))).toHaveLength(1)
+    expect(new LogParser('csvlog').feed(Buffer.from(`${client}\n`))[0]?.statement).toContain(
+      'apply worker',
+    )
     const parser = new LogParser('csvlog', { maxRecordChars: 64 })
-    expect(() => parser.feed(Buffer.from(`"unterminated ${'x'.repeat(100)}`))).not.toThrow()
-    expect(parser.feed(Buffer.from(`${'x'.repeat(100)}\n`))).toEqual([])
-    expect(parser.feed(csv.subarray(0, csv.indexOf(0x0a) + 1))).toHaveLength(1)
+    const text = `${client}\n${after}\n`
+    const records = [
+      ...parser.feed(Buffer.from(text.slice(0, 80))),
+      ...parser.feed(Buffer.from(text.slice(80))),
+    ]
+    expect(records.map((r) => r.message)).toEqual(['after'])
     expect(parser.skipped).toBe(1)
+  })
+
+  it('after an unbalanced csv quote (never written by PostgreSQL) takes nothing until reset()', () => {
+    const parser = new LogParser('csvlog', { maxRecordChars: 64 })
+    expect(() => parser.feed(Buffer.from(`"unterminated ${'x'.repeat(100)}\n`))).not.toThrow()
+    expect(parser.feed(csv)).toEqual([])
+    parser.reset()
+    expect(parser.feed(csv)).toEqual(parseWhole('en-17.csv'))
   })
 
   it('reset() forgets an unfinished record', () => {
@@ -262,6 +320,40 @@ describe('garbage input', () => {
     parser.reset()
     expect(parser.feed(json)).toEqual(parseWhole('en-17.json'))
     expect(parser.skipped).toBe(0)
+  })
+})
+
+describe('isApplyWorkerRecord', () => {
+  it('is the apply worker of 17 and the logical replication worker of 15 in the fixtures', () => {
+    for (const name of FILES) {
+      const records = parseWhole(name)
+      const apply = records.filter(isApplyWorkerRecord)
+      // the four apply errors and their LOG lines come from apply workers, nothing else does
+      expect(apply.filter((r) => r.level === 'ERROR').map((r) => r.sqlState)).toEqual([
+        '23505',
+        '08006',
+        '55000',
+      ])
+      expect(byState(records, '22012').backendType).toBe('client backend')
+      expect(isApplyWorkerRecord(byState(records, '22012'))).toBe(false)
+    }
+  })
+
+  it.each([
+    ['client backend', false],
+    ['walsender', false],
+    ['background worker', false],
+    ['parallel worker', false],
+    ['logical replication tablesync worker', false],
+    ['logical replication parallel worker', false],
+    ['logical replication launcher', false],
+    ['Logical replication apply worker', false],
+    ['logical replication apply worker ', false],
+    [undefined, false],
+    ['logical replication apply worker', true],
+    ['logical replication worker', true],
+  ])('%s: %s', (backendType, expected) => {
+    expect(isApplyWorkerRecord(backendType === undefined ? {} : { backendType })).toBe(expected)
   })
 })
 
@@ -280,6 +372,185 @@ describe('findQuotedNames', () => {
     expect(findQuotedNames(message)).toEqual(names)
   })
 })
+
+// Every translation of the apply worker's four context lines in PostgreSQL 15's message catalogs
+// (/usr/share/locale/*/LC_MESSAGES/postgres-15.mo, Debian; fr, ka and zh_CN keep English), and
+// English. PostgreSQL 17 has the same lines.
+const APPLY_CONTEXT_CATALOG: ReadonlyArray<readonly [string, string]> = [
+  ['en', 'processing remote data for replication origin "%s" during message type "%s"'],
+  [
+    'en',
+    'processing remote data for replication origin "%s" during message type "%s" for replication target relation "%s.%s" column "%s" in transaction %u, finished at %X/%X',
+  ],
+  [
+    'en',
+    'processing remote data for replication origin "%s" during message type "%s" for replication target relation "%s.%s" in transaction %u, finished at %X/%X',
+  ],
+  [
+    'en',
+    'processing remote data for replication origin "%s" during message type "%s" in transaction %u',
+  ],
+  [
+    'en',
+    'processing remote data for replication origin "%s" during message type "%s" in transaction %u, finished at %X/%X',
+  ],
+  ['de', 'Verarbeiten empfangener Daten für Replication-Origin »%s« bei Nachrichtentyp »%s«'],
+  [
+    'de',
+    'Verarbeiten empfangener Daten für Replication-Origin »%s« bei Nachrichtentyp »%s« für Replikationszielrelation »%s.%s« Spalte »%s« in Transaktion %u, beendet bei %X/%X',
+  ],
+  [
+    'de',
+    'Verarbeiten empfangener Daten für Replication-Origin »%s« bei Nachrichtentyp »%s« für Replikationszielrelation »%s.%s« in Transaktion %u, beendet bei %X/%X',
+  ],
+  [
+    'de',
+    'Verarbeiten empfangener Daten für Replication-Origin »%s« bei Nachrichtentyp »%s« in Transaktion %u',
+  ],
+  [
+    'de',
+    'Verarbeiten empfangener Daten für Replication-Origin »%s« bei Nachrichtentyp »%s« in Transaktion %u, beendet bei %X/%X',
+  ],
+  ['es', 'procesando datos remotos de origen de replicación «%s» durante el mensaje de tipo «%s»'],
+  [
+    'es',
+    'procesando datos remotos de origen de replicación «%s» durante el mensaje de tipo «%s» para la relación de destino «%s.%s» columna «%s» en la transacción %u, concluida en %X/%X',
+  ],
+  [
+    'es',
+    'procesando datos remotos de origen de replicación «%s» durante el mensaje de tipo «%s» para la relación de destino «%s.%s» en la transacción %u, concluida en %X/%X',
+  ],
+  [
+    'es',
+    'procesando datos remotos de origen de replicación «%s» durante el mensaje de tipo «%s» en la transacción %u',
+  ],
+  [
+    'es',
+    'procesando datos remotos de origen de replicación «%s» durante el mensaje de tipo «%s» en la transacción %u, concluida en %X/%X',
+  ],
+  [
+    'it',
+    'elaborazione dei dati remoti per l\'origine della replica "%s" durante il tipo di messaggio "%s"',
+  ],
+  [
+    'it',
+    'elaborazione dei dati remoti per l\'origine della replica "%s" durante il tipo di messaggio "%s" per la relazione di destinazione della replica "%s.%s" colonna "%s" nella transazione %u, terminata alle %X/%X',
+  ],
+  [
+    'it',
+    'elaborazione dei dati remoti per l\'origine della replica "%s" durante il tipo di messaggio "%s" per la relazione di destinazione della replica "%s.%s" nella transazione %u, terminata alle %X/%X',
+  ],
+  [
+    'it',
+    'elaborazione dei dati remoti per l\'origine della replica "%s" durante il tipo di messaggio "%s" nella transazione %u',
+  ],
+  [
+    'it',
+    'elaborazione dei dati remoti per l\'origine della replica "%s" durante il tipo di messaggio "%s" nella transazione %u, terminata alle %X/%X',
+  ],
+  ['ja', 'メッセージタイプ "%2$s"でレプリケーション基点"%1$s"のリモートからのデータを処理中'],
+  [
+    'ja',
+    '%7$X/%8$Xで終了したトランザクション%6$u中、レプリケーション先リレーション"%3$s.%4$s"、列"%5$s"に対するメッセージタイプ"%2$s"でレプリケーション基点"%1$s"のリモートからのデータを処理中',
+  ],
+  [
+    'ja',
+    '%6$X/%7$Xで終了したトランザクション%5$u中、レプリケーション先リレーション"%3$s.%4$s"に対するメッセージタイプ"%2$s"でレプリケーション基点"%1$s"のリモートからのデータを処理中',
+  ],
+  [
+    'ja',
+    'トランザクション%3$u中、メッセージタイプ"%2$s"でレプリケーション基点"%1$s"のリモートからのデータを処理中',
+  ],
+  [
+    'ja',
+    '%4$X/%5$Xで終了したトランザクション%3$u中、メッセージタイプ"%2$s"でレプリケーション基点"%1$s"のリモートからのデータを処理中',
+  ],
+  ['ko', '"%s" 복제 오리진용 원격 데이터를 처리합니다. 해당 메시지 유형: "%s"'],
+  [
+    'ko',
+    '"%s" 복제 오리진용 원격 데이터를 처리합니다. 해당 메시지 유형: "%s", 해당 복제 대상 릴레이션: "%s.%s", 해당 칼럼 "%s", 해당 트랜잭션: %u, 마침 위치: %X/%X',
+  ],
+  [
+    'ko',
+    '"%s" 복제 오리진용 원격 데이터를 처리합니다. 해당 메시지 유형: "%s", 해당 복제 대상 릴레이션: "%s.%s", 해당 트랜잭션: %u, 마침 위치: %X/%X',
+  ],
+  ['ko', '"%s" 복제 오리진용 원격 데이터를 처리합니다. 해당 메시지 유형: "%s", 해당 트랜잭션: %u'],
+  [
+    'ko',
+    '"%s" 복제 오리진용 원격 데이터를 처리합니다. 해당 메시지 유형: "%s", 해당 트랜잭션: %u, 마침 위치: %X/%X',
+  ],
+  ['ru', 'обработка внешних данных для источника репликации "%s" в контексте сообщения типа "%s"'],
+  [
+    'ru',
+    'обработка внешних данных для источника репликации "%s" в контексте сообщения типа "%s" для целевого отношения репликации "%s.%s", столбца "%s", в транзакции %u, конечная позиция %X/%X',
+  ],
+  [
+    'ru',
+    'обработка внешних данных для источника репликации "%s" в контексте сообщения типа "%s" для целевого отношения репликации "%s.%s" в транзакции %u, конечная позиция %X/%X',
+  ],
+  [
+    'ru',
+    'обработка внешних данных из источника репликации "%s" в контексте сообщения типа "%s" в транзакции %u',
+  ],
+  [
+    'ru',
+    'обработка внешних данных для источника репликации "%s" в контексте сообщения типа "%s" в транзакции %u, конечная позиция %X/%X',
+  ],
+  ['sv', 'processar fjärrdata för replikeringskälla "%s" vid meddelandetyp "%s"'],
+  [
+    'sv',
+    'processande av fjärrdata för replikeringskälla "%s" vid meddelandetyp "%s" för replikeringsmålrelation "%s.%s" kolumn "%s" i transaktion %u blev klart vid %X/%X',
+  ],
+  [
+    'sv',
+    'processande av fjärrdata för replikeringskälla "%s" vid meddelandetyp "%s" för replikeringsmålrelation "%s.%s" i transaktion %u blev klart vid %X/%X',
+  ],
+  ['sv', 'processar fjärrdata för replikeringskälla "%s" vid meddelandetyp "%s" i transaktion %u'],
+  [
+    'sv',
+    'processande av fjärrdata för replikeringskälla "%s" vid meddelandetyp "%s" i transaktion %u blev klar vid %X/%X',
+  ],
+  ['uk', 'обробка віддалених даних для джерела реплікації "%s" під час повідомлення типу "%s"'],
+  [
+    'uk',
+    'обробку віддалених даних для джерела реплікації "%s" під час повідомлення типу "%s" для цільового відношення реплікації "%s.%s" стовпчик "%s" у транзакції %u завершено о %X/%X',
+  ],
+  [
+    'uk',
+    'обробку віддалених даних для джерела реплікації "%s" під час повідомлення типу "%s" для цільового відношення реплікації "%s.%s" в транзакції %u завершено о %X/%X',
+  ],
+  [
+    'uk',
+    'обробка віддалених даних для джерела реплікації "%s" під час повідомлення типу "%s" у транзакції %u',
+  ],
+  [
+    'uk',
+    'обробку віддалених даних для джерела реплікації "%s" під час повідомлення типу "%s" у транзакції %u завершено о %X/%X',
+  ],
+]
+
+/** printf as PostgreSQL's: %s, %u, %X in order, or %n$s when the translation reorders them */
+function fillContext(template: string): string {
+  const values = {
+    s: ['pg_16399', 'INSERT', 'public', 't', 'v'],
+    u: ['742'],
+    X: ['0', '1504D68'],
+  }
+  const convs = [...template.matchAll(/%(?:(\d+)\$)?([suX])/g)]
+  const order = convs
+    .map((m, i) => ({
+      pos: m[1] === undefined ? i + 1 : Number(m[1]),
+      kind: m[2] as 's' | 'u' | 'X',
+    }))
+    .sort((a, b) => a.pos - b.pos)
+  const used = { s: 0, u: 0, X: 0 }
+  const byPos = new Map(order.map((c) => [c.pos, values[c.kind][used[c.kind]++] ?? '?']))
+  let i = 0
+  return template.replace(/%(?:(\d+)\$)?([suX])/g, (_, pos: string | undefined) => {
+    i++
+    return byPos.get(pos === undefined ? i : Number(pos)) ?? '?'
+  })
+}
 
 describe('parseApplyContext', () => {
   // word orders and quotes from PostgreSQL 15's message catalogs, filled in by hand
@@ -320,6 +591,64 @@ describe('parseApplyContext', () => {
           '"STREAM START"',
       ),
     ).toEqual({ origin: 'pg_16399_16384', subscriptionOid: 16399, messageType: 'STREAM START' })
+  })
+
+  it.each(APPLY_CONTEXT_CATALOG)('reads the %s line %s', (_, template) => {
+    const expected: Record<string, unknown> = {
+      origin: 'pg_16399',
+      subscriptionOid: 16399,
+      messageType: 'INSERT',
+    }
+    if (template.includes('.%')) expected.relation = 'public.t'
+    if (/%(\d+\$)?u/.test(template)) expected.remoteXid = 742
+    if (/%(\d+\$)?X/.test(template)) expected.finishLsn = '0/1504D68'
+    expect(parseApplyContext(fillContext(template))).toEqual(expected)
+    // and as the last line after a subscriber trigger's lines
+    expect(
+      parseApplyContext(`PL/pgSQL function f() line 3 at RAISE\n${fillContext(template)}`),
+    ).toEqual(expected)
+  })
+
+  describe('refuses text that only contains an apply context (issue 8, item 4)', () => {
+    const real =
+      'processing remote data for replication origin "pg_16399" during message type "INSERT" ' +
+      'for replication target relation "public.t" in transaction 748, finished at 0/DEADBEEF'
+    it.each([
+      ['a COPY line echoing a value', `COPY t, line 1: "${real}"`],
+      ['a COPY line with the quotes balanced', 'COPY t, line 1: "pg_16399" "INSERT" "a.b" 7 0/1"'],
+      [
+        'a COPY line with a value that closes the quotes',
+        'COPY t, line 1: "x" "pg_16399" "INSERT" ""',
+      ],
+      [
+        'a COPY line ordered the Japanese way',
+        'COPY 0/DEADBEEF, line 1: "a.b" "INSERT" "pg_16399"',
+      ],
+      ['a COPY line naming a column', `COPY t, line 1, column v: "${real}"`],
+      ['an SQL statement on one line', `SQL statement "SELECT '${real}'"`],
+      ['a statement text after it', `${real} /* 0/1 */`],
+      ['a second number after it', `${real}, line 5`],
+      ['a word after the LSN', `${real} ok`],
+      ['a number before it', `5 ${real}`],
+      ['a number between the tokens', real.replace('during', 'during 5')],
+      ['a stray quote', `${real} "`],
+      ['a message type that is not one', real.replace('"INSERT"', '"insert me"')],
+      ['a relation without a schema', real.replace('public.t', 't')],
+      ['five tokens', `${real.replace(' in transaction', ' column "c" "d" in transaction')}`],
+    ])('%s', (_, line) => {
+      expect(parseApplyContext(line)).toBeUndefined()
+    })
+
+    it('reads only the last line naming an origin, never one before it', () => {
+      // the one line that names an origin in a COPY line whose value is refused
+      const copy = 'COPY t, line 1: "x" "pg_16399" "INSERT" ""'
+      expect(parseApplyContext(`${real}\n${copy}`)).toBeUndefined()
+      const forged = real.replace('0/DEADBEEF', '0/BAD')
+      expect(parseApplyContext(`${forged}\n"\n${real}`)?.finishLsn).toBe('0/DEADBEEF')
+      expect(parseApplyContext(`SQL statement "x\n${forged}\n"\nCOPY t, line 1: "pg_1" x`)).toBe(
+        undefined,
+      )
+    })
   })
 
   it('is undefined when no replication origin is named', () => {

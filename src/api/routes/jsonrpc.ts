@@ -1,10 +1,33 @@
 // POST /rpc: JSON-RPC 2.0 with the cluster operations as methods. Batches, notifications
 // (no id: no answer), the standard error codes, and -32000..-32099 for ours.
 import type { FastifyInstance } from 'fastify'
+import type { z } from 'zod'
 import type { Cluster } from '../../cluster/cluster.js'
 import { TraktorError } from '../../errors.js'
 import { parseRelationName } from '../../postgres/ident.js'
-import { abortMessage, historyRow, notMesh, outcomeBody, replicasetBody } from './cluster.js'
+import { notMesh } from '../errors.js'
+import { commitRequest, relationOf, repairSource } from '../input.js'
+import { doc, ref } from '../openapi.js'
+import { abortMessage, present, repairIncompleteMessage } from '../present.js'
+import {
+  CheckBody,
+  ClusterHistoryBody,
+  ClusterReplicasetBody,
+  ClusterStatusBody,
+  CommitBody,
+  CommitRequest,
+  NodesBody,
+  OutcomeBody,
+  RepairBody,
+  ResyncBody,
+  RpcAnswerShape,
+  RpcCallShape,
+  RpcCheckParams,
+  type RpcError,
+  RpcRepairParams,
+  RpcResyncParams,
+  RpcTableParams,
+} from '../shapes/index.js'
 
 export const RPC_ERRORS = {
   parse: -32700,
@@ -19,12 +42,59 @@ export const RPC_ERRORS = {
   unavailable: -32004,
 } as const
 
-type Id = string | number | null
-interface RpcError {
-  code: number
-  message: string
-  data?: unknown
+interface Signature {
+  summary: string
+  /** the params as the description writes them (default: the table a method names) */
+  usage?: string
+  params?: z.ZodType
+  result: z.ZodType
 }
+
+/** The methods as the document lists them; the table below implements exactly these. */
+const METHODS = {
+  'cluster.status': { summary: 'as GET /v1/cluster/status', result: ClusterStatusBody },
+  'cluster.nodes': { summary: 'as GET /v1/cluster/nodes', result: NodesBody },
+  'replicaset.add': {
+    summary: 'as PUT /v1/cluster/replicaset/{table}; aborted: error -32001, the outcome as data',
+    params: RpcTableParams,
+    result: OutcomeBody,
+  },
+  'replicaset.remove': {
+    summary: 'as DELETE /v1/cluster/replicaset/{table}; aborted: error -32001',
+    params: RpcTableParams,
+    result: OutcomeBody,
+  },
+  'replicaset.list': { summary: 'as GET /v1/cluster/replicaset', result: ClusterReplicasetBody },
+  'history.list': { summary: 'as GET /v1/cluster/history', result: ClusterHistoryBody },
+  'cluster.check': {
+    summary: 'as GET /v1/cluster/check, or /v1/cluster/check/{table} with a table',
+    usage: '{} or {"table": "schema.table"}',
+    params: RpcCheckParams,
+    result: CheckBody,
+  },
+  'cluster.resync': {
+    summary: 'as POST /v1/cluster/nodes/{id}/resync',
+    usage: '{"node": NODE}',
+    params: RpcResyncParams,
+    result: ResyncBody,
+  },
+  'cluster.repair': {
+    summary:
+      'as POST /v1/cluster/check/{table}/repair; rows still differing: error -32002, the repair as data',
+    usage: '{"table": "schema.table", "from": NODE (optional)}',
+    params: RpcRepairParams,
+    result: RepairBody,
+  },
+  'cluster.commit': {
+    summary: 'as PUT /v1/cluster/commit; aborted: error -32001, the outcome as data',
+    usage: '{"mode": "sync" | "async", "quorum": K (optional)}',
+    params: CommitRequest,
+    result: CommitBody,
+  },
+} satisfies Record<string, Signature>
+type MethodName = keyof typeof METHODS
+
+type Id = string | number | null
 class MethodError extends Error {
   constructor(
     readonly code: number,
@@ -64,20 +134,63 @@ export function jsonRpcRoutes(cluster: Cluster | undefined, nodeId: number) {
   const change = (op: 'add' | 'remove') => async (params: unknown) => {
     const o = await need().propose(op, parseRelationName(table(params)))
     if (o.outcome === 'aborted')
-      throw new MethodError(RPC_ERRORS.aborted, abortMessage(o), outcomeBody(o))
-    return outcomeBody(o)
+      throw new MethodError(RPC_ERRORS.aborted, abortMessage(o), present.outcome(o))
+    return present.outcome(o)
   }
-  const methods: Record<string, Method> = {
-    'cluster.status': async () => await need().status(),
-    'cluster.nodes': async () => ({ node: nodeId, nodes: need().nodes() }),
+  const methods: Record<MethodName, Method> = {
+    'cluster.status': async () => present.clusterStatus(await need().status()),
+    'cluster.nodes': async () => present.nodes(nodeId, need().nodes()),
     'replicaset.add': change('add'),
     'replicaset.remove': change('remove'),
     // the same shapes as GET /v1/cluster/replicaset and /v1/cluster/history
-    'replicaset.list': async () => replicasetBody(await need().replicaset(), nodeId),
-    'history.list': async () => ({
-      node: nodeId,
-      resolutions: (await need().history()).map(historyRow),
-    }),
+    'replicaset.list': async () => present.clusterReplicaset(nodeId, await need().replicaset()),
+    'history.list': async () => present.clusterHistory(nodeId, await need().history()),
+    // the same shapes as GET /v1/cluster/check[/{table}] and POST .../repair
+    'cluster.check': async (params) => {
+      const t = (params as { table?: unknown } | undefined)?.table
+      if (t === undefined) {
+        if (params !== undefined && (typeof params !== 'object' || Array.isArray(params)))
+          throw new MethodError(
+            RPC_ERRORS.invalidParams,
+            'params must be {} or {"table": "schema.table"}',
+          )
+        return present.check(await need().check())
+      }
+      return present.check(await need().check(relationOf(table(params))))
+    },
+    'cluster.commit': async (params) => {
+      const c = need()
+      let want: ReturnType<typeof commitRequest>
+      try {
+        want = commitRequest(params)
+      } catch (err) {
+        throw new MethodError(RPC_ERRORS.invalidParams, (err as Error).message)
+      }
+      const r = await c.setCommit(want)
+      if (r.outcome === 'aborted')
+        throw new MethodError(RPC_ERRORS.aborted, `aborted: ${r.reason ?? 'refused'}`, r)
+      return r
+    },
+    'cluster.resync': async (params) => {
+      const c = need()
+      const n = (params as { node?: unknown } | undefined)?.node
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0)
+        throw new MethodError(RPC_ERRORS.invalidParams, 'params must be {"node": NODE}')
+      return await c.resync(n)
+    },
+    'cluster.repair': async (params) => {
+      const t = relationOf(table(params))
+      let from: number | undefined
+      try {
+        from = repairSource(undefined, { from: (params as { from?: unknown }).from })
+      } catch (err) {
+        throw new MethodError(RPC_ERRORS.invalidParams, (err as Error).message)
+      }
+      const r = await need().repair(t, from)
+      if (r.after.verdict === 'differs')
+        throw new MethodError(RPC_ERRORS.refused, repairIncompleteMessage(r), present.repair(r))
+      return present.repair(r)
+    },
   }
 
   async function one(req: unknown): Promise<object | undefined> {
@@ -103,7 +216,7 @@ export function jsonRpcRoutes(cluster: Cluster | undefined, nodeId: number) {
           })
         : undefined
     }
-    const method = Object.hasOwn(methods, r.method) ? methods[r.method] : undefined
+    const method = Object.hasOwn(methods, r.method) ? methods[r.method as MethodName] : undefined
     let result: unknown
     try {
       if (!method)
@@ -115,11 +228,11 @@ export function jsonRpcRoutes(cluster: Cluster | undefined, nodeId: number) {
     } catch (err) {
       return hasId ? fail(id as Id, toRpcError(err)) : undefined
     }
-    return hasId ? { jsonrpc: '2.0', id, result } : undefined
+    return hasId ? present.rpcResult(id, result) : undefined
   }
 
   return (app: FastifyInstance): void => {
-    app.post('/rpc', async (req, reply) => {
+    app.post('/rpc', { schema: rpcDoc() }, async (req, reply) => {
       const body = req.body
       if (body === undefined) {
         return fail(null, { code: RPC_ERRORS.invalidRequest, message: 'empty request' })
@@ -142,8 +255,38 @@ export function jsonRpcRoutes(cluster: Cluster | undefined, nodeId: number) {
   }
 }
 
+/** The route's document: the envelope, and every method with its params and result. */
+function rpcDoc() {
+  const list = Object.entries(METHODS) as Array<[string, Signature]>
+  return doc({
+    summary: 'JSON-RPC 2.0: the cluster operations as methods',
+    description: [
+      'A JSON-RPC 2.0 request ({"jsonrpc": "2.0", "method", "params", "id"}) or a batch of 1 to',
+      `${MAX_BATCH}; without an id, a notification (no answer). Errors are answers (HTTP 200):`,
+      'see RpcError for the codes. Methods (x-jsonrpc-methods has their schemas):',
+      '',
+      ...list.map(
+        ([name, m]) =>
+          `- \`${name}\`${m.params ? ` \`${m.usage ?? '{"table": "schema.table"}'}\`` : ''}: ${m.summary}`,
+      ),
+    ].join('\n'),
+    tag: 'jsonrpc',
+    body: RpcCallShape,
+    answers: {
+      200: [RpcAnswerShape, 'the answer (an error is an answer too)'],
+      204: [null, 'only notifications: no answer'],
+    },
+    'x-jsonrpc-methods': list.map(([name, m]) => ({
+      name,
+      summary: m.summary,
+      ...(m.params ? { params: ref(m.params) } : {}),
+      result: ref(m.result),
+    })),
+  })
+}
+
 function fail(id: Id, error: RpcError): object {
-  return { jsonrpc: '2.0', id, error }
+  return present.rpcError(id, error)
 }
 
 function toRpcError(err: unknown): RpcError {

@@ -1,0 +1,822 @@
+// The consistency check and repair, coordinated from the node that got the call (or, in the
+// background, from the lowest live nodeId): it asks every member for bucket hashes, narrows the
+// differing buckets to keys, re-reads those keys after a sync point until the differences are
+// settled, and reports; a repair writes each settled key's winning version on the nodes that
+// differ. The decisions are in check.ts (pure); this file observes and acts. Every result is
+// told to every member, whose health and metrics then say what the last check found.
+import { randomUUID } from 'node:crypto'
+import { ConflictError, TraktorError } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { RepairItem, RepairResult } from '../postgres/repair-store.js'
+import {
+  type BucketAnswer,
+  chunks,
+  differingBuckets,
+  differingKeys,
+  fixesFor,
+  type KeyReport,
+  keyReport,
+  LEVEL0_BITS,
+  type NodeRow,
+  nextStep,
+  type Picture,
+  ROWS_PER_PAGE,
+  settle,
+  type Verdict,
+  verdictOf,
+  winner,
+} from './check.js'
+import { IMAGE_BYTES_PER_CALL } from './check-node.js'
+
+/** rounds of sync + re-read before a moving difference is reported as unsettled */
+export const MAX_ROUNDS = 3
+/** differing keys listed in an answer (all are counted, and all are repaired) */
+export const MAX_KEYS_LISTED = 100
+/** check → repair passes while keys are left (a truncated narrowing, rows that moved) */
+export const MAX_REPAIR_PASSES = 3
+/** background pacing: pause this many times the last wave's duration (a 5 % duty cycle) */
+export const PACE_FACTOR = 19
+const MAX_PACE_MS = 60_000
+const DEFAULT_SYNC_TIMEOUT_MS = 10_000
+const DEFAULT_STATEMENT_TIMEOUT_MS = 300_000
+const IMAGE_KEYS_PER_CALL = 1000
+/** bucket numbers one request carries (a request frame is 1 MiB too) */
+const BUCKETS_PER_REQUEST = 50_000
+const READ_ATTEMPTS = 3
+const STOP_WAIT_MS = 2000
+const PAGE_TIMEOUT_MS = 30_000
+
+export interface CheckPort {
+  /** the nodes taking part (this node first), and the members left out with the reason */
+  participants(): { nodes: number[]; missing: Array<{ node: number; why: string }> }
+  /** one node's check method (this node's own answered directly); throws with the reason */
+  call(node: number, method: string, params: object, timeoutMs: number): Promise<unknown>
+  /** every other member, best effort */
+  broadcast(method: string, params: object): Promise<void>
+  /** the replicated tables (schema.table) */
+  tables(): Promise<string[]>
+  /** this node runs the background check (the lowest live ready nodeId) */
+  isLeader(): boolean
+}
+
+export interface CheckerInit {
+  nodeId: number
+  port: CheckPort
+  log: Logger
+  /** background check period; 0 = off */
+  everyMs: number
+  syncTimeoutMs?: number
+  statementTimeoutMs?: number
+}
+
+export interface TableReport {
+  relation: string
+  verdict: Verdict
+  nodes: Array<{ node: number; rows: number }>
+  differing_rows: number
+  keys: KeyReport[]
+  keys_truncated: boolean
+  unsettled_rows: number
+  /** so many buckets differed that only part of them were narrowed: more keys may differ */
+  partial: boolean
+  rounds: number
+  duration_ms: number
+  checked_at: string
+  coordinator: number
+  check_id: string
+  notes: string[]
+}
+
+export interface CheckAnswer {
+  node: number
+  verdict: Verdict
+  differing_rows: number
+  duration_ms: number
+  checked_at: string
+  tables: TableReport[]
+}
+
+export interface RepairAnswer {
+  node: number
+  relation: string
+  rule: string
+  from?: number
+  repaired_rows: number
+  writes: number
+  changed: unknown[]
+  failed: Array<{ key: unknown; node: number; error: string }>
+  passes: number
+  duration_ms: number
+  before: TableReport
+  after: TableReport
+}
+
+/** What the last check of a table found, as every member keeps it. */
+export interface CheckRecord {
+  relation: string
+  verdict: Verdict
+  differing: number
+  unsettled: number
+  atMs: number
+  durationMs: number
+  coordinator: number
+}
+
+interface Observed {
+  report: TableReport
+  confirmed: Map<string, Picture>
+  nodes: number[]
+  commitTs: boolean
+}
+
+interface Options {
+  pace?: boolean
+  from?: number
+}
+
+type State =
+  | { kind: 'stopped' }
+  | { kind: 'running'; timer: NodeJS.Timeout | undefined; prune: NodeJS.Timeout }
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve()
+    const t = setTimeout(done, ms)
+    function done() {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+
+export class Checker {
+  private readonly init: CheckerInit
+  private readonly log: Logger
+  private state: State = { kind: 'stopped' }
+  private readonly records = new Map<string, CheckRecord>()
+  private tablesKnown: Set<string> | undefined
+  private running: Promise<unknown> | undefined
+  private stopping = new AbortController()
+  private lastAtMs: number | undefined
+
+  constructor(init: CheckerInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'checker' })
+  }
+
+  start(): void {
+    if (this.state.kind === 'running') return
+    this.stopping = new AbortController()
+    const timer =
+      this.init.everyMs > 0
+        ? setInterval(() => void this.background(), this.init.everyMs)
+        : undefined
+    timer?.unref()
+    // a table taken out of the replicaset takes its check result with it
+    const prune = setInterval(() => void this.refreshTables(), 5000)
+    prune.unref()
+    this.state = { kind: 'running', timer, prune }
+  }
+
+  async stop(): Promise<void> {
+    if (this.state.kind === 'running') {
+      if (this.state.timer) clearInterval(this.state.timer)
+      clearInterval(this.state.prune)
+    }
+    this.state = { kind: 'stopped' }
+    this.stopping.abort()
+    // a scan in progress is not waited for long: its answers are no longer wanted, and the
+    // pools it uses close after this
+    const running = this.running?.catch(() => undefined)
+    if (running) await Promise.race([running, sleep(STOP_WAIT_MS, new AbortController().signal)])
+  }
+
+  /** Check one table, or every replicated table. */
+  async check(relation?: string): Promise<CheckAnswer> {
+    const started = Date.now()
+    const tables = relation === undefined ? await this.init.port.tables() : [relation]
+    if (relation !== undefined) await this.requireReplicated(relation)
+    const reports: TableReport[] = []
+    for (const t of tables) reports.push((await this.observe(t, {})).report)
+    return this.answer(reports, started)
+  }
+
+  /** Set each settled differing key to its winning version on every node that differs. */
+  async repair(relation: string, from?: number): Promise<RepairAnswer> {
+    const started = Date.now()
+    await this.requireReplicated(relation)
+    const { nodes } = this.init.port.participants()
+    if (from !== undefined && !nodes.includes(from)) {
+      throw new ConflictError(
+        `node ${from} cannot be the source: it is not a ready, reachable member (members taking part: ${nodes.join(', ')})`,
+        'ERR_REPAIR_SOURCE',
+      )
+    }
+    const rule = from === undefined ? 'last writer' : `from node ${from}`
+    let before: TableReport | undefined
+    let repairedRows = 0
+    let writes = 0
+    const changed: unknown[] = []
+    const failed: RepairAnswer['failed'] = []
+    let passes = 0
+    for (; passes < MAX_REPAIR_PASSES; ) {
+      const seen = await this.observe(relation, from === undefined ? {} : { from })
+      before ??= seen.report
+      if (seen.report.verdict === 'failed') {
+        throw new ConflictError(
+          `cannot check ${relation}: ${seen.report.notes.join('; ')}`,
+          'ERR_CHECK_FAILED',
+        )
+      }
+      if (seen.confirmed.size === 0) break
+      if (from === undefined && !seen.commitTs) {
+        throw new ConflictError(
+          `track_commit_timestamp is off on some node, so the last writer is unknown: turn it on, or name the source node (from)`,
+          'ERR_NO_COMMIT_TIMESTAMPS',
+        )
+      }
+      passes++
+      const r = await this.apply(relation, seen, from, rule)
+      repairedRows += r.repaired
+      writes += r.writes
+      changed.splice(0, changed.length, ...r.changed)
+      failed.splice(0, failed.length, ...r.failed)
+      if (!seen.report.partial && r.changed.length === 0) break
+    }
+    const after = (await this.observe(relation, {})).report
+    const answer: RepairAnswer = {
+      node: this.init.nodeId,
+      relation,
+      rule,
+      ...(from === undefined ? {} : { from }),
+      repaired_rows: repairedRows,
+      writes,
+      changed,
+      failed,
+      passes,
+      duration_ms: Date.now() - started,
+      before: before ?? after,
+      after,
+    }
+    this.log.info(
+      {
+        relation,
+        rule,
+        repaired: repairedRows,
+        writes,
+        changed: changed.length,
+        failed: failed.length,
+        after: after.verdict,
+      },
+      'repair done',
+    )
+    return answer
+  }
+
+  /** A member's (or our own) check result: the health reason and metrics follow it. */
+  record(r: CheckRecord): void {
+    const prev = this.records.get(r.relation)
+    if (prev && prev.atMs > r.atMs) return
+    this.records.set(r.relation, r)
+    this.lastAtMs = Math.max(this.lastAtMs ?? 0, r.atMs + r.durationMs)
+  }
+
+  /** Divergence the last check of a table found, until a later check finds none. */
+  healthReasons(): string[] {
+    const out: string[] = []
+    for (const r of this.records.values()) {
+      if (r.differing === 0) continue
+      if (this.tablesKnown && !this.tablesKnown.has(r.relation)) continue
+      // worded from the coordinator's side, so that every member says it in the same words
+      out.push(
+        `node ${r.coordinator}'s check at ${new Date(r.atMs).toISOString()} found ${r.differing} row${r.differing === 1 ? '' : 's'} of ${r.relation} differing between the nodes; repair with traktor ctl check ${r.relation} --repair`,
+      )
+    }
+    return out
+  }
+
+  /** For metrics: when a check last finished, and per table what it found. */
+  metrics(): { lastAtSeconds: number | undefined; tables: CheckRecord[] } {
+    const tables = [...this.records.values()].filter(
+      (r) => !this.tablesKnown || this.tablesKnown.has(r.relation),
+    )
+    return {
+      lastAtSeconds: this.lastAtMs === undefined ? undefined : this.lastAtMs / 1000,
+      tables,
+    }
+  }
+
+  private async refreshTables(): Promise<void> {
+    try {
+      this.tablesKnown = new Set(await this.init.port.tables())
+    } catch {
+      // keep the last list; the next refresh tries again
+    }
+  }
+
+  private async requireReplicated(relation: string): Promise<void> {
+    const tables = await this.init.port.tables()
+    this.tablesKnown = new Set(tables)
+    if (!tables.includes(relation)) {
+      throw new ConflictError(
+        `${relation} is not in the replicaset (GET /v1/cluster/replicaset lists it)`,
+        'ERR_NOT_REPLICATED',
+      )
+    }
+  }
+
+  private answer(reports: TableReport[], started: number): CheckAnswer {
+    const differing = reports.reduce((a, r) => a + r.differing_rows, 0)
+    const unsettled = reports.reduce((a, r) => a + r.unsettled_rows, 0)
+    return {
+      node: this.init.nodeId,
+      verdict: reports.some((r) => r.verdict === 'failed')
+        ? 'failed'
+        : verdictOf(differing, unsettled),
+      differing_rows: differing,
+      duration_ms: Date.now() - started,
+      checked_at: new Date(started).toISOString(),
+      tables: reports,
+    }
+  }
+
+  /** Every ready member's check of all tables, paced; only on the lowest live nodeId. */
+  private async background(): Promise<void> {
+    if (this.running || !this.init.port.isLeader()) return
+    const run = (async () => {
+      const started = Date.now()
+      const tables = await this.init.port.tables()
+      this.tablesKnown = new Set(tables)
+      const reports: TableReport[] = []
+      for (const t of tables) {
+        if (this.stopping.signal.aborted) return
+        reports.push((await this.observe(t, { pace: true })).report)
+      }
+      const a = this.answer(reports, started)
+      const line = {
+        tables: tables.length,
+        verdict: a.verdict,
+        differing: a.differing_rows,
+        ms: a.duration_ms,
+      }
+      if (a.verdict === 'differs') this.log.error(line, 'background check: data differs')
+      else this.log.info(line, 'background check done')
+    })()
+    this.running = run
+    try {
+      await run
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'background check failed')
+    } finally {
+      this.running = undefined
+    }
+  }
+
+  private timeouts() {
+    return {
+      statement: this.init.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+      sync: this.init.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS,
+    }
+  }
+
+  /** One call to every node in parallel; paced in the background. */
+  private async wave<T>(
+    nodes: number[],
+    method: string,
+    params: object,
+    pace: boolean,
+  ): Promise<T[]> {
+    const t0 = Date.now()
+    const timeoutMs = (params as { timeoutMs?: number }).timeoutMs ?? this.timeouts().statement
+    const out = await Promise.all(
+      nodes.map(async (n) => (await this.callRead(n, method, params, timeoutMs + 5000)) as T),
+    )
+    if (pace) {
+      await sleep(Math.min(MAX_PACE_MS, (Date.now() - t0) * PACE_FACTOR), this.stopping.signal)
+    }
+    return out
+  }
+
+  /** check.hashes on every node, each answer paged through to its end. */
+  private async hashWave(
+    nodes: number[],
+    params: object,
+    pace: boolean,
+  ): Promise<Array<BucketAnswer & { commitTs: boolean }>> {
+    type Page = BucketAnswer & { commitTs: boolean; next?: string }
+    const first = await this.wave<Page>(nodes, 'check.hashes', params, pace)
+    return await Promise.all(
+      first.map(async (a, i) => {
+        const out = {
+          rows: a.rows,
+          commitTs: a.commitTs,
+          buckets: [...a.buckets],
+          counts: [...a.counts],
+          hashes: [...a.hashes],
+        }
+        for (let next = a.next; next !== undefined; ) {
+          const p = (await this.callRead(
+            nodes[i] as number,
+            'check.page',
+            { token: next },
+            PAGE_TIMEOUT_MS,
+          )) as Page
+          out.buckets.push(...p.buckets)
+          out.counts.push(...p.counts)
+          out.hashes.push(...p.hashes)
+          next = p.next
+        }
+        return out
+      }),
+    )
+  }
+
+  /** check.rows on every node, each answer paged through to its end. */
+  private async rowWave(nodes: number[], params: object, pace: boolean): Promise<NodeRow[][]> {
+    type Page = { rows: NodeRow[]; next?: string }
+    const first = await this.wave<Page>(nodes, 'check.rows', params, pace)
+    return await Promise.all(
+      first.map(async (a, i) => {
+        const out = [...a.rows]
+        for (let next = a.next; next !== undefined; ) {
+          const p = (await this.callRead(
+            nodes[i] as number,
+            'check.page',
+            { token: next },
+            PAGE_TIMEOUT_MS,
+          )) as Page
+          out.push(...p.rows)
+          next = p.next
+        }
+        return out
+      }),
+    )
+  }
+
+  /**
+   * A read (everything but check.repair) asked again after a transient failure: a mesh
+   * connection that drops under load is dialled again, and a check should not fail for it.
+   */
+  private async callRead(node: number, method: string, params: object, timeoutMs: number) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.init.port.call(node, method, params, timeoutMs)
+      } catch (err) {
+        if (attempt >= READ_ATTEMPTS || this.stopping.signal.aborted) {
+          throw new TraktorError('ERR_CHECK_NODE', `node ${node}: ${(err as Error).message}`, {
+            cause: err,
+          })
+        }
+        this.log.debug({ node, method, err: (err as Error).message }, 'check call failed, again')
+        await sleep(250 * attempt, this.stopping.signal)
+      }
+    }
+  }
+
+  /** Check one table: narrow, list, settle; report to every member. */
+  private async observe(relation: string, opts: Options): Promise<Observed> {
+    const started = Date.now()
+    const checkId = randomUUID()
+    const taking = this.init.port.participants()
+    const missing = taking.missing
+    const nodes = [...taking.nodes].sort((a, b) => a - b)
+    const notes = missing.map((m) => `node ${m.node} did not take part: ${m.why}`)
+    const base = {
+      relation,
+      coordinator: this.init.nodeId,
+      check_id: checkId,
+      checked_at: new Date(started).toISOString(),
+    }
+    let observed: Observed
+    try {
+      observed = await this.narrowAndSettle(relation, nodes, notes, opts, base, started)
+    } catch (err) {
+      this.log.warn({ relation, err: (err as Error).message }, 'check failed')
+      observed = {
+        report: {
+          ...base,
+          verdict: 'failed',
+          nodes: [],
+          differing_rows: 0,
+          keys: [],
+          keys_truncated: false,
+          unsettled_rows: 0,
+          partial: false,
+          rounds: 0,
+          duration_ms: Date.now() - started,
+          notes: [...notes, (err as Error).message],
+        },
+        confirmed: new Map(),
+        nodes,
+        commitTs: false,
+      }
+    }
+    if (observed.report.verdict !== 'failed') await this.tell(observed.report)
+    return observed
+  }
+
+  private async narrowAndSettle(
+    relation: string,
+    nodes: number[],
+    notes: string[],
+    opts: Options,
+    base: Pick<TableReport, 'relation' | 'coordinator' | 'check_id' | 'checked_at'>,
+    started: number,
+  ): Promise<Observed> {
+    const pace = opts.pace === true
+    const t = this.timeouts()
+    const level0 = await this.hashWave(
+      nodes,
+      { table: relation, bits: LEVEL0_BITS, timeoutMs: t.statement },
+      pace,
+    )
+    const totalRows = Math.max(0, ...level0.map((a) => a.rows))
+    let bits = LEVEL0_BITS
+    let diff = differingBuckets(level0)
+    let partial = false
+    while (diff.length > 0) {
+      const step = nextStep(bits, diff, totalRows)
+      if (step.kind === 'list') break
+      partial ||= step.truncated
+      const merged: BucketAnswer[] = nodes.map(() => ({
+        rows: 0,
+        buckets: [],
+        counts: [],
+        hashes: [],
+      }))
+      for (const part of chunks(step.parents, BUCKETS_PER_REQUEST)) {
+        const got = await this.hashWave(
+          nodes,
+          {
+            table: relation,
+            bits: step.bits,
+            parentBits: step.parentBits,
+            parents: part,
+            timeoutMs: t.statement,
+          },
+          pace,
+        )
+        got.forEach((a, i) => {
+          const m = merged[i] as BucketAnswer
+          m.rows += a.rows
+          m.buckets.push(...a.buckets)
+          m.counts.push(...a.counts)
+          m.hashes.push(...a.hashes)
+        })
+      }
+      bits = step.bits
+      diff = differingBuckets(merged)
+    }
+    let pending = new Map<string, Picture>()
+    if (diff.length > 0) {
+      const rows = new Map<number, NodeRow[]>(nodes.map((n) => [n, []]))
+      for (const part of chunks(diff, BUCKETS_PER_REQUEST)) {
+        const got = await this.rowWave(
+          nodes,
+          { table: relation, bits, buckets: part, timeoutMs: t.statement },
+          pace,
+        )
+        got.forEach((a, i) => {
+          rows.get(nodes[i] as number)?.push(...a)
+        })
+      }
+      pending = differingKeys(nodes, rows)
+    }
+    const confirmed = new Map<string, Picture>()
+    let rounds = 0
+    let behind: string[] = []
+    while (pending.size > 0 && rounds < MAX_ROUNDS) {
+      rounds++
+      const syncs = await this.wave<{
+        reached: boolean
+        behind: Array<{ node: number; slot: string; confirmed: string | null; exists: boolean }>
+      }>(nodes, 'check.sync', { nodes, timeoutMs: t.sync }, false)
+      behind = syncs.flatMap((s, i) =>
+        s.behind.map((b) =>
+          b.exists
+            ? `node ${b.node} has not applied node ${nodes[i]}'s changes within ${t.sync} ms (slot ${b.slot} confirmed ${b.confirmed ?? 'nothing'})`
+            : `node ${b.node} has no slot on node ${nodes[i]} (${b.slot}): it does not receive node ${nodes[i]}'s changes`,
+        ),
+      )
+      const keys = [...pending.keys()]
+      const rows = new Map<number, NodeRow[]>(nodes.map((n) => [n, []]))
+      for (const part of chunks(keys, ROWS_PER_PAGE)) {
+        const got = await this.rowWave(
+          nodes,
+          { table: relation, keys: part, timeoutMs: t.statement },
+          false,
+        )
+        got.forEach((a, i) => {
+          rows.get(nodes[i] as number)?.push(...a)
+        })
+      }
+      const s = settle(pending, differingKeys(nodes, rows, keys), behind.length === 0)
+      for (const [k, p] of s.confirmed) confirmed.set(k, p)
+      pending = s.pending
+    }
+    notes.push(...behind)
+    if (pending.size > 0) {
+      notes.push(
+        `${pending.size} row${pending.size === 1 ? '' : 's'} kept changing through ${rounds} rounds (written meanwhile, or replication behind): not counted as differing; check again`,
+      )
+    }
+    if (partial)
+      notes.push(
+        'so many buckets differed that only part of them were narrowed: more rows may differ',
+      )
+    const listed = [...confirmed]
+      .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .slice(0, MAX_KEYS_LISTED)
+      .map(([k, p]) => keyReport(k, p, opts.from))
+    const report: TableReport = {
+      ...base,
+      verdict: verdictOf(confirmed.size, pending.size),
+      nodes: nodes.map((n, i) => ({ node: n, rows: level0[i]?.rows ?? 0 })),
+      differing_rows: confirmed.size,
+      keys: listed,
+      keys_truncated: confirmed.size > listed.length,
+      unsettled_rows: pending.size,
+      partial,
+      rounds,
+      duration_ms: Date.now() - started,
+      notes,
+    }
+    return { report, confirmed, nodes, commitTs: level0.every((a) => a.commitTs) }
+  }
+
+  /** Keep the result here and tell every member (their health and metrics follow it). */
+  private async tell(r: TableReport): Promise<void> {
+    const rec: CheckRecord = {
+      relation: r.relation,
+      verdict: r.verdict,
+      differing: r.differing_rows,
+      unsettled: r.unsettled_rows,
+      atMs: Date.parse(r.checked_at),
+      durationMs: r.duration_ms,
+      coordinator: r.coordinator,
+    }
+    this.record(rec)
+    await this.init.port.broadcast('check.report', rec).catch(() => undefined)
+  }
+
+  /** Write the winners: fetch each winning row from its node, then CAS-write it elsewhere. */
+  private async apply(
+    relation: string,
+    seen: Observed,
+    from: number | undefined,
+    rule: string,
+  ): Promise<{
+    repaired: number
+    writes: number
+    changed: unknown[]
+    failed: RepairAnswer['failed']
+  }> {
+    const t = this.timeouts()
+    const checkId = seen.report.check_id
+    const plans = [...seen.confirmed].map(([k, p]) => {
+      const win = winner(p, from)
+      return { k, win, fixes: fixesFor(p, win) }
+    })
+    // the winning rows, asked of the nodes that hold them
+    const images = new Map<string, { row: string; h: string; ts: string | null }>()
+    const unavailable = new Map<string, string>()
+    const byWinner = new Map<number, string[]>()
+    for (const p of plans) {
+      if (p.win.version === null || p.fixes.length === 0) continue
+      byWinner.set(p.win.node, [...(byWinner.get(p.win.node) ?? []), p.k])
+    }
+    for (const [node, keys] of byWinner) {
+      let left = keys
+      while (left.length > 0) {
+        const ask = left.slice(0, IMAGE_KEYS_PER_CALL)
+        const r = (await this.callRead(
+          node,
+          'check.images',
+          { table: relation, keys: ask, timeoutMs: t.statement },
+          t.statement + 5000,
+        )) as {
+          images: Array<{ k: string; row: string; h: string; ts: string | null }>
+          tooLarge: string[]
+          more: string[]
+        }
+        for (const im of r.images) images.set(im.k, im)
+        for (const k of r.tooLarge)
+          unavailable.set(k, `the row on node ${node} is too large to send over the mesh`)
+        const more = new Set(r.more)
+        left = [...left.slice(IMAGE_KEYS_PER_CALL), ...ask.filter((k) => more.has(k))]
+        if (r.images.length === 0 && r.more.length > 0) break
+      }
+    }
+    const perNode = new Map<number, RepairItem[]>()
+    const changed = new Set<string>()
+    const failed: RepairAnswer['failed'] = []
+    const notDone = new Set<string>()
+    for (const p of plans) {
+      const v = p.win.version
+      let image: string | null = null
+      if (v !== null) {
+        const im = images.get(p.k)
+        if (!im || im.h !== v.h) {
+          // the winning row moved (or went) since the check: leave the key to a later check
+          if (unavailable.has(p.k))
+            failed.push({
+              key: parse(p.k),
+              node: p.win.node,
+              error: unavailable.get(p.k) as string,
+            })
+          else changed.add(p.k)
+          notDone.add(p.k)
+          continue
+        }
+        image = im.row
+      }
+      for (const f of p.fixes) {
+        const items = perNode.get(f.node) ?? []
+        items.push({
+          k: p.k,
+          expect: f.expect,
+          image: f.remove ? null : image,
+          ts: v?.ts ?? null,
+          // credited to the node that wrote the version (as the row-level resolver credits it),
+          // so the repaired row compares the same way as the winner's own copy
+          winner: v?.origin ?? p.win.node,
+        })
+        perNode.set(f.node, items)
+      }
+    }
+    let writes = 0
+    const results: Array<RepairResult & { node: number }> = []
+    await Promise.all(
+      [...perNode].map(async ([node, items]) => {
+        for (const batch of byBytes(items, IMAGE_BYTES_PER_CALL)) {
+          const params = {
+            table: relation,
+            items: batch,
+            checkId,
+            coordinator: this.init.nodeId,
+            rule,
+            timeoutMs: t.statement,
+          }
+          let r: { results: RepairResult[] }
+          try {
+            r = (await this.init.port.call(node, 'check.repair', params, t.statement + 5000)) as {
+              results: RepairResult[]
+            }
+          } catch (err) {
+            // not asked again: a write may have happened; the check after says what is left
+            for (const it of batch)
+              results.push({
+                k: it.k,
+                outcome: 'failed',
+                action: 'none',
+                node,
+                error: (err as Error).message,
+              })
+            continue
+          }
+          for (const x of r.results) results.push({ ...x, node })
+        }
+      }),
+    )
+    for (const r of results) {
+      if (r.outcome === 'repaired') writes++
+      else if (r.outcome === 'changed') {
+        changed.add(r.k)
+        notDone.add(r.k)
+      } else if (r.outcome === 'failed') {
+        failed.push({ key: parse(r.k), node: r.node, error: r.error ?? 'failed' })
+        notDone.add(r.k)
+      }
+    }
+    const repaired = plans.filter((p) => p.fixes.length > 0 && !notDone.has(p.k)).length
+    return { repaired, writes, changed: [...changed].map(parse), failed }
+  }
+}
+
+function parse(k: string): unknown {
+  try {
+    return JSON.parse(k)
+  } catch {
+    return k
+  }
+}
+
+/** Batches of items whose JSON stays under `max` bytes (at least one item each). */
+function byBytes(items: RepairItem[], max: number): RepairItem[][] {
+  const out: RepairItem[][] = []
+  let cur: RepairItem[] = []
+  let size = 0
+  for (const it of items) {
+    const s = Buffer.byteLength(JSON.stringify(it))
+    if (cur.length > 0 && size + s > max) {
+      out.push(cur)
+      cur = []
+      size = 0
+    }
+    cur.push(it)
+    size += s
+  }
+  if (cur.length > 0) out.push(cur)
+  return out
+}

@@ -1,0 +1,40 @@
+// Whether a node that may become ready copies the cluster's data first, joins without a copy,
+// or refuses (issue 12). Pure, so that every case is a unit test (test/unit/join-decide.test.ts).
+import type { JoinMode } from '../config/types.js'
+import type { JoinMarker } from '../postgres/join-copy.js'
+
+export interface JoinFacts {
+  mode: JoinMode
+  marker: JoinMarker | undefined
+  /** subscriptions this node has (a member from before the marker existed has some) */
+  subscriptions: number
+  /** live ready members (none: this node founds the cluster) */
+  readyPeers: number
+  /** replicated tables (none: there is nothing to copy) */
+  tables: number
+  /** replicated tables here that hold rows */
+  occupied: ReadonlyArray<{ table: string; rows: number }>
+}
+
+export type JoinDecision =
+  | { kind: 'ready'; why: string }
+  | { kind: 'copy'; why: string }
+  | { kind: 'refuse'; error: string }
+
+/** What a node that may become ready does: pure, so every case is a unit test. */
+export function decideJoin(f: JoinFacts): JoinDecision {
+  if (f.marker?.state === 'done') return { kind: 'ready', why: 'a member before' }
+  if (f.marker?.state === 'copying') return { kind: 'copy', why: 'an interrupted copy starts over' }
+  if (f.readyPeers === 0) return { kind: 'ready', why: 'founding the cluster' }
+  if (f.tables === 0) return { kind: 'ready', why: 'no replicated table to copy' }
+  if (f.subscriptions > 0) return { kind: 'ready', why: 'a member before' }
+  if (f.mode === 'no-copy') return { kind: 'ready', why: 'join = "no-copy"' }
+  if (f.occupied.length > 0 && f.mode === 'empty-only') {
+    const list = f.occupied.map((o) => `${o.table} holds ${o.rows} rows`).join(', ')
+    return {
+      kind: 'refuse',
+      error: `cannot join with the cluster's data: ${list}; empty the tables, or set join to "copy" (they are replaced by a member's) or "no-copy" (they are kept, the cluster's rows are not copied)`,
+    }
+  }
+  return { kind: 'copy', why: f.occupied.length > 0 ? 'join = "copy"' : 'empty tables' }
+}

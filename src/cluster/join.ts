@@ -1,0 +1,383 @@
+// A node joins with the cluster's data (issue 12). The decision (pure): a node that was a
+// member before starts as one; a new node copies the replicated tables from a live member
+// (the donor) if they are empty, refuses if they are not (unless join = "copy"), or joins
+// without data (join = "no-copy"). The copy follows pg17-facts.md §8 (see
+// postgres/join-copy.ts): the members' slots on this node made first, then local writers
+// fenced (join-slots.ts says why in this order), the tables checked empty, fresh disabled
+// subscriptions to every live member, the donor's
+// subscriptions flushed past their slots' start, a snapshot under a brief SHARE lock, the
+// tables copied from it, the origins advanced to the snapshot's positions, then enabled. An
+// attempt that fails (donor gone, lock not granted) is tried again from the start; the
+// marker in trktr.join_state makes an arbiter killed mid-copy start the copy over.
+import type { JoinMode } from '../config/types.js'
+import { TraktorError } from '../errors.js'
+import type { Logger } from '../log.js'
+import { FenceSet } from '../postgres/fence.js'
+import { formatRelation, type RelationName } from '../postgres/ident.js'
+import * as jc from '../postgres/join-copy.js'
+import * as js from '../postgres/join-slots.js'
+import type { LocalNode } from '../postgres/local.js'
+import { subscriptionName } from '../postgres/subscriptions.js'
+import type { Member } from './membership.js'
+
+export type JoinPhase =
+  | 'slots'
+  | 'subscribing'
+  | 'waiting'
+  | 'snapshot'
+  | 'copying'
+  | 'enabling'
+  | 'done'
+
+export interface JoinProgress {
+  phase: JoinPhase
+  donor: number | undefined
+  attempt: number
+  tables: number
+  tablesDone: number
+  rowsCopied: number
+  /** the donor's estimate (pg_class.reltuples) */
+  rowsEstimated: number
+  percent: number
+  lastError?: string
+  /** the donor's writers' wait on the SHARE lock in the last snapshot (ms) */
+  donorPauseMs?: number
+}
+
+export interface JoinCopyInit {
+  local: LocalNode
+  nodeId: number
+  log: Logger
+  /** live ready members to copy from and subscribe to */
+  candidates: () => Member[]
+  /** tables copied at once */
+  parallel?: number
+  /** how long the donor may take to apply the other members' changes up to our slots */
+  donorCatchUpMs?: number
+  onProgress?: (p: JoinProgress) => void
+  /** test-only: wait this long before copying */
+  pauseMs?: number
+}
+
+const CATCH_UP_MS = 60_000
+const POLL_MS = 100
+
+export interface RunOptions {
+  /** join mode (a refusal of rows found here applies to "empty-only") */
+  mode: JoinMode
+  /** a ready node copied again (ctl resync): the members subscribe here already */
+  resync: boolean
+  /** empty the tables before the slots are made (mode "copy", or a copy that starts over) */
+  clear: boolean
+}
+
+/** One node's copy of the cluster's data; run() is one attempt of the whole procedure. */
+export class JoinCopy {
+  private readonly init: JoinCopyInit
+  private readonly log: Logger
+  progress: JoinProgress = {
+    phase: 'subscribing',
+    donor: undefined,
+    attempt: 0,
+    tables: 0,
+    tablesDone: 0,
+    rowsCopied: 0,
+    rowsEstimated: 0,
+    percent: 0,
+  }
+
+  /** local writers to the replicated tables wait while the copy runs */
+  private readonly fences: FenceSet
+  /** the members whose slots here were in place before the fence went up */
+  private slotted = new Set<number>()
+
+  constructor(init: JoinCopyInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'join' })
+    this.fences = new FenceSet({ db: init.local.db })
+  }
+
+  /** After the copy: the members' slots are in place, so local writers go on at once. */
+  async release(): Promise<void> {
+    await this.lowerFences()
+  }
+
+  async lowerFences(): Promise<void> {
+    const n = this.fences.tables.length
+    await this.fences.lower()
+    if (n > 0) this.log.info({ tables: n }, 'local writers to the replicated tables released')
+  }
+
+  /** Fence every replicated table here, if the copy can write past the fence. */
+  private async fence(tables: RelationName[]): Promise<void> {
+    if (!(await jc.canSetReplicaRole(this.init.local.db))) {
+      this.log.warn(
+        'the arbiter role may not set session_replication_role: local writers are not fenced during the copy (GRANT SET ON PARAMETER session_replication_role)',
+      )
+      return
+    }
+    const failed = await this.fences.raise(tables)
+    for (const f of failed)
+      this.log.warn(
+        { table: formatRelation(f.rel), err: f.err },
+        'cannot fence a table during the copy',
+      )
+  }
+
+  /**
+   * Before the fence goes up (once per run of the copy loop): the tables emptied if asked, the
+   * members' slots made here, then the fence, then the tables checked empty. In this order
+   * nothing waits on a fenced writer, and every local write that is not in the copy's past is
+   * in every member's slot: a row found here now may have committed before a slot began (it
+   * would never reach that member), so a join refuses it ("empty-only") or starts over.
+   */
+  private async prepare(members: Member[], tables: RelationName[], opts: RunOptions) {
+    const { local, nodeId } = this.init
+    if (opts.clear && !opts.resync) await js.clearTables(local.db, tables, 'trktr_join_0')
+    const names = members.map((m) => subscriptionName(m.nodeId, nodeId))
+    const made = await js.ensureMemberSlots(local.db, names, !opts.resync)
+    this.slotted = new Set(members.map((m) => m.nodeId))
+    this.log.info(
+      { members: [...this.slotted], made },
+      "the members' slots on this node are in place: fencing local writers",
+    )
+    await this.fence(tables)
+    if (opts.resync) return
+    const rows = await jc.occupied(local.db, tables)
+    if (rows.length === 0) return
+    await this.lowerFences()
+    const list = rows.map((o) => `${formatRelation(o.rel)} holds ${o.rows} rows`).join(', ')
+    if (opts.mode === 'empty-only' && !opts.clear) {
+      throw new TraktorError(
+        'ERR_JOIN_REFUSED',
+        `cannot join with the cluster's data: rows were written here as the join began (${list}); empty the tables, or set join to "copy" or "no-copy"`,
+      )
+    }
+    throw new Error(`rows were written here while the join began (${list}): starting over`)
+  }
+
+  private set(p: Partial<JoinProgress>): void {
+    Object.assign(this.progress, p)
+    const { rowsCopied, rowsEstimated, phase } = this.progress
+    this.progress.percent =
+      phase === 'done'
+        ? 100
+        : Math.min(99, Math.floor((100 * rowsCopied) / Math.max(1, rowsEstimated)))
+    this.init.onProgress?.(this.progress)
+  }
+
+  async run(signal: AbortSignal, opts: RunOptions): Promise<void> {
+    const { local, nodeId } = this.init
+    const started = Date.now()
+    this.set({ phase: 'slots', attempt: this.progress.attempt + 1, rowsCopied: 0 })
+    const tables = await jc.replicatedTables(local.db)
+    this.set({ tables: tables.length, tablesDone: 0 })
+    const members = this.init.candidates().sort((a, b) => a.nodeId - b.nodeId)
+    const donor = members[0]
+    if (!donor) throw new Error('no live ready member to copy from')
+    // local writers wait from the first attempt that found a donor on, until the copy is done
+    if (this.fences.tables.length === 0) {
+      await jc.writeMarker(local.db, 'copying', donor.nodeId)
+      await this.prepare(members, tables, opts)
+    }
+    const late = members.filter((m) => !this.slotted.has(m.nodeId)).map((m) => m.nodeId)
+    if (late.length > 0)
+      this.log.warn(
+        { members: late },
+        'members became ready after the fence went up: they make their slots here after the copy',
+      )
+    // from here on local writers wait (a row written before refuses an "empty-only" join)
+    this.set({ phase: 'subscribing', donor: donor.nodeId, tables: tables.length, tablesDone: 0 })
+    this.log.info(
+      { donor: donor.nodeId, members: members.map((m) => m.nodeId), tables: tables.length },
+      'joining with the cluster data: subscribing (disabled) to every live member',
+    )
+    // fresh subscriptions, disabled: their slots keep every change from now on
+    for (const s of await local.subscriptions()) await local.unsubscribe(s.peer)
+    // side by side: each slot on a member waits for that member's running transactions
+    const slotAt = new Map<number, string>()
+    await Promise.all(
+      members.map(async (m) => {
+        const r = await local.subscribe(m.nodeId, m.postgres, { enabled: false })
+        slotAt.set(m.nodeId, r.slotLsn ?? '0/0')
+      }),
+    )
+    signal.throwIfAborted()
+    // the donor must hold every change of each other member up to where our slot there starts
+    this.set({ phase: 'waiting' })
+    if (opts.resync) await this.waitDonorAppliedOurs(donor, signal)
+    const others = members.filter((m) => m.nodeId !== donor.nodeId)
+    for (const m of others) await this.waitDonorApplied(donor, m, slotAt.get(m.nodeId), signal)
+    this.set({ phase: 'snapshot' })
+    const donorConn = local.peerConninfo(donor.postgres)
+    const app = `traktor-${nodeId}-join`
+    const exported = await jc.exportSnapshot({
+      conninfo: donorConn,
+      appName: app,
+      tables,
+      subscriptions: others.map((m) => subscriptionName(donor.nodeId, m.nodeId)),
+      signal,
+    })
+    const point = exported.point
+    this.log.info(
+      {
+        donor: donor.nodeId,
+        walLsn: point.walLsn,
+        pauseMs: point.pauseMs,
+        lockRetries: point.lockRetries,
+      },
+      'snapshot exported on the donor',
+    )
+    try {
+      this.set({
+        phase: 'copying',
+        donorPauseMs: point.pauseMs,
+        rowsEstimated: point.rowsEstimated,
+      })
+      if (this.init.pauseMs) await new Promise((r) => setTimeout(r, this.init.pauseMs))
+      await this.copyAll(tables, donorConn, point.snapshot, app, signal)
+    } finally {
+      await exported.release()
+    }
+    this.set({ phase: 'enabling' })
+    // row-level resolution's triggers must be in place before the first change applies
+    await local.ensureLww()
+    await jc.advanceAndEnable(local.db, [
+      { subscription: subscriptionName(nodeId, donor.nodeId), lsn: point.walLsn },
+      ...others.map((m) => ({
+        subscription: subscriptionName(nodeId, m.nodeId),
+        lsn: point.origins.get(subscriptionName(donor.nodeId, m.nodeId)) ?? null,
+      })),
+    ])
+    await jc.writeMarker(local.db, 'done', donor.nodeId)
+    this.set({ phase: 'done' })
+    this.log.info(
+      {
+        donor: donor.nodeId,
+        tables: tables.length,
+        rows: this.progress.rowsCopied,
+        ms: Date.now() - started,
+        donorPauseMs: point.pauseMs,
+      },
+      'joined with the cluster data',
+    )
+  }
+
+  private async waitDonorApplied(
+    donor: Member,
+    m: Member,
+    lsn: string | undefined,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const conn = this.init.local.peerConninfo(m.postgres)
+    await this.waitSlotFlushed(donor, m.nodeId, conn, lsn, signal)
+  }
+
+  /**
+   * A resync: this node's own writes before the fence reach the members through their slots
+   * here, and would be lost here if the donor's snapshot missed them; so the donor applies
+   * them first (its slot here flushed past this node's WAL position with the fence up).
+   */
+  private async waitDonorAppliedOurs(donor: Member, signal: AbortSignal): Promise<void> {
+    const { local, nodeId } = this.init
+    const lsn = await jc.walInsertLsn(local.db)
+    const slot = subscriptionName(donor.nodeId, nodeId)
+    const [present] = await jc.slotsPresent(local.db, [slot])
+    if (present === undefined) {
+      this.log.warn(
+        { donor: donor.nodeId, slot },
+        "the donor has no slot here: it cannot have this node's last writes",
+      )
+      return
+    }
+    await this.waitSlotFlushed(donor, nodeId, local.conninfo, lsn, signal)
+  }
+
+  private async waitSlotFlushed(
+    donor: Member,
+    node: number,
+    conn: string,
+    lsn: string | undefined,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const slot = subscriptionName(donor.nodeId, node)
+    const deadline = Date.now() + (this.init.donorCatchUpMs ?? CATCH_UP_MS)
+    for (;;) {
+      signal.throwIfAborted()
+      const r = await jc.slotFlushedPast(
+        conn,
+        `traktor-${this.init.nodeId}-join`,
+        slot,
+        lsn ?? '0/0',
+      )
+      if (r.ok) return
+      if (Date.now() > deadline) {
+        throw new Error(
+          `donor node ${donor.nodeId} has not applied node ${node}'s changes up to ${lsn} (its slot ${slot} there is at ${r.flushed ?? 'missing'})`,
+        )
+      }
+      await new Promise((res) => setTimeout(res, POLL_MS))
+    }
+  }
+
+  private async copyAll(
+    tables: RelationName[],
+    donorConn: string,
+    snapshot: string,
+    app: string,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const queue = [...tables]
+    let lastLogged = 0
+    const worker = async (slot: number, signal: AbortSignal) => {
+      for (let rel = queue.shift(); rel; rel = queue.shift()) {
+        signal.throwIfAborted()
+        const t0 = Date.now()
+        const r = await jc.copyTable({
+          donorConninfo: donorConn,
+          localConninfo: this.init.local.conninfo,
+          appName: app,
+          snapshot,
+          rel,
+          columns: await jc.copyColumns(this.init.local.db, rel),
+          origin: `trktr_join_${slot}`,
+          clear: true,
+          signal,
+          onRows: (n) => {
+            this.set({ rowsCopied: this.progress.rowsCopied + n })
+            if (this.progress.percent >= lastLogged + 10) {
+              lastLogged = this.progress.percent - (this.progress.percent % 10)
+              this.log.info({ ...this.progress }, 'join copy progress')
+            }
+          },
+        })
+        this.set({ tablesDone: this.progress.tablesDone + 1 })
+        this.log.info(
+          {
+            table: formatRelation(rel),
+            rows: r.rows,
+            ms: Date.now() - t0,
+            replicaRole: r.replicaRole,
+          },
+          'table copied from the donor',
+        )
+      }
+    }
+    // one table failing stops the others: the attempt ends with no copy still writing
+    const stop = new AbortController()
+    const onAbort = () => stop.abort()
+    signal.addEventListener('abort', onAbort)
+    const n = Math.max(1, Math.min(this.init.parallel ?? 2, tables.length))
+    const results = await Promise.allSettled(
+      Array.from({ length: n }, (_, i) =>
+        worker(i, stop.signal).catch((err: unknown) => {
+          stop.abort()
+          throw err
+        }),
+      ),
+    )
+    signal.removeEventListener('abort', onAbort)
+    const failed = results.find((r) => r.status === 'rejected')
+    if (failed) throw failed.reason
+  }
+}

@@ -1,0 +1,151 @@
+// Health that cannot lie: every cycle the node reads what its PostgreSQL says about its
+// replication — the peers' slots here (wal_status lost or unreserved), its own subscriptions
+// (disabled, or enabled without a worker that streams), apply errors left unresolved — and
+// keeps the reasons (health-rules.ts) for /healthz, the status routes and the metrics. Reads
+// only; a failed read keeps the last answer and is logged once per change.
+import type { Logger } from '../log.js'
+import type { Db } from './db.js'
+import {
+  EMPTY_MEMORY,
+  type HealthMemory,
+  type HealthObservation,
+  healthReasons,
+  type SlotObservation,
+  thresholdsFor,
+} from './health-rules.js'
+import { isInitialized } from './schema.js'
+
+const SLOTS = `
+SELECT slot_name::text AS slot, wal_status, active,
+       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::float8 AS retained
+FROM pg_replication_slots WHERE slot_name LIKE 'trktr\\_sub\\_%' ORDER BY 1`
+
+const SUBSCRIPTIONS = `
+SELECT s.subname::text AS name, s.subenabled AS enabled,
+       EXISTS (SELECT 1 FROM pg_stat_subscription w
+               WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL
+                 AND w.received_lsn IS NOT NULL AND w.received_lsn <> '0/0'::pg_lsn) AS streaming
+FROM pg_subscription s
+WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND s.subname LIKE 'trktr\\_sub\\_%'
+ORDER BY 1`
+
+const PENDING = `
+SELECT count(*)::int AS n, min(occurred)::text AS oldest FROM trktr.history
+WHERE resolved IS NULL AND occurred < now() - $1::int8 * interval '1 millisecond'`
+
+const NAME = /^trktr_sub_(\d+)_(\d+)$/
+
+export interface HealthWatchInit {
+  db: Db
+  nodeId: number
+  log: Logger
+  intervalMs: number
+  now?: () => number
+}
+
+type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
+
+export class HealthWatch {
+  private readonly init: HealthWatchInit
+  private readonly log: Logger
+  private state: State = { kind: 'stopped' }
+  private busy: Promise<void> | undefined
+  private memory: HealthMemory = EMPTY_MEMORY
+  private last: string[] = []
+  private slotsSeen: SlotObservation[] = []
+  private failing = false
+
+  constructor(init: HealthWatchInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'health' })
+  }
+
+  start(): void {
+    if (this.state.kind === 'running') return
+    const timer = setInterval(() => void this.observe(), this.init.intervalMs)
+    timer.unref()
+    this.state = { kind: 'running', timer }
+    void this.observe()
+  }
+
+  async stop(): Promise<void> {
+    if (this.state.kind === 'running') clearInterval(this.state.timer)
+    this.state = { kind: 'stopped' }
+    await this.busy
+  }
+
+  reasons(): string[] {
+    return [...this.last]
+  }
+
+  /** The peers' slots on this server as last seen (metrics). */
+  slots(): SlotObservation[] {
+    return [...this.slotsSeen]
+  }
+
+  /** Look now (or wait for the look in progress). */
+  async observe(): Promise<void> {
+    if (this.busy) return await this.busy
+    this.busy = this.run()
+      .catch((err: Error) => {
+        if (!this.failing) this.log.warn({ err: err.message }, 'cannot read replication health')
+        this.failing = true
+      })
+      .finally(() => {
+        this.busy = undefined
+      })
+    await this.busy
+  }
+
+  private async run(): Promise<void> {
+    const { db, nodeId } = this.init
+    if (!(await isInitialized(db))) return
+    const t = thresholdsFor(this.init.intervalMs)
+    const [slots, subs, pending] = await Promise.all([
+      db.query<{ slot: string; wal_status: string | null; active: boolean; retained: number }>(
+        SLOTS,
+      ),
+      db.query<{ name: string; enabled: boolean; streaming: boolean }>(SUBSCRIPTIONS),
+      db.query<{ n: number; oldest: string | null }>(PENDING, [t.pendingMs]),
+    ])
+    const obs: HealthObservation = {
+      atMs: (this.init.now ?? Date.now)(),
+      // the slots peers' subscriptions use here: trktr_sub_<peer>_<this node>
+      slots: slots.flatMap((s) => {
+        const m = NAME.exec(s.slot)
+        if (!m || Number(m[2]) !== nodeId) return []
+        return [
+          {
+            slot: s.slot,
+            peer: Number(m[1]),
+            walStatus: s.wal_status,
+            active: s.active,
+            retainedBytes: Number(s.retained),
+          },
+        ]
+      }),
+      subscriptions: subs.flatMap((s) => {
+        const m = NAME.exec(s.name)
+        if (!m || Number(m[1]) !== nodeId) return []
+        return [{ name: s.name, peer: Number(m[2]), enabled: s.enabled, streaming: s.streaming }]
+      }),
+      pendingErrors: pending[0]?.n ?? 0,
+      oldestPending: pending[0]?.oldest ?? null,
+    }
+    const r = healthReasons(obs, this.memory, t)
+    this.memory = r.memory
+    this.slotsSeen = obs.slots
+    this.failing = false
+    const added = r.reasons.filter((x) => !this.last.includes(x) && !sameKind(x, this.last))
+    for (const reason of added) this.log.error({ reason }, 'replication is not healthy')
+    if (this.last.length > 0 && r.reasons.length === 0) this.log.info('replication healthy again')
+    this.last = r.reasons
+  }
+}
+
+/** The same reason with a new duration ("disabled for 3.3 s" → "for 3.6 s") is not news. */
+function sameKind(reason: string, previous: string[]): boolean {
+  const stem = reason.replace(/\d+(\.\d+)? s\b/g, '')
+  return previous.some((p) => p.replace(/\d+(\.\d+)? s\b/g, '') === stem)
+}

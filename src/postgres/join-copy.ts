@@ -1,0 +1,404 @@
+// Joining with the cluster's data (issue 12; the procedure measured in pg17-facts.md §8). The
+// joining node's subscriptions are created first, disabled, so their slots on the peers exist;
+// a donor's replicated tables are held in SHARE mode for a moment while a REPEATABLE READ
+// snapshot is exported together with the donor's WAL insert position and the remote LSNs of its
+// subscriptions' origins. Every table is copied from that snapshot, the joining node's origins
+// are advanced to those positions, and its subscriptions are enabled: each change is then in the
+// copy or in a stream, never both, never neither.
+//
+// The copy is written in sessions tagged with a replication origin (trktr_join_<n>): an
+// origin = none subscriber of this node never receives it, so a re-copy (resync) is not
+// re-published. Its commit timestamp is JOIN_COMMIT_TS, older than any real write, so that
+// row-level last-writer-wins lets every later version from a peer apply over a copied row.
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import pg from 'pg'
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
+import { TraktorError } from '../errors.js'
+import { clientConfig, type Db, pgError } from './db.js'
+import { checkLsn, qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
+import { ensureOrigin } from './repair-store.js'
+
+/** The commit timestamp of copied rows: older than any version a peer can send. */
+export const JOIN_COMMIT_TS = '2000-01-01 00:00:00.000001+00'
+/** how long one attempt at the donor's SHARE lock may wait for its writers */
+export const JOIN_LOCK_TIMEOUT_MS = 1000
+
+export const JOIN_DDL = `
+CREATE TABLE IF NOT EXISTS trktr.join_state (
+  only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+  state text NOT NULL CHECK (state IN ('copying', 'done')),
+  donor integer,
+  started timestamptz NOT NULL DEFAULT now(),
+  finished timestamptz
+);
+REVOKE ALL ON trktr.join_state FROM PUBLIC;`
+
+export interface JoinMarker {
+  state: 'copying' | 'done'
+  donor: number | null
+}
+
+export async function readMarker(db: Db): Promise<JoinMarker | undefined> {
+  await db.query(JOIN_DDL)
+  const [r] = await db.query<{ state: 'copying' | 'done'; donor: number | null }>(
+    `SELECT state, donor FROM trktr.join_state`,
+  )
+  return r ? { state: r.state, donor: r.donor } : undefined
+}
+
+export async function writeMarker(db: Db, state: JoinMarker['state'], donor: number | null) {
+  await db.query(JOIN_DDL)
+  await db.query(
+    `INSERT INTO trktr.join_state (state, donor) VALUES ($1, $2)
+     ON CONFLICT (only_row) DO UPDATE SET state = EXCLUDED.state, donor = EXCLUDED.donor,
+       started = CASE WHEN EXCLUDED.state = 'copying' THEN now() ELSE trktr.join_state.started END,
+       finished = CASE WHEN EXCLUDED.state = 'done' THEN now() END`,
+    [state, donor],
+  )
+}
+
+/** Forget the marker (a join that was refused leaves the node as it was). */
+export async function deleteMarker(db: Db): Promise<void> {
+  await db.query(JOIN_DDL)
+  await db.query(`DELETE FROM trktr.join_state`)
+}
+
+/** The committed replicated tables that exist here. */
+export async function replicatedTables(db: Db): Promise<RelationName[]> {
+  const rows = await db.query<{ schema_name: string; table_name: string }>(
+    `SELECT schema_name, table_name FROM trktr.replicaset WHERE status = 'committed'
+       AND to_regclass(format('%I.%I', schema_name, table_name)) IS NOT NULL
+     ORDER BY schema_name, table_name`,
+  )
+  return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }))
+}
+
+/** Tables that hold rows, with their count (a table with none is not listed). */
+export async function occupied(
+  db: Db,
+  rels: readonly RelationName[],
+): Promise<Array<{ rel: RelationName; rows: number }>> {
+  const out: Array<{ rel: RelationName; rows: number }> = []
+  for (const rel of rels) {
+    const [any] = await db.query(`SELECT 1 FROM ${qualified(rel)} LIMIT 1`)
+    if (!any) continue
+    const [c] = await db.query<{ n: string }>(`SELECT count(*)::int8 AS n FROM ${qualified(rel)}`)
+    out.push({ rel, rows: Number(c?.n ?? 0) })
+  }
+  return out
+}
+
+/** Columns a COPY carries: in order, generated and dropped ones left out. */
+export async function copyColumns(db: Db, rel: RelationName): Promise<string[]> {
+  const [r] = await db.query<{ cols: string[] }>(
+    `SELECT ARRAY(SELECT a.attname::text FROM pg_attribute a
+                   WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.attgenerated = '' ORDER BY a.attnum) AS cols`,
+    [qualified(rel)],
+  )
+  return r?.cols ?? []
+}
+
+/** May this node's role write as an apply worker does (session_replication_role = replica)? */
+export async function canSetReplicaRole(db: Db): Promise<boolean> {
+  return await db.session(async (c) => {
+    try {
+      await c.query(`SET session_replication_role = replica`)
+      return true
+    } catch {
+      return false
+    }
+  })
+}
+
+/** This server's WAL insert position now. */
+export async function walInsertLsn(db: Db): Promise<string> {
+  const [r] = await db.query<{ lsn: string }>(`SELECT pg_current_wal_insert_lsn()::text AS lsn`)
+  return r?.lsn ?? '0/0'
+}
+
+/** Which of these replication slots exist on this server. */
+export async function slotsPresent(db: Db, names: readonly string[]): Promise<string[]> {
+  const rows = await db.query<{ slot_name: string }>(
+    `SELECT slot_name FROM pg_replication_slots WHERE slot_name = ANY ($1::text[])`,
+    [names],
+  )
+  return rows.map((r) => r.slot_name)
+}
+
+/** A plain session to another node's PostgreSQL (donor or peer), closed by the caller. */
+async function connect(conninfo: string, name: string): Promise<pg.Client> {
+  const client = new pg.Client(clientConfig(conninfo, name))
+  client.on('error', () => {})
+  try {
+    await client.connect()
+  } catch (err) {
+    throw pgError(err, 'connect')
+  }
+  return client
+}
+
+/** The slot's confirmed_flush_lsn on a peer has reached lsn (the slot's subscriber applied it). */
+export async function slotFlushedPast(
+  conninfo: string,
+  appName: string,
+  slot: string,
+  lsn: string,
+): Promise<{ ok: boolean; flushed: string | null }> {
+  const c = await connect(conninfo, appName)
+  try {
+    const { rows } = await c.query<{ ok: boolean; flushed: string | null }>(
+      `SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok, confirmed_flush_lsn::text AS flushed
+       FROM pg_replication_slots WHERE slot_name = $1`,
+      [slot, checkLsn(lsn)],
+    )
+    return { ok: rows[0]?.ok ?? false, flushed: rows[0]?.flushed ?? null }
+  } catch (err) {
+    throw pgError(err, `read slot ${slot}`)
+  } finally {
+    await c.end().catch(() => undefined)
+  }
+}
+
+export interface SnapshotPoint {
+  snapshot: string
+  /** the donor's WAL insert position: its own transactions up to here are in the snapshot */
+  walLsn: string
+  /** per donor subscription name: the remote LSN its origin had applied (null: nothing yet) */
+  origins: Map<string, string | null>
+  /** how long the donor's writers waited on the SHARE lock (ms) */
+  pauseMs: number
+  /** lock attempts that timed out before one succeeded */
+  lockRetries: number
+  /** the donor's estimate of the rows to copy (pg_class.reltuples) */
+  rowsEstimated: number
+}
+
+export interface ExportInit {
+  conninfo: string
+  appName: string
+  tables: readonly RelationName[]
+  /** the donor's subscriptions whose origins' positions are read with the snapshot */
+  subscriptions: readonly string[]
+  lockTimeoutMs?: number
+  attempts?: number
+  signal?: AbortSignal
+}
+
+export interface ExportedSnapshot {
+  point: SnapshotPoint
+  /** end the exporting transaction (after every copy has imported the snapshot) */
+  release(): Promise<void>
+}
+
+const EXPORT = `
+SELECT pg_export_snapshot() AS snapshot, pg_current_wal_insert_lsn()::text AS wal,
+       COALESCE((SELECT json_object_agg(s.subname, pg_replication_origin_progress('pg_' || s.oid, false)::text)
+                   FROM pg_subscription s WHERE s.subname = ANY ($1::text[])), '{}'::json) AS origins`
+const ESTIMATE = `SELECT COALESCE(sum(greatest(c.reltuples, 0)), 0)::int8 AS n FROM pg_class c
+                  WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)`
+// two statements: a query naming the queue fails to parse where lww never made it (resolver skip)
+const HAS_QUEUE = `SELECT to_regclass('trktr.conflict_queue') IS NOT NULL AS has`
+const QUEUED = `SELECT EXISTS (SELECT 1 FROM trktr.conflict_queue) AS queued`
+
+/**
+ * Export a snapshot on the donor under a brief SHARE lock of every replicated table: no local
+ * writer and no apply worker can commit to them while the snapshot, the WAL position and the
+ * origins' positions are read, so the three agree. A lock that times out (a long writer) is
+ * tried again. A row-level resolution still queued on the donor would later be repaired under
+ * an origin no subscriber receives: then the snapshot is not taken (ERR_JOIN_DONOR_BUSY).
+ */
+export async function exportSnapshot(init: ExportInit): Promise<ExportedSnapshot> {
+  // the queue holds an entry for a moment whenever a row last written by one node is updated
+  // by another (resolved in the next round, usually with nothing to repair): try again soon
+  for (let busy = 0; ; busy++) {
+    try {
+      return await exportOnce(init)
+    } catch (err) {
+      if ((err as TraktorError).code !== 'ERR_JOIN_DONOR_BUSY' || busy >= BUSY_ATTEMPTS) throw err
+      init.signal?.throwIfAborted()
+      await new Promise((r) => setTimeout(r, BUSY_WAIT_MS))
+    }
+  }
+}
+
+const BUSY_ATTEMPTS = 50
+const BUSY_WAIT_MS = 100
+
+async function exportOnce(init: ExportInit): Promise<ExportedSnapshot> {
+  const lockTimeout = init.lockTimeoutMs ?? JOIN_LOCK_TIMEOUT_MS
+  const attempts = init.attempts ?? 10
+  const lock = await connect(init.conninfo, `${init.appName}-lock`)
+  let snap: pg.Client | undefined
+  const abort = () => {
+    void lock.end().catch(() => undefined)
+    void snap?.end().catch(() => undefined)
+  }
+  init.signal?.addEventListener('abort', abort)
+  try {
+    snap = await connect(init.conninfo, `${init.appName}-snapshot`)
+    await lock.query(`SET lock_timeout = ${Math.round(lockTimeout)}`)
+    const list = init.tables.map(qualified).join(', ')
+    let retries = 0
+    for (;;) {
+      await lock.query('BEGIN')
+      try {
+        if (list !== '') await lock.query(`LOCK TABLE ${list} IN SHARE MODE`)
+        break
+      } catch (err) {
+        await lock.query('ROLLBACK').catch(() => undefined)
+        const code = (err as { code?: string }).code
+        // a long writer (lock timeout) or an apply worker holding one table and wanting another
+        if ((code !== '55P03' && code !== '40P01') || ++retries >= attempts)
+          throw pgError(err, 'lock the donor tables in SHARE mode')
+        await new Promise((r) => setTimeout(r, 50 * retries))
+      }
+    }
+    const locked = Date.now()
+    await snap.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    const { rows } = await snap.query<{
+      snapshot: string
+      wal: string
+      origins: Record<string, string | null>
+    }>(EXPORT, [init.subscriptions])
+    const hasQueue = (await snap.query<{ has: boolean }>(HAS_QUEUE)).rows[0]?.has ?? false
+    const queued = hasQueue
+      ? ((await snap.query<{ queued: boolean }>(QUEUED)).rows[0]?.queued ?? false)
+      : false
+    await lock.query('COMMIT')
+    const pauseMs = Date.now() - locked
+    const est = await snap.query<{ n: string }>(ESTIMATE, [init.tables.map(qualified)])
+    const r = rows[0]
+    if (!r) throw new Error('pg_export_snapshot returned nothing')
+    if (queued) {
+      throw new TraktorError(
+        'ERR_JOIN_DONOR_BUSY',
+        'the donor has row-level resolutions queued: a snapshot now would miss their repairs',
+      )
+    }
+    const s = snap
+    return {
+      point: {
+        snapshot: r.snapshot,
+        walLsn: r.wal,
+        origins: new Map(Object.entries(r.origins)),
+        pauseMs,
+        lockRetries: retries,
+        rowsEstimated: Number(est.rows[0]?.n ?? 0),
+      },
+      release: async () => {
+        await s.query('COMMIT').catch(() => undefined)
+        await s.end().catch(() => undefined)
+      },
+    }
+  } catch (err) {
+    await snap?.end().catch(() => undefined)
+    throw err instanceof TraktorError ? err : pgError(err, 'export a snapshot on the donor')
+  } finally {
+    init.signal?.removeEventListener('abort', abort)
+    await lock.end().catch(() => undefined)
+  }
+}
+
+export interface CopyInit {
+  donorConninfo: string
+  localConninfo: string
+  appName: string
+  snapshot: string
+  rel: RelationName
+  columns: readonly string[]
+  /** the replication origin the local session writes under (one per concurrent copy) */
+  origin: string
+  /** rows already here (an interrupted copy, a resync) are deleted in the same transaction */
+  clear: boolean
+  onRows?: (n: number) => void
+  signal?: AbortSignal
+}
+
+const SNAPSHOT_ID = /^[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?$/i
+
+/**
+ * Copy one table from the donor's snapshot in one local transaction: the table ends complete
+ * or unchanged. Ordinary triggers (fences, foreign keys, the user's) do not fire, as in an
+ * apply worker, when the role may set session_replication_role.
+ */
+export async function copyTable(init: CopyInit): Promise<{ rows: number; replicaRole: boolean }> {
+  if (!SNAPSHOT_ID.test(init.snapshot)) throw new Error(`not a snapshot id: ${init.snapshot}`)
+  const cols = init.columns.map(quoteIdent).join(', ')
+  const rel = qualified(init.rel)
+  init.signal?.throwIfAborted()
+  const src = await connect(init.donorConninfo, `${init.appName}-copy-out`)
+  let dst: pg.Client | undefined
+  // ending both sessions fails the pipeline; the local transaction rolls back with its session
+  const abort = () => {
+    void src.end().catch(() => undefined)
+    void dst?.end().catch(() => undefined)
+  }
+  init.signal?.addEventListener('abort', abort)
+  try {
+    dst = await connect(init.localConninfo, `${init.appName}-copy-in`)
+    await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(init.snapshot)}`)
+    let replicaRole = true
+    try {
+      await dst.query(`SET session_replication_role = replica`)
+    } catch (err) {
+      if ((err as { code?: string }).code !== '42501') throw err
+      replicaRole = false
+    }
+    await ensureOrigin(dst, init.origin)
+    await dst.query('BEGIN')
+    await dst.query(`SELECT pg_replication_origin_session_setup($1)`, [init.origin])
+    await dst.query(`SELECT pg_replication_origin_xact_setup('0/0', $1::timestamptz)`, [
+      JOIN_COMMIT_TS,
+    ])
+    if (init.clear) await dst.query(`DELETE FROM ${rel}`)
+    let rows = 0
+    const count = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        let n = 0
+        for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) n++
+        rows += n
+        if (n > 0) init.onRows?.(n)
+        done(null, chunk)
+      },
+    })
+    await pipeline(
+      src.query(copyTo(`COPY ${rel} (${cols}) TO STDOUT`)),
+      count,
+      dst.query(copyFrom(`COPY ${rel} (${cols}) FROM STDIN`)),
+    )
+    await dst.query('COMMIT')
+    await dst.query(`SELECT pg_replication_origin_session_reset()`)
+    await src.query('COMMIT')
+    return { rows, replicaRole }
+  } catch (err) {
+    throw pgError(err, `copy ${rel} from the donor`)
+  } finally {
+    init.signal?.removeEventListener('abort', abort)
+    await src.end().catch(() => undefined)
+    await dst?.end().catch(() => undefined)
+  }
+}
+
+/**
+ * Start each subscription where the copy ended: its origin advanced to the position the donor's
+ * snapshot holds for that peer (null: leave it, the slot starts after the copy), then enabled.
+ */
+export async function advanceAndEnable(
+  db: Db,
+  positions: ReadonlyArray<{ subscription: string; lsn: string | null }>,
+): Promise<void> {
+  for (const p of positions) {
+    if (p.lsn === null) continue
+    await db.query(
+      `SELECT pg_replication_origin_advance('pg_' || oid, $2::pg_lsn) FROM pg_subscription
+       WHERE subname = $1`,
+      [p.subscription, checkLsn(p.lsn)],
+    )
+  }
+  for (const p of positions) {
+    await db.query(`ALTER SUBSCRIPTION ${quoteIdent(p.subscription)} ENABLE`)
+  }
+}

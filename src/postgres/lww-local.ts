@@ -1,0 +1,120 @@
+// Two ordinary (origin-side) triggers that make a local write replicate in a form the row-level
+// resolution on the peers can resolve exactly (issue 10, "bad input"; README "Conflict
+// resolution"). They fire in local sessions only, never in apply workers.
+//
+// - TOAST: pgoutput sends a value stored out of line that an UPDATE did not change as
+//   "unchanged", and the receiver keeps its own value there. When a concurrent update on the
+//   receiver changed that column, the receiver ends with the winner's other columns and the
+//   loser's big value: a row no node wrote. The trigger re-writes such values (a fresh copy, so
+//   PostgreSQL stores them anew and sends them in full) — only for rows whose value is out of
+//   line and unchanged (the WHEN clause, evaluated without entering PL/pgSQL).
+// - Key change: PostgreSQL sends an UPDATE of the key as an UPDATE of the old key, which a peer
+//   that deleted or moved that key skips silently (update_missing): two nodes moving one row to
+//   two keys, or one moving it while another deletes it, would diverge forever. After a key
+//   change the trigger deletes and re-inserts the row under its new key, so the new key arrives
+//   as an insert everywhere (the old key's update is still skipped where it is gone, which is
+//   now right). Not installed on tables another table's foreign key references: the delete
+//   would fire ON DELETE actions on the rows that reference it.
+import type { Db, Queryable } from './db.js'
+import { qualified, quoteIdent, type RelationName } from './ident.js'
+
+export const TOAST_TRIGGER = 'trktr_lww_toast'
+export const MOVE_TRIGGER = 'trktr_lww_move'
+
+export interface LocalTable {
+  oid: number
+  rel: RelationName
+  columns: string[]
+  pk: string[]
+  /** columns that can be stored out of line, with their type as PostgreSQL spells it */
+  toastable: Array<{ name: string; type: string }>
+  /** another table's foreign key references this one */
+  referenced: boolean
+  /** a column is GENERATED ALWAYS AS IDENTITY (an insert must override it) */
+  identityAlways: boolean
+}
+
+export const DESCRIBE_LOCAL = `
+SELECT ARRAY(SELECT json_build_object('name', a.attname::text, 'type', format_type(a.atttypid, a.atttypmod))
+               FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+                AND a.attgenerated = '' AND a.attlen = -1 AND a.attstorage <> 'p'
+                -- pg_column_toast_chunk_id, which tells an unchanged out-of-line value, is new in 17
+                AND current_setting('server_version_num')::int >= 170000 ORDER BY a.attnum) AS toastable,
+       EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = $1::oid) AS referenced,
+       EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attidentity = 'a'
+                AND NOT a.attisdropped) AS identity_always`
+
+function fn(t: LocalTable, what: string): string {
+  return `trktr.${quoteIdent(`lww_${what}_${t.oid}`)}`
+}
+
+/** A fresh copy of a value (through its text form): stored anew, so sent in full. */
+function fresh(c: { name: string; type: string }): string {
+  return `(NEW.${quoteIdent(c.name)}::text || '')::${c.type}`
+}
+
+export function toastFunctionSql(t: LocalTable): string {
+  return `
+CREATE OR REPLACE FUNCTION ${fn(t, 'toast')}() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  ${t.toastable.map((c) => `NEW.${quoteIdent(c.name)} := ${fresh(c)};`).join('\n  ')}
+  RETURN NEW;
+END $fn$`
+}
+
+export function moveFunctionSql(t: LocalTable): string {
+  const rel = qualified(t.rel)
+  const cols = t.columns.map(quoteIdent).join(', ')
+  const match = `(${t.pk.map((c) => `x.${quoteIdent(c)}`).join(', ')}) = (${t.pk.map((c) => `NEW.${quoteIdent(c)}`).join(', ')})`
+  return `
+CREATE OR REPLACE FUNCTION ${fn(t, 'move')}() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  DELETE FROM ${rel} x WHERE ${match};
+  INSERT INTO ${rel} (${cols}) ${t.identityAlways ? 'OVERRIDING SYSTEM VALUE ' : ''}VALUES (${t.columns.map((c) => `NEW.${quoteIdent(c)}`).join(', ')});
+  RETURN NULL;
+END $fn$`
+}
+
+/** Create (or re-create) the table's origin-side triggers; drops those it no longer needs. */
+export async function installLocal(q: Queryable, t: LocalTable): Promise<void> {
+  const rel = qualified(t.rel)
+  await q.query(`DROP TRIGGER IF EXISTS ${TOAST_TRIGGER} ON ${rel}`)
+  if (t.toastable.length > 0) {
+    await q.query(toastFunctionSql(t))
+    const unchanged = t.toastable
+      .map(
+        (c) =>
+          `pg_column_toast_chunk_id(NEW.${quoteIdent(c.name)}) = pg_column_toast_chunk_id(OLD.${quoteIdent(c.name)})`,
+      )
+      .join(' OR ')
+    await q.query(
+      `CREATE TRIGGER ${TOAST_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW WHEN (${unchanged}) EXECUTE FUNCTION ${fn(t, 'toast')}()`,
+    )
+  }
+  await q.query(`DROP TRIGGER IF EXISTS ${MOVE_TRIGGER} ON ${rel}`)
+  if (!t.referenced) {
+    await q.query(moveFunctionSql(t))
+    const key = (p: string) => `(${t.pk.map((c) => `${p}.${quoteIdent(c)}`).join(', ')})`
+    await q.query(
+      `CREATE TRIGGER ${MOVE_TRIGGER} AFTER UPDATE ON ${rel} FOR EACH ROW WHEN (${key('OLD')} IS DISTINCT FROM ${key('NEW')}) EXECUTE FUNCTION ${fn(t, 'move')}()`,
+    )
+  }
+}
+
+export async function describeLocal(
+  db: Db,
+  oid: number,
+): Promise<Pick<LocalTable, 'toastable' | 'referenced' | 'identityAlways'>> {
+  const [r] = await db.query<{
+    toastable: Array<{ name: string; type: string }>
+    referenced: boolean
+    identity_always: boolean
+  }>(DESCRIBE_LOCAL, [oid])
+  return {
+    toastable: r?.toastable ?? [],
+    referenced: r?.referenced ?? false,
+    identityAlways: r?.identity_always ?? false,
+  }
+}

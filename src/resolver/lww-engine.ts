@@ -1,0 +1,164 @@
+// The row-level resolution loop (resolver "lww"; the SQL and the reasoning are in
+// src/postgres/lww.ts). Every tick: keep the replica triggers on exactly the replicated tables,
+// run a resolution round when the queue holds anything, disarm insert branches that have been
+// quiet, and report what was resolved. One verdict per cycle; an error ends the cycle, never the
+// loop.
+import type { Logger } from '../log.js'
+import type { Db, HeldSession } from '../postgres/db.js'
+import { formatRelation, type RelationName } from '../postgres/ident.js'
+import type { LocalNode } from '../postgres/local.js'
+import * as lww from '../postgres/lww.js'
+
+/** an armed insert branch with no conflict for this long is switched off again */
+export const DISARM_AFTER_MS = 30_000
+/** triggers are compared with the replicaset every so many ticks (and before every refresh) */
+const ENSURE_EVERY_TICKS = 20
+
+export interface LwwEngineInit {
+  local: LocalNode
+  log: Logger
+  tickMs: number
+  /** resolutions recorded since the last report (metrics) */
+  onResolved?: (
+    counts: Array<{ kind: string; relation: string; action: string; n: number }>,
+  ) => void
+}
+
+type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
+
+export class LwwEngine {
+  private readonly init: LwwEngineInit
+  private readonly log: Logger
+  private state: State = { kind: 'stopped' }
+  private cycle: Promise<string> | undefined
+  private ticks = 0
+  private lastId = -1
+  /** when each table's insert branch was last asked for, by "schema.table" */
+  private readonly armed = new Map<string, { rel: RelationName; atMs: number }>()
+  lastVerdict = 'not run yet'
+
+  constructor(init: LwwEngineInit) {
+    this.init = init
+    this.log = init.log.child({ component: 'lww' })
+  }
+
+  private get db(): Db {
+    return this.init.local.db
+  }
+
+  start(): void {
+    if (this.state.kind === 'running') return
+    const timer = setInterval(() => void this.tick(), this.init.tickMs)
+    timer.unref()
+    this.state = { kind: 'running', timer }
+  }
+
+  async stop(): Promise<void> {
+    if (this.state.kind === 'running') clearInterval(this.state.timer)
+    this.state = { kind: 'stopped' }
+    await this.cycle?.catch(() => undefined)
+    this.held?.release()
+    this.held = undefined
+  }
+
+  /** Run one cycle now (or join the one running); returns its verdict. */
+  async tick(): Promise<string> {
+    this.cycle ??= this.run().finally(() => {
+      this.cycle = undefined
+    })
+    return await this.cycle
+  }
+
+  /**
+   * Switch a table's insert branch on: an insert conflict (23505) stopped a subscription. The
+   * resolver enables the subscription after this, and the transaction applies.
+   */
+  async arm(rel: RelationName): Promise<void> {
+    const name = formatRelation(rel)
+    const known = this.armed.get(name)
+    this.armed.set(name, { rel, atMs: Date.now() })
+    if (known) return
+    await this.init.local.ensureLww()
+    await lww.arm(this.db, rel, true)
+    this.log.info({ relation: name }, 'insert conflicts on this table: insert branch armed')
+  }
+
+  /**
+   * Arm the table an apply error names ("schema.table", as PostgreSQL prints it unquoted), or
+   * every replicated table when the name is missing or matches none. Returns what was armed.
+   */
+  async armFor(relation: string | undefined): Promise<string[]> {
+    await this.init.local.ensureLww()
+    const tables = (await lww.installed(this.db)).map((t) => t.rel)
+    const named = tables.filter((r) => `${r.schema}.${r.table}` === relation)
+    const targets = named.length > 0 ? named : tables
+    for (const rel of targets) await this.arm(rel)
+    return targets.map(formatRelation)
+  }
+
+  private async run(): Promise<string> {
+    let verdict: string
+    try {
+      verdict = await this.cycleOnce()
+    } catch (err) {
+      verdict = `cycle failed: ${(err as Error).message}`
+      if (verdict !== this.lastVerdict) this.log.warn({ verdict }, 'lww cycle')
+      this.lastVerdict = verdict
+      return verdict
+    }
+    if (verdict !== this.lastVerdict && !verdict.startsWith('no ')) {
+      this.log.info({ verdict }, 'lww cycle')
+    }
+    this.lastVerdict = verdict
+    return verdict
+  }
+
+  private async cycleOnce(): Promise<string> {
+    const { local } = this.init
+    if (!(await local.initialized())) return 'no action: node not initialised'
+    const parts: string[] = []
+    if (this.ticks++ % ENSURE_EVERY_TICKS === 0) {
+      const e = await local.ensureLww()
+      if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
+    }
+    if (await lww.queueNotEmpty(this.db)) {
+      const r = await this.resolve()
+      parts.push(`${r.recorded} resolved, ${r.restored} restored`)
+    }
+    await this.report()
+    const now = Date.now()
+    for (const [name, a] of this.armed) {
+      if (now - a.atMs < DISARM_AFTER_MS) continue
+      this.armed.delete(name)
+      await lww.arm(this.db, a.rel, false)
+      parts.push(`insert branch of ${name} disarmed`)
+    }
+    return parts.length > 0 ? parts.join('; ') : 'no conflicts queued'
+  }
+
+  /** The round runs in a session kept for it (a repair sets and resets a session origin). */
+  private held: HeldSession | undefined
+
+  private async resolve(): Promise<{ restored: number; recorded: number }> {
+    this.held ??= await this.db.hold()
+    try {
+      return await lww.resolveWith(this.held)
+    } catch (err) {
+      // its session origin may still be set: never reuse it
+      this.held.release(true)
+      this.held = undefined
+      throw err
+    }
+  }
+
+  private async report(): Promise<void> {
+    if (this.lastId < 0) {
+      // count only what happens from now on
+      this.lastId = await lww.lastResolutionId(this.db)
+      return
+    }
+    const { lastId, counts } = await lww.resolutionsSince(this.db, this.lastId)
+    this.lastId = lastId
+    if (counts.length > 0) this.init.onResolved?.(counts)
+  }
+}
