@@ -2,7 +2,7 @@
 // no other route): the table a check names, and the source node of a repair.
 import { BadRequestError } from '../errors.js'
 import { formatRelation, parseRelationName } from '../postgres/ident.js'
-import { CommitRequest } from './shapes/cluster.js'
+import { CommitRequest, DdlRequest } from './shapes/cluster.js'
 
 /** "schema.table" as the replicaset spells it (unquoted where it can be). */
 export function relationOf(input: string): string {
@@ -39,4 +39,17 @@ export function commitRequest(body: unknown): { mode: 'async' | 'sync'; quorum?:
     mode: r.data.mode,
     ...(r.data.quorum === undefined ? {} : { quorum: r.data.quorum }),
   }
+}
+
+/** The body of POST /v1/cluster/ddl (and cluster.ddl's params), or a clear 400. */
+export function ddlRequest(body: unknown): { sql: string; tables?: string[] } {
+  const r = DdlRequest.safeParse(body)
+  if (!r.success) {
+    const i = r.error.issues[0]
+    const where = i?.path.length ? `${i.path.join('.')}: ` : ''
+    throw new BadRequestError(
+      `${where}${i?.message ?? 'bad body'} (expected {"sql": "one statement", "tables"?: ["schema.table", ...]})`,
+    )
+  }
+  return { sql: r.data.sql, ...(r.data.tables ? { tables: r.data.tables } : {}) }
 }

@@ -6,6 +6,7 @@
 // test checks real answers against them.
 import type { z } from 'zod'
 import type { CheckAnswer, RepairAnswer } from '../cluster/checker.js'
+import type { DdlAnswer } from '../cluster/ddl.js'
 import type { Outcome } from '../cluster/proposals.js'
 import type { ReplicasetSnapshot } from '../postgres/cluster-state.js'
 import type { HistoryEntry } from '../postgres/history.js'
@@ -20,6 +21,8 @@ import type {
   CommittedBody,
   ControlInitBody,
   ControlTeardownBody,
+  DdlAbortedBody,
+  DdlBody,
   HealedBody,
   NodeStatusBody,
   NodesBody,
@@ -45,6 +48,7 @@ export type {
   ClusterReplicasetBody,
   ClusterStatusBody,
   CommitBody,
+  DdlBody,
   ErrorBody,
   HistoryRow,
   MemberStatus,
@@ -154,6 +158,23 @@ export const present = {
       message: abortMessage(o),
       ...outcomeBody(o),
     }) satisfies Out<typeof AbortedBody>,
+  /** A schema change as both POST /v1/cluster/ddl and cluster.ddl answer it. */
+  ddl: (d: DdlAnswer) =>
+    ({
+      ...outcomeBody(d),
+      kind: d.kind,
+      sql: d.sql,
+      tables: d.tables,
+      created: d.created,
+      dropped: d.dropped,
+      added: d.added.map(outcomeBody),
+    }) satisfies DdlBody,
+  ddlAborted: (d: DdlAnswer) =>
+    ({
+      error: 'ERR_ABORTED' as const,
+      message: ddlAbortMessage(d),
+      ...present.ddl(d),
+    }) satisfies Out<typeof DdlAbortedBody>,
   /** Every node's resolutions as both /v1/cluster/history and history.list answer them. */
   clusterHistory: (
     node: number,
@@ -203,6 +224,12 @@ function outcomeBody(o: Outcome): OutcomeBody {
     nodes: o.nodes,
     duration_ms: o.durationMs,
   }
+}
+
+/** Why a schema change was aborted, every refusal named. */
+export function ddlAbortMessage(d: DdlAnswer): string {
+  const why = d.nodes.filter((n) => !n.ack).map((n) => n.reason ?? `node ${n.node} refused`)
+  return `schema change aborted on every node: ${why.join('; ') || d.reason || 'refused'}`
 }
 
 /** Why a change was aborted, every refusal named. */

@@ -14,12 +14,13 @@ import type { LocalNode } from '../postgres/local.js'
 import { CheckNode } from './check-node.js'
 import { type CheckAnswer, Checker, type CheckPort, type RepairAnswer } from './checker.js'
 import { type CommitAnswer, CommitMode, newer } from './commit-mode.js'
+import { type DdlAnswer, type DdlRequest, runDdl } from './ddl.js'
 import { isolatedAfterMs, type Timings } from './detector.js'
 import { combine, IsolationWatch, isolationReason, memberReach } from './isolation.js'
 import type { JoinProgress } from './join.js'
 import { Membership } from './membership.js'
 import type { MeshPort } from './port.js'
-import { type Op, type Outcome, Proposals } from './proposals.js'
+import { type Outcome, Proposals } from './proposals.js'
 import { Reconciler } from './reconcile.js'
 import { Recovery } from './recovery.js'
 import { rpcHandler } from './rpc-handlers.js'
@@ -149,6 +150,7 @@ export class Cluster {
       log: init.log,
       ...(init.onOutcome ? { onOutcome: init.onOutcome } : {}),
       ...(init.crashAt ? { crashAt: init.crashAt } : {}),
+      drain: (nodes, timeoutMs) => this.checkNode.sync({ nodes, timeoutMs }),
     })
     this.recovery = new Recovery({
       local,
@@ -364,9 +366,16 @@ export class Cluster {
     return counts
   }
 
-  async propose(op: Op, rel: RelationName): Promise<Outcome> {
+  async propose(op: 'add' | 'remove', rel: RelationName): Promise<Outcome> {
     this.requireMember()
     return await this.proposals.propose(op, rel)
+  }
+
+  /** Run a schema change on every node, or on none (POST /v1/cluster/ddl). */
+  async ddl(req: DdlRequest): Promise<DdlAnswer> {
+    this.requireMember()
+    const { local, nodeId, log } = this.init
+    return await runDdl({ local, proposals: this.proposals, nodeId, log }, req)
   }
 
   /** Set the commit mode on every member, or on none (PUT /v1/cluster/commit). */

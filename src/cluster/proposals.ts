@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto'
 import type { CrashPoint } from '../config/types.js'
 import type { Logger } from '../log.js'
 import * as cs from '../postgres/cluster-state.js'
+import type { DdlSpec } from '../postgres/ddl.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { tableInfo } from '../postgres/replicaset.js'
@@ -14,11 +15,16 @@ import type { UsedValue } from '../postgres/sequences.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
 import { floorsOf } from './sequences.js'
-import type { Steps } from './steps.js'
+import { DDL_LOCK_TIMEOUT_MS, DDL_STATEMENT_TIMEOUT_MS, type Steps } from './steps.js'
 
-export type Op = 'add' | 'remove'
-export const STEPS = ['fence', 'stripe', 'publish', 'refresh', 'unfence'] as const
+export type Op = 'add' | 'remove' | 'ddl'
+/** the commit steps of a table joining or leaving the replicaset */
+export const TABLE_STEPS = ['fence', 'stripe', 'publish', 'refresh', 'unfence'] as const
+/** the commit steps of a schema change: its statement is already prepared on every node */
+export const DDL_STEPS = ['commit-ddl', 'unfence'] as const
+export const STEPS = [...TABLE_STEPS, ...DDL_STEPS] as const
 export type Step = (typeof STEPS)[number]
+export const stepsFor = (op: Op): readonly Step[] => (op === 'ddl' ? DDL_STEPS : TABLE_STEPS)
 
 export interface NodeVerdict {
   node: number
@@ -49,6 +55,10 @@ export interface ProposalsInit {
   log: Logger
   prepareTimeoutMs?: number
   stepTimeoutMs?: number
+  /** a schema change: how long every member may take to apply every peer's changes */
+  drainTimeoutMs?: number
+  /** a member's local drain (check-node's sync): its peers applied everything it committed */
+  drain?: (nodes: number[], timeoutMs: number) => Promise<DrainAnswer>
   onOutcome?: (o: Outcome) => void
   /** test-only (fault suite): kill this process at that point of a proposal */
   crashAt?: CrashPoint
@@ -56,6 +66,14 @@ export interface ProposalsInit {
 
 const PREPARE_TIMEOUT_MS = 5000
 const STEP_TIMEOUT_MS = 10_000
+const DRAIN_TIMEOUT_MS = 5000
+/** a member's answer to the schema change's prepare (the statement runs there) */
+const DDL_PREPARE_TIMEOUT_MS = DDL_STATEMENT_TIMEOUT_MS + DDL_LOCK_TIMEOUT_MS + 5000
+
+export interface DrainAnswer {
+  reached: boolean
+  behind: Array<{ node: number; slot: string; confirmed: string | null; exists: boolean }>
+}
 
 export class Proposals {
   private readonly init: ProposalsInit
@@ -71,13 +89,23 @@ export class Proposals {
   }
 
   /** Propose a change cluster-wide; resolves with the outcome, never hangs. */
-  propose(op: Op, rel: RelationName): Promise<Outcome> {
+  propose(op: 'add' | 'remove', rel: RelationName): Promise<Outcome> {
     const run = this.queue.then(() => this.run(op, rel))
     this.queue = run.catch(() => undefined)
     return run
   }
 
-  private async run(op: Op, rel: RelationName): Promise<Outcome> {
+  /**
+   * Propose a schema change (ddl.ts): fenced and recorded everywhere, drained, then its
+   * statement prepared on every node; committed only if every node prepared it.
+   */
+  proposeDdl(spec: DdlSpec, rel: RelationName): Promise<Outcome> {
+    const run = this.queue.then(() => this.run('ddl', rel, spec))
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async run(op: Op, rel: RelationName, ddl?: DdlSpec): Promise<Outcome> {
     const started = Date.now()
     const { local, nodeId } = this.init
     const relation = formatRelation(rel)
@@ -87,10 +115,12 @@ export class Proposals {
       this.init.onOutcome?.(out)
       return out
     }
-    const snapshot = await cs.replicasetSnapshot(local.db)
-    const present = snapshot.tables.some((t) => t.schema === rel.schema && t.table === rel.table)
-    if ((op === 'add' && present) || (op === 'remove' && !present)) {
-      return done({ outcome: 'unchanged', version, nodes: [] })
+    if (op !== 'ddl') {
+      const snapshot = await cs.replicasetSnapshot(local.db)
+      const present = snapshot.tables.some((t) => t.schema === rel.schema && t.table === rel.table)
+      if ((op === 'add' && present) || (op === 'remove' && !present)) {
+        return done({ outcome: 'unchanged', version, nodes: [] })
+      }
     }
     const members = this.participants()
     const blocked = members.filter((m) => m.state !== 'alive' || m.duplicate || !m.postgresUp)
@@ -98,7 +128,7 @@ export class Proposals {
       const nodes = blocked.map((m) => ({ node: m.nodeId, ack: false, reason: unusable(m) }))
       return done({ outcome: 'aborted', version, nodes, reason: 'not every member can take part' })
     }
-    const info = await tableInfo(local.db, rel)
+    const info = op === 'ddl' ? undefined : await tableInfo(local.db, rel)
     const proposal: cs.Proposal = {
       id: randomUUID(),
       version: version + 1,
@@ -107,6 +137,7 @@ export class Proposals {
       table: rel.table,
       columns: info?.columns ?? [],
       coordinator: nodeId,
+      ...(ddl ? { ddl } : {}),
     }
     this.inFlight.add(proposal.id)
     try {
@@ -136,6 +167,11 @@ export class Proposals {
         void Promise.race(pending).then(() => this.crash('some-acks'))
       verdicts.push(...(await Promise.all(pending)))
     }
+    // a schema change votes twice: fenced and recorded (above), then, once every node has
+    // applied every peer's changes to the fenced tables, its statement prepared everywhere
+    if (op === 'ddl' && verdicts.every((v) => v.ack)) {
+      verdicts.splice(0, verdicts.length, ...(await this.prepareDdl(proposal, members)))
+    }
     if (!verdicts.every((v) => v.ack)) {
       // recorded (if it was not) and decided ABORT here, and our own fence lowered at once
       await this.init.steps.abort(proposal.id, proposal)
@@ -148,9 +184,13 @@ export class Proposals {
         proposalId: proposal.id,
         version,
         nodes: verdicts,
-        reason: 'a member refused',
+        reason:
+          op === 'ddl'
+            ? (verdicts.find((v) => !v.ack)?.reason ?? 'a member refused')
+            : 'a member refused',
       })
     }
+    if (op === 'ddl' && this.init.crashAt === 'ddl-prepared') await this.crash('ddl-prepared')
     // the commit point: from here on the change is driven to the end
     const decision = await cs.decide(local.db, proposal.id, 'commit')
     if (this.init.crashAt === 'decision') await this.crash('decision')
@@ -183,9 +223,10 @@ export class Proposals {
    */
   async drive(p: cs.Proposal, members: readonly Member[]): Promise<Map<number, string>> {
     const failed = new Map<number, string>()
-    for (const step of STEPS) {
+    for (const step of stepsFor(p.op)) {
       const live = members.filter((m) => !failed.has(m.nodeId))
-      if (step === 'publish' && this.init.crashAt === 'one-publish') {
+      const commits = step === 'publish' || step === 'commit-ddl'
+      if (commits && this.init.crashAt === 'one-publish') {
         // a true partial commit: one member has published, the others (and we) have not
         const [first] = live
         if (first) await this.call(first, 'proposal.step', { proposal: p, step }, STEP_TIMEOUT_MS)
@@ -224,8 +265,7 @@ export class Proposals {
           failed.set(m.nodeId, `${step}: ${err}`)
         }
       })
-      if (step === 'publish' && this.init.crashAt === 'some-commits')
-        await this.crash('some-commits')
+      if (commits && this.init.crashAt === 'some-commits') await this.crash('some-commits')
     }
     if (failed.size === 0) await cs.markCompleted(this.init.local.db, p.id)
     return failed
@@ -257,6 +297,51 @@ export class Proposals {
       return undefined
     }
     return floorsOf(all)
+  }
+
+  /**
+   * The schema change's second round: drain (every member's peers applied everything it
+   * committed, bounded), then every node runs and prepares the statement. One verdict per
+   * node; a lagging node or a failing statement is a refusal with its reason.
+   */
+  private async prepareDdl(p: cs.Proposal, members: readonly Member[]): Promise<NodeVerdict[]> {
+    const { nodeId } = this.init
+    const nodes = [nodeId, ...members.map((m) => m.nodeId)]
+    const drainMs = this.init.drainTimeoutMs ?? DRAIN_TIMEOUT_MS
+    const drained = await Promise.all([
+      (this.init.drain?.(nodes, drainMs) ?? Promise.resolve({ reached: true, behind: [] })).then(
+        (a) => ({ node: nodeId, a }),
+        (err: Error) => ({ node: nodeId, err: err.message }),
+      ),
+      ...members.map(async (m) => {
+        const r = await this.call(m, 'check.sync', { nodes, timeoutMs: drainMs }, drainMs + 5000)
+        return r.ok
+          ? { node: m.nodeId, a: r.result as DrainAnswer }
+          : { node: m.nodeId, err: r.error.message }
+      }),
+    ])
+    const lagging = drained.flatMap((d): NodeVerdict[] => {
+      if ('err' in d)
+        return [{ node: d.node, ack: false, reason: `node ${d.node}: drain failed: ${d.err}` }]
+      return d.a.behind.map((b) => ({
+        node: b.node,
+        ack: false,
+        reason: b.exists
+          ? `node ${b.node} has not applied node ${d.node}'s changes within ${drainMs} ms (slot ${b.slot} confirmed ${b.confirmed ?? 'nothing'})`
+          : `node ${b.node} has no slot on node ${d.node}: it does not receive node ${d.node}'s changes`,
+      }))
+    })
+    if (lagging.length > 0) return lagging
+    if (this.init.crashAt === 'ddl-drained') await this.crash('ddl-drained')
+    const pending = members.map(async (m): Promise<NodeVerdict> => {
+      const r = await this.call(m, 'proposal.ddl', { id: p.id }, DDL_PREPARE_TIMEOUT_MS)
+      if (!r.ok)
+        return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error.message}` }
+      const v = r.result as { ack: boolean; reason?: string }
+      return { node: m.nodeId, ack: v.ack === true, ...(v.reason ? { reason: v.reason } : {}) }
+    })
+    const own = await this.init.steps.prepareDdl(p)
+    return [{ node: nodeId, ...own }, ...(await Promise.all(pending))]
   }
 
   /** Test-only: die the way a crashed coordinator does (no clean-up, no goodbye). */

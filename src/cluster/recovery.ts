@@ -23,7 +23,7 @@ const RETRY_MAX_MS = 60_000
 /** A decided COMMIT whose steps have not finished on every node: visible in status and metrics. */
 export interface StuckCommit {
   id: string
-  op: 'add' | 'remove'
+  op: 'add' | 'remove' | 'ddl'
   relation: string
   version: number
   attempts: number
@@ -104,7 +104,8 @@ export class Recovery {
       if (p.coordinator === this.init.nodeId) {
         if (this.init.proposals.inFlight.has(p.id)) continue
         // ours, undecided, and not running: we restarted mid-proposal → abort everywhere
-        await cs.decide(db, p.id, 'abort')
+        // (here too: a schema change we prepared is rolled back)
+        await this.init.steps.abort(p.id)
         await this.broadcast('proposal.abort', { id: p.id })
         this.log.warn({ proposal: p.id }, 'aborted an undecided proposal after restart')
         continue
@@ -200,7 +201,8 @@ export class Recovery {
     } else {
       await cs.decide(db, p.id, 'commit')
       await cs.applyProposal(db, p)
-      await this.init.local.refreshAll().catch(() => undefined)
+      if (p.op === 'ddl') await this.init.steps.release(p.id)
+      else await this.init.local.refreshAll().catch(() => undefined)
       this.log.warn({ proposal: p.id }, 'in-doubt proposal committed from a peer')
     }
   }

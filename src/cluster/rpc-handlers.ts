@@ -6,6 +6,7 @@ import { z } from 'zod'
 import type { Logger } from '../log.js'
 import type { RpcHandler, RpcResponse } from '../mesh/types.js'
 import * as cs from '../postgres/cluster-state.js'
+import { MAX_DDL_BYTES } from '../postgres/ddl-statement.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { CheckNode } from './check-node.js'
 import type { CheckRecord } from './checker.js'
@@ -13,14 +14,24 @@ import type { CommitMode } from './commit-mode.js'
 import { STEPS } from './proposals.js'
 import type { Steps } from './steps.js'
 
+const rel = z.object({ schema: z.string().min(1).max(63), table: z.string().min(1).max(63) })
 const proposal = z.object({
   id: z.string().min(1).max(100),
   version: z.number().int().min(1),
-  op: z.enum(['add', 'remove']),
+  op: z.enum(['add', 'remove', 'ddl']),
   schema: z.string().min(1).max(63),
   table: z.string().min(1).max(63),
   columns: z.array(z.string().max(300)).max(1600),
   coordinator: z.number().int().min(0),
+  ddl: z
+    .object({
+      sql: z.string().min(1).max(MAX_DDL_BYTES),
+      kind: z.enum(['alter-table', 'create-index', 'drop-index', 'create-table', 'drop-table']),
+      fenced: z.array(rel).max(1000),
+      created: z.array(rel).max(1000),
+      dropped: z.array(rel).max(1000),
+    })
+    .optional(),
 })
 
 // the consistency check's calls: sizes bounded so that no answer outgrows a mesh frame
@@ -64,6 +75,7 @@ const schemas = {
       .max(10_000),
   }),
   'proposal.abort': z.object({ id: z.string().min(1).max(100) }),
+  'proposal.ddl': z.object({ id: z.string().min(1).max(100) }),
   'proposal.status': z.object({ id: z.string().min(1).max(100) }),
   'replicaset.get': z.object({}),
   'subscriptions.refresh': z.object({ node: z.number().int().min(0) }),
@@ -209,6 +221,13 @@ async function dispatch(
       return { done: true }
     case 'sequences.used':
       return await steps.used(p(method).tables)
+    case 'proposal.ddl': {
+      // the statement comes from this node's own record of the proposal (fenced, voted)
+      const rec = await cs.getProposal(local.db, p(method).id)
+      if (rec?.op !== 'ddl')
+        return { ack: false, reason: `no schema change ${p(method).id} recorded here` }
+      return await steps.prepareDdl(rec)
+    }
     case 'proposal.abort':
       await steps.abort(p(method).id)
       return { aborted: true }

@@ -6,7 +6,8 @@
 // coordinator vanishes: writers must not wait forever.
 import type { Logger } from '../log.js'
 import * as cs from '../postgres/cluster-state.js'
-import { Fence } from '../postgres/fence.js'
+import { maxPreparedTransactions, prepareDdl, rollbackDdl } from '../postgres/ddl.js'
+import { dropFenceTrigger, Fence, FenceSet } from '../postgres/fence.js'
 import { formatRelation } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { tableProblems } from '../postgres/replicaset.js'
@@ -15,6 +16,10 @@ import type { Step } from './proposals.js'
 import type { SequenceStriper } from './sequences.js'
 
 const FENCE_MAX_MS = 15_000
+/** a cluster DDL's statement waits this long for a lock before the change aborts */
+export const DDL_LOCK_TIMEOUT_MS = 5000
+/** and runs at most this long (an index on a big table takes a while) */
+export const DDL_STATEMENT_TIMEOUT_MS = 60_000
 
 export interface StepsInit {
   local: LocalNode
@@ -30,7 +35,7 @@ export interface StepsInit {
 export class Steps {
   private readonly init: StepsInit
   private readonly log: Logger
-  private readonly fences = new Map<string, { fence: Fence; timer: NodeJS.Timeout }>()
+  private readonly fences = new Map<string, { fence: Fence | FenceSet; timer: NodeJS.Timeout }>()
 
   constructor(init: StepsInit) {
     this.init = init
@@ -85,14 +90,87 @@ export class Steps {
     const open = await cs.openProposals(db, p.id)
     if (open.length > 0) return `busy with proposal ${open[0]?.id} (version ${open[0]?.version})`
     if (p.op === 'remove') return undefined
+    if (p.op === 'ddl') {
+      const n = await maxPreparedTransactions(db)
+      return n > 0
+        ? undefined
+        : 'max_prepared_transactions is 0 here: cluster DDL prepares its statement on every node (set it to 10 or more and restart PostgreSQL)'
+    }
     const rel = { schema: p.schema, table: p.table }
     const problems = await tableProblems(db, rel, { columns: p.columns, from: p.coordinator })
     return problems.length > 0 ? problems.join('; ') : undefined
   }
 
-  /** Decide ABORT here (recording the proposal first if given) and lower its fence. */
+  /**
+   * Decide ABORT here (recording the proposal first if given), roll back a schema change
+   * prepared for it, and lower its fence.
+   */
   async abort(id: string, p?: cs.Proposal): Promise<void> {
     await cs.decide(this.init.local.db, id, 'abort', p).catch(() => undefined)
+    const rolled = await rollbackDdl(this.init.local.db, id).catch((err: Error) => {
+      this.log.error(
+        { proposal: id, err: err.message },
+        'cannot roll back a prepared schema change',
+      )
+      return false
+    })
+    const fenced = this.fences.has(id)
+    await this.unfence(id)
+    if (rolled) {
+      this.log.info({ proposal: id }, 'prepared schema change rolled back')
+      // after a restart no fence is held here, but the rolled-back transaction restored the
+      // fence triggers it had dropped: they go now
+      if (!fenced) {
+        const p = await cs.getProposal(this.init.local.db, id)
+        for (const rel of p?.ddl?.fenced ?? [])
+          await dropFenceTrigger(this.init.local.db, rel).catch(() => undefined)
+      }
+    }
+  }
+
+  /**
+   * A schema change's second vote, once every node is fenced and drained: run the statement and
+   * PREPARE it. From then on its locks hold the tables, so the fence's time limit no longer
+   * applies (writers wait for the decision; recovery ends an orphan).
+   */
+  async prepareDdl(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
+    const spec = p.ddl
+    if (!spec) return { ack: false, reason: `node ${this.init.nodeId}: not a schema change` }
+    const mine = await cs.getProposal(this.init.local.db, p.id)
+    if (mine?.decision === 'abort')
+      return { ack: false, reason: `node ${this.init.nodeId}: proposal already aborted here` }
+    const f = this.fences.get(p.id)
+    if (f) clearTimeout(f.timer)
+    const started = Date.now()
+    try {
+      await prepareDdl(this.init.local.db, {
+        id: p.id,
+        coordinator: p.coordinator,
+        spec,
+        lockTimeoutMs: DDL_LOCK_TIMEOUT_MS,
+        statementTimeoutMs: DDL_STATEMENT_TIMEOUT_MS,
+        remake: (q, rel) => this.init.local.remakeLwwIn(q, rel),
+        onLockWait: async () => {
+          if (f?.fence instanceof FenceSet) {
+            this.log.info(
+              { proposal: p.id },
+              'schema change waits for fenced writers: failing them',
+            )
+            await f.fence.cancelWaiters()
+          }
+        },
+      })
+    } catch (err) {
+      const reason = (err as Error).message
+      this.log.info({ proposal: p.id, reason }, 'schema change refused')
+      return { ack: false, reason: `node ${this.init.nodeId}: ${reason}` }
+    }
+    this.log.info({ proposal: p.id, ms: Date.now() - started }, 'schema change prepared')
+    return { ack: true }
+  }
+
+  /** Lower this proposal's fence (a committed schema change learned from a peer). */
+  async release(id: string): Promise<void> {
     await this.unfence(id)
   }
 
@@ -112,6 +190,11 @@ export class Steps {
     switch (step) {
       case 'fence':
         return await this.fence(p)
+      case 'commit-ddl':
+        await cs.recordProposal(local.db, p)
+        await cs.decide(local.db, p.id, 'commit')
+        await cs.applyProposal(local.db, p)
+        return
       case 'stripe':
         // behind the fence, before the table is published: no write takes an unstriped id
         if (p.op === 'add' && floors && this.init.striper) {
@@ -133,6 +216,7 @@ export class Steps {
 
   private async fence(p: cs.Proposal): Promise<void> {
     if (this.fences.has(p.id) || this.init.noFence) return
+    if (p.op === 'ddl') return await this.fenceSet(p)
     const fence = new Fence({ db: this.init.local.db, rel: { schema: p.schema, table: p.table } })
     const timer = setTimeout(() => {
       this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
@@ -146,6 +230,31 @@ export class Steps {
       if (this.fences.get(p.id)?.fence === fence) this.fences.delete(p.id)
       clearTimeout(timer)
       throw err
+    }
+  }
+
+  /** A schema change fences every replicated table it changes, in one held session. */
+  private async fenceSet(p: cs.Proposal): Promise<void> {
+    const tables = p.ddl?.fenced ?? []
+    if (tables.length === 0) return
+    const fence = new FenceSet({ db: this.init.local.db })
+    const timer = setTimeout(() => {
+      this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
+      void this.unfence(p.id)
+    }, this.init.fenceMaxMs ?? FENCE_MAX_MS)
+    this.fences.set(p.id, { fence, timer })
+    const failed = await fence.raise(tables).catch(async (err: Error) => {
+      await fence.lower()
+      return [{ rel: tables[0], err: err.message }]
+    })
+    if (failed.length > 0) {
+      if (this.fences.get(p.id)?.fence === fence) this.fences.delete(p.id)
+      clearTimeout(timer)
+      await fence.lower()
+      const [first] = failed
+      throw new Error(
+        `cannot fence ${first?.rel ? formatRelation(first.rel) : 'the tables'}: ${first?.err}`,
+      )
     }
   }
 

@@ -39,13 +39,17 @@ export const JOIN_MODES = ['empty-only', 'copy', 'no-copy'] as const
 export type JoinMode = (typeof JOIN_MODES)[number]
 
 /** Test-only: points of a proposal at which the coordinator kills itself (fault suite). */
-// some-commits: after every node published; one-publish: after exactly one member published
+// some-commits: after every node published (a schema change: committed); one-publish: after
+// exactly one member published (committed its schema change); ddl-drained: a schema change's
+// nodes are fenced and drained, nothing prepared; ddl-prepared: prepared everywhere, undecided
 export const CRASH_POINTS = [
   'prepare-sent',
   'some-acks',
   'decision',
   'some-commits',
   'one-publish',
+  'ddl-drained',
+  'ddl-prepared',
 ] as const
 export type CrashPoint = (typeof CRASH_POINTS)[number]
 

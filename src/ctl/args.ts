@@ -35,6 +35,7 @@ const COMMANDS: ReadonlyArray<readonly [string, string]> = [
     "set differing rows to the last writer's version, or --from NODE's",
   ],
   ['commit sync|async', 'set the commit mode on every node (all alive, or nothing changes)'],
+  ['ddl "SQL"', 'change the schema on every node at once (ALTER TABLE, indexes, tables)'],
 ]
 
 /** util.parseArgs's option table, with what --help says about each. */
@@ -115,6 +116,7 @@ export type Command =
   | { name: 'check'; relation?: string }
   | { name: 'check repair'; relation: string; from?: number }
   | { name: 'commit'; mode: 'async' | 'sync'; quorum?: number }
+  | { name: 'ddl'; sql: string }
 
 export interface CtlOptions {
   url: string
@@ -306,6 +308,13 @@ function parseCommand(words: readonly string[]): Command {
         )
       if (more.length > 0) throw new UsageError(`commit takes one mode (got "${more[0]}")`)
       return { name: 'commit', mode }
+    }
+    case 'ddl': {
+      // the statement as one argument (quoted in the shell); several words are joined back
+      const sql = rest.join(' ').trim()
+      if (sql === '')
+        throw new UsageError('ddl needs one statement, quoted: traktor ctl ddl "STATEMENT"')
+      return { name: 'ddl', sql }
     }
     default:
       throw new UsageError(`unknown command "${first}" (traktor ctl --help lists them)`)

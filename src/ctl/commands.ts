@@ -8,6 +8,7 @@ import { reportCheck, reportRepair } from './render-check.js'
 import {
   type Report,
   reportCommit,
+  reportDdl,
   reportOutcome,
   reportRefusal,
   reportRemoveNode,
@@ -53,6 +54,8 @@ export function routeOf(c: Command): Route {
         path: '/v1/cluster/commit',
         body: { mode: c.mode, ...(c.quorum === undefined ? {} : { quorum: c.quorum }) },
       }
+    case 'ddl':
+      return { method: 'POST', path: '/v1/cluster/ddl', body: { sql: c.sql } }
     case 'check repair':
       return {
         method: 'POST',
@@ -78,6 +81,8 @@ export function reportAnswer(c: Command, status: number, body: unknown, json: bo
     report = reportRepair(status, body)
   } else if (c.name === 'commit') {
     report = reportCommit(status, body)
+  } else if (c.name === 'ddl') {
+    report = reportDdl(status, body)
   } else if (!ok) {
     report = reportRefusal(status, body)
   } else if (c.name === 'remove-node' || c.name === 'readmit-node') {

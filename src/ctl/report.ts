@@ -3,6 +3,7 @@
 
 import type {
   CommitBody,
+  DdlBody,
   ErrorBody,
   NodeVerdictBody,
   OutcomeBody,
@@ -112,6 +113,47 @@ export function reportCommit(status: number, body: unknown): Report {
       (n) =>
         `node ${text(n.node)}: not told (${text(n.error)}); it adopts the mode from the heartbeats`,
     ),
+    exit: EXIT.ok,
+  }
+}
+
+/** POST /v1/cluster/ddl: committed on every node, or aborted with each node's reason. */
+export function reportDdl(status: number, body: unknown): Report {
+  const o = read<DdlBody>(body)
+  if (o.outcome !== 'committed' && o.outcome !== 'aborted') return reportRefusal(status, body)
+  const nodes = readList<NodeVerdictBody>(o.nodes)
+  if (o.outcome === 'aborted') {
+    const refused = nodes.filter((n) => n.ack !== true)
+    return {
+      out: [],
+      err: [
+        'schema change aborted; no node changed:',
+        ...(refused.length > 0 ? refused.map((n) => `  ${refusal(n)}`) : [`  ${text(o.reason)}`]),
+      ],
+      exit: EXIT.refused,
+    }
+  }
+  const ids = nodes
+    .map((n) => num(n.node))
+    .filter((n) => n !== undefined)
+    .sort((a, b) => a - b)
+  const tables = readList<string>(o.tables)
+  const ms = num(o.duration_ms)
+  const out = [
+    `committed ${text(o.kind)} (version ${text(o.version)}) on nodes ${ids.join(',')}${ms === undefined ? '' : ` in ${ms} ms`}${tables.length > 0 ? `; fenced ${tables.join(', ')}` : ''}`,
+  ]
+  for (const a of readList<OutcomeBody>(o.added)) {
+    out.push(
+      a.outcome === 'committed'
+        ? `added ${text(a.relation)} to the replicaset (version ${text(a.version)})`
+        : `${text(a.relation)} was created but not added: ${text(a.reason)}`,
+    )
+  }
+  for (const d of readList<string>(o.dropped)) out.push(`dropped ${d}; it left the replicaset`)
+  const failed = nodes.filter((n) => n.applied === false)
+  return {
+    out,
+    err: failed.map((n) => `node ${text(n.node)}: committed, not applied yet (${text(n.reason)})`),
     exit: EXIT.ok,
   }
 }

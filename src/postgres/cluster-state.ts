@@ -2,17 +2,20 @@
 // decision (set once: the first decision wins, which fences out a late COMMIT after an ABORT),
 // and the nodes removed from the cluster.
 import type { Db, Queryable } from './db.js'
+import { commitDdl, type DdlSpec } from './ddl.js'
 import { formatRelation, type RelationName } from './ident.js'
 import { addToPublication, removeFromPublication } from './replicaset.js'
 
 export interface Proposal {
   id: string
   version: number
-  op: 'add' | 'remove'
+  /** add or remove a table, or a schema change (ddl; schema.table: the first table it names) */
+  op: 'add' | 'remove' | 'ddl'
   schema: string
   table: string
   columns: string[]
   coordinator: number
+  ddl?: DdlSpec
 }
 
 export interface ProposalRow extends Proposal {
@@ -76,9 +79,18 @@ export async function versionBase(db: Db): Promise<number> {
 /** Record a proposal as prepared (idempotent for the same id). */
 export async function recordProposal(db: Db, p: Proposal): Promise<void> {
   await db.query(
-    `INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
-    [p.id, p.version, p.op, p.schema, p.table, p.columns, p.coordinator],
+    `INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
+    [
+      p.id,
+      p.version,
+      p.op,
+      p.schema,
+      p.table,
+      p.columns,
+      p.coordinator,
+      p.ddl ? JSON.stringify(p.ddl) : null,
+    ],
   )
 }
 
@@ -134,12 +146,14 @@ export async function decide(
  * in one transaction. Idempotent: applying twice changes nothing.
  */
 export async function applyProposal(db: Db, p: Proposal): Promise<void> {
+  // a schema change commits its prepared transaction (its replicaset rows changed inside it)
+  if (p.op === 'ddl') return await commitDdl(db, p.id, p.version)
   await db.tx(async (c) => {
     const done = await c.query(`SELECT applied FROM trktr.proposals WHERE id = $1 FOR UPDATE`, [
       p.id,
     ])
     if (done.rows[0]?.applied) return
-    await applyChange(c, p.op, { schema: p.schema, table: p.table })
+    await applyChange(c, p.op as 'add' | 'remove', { schema: p.schema, table: p.table })
     await c.query(
       `UPDATE trktr.cluster SET replicaset_version = greatest(replicaset_version, $1)`,
       [p.version],
@@ -313,11 +327,12 @@ function toRow(r: Record<string, unknown>): ProposalRow {
   return {
     id: String(r.id),
     version: Number(r.version),
-    op: r.op as 'add' | 'remove',
+    op: r.op as Proposal['op'],
     schema: String(r.schema_name),
     table: String(r.table_name),
     columns: r.columns as string[],
     coordinator: Number(r.coordinator),
+    ...(r.ddl ? { ddl: r.ddl as DdlSpec } : {}),
     decision: (r.decision as 'commit' | 'abort' | null) ?? null,
     applied: Boolean(r.applied),
     createdMs: r.created instanceof Date ? r.created.getTime() : Date.now(),

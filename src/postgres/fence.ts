@@ -9,7 +9,7 @@
 // replication keeps flowing. The lock belongs to one session: if the arbiter dies, the server
 // releases it and writers go on. Every lock this module waits for has a timeout set first.
 import { type Db, type HeldSession, pgError } from './db.js'
-import { formatRelation, qualified, quoteIdent, type RelationName } from './ident.js'
+import { formatRelation, qualified, type RelationName } from './ident.js'
 
 export const FENCE_TRIGGER = 'trktr_fence'
 /** how long raising a fence may wait for writers already in the table (then it refuses) */
@@ -126,15 +126,33 @@ SELECT n.nspname AS schema, c.relname AS table FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE t.tgname = $1`
 
-/** Drop fence triggers a crashed arbiter left behind (they no longer block anyone). */
+/**
+ * Drop fence triggers a crashed arbiter left behind (they no longer block anyone), and clear
+ * cancel flags. A table a prepared cluster DDL still holds is skipped (lock timeout): the
+ * prepared transaction drops its trigger itself when it commits, and recovery ends it.
+ */
 export async function dropStaleFences(db: Db): Promise<number> {
+  await db.query(`UPDATE trktr.fences SET cancel = false WHERE cancel`)
   const rows = await db.query<{ schema: string; table: string }>(STALE, [FENCE_TRIGGER])
+  let dropped = 0
   for (const r of rows) {
-    await db.query(
-      `DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${quoteIdent(r.schema)}.${quoteIdent(r.table)}`,
+    if (
+      await dropFenceTrigger(db, r).then(
+        () => true,
+        () => false,
+      )
     )
+      dropped++
   }
-  return rows.length
+  return dropped
+}
+
+/** Drop one table's fence trigger (waiting at most the fence's lock timeout). */
+export async function dropFenceTrigger(db: Db, rel: RelationName): Promise<void> {
+  await db.tx(async (c) => {
+    await c.query(`SET LOCAL lock_timeout = ${FENCE_LOCK_TIMEOUT_MS}`)
+    await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`)
+  })
 }
 
 /**
@@ -146,6 +164,9 @@ export async function dropStaleFences(db: Db): Promise<number> {
 export class FenceSet {
   private held: HeldSession | undefined
   private fenced: RelationName[] = []
+  private relids: string[] = []
+  /** waiters were told to fail (cancelWaiters): their rows' flags are reset when lowered */
+  private cancelled = false
   private readonly db: Db
   private readonly lockTimeoutMs: number
 
@@ -168,6 +189,7 @@ export class FenceSet {
       const [row] = await this.db.query<{ relid: string | null }>(RELID, [qualified(rel)])
       if (row?.relid) relids.push(row.relid)
     }
+    for (const r of relids) if (!this.relids.includes(r)) this.relids.push(r)
     if (!this.held) {
       const held = await this.db.hold()
       try {
@@ -202,6 +224,28 @@ export class FenceSet {
     return failed
   }
 
+  /**
+   * Release the fence rows with their cancel flag set: the writers waiting in the trigger fail
+   * (serialization_failure, retryable) instead of writing, and so give up the table locks a
+   * cluster DDL needs. Writers that come later queue behind the DDL's own lock request.
+   */
+  async cancelWaiters(): Promise<void> {
+    const held = this.held
+    if (!held) return
+    this.held = undefined
+    this.cancelled = true
+    try {
+      await held.query(`UPDATE trktr.fences SET cancel = true WHERE relid = ANY ($1::oid[])`, [
+        this.relids,
+      ])
+      await held.query('COMMIT')
+      held.release()
+    } catch (err) {
+      held.release(true)
+      throw pgError(err, 'release the fence rows')
+    }
+  }
+
   /** Let the writers go, then drop the triggers. Safe to call at any time, and again. */
   async lower(): Promise<void> {
     const held = this.held
@@ -213,6 +257,14 @@ export class FenceSet {
       } catch {
         held.release(true)
       }
+    }
+    if (this.cancelled) {
+      this.cancelled = false
+      await this.db
+        .query(`UPDATE trktr.fences SET cancel = false WHERE relid = ANY ($1::oid[]) AND cancel`, [
+          this.relids,
+        ])
+        .catch(() => undefined)
     }
     for (const rel of this.fenced) {
       await this.db

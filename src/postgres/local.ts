@@ -2,7 +2,7 @@
 // peers' publications, and the node-level operations the API and the resolver call.
 import { NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { Db } from './db.js'
+import { Db, type Queryable } from './db.js'
 import type { SlotObservation } from './health-rules.js'
 import { HealthWatch } from './health-watch.js'
 import * as history from './history.js'
@@ -208,6 +208,23 @@ export class LocalNode {
     await this.db.tx((c) => lww.install(c, t))
     this.lwwSignatures.set(key, signature)
     return true
+  }
+
+  /**
+   * Re-make one table's row-level triggers inside the caller's transaction (a cluster schema
+   * change): the trigger function names the table's columns, and one made for the old columns
+   * would fail or drop a column in the first conflict after the change.
+   */
+  async remakeLwwIn(q: Queryable, rel: RelationName): Promise<void> {
+    if (!this.init.lww || !(this.init.lwwFor?.(rel) ?? true)) return
+    const t = await lww.describe(
+      { query: async (sql: string, params?: unknown[]) => (await q.query(sql, params)).rows },
+      rel,
+    )
+    if (!t) return
+    await lww.install(q, t)
+    // made in a transaction that may still roll back: the next pass compares afresh
+    this.lwwSignatures.delete(`${rel.schema}\u0000${rel.table}`)
   }
 
   /** Why this node is not healthy, as far as its own PostgreSQL tells. */

@@ -104,7 +104,7 @@ export async function installLocal(q: Queryable, t: LocalTable): Promise<void> {
 }
 
 export async function describeLocal(
-  db: Db,
+  db: Pick<Db, 'query'>,
   oid: number,
 ): Promise<Pick<LocalTable, 'toastable' | 'referenced' | 'identityAlways'>> {
   const [r] = await db.query<{

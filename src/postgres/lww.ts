@@ -257,7 +257,10 @@ SELECT c.oid::int8 AS oid,
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2`
 
-export async function describe(db: Db, rel: RelationName): Promise<LwwTable | undefined> {
+export async function describe(
+  db: Pick<Db, 'query'>,
+  rel: RelationName,
+): Promise<LwwTable | undefined> {
   const [r] = await db.query<{ oid: string; columns: string[]; pk: string[] }>(DESCRIBE, [
     rel.schema,
     rel.table,

@@ -71,6 +71,19 @@ CREATE TABLE IF NOT EXISTS trktr.proposals (
 );
 -- on the coordinator: every member has run every commit step (applied is this node's part)
 ALTER TABLE trktr.proposals ADD COLUMN IF NOT EXISTS completed boolean NOT NULL DEFAULT false;
+-- cluster DDL (ddl.ts) is a proposal too: its statement and the tables it fences, creates, drops
+ALTER TABLE trktr.proposals ADD COLUMN IF NOT EXISTS ddl jsonb;
+ALTER TABLE trktr.proposals DROP CONSTRAINT IF EXISTS proposals_op_check;
+ALTER TABLE trktr.proposals ADD CONSTRAINT proposals_op_check CHECK (op IN ('add', 'remove', 'ddl'));
+-- the schema changes committed here: written inside the prepared transaction, so a row here
+-- means the change committed (a commit that finds no prepared transaction checks here)
+CREATE TABLE IF NOT EXISTS trktr.ddl_log (
+  id text PRIMARY KEY,
+  sql text NOT NULL,
+  kind text NOT NULL,
+  coordinator integer NOT NULL,
+  prepared timestamptz NOT NULL DEFAULT now()
+);
 -- the cluster's commit mode (async | sync, the sync quorum), set for every member at once by a
 -- cluster call; changed is the version members compare (the newest wins)
 ALTER TABLE trktr.cluster ADD COLUMN IF NOT EXISTS commit_mode text
@@ -87,10 +100,19 @@ ALTER TABLE trktr.removed_nodes ADD COLUMN IF NOT EXISTS readmitted timestamptz;
 -- the write fence (fence.ts): writers to a table wait while the arbiter holds its row here;
 -- SECURITY DEFINER, so writers need no right on trktr (and no other role can hold the row)
 CREATE TABLE IF NOT EXISTS trktr.fences (relid oid PRIMARY KEY);
+-- cancel: a cluster DDL needs the table's lock, which writers waiting here hold; it sets cancel
+-- as it lets them go, and they fail with a retryable serialization error instead of writing
+-- rows of the old schema after the cluster drained them (README "Changing the schema")
+ALTER TABLE trktr.fences ADD COLUMN IF NOT EXISTS cancel boolean NOT NULL DEFAULT false;
 CREATE OR REPLACE FUNCTION trktr.fence_wait() RETURNS trigger LANGUAGE plpgsql
   SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE cancelled boolean;
 BEGIN
-  PERFORM 1 FROM trktr.fences WHERE relid = TG_RELID FOR SHARE;
+  SELECT cancel INTO cancelled FROM trktr.fences WHERE relid = TG_RELID FOR SHARE;
+  IF cancelled THEN
+    RAISE EXCEPTION 'traktor: a cluster schema change of %.% is running; retry the transaction',
+      TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'serialization_failure';
+  END IF;
   RETURN NULL;
 END $fn$;
 -- the consistency check's repairs (repair-store.ts): one row per key set to the winning
@@ -132,11 +154,15 @@ CREATE OR REPLACE FUNCTION trktr.refuse_drop() RETURNS event_trigger LANGUAGE pl
   SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE obj record;
 BEGIN
+  -- the arbiter's own cluster DDL (ddl.ts) drops a table and its replicaset row together
+  IF session_user = ${quoteLiteral(role)} AND current_setting('trktr.cluster_ddl', true) = 'on' THEN
+    RETURN;
+  END IF;
   FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' LOOP
     IF EXISTS (SELECT 1 FROM trktr.replicaset r
                WHERE r.schema_name = obj.schema_name AND r.table_name = obj.object_name
                  AND r.status <> 'pending-add') THEN
-      RAISE EXCEPTION 'traktor: table % is replicated; remove it from the replicaset first',
+      RAISE EXCEPTION 'traktor: table % is replicated; drop it on every node at once with POST /v1/cluster/ddl (traktor ctl ddl "DROP TABLE ..."), or remove it from the replicaset first',
         obj.object_identity USING ERRCODE = 'object_in_use';
     END IF;
   END LOOP;
@@ -152,7 +178,7 @@ BEGIN
                JOIN pg_class c ON c.relname = r.table_name
                JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = r.schema_name
                WHERE c.oid = obj.objid AND r.status <> 'pending-add') THEN
-      RAISE EXCEPTION 'traktor: table % is replicated; remove it from the replicaset first',
+      RAISE EXCEPTION 'traktor: table % is replicated; change it on every node at once with POST /v1/cluster/ddl (traktor ctl ddl "ALTER TABLE ...")',
         obj.object_identity USING ERRCODE = 'object_in_use';
     END IF;
   END LOOP;

@@ -699,7 +699,7 @@ describe('test hooks out of production (issue 16)', () => {
     expect(problemsOf(path)).toEqual([
       'nodeId: must be an integer >= 0, got -1',
       'testing.crashAt: must be one of "prepare-sent", "some-acks", "decision", "some-commits", ' +
-        '"one-publish", got "later"',
+        '"one-publish", "ddl-drained", "ddl-prepared", got "later"',
       `testing.crashAt: ${WHY}`,
     ])
   })

@@ -21,6 +21,7 @@ commands:
   check [SCHEMA.TABLE]            compare the replicated tables (or one) on every node
   check SCHEMA.TABLE --repair     set differing rows to the last writer's version, or --from NODE's
   commit sync|async               set the commit mode on every node (all alive, or nothing changes)
+  ddl "SQL"                       change the schema on every node at once (ALTER TABLE, indexes, tables)
 
 options:
   --url URL          the arbiter to ask (default: $TRAKTOR_URL, else http://127.0.0.1:8080)

@@ -125,6 +125,7 @@ describe('the OpenAPI document', () => {
     expect(methods.map((m) => m.name).sort()).toEqual([
       'cluster.check',
       'cluster.commit',
+      'cluster.ddl',
       'cluster.nodes',
       'cluster.repair',
       'cluster.resync',

@@ -5,7 +5,7 @@ import type { Cluster } from '../../cluster/cluster.js'
 import { BadRequestError } from '../../errors.js'
 import { parseRelationName } from '../../postgres/ident.js'
 import { notMesh } from '../errors.js'
-import { commitRequest, relationOf, repairSource } from '../input.js'
+import { commitRequest, ddlRequest, relationOf, repairSource } from '../input.js'
 import { doc } from '../openapi.js'
 import { outcomeStatus, present, repairStatus } from '../present.js'
 import {
@@ -16,6 +16,9 @@ import {
   ClusterStatusBody,
   CommitBody,
   CommitRequest,
+  DdlAbortedBody,
+  DdlBody,
+  DdlRequest,
   ErrorBody,
   NodesBody,
   OutcomeBody,
@@ -190,6 +193,32 @@ export function clusterRoutes(cluster: Cluster | undefined, nodeId: number) {
         const c = need()
         const r = await c.setCommit(commitRequest(req.body))
         await reply.code(r.outcome === 'aborted' ? 409 : 200).send(r)
+      },
+    )
+    app.post(
+      '/v1/cluster/ddl',
+      {
+        schema: doc({
+          summary:
+            'Change the schema on every node at once (ALTER TABLE, indexes, CREATE/DROP TABLE)',
+          description:
+            "One statement, run first in a transaction rolled back here to learn the replicated tables it changes. Then two-phase: every member fences those tables (writers wait), every member applies every peer's changes to them (bounded: a lagging node aborts the change, named), every node runs the statement and PREPAREs it; only when every node prepared it do all commit. Any failure on any node rolls it back everywhere (409, with that node's error). A table it creates joins the replicaset; a replicated table it drops leaves it. Writers still waiting when the statement needs the table fail with SQLSTATE 40001 (retry). README: Changing the schema.",
+          tag: 'cluster',
+          body: DdlRequest,
+          answers: {
+            200: [DdlBody, 'committed on every node'],
+            409: [[DdlAbortedBody, ErrorBody], 'aborted on every node (the refusals), or refused'],
+          },
+          errors: [400, 503],
+        }),
+      },
+      async (req, reply) => {
+        const d = await need().ddl(ddlRequest(req.body))
+        if (d.outcome === 'aborted') {
+          await reply.code(409).send(present.ddlAborted(d))
+          return
+        }
+        await reply.code(200).send(present.ddl(d))
       },
     )
     app.get(

@@ -3,12 +3,12 @@
 import type { FastifyInstance } from 'fastify'
 import type { z } from 'zod'
 import type { Cluster } from '../../cluster/cluster.js'
-import { TraktorError } from '../../errors.js'
+import { BadRequestError, TraktorError } from '../../errors.js'
 import { parseRelationName } from '../../postgres/ident.js'
 import { notMesh } from '../errors.js'
-import { commitRequest, relationOf, repairSource } from '../input.js'
+import { commitRequest, ddlRequest, relationOf, repairSource } from '../input.js'
 import { doc, ref } from '../openapi.js'
-import { abortMessage, present, repairIncompleteMessage } from '../present.js'
+import { abortMessage, ddlAbortMessage, present, repairIncompleteMessage } from '../present.js'
 import {
   CheckBody,
   ClusterHistoryBody,
@@ -16,6 +16,8 @@ import {
   ClusterStatusBody,
   CommitBody,
   CommitRequest,
+  DdlBody,
+  DdlRequest,
   NodesBody,
   OutcomeBody,
   RepairBody,
@@ -90,6 +92,12 @@ const METHODS = {
     usage: '{"mode": "sync" | "async", "quorum": K (optional)}',
     params: CommitRequest,
     result: CommitBody,
+  },
+  'cluster.ddl': {
+    summary: 'as POST /v1/cluster/ddl; aborted: error -32001, the outcome as data',
+    usage: '{"sql": "one statement", "tables": ["schema.table"] (optional)}',
+    params: DdlRequest,
+    result: DdlBody,
   },
 } satisfies Record<string, Signature>
 type MethodName = keyof typeof METHODS
@@ -170,6 +178,24 @@ export function jsonRpcRoutes(cluster: Cluster | undefined, nodeId: number) {
       if (r.outcome === 'aborted')
         throw new MethodError(RPC_ERRORS.aborted, `aborted: ${r.reason ?? 'refused'}`, r)
       return r
+    },
+    'cluster.ddl': async (params) => {
+      const c = need()
+      let want: ReturnType<typeof ddlRequest>
+      try {
+        want = ddlRequest(params)
+      } catch (err) {
+        throw new MethodError(RPC_ERRORS.invalidParams, (err as Error).message)
+      }
+      const d = await c.ddl(want).catch((err: unknown) => {
+        // a statement kind not run, or a dry run's finding: the params are at fault
+        if (err instanceof BadRequestError)
+          throw new MethodError(RPC_ERRORS.invalidParams, err.message)
+        throw err
+      })
+      if (d.outcome === 'aborted')
+        throw new MethodError(RPC_ERRORS.aborted, ddlAbortMessage(d), present.ddl(d))
+      return present.ddl(d)
     },
     'cluster.resync': async (params) => {
       const c = need()

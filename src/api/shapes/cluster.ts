@@ -165,7 +165,7 @@ export type ClusterReplicasetBody = z.infer<typeof ClusterReplicasetBody>
 
 const OutcomeFields = {
   outcome: z.enum(['committed', 'aborted', 'unchanged']),
-  op: z.enum(['add', 'remove']),
+  op: z.enum(['add', 'remove', 'ddl']),
   relation: z.string(),
   version: z.number().describe('the replicaset version after it'),
   proposal: z.string().optional(),
@@ -188,6 +188,53 @@ export const OutcomeBody = shape(
 )
 export type OutcomeBody = z.infer<typeof OutcomeBody>
 export type NodeVerdictBody = OutcomeBody['nodes'][number]
+
+const DdlFields = {
+  ...OutcomeFields,
+  kind: z
+    .enum(['alter-table', 'create-index', 'drop-index', 'create-table', 'drop-table'])
+    .describe('the statement kind'),
+  sql: z.string().describe('the statement, as given'),
+  tables: z
+    .array(z.string())
+    .describe('the replicated tables it changes: fenced and drained on every node first'),
+  created: z.array(z.string()).describe('tables it creates (they join the replicaset)'),
+  dropped: z.array(z.string()).describe('replicated tables it drops (they leave the replicaset)'),
+  added: z
+    .array(z.strictObject(OutcomeFields))
+    .describe('for each created table, the proposal that added it to the replicaset'),
+}
+
+export const DdlRequest = shape(
+  'DdlRequest',
+  'A schema change for every node: one statement, and optionally the tables it changes',
+  z.strictObject({
+    sql: z
+      .string()
+      .min(1)
+      .describe(
+        'one ALTER TABLE, CREATE [UNIQUE] INDEX, DROP INDEX, CREATE TABLE or DROP TABLE statement',
+      ),
+    tables: z
+      .array(z.string().min(1).max(300))
+      .max(1000)
+      .optional()
+      .describe('schema.table names to fence besides those the dry run finds'),
+  }),
+)
+
+export const DdlBody = shape(
+  'Ddl',
+  'A schema change: committed on every node, or on none',
+  z.strictObject(DdlFields),
+)
+export type DdlBody = z.infer<typeof DdlBody>
+
+export const DdlAbortedBody = shape(
+  'DdlAborted',
+  'A schema change no node kept: each refusal, and the outcome',
+  z.strictObject({ error: z.literal('ERR_ABORTED'), message: z.string(), ...DdlFields }),
+)
 
 export const AbortedBody = shape(
   'Aborted',
