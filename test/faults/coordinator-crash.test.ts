@@ -201,3 +201,70 @@ describe('coordinator down for good: members recover on their own', () => {
     console.info(`in doubt: the writer waited ${waited} ms behind the fence`)
   })
 })
+
+// The same for a schema change (POST /v1/cluster/ddl): killed after the drain (nothing
+// prepared), after every node prepared its statement (undecided), after the decision, after
+// every node committed, after exactly one member committed. After the restart every node has
+// the new column or none has, no prepared transaction or fence is left, and replication flows.
+describe('coordinator killed mid-schema-change', () => {
+  const ddlCases: Array<{ at: CrashPoint; expect: 'none' | 'all' }> = [
+    { at: 'ddl-drained', expect: 'none' },
+    { at: 'ddl-prepared', expect: 'none' },
+    { at: 'decision', expect: 'all' },
+    { at: 'some-commits', expect: 'all' },
+    { at: 'one-publish', expect: 'all' },
+  ]
+  const hasColumn = async (id: number, table: string) =>
+    (
+      await c.q(
+        id,
+        `SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'extra' AND NOT attisdropped`,
+        [`demo.${table}`],
+      )
+    ).length === 1
+
+  it.each(ddlCases)(
+    'killed at $at → $expect changed after restart',
+    async ({ at, expect: want }) => {
+      const table = `d_${at.replace('-', '_')}`
+      for (const i of IDS)
+        await c.q(
+          i,
+          `CREATE TABLE demo.${table} (id int PRIMARY KEY, note text); ALTER TABLE demo.${table} OWNER TO traktor_arbiter`,
+        )
+      await c.waitMeshed(IDS) // node 0 restarted by the case before
+    const add = await call(c.api(1), 'PUT', `/v1/cluster/replicaset/demo.${table}`)
+      expect(add.status, JSON.stringify(add.json)).toBe(201)
+      await c.node(0).arbiter?.stop()
+      const armed = await c.start(0, { testing: { crashAt: at } }, TESTING_ENV)
+      await c.waitMeshed(IDS)
+      const r = await call(armed, 'POST', '/v1/cluster/ddl', {
+        sql: `ALTER TABLE demo.${table} ADD COLUMN extra int`,
+      }).catch((err: Error) => ({ status: 0, json: err.message }))
+      expect(r.status, JSON.stringify(r.json)).toBe(0) // the coordinator died mid-call
+      await waitFor(
+        () => armed.proc.exitCode !== null || armed.proc.signalCode !== null,
+        10_000,
+        'coordinator dead',
+      )
+      await armed.stop()
+      await c.start(0)
+      await waitFor(settled, 40_000, `cluster settled after a crash at ${at}`).catch(
+        (err: Error) => {
+          throw new Error(`${err.message}\n${IDS.map((i) => c.problems(i)).join('\n')}`)
+        },
+      )
+      const changed = await Promise.all(IDS.map((i) => hasColumn(i, table)))
+      expect(changed).toEqual(IDS.map(() => want === 'all'))
+      // writes flow on every node afterwards
+      await c.q(2, `INSERT INTO demo.${table} (id, note) VALUES (1, 'after')`)
+      for (const i of IDS)
+        await waitFor(
+          async () => (await c.q(i, `SELECT 1 FROM demo.${table}`)).length === 1,
+          10_000,
+          `row on node ${i}`,
+        )
+      await c.converged(IDS, `demo.${table}`)
+    },
+  )
+})
