@@ -100,6 +100,14 @@ export class Recovery {
   private async pass(): Promise<void> {
     const { db } = this.init.local
     const now = Date.now()
+    // a schema change decided COMMIT (here, or learned from a peer) is committed here first,
+    // whoever drives the rest: its prepared statement holds the tables' locks, and until it
+    // commits this node's schema and version lag behind the members that did
+    for (const p of await cs.unappliedSchemaCommits(db)) {
+      if (this.init.proposals.inFlight.has(p.id)) continue
+      await cs.applyProposal(db, p)
+      this.log.warn({ proposal: p.id }, 'committed a schema change decided before a restart')
+    }
     for (const p of await cs.openProposals(db)) {
       if (p.coordinator === this.init.nodeId) {
         if (this.init.proposals.inFlight.has(p.id)) continue

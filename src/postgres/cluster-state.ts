@@ -113,6 +113,14 @@ export async function incompleteCommits(db: Db, coordinator: number): Promise<Pr
   return rows.map(toRow)
 }
 
+/** Schema changes decided COMMIT whose prepared statement this node has not committed yet. */
+export async function unappliedSchemaCommits(db: Db): Promise<ProposalRow[]> {
+  const rows = await db.query(
+    `SELECT * FROM trktr.proposals WHERE decision = 'commit' AND NOT applied AND op = 'ddl' ORDER BY version`,
+  )
+  return rows.map(toRow)
+}
+
 export async function markCompleted(db: Db, id: string): Promise<void> {
   await db.query(`UPDATE trktr.proposals SET completed = true WHERE id = $1`, [id])
 }

@@ -272,9 +272,14 @@ async function prepared(db: Db, id: string): Promise<boolean> {
  * change was neither prepared nor committed here: a commit must not pass silently.
  */
 export async function commitDdl(db: Db, id: string, version: number): Promise<void> {
-  if (await prepared(db, id)) {
-    await db.query(`COMMIT PREPARED ${quoteLiteral(ddlGid(id))}`)
-  } else {
+  // a step and the recovery pass may commit at once: the one that finds it gone checks the log
+  const committed = (await prepared(db, id))
+    ? await db.query(`COMMIT PREPARED ${quoteLiteral(ddlGid(id))}`).then(
+        () => true,
+        () => false,
+      )
+    : false
+  if (!committed) {
     const done = await db.query(`SELECT 1 FROM trktr.ddl_log WHERE id = $1`, [id])
     if (done.length === 0)
       throw new Error(

@@ -113,6 +113,16 @@ async function hasIndex(id: number, name: string): Promise<boolean> {
   return rows.length === 1
 }
 
+/** Whether node id's row-level resolution function for demo.t names a column. */
+async function lwwNames(id: number, column: string): Promise<boolean> {
+  const [r] = await c.q(
+    id,
+    `SELECT prosrc FROM pg_proc WHERE proname = 'lww_' || 'demo.t'::regclass::oid`,
+  )
+  expect(r, `row-level triggers on node ${id}`).toBeDefined()
+  return String(r?.prosrc ?? '').includes(column)
+}
+
 /** No apply error on any node, every subscription enabled: replication never stopped. */
 async function expectReplicating() {
   for (const id of IDS) {
@@ -188,6 +198,8 @@ describe('cluster DDL under writes on every node', () => {
     for (const id of IDS) {
       expect(await columns(id)).toEqual(['id', 'node', 'n', 'extra'])
       expect(await hasIndex(id, 't_n'), `index on node ${id}`).toBe(true)
+      // the resolution triggers were re-made with the schema change (they name the columns)
+      expect(await lwwNames(id, 'extra'), `lww function on node ${id}`).toBe(true)
     }
     await c.converged(IDS, 'demo.t', 30_000)
     await expectWritten(w.stats)
@@ -221,7 +233,10 @@ describe('cluster DDL under writes on every node', () => {
     }
     expect([...w.stats.values()].flatMap((s) => s.errors)).toEqual([])
     console.info(`drop column under load: ${retried} writer transactions retried (40001)`)
-    for (const id of IDS) expect(await columns(id)).toEqual(['id', 'node', 'n'])
+    for (const id of IDS) {
+      expect(await columns(id)).toEqual(['id', 'node', 'n'])
+      expect(await lwwNames(id, 'extra'), `lww function on node ${id}`).toBe(false)
+    }
     await c.converged(IDS, 'demo.t', 30_000)
     await expectWritten(w.stats)
     await expectReplicating()
