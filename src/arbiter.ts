@@ -85,6 +85,7 @@ export class Arbiter {
         onOutcome: (o) => this.metrics.proposal(o.outcome, o.durationMs / 1000),
         onFlap: () => this.metrics.memberFlapped(),
         checkEveryMs: config.checkEveryMs,
+        healLostSlots: config.healLostSlots,
         sequences: config.sequences,
         commit: config.commit,
         ...(config.syncQuorum ? { syncQuorum: config.syncQuorum } : {}),

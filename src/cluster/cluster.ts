@@ -8,7 +8,7 @@ import type { ConflictEvent } from '../mesh/codec.js'
 import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
 import * as cs from '../postgres/cluster-state.js'
 import { dropStaleFences } from '../postgres/fence.js'
-import type { HistoryEntry } from '../postgres/history.js'
+import { type HistoryEntry, recordHeal } from '../postgres/history.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { CheckNode } from './check-node.js'
@@ -25,6 +25,7 @@ import { Reconciler } from './reconcile.js'
 import { Recovery } from './recovery.js'
 import { rpcHandler } from './rpc-handlers.js'
 import { type MemberUsed, SequenceStriper } from './sequences.js'
+import { SlotHealer } from './slot-healer.js'
 import { Steps } from './steps.js'
 
 export interface ClusterInit {
@@ -40,6 +41,8 @@ export interface ClusterInit {
   onFlap?: () => void
   /** background consistency check period (ms); 0 = off */
   checkEveryMs?: number
+  /** a peer whose slot here was lost copies the cluster's data again (default true) */
+  healLostSlots?: boolean
   /** node-striped sequences for replicated tables (default stripe) */
   sequences?: 'stripe' | 'off'
   /** sync: commits wait for every live, caught-up peer (synchronous_standby_names) */
@@ -71,6 +74,7 @@ export class Cluster {
   /** the commit mode (async, sync) and, while sync, its standby keeper */
   readonly commitMode: CommitMode
   private readonly checkNode: CheckNode
+  private readonly healer: SlotHealer
   private handler: RpcHandler | undefined
   private readonly init: ClusterInit
   private readonly log: Logger
@@ -168,6 +172,24 @@ export class Cluster {
       port: this.checkPort(),
       log: init.log,
       everyMs: init.checkEveryMs ?? 0,
+    })
+    this.healer = new SlotHealer({
+      nodeId,
+      log: init.log,
+      slots: () => local.slotHealth(),
+      ready: (peer) =>
+        this.membership
+          .members()
+          .some(
+            (m) =>
+              m.nodeId === peer &&
+              m.state === 'alive' &&
+              m.joinState === 'ready' &&
+              !m.duplicate &&
+              !this.reconciler.removed.has(peer),
+          ),
+      resync: (peer) => this.resync(peer),
+      record: (h) => recordHeal(local.db, h),
     })
     this.commitMode = new CommitMode({
       db: local.db,
@@ -317,6 +339,7 @@ export class Cluster {
     this.recovery.start()
     this.isolationWatch.start()
     this.checker.start()
+    if (this.init.healLostSlots !== false) this.healer.start()
     await this.commitMode.start()
   }
 
@@ -324,6 +347,7 @@ export class Cluster {
     if (!this.started) return
     this.started = false
     await this.commitMode.stop()
+    await this.healer.stop()
     await this.checker.stop()
     this.isolationWatch.stop()
     this.recovery.stop()

@@ -175,6 +175,7 @@ function toConfig(d: Parsed, source: string, format: Config['format']): Config {
     api,
     checkIntervalMs: d.checkIntervalMs,
     checkEveryMs: d.checkEveryMs,
+    healLostSlots: d.healLostSlots,
     resolver: d.resolver ?? (mesh === undefined ? 'skip' : 'lww'),
     resolvers: Object.fromEntries(
       Object.entries(d.resolvers ?? {}).map(([name, strategy]) => {

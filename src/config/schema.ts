@@ -263,6 +263,7 @@ export function buildSchema(baseDir: string) {
     peerPassword: secret().optional(),
     checkIntervalMs: intIn(50, 3_600_000).default(DEFAULT_CHECK_INTERVAL_MS),
     checkEveryMs: intIn(0, 604_800_000).default(DEFAULT_CHECK_EVERY_MS),
+    healLostSlots: z.boolean({ error: required('true or false') }).default(true),
     // default: lww in mesh mode, skip (TRAKTOR's) in standalone mode (load.ts)
     resolver: z.enum(RESOLVER_STRATEGIES).optional(),
     // per-table overrides: {"schema.table": "lww" | "skip" | "off"}

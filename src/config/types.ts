@@ -64,6 +64,8 @@ export interface Config {
   readonly checkIntervalMs: number
   /** the background consistency check's period in mesh mode (ms); 0 = off */
   readonly checkEveryMs: number
+  /** mesh mode: a peer whose slot here was lost copies the cluster's data again by itself */
+  readonly healLostSlots: boolean
   readonly resolver: ResolverStrategy
   /**
    * per-table overrides of `resolver`, keyed "schema.table" with both parts as PostgreSQL

@@ -159,6 +159,7 @@ function demoConfig(
     api: { host: '127.0.0.1', port: apiPort, apiKey, publicEndpoints: true },
     checkIntervalMs: 1000,
     checkEveryMs: DEFAULT_CHECK_EVERY_MS,
+    healLostSlots: true,
     resolver: 'skip',
     resolvers: {},
     sequences: 'stripe',

@@ -89,7 +89,8 @@ export async function listHistory(db: Db, limit = 1000): Promise<HistoryEntry[]>
     [limit],
   )
   const repairs = (await listRepairs(db, limit)).map(repairEntry)
-  return [...rows.map(toEntry), ...repairs]
+  const heals = (await listHeals(db, limit)).map(healEntry)
+  return [...rows.map(toEntry), ...repairs, ...heals]
     .sort((a, b) => (a.occurred < b.occurred ? 1 : a.occurred > b.occurred ? -1 : 0))
     .slice(0, limit)
 }
@@ -116,6 +117,47 @@ function repairEntry(r: RepairEntry): HistoryEntry {
     resolved: r.occurred,
     winner: { node: r.winner, ts: r.winnerTs, image: parseImage(r.image) },
     resolution: r.action,
+  }
+}
+
+export interface HealEntry {
+  occurred: string
+  slot: string
+  peer: number
+  lsn: string
+}
+
+/** Record that a peer was asked to copy the data again because its slot here was lost. */
+export async function recordHeal(db: Db, h: { slot: string; peer: number }): Promise<void> {
+  await db.query(
+    `INSERT INTO trktr.heals (slot, peer, lsn) VALUES ($1, $2, pg_current_wal_insert_lsn())`,
+    [h.slot, h.peer],
+  )
+}
+
+async function listHeals(db: Db, limit: number): Promise<HealEntry[]> {
+  const rows = await db.query<{ occurred: Date; slot: string; peer: number; lsn: string }>(
+    `SELECT occurred, slot, peer, lsn::text AS lsn FROM trktr.heals ORDER BY occurred DESC LIMIT $1`,
+    [limit],
+  )
+  return rows.map((r) => ({ ...r, occurred: r.occurred.toISOString() }))
+}
+
+/** A heal as a ledger row: the lost slot, and the peer that copied the data again. */
+function healEntry(h: HealEntry): HistoryEntry {
+  return {
+    subscription: h.slot,
+    lsn: h.lsn,
+    occurred: h.occurred,
+    relation: null,
+    key: null,
+    value: null,
+    sqlStateCode: null,
+    reason: `replication slot ${h.slot} was lost here: node ${h.peer} copied the cluster's data again`,
+    kind: 'heal',
+    action: 'resync',
+    attempts: 1,
+    resolved: h.occurred,
   }
 }
 

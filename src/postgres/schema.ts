@@ -133,6 +133,15 @@ CREATE TABLE IF NOT EXISTS trktr.repairs (
   coordinator integer NOT NULL,
   lsn pg_lsn NOT NULL
 );
+-- lost slots healed (slot-healer.ts): the peer whose slot here was lost copied the cluster's
+-- data again; listed in the ledger as kind "heal"
+CREATE TABLE IF NOT EXISTS trktr.heals (
+  id bigserial PRIMARY KEY,
+  occurred timestamptz NOT NULL DEFAULT now(),
+  slot text NOT NULL,
+  peer integer NOT NULL,
+  lsn pg_lsn NOT NULL
+);
 REVOKE ALL ON ALL TABLES IN SCHEMA trktr FROM PUBLIC;
 -- snowflake-style ids (README "Ids and sequences"): 41 bits of milliseconds since 2025-01-01,
 -- 10 bits of node id, 12 bits of a per-node counter; unique across nodes with no coordination

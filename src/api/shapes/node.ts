@@ -132,20 +132,22 @@ export const ResolutionFields = {
   subscription: z
     .string()
     .nullable()
-    .describe('the failing subscription; null for a row-level resolution or a repair'),
+    .describe(
+      'the failing subscription (a heal: the lost slot); null for a row-level resolution or a repair',
+    ),
   reason: z.string().nullable(),
   key: z.string().nullable().describe('the key, as JSON for row-level resolutions'),
   value: z.string().nullable(),
   kind: z
     .string()
     .describe(
-      'conflict | error (a failed remote transaction), a row-level kind: insert_exists, update_exists, update_origin_differs, delete_origin_differs, or repair (the consistency check set the row to the winning version)',
+      'conflict | error (a failed remote transaction), a row-level kind: insert_exists, update_exists, update_origin_differs, delete_origin_differs, repair (the consistency check set the row to the winning version), or heal (a peer whose slot here was lost copied the data again)',
     ),
   action: z
     .string()
     .nullable()
     .describe(
-      'skip | none for a failed transaction, lww for a row-level resolution, repair for a repair',
+      'skip | none for a failed transaction, lww for a row-level resolution, repair for a repair, resync for a heal',
     ),
   resolution: z
     .string()
