@@ -70,6 +70,7 @@ describe('TRAKTOR arbiter.conf', () => {
       api: { host: '127.0.0.1', port: 8080 + node, apiKey: 'LetMeIn', publicEndpoints: true },
       checkIntervalMs: 10_000,
       checkEveryMs: 600_000,
+      healLostSlots: true,
       resolver: 'skip',
       resolvers: {},
       sequences: 'off',
@@ -231,6 +232,7 @@ describe('native JSON', () => {
       },
       checkIntervalMs: 1000,
       checkEveryMs: 600_000,
+      healLostSlots: true,
       resolver: 'skip',
       resolvers: {},
       sequences: 'stripe',
@@ -262,6 +264,7 @@ describe('native JSON', () => {
       api: { host: '127.0.0.1', port: 8080, apiKey: KEY, publicEndpoints: true },
       checkIntervalMs: 1000,
       checkEveryMs: 600_000,
+      healLostSlots: true,
       resolver: 'skip',
       resolvers: {},
       sequences: 'off',
@@ -462,6 +465,7 @@ describe('native JSON', () => {
       [{ mesh: 'on' }, 'mesh: must be an object'],
       [{ checkEveryMs: -1 }, 'checkEveryMs: must be an integer from 0 to 604800000, got -1'],
       [{ checkEveryMs: '10m' }, 'checkEveryMs: must be an integer from 0 to 604800000, got "10m"'],
+      [{ healLostSlots: 'yes' }, 'healLostSlots: must be true or false, got "yes"'],
     ]
     for (const [patch, problem] of cases) {
       const problems = problemsOf(write('c.json', { ...minimal, ...patch }))
