@@ -233,7 +233,7 @@ describe('coordinator killed mid-schema-change', () => {
           `CREATE TABLE demo.${table} (id int PRIMARY KEY, note text); ALTER TABLE demo.${table} OWNER TO traktor_arbiter`,
         )
       await c.waitMeshed(IDS) // node 0 restarted by the case before
-    const add = await call(c.api(1), 'PUT', `/v1/cluster/replicaset/demo.${table}`)
+      const add = await call(c.api(1), 'PUT', `/v1/cluster/replicaset/demo.${table}`)
       expect(add.status, JSON.stringify(add.json)).toBe(201)
       await c.node(0).arbiter?.stop()
       const armed = await c.start(0, { testing: { crashAt: at } }, TESTING_ENV)
