@@ -2,7 +2,7 @@
 // traktor's benchmark suite (`npm run bench`): figures against their targets on loopback with
 // real PostgreSQL 17 servers, printed as a table and written to bench/results.json.
 //
-//   node scripts/bench/run.mjs [--quick] [--only latency,join,conflict,datapath,lww,sync,ddl,mesh,check,footprint]
+//   node scripts/bench/run.mjs [--quick] [--only latency,join,joincopy,conflict,datapath,lww,sync,ddl,mesh,check,footprint]
 //
 // --quick runs fewer repetitions. --only runs a subset. Every run is appended to results.json
 // (its commit and whether the code differed from it): a figure measured again keeps its earlier
@@ -28,6 +28,7 @@ const RESULTS = path.join(ROOT, 'bench', 'results.json')
 const SUITES = [
   'latency',
   'join',
+  'joincopy',
   'conflict',
   'datapath',
   'lww',
@@ -185,6 +186,7 @@ const MODULES = {
   datapath: './bench-datapath.mjs',
   lww: './bench-lww.mjs',
   sync: './bench-sync.mjs',
+  joincopy: './bench-joincopy.mjs',
   ddl: './bench-ddl.mjs',
   mesh: './bench-mesh.mjs',
   check: './bench-check.mjs',

@@ -160,8 +160,9 @@ beforeAll(async () => {
   await Promise.all(
     IDS.map((i) => (FENCE ? c.start(i) : c.start(i, { testing: { fence: false } }, TESTING_ENV))),
   )
-  await c.waitMeshed(IDS)
-  await c.waitSubscribed(IDS)
+  // three arbiters starting at once beside another test file: give the mesh time
+  await c.waitMeshed(IDS, 60_000)
+  await c.waitSubscribed(IDS, 60_000)
   const r = await call(c.api(0), 'PUT', '/v1/cluster/replicaset/demo.t')
   expect(r.status, JSON.stringify(r.json)).toBe(201)
 })

@@ -1,0 +1,171 @@
+// (12) A node joins with the cluster's data (issue 12): a meshed 3-node cluster whose replicated
+// table holds N rows (1,000,000; 100,000 with --quick), a writer inserting on each of the three
+// throughout; a 4th arbiter starts on an empty table and copies the data under the join
+// procedure (slots first, a snapshot under a brief SHARE lock on the donor, COPY, origins
+// advanced). Measured side by side in the same run:
+//
+// - the join's time from spawning the arbiter to the node reporting itself ready, against a
+//   plain `COPY ... TO STDOUT | COPY ... FROM STDIN` of the same table from node 0 to the new
+//   server (the baseline); the figure is baseline / join (target ≥ 0.8: the procedure costs
+//   little beyond the copy itself);
+// - the longest write on the members while the node joins (the donor's writers wait for the
+//   SHARE lock; target p99 < 500 ms).
+import { pipeline } from 'node:stream/promises'
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
+import { connect, TraktorCluster } from './cluster.mjs'
+import { figure, percentile, say, sleep, throwIfInterrupted } from './util.mjs'
+
+const DEF = (name) => `bench.${name} (id bigint PRIMARY KEY, v text NOT NULL, pad text NOT NULL)`
+const DEADLINE_MS = 600_000
+
+/** The same N rows on every listed node (the cluster's data before the join). */
+async function load(c, ids, n) {
+  await Promise.all(
+    ids.map((i) =>
+      c.sql(
+        i,
+        `INSERT INTO bench.jc SELECT g, md5(g::text), repeat('x', 100) FROM generate_series(1, $1) g`,
+        [n],
+      ),
+    ),
+  )
+}
+
+/** A plain COPY of the table from node 0 into bench.jc_plain on the new server: ms. */
+async function plainCopy(c, joiner) {
+  await c.sql(joiner, `CREATE TABLE ${DEF('jc_plain')}`)
+  const from = await connect(c.servers[0])
+  const to = await connect(c.servers[joiner])
+  try {
+    const t0 = performance.now()
+    await pipeline(
+      from.query(copyTo('COPY bench.jc TO STDOUT')),
+      to.query(copyFrom('COPY bench.jc_plain FROM STDIN')),
+    )
+    return performance.now() - t0
+  } finally {
+    await from.end()
+    await to.end()
+    await c.sql(joiner, 'DROP TABLE bench.jc_plain')
+  }
+}
+
+/** A writer on each member inserting rows above N without pause; each write's span. */
+function writers(c, ids, n) {
+  let running = true
+  const spans = []
+  let next = n + 1
+  const loops = ids.map(async (i) => {
+    const cl = await connect(c.servers[i])
+    try {
+      while (running) {
+        const t0 = performance.now()
+        await cl.query(`INSERT INTO bench.jc VALUES ($1, 'w', '')`, [next++])
+        spans.push([t0, performance.now()])
+        await sleep(5)
+      }
+    } finally {
+      await cl.end().catch(() => undefined)
+    }
+  })
+  return {
+    spans,
+    stop: async () => {
+      running = false
+      await Promise.all(loops)
+    },
+  }
+}
+
+async function ready(c, joiner) {
+  const r = await c.api(joiner, 'GET', '/v1/cluster/nodes').catch(() => undefined)
+  return (r?.json?.nodes ?? []).some((x) => x.node === joiner && x.join_state === 'ready')
+}
+
+async function once(ctx, run, n) {
+  const c = await TraktorCluster.create(3, `jc${run}_`)
+  let w
+  try {
+    await c.createTable(DEF('jc'))
+    await load(c, [0, 1, 2], n)
+    await c.startAll([0, 1, 2])
+    await c.addToReplicaset('bench.jc')
+    const joiner = await c.addServer()
+    await c.createTable(DEF('jc'), [joiner])
+    await ctx.quiet(`joincopy run ${run + 1}`)
+    throwIfInterrupted()
+    const plain = await plainCopy(c, joiner)
+    w = writers(c, [0, 1, 2], n)
+    await sleep(500)
+    const start = performance.now()
+    await c.startArbiter(joiner)
+    while (!(await ready(c, joiner))) {
+      if (performance.now() - start > DEADLINE_MS)
+        throw new Error(`node ${joiner} not ready after ${DEADLINE_MS} ms`)
+      await sleep(50)
+    }
+    const joined = performance.now() - start
+    const until = performance.now()
+    await w.stop()
+    const during = w.spans.filter(([a, b]) => b >= start && a <= until).map(([a, b]) => b - a)
+    // every member holds every row (the bench's own sanity check)
+    const counts = await Promise.all(
+      [0, 1, 2, joiner].map(async (i) => {
+        for (let k = 0; k < 200; k++) {
+          const [r] = await c.sql(i, 'SELECT count(*)::int AS n FROM bench.jc')
+          const [z] = await c.sql(0, 'SELECT count(*)::int AS n FROM bench.jc')
+          if (r.n === z.n) return r.n
+          await sleep(100)
+        }
+        return -1
+      }),
+    )
+    if (counts.some((x) => x !== counts[0]))
+      throw new Error(`rows differ after the join: ${counts.join(', ')}`)
+    return { plain, joined, during }
+  } finally {
+    await w?.stop().catch(() => undefined)
+    await c.stop()
+  }
+}
+
+export async function run(ctx) {
+  const n = ctx.quick ? 100_000 : 1_000_000
+  const runs = 2
+  const ratios = []
+  const joins = []
+  const plains = []
+  const pauses = []
+  for (let r = 0; r < runs; r++) {
+    say(`joincopy: run ${r + 1}/${runs}, ${n} rows`)
+    const s = await once(ctx, r, n)
+    ratios.push(s.plain / s.joined)
+    joins.push(s.joined)
+    plains.push(s.plain)
+    pauses.push(Math.max(...s.during))
+    say(
+      `joincopy: joined in ${Math.round(s.joined)} ms, plain COPY ${Math.round(s.plain)} ms, longest write ${Math.round(Math.max(...s.during))} ms`,
+    )
+  }
+  const rowsPerS = joins.map((ms) => (n * 1000) / ms)
+  ctx.record(
+    figure({
+      name: `join with data (${n} rows): plain COPY time / join time`,
+      unit: 'ratio',
+      samples: ratios,
+      digits: 2,
+      target: { stat: 'p50', min: 0.8 },
+      note: `from spawning the 4th arbiter to its join_state ready (p50 ${Math.round(percentile(joins, 50))} ms, ${Math.round(percentile(rowsPerS, 50))} rows/s) against COPY TO STDOUT | COPY FROM STDIN of the same table from node 0 to the new server (p50 ${Math.round(percentile(plains, 50))} ms); a writer on each member throughout`,
+    }),
+  )
+  ctx.record(
+    figure({
+      name: `join with data (${n} rows): longest write on the members during the join`,
+      unit: 'ms',
+      samples: pauses,
+      p99: true,
+      target: { stat: 'p99', max: 500 },
+      note: `the longest of the single-row inserts made every 5 ms on each of the 3 members while the node joined, per run; the donor's writers wait for the SHARE lock of its snapshot`,
+    }),
+  )
+}
