@@ -60,7 +60,7 @@ function writers(c, ids, n) {
     try {
       while (running) {
         const t0 = performance.now()
-        await cl.query(`INSERT INTO bench.jc VALUES ($1, 'w', '')`, [next++])
+        await cl.query(`INSERT INTO bench.jc VALUES ($1, $2, '')`, [next++, `w${i}`])
         spans.push([t0, performance.now()])
         await sleep(5)
       }
@@ -108,20 +108,63 @@ async function once(ctx, run, n) {
     const until = performance.now()
     await w.stop()
     const during = w.spans.filter(([a, b]) => b >= start && a <= until).map(([a, b]) => b - a)
-    // every member holds every row (the bench's own sanity check)
-    const counts = await Promise.all(
-      [0, 1, 2, joiner].map(async (i) => {
-        for (let k = 0; k < 200; k++) {
-          const [r] = await c.sql(i, 'SELECT count(*)::int AS n FROM bench.jc')
-          const [z] = await c.sql(0, 'SELECT count(*)::int AS n FROM bench.jc')
-          if (r.n === z.n) return r.n
-          await sleep(100)
-        }
-        return -1
-      }),
-    )
-    if (counts.some((x) => x !== counts[0]))
-      throw new Error(`rows differ after the join: ${counts.join(', ')}`)
+    // every member holds every row (the bench's own sanity check): all four counts equal
+    let counts = []
+    for (let k = 0; k < 300; k++) {
+      counts = await Promise.all(
+        [0, 1, 2, joiner].map(
+          async (i) => (await c.sql(i, 'SELECT count(*)::int AS n FROM bench.jc'))[0].n,
+        ),
+      )
+      if (counts.every((x) => x === counts[0])) break
+      await sleep(100)
+    }
+    if (counts.some((x) => x !== counts[0])) {
+      // what is missing where, and what the servers and arbiters say (a failure must explain)
+      const ids = [0, 1, 2, joiner]
+      const sets = await Promise.all(
+        ids.map(
+          async (i) =>
+            new Set(
+              (await c.sql(i, 'SELECT id::text FROM bench.jc WHERE id > $1', [n])).map((r) => r.id),
+            ),
+        ),
+      )
+      const union = new Set(sets.flatMap((x) => [...x]))
+      const missing = ids.map(
+        (i, k) =>
+          `node ${i}: ${[...union]
+            .filter((x) => !sets[k].has(x))
+            .slice(0, 20)
+            .join(',')}`,
+      )
+      const stats = await Promise.all(
+        ids.map(async (i) =>
+          JSON.stringify(
+            await c.sql(
+              i,
+              `SELECT s.subname, s.subenabled, st.apply_error_count,
+                      pg_replication_origin_progress('pg_' || s.oid, false)::text AS origin,
+                      w.received_lsn::text AS received, w.latest_end_lsn::text AS latest_end,
+                      (SELECT a.wait_event_type || ':' || a.wait_event FROM pg_stat_activity a WHERE a.pid = w.pid) AS waits,
+                      pg_current_wal_lsn()::text AS here,
+                      (SELECT string_agg(DISTINCT v, ',') FROM bench.jc WHERE id > ${n}) AS writers
+               FROM pg_subscription s LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid
+               LEFT JOIN pg_stat_subscription w ON w.subid = s.oid AND w.relid IS NULL`,
+            ),
+          ),
+        ),
+      )
+      const byWriter = await c.sql(
+        0,
+        `SELECT v, count(*)::int AS n, min(id)::text AS lo, max(id)::text AS hi FROM bench.jc WHERE id::text = ANY($1::text[]) GROUP BY v`,
+        [[...union].filter((x) => !sets[3].has(x))],
+      )
+      stats.push(`missing on node ${joiner} by writer: ${JSON.stringify(byWriter)}`)
+      throw new Error(
+        `rows differ after the join: ${counts.join(', ')}\nmissing ${missing.join('; ')}\n${stats.join('\n')}\n${ids.map((i) => c.arbiters[i]?.problems() ?? '').join('\n')}`,
+      )
+    }
     return { plain, joined, during }
   } finally {
     await w?.stop().catch(() => undefined)
