@@ -10,6 +10,7 @@
 //   little beyond the copy itself);
 // - the longest write on the members while the node joins (the donor's writers wait for the
 //   SHARE lock; target p99 < 500 ms).
+import fs from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
 import { connect, TraktorCluster } from './cluster.mjs'
@@ -161,6 +162,35 @@ async function once(ctx, run, n) {
         [[...union].filter((x) => !sets[3].has(x))],
       )
       stats.push(`missing on node ${joiner} by writer: ${JSON.stringify(byWriter)}`)
+      for (const i of ids) {
+        const rels = await c.sql(
+          i,
+          `SELECT s.subname, sr.srrelid::regclass::text AS rel, sr.srsubstate AS state, sr.srsublsn::text AS lsn
+           FROM pg_subscription s LEFT JOIN pg_subscription_rel sr ON sr.srsubid = s.oid ORDER BY 1`,
+        )
+        stats.push(`node ${i} subscription tables: ${JSON.stringify(rels)}`)
+      }
+      for (const i of [0, 1, 2]) {
+        const slots = await c.sql(
+          i,
+          `SELECT slot_name, active, confirmed_flush_lsn::text AS flushed, pg_current_wal_lsn()::text AS here
+           FROM pg_replication_slots ORDER BY 1`,
+        )
+        stats.push(`node ${i} slots: ${JSON.stringify(slots)}`)
+      }
+      const logs = ids.map((i) => {
+        try {
+          return fs
+            .readFileSync(c.arbiters[i].logFile, 'utf8')
+            .split('\n')
+            .filter((l) => /subscri|join|snapshot|origin|copy/.test(l))
+            .slice(-25)
+            .join('\n')
+        } catch {
+          return ''
+        }
+      })
+      stats.push(...logs)
       throw new Error(
         `rows differ after the join: ${counts.join(', ')}\nmissing ${missing.join('; ')}\n${stats.join('\n')}\n${ids.map((i) => c.arbiters[i]?.problems() ?? '').join('\n')}`,
       )
