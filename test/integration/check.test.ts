@@ -359,7 +359,9 @@ describe('issue 11: check', () => {
     expect(after.json.tables[0].verdict, verdicts.join(' ')).toBe('consistent')
   })
 
-  it('the background check (node 0) finds divergence by itself and clears it after a repair', async () => {
+  it('the background check (node 0) finds divergence by itself and clears it after a repair', {
+    timeout: 90_000,
+  }, async () => {
     await onlyOn(2, `UPDATE demo.t SET payload = 'background' WHERE id = 11`)
     const reason = await waitFor(
       async () => {
@@ -368,9 +370,18 @@ describe('issue 11: check', () => {
           /node 0's check .* 1 row of demo\.t/.test(x),
         )
       },
-      20_000,
+      // each background wave is followed by 19x its duration of pause: under load, a pass
+      // over the table takes tens of seconds
+      55_000,
       'the background check reported on node 1',
-    )
+    ).catch((err: Error) => {
+      const lines = (c.node(0).arbiter?.logs() ?? '')
+        .split('\n')
+        .filter((l) => l.includes('"checker"'))
+        .slice(-10)
+        .join('\n')
+      throw new Error(`${err.message}\nnode 0's checker:\n${lines}`)
+    })
     expect(reason).toMatch(/traktor ctl check demo\.t --repair/)
     const status = (await call(c.api(1), 'GET', '/v1/cluster/status')).json
     expect(status.healthy).toBe(false)
