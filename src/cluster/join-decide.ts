@@ -38,3 +38,32 @@ export function decideJoin(f: JoinFacts): JoinDecision {
   }
   return { kind: 'copy', why: f.occupied.length > 0 ? 'join = "copy"' : 'empty tables' }
 }
+
+/** A node as the join sees it: its id, join state, and whether its PostgreSQL is up. */
+export interface JoinPeer {
+  nodeId: number
+  joinState: string
+  postgresUp: boolean
+}
+
+/** A ready member with its PostgreSQL up: its writes must reach this node from the copy on. */
+export const mustJoin = (m: JoinPeer): boolean => m.joinState === 'ready' && m.postgresUp
+
+/** The other nodes copying now: a copy waits for them (one copy at a time). */
+export function copyingNow(peers: readonly JoinPeer[]): number[] {
+  return peers.filter((p) => p.joinState === 'copying').map((p) => p.nodeId)
+}
+
+/**
+ * Ready members (PostgreSQL up) that are not among the members the copy works with: at the
+ * start, members not settled yet (just seen, flapping), which the copy waits for; at the end,
+ * members that became ready meanwhile, which make the copy start over.
+ */
+export function leftOut(
+  peers: readonly JoinPeer[],
+  members: readonly { nodeId: number }[],
+): number[] {
+  return peers
+    .filter((p) => mustJoin(p) && !members.some((m) => m.nodeId === p.nodeId))
+    .map((p) => p.nodeId)
+}

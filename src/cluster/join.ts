@@ -9,6 +9,7 @@
 // tables copied from it, the origins advanced to the snapshot's positions, then enabled. An
 // attempt that fails (donor gone, lock not granted) is tried again from the start; the
 // marker in trktr.join_state makes an arbiter killed mid-copy start the copy over.
+import { setTimeout as delay } from 'node:timers/promises'
 import type { JoinMode } from '../config/types.js'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -18,6 +19,7 @@ import * as jc from '../postgres/join-copy.js'
 import * as js from '../postgres/join-slots.js'
 import type { LocalNode } from '../postgres/local.js'
 import { subscriptionName } from '../postgres/subscriptions.js'
+import { copyingNow, leftOut, mustJoin } from './join-decide.js'
 import type { Member } from './membership.js'
 
 export type JoinPhase =
@@ -48,8 +50,10 @@ export interface JoinCopyInit {
   local: LocalNode
   nodeId: number
   log: Logger
-  /** live ready members to copy from and subscribe to */
+  /** live ready members to copy from and subscribe to (settled: stable, PostgreSQL up) */
   candidates: () => Member[]
+  /** every other live node of the cluster, whatever its join state (not removed) */
+  peers: () => Member[]
   /** tables copied at once */
   parallel?: number
   /** how long the donor may take to apply the other members' changes up to our slots */
@@ -59,8 +63,14 @@ export interface JoinCopyInit {
   pauseMs?: number
 }
 
+const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal })
+
 const CATCH_UP_MS = 60_000
 const POLL_MS = 100
+/** polls 300 ms apart that must see no other node copying before a copy starts */
+const QUIET_POLLS = 3
+/** how long a ready member that is not settled yet (just seen, flapping) is waited for */
+const SETTLE_MS = 10_000
 
 export interface RunOptions {
   /** join mode (a refusal of rows found here applies to "empty-only") */
@@ -90,6 +100,8 @@ export class JoinCopy {
   private readonly fences: FenceSet
   /** the members whose slots here were in place before the fence went up */
   private slotted = new Set<number>()
+  /** nodes already named as having no slot here */
+  private readonly warned = new Set<number>()
 
   constructor(init: JoinCopyInit) {
     this.init = init
@@ -134,9 +146,12 @@ export class JoinCopy {
   private async prepare(members: Member[], tables: RelationName[], opts: RunOptions) {
     const { local, nodeId } = this.init
     if (opts.clear && !opts.resync) await js.clearTables(local.db, tables, 'trktr_join_0')
-    const names = members.map((m) => subscriptionName(m.nodeId, nodeId))
+    // every live node gets its slot here, not only the ready members: a node copying or
+    // about to copy at the same time subscribes here once ready, from this slot
+    const ids = [...new Set([...members, ...this.init.peers()].map((m) => m.nodeId))]
+    const names = ids.map((id) => subscriptionName(id, nodeId))
     const made = await js.ensureMemberSlots(local.db, names, !opts.resync)
-    this.slotted = new Set(members.map((m) => m.nodeId))
+    this.slotted = new Set(ids)
     this.log.info(
       { members: [...this.slotted], made },
       "the members' slots on this node are in place: fencing local writers",
@@ -172,7 +187,9 @@ export class JoinCopy {
     this.set({ phase: 'slots', attempt: this.progress.attempt + 1, rowsCopied: 0 })
     const tables = await jc.replicatedTables(local.db)
     this.set({ tables: tables.length, tablesDone: 0 })
-    const members = this.init.candidates().sort((a, b) => a.nodeId - b.nodeId)
+    // one node copies at a time: a copy that ends while another runs makes that one start over
+    if (this.fences.tables.length === 0) await this.waitTurn(signal)
+    const members = await this.settledMembers(signal)
     const donor = members[0]
     if (!donor) throw new Error('no live ready member to copy from')
     // local writers wait from the first attempt that found a donor on, until the copy is done
@@ -180,12 +197,7 @@ export class JoinCopy {
       await jc.writeMarker(local.db, 'copying', donor.nodeId)
       await this.prepare(members, tables, opts)
     }
-    const late = members.filter((m) => !this.slotted.has(m.nodeId)).map((m) => m.nodeId)
-    if (late.length > 0)
-      this.log.warn(
-        { members: late },
-        'members became ready after the fence went up: they make their slots here after the copy',
-      )
+    this.warnUnslotted(members)
     // from here on local writers wait (a row written before refuses an "empty-only" join)
     this.set({ phase: 'subscribing', donor: donor.nodeId, tables: tables.length, tablesDone: 0 })
     this.log.info(
@@ -239,6 +251,11 @@ export class JoinCopy {
     } finally {
       await exported.release()
     }
+    // a node that became ready meanwhile wrote rows this copy has not got, and has no
+    // subscription from here: start over with it among the members
+    const appeared = leftOut(this.init.peers(), members)
+    if (appeared.length > 0)
+      throw new Error(`node ${appeared.join(', ')} became ready during the copy: starting over`)
     this.set({ phase: 'enabling' })
     // row-level resolution's triggers must be in place before the first change applies
     await local.ensureLww()
@@ -260,6 +277,71 @@ export class JoinCopy {
         donorPauseMs: point.pauseMs,
       },
       'joined with the cluster data',
+    )
+  }
+
+  /**
+   * Wait while another node copies the cluster's data (one copy at a time). Nobody copying in
+   * a few heartbeats in a row: a node that started just now has heard every member by then.
+   */
+  private async waitTurn(signal: AbortSignal): Promise<void> {
+    let logged = false
+    let quiet = 0
+    for (;;) {
+      signal.throwIfAborted()
+      const busy = copyingNow(this.init.peers())
+      if (busy.length === 0 && ++quiet >= QUIET_POLLS) return
+      if (busy.length === 0) {
+        await sleep(POLL_MS * 3, signal)
+        continue
+      }
+      quiet = 0
+      if (!logged) {
+        this.log.info({ copying: busy }, 'waiting for another node to finish its copy')
+        logged = true
+      }
+      this.set({ phase: 'waiting' })
+      await sleep(POLL_MS * 5, signal)
+    }
+  }
+
+  /**
+   * The donor candidates, once every live ready member is one: a member just seen (not yet
+   * stable) left out would never be subscribed to from the snapshot on, and its writes from
+   * then until a later subscription would never arrive here.
+   */
+  private async settledMembers(signal: AbortSignal): Promise<Member[]> {
+    const deadline = Date.now() + SETTLE_MS
+    for (;;) {
+      signal.throwIfAborted()
+      const members = this.init.candidates().sort((a, b) => a.nodeId - b.nodeId)
+      const unsettled = leftOut(this.init.peers(), members)
+      if (unsettled.length === 0) return members
+      if (Date.now() > deadline)
+        throw new Error(
+          `member ${unsettled.join(', ')} is ready but not settled (just seen, flapping, or its PostgreSQL down)`,
+        )
+      await sleep(POLL_MS, signal)
+    }
+  }
+
+  /**
+   * A node first seen after the fence went up has no slot here, and none can be made now: a
+   * new slot waits for every transaction holding an xid, the fence's own among them. A node
+   * that joins after this one needs none (its own join subscribes here and waits for its donor
+   * to catch up); a member that was ready before (seen late) gets its slot when it subscribes,
+   * and a local write between the end of this copy and then does not reach it: said loudly,
+   * once per node, for the consistency check to confirm.
+   */
+  private warnUnslotted(nodes: Member[]): void {
+    const late = nodes
+      .filter((m) => mustJoin(m) && !this.slotted.has(m.nodeId) && !this.warned.has(m.nodeId))
+      .map((m) => m.nodeId)
+    if (late.length === 0) return
+    for (const id of late) this.warned.add(id)
+    this.log.error(
+      { nodes: late },
+      "ready members first seen after this node fenced its writers have no slot here: this node's writes between its copy and their subscriptions may not reach them; run traktor ctl check once it is ready",
     )
   }
 
@@ -316,7 +398,7 @@ export class JoinCopy {
           `donor node ${donor.nodeId} has not applied node ${node}'s changes up to ${lsn} (its slot ${slot} there is at ${r.flushed ?? 'missing'})`,
         )
       }
-      await new Promise((res) => setTimeout(res, POLL_MS))
+      await sleep(POLL_MS, signal)
     }
   }
 

@@ -85,6 +85,7 @@ export class Reconciler {
       nodeId: init.nodeId,
       log: init.log,
       candidates: () => this.donors(),
+      peers: () => this.livePeers(),
       ...(init.joinPauseMs ? { pauseMs: init.joinPauseMs } : {}),
       ...(init.onJoinProgress ? { onProgress: init.onJoinProgress } : {}),
     })
@@ -277,6 +278,20 @@ export class Reconciler {
   }
 
   /** Live ready members a new node copies from and subscribes to. */
+  /** every other live node of the cluster, whatever its join state */
+  private livePeers(): Member[] {
+    return this.init.membership
+      .members()
+      .filter(
+        (m) =>
+          m.state !== 'dead' &&
+          !m.duplicate &&
+          m.joinState !== 'removed' &&
+          m.nodeId !== this.init.nodeId &&
+          !this.removed.has(m.nodeId),
+      )
+  }
+
   private donors(): Member[] {
     return this.init.membership
       .members()

@@ -380,4 +380,66 @@ describe('a node joins with the cluster data', () => {
     const [after] = await c.q(4, `SELECT count(*)::int AS n FROM demo.a`)
     expect(after?.n).toBe((before?.n ?? 0) + inserts)
   }, 420_000)
+
+  it('a 5th node joining while another still copies waits its turn; both end identical', async () => {
+    const servers = (await startServers(2, (i) => ({ name: `join${5 + i}`, fast: true }))) as [
+      PgServer,
+      PgServer,
+    ]
+    await c.addNode(5, servers[0])
+    await c.addNode(6, servers[1])
+    await c.q(5, SCHEMA)
+    await c.q(6, SCHEMA)
+    const writers = [0, 1, 2].map((i) => new Writer(i, c.node(i).pg, 20_000_000))
+    const [before] = await c.q(0, `SELECT count(*)::int AS n FROM demo.a`)
+    try {
+      await Promise.all(writers.map((w) => w.start()))
+      // node 5 copies slowly (a pause before its tables), node 6 starts while it does: on
+      // this 2-core machine with seven servers, node 6 may take half a minute to decide
+      const a5 = await c.start(5, { testing: { joinPauseMs: 45_000 } }, TESTING_ENV, {
+        readyMs: 90_000,
+      })
+      await waitFor(
+        async () =>
+          (await call(a5, 'GET', '/v1/cluster/nodes')).json?.nodes?.[0]?.join_copy?.phase ===
+          'copying',
+        90_000,
+        'node 5 copying its tables',
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}\nnode 5: ${joinLog(5)}`)
+      })
+      await c.start(6, {}, {}, { readyMs: 90_000 })
+      // the second one waits for the first instead of copying beside it
+      await waitFor(
+        () => /waiting for another node to finish its copy/.test(c.node(6).arbiter?.logs() ?? ''),
+        60_000,
+        'node 6 waiting for node 5',
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}\nnode 6: ${joinLog(6)}`)
+      })
+      await c.waitMeshed([0, 1, 2, 3, 4, 5, 6], 180_000).catch((err: Error) => {
+        throw new Error(`${err.message}\nnode 5: ${joinLog(5)}\nnode 6: ${joinLog(6)}`)
+      })
+      const at = writers.map((w) => w.iterations)
+      await waitFor(
+        () => writers.every((w, i) => w.iterations >= (at[i] ?? 0) + 30),
+        30_000,
+        'writers going on after the joins',
+      )
+      // node 5's rows written after it joined reach node 6 too
+      await c.q(5, `INSERT INTO demo.a VALUES (9000005, 5, 0, 'on node 5 after its join')`)
+      await c.q(6, `INSERT INTO demo.a VALUES (9000006, 6, 0, 'on node 6 after its join')`)
+    } finally {
+      await Promise.all(writers.map((w) => w.stop()))
+    }
+    for (const id of [5, 6])
+      expect(logLine(id, 'joined with the cluster data'), c.problems(id)).toBeDefined()
+    const nodes = [0, 1, 2, 3, 4, 5, 6]
+    for (const t of TABLES) await c.converged(nodes, t, 90_000)
+    const inserts = writers.reduce((s, w) => s + w.iterations, 0)
+    for (const id of nodes) {
+      const [after] = await c.q(id, `SELECT count(*)::int AS n FROM demo.a`)
+      expect(after?.n, `node ${id}`).toBe((before?.n ?? 0) + inserts + 2)
+    }
+  }, 480_000)
 })

@@ -1,6 +1,12 @@
 // Issue 12: what a node about to be ready does — be ready, copy the cluster's data, or refuse.
 import { describe, expect, it } from 'vitest'
-import { decideJoin, type JoinFacts } from '../../src/cluster/join-decide.js'
+import {
+  copyingNow,
+  decideJoin,
+  type JoinFacts,
+  type JoinPeer,
+  leftOut,
+} from '../../src/cluster/join-decide.js'
 
 const fresh: JoinFacts = {
   mode: 'empty-only',
@@ -49,5 +55,35 @@ describe('decideJoin', () => {
     expect(decideJoin({ ...fresh, subscriptions: 2 }).kind).toBe('ready')
     expect(decideJoin({ ...fresh, readyPeers: 0 }).kind).toBe('ready')
     expect(decideJoin({ ...fresh, tables: 0 }).kind).toBe('ready')
+  })
+})
+
+describe('who the copy works with', () => {
+  const peer = (nodeId: number, joinState: string, postgresUp = true): JoinPeer => ({
+    nodeId,
+    joinState,
+    postgresUp,
+  })
+
+  it('waits while another node copies, not for joining or ready ones', () => {
+    expect(copyingNow([peer(0, 'ready'), peer(4, 'copying'), peer(5, 'joining')])).toEqual([4])
+    expect(copyingNow([peer(0, 'ready'), peer(5, 'joining')])).toEqual([])
+  })
+
+  it('names a ready member that is not a donor candidate (the joincopy gap)', () => {
+    // node 2 was ready but seen 40 ms too late to be stable: left out, its writes were lost
+    const peers = [peer(0, 'ready'), peer(1, 'ready'), peer(2, 'ready')]
+    expect(leftOut(peers, [{ nodeId: 0 }, { nodeId: 1 }])).toEqual([2])
+    expect(leftOut(peers, [{ nodeId: 0 }, { nodeId: 1 }, { nodeId: 2 }])).toEqual([])
+  })
+
+  it('leaves out nodes that cannot write: PostgreSQL down, copying, joining', () => {
+    const peers = [
+      peer(0, 'ready'),
+      peer(1, 'ready', false),
+      peer(3, 'copying'),
+      peer(4, 'joining'),
+    ]
+    expect(leftOut(peers, [{ nodeId: 0 }])).toEqual([])
   })
 })
