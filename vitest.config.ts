@@ -4,13 +4,15 @@ import { defineConfig } from 'vitest/config'
  * Files that run last, one at a time, alone on the machine: those whose assertions are
  * wall-clock bounds the README promises (a dead peer released within dead-after + 1 s, a dead
  * member seen in under a second), and the join test, which copies tens of thousands of rows to
- * four and five nodes under writers for minutes: beside it, on two cores, restarted arbiters of
- * other files missed their 20 s to mesh (seen in a full run; each file passes alone).
+ * four to seven nodes under writers for minutes, and the join under faults (crashed servers
+ * mid-copy): beside them, on two cores, restarted arbiters of other files missed their 20 s to
+ * mesh (seen in a full run; each file passes alone).
  */
 const TIMED = [
   'test/integration/sync.test.ts',
   'test/integration/mesh.test.ts',
   'test/integration/join.test.ts',
+  'test/faults/join-faults.test.ts',
 ]
 
 export default defineConfig({

@@ -108,9 +108,10 @@ async function once(ctx, run, n) {
     await c.createTable(DEF('jc'), [joiner])
     await ctx.quiet(`joincopy run ${run + 1}`)
     throwIfInterrupted()
-    const plain = await plainCopy(c, joiner)
+    // the baseline under the same writers as the join
     w = writers(c, [0, 1, 2], n)
     await sleep(500)
+    const plain = await plainCopy(c, joiner)
     const start = performance.now()
     await c.startArbiter(joiner)
     while (!(await ready(c, joiner))) {

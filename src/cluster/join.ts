@@ -114,6 +114,14 @@ export class JoinCopy {
     await this.lowerFences()
   }
 
+  /**
+   * Raised fences whose session is gone (this node's PostgreSQL restarted): local writers are
+   * no longer held, so the copy must start over from its first step, the tables emptied.
+   */
+  async fenceLost(): Promise<boolean> {
+    return this.fences.tables.length > 0 && !(await this.fences.holding())
+  }
+
   async lowerFences(): Promise<void> {
     const n = this.fences.tables.length
     await this.fences.lower()

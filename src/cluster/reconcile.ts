@@ -363,13 +363,22 @@ export class Reconciler {
   }
 
   /** Copy until it succeeds (each failed attempt starts over), then be ready. */
-  private startCopy(opts: RunOptions): void {
+  private startCopy(first: RunOptions): void {
     this.joinState = 'copying'
     const abort = new AbortController()
+    let opts = first
     const loop = async () => {
       let delay = COPY_RETRY_MS
       while (!abort.signal.aborted && this.joinState === 'copying') {
         try {
+          if (await this.joiner.fenceLost()) {
+            // as after a restart of the arbiter: emptied, slots made anew, fenced again
+            this.log.warn(
+              'the fence of local writers was lost (PostgreSQL restarted): the copy starts over from its first step',
+            )
+            await this.joiner.lowerFences().catch(() => undefined)
+            opts = { ...opts, clear: true }
+          }
           await this.joiner.run(abort.signal, opts)
           // the members' slots here were made before the fence: local writers go on at once
           await this.joiner.release()

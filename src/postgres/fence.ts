@@ -246,6 +246,17 @@ export class FenceSet {
     }
   }
 
+  /** The session holding the fence rows still answers (a PostgreSQL restart ends it). */
+  async holding(): Promise<boolean> {
+    if (!this.held) return false
+    try {
+      await this.held.query('SELECT 1')
+      return true
+    } catch {
+      return false
+    }
+  }
+
   /** Let the writers go, then drop the triggers. Safe to call at any time, and again. */
   async lower(): Promise<void> {
     const held = this.held
