@@ -199,14 +199,20 @@ export class LocalNode {
     const t = await lww.describe(this.db, rel)
     if (!t) return false
     const key = `${rel.schema}\u0000${rel.table}`
-    const signature = `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}`
+    const signature = lwwSignature(t)
     const present = (have ?? (await lww.installed(this.db))).some(
       (h) => h.rel.schema === rel.schema && h.rel.table === rel.table,
     )
     if (present && this.lwwSignatures.get(key) === signature) return false
     await this.db.query(lww.LWW_DDL)
-    await this.db.tx((c) => lww.install(c, t))
-    this.lwwSignatures.set(key, signature)
+    const made = await this.db.tx(async (c) => {
+      // read again under the table's lock: a schema change may have committed since
+      const fresh = await lww.lockAndDescribe(c, rel)
+      if (fresh) await lww.install(c, fresh)
+      return fresh
+    })
+    if (!made) return false
+    this.lwwSignatures.set(key, lwwSignature(made))
     return true
   }
 
@@ -458,4 +464,9 @@ function lwwEntry(r: lww.Resolution): history.HistoryEntry {
     loser: r.loser,
     resolution: r.action,
   }
+}
+
+/** What a table's trigger function is generated from: re-made when it changes. */
+function lwwSignature(t: lww.LwwTable): string {
+  return `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}`
 }

@@ -332,6 +332,26 @@ BEGIN
 END $fn$`
 }
 
+/**
+ * In the caller's transaction: lock the table in the mode its triggers are made in, then read
+ * its columns. Table first, as a cluster schema change does (its statement, then the triggers):
+ * the other order deadlocked with it, and columns read before the lock could belong to a
+ * schema change that committed meanwhile (a function naming a dropped column).
+ */
+export async function lockAndDescribe(
+  q: Queryable,
+  rel: RelationName,
+): Promise<LwwTable | undefined> {
+  await q.query(LOCK_TIMEOUT)
+  await q.query(`LOCK TABLE ${qualified(rel)} IN SHARE ROW EXCLUSIVE MODE`)
+  return await describe(
+    {
+      query: async (sql: string, params?: unknown[]) => (await q.query(sql, params)).rows as never,
+    },
+    rel,
+  )
+}
+
 /** Create (or re-create, after a column change) the triggers of one table. */
 export async function install(q: Queryable, t: LwwTable): Promise<void> {
   const rel = qualified(t.rel)
