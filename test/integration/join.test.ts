@@ -1,5 +1,5 @@
 // Issue 12: a node joins with the cluster's data, a gap-free copy under live writes. Three
-// nodes hold ~20,000 rows in three tables (one with TOASTed values); writers insert and update
+// nodes hold 100,000 rows in three tables (one with TOASTed values); writers insert and update
 // on all three throughout; a fourth arbiter starts with empty tables and, with no call, copies
 // the data from a donor and subscribes where the copy ends. After the writers stop, every table
 // is identical on all four nodes and holds exactly what the writers wrote.
@@ -11,7 +11,7 @@ import { type PgServer, startServers } from '../fixtures/pg.js'
 let c: MeshCluster
 
 const TABLES = ['demo.a', 'demo.b', 'demo.doc']
-const PRELOAD = { a: 12_000, b: 6_000, doc: 400 }
+const PRELOAD = { a: 60_000, b: 39_600, doc: 400 }
 
 const SCHEMA = `
 CREATE TABLE demo.a (id bigint PRIMARY KEY, node int NOT NULL, v int NOT NULL, note text);
