@@ -428,7 +428,20 @@ describe('issue 11: check', () => {
     expect(fix.status, JSON.stringify(fix.json).slice(0, 2000)).toBe(200)
     expect(fix.json).toMatchObject({ repaired_rows: 2000, writes: 4000 })
     expect(await c.converged(IDS, 'demo.big', 30_000)).toMatch(/^300000 rows/)
-    const del = await call(c.api(0), 'DELETE', '/v1/cluster/replicaset/demo.big')
-    expect(del.status, JSON.stringify(del.json)).toBe(200)
+    // the table leaves the replicaset; a member suspect for a moment on a loaded machine
+    // aborts the proposal (all or none), so it is asked again
+    let last: unknown
+    await waitFor(
+      async () => {
+        const del = await call(c.api(0), 'DELETE', '/v1/cluster/replicaset/demo.big')
+        last = del.json
+        return del.status === 200
+      },
+      30_000,
+      'demo.big removed from the replicaset',
+      500,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(last)}`)
+    })
   }, 180_000)
 })
