@@ -92,7 +92,7 @@ describe('coordinator killed mid-proposal', () => {
       for (const i of IDS) {
         await waitFor(
           async () => (await c.q(i, `SELECT 1 FROM demo.${table}`)).length === 1,
-          10_000,
+          30_000, // a re-enabled subscription starts its worker late under load
           `row on node ${i}`,
         )
       }
