@@ -87,6 +87,19 @@ async function joinPaused(id: number): Promise<void> {
   })
 }
 
+/** Every node meshed and ready with the joiner among them, and the writers still going. */
+async function joinedUnderWrites(nodes: number[], joiner: number, writers: Writer[]) {
+  await c.waitMeshed(nodes, 180_000).catch((err: Error) => {
+    throw new Error(`${err.message}\nnode ${joiner}: ${joinLog(joiner)}`)
+  })
+  const at = writers.map((w) => w.committed)
+  await waitFor(
+    () => writers.every((w, i) => w.committed >= (at[i] ?? 0) + 30),
+    30_000,
+    'writers going on after the join',
+  )
+}
+
 /** After the writers stop: identical everywhere, and exactly the rows that committed. */
 async function exact(nodes: number[], writers: Writer[], before: number): Promise<void> {
   await c.converged(nodes, 'demo.a', 90_000)
@@ -138,15 +151,7 @@ describe('a join under faults', () => {
         throw new Error(`${err.message}\nnode 3: ${joinLog(3)}`)
       })
       await c.node(0).pg.start()
-      await c.waitMeshed([0, 1, 2, 3], 180_000).catch((err: Error) => {
-        throw new Error(`${err.message}\nnode 3: ${joinLog(3)}`)
-      })
-      const at = writers.map((w) => w.committed)
-      await waitFor(
-        () => writers.every((w, i) => w.committed >= (at[i] ?? 0) + 30),
-        30_000,
-        'writers going on after the join',
-      )
+      await joinedUnderWrites([0, 1, 2, 3], 3, writers)
     } finally {
       await Promise.all(writers.map((w) => w.stop()))
     }
@@ -162,15 +167,7 @@ describe('a join under faults', () => {
       await joinPaused(4)
       await c.node(4).pg.crash('immediate')
       await c.node(4).pg.start()
-      await c.waitMeshed([0, 1, 2, 3, 4], 180_000).catch((err: Error) => {
-        throw new Error(`${err.message}\nnode 4: ${joinLog(4)}`)
-      })
-      const at = writers.map((w) => w.committed)
-      await waitFor(
-        () => writers.every((w, i) => w.committed >= (at[i] ?? 0) + 30),
-        30_000,
-        'writers going on after the join',
-      )
+      await joinedUnderWrites([0, 1, 2, 3, 4], 4, writers)
     } finally {
       await Promise.all(writers.map((w) => w.stop()))
     }
