@@ -124,8 +124,11 @@ export class JoinCopy {
 
   async lowerFences(): Promise<void> {
     const n = this.fences.tables.length
-    await this.fences.lower()
+    const left = await this.fences.lower()
     if (n > 0) this.log.info({ tables: n }, 'local writers to the replicated tables released')
+    // they hold no one back; the arbiter's next start drops them
+    if (left.length > 0)
+      this.log.warn({ tables: left.map(formatRelation) }, 'fence triggers left on tables')
   }
 
   /** Fence every replicated table here, if the copy can write past the fence. */

@@ -100,6 +100,7 @@ export class Recovery {
   private async pass(): Promise<void> {
     const { db } = this.init.local
     const now = Date.now()
+    await this.init.steps.sweep()
     // a schema change decided COMMIT (here, or learned from a peer) is committed here first,
     // whoever drives the rest: its prepared statement holds the tables' locks, and until it
     // commits this node's schema and version lag behind the members that did

@@ -8,7 +8,7 @@ import type { Logger } from '../log.js'
 import * as cs from '../postgres/cluster-state.js'
 import { maxPreparedTransactions, prepareDdl, rollbackDdl } from '../postgres/ddl.js'
 import { dropFenceTrigger, Fence, FenceSet } from '../postgres/fence.js'
-import { formatRelation } from '../postgres/ident.js'
+import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { tableProblems } from '../postgres/replicaset.js'
 import type { UsedValue } from '../postgres/sequences.js'
@@ -36,6 +36,9 @@ export class Steps {
   private readonly init: StepsInit
   private readonly log: Logger
   private readonly fences = new Map<string, { fence: Fence | FenceSet; timer: NodeJS.Timeout }>()
+  /** fence triggers that could not be dropped when their fence was lowered (a lock elsewhere) */
+  private readonly lingering = new Map<string, RelationName>()
+  private sweeping: Promise<void> = Promise.resolve()
 
   constructor(init: StepsInit) {
     this.init = init
@@ -123,7 +126,7 @@ export class Steps {
       if (!fenced) {
         const p = await cs.getProposal(this.init.local.db, id)
         for (const rel of p?.ddl?.fenced ?? [])
-          await dropFenceTrigger(this.init.local.db, rel).catch(() => undefined)
+          await dropFenceTrigger(this.init.local.db, rel).catch(() => this.linger([rel]))
       }
     }
   }
@@ -216,6 +219,10 @@ export class Steps {
 
   private async fence(p: cs.Proposal): Promise<void> {
     if (this.fences.has(p.id) || this.init.noFence) return
+    // a sweep of left-behind triggers never runs across a raise: the new trigger is the fence's
+    await this.sweeping
+    const rels = p.op === 'ddl' ? (p.ddl?.fenced ?? []) : [{ schema: p.schema, table: p.table }]
+    for (const rel of rels) this.lingering.delete(formatRelation(rel))
     if (p.op === 'ddl') return await this.fenceSet(p)
     const fence = new Fence({ db: this.init.local.db, rel: { schema: p.schema, table: p.table } })
     const timer = setTimeout(() => {
@@ -244,13 +251,13 @@ export class Steps {
     }, this.init.fenceMaxMs ?? FENCE_MAX_MS)
     this.fences.set(p.id, { fence, timer })
     const failed = await fence.raise(tables).catch(async (err: Error) => {
-      await fence.lower()
+      this.linger(await fence.lower())
       return [{ rel: tables[0], err: err.message }]
     })
     if (failed.length > 0) {
       if (this.fences.get(p.id)?.fence === fence) this.fences.delete(p.id)
       clearTimeout(timer)
-      await fence.lower()
+      this.linger(await fence.lower())
       const [first] = failed
       throw new Error(
         `cannot fence ${first?.rel ? formatRelation(first.rel) : 'the tables'}: ${first?.err}`,
@@ -263,7 +270,46 @@ export class Steps {
     if (!f) return
     this.fences.delete(id)
     clearTimeout(f.timer)
-    await f.fence.lower()
+    this.linger(await f.fence.lower())
+  }
+
+  private linger(rels: readonly RelationName[]): void {
+    for (const rel of rels) {
+      const key = formatRelation(rel)
+      if (!this.lingering.has(key))
+        this.log.warn({ relation: key }, 'fence trigger not dropped (a lock elsewhere): retrying')
+      this.lingering.set(key, rel)
+    }
+  }
+
+  /**
+   * Drop the fence triggers left behind by lowered fences (they block no one, but stay on the
+   * table), except on a table fenced again meanwhile. Called by the recovery loop.
+   */
+  sweep(): Promise<void> {
+    if (this.lingering.size === 0) return this.sweeping
+    this.sweeping = this.sweeping.then(async () => {
+      const fenced = new Set<string>()
+      for (const { fence } of this.fences.values()) {
+        const rels = fence instanceof Fence ? [fence.rel] : fence.tables
+        for (const rel of rels) fenced.add(formatRelation(rel))
+      }
+      for (const [key, rel] of [...this.lingering]) {
+        if (fenced.has(key)) {
+          this.lingering.delete(key)
+          continue
+        }
+        const ok = await dropFenceTrigger(this.init.local.db, rel).then(
+          () => true,
+          () => false,
+        )
+        if (ok && this.lingering.get(key) === rel) {
+          this.lingering.delete(key)
+          this.log.info({ relation: key }, 'dropped a fence trigger left behind')
+        }
+      }
+    })
+    return this.sweeping
   }
 
   async stop(): Promise<void> {

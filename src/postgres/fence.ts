@@ -93,14 +93,14 @@ export class Fence {
    * Let writers go (end the transaction that holds the row), then drop the trigger. Safe at
    * any time: a fence still being raised is cancelled and leaves nothing behind.
    */
-  async lower(): Promise<void> {
+  async lower(): Promise<RelationName[]> {
     const s = this.state
-    if (s.kind === 'lowered') return
+    if (s.kind === 'lowered') return []
     if (s.kind === 'raising') {
       // the raise finishes (or times out) on its own and cleans up after itself
       s.cancelled = true
       s.held.release(true)
-      return
+      return []
     }
     this.state = { kind: 'lowered' }
     try {
@@ -109,8 +109,11 @@ export class Fence {
     } catch {
       s.held.release(true)
     }
-    // a trigger left behind blocks no one (the row is free); the next start drops it
-    await this.dropTrigger().catch(() => undefined)
+    // a trigger left behind blocks no one (the row is free): the caller drops it later
+    return await this.dropTrigger().then(
+      () => [],
+      () => [this.rel],
+    )
   }
 
   private async dropTrigger(): Promise<void> {
@@ -257,8 +260,11 @@ export class FenceSet {
     }
   }
 
-  /** Let the writers go, then drop the triggers. Safe to call at any time, and again. */
-  async lower(): Promise<void> {
+  /**
+   * Let the writers go, then drop the triggers. Safe to call at any time, and again. Returns
+   * the tables whose trigger could not be dropped now (a lock held elsewhere).
+   */
+  async lower(): Promise<RelationName[]> {
     const held = this.held
     this.held = undefined
     if (held) {
@@ -277,14 +283,16 @@ export class FenceSet {
         ])
         .catch(() => undefined)
     }
+    const left: RelationName[] = []
     for (const rel of this.fenced) {
       await this.db
         .tx(async (c) => {
           await c.query(`SET LOCAL lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
           await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`)
         })
-        .catch(() => undefined)
+        .catch(() => left.push(rel))
     }
     this.fenced = []
+    return left
   }
 }

@@ -18,24 +18,31 @@ async function published(id: number, table: string): Promise<boolean> {
   return rows.length === 1
 }
 
-/** Nothing half-done on any node: no undecided proposal, no fence, same version everywhere. */
+/**
+ * Nothing half-done on any node: no undecided proposal, no fence, no prepared transaction, no
+ * decided COMMIT whose steps have not run everywhere, the same version everywhere. Throws
+ * what is still open, so that a timeout names it.
+ */
 async function settled(): Promise<boolean> {
-  const versions = new Set<number>()
+  const versions = new Map<number, number>()
   for (const i of IDS) {
-    const open = await c.q(
+    const [r] = await c.q(
       i,
-      `SELECT count(*)::int AS n FROM trktr.proposals WHERE decision IS NULL`,
+      `SELECT (SELECT count(*)::int FROM trktr.proposals WHERE decision IS NULL) AS open,
+              (SELECT count(*)::int FROM trktr.proposals
+                WHERE decision = 'commit' AND NOT completed AND coordinator = $1) AS incomplete,
+              (SELECT count(*)::int FROM pg_trigger WHERE tgname = 'trktr_fence') AS fences,
+              (SELECT count(*)::int FROM pg_prepared_xacts) AS prepared,
+              (SELECT replicaset_version FROM trktr.cluster) AS v`,
+      [i],
     )
-    const fences = await c.q(
-      i,
-      `SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = 'trktr_fence'`,
-    )
-    const prepared = await c.q(i, `SELECT count(*)::int AS n FROM pg_prepared_xacts`)
-    if (open[0]?.n !== 0 || fences[0]?.n !== 0 || prepared[0]?.n !== 0) return false
-    const [v] = await c.q(i, `SELECT replicaset_version AS v FROM trktr.cluster`)
-    versions.add(v?.v as number)
+    if (r?.open !== 0 || r?.incomplete !== 0 || r?.fences !== 0 || r?.prepared !== 0)
+      throw new Error(`node ${i} not settled: ${JSON.stringify(r)}`)
+    versions.set(i, r.v as number)
   }
-  return versions.size === 1
+  if (new Set(versions.values()).size !== 1)
+    throw new Error(`versions differ: ${JSON.stringify([...versions])}`)
+  return true
 }
 
 beforeAll(async () => {
