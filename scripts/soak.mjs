@@ -24,12 +24,21 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
+import * as util from './bench/util.mjs'
+import {
+  cleanupAll,
+  freePort,
+  installSignalHandlers,
+  isInterrupted,
+  onCleanup,
+  sleep,
+  trackChild,
+} from './bench/util.mjs'
 
 const ROOT = path.resolve(import.meta.dirname, '..')
 const DB = 'app'
@@ -88,93 +97,13 @@ const pick = (xs) => xs[Math.floor(rng() * xs.length)]
 
 // ---- small helpers -------------------------------------------------------------------------
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 let t0 = Date.now()
 const elapsed = () => Math.round((Date.now() - t0) / 100) / 10
 const say = (...parts) => process.stdout.write(`[${elapsed().toFixed(1)}s] ${parts.join(' ')}\n`)
 
-async function waitFor(cond, ms, what, everyMs = 200) {
-  const deadline = Date.now() + ms
-  let last
-  for (;;) {
-    if (interrupted) throw new Error('interrupted')
-    try {
-      const v = await cond()
-      if (v) return v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ''}`,
-      )
-    }
-    await sleep(everyMs)
-  }
-}
-
-// Ports below the kernel's ephemeral range: a port found by binding port 0 can be taken by an
-// outgoing connection before the server listens on it (and a stopped server keeps its port).
-const handedOut = new Set()
-async function freePort() {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    if (handedOut.has(port)) continue
-    const free = await new Promise((resolve) => {
-      const srv = net.createServer()
-      srv.once('error', () => resolve(false))
-      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-    })
-    if (free) {
-      handedOut.add(port)
-      return port
-    }
-  }
-  throw new Error('no free port found')
-}
-
-// ---- clean-up: at the end, on an error and on Ctrl-C ------------------------------------------
-
-const cleanups = []
-const children = new Set()
-let interrupted = false
-
-function onCleanup(fn) {
-  cleanups.push(fn)
-}
-
-async function cleanupAll() {
-  while (cleanups.length > 0) {
-    const fn = cleanups.pop()
-    try {
-      await fn()
-    } catch (err) {
-      process.stderr.write(`clean-up: ${err.message}\n`)
-    }
-  }
-}
-
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    if (interrupted) {
-      process.stderr.write(`${sig} again: exiting now\n`)
-      process.exit(130)
-    }
-    interrupted = true
-    process.stderr.write(`\n${sig}: stopping every arbiter and server started by the soak...\n`)
-    cleanupAll().finally(() => process.exit(130))
-  })
-}
-process.on('exit', () => {
-  // last resort; the embedded servers have their own exit hook
-  for (const c of children) {
-    try {
-      c.kill('SIGKILL')
-    } catch {
-      // gone already
-    }
-  }
-})
+// the bench's helpers: one waitFor, one port picker, one clean-up list and signal handling
+const waitFor = (cond, ms, what, everyMs = 200) => util.waitFor(cond, ms, what, everyMs)
+installSignalHandlers('soak')
 
 // ---- the cluster -------------------------------------------------------------------------
 
@@ -291,22 +220,21 @@ async function startArbiter(i) {
     stdio: ['ignore', fd, fd],
   })
   fs.closeSync(fd)
-  children.add(proc)
+  trackChild(proc)
   const a = { proc, expectedExit: false, signal: undefined }
   a.exited = new Promise((resolve) =>
     proc.once('exit', (code, signal) => {
-      children.delete(proc)
       resolve({ code, signal })
     }),
   )
   n.arbiter = a
   a.exited.then(({ code, signal }) => {
-    if (a.expectedExit || interrupted || shuttingDown) return
+    if (a.expectedExit || isInterrupted() || shuttingDown) return
     anomalies.push({ at: elapsed(), kind: 'unexpected-arbiter-exit', node: i, code, signal })
     say(`!! arbiter ${i} exited on its own (code ${code}, signal ${signal})`)
     // keep the soak going: start it again after a second
     setTimeout(() => {
-      if (!interrupted && !shuttingDown && nodes[i].arbiter === a) {
+      if (!isInterrupted() && !shuttingDown && nodes[i].arbiter === a) {
         startArbiter(i).catch((err) => say(`!! restarting arbiter ${i}: ${err.message}`))
       }
     }, 1000)
@@ -771,12 +699,12 @@ async function churn() {
 
 let faultsStopped = false
 async function faultLoop(deadline) {
-  while (!faultsStopped && !interrupted) {
+  while (!faultsStopped && !isInterrupted()) {
     const wait = between(FAULT_MIN_MS, FAULT_MAX_MS)
     if (Date.now() + wait >= deadline) break
     const until = Date.now() + wait
-    while (Date.now() < until && !faultsStopped && !interrupted) await sleep(200)
-    if (faultsStopped || interrupted) break
+    while (Date.now() < until && !faultsStopped && !isInterrupted()) await sleep(200)
+    if (faultsStopped || isInterrupted()) break
     const r = rng()
     if (r < 0.3) await simpleFault('arbiter-sigterm')
     else if (r < 0.45) await simpleFault('arbiter-sigkill')
@@ -899,8 +827,8 @@ async function main() {
       `progress: transfers ${stats.map((s) => s.ok).join('/')}, faults ${faults.length}, violations ${violations.length}, anomalies ${anomalies.length}, load ${os.loadavg()[0].toFixed(1)}`,
     )
   }, 60_000)
-  while (Date.now() < deadline && !interrupted && !faultError) await sleep(500)
-  if (interrupted) throw new Error('interrupted')
+  while (Date.now() < deadline && !isInterrupted() && !faultError) await sleep(500)
+  if (isInterrupted()) throw new Error('interrupted')
   faultsStopped = true
   await faulting
   if (faultError) {
@@ -937,7 +865,7 @@ async function main() {
   let settled = false
   let prevKey
   const settleDeadline = Date.now() + 180_000
-  while (Date.now() < settleDeadline && !interrupted) {
+  while (Date.now() < settleDeadline && !isInterrupted()) {
     try {
       fps = await Promise.all(IDS.map(fingerprint))
       orphans = {}
@@ -1116,7 +1044,7 @@ try {
   code = await main()
 } catch (err) {
   // after Ctrl-C the signal handler cleans up and exits 130; nothing to report
-  if (!interrupted) {
+  if (!isInterrupted()) {
     process.stderr.write(`\nsoak failed: ${err.stack ?? err.message}\n`)
     for (const i of IDS) {
       if (nodes[i]?.logFile) {
@@ -1126,11 +1054,11 @@ try {
   }
   code = 1
 } finally {
-  if (!interrupted) {
+  if (!isInterrupted()) {
     shuttingDown = true
     loadStopped = true
     faultsStopped = true
     await cleanupAll()
   }
 }
-if (!interrupted) process.exit(code)
+if (!isInterrupted()) process.exit(code)

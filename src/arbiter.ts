@@ -9,9 +9,7 @@ import { anyLww, type Config, strategyFor } from './config/types.js'
 import type { Logger } from './log.js'
 import { Mesh } from './mesh/node.js'
 import { Metrics } from './metrics/metrics.js'
-import { historyCounts } from './postgres/history.js'
 import { LocalNode } from './postgres/local.js'
-import { lagBySubscriber } from './postgres/status.js'
 import { LwwEngine } from './resolver/lww-engine.js'
 import { Resolver } from './resolver/resolver.js'
 import { VERSION } from './version.js'
@@ -123,8 +121,8 @@ export class Arbiter {
             }
           : {}),
         subscriptions: () => this.local.subscriptions(),
-        lag: () => lagBySubscriber(this.local.db),
-        conflictsPending: async () => (await historyCounts(this.local.db)).pending,
+        lag: () => this.local.replication.lagBySubscriber(),
+        conflictsPending: async () => (await this.local.records.historyCounts()).pending,
         slots: () => this.local.slotHealth(),
         healthReasons: async () => cluster?.healthReasons() ?? this.local.healthReasons(),
       },

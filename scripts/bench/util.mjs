@@ -94,6 +94,7 @@ export async function waitFor(cond, ms, what, everyMs = 50) {
   const deadline = Date.now() + ms
   let last
   for (;;) {
+    throwIfInterrupted()
     try {
       const v = await cond()
       if (v) return v
@@ -181,14 +182,14 @@ export function throwIfInterrupted() {
 }
 
 /** Ctrl-C / SIGTERM: stop everything and exit 130; a second Ctrl-C exits at once. */
-export function installSignalHandlers() {
+export function installSignalHandlers(name = 'benchmark') {
   const onSignal = (sig) => {
     if (interrupted) {
       say(`${sig} again: exiting now`)
       process.exit(130)
     }
     interrupted = true
-    say(`\n${sig}: stopping every server and process started by the benchmark...`)
+    say(`\n${sig}: stopping every server and process started by the ${name}...`)
     cleanupAll().finally(() => process.exit(130))
   }
   process.on('SIGINT', onSignal)

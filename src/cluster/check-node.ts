@@ -6,10 +6,9 @@
 // trktr.origin_node reads it); any other origin → unknown.
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../log.js'
-import * as store from '../postgres/check-store.js'
 import { parseRelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import { applyRepairs, type RepairItem, type RepairResult } from '../postgres/repair-store.js'
+import type { RepairItem, RepairResult } from '../postgres/repair-store.js'
 import { subscriptionName } from '../postgres/subscriptions.js'
 import {
   GROUPS_PER_LEVEL,
@@ -75,12 +74,13 @@ export class CheckNode {
     this.log = init.log.child({ component: 'check' })
   }
 
-  private get db() {
-    return this.init.local.checkDb
+  /** the check's queries and repairs, on the node's check pool */
+  private get store(): LocalNode['checks'] {
+    return this.init.local.checks
   }
 
   private async layout(table: string) {
-    return await store.tableLayout(this.db, parseRelationName(table))
+    return await this.store.tableLayout(parseRelationName(table))
   }
 
   async hashes(p: {
@@ -91,8 +91,7 @@ export class CheckNode {
     timeoutMs: number
   }): Promise<HashPage & { rows: number; commitTs: boolean }> {
     const l = await this.layout(p.table)
-    const h = await store.bucketHashes(
-      this.db,
+    const h = await this.store.bucketHashes(
       l,
       {
         bits: p.bits,
@@ -171,8 +170,8 @@ export class CheckNode {
     const l = await this.layout(p.table)
     const raw =
       p.keys !== undefined
-        ? await store.rowsByKeys(this.db, l, p.keys, p.timeoutMs)
-        : await store.rowsInBuckets(this.db, l, {
+        ? await this.store.rowsByKeys(l, p.keys, p.timeoutMs)
+        : await this.store.rowsInBuckets(l, {
             bits: p.bits ?? 0,
             buckets: p.buckets ?? [],
             // the coordinator lists when at most LIST_ROWS are expected; twice that is wrong
@@ -209,12 +208,12 @@ export class CheckNode {
   }> {
     const self = this.init.nodeId
     const started = Date.now()
-    const lsn = await store.insertLsn(this.db)
+    const lsn = await this.store.insertLsn()
     const slots = p.nodes.filter((n) => n !== self).map((n) => subscriptionName(n, self))
-    let progress = await store.slotProgress(this.db, slots, lsn)
+    let progress = await this.store.slotProgress(slots, lsn)
     while (progress.some((s) => !s.reached) && Date.now() - started < p.timeoutMs) {
       await new Promise((r) => setTimeout(r, SYNC_POLL_MS))
-      progress = await store.slotProgress(this.db, slots, lsn)
+      progress = await this.store.slotProgress(slots, lsn)
     }
     const behind = progress
       .filter((s) => !s.reached)
@@ -229,7 +228,7 @@ export class CheckNode {
 
   async images(p: { table: string; keys: string[]; timeoutMs: number }) {
     const l = await this.layout(p.table)
-    return await store.rowImages(this.db, l, p.keys, IMAGE_BYTES_PER_CALL, p.timeoutMs)
+    return await this.store.rowImages(l, p.keys, IMAGE_BYTES_PER_CALL, p.timeoutMs)
   }
 
   async repair(p: {
@@ -242,8 +241,7 @@ export class CheckNode {
   }): Promise<{ results: RepairResult[] }> {
     const run = this.repairing.then(async () => {
       const l = await this.layout(p.table)
-      const results = await applyRepairs(
-        this.db,
+      const results = await this.store.applyRepairs(
         l,
         p.items,
         { checkId: p.checkId, coordinator: p.coordinator, rule: p.rule },

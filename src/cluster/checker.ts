@@ -5,16 +5,13 @@
 // differ. The decisions are in check.ts (pure); this file observes and acts. Every result is
 // told to every member, whose health and metrics then say what the last check found.
 import { randomUUID } from 'node:crypto'
-import { ConflictError, TraktorError } from '../errors.js'
+import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { RepairItem, RepairResult } from '../postgres/repair-store.js'
 import {
   type BucketAnswer,
   chunks,
   differingBuckets,
   differingKeys,
-  fixesFor,
-  type KeyReport,
   keyReport,
   LEVEL0_BITS,
   type NodeRow,
@@ -22,11 +19,22 @@ import {
   type Picture,
   ROWS_PER_PAGE,
   settle,
-  type Verdict,
   verdictOf,
-  winner,
 } from './check.js'
-import { IMAGE_BYTES_PER_CALL } from './check-node.js'
+import { CheckCalls, type CheckPort, sleep } from './check-calls.js'
+import { applyRepair } from './check-repair.js'
+import type {
+  CheckAnswer,
+  CheckRecord,
+  Observed,
+  Options,
+  RepairAnswer,
+  TableReport,
+} from './check-types.js'
+
+export type { CheckPort } from './check-calls.js'
+export { PACE_FACTOR } from './check-calls.js'
+export type { CheckAnswer, CheckRecord, RepairAnswer, TableReport } from './check-types.js'
 
 /** rounds of sync + re-read before a moving difference is reported as unsettled */
 export const MAX_ROUNDS = 3
@@ -34,30 +42,9 @@ export const MAX_ROUNDS = 3
 export const MAX_KEYS_LISTED = 100
 /** check → repair passes while keys are left (a truncated narrowing, rows that moved) */
 export const MAX_REPAIR_PASSES = 3
-/** background pacing: pause this many times the last wave's duration (a 5 % duty cycle) */
-export const PACE_FACTOR = 19
-const MAX_PACE_MS = 60_000
-const DEFAULT_SYNC_TIMEOUT_MS = 10_000
-const DEFAULT_STATEMENT_TIMEOUT_MS = 300_000
-const IMAGE_KEYS_PER_CALL = 1000
 /** bucket numbers one request carries (a request frame is 1 MiB too) */
 const BUCKETS_PER_REQUEST = 50_000
-const READ_ATTEMPTS = 3
 const STOP_WAIT_MS = 2000
-const PAGE_TIMEOUT_MS = 30_000
-
-export interface CheckPort {
-  /** the nodes taking part (this node first), and the members left out with the reason */
-  participants(): { nodes: number[]; missing: Array<{ node: number; why: string }> }
-  /** one node's check method (this node's own answered directly); throws with the reason */
-  call(node: number, method: string, params: object, timeoutMs: number): Promise<unknown>
-  /** every other member, best effort */
-  broadcast(method: string, params: object): Promise<void>
-  /** the replicated tables (schema.table) */
-  tables(): Promise<string[]>
-  /** this node runs the background check (the lowest live ready nodeId) */
-  isLeader(): boolean
-}
 
 export interface CheckerInit {
   nodeId: number
@@ -69,86 +56,9 @@ export interface CheckerInit {
   statementTimeoutMs?: number
 }
 
-export interface TableReport {
-  relation: string
-  verdict: Verdict
-  nodes: Array<{ node: number; rows: number }>
-  differing_rows: number
-  keys: KeyReport[]
-  keys_truncated: boolean
-  unsettled_rows: number
-  /** so many buckets differed that only part of them were narrowed: more keys may differ */
-  partial: boolean
-  rounds: number
-  duration_ms: number
-  checked_at: string
-  coordinator: number
-  check_id: string
-  notes: string[]
-}
-
-export interface CheckAnswer {
-  node: number
-  verdict: Verdict
-  differing_rows: number
-  duration_ms: number
-  checked_at: string
-  tables: TableReport[]
-}
-
-export interface RepairAnswer {
-  node: number
-  relation: string
-  rule: string
-  from?: number
-  repaired_rows: number
-  writes: number
-  changed: unknown[]
-  failed: Array<{ key: unknown; node: number; error: string }>
-  passes: number
-  duration_ms: number
-  before: TableReport
-  after: TableReport
-}
-
-/** What the last check of a table found, as every member keeps it. */
-export interface CheckRecord {
-  relation: string
-  verdict: Verdict
-  differing: number
-  unsettled: number
-  atMs: number
-  durationMs: number
-  coordinator: number
-}
-
-interface Observed {
-  report: TableReport
-  confirmed: Map<string, Picture>
-  nodes: number[]
-  commitTs: boolean
-}
-
-interface Options {
-  pace?: boolean
-  from?: number
-}
-
 type State =
   | { kind: 'stopped' }
   | { kind: 'running'; timer: NodeJS.Timeout | undefined; prune: NodeJS.Timeout }
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve()
-    const t = setTimeout(done, ms)
-    function done() {
-      clearTimeout(t)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-  })
 
 export class Checker {
   private readonly init: CheckerInit
@@ -159,10 +69,19 @@ export class Checker {
   private running: Promise<unknown> | undefined
   private stopping = new AbortController()
   private lastAtMs: number | undefined
+  /** the calls to the members */
+  private readonly calls: CheckCalls
 
   constructor(init: CheckerInit) {
     this.init = init
     this.log = init.log.child({ component: 'checker' })
+    this.calls = new CheckCalls({
+      port: init.port,
+      log: this.log,
+      stopping: () => this.stopping.signal,
+      syncTimeoutMs: init.syncTimeoutMs,
+      statementTimeoutMs: init.statementTimeoutMs,
+    })
   }
 
   start(): void {
@@ -237,7 +156,13 @@ export class Checker {
         )
       }
       passes++
-      const r = await this.apply(relation, seen, from, rule)
+      const r = await applyRepair(
+        { calls: this.calls, port: this.init.port, nodeId: this.init.nodeId },
+        relation,
+        seen,
+        from,
+        rule,
+      )
       repairedRows += r.repaired
       writes += r.writes
       changed.splice(0, changed.length, ...r.changed)
@@ -373,107 +298,6 @@ export class Checker {
     }
   }
 
-  private timeouts() {
-    return {
-      statement: this.init.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
-      sync: this.init.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS,
-    }
-  }
-
-  /** One call to every node in parallel; paced in the background. */
-  private async wave<T>(
-    nodes: number[],
-    method: string,
-    params: object,
-    pace: boolean,
-  ): Promise<T[]> {
-    const t0 = Date.now()
-    const timeoutMs = (params as { timeoutMs?: number }).timeoutMs ?? this.timeouts().statement
-    const out = await Promise.all(
-      nodes.map(async (n) => (await this.callRead(n, method, params, timeoutMs + 5000)) as T),
-    )
-    if (pace) {
-      await sleep(Math.min(MAX_PACE_MS, (Date.now() - t0) * PACE_FACTOR), this.stopping.signal)
-    }
-    return out
-  }
-
-  /** check.hashes on every node, each answer paged through to its end. */
-  private async hashWave(
-    nodes: number[],
-    params: object,
-    pace: boolean,
-  ): Promise<Array<BucketAnswer & { commitTs: boolean }>> {
-    type Page = BucketAnswer & { commitTs: boolean; next?: string }
-    const first = await this.wave<Page>(nodes, 'check.hashes', params, pace)
-    return await Promise.all(
-      first.map(async (a, i) => {
-        const out = {
-          rows: a.rows,
-          commitTs: a.commitTs,
-          buckets: [...a.buckets],
-          counts: [...a.counts],
-          hashes: [...a.hashes],
-        }
-        for (let next = a.next; next !== undefined; ) {
-          const p = (await this.callRead(
-            nodes[i] as number,
-            'check.page',
-            { token: next },
-            PAGE_TIMEOUT_MS,
-          )) as Page
-          out.buckets.push(...p.buckets)
-          out.counts.push(...p.counts)
-          out.hashes.push(...p.hashes)
-          next = p.next
-        }
-        return out
-      }),
-    )
-  }
-
-  /** check.rows on every node, each answer paged through to its end. */
-  private async rowWave(nodes: number[], params: object, pace: boolean): Promise<NodeRow[][]> {
-    type Page = { rows: NodeRow[]; next?: string }
-    const first = await this.wave<Page>(nodes, 'check.rows', params, pace)
-    return await Promise.all(
-      first.map(async (a, i) => {
-        const out = [...a.rows]
-        for (let next = a.next; next !== undefined; ) {
-          const p = (await this.callRead(
-            nodes[i] as number,
-            'check.page',
-            { token: next },
-            PAGE_TIMEOUT_MS,
-          )) as Page
-          out.push(...p.rows)
-          next = p.next
-        }
-        return out
-      }),
-    )
-  }
-
-  /**
-   * A read (everything but check.repair) asked again after a transient failure: a mesh
-   * connection that drops under load is dialled again, and a check should not fail for it.
-   */
-  private async callRead(node: number, method: string, params: object, timeoutMs: number) {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.init.port.call(node, method, params, timeoutMs)
-      } catch (err) {
-        if (attempt >= READ_ATTEMPTS || this.stopping.signal.aborted) {
-          throw new TraktorError('ERR_CHECK_NODE', `node ${node}: ${(err as Error).message}`, {
-            cause: err,
-          })
-        }
-        this.log.debug({ node, method, err: (err as Error).message }, 'check call failed, again')
-        await sleep(250 * attempt, this.stopping.signal)
-      }
-    }
-  }
-
   /** Check one table: narrow, list, settle; report to every member. */
   private async observe(relation: string, opts: Options): Promise<Observed> {
     const started = Date.now()
@@ -525,8 +349,8 @@ export class Checker {
     started: number,
   ): Promise<Observed> {
     const pace = opts.pace === true
-    const t = this.timeouts()
-    const level0 = await this.hashWave(
+    const t = this.calls.timeouts()
+    const level0 = await this.calls.hashWave(
       nodes,
       { table: relation, bits: LEVEL0_BITS, timeoutMs: t.statement },
       pace,
@@ -546,7 +370,7 @@ export class Checker {
         hashes: [],
       }))
       for (const part of chunks(step.parents, BUCKETS_PER_REQUEST)) {
-        const got = await this.hashWave(
+        const got = await this.calls.hashWave(
           nodes,
           {
             table: relation,
@@ -572,7 +396,7 @@ export class Checker {
     if (diff.length > 0) {
       const rows = new Map<number, NodeRow[]>(nodes.map((n) => [n, []]))
       for (const part of chunks(diff, BUCKETS_PER_REQUEST)) {
-        const got = await this.rowWave(
+        const got = await this.calls.rowWave(
           nodes,
           { table: relation, bits, buckets: part, timeoutMs: t.statement },
           pace,
@@ -588,7 +412,7 @@ export class Checker {
     let behind: string[] = []
     while (pending.size > 0 && rounds < MAX_ROUNDS) {
       rounds++
-      const syncs = await this.wave<{
+      const syncs = await this.calls.wave<{
         reached: boolean
         behind: Array<{ node: number; slot: string; confirmed: string | null; exists: boolean }>
       }>(nodes, 'check.sync', { nodes, timeoutMs: t.sync }, false)
@@ -602,7 +426,7 @@ export class Checker {
       const keys = [...pending.keys()]
       const rows = new Map<number, NodeRow[]>(nodes.map((n) => [n, []]))
       for (const part of chunks(keys, ROWS_PER_PAGE)) {
-        const got = await this.rowWave(
+        const got = await this.calls.rowWave(
           nodes,
           { table: relation, keys: part, timeoutMs: t.statement },
           false,
@@ -659,164 +483,4 @@ export class Checker {
     this.record(rec)
     await this.init.port.broadcast('check.report', rec).catch(() => undefined)
   }
-
-  /** Write the winners: fetch each winning row from its node, then CAS-write it elsewhere. */
-  private async apply(
-    relation: string,
-    seen: Observed,
-    from: number | undefined,
-    rule: string,
-  ): Promise<{
-    repaired: number
-    writes: number
-    changed: unknown[]
-    failed: RepairAnswer['failed']
-  }> {
-    const t = this.timeouts()
-    const checkId = seen.report.check_id
-    const plans = [...seen.confirmed].map(([k, p]) => {
-      const win = winner(p, from)
-      return { k, win, fixes: fixesFor(p, win) }
-    })
-    // the winning rows, asked of the nodes that hold them
-    const images = new Map<string, { row: string; h: string; ts: string | null }>()
-    const unavailable = new Map<string, string>()
-    const byWinner = new Map<number, string[]>()
-    for (const p of plans) {
-      if (p.win.version === null || p.fixes.length === 0) continue
-      byWinner.set(p.win.node, [...(byWinner.get(p.win.node) ?? []), p.k])
-    }
-    for (const [node, keys] of byWinner) {
-      let left = keys
-      while (left.length > 0) {
-        const ask = left.slice(0, IMAGE_KEYS_PER_CALL)
-        const r = (await this.callRead(
-          node,
-          'check.images',
-          { table: relation, keys: ask, timeoutMs: t.statement },
-          t.statement + 5000,
-        )) as {
-          images: Array<{ k: string; row: string; h: string; ts: string | null }>
-          tooLarge: string[]
-          more: string[]
-        }
-        for (const im of r.images) images.set(im.k, im)
-        for (const k of r.tooLarge)
-          unavailable.set(k, `the row on node ${node} is too large to send over the mesh`)
-        const more = new Set(r.more)
-        left = [...left.slice(IMAGE_KEYS_PER_CALL), ...ask.filter((k) => more.has(k))]
-        if (r.images.length === 0 && r.more.length > 0) break
-      }
-    }
-    const perNode = new Map<number, RepairItem[]>()
-    const changed = new Set<string>()
-    const failed: RepairAnswer['failed'] = []
-    const notDone = new Set<string>()
-    for (const p of plans) {
-      const v = p.win.version
-      let image: string | null = null
-      if (v !== null) {
-        const im = images.get(p.k)
-        if (!im || im.h !== v.h) {
-          // the winning row moved (or went) since the check: leave the key to a later check
-          if (unavailable.has(p.k))
-            failed.push({
-              key: parse(p.k),
-              node: p.win.node,
-              error: unavailable.get(p.k) as string,
-            })
-          else changed.add(p.k)
-          notDone.add(p.k)
-          continue
-        }
-        image = im.row
-      }
-      for (const f of p.fixes) {
-        const items = perNode.get(f.node) ?? []
-        items.push({
-          k: p.k,
-          expect: f.expect,
-          image: f.remove ? null : image,
-          ts: v?.ts ?? null,
-          // credited to the node that wrote the version (as the row-level resolver credits it),
-          // so the repaired row compares the same way as the winner's own copy
-          winner: v?.origin ?? p.win.node,
-        })
-        perNode.set(f.node, items)
-      }
-    }
-    let writes = 0
-    const results: Array<RepairResult & { node: number }> = []
-    await Promise.all(
-      [...perNode].map(async ([node, items]) => {
-        for (const batch of byBytes(items, IMAGE_BYTES_PER_CALL)) {
-          const params = {
-            table: relation,
-            items: batch,
-            checkId,
-            coordinator: this.init.nodeId,
-            rule,
-            timeoutMs: t.statement,
-          }
-          let r: { results: RepairResult[] }
-          try {
-            r = (await this.init.port.call(node, 'check.repair', params, t.statement + 5000)) as {
-              results: RepairResult[]
-            }
-          } catch (err) {
-            // not asked again: a write may have happened; the check after says what is left
-            for (const it of batch)
-              results.push({
-                k: it.k,
-                outcome: 'failed',
-                action: 'none',
-                node,
-                error: (err as Error).message,
-              })
-            continue
-          }
-          for (const x of r.results) results.push({ ...x, node })
-        }
-      }),
-    )
-    for (const r of results) {
-      if (r.outcome === 'repaired') writes++
-      else if (r.outcome === 'changed') {
-        changed.add(r.k)
-        notDone.add(r.k)
-      } else if (r.outcome === 'failed') {
-        failed.push({ key: parse(r.k), node: r.node, error: r.error ?? 'failed' })
-        notDone.add(r.k)
-      }
-    }
-    const repaired = plans.filter((p) => p.fixes.length > 0 && !notDone.has(p.k)).length
-    return { repaired, writes, changed: [...changed].map(parse), failed }
-  }
-}
-
-function parse(k: string): unknown {
-  try {
-    return JSON.parse(k)
-  } catch {
-    return k
-  }
-}
-
-/** Batches of items whose JSON stays under `max` bytes (at least one item each). */
-function byBytes(items: RepairItem[], max: number): RepairItem[][] {
-  const out: RepairItem[][] = []
-  let cur: RepairItem[] = []
-  let size = 0
-  for (const it of items) {
-    const s = Buffer.byteLength(JSON.stringify(it))
-    if (cur.length > 0 && size + s > max) {
-      out.push(cur)
-      cur = []
-      size = 0
-    }
-    cur.push(it)
-    size += s
-  }
-  if (cur.length > 0) out.push(cur)
-  return out
 }

@@ -6,9 +6,8 @@ import { ConflictError, NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ConflictEvent } from '../mesh/codec.js'
 import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
-import * as cs from '../postgres/cluster-state.js'
-import { dropStaleFences } from '../postgres/fence.js'
-import { type HistoryEntry, recordHeal } from '../postgres/history.js'
+import type * as cs from '../postgres/cluster-state.js'
+import type { HistoryEntry } from '../postgres/history.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { CheckNode } from './check-node.js'
@@ -189,10 +188,10 @@ export class Cluster {
               !this.reconciler.removed.has(peer),
           ),
       resync: (peer) => this.resync(peer),
-      record: (h) => recordHeal(local.db, h),
+      record: (h) => local.records.recordHeal(h),
     })
     this.commitMode = new CommitMode({
-      db: local.db,
+      local,
       nodeId,
       members: () => this.membership.members(),
       log: init.log,
@@ -248,7 +247,7 @@ export class Cluster {
         )
       },
       tables: async () =>
-        (await cs.replicasetSnapshot(this.init.local.db)).tables.map((t) => t.relation),
+        (await this.init.local.cluster.replicasetSnapshot()).tables.map((t) => t.relation),
       isLeader: () =>
         this.reconciler.joinState === 'ready' &&
         this.membership
@@ -334,7 +333,7 @@ export class Cluster {
     mesh.handle(this.handler)
     // a fence trigger left by a crash no longer blocks anyone (its lock died with the
     // session), but it should not stay on the table
-    const dropped = await dropStaleFences(this.init.local.db).catch(() => 0)
+    const dropped = await this.init.local.fences.dropStaleFences().catch(() => 0)
     if (dropped > 0) this.log.warn({ dropped }, 'dropped fence triggers left by a crash')
     this.membership.start()
     this.reconciler.start()
@@ -519,7 +518,7 @@ export class Cluster {
   }
 
   async replicaset(): Promise<cs.ReplicasetSnapshot> {
-    return await cs.replicasetSnapshot(this.init.local.db)
+    return await this.init.local.cluster.replicasetSnapshot()
   }
 
   /** Every member as this node sees it, itself first. */
@@ -695,7 +694,7 @@ export class Cluster {
     if (!known && !this.reconciler.removed.has(node)) {
       throw new NotFoundError(`node ${node} is not a member of this cluster`, 'ERR_NO_SUCH_NODE')
     }
-    await cs.markRemoved(this.init.local.db, node)
+    await this.init.local.cluster.markRemoved(node)
     const results = await this.spreadRoster(node)
     this.log.info({ node, results }, 'node removed from the cluster')
     return { node, results }
@@ -729,7 +728,7 @@ export class Cluster {
     if (!this.reconciler.removed.has(node)) {
       throw new ConflictError(`node ${node} is not removed from this cluster`, 'ERR_NOT_REMOVED')
     }
-    await cs.markReadmitted(this.init.local.db, node)
+    await this.init.local.cluster.markReadmitted(node)
     const results = await this.spreadRoster(node)
     this.log.info({ node, results }, 'node re-admitted to the cluster')
     return { node, results }
@@ -737,7 +736,7 @@ export class Cluster {
 
   /** Apply the roster here, then send it to every live member; each answers for itself. */
   private async spreadRoster(node: number): Promise<RosterChange['results']> {
-    const entries = await cs.roster(this.init.local.db)
+    const entries = await this.init.local.cluster.roster()
     await this.reconciler.mergeRoster(entries)
     const results: RosterChange['results'] = [{ node: this.init.nodeId, ok: true }]
     const targets = this.membership.members().filter((m) => m.state !== 'dead' && !m.duplicate)

@@ -5,16 +5,16 @@
 // that missed the call (down, or its answer lost) adopts the newer one when it hears it.
 // This module owns the SyncMode loop: it runs only while the mode is sync.
 import type { Logger } from '../log.js'
-import * as cs from '../postgres/cluster-state.js'
-import type { Db } from '../postgres/db.js'
-import * as ss from '../postgres/sync-standbys.js'
+import type * as cs from '../postgres/cluster-state.js'
+import type { LocalNode } from '../postgres/local.js'
 import type { Member } from './membership.js'
 import { SyncMode } from './sync-mode.js'
 
 export type CommitSetting = cs.CommitSetting
 
 export interface CommitModeInit {
-  db: Db
+  /** where the setting is kept, and the server's synchronous_standby_names */
+  local: Pick<LocalNode, 'cluster' | 'standbys'>
   nodeId: number
   members: () => Member[]
   log: Logger
@@ -75,7 +75,7 @@ export class CommitMode {
     while (this.started && !(await this.init.initialized().catch(() => false)))
       await new Promise((r) => setTimeout(r, INIT_POLL_MS))
     if (!this.started) return
-    const stored = await cs.commitSetting(this.init.db)
+    const stored = await this.init.local.cluster.commitSetting()
     if (stored) {
       const file = this.init.configured
       if (stored.mode !== file.mode || stored.quorum !== file.quorum)
@@ -105,7 +105,7 @@ export class CommitMode {
   adopt(s: CommitSetting, from: string): Promise<boolean> {
     const run = this.queue.then(async () => {
       if (!newer(s, this.setting)) return false
-      const stored = await cs.storeCommitSetting(this.init.db, s)
+      const stored = await this.init.local.cluster.storeCommitSetting(s)
       if (!stored) return false
       const was = this.setting
       this.setting = { ...s }
@@ -166,7 +166,7 @@ export class CommitMode {
   /** Can this node run `mode`? A reason when it cannot (round one of a cluster call). */
   async check(mode: 'async' | 'sync'): Promise<string | undefined> {
     if (mode === 'async') return undefined
-    return (await ss.maySetStandbys(this.init.db))
+    return (await this.init.local.standbys.maySetStandbys())
       ? undefined
       : 'the arbiter role may not ALTER SYSTEM synchronous_standby_names or run pg_reload_conf() (see README, Synchronous mode)'
   }
@@ -233,7 +233,7 @@ export class CommitMode {
   }
 
   private async apply(): Promise<void> {
-    const { db, nodeId, members, log } = this.init
+    const { local, nodeId, members, log } = this.init
     if (this.sync) {
       await this.sync.stop()
       this.degradedBefore += this.sync.view().degradedSeconds
@@ -242,10 +242,16 @@ export class CommitMode {
     this.sync = undefined
     if (this.setting.mode === 'sync') {
       const quorum = this.setting.quorum
-      this.sync = new SyncMode({ db, nodeId, members, log, ...(quorum ? { quorum } : {}) })
+      this.sync = new SyncMode({
+        standbys: local.standbys,
+        nodeId,
+        members,
+        log,
+        ...(quorum ? { quorum } : {}),
+      })
       await this.sync.start()
     } else {
-      await SyncMode.release(db, log).catch((err: Error) =>
+      await SyncMode.release(local.standbys, log).catch((err: Error) =>
         this.log.warn({ err: err.message }, 'could not read synchronous_standby_names'),
       )
     }

@@ -6,8 +6,7 @@
 // right after; a replicated table it drops leaves the replicaset inside the same transaction.
 import { BadRequestError } from '../errors.js'
 import type { Logger } from '../log.js'
-import * as cs from '../postgres/cluster-state.js'
-import { type DdlEffects, type DdlSpec, inspectDdl } from '../postgres/ddl.js'
+import type { DdlEffects, DdlSpec } from '../postgres/ddl.js'
 import { type DdlKind, ddlKind } from '../postgres/ddl-statement.js'
 import { formatRelation, parseRelationName, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
@@ -42,7 +41,7 @@ export async function runDdl(d: DdlDeps, req: DdlRequest): Promise<DdlAnswer> {
   const started = Date.now()
   const kind = ddlKind(req.sql)
   const declared = (req.tables ?? []).map((t) => parseRelationName(t))
-  const replicated = (await cs.replicasetSnapshot(d.local.db)).tables
+  const replicated = (await d.local.cluster.replicasetSnapshot()).tables
   for (const t of declared) {
     if (!replicated.some(same(t)))
       throw new BadRequestError(
@@ -51,7 +50,7 @@ export async function runDdl(d: DdlDeps, req: DdlRequest): Promise<DdlAnswer> {
   }
   let effects: DdlEffects
   try {
-    effects = await inspectDdl(d.local.db, req.sql, {
+    effects = await d.local.schemaChange.inspectDdl(req.sql, {
       lockTimeoutMs: DDL_LOCK_TIMEOUT_MS,
       statementTimeoutMs: DDL_STATEMENT_TIMEOUT_MS,
     })
@@ -64,7 +63,7 @@ export async function runDdl(d: DdlDeps, req: DdlRequest): Promise<DdlAnswer> {
       outcome: 'aborted',
       op: 'ddl',
       relation: '-',
-      version: await cs.versionBase(d.local.db),
+      version: await d.local.cluster.versionBase(),
       nodes: [{ node: d.nodeId, ack: false, reason }],
       reason,
       durationMs: Date.now() - started,

@@ -13,10 +13,9 @@ import { setTimeout as delay } from 'node:timers/promises'
 import type { JoinMode } from '../config/types.js'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { FenceSet } from '../postgres/fence.js'
+import type { FenceSet } from '../postgres/fence.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import * as jc from '../postgres/join-copy.js'
-import * as js from '../postgres/join-slots.js'
 import type { LocalNode } from '../postgres/local.js'
 import { subscriptionName } from '../postgres/subscriptions.js'
 import { copyingNow, leftOut, mustJoin } from './join-decide.js'
@@ -106,7 +105,7 @@ export class JoinCopy {
   constructor(init: JoinCopyInit) {
     this.init = init
     this.log = init.log.child({ component: 'join' })
-    this.fences = new FenceSet({ db: init.local.db })
+    this.fences = init.local.fenceSet()
   }
 
   /** After the copy: the members' slots are in place, so local writers go on at once. */
@@ -133,7 +132,7 @@ export class JoinCopy {
 
   /** Fence every replicated table here, if the copy can write past the fence. */
   private async fence(tables: RelationName[]): Promise<void> {
-    if (!(await jc.canSetReplicaRole(this.init.local.db))) {
+    if (!(await this.init.local.joinCopy.canSetReplicaRole())) {
       this.log.warn(
         'the arbiter role may not set session_replication_role: local writers are not fenced during the copy (GRANT SET ON PARAMETER session_replication_role)',
       )
@@ -156,12 +155,12 @@ export class JoinCopy {
    */
   private async prepare(members: Member[], tables: RelationName[], opts: RunOptions) {
     const { local, nodeId } = this.init
-    if (opts.clear && !opts.resync) await js.clearTables(local.db, tables, 'trktr_join_0')
+    if (opts.clear && !opts.resync) await local.joinSlots.clearTables(tables, 'trktr_join_0')
     // every live node gets its slot here, not only the ready members: a node copying or
     // about to copy at the same time subscribes here once ready, from this slot
     const ids = [...new Set([...members, ...this.init.peers()].map((m) => m.nodeId))]
     const names = ids.map((id) => subscriptionName(id, nodeId))
-    const made = await js.ensureMemberSlots(local.db, names, !opts.resync)
+    const made = await local.joinSlots.ensureMemberSlots(names, !opts.resync)
     this.slotted = new Set(ids)
     this.log.info(
       { members: [...this.slotted], made },
@@ -169,7 +168,7 @@ export class JoinCopy {
     )
     await this.fence(tables)
     if (opts.resync) return
-    const rows = await jc.occupied(local.db, tables)
+    const rows = await local.joinCopy.occupied(tables)
     if (rows.length === 0) return
     await this.lowerFences()
     const list = rows.map((o) => `${formatRelation(o.rel)} holds ${o.rows} rows`).join(', ')
@@ -196,7 +195,7 @@ export class JoinCopy {
     const { local, nodeId } = this.init
     const started = Date.now()
     this.set({ phase: 'slots', attempt: this.progress.attempt + 1, rowsCopied: 0 })
-    const tables = await jc.replicatedTables(local.db)
+    const tables = await local.joinCopy.replicatedTables()
     this.set({ tables: tables.length, tablesDone: 0 })
     // one node copies at a time: a copy that ends while another runs makes that one start over
     if (this.fences.tables.length === 0) await this.waitTurn(signal)
@@ -205,7 +204,7 @@ export class JoinCopy {
     if (!donor) throw new Error('no live ready member to copy from')
     // local writers wait from the first attempt that found a donor on, until the copy is done
     if (this.fences.tables.length === 0) {
-      await jc.writeMarker(local.db, 'copying', donor.nodeId)
+      await local.joinCopy.writeMarker('copying', donor.nodeId)
       await this.prepare(members, tables, opts)
     }
     this.warnUnslotted(members)
@@ -270,14 +269,14 @@ export class JoinCopy {
     this.set({ phase: 'enabling' })
     // row-level resolution's triggers must be in place before the first change applies
     await local.ensureLww()
-    await jc.advanceAndEnable(local.db, [
+    await local.joinCopy.advanceAndEnable([
       { subscription: subscriptionName(nodeId, donor.nodeId), lsn: point.walLsn },
       ...others.map((m) => ({
         subscription: subscriptionName(nodeId, m.nodeId),
         lsn: point.origins.get(subscriptionName(donor.nodeId, m.nodeId)) ?? null,
       })),
     ])
-    await jc.writeMarker(local.db, 'done', donor.nodeId)
+    await local.joinCopy.writeMarker('done', donor.nodeId)
     this.set({ phase: 'done' })
     this.log.info(
       {
@@ -373,9 +372,9 @@ export class JoinCopy {
    */
   private async waitDonorAppliedOurs(donor: Member, signal: AbortSignal): Promise<void> {
     const { local, nodeId } = this.init
-    const lsn = await jc.walInsertLsn(local.db)
+    const lsn = await local.joinCopy.walInsertLsn()
     const slot = subscriptionName(donor.nodeId, nodeId)
-    const [present] = await jc.slotsPresent(local.db, [slot])
+    const [present] = await local.joinCopy.slotsPresent([slot])
     if (present === undefined) {
       this.log.warn(
         { donor: donor.nodeId, slot },
@@ -432,7 +431,7 @@ export class JoinCopy {
           appName: app,
           snapshot,
           rel,
-          columns: await jc.copyColumns(this.init.local.db, rel),
+          columns: await this.init.local.joinCopy.copyColumns(rel),
           origin: `trktr_join_${slot}`,
           clear: true,
           signal,

@@ -6,11 +6,10 @@
 import { randomUUID } from 'node:crypto'
 import type { CrashPoint } from '../config/types.js'
 import type { Logger } from '../log.js'
-import * as cs from '../postgres/cluster-state.js'
+import type * as cs from '../postgres/cluster-state.js'
 import type { DdlSpec } from '../postgres/ddl.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import { tableInfo } from '../postgres/replicaset.js'
 import type { UsedValue } from '../postgres/sequences.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
@@ -109,14 +108,14 @@ export class Proposals {
     const started = Date.now()
     const { local, nodeId } = this.init
     const relation = formatRelation(rel)
-    const version = await cs.versionBase(local.db)
+    const version = await local.cluster.versionBase()
     const done = (o: Omit<Outcome, 'durationMs' | 'op' | 'relation'>): Outcome => {
       const out = { ...o, op, relation, durationMs: Date.now() - started }
       this.init.onOutcome?.(out)
       return out
     }
     if (op !== 'ddl') {
-      const snapshot = await cs.replicasetSnapshot(local.db)
+      const snapshot = await local.cluster.replicasetSnapshot()
       const present = snapshot.tables.some((t) => t.schema === rel.schema && t.table === rel.table)
       if ((op === 'add' && present) || (op === 'remove' && !present)) {
         return done({ outcome: 'unchanged', version, nodes: [] })
@@ -128,7 +127,7 @@ export class Proposals {
       const nodes = blocked.map((m) => ({ node: m.nodeId, ack: false, reason: unusable(m) }))
       return done({ outcome: 'aborted', version, nodes, reason: 'not every member can take part' })
     }
-    const info = op === 'ddl' ? undefined : await tableInfo(local.db, rel)
+    const info = op === 'ddl' ? undefined : await local.tables.tableInfo(rel)
     const proposal: cs.Proposal = {
       id: randomUUID(),
       version: version + 1,
@@ -192,7 +191,7 @@ export class Proposals {
     }
     if (op === 'ddl' && this.init.crashAt === 'ddl-prepared') await this.crash('ddl-prepared')
     // the commit point: from here on the change is driven to the end
-    const decision = await cs.decide(local.db, proposal.id, 'commit')
+    const decision = await local.cluster.decide(proposal.id, 'commit')
     if (this.init.crashAt === 'decision') await this.crash('decision')
     if (decision !== 'commit') {
       await this.init.steps.abort(proposal.id)
@@ -267,7 +266,7 @@ export class Proposals {
       })
       if (commits && this.init.crashAt === 'some-commits') await this.crash('some-commits')
     }
-    if (failed.size === 0) await cs.markCompleted(this.init.local.db, p.id)
+    if (failed.size === 0) await this.init.local.cluster.markCompleted(p.id)
     return failed
   }
 

@@ -11,10 +11,7 @@ import { ConflictError, type TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import * as cs from '../postgres/cluster-state.js'
 import { formatRelation } from '../postgres/ident.js'
-import * as jc from '../postgres/join-copy.js'
-import * as js from '../postgres/join-slots.js'
 import type { LocalNode } from '../postgres/local.js'
-import { tableProblems } from '../postgres/replicaset.js'
 import { JoinCopy, type JoinProgress, type RunOptions } from './join.js'
 import { decideJoin } from './join-decide.js'
 import type { JoinState, Member, Membership } from './membership.js'
@@ -162,7 +159,7 @@ export class Reconciler {
       this.joinState = 'joining'
       this.joinError = undefined
     }
-    this.version = await cs.replicasetVersion(local.db)
+    this.version = await local.cluster.replicasetVersion()
     await this.tellRemoved()
     const members = membership.members().filter((m) => !this.removed.has(m.nodeId) && !m.duplicate)
     const ahead = members
@@ -189,7 +186,7 @@ export class Reconciler {
   }
 
   private async loadRoster(): Promise<void> {
-    const entries = await cs.roster(this.init.local.db)
+    const entries = await this.init.local.cluster.roster()
     this.removed = new Set(entries.filter(cs.isRemovedEntry).map((e) => e.node))
     this.rosterVersion = cs.rosterVersion(entries)
   }
@@ -238,7 +235,7 @@ export class Reconciler {
       this.log.warn({ node: m.nodeId }, 'a removed node is back: telling it it was removed')
       await this.init.mesh.request(
         m.peerId,
-        { method: 'roster.merge', params: { entries: await cs.roster(this.init.local.db) } },
+        { method: 'roster.merge', params: { entries: await this.init.local.cluster.roster() } },
         { timeoutMs: 3000 },
       )
     }
@@ -251,7 +248,7 @@ export class Reconciler {
    */
   async mergeRoster(entries: readonly cs.RosterEntry[]): Promise<{ changed: number[] }> {
     const { local, nodeId } = this.init
-    const changed = await cs.mergeRoster(local.db, entries)
+    const changed = await local.cluster.mergeRoster(entries)
     await this.loadRoster()
     for (const node of changed) {
       if (node === nodeId || !this.removed.has(node)) continue
@@ -312,10 +309,10 @@ export class Reconciler {
     if (this.joinState !== 'joining') return
     const { local } = this.init
     const mode = this.init.join ?? 'empty-only'
-    const marker = await jc.readMarker(local.db)
-    const tables = await jc.replicatedTables(local.db)
+    const marker = await local.joinCopy.readMarker()
+    const tables = await local.joinCopy.replicatedTables()
     const occupied =
-      marker === undefined && mode !== 'no-copy' ? await jc.occupied(local.db, tables) : []
+      marker === undefined && mode !== 'no-copy' ? await local.joinCopy.occupied(tables) : []
     const d = decideJoin({
       mode,
       marker,
@@ -333,7 +330,7 @@ export class Reconciler {
       return
     }
     if (d.kind === 'ready') {
-      if (marker === undefined) await jc.writeMarker(local.db, 'done', null)
+      if (marker === undefined) await local.joinCopy.writeMarker('done', null)
       this.log.info({ why: d.why }, 'joining without a copy')
       await this.becomeReady()
       return
@@ -357,7 +354,7 @@ export class Reconciler {
     }
     if (this.donors().length === 0)
       throw new ConflictError('no live ready member to copy from', 'ERR_NO_DONOR')
-    await jc.writeMarker(this.init.local.db, 'copying', null)
+    await this.init.local.joinCopy.writeMarker('copying', null)
     this.log.warn('copying the cluster data again (resync)')
     this.startCopy({ mode: this.init.join ?? 'empty-only', resync: true, clear: true })
   }
@@ -411,10 +408,9 @@ export class Reconciler {
 
   /** Rows written here as the join began: back to joining, as if they had been there before. */
   private async refuseCopy(msg: string): Promise<void> {
-    const { db } = this.init.local
     await this.joiner.lowerFences().catch(() => undefined)
-    await jc.deleteMarker(db)
-    const dropped = await js.dropUnusedJoinSlots(db)
+    await this.init.local.joinCopy.deleteMarker()
+    const dropped = await this.init.local.joinSlots.dropUnusedJoinSlots()
     this.joinError = msg
     this.joinState = 'joining'
     this.log.error({ dropped }, msg)
@@ -450,7 +446,7 @@ export class Reconciler {
     }
     // the tables' sequences are striped before they join here: no write takes an id between
     if (this.init.striper && !(await this.init.striper.ensure(snap.tables))) return
-    const changed = await cs.adoptSnapshot(local.db, snap)
+    const changed = await local.cluster.adoptSnapshot(snap)
     this.version = snap.version
     this.log.info(
       { from: from.nodeId, version: snap.version, ...changed },
@@ -494,7 +490,9 @@ export class Reconciler {
     const problems: string[] = []
     for (const t of snap.tables) {
       const rel = { schema: t.schema, table: t.table }
-      problems.push(...(await tableProblems(this.init.local.db, rel, { columns: t.columns, from })))
+      problems.push(
+        ...(await this.init.local.tables.tableProblems(rel, { columns: t.columns, from })),
+      )
     }
     return problems
   }

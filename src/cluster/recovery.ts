@@ -5,7 +5,7 @@
 // fencing out a late COMMIT) → abort; everyone prepared and the coordinator unreachable →
 // stay blocked and say so (in-doubt).
 import type { Logger } from '../log.js'
-import * as cs from '../postgres/cluster-state.js'
+import type * as cs from '../postgres/cluster-state.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { Membership } from './membership.js'
 import type { MeshPort } from './port.js'
@@ -73,13 +73,12 @@ export class Recovery {
 
   /** What this node knows of a proposal; as its coordinator, decide ABORT for a stale one. */
   async statusFor(id: string): Promise<Status> {
-    const { db } = this.init.local
-    const p = await cs.getProposal(db, id)
+    const p = await this.init.local.cluster.getProposal(id)
     if (!p) return { decision: 'unknown' }
     if (p.decision) return { decision: p.decision }
     const mine = p.coordinator === this.init.nodeId
     if (mine && !this.init.proposals.inFlight.has(id)) {
-      return { decision: await cs.decide(db, id, 'abort') }
+      return { decision: await this.init.local.cluster.decide(id, 'abort') }
     }
     return { decision: 'pending' }
   }
@@ -98,18 +97,17 @@ export class Recovery {
   }
 
   private async pass(): Promise<void> {
-    const { db } = this.init.local
     const now = Date.now()
     await this.init.steps.sweep()
     // a schema change decided COMMIT (here, or learned from a peer) is committed here first,
     // whoever drives the rest: its prepared statement holds the tables' locks, and until it
     // commits this node's schema and version lag behind the members that did
-    for (const p of await cs.unappliedSchemaCommits(db)) {
+    for (const p of await this.init.local.cluster.unappliedSchemaCommits()) {
       if (this.init.proposals.inFlight.has(p.id)) continue
-      await cs.applyProposal(db, p)
+      await this.init.local.cluster.applyProposal(p)
       this.log.warn({ proposal: p.id }, 'committed a schema change decided before a restart')
     }
-    for (const p of await cs.openProposals(db)) {
+    for (const p of await this.init.local.cluster.openProposals()) {
       if (p.coordinator === this.init.nodeId) {
         if (this.init.proposals.inFlight.has(p.id)) continue
         // ours, undecided, and not running: we restarted mid-proposal → abort everywhere
@@ -138,7 +136,7 @@ export class Recovery {
    */
   private async redrive(): Promise<void> {
     const now = Date.now()
-    for (const p of await cs.incompleteCommits(this.init.local.db, this.init.nodeId)) {
+    for (const p of await this.init.local.cluster.incompleteCommits(this.init.nodeId)) {
       // the coordinator may be driving it right now (a commit that just failed on a member)
       if (this.init.proposals.inFlight.has(p.id)) continue
       const known = this.stuck.get(p.id)
@@ -185,7 +183,6 @@ export class Recovery {
   }
 
   private async resolveInDoubt(p: cs.ProposalRow): Promise<void> {
-    const { db } = this.init.local
     const answers = await this.askAll(p.id)
     const coord = answers.get(p.coordinator)
     const decisions = [...answers.values()]
@@ -208,8 +205,8 @@ export class Recovery {
       await this.init.steps.abort(p.id)
       this.log.warn({ proposal: p.id }, 'in-doubt proposal aborted')
     } else {
-      await cs.decide(db, p.id, 'commit')
-      await cs.applyProposal(db, p)
+      await this.init.local.cluster.decide(p.id, 'commit')
+      await this.init.local.cluster.applyProposal(p)
       if (p.op === 'ddl') await this.init.steps.release(p.id)
       else await this.init.local.refreshAll().catch(() => undefined)
       this.log.warn({ proposal: p.id }, 'in-doubt proposal committed from a peer')

@@ -5,7 +5,7 @@
 import { z } from 'zod'
 import type { Logger } from '../log.js'
 import type { RpcHandler, RpcResponse } from '../mesh/types.js'
-import * as cs from '../postgres/cluster-state.js'
+import type * as cs from '../postgres/cluster-state.js'
 import { MAX_DDL_BYTES } from '../postgres/ddl-statement.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { CheckNode } from './check-node.js'
@@ -223,7 +223,7 @@ async function dispatch(
       return await steps.used(p(method).tables)
     case 'proposal.ddl': {
       // the statement comes from this node's own record of the proposal (fenced, voted)
-      const rec = await cs.getProposal(local.db, p(method).id)
+      const rec = await local.cluster.getProposal(p(method).id)
       if (rec?.op !== 'ddl')
         return { ack: false, reason: `no schema change ${p(method).id} recorded here` }
       return await steps.prepareDdl(rec)
@@ -234,7 +234,7 @@ async function dispatch(
     case 'proposal.status':
       return await deps.proposalStatus(p(method).id)
     case 'replicaset.get':
-      return await cs.replicasetSnapshot(local.db)
+      return await local.cluster.replicasetSnapshot()
     case 'subscriptions.refresh':
       await local.refreshFrom(p(method).node)
       return { refreshed: true }
@@ -246,7 +246,7 @@ async function dispatch(
     case 'history.list':
       return await local.history()
     case 'roster.get':
-      return await cs.roster(local.db)
+      return await local.cluster.roster()
     case 'node.resync':
       await deps.resync()
       return { copying: true }

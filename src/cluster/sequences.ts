@@ -12,7 +12,7 @@
 import type { Logger } from '../log.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import * as seqs from '../postgres/sequences.js'
+import type * as seqs from '../postgres/sequences.js'
 
 /** The smallest stride: room for 64 nodes with ids 0..63 before any re-striping. */
 export const MIN_STRIDE = 64
@@ -98,7 +98,7 @@ export class SequenceStriper {
 
   /** What this node's sequences of these tables handed out (answer to sequences.used). */
   async used(rels: RelationName[]): Promise<seqs.UsedValue[]> {
-    return await seqs.usedValues(this.init.local.db, rels)
+    return await this.init.local.sequences.usedValues(rels)
   }
 
   /**
@@ -107,9 +107,10 @@ export class SequenceStriper {
    */
   async stripeTable(rel: RelationName, floors: Record<string, string>): Promise<number> {
     if (!this.init.enabled) return 0
-    const { db } = this.init.local
-    const owned = await seqs.ownedSequences(db, [rel])
-    const local = new Map((await seqs.usedValues(db, [rel])).map((u) => [key(u), u.used]))
+    const owned = await this.init.local.sequences.ownedSequences([rel])
+    const local = new Map(
+      (await this.init.local.sequences.usedValues([rel])).map((u) => [key(u), u.used]),
+    )
     for (const s of owned) {
       const k = key({ ...s.rel, column: s.column })
       const floor = maxOf([floors[k] ?? null, local.get(k) ?? null])
@@ -126,9 +127,8 @@ export class SequenceStriper {
    */
   async ensure(joining: readonly RelationName[] = []): Promise<boolean> {
     if (!this.init.enabled) return true
-    const { db } = this.init.local
-    const rels = uniqueRels([...(await seqs.replicatedTables(db)), ...joining])
-    const owned = await seqs.ownedSequences(db, rels)
+    const rels = uniqueRels([...(await this.init.local.sequences.replicatedTables()), ...joining])
+    const owned = await this.init.local.sequences.ownedSequences(rels)
     for (const s of owned) if (s.increment > BigInt(this.widest)) this.widest = Number(s.increment)
     const stride = BigInt(this.stride())
     const residue = BigInt(this.init.nodeId) % stride
@@ -144,7 +144,9 @@ export class SequenceStriper {
     } catch (err) {
       return this.wait(`cannot read the members' sequences: ${(err as Error).message}`)
     }
-    const local = new Map((await seqs.usedValues(db, staleRels)).map((u) => [key(u), u.used]))
+    const local = new Map(
+      (await this.init.local.sequences.usedValues(staleRels)).map((u) => [key(u), u.used]),
+    )
     for (const s of stale) {
       const k = key({ ...s.rel, column: s.column })
       const theirs = answers.flatMap((a) =>
@@ -186,7 +188,7 @@ export class SequenceStriper {
         `sequence ${s.seq.schema}.${s.seq.table} (${s.type}) has no value left past ${floor} on stride ${stride}`,
       )
     }
-    await seqs.stripe(this.init.local.db, s.seq, stride, start)
+    await this.init.local.sequences.stripe(s.seq, stride, start)
     this.log.info(
       {
         sequence: `${s.seq.schema}.${s.seq.table}`,

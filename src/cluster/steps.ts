@@ -5,12 +5,10 @@
 // re-drive after a crash is safe. A fence is never held longer than fenceMaxMs, even if the
 // coordinator vanishes: writers must not wait forever.
 import type { Logger } from '../log.js'
-import * as cs from '../postgres/cluster-state.js'
-import { maxPreparedTransactions, prepareDdl, rollbackDdl } from '../postgres/ddl.js'
-import { dropFenceTrigger, Fence, FenceSet } from '../postgres/fence.js'
+import type * as cs from '../postgres/cluster-state.js'
+import { Fence, FenceSet } from '../postgres/fence.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import { tableProblems } from '../postgres/replicaset.js'
 import type { UsedValue } from '../postgres/sequences.js'
 import type { Step } from './proposals.js'
 import type { SequenceStriper } from './sequences.js'
@@ -72,7 +70,7 @@ export class Steps {
       return { ack: false, reason: `node ${this.init.nodeId}: ${reason}` }
     }
     try {
-      await cs.recordProposal(this.init.local.db, p)
+      await this.init.local.cluster.recordProposal(p)
     } catch (err) {
       await this.unfence(p.id)
       throw err
@@ -81,26 +79,28 @@ export class Steps {
   }
 
   private async refuse(p: cs.Proposal): Promise<string | undefined> {
-    const { db } = this.init.local
     if (!(await this.init.local.initialized())) return 'not initialised'
-    const existing = await cs.getProposal(db, p.id)
+    const existing = await this.init.local.cluster.getProposal(p.id)
     if (existing?.decision === 'abort') return 'proposal already aborted here'
     if (existing) return undefined
-    const version = await cs.versionBase(db)
+    const version = await this.init.local.cluster.versionBase()
     if (version !== p.version - 1) {
       return `replicaset version gap: this node is at version ${version}, the proposal makes version ${p.version}`
     }
-    const open = await cs.openProposals(db, p.id)
+    const open = await this.init.local.cluster.openProposals(p.id)
     if (open.length > 0) return `busy with proposal ${open[0]?.id} (version ${open[0]?.version})`
     if (p.op === 'remove') return undefined
     if (p.op === 'ddl') {
-      const n = await maxPreparedTransactions(db)
+      const n = await this.init.local.schemaChange.maxPreparedTransactions()
       return n > 0
         ? undefined
         : 'max_prepared_transactions is 0 here: cluster DDL prepares its statement on every node (set it to 10 or more and restart PostgreSQL)'
     }
     const rel = { schema: p.schema, table: p.table }
-    const problems = await tableProblems(db, rel, { columns: p.columns, from: p.coordinator })
+    const problems = await this.init.local.tables.tableProblems(rel, {
+      columns: p.columns,
+      from: p.coordinator,
+    })
     return problems.length > 0 ? problems.join('; ') : undefined
   }
 
@@ -109,8 +109,8 @@ export class Steps {
    * prepared for it, and lower its fence.
    */
   async abort(id: string, p?: cs.Proposal): Promise<void> {
-    await cs.decide(this.init.local.db, id, 'abort', p).catch(() => undefined)
-    const rolled = await rollbackDdl(this.init.local.db, id).catch((err: Error) => {
+    await this.init.local.cluster.decide(id, 'abort', p).catch(() => undefined)
+    const rolled = await this.init.local.schemaChange.rollbackDdl(id).catch((err: Error) => {
       this.log.error(
         { proposal: id, err: err.message },
         'cannot roll back a prepared schema change',
@@ -124,9 +124,9 @@ export class Steps {
       // after a restart no fence is held here, but the rolled-back transaction restored the
       // fence triggers it had dropped: they go now
       if (!fenced) {
-        const p = await cs.getProposal(this.init.local.db, id)
+        const p = await this.init.local.cluster.getProposal(id)
         for (const rel of p?.ddl?.fenced ?? [])
-          await dropFenceTrigger(this.init.local.db, rel).catch(() => this.linger([rel]))
+          await this.init.local.fences.dropFenceTrigger(rel).catch(() => this.linger([rel]))
       }
     }
   }
@@ -139,14 +139,14 @@ export class Steps {
   async prepareDdl(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
     const spec = p.ddl
     if (!spec) return { ack: false, reason: `node ${this.init.nodeId}: not a schema change` }
-    const mine = await cs.getProposal(this.init.local.db, p.id)
+    const mine = await this.init.local.cluster.getProposal(p.id)
     if (mine?.decision === 'abort')
       return { ack: false, reason: `node ${this.init.nodeId}: proposal already aborted here` }
     const f = this.fences.get(p.id)
     if (f) clearTimeout(f.timer)
     const started = Date.now()
     try {
-      await prepareDdl(this.init.local.db, {
+      await this.init.local.schemaChange.prepareDdl({
         id: p.id,
         coordinator: p.coordinator,
         spec,
@@ -194,9 +194,9 @@ export class Steps {
       case 'fence':
         return await this.fence(p)
       case 'commit-ddl':
-        await cs.recordProposal(local.db, p)
-        await cs.decide(local.db, p.id, 'commit')
-        await cs.applyProposal(local.db, p)
+        await local.cluster.recordProposal(p)
+        await local.cluster.decide(p.id, 'commit')
+        await local.cluster.applyProposal(p)
         return
       case 'stripe':
         // behind the fence, before the table is published: no write takes an unstriped id
@@ -205,9 +205,9 @@ export class Steps {
         }
         return
       case 'publish':
-        await cs.recordProposal(local.db, p)
-        await cs.decide(local.db, p.id, 'commit')
-        await cs.applyProposal(local.db, p)
+        await local.cluster.recordProposal(p)
+        await local.cluster.decide(p.id, 'commit')
+        await local.cluster.applyProposal(p)
         return
       case 'refresh':
         await local.refreshAll()
@@ -224,7 +224,7 @@ export class Steps {
     const rels = p.op === 'ddl' ? (p.ddl?.fenced ?? []) : [{ schema: p.schema, table: p.table }]
     for (const rel of rels) this.lingering.delete(formatRelation(rel))
     if (p.op === 'ddl') return await this.fenceSet(p)
-    const fence = new Fence({ db: this.init.local.db, rel: { schema: p.schema, table: p.table } })
+    const fence = this.init.local.fence({ schema: p.schema, table: p.table })
     const timer = setTimeout(() => {
       this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
       void this.unfence(p.id)
@@ -244,7 +244,7 @@ export class Steps {
   private async fenceSet(p: cs.Proposal): Promise<void> {
     const tables = p.ddl?.fenced ?? []
     if (tables.length === 0) return
-    const fence = new FenceSet({ db: this.init.local.db })
+    const fence = this.init.local.fenceSet()
     const timer = setTimeout(() => {
       this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
       void this.unfence(p.id)
@@ -299,7 +299,7 @@ export class Steps {
           this.lingering.delete(key)
           continue
         }
-        const ok = await dropFenceTrigger(this.init.local.db, rel).then(
+        const ok = await this.init.local.fences.dropFenceTrigger(rel).then(
           () => true,
           () => false,
         )

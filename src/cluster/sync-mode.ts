@@ -6,7 +6,7 @@
 // with less than CATCH_UP_BYTES to apply, so a returning peer does not stall every commit while
 // it catches up. A removal passes through '' (releases waiters at once, pg17-facts §6).
 import type { Logger } from '../log.js'
-import type { Db } from '../postgres/db.js'
+import type { LocalNode } from '../postgres/local.js'
 import * as ss from '../postgres/sync-standbys.js'
 import type { Member } from './membership.js'
 
@@ -82,7 +82,7 @@ export function cyclesToBreak(
 }
 
 export interface SyncModeInit {
-  db: Db
+  standbys: LocalNode['standbys']
   nodeId: number
   members: () => Member[]
   log: Logger
@@ -113,8 +113,8 @@ export class SyncMode {
 
   async start(): Promise<void> {
     if (this.timer) return
-    const { db, log } = { db: this.init.db, log: this.log }
-    const value = await ss.currentStandbys(db).catch(() => '')
+    const { standbys, log } = { standbys: this.init.standbys, log: this.log }
+    const value = await standbys.currentStandbys().catch(() => '')
     if (!ss.isOurs(value))
       log.warn(
         { was: value },
@@ -130,10 +130,10 @@ export class SyncMode {
   }
 
   /** In async mode: clear a set an earlier sync-mode run left, so no commit waits for it. */
-  static async release(db: Db, log: Logger): Promise<void> {
-    const value = await ss.currentStandbys(db)
+  static async release(standbys: LocalNode['standbys'], log: Logger): Promise<void> {
+    const value = await standbys.currentStandbys()
     if (value === '' || !ss.isOurs(value)) return
-    await ss.setStandbys(db, '')
+    await standbys.setStandbys('')
     log.warn({ was: value }, 'async mode: cleared the synchronous standbys of an earlier sync run')
   }
 
@@ -178,8 +178,8 @@ export class SyncMode {
 
   private async cycle(): Promise<void> {
     try {
-      const { db, nodeId } = this.init
-      const senders = await ss.walSenders(db, nodeId)
+      const { standbys, nodeId } = this.init
+      const senders = await standbys.walSenders(nodeId)
       const members = this.init.members()
       const d = decideStandbys({ self: nodeId, members, senders, current: this.current })
       this.outsideNow = d.outside
@@ -189,8 +189,8 @@ export class SyncMode {
       const value = ss.standbysValue(nodeId, d.want, this.init.quorum)
       if (d.added.length + d.removed.length === 0 && value === this.value) return
       // shrinking releases waiters only at the next status reply of the rest: go through ''
-      if (d.removed.length > 0) await ss.setStandbys(db, '')
-      await ss.setStandbys(db, value)
+      if (d.removed.length > 0) await standbys.setStandbys('')
+      await standbys.setStandbys(value)
       this.current = d.want
       this.value = value
       this.lastError = undefined
@@ -215,13 +215,13 @@ export class SyncMode {
    * resolution, as two async commits would.
    */
   private async breakCycles(): Promise<void> {
-    const { db, nodeId } = this.init
-    const now = await ss.blockedAppliers(db, nodeId)
+    const { standbys, nodeId } = this.init
+    const now = await standbys.blockedAppliers(nodeId)
     const cycles = cyclesToBreak(nodeId, now, this.blocked)
     this.blocked = now
     if (cycles.length === 0 || this.value === '') return
-    await ss.setStandbys(db, '')
-    await ss.setStandbys(db, this.value)
+    await standbys.setStandbys('')
+    await standbys.setStandbys(this.value)
     this.cyclesBroken++
     this.blocked = []
     this.log.warn(

@@ -2,6 +2,7 @@
 // and when it was really resolved (not merely attempted). The ledger lists the consistency
 // check's repairs (trktr.repairs) beside them, as kind "repair".
 import type { Db } from './db.js'
+import type { Resolution } from './lww.js'
 import { listRepairs, type RepairEntry } from './repair-store.js'
 
 export interface HistoryEntry {
@@ -209,5 +210,30 @@ function toEntry(r: Record<string, unknown>): HistoryEntry {
     action: (r.action as string | null) ?? null,
     attempts: Number(r.attempts ?? 0),
     resolved: iso(r.resolved),
+  }
+}
+
+/** A row-level resolution in the shape of a history row (TRAKTOR's fields first). */
+export function resolutionEntry(r: Resolution): HistoryEntry {
+  const who = (v: { node: number | null; ts: string | null }) =>
+    `node ${v.node ?? '?'} (${v.ts ?? 'no commit timestamp'})`
+  const verb =
+    r.action === 'delete wins' ? 'the delete of' : r.action === 'restored' ? 'restored' : 'kept'
+  return {
+    subscription: null,
+    lsn: '0/0',
+    occurred: r.at,
+    relation: r.relation,
+    key: JSON.stringify(r.key),
+    value: null,
+    sqlStateCode: /insert_exists|update_exists/.test(r.kind) ? '23505' : null,
+    reason: `${r.kind}: ${verb} the version of ${who(r.winner)} over ${who(r.loser)}`,
+    kind: r.kind,
+    action: 'lww',
+    attempts: r.entries,
+    resolved: r.at,
+    winner: r.winner,
+    loser: r.loser,
+    resolution: r.action,
   }
 }

@@ -2,18 +2,31 @@
 // peers' publications, and the node-level operations the API and the resolver call.
 import { NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
+import { type Bound, bindDb } from './bind.js'
+import * as checkStore from './check-store.js'
+import * as cs from './cluster-state.js'
 import { Db, type Queryable } from './db.js'
+import * as ddl from './ddl.js'
+import { dropFenceTrigger, dropStaleFences, Fence, FenceSet } from './fence.js'
 import type { SlotObservation } from './health-rules.js'
 import { HealthWatch } from './health-watch.js'
 import * as history from './history.js'
-import { formatRelation, type RelationName } from './ident.js'
+import type { RelationName } from './ident.js'
+import * as jc from './join-copy.js'
+import * as js from './join-slots.js'
+import { ServerLogReader } from './logfile.js'
 import * as lww from './lww.js'
+import { LwwInstaller } from './lww-installer.js'
 import { PeerWatch } from './peer-watch.js'
 import { PublicationGuard } from './publication-guard.js'
+import { Refresher } from './refresher.js'
+import { applyRepairs } from './repair-store.js'
 import * as rs from './replicaset.js'
 import { type InitResult, initNode, isInitialized, teardownNode } from './schema.js'
-import { replicationLagMs, serverFacts } from './status.js'
+import * as seqs from './sequences.js'
+import { lagBySubscriber, replicationLagMs, serverFacts } from './status.js'
 import * as subs from './subscriptions.js'
+import * as ss from './sync-standbys.js'
 
 export interface LocalNodeInit {
   nodeId: number
@@ -45,20 +58,35 @@ export interface NodeStatus {
 
 export class LocalNode {
   readonly nodeId: number
-  readonly db: Db
+  private readonly db: Db
   /** the consistency check's sessions (long scans, origin-tagged repairs), apart from control */
-  readonly checkDb: Db
+  private readonly checkDb: Db
   private readonly init: LocalNodeInit
   private readonly log: Logger
   private readonly watch: PeerWatch
   private readonly guard: PublicationGuard
   private readonly health: HealthWatch
-  private readonly refreshing = new Map<number, Promise<void>>()
-  /** the table signature each installed trigger function was generated for */
-  private readonly lwwSignatures = new Map<string, string>()
-  private lwwQueue: Promise<void> = Promise.resolve()
-  /** peers whose publication changed while our subscription could not refresh */
-  private readonly refreshDue = new Set<number>()
+  private readonly refresher: Refresher
+  private readonly lwwInstaller: LwwInstaller
+  // The stores the layers above use, bound to this node's pools: they never hold a pool.
+  /** mesh mode's durable state: version, proposals, roster, commit setting */
+  readonly cluster: Bound<typeof cs>
+  readonly joinCopy: Bound<typeof jc>
+  readonly joinSlots: Bound<typeof js>
+  readonly sequences: Bound<typeof seqs>
+  readonly standbys: Bound<typeof ss>
+  readonly schemaChange: Bound<typeof ddl>
+  readonly rowLevel: Bound<typeof lww>
+  readonly records: Bound<typeof history>
+  readonly tables: Bound<typeof rs>
+  readonly subscription: Bound<typeof subs>
+  readonly fences: Bound<{
+    dropFenceTrigger: typeof dropFenceTrigger
+    dropStaleFences: typeof dropStaleFences
+  }>
+  readonly replication: Bound<{ lagBySubscriber: typeof lagBySubscriber }>
+  /** the consistency check's queries and repairs, on the check pool */
+  readonly checks: Bound<typeof checkStore & { applyRepairs: typeof applyRepairs }>
 
   constructor(init: LocalNodeInit) {
     this.init = init
@@ -71,6 +99,27 @@ export class LocalNode {
       purpose: 'check',
       max: 4,
     })
+    this.refresher = new Refresher({ db: this.db, nodeId: init.nodeId, log: this.log })
+    this.lwwInstaller = new LwwInstaller({
+      db: this.db,
+      log: this.log,
+      enabled: init.lww === true,
+      lwwFor: init.lwwFor,
+      initialized: () => this.initialized(),
+    })
+    this.cluster = bindDb(this.db, cs)
+    this.joinCopy = bindDb(this.db, jc)
+    this.joinSlots = bindDb(this.db, js)
+    this.sequences = bindDb(this.db, seqs)
+    this.standbys = bindDb(this.db, ss)
+    this.schemaChange = bindDb(this.db, ddl)
+    this.rowLevel = bindDb(this.db, lww)
+    this.records = bindDb(this.db, history)
+    this.tables = bindDb(this.db, rs)
+    this.subscription = bindDb(this.db, subs)
+    this.fences = bindDb(this.db, { dropFenceTrigger, dropStaleFences })
+    this.replication = bindDb(this.db, { lagBySubscriber })
+    this.checks = bindDb(this.checkDb, { ...checkStore, applyRepairs })
     this.health = new HealthWatch({
       db: this.db,
       nodeId: init.nodeId,
@@ -105,9 +154,29 @@ export class LocalNode {
     await this.health.stop()
     await this.guard.stop()
     await this.watch.stop()
-    await Promise.allSettled(this.refreshing.values())
+    await this.refresher.settle()
     await this.checkDb.stop()
     await this.db.stop()
+  }
+
+  /** A write fence on one table (steps.ts raises and lowers it). */
+  fence(rel: RelationName): Fence {
+    return new Fence({ db: this.db, rel })
+  }
+
+  /** One held session fencing many tables (a schema change, a join copy). */
+  fenceSet(): FenceSet {
+    return new FenceSet({ db: this.db })
+  }
+
+  /** A session kept from the pool (a lock that outlives one query). */
+  hold(): ReturnType<Db['hold']> {
+    return this.db.hold()
+  }
+
+  /** The reader of this server's log (the resolver's input). */
+  logReader(): ServerLogReader {
+    return new ServerLogReader(this.db)
   }
 
   /** PostgreSQL answers a query (the health check); throws its error otherwise. */
@@ -138,99 +207,19 @@ export class LocalNode {
     return result
   }
 
-  /**
-   * With row-level resolution on: the replica triggers exist on exactly the replicated tables,
-   * each made for the table's current columns. Runs before every refresh, so a table never
-   * receives a peer's change before its triggers are there.
-   */
+  /** See LwwInstaller.ensure. */
   async ensureLww(): Promise<{ installed: string[] }> {
-    return await this.oneLwwAtATime(() => this.ensureLwwNow())
+    return await this.lwwInstaller.ensure()
   }
 
-  /**
-   * Trigger installs run one at a time: the start-up pass and a PREPARE re-creating the same
-   * trigger function in two sessions fail with "tuple concurrently updated".
-   */
-  private oneLwwAtATime<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lwwQueue.then(fn, fn)
-    this.lwwQueue = run.then(
-      () => undefined,
-      () => undefined,
-    )
-    return run
-  }
-
-  private async ensureLwwNow(): Promise<{ installed: string[] }> {
-    const out = { installed: [] as string[] }
-    if (!this.init.lww || !(await this.initialized())) return out
-    await this.db.query(lww.LWW_DDL)
-    const have = await lww.installed(this.db)
-    const wanted = (await lww.replicated(this.db)).filter((r) => this.init.lwwFor?.(r) ?? true)
-    for (const rel of wanted) {
-      if (await this.installLwwNow(rel, have)) out.installed.push(formatRelation(rel))
-    }
-    // a table whose override says otherwise now (set before a restart): no row-level triggers
-    for (const h of have) {
-      if (wanted.some((r) => r.schema === h.rel.schema && r.table === h.rel.table)) continue
-      if (this.init.lwwFor?.(h.rel) ?? true) continue
-      await this.db.tx((c) => lww.uninstall(c, h.rel))
-      this.lwwSignatures.delete(`${h.rel.schema}\u0000${h.rel.table}`)
-      this.log.info(
-        { relation: formatRelation(h.rel) },
-        'row-level triggers removed: resolver override',
-      )
-    }
-    if (out.installed.length > 0) this.log.info(out, 'row-level resolution triggers')
-    return out
-  }
-
-  /**
-   * Install (or re-make, after a column change) one table's triggers. A proposal to add a table
-   * does this at PREPARE, before the write fence: with writers waiting on the fence, the
-   * triggers could not be created any more. Triggers on a table that is not replicated (an
-   * aborted proposal) are harmless: they fire only in apply workers, and none applies it.
-   */
+  /** See LwwInstaller.install. */
   async installLww(rel: RelationName, have?: lww.Installed[]): Promise<boolean> {
-    return await this.oneLwwAtATime(() => this.installLwwNow(rel, have))
+    return await this.lwwInstaller.install(rel, have)
   }
 
-  private async installLwwNow(rel: RelationName, have?: lww.Installed[]): Promise<boolean> {
-    if (!this.init.lww || !(this.init.lwwFor?.(rel) ?? true)) return false
-    const t = await lww.describe(this.db, rel)
-    if (!t) return false
-    const key = `${rel.schema}\u0000${rel.table}`
-    const signature = lwwSignature(t)
-    const present = (have ?? (await lww.installed(this.db))).some(
-      (h) => h.rel.schema === rel.schema && h.rel.table === rel.table,
-    )
-    if (present && this.lwwSignatures.get(key) === signature) return false
-    await this.db.query(lww.LWW_DDL)
-    const made = await this.db.tx(async (c) => {
-      // read again under the table's lock: a schema change may have committed since
-      const fresh = await lww.lockAndDescribe(c, rel)
-      if (fresh) await lww.install(c, fresh)
-      return fresh
-    })
-    if (!made) return false
-    this.lwwSignatures.set(key, lwwSignature(made))
-    return true
-  }
-
-  /**
-   * Re-make one table's row-level triggers inside the caller's transaction (a cluster schema
-   * change): the trigger function names the table's columns, and one made for the old columns
-   * would fail or drop a column in the first conflict after the change.
-   */
+  /** See LwwInstaller.remakeIn. */
   async remakeLwwIn(q: Queryable, rel: RelationName): Promise<void> {
-    if (!this.init.lww || !(this.init.lwwFor?.(rel) ?? true)) return
-    const t = await lww.describe(
-      { query: async (sql: string, params?: unknown[]) => (await q.query(sql, params)).rows },
-      rel,
-    )
-    if (!t) return
-    await lww.install(q, t)
-    // made in a transaction that may still roll back: the next pass compares afresh
-    this.lwwSignatures.delete(`${rel.schema}\u0000${rel.table}`)
+    await this.lwwInstaller.remakeIn(q, rel)
   }
 
   /** Why this node is not healthy, as far as its own PostgreSQL tells. */
@@ -369,7 +358,7 @@ export class LocalNode {
     await this.requireInitialized()
     const failed = await history.listHistory(this.db)
     if (!this.init.lww) return failed
-    const rows = (await lww.listResolutions(this.db).catch(() => [])).map(lwwEntry)
+    const rows = (await lww.listResolutions(this.db).catch(() => [])).map(history.resolutionEntry)
     return [...failed, ...rows].sort((a, b) => (a.occurred < b.occurred ? 1 : -1))
   }
 
@@ -382,24 +371,17 @@ export class LocalNode {
     await this.ensureLww().catch((err: Error) =>
       this.log.warn({ err: err.message }, 'row-level resolution triggers not installed yet'),
     )
-    const failures: string[] = []
-    for (const s of await this.subscriptions()) {
-      if (!s.enabled) {
-        this.refreshDue.add(s.peer)
-        continue
-      }
-      try {
-        await subs.refresh(this.db, s.name)
-      } catch (err) {
-        failures.push(`${s.name}: ${(err as Error).message}`)
-      }
-    }
-    if (failures.length > 0) throw new Error(`refresh failed: ${failures.join('; ')}`)
+    await this.refresher.all(await this.subscriptions())
   }
 
   /** Refreshes that failed earlier (subscription disabled, peer down): try again. */
   retryDueRefreshes(): void {
-    for (const peer of this.refreshDue) void this.refreshFrom(peer)
+    this.refresher.retryDue()
+  }
+
+  /** Refresh our subscription to a peer, one at a time per peer. */
+  refreshFrom(peer: number): Promise<void> {
+    return this.refresher.from(peer)
   }
 
   async syncWatches(): Promise<void> {
@@ -409,64 +391,4 @@ export class LocalNode {
     }
     this.watch.sync(await subs.listPeers(this.db))
   }
-
-  /** Refresh our subscription to a peer, one at a time per peer. */
-  refreshFrom(peer: number): Promise<void> {
-    const prev = this.refreshing.get(peer) ?? Promise.resolve()
-    const next = prev.then(async () => {
-      const name = subs.subscriptionName(this.nodeId, peer)
-      try {
-        const [s] = await this.db.query<{ enabled: boolean }>(
-          `SELECT subenabled AS enabled FROM pg_subscription WHERE subname = $1`,
-          [name],
-        )
-        if (!s) return
-        if (!s.enabled) {
-          this.refreshDue.add(peer)
-          return
-        }
-        await subs.refresh(this.db, name)
-        this.refreshDue.delete(peer)
-        this.log.debug({ subscription: name }, 'subscription refreshed')
-      } catch (err) {
-        this.refreshDue.add(peer)
-        this.log.warn({ subscription: name, err: (err as Error).message }, 'refresh failed')
-      }
-    })
-    this.refreshing.set(peer, next)
-    void next.finally(() => {
-      if (this.refreshing.get(peer) === next) this.refreshing.delete(peer)
-    })
-    return next
-  }
-}
-
-/** A row-level resolution in the shape of a history row (TRAKTOR's fields first). */
-function lwwEntry(r: lww.Resolution): history.HistoryEntry {
-  const who = (v: { node: number | null; ts: string | null }) =>
-    `node ${v.node ?? '?'} (${v.ts ?? 'no commit timestamp'})`
-  const verb =
-    r.action === 'delete wins' ? 'the delete of' : r.action === 'restored' ? 'restored' : 'kept'
-  return {
-    subscription: null,
-    lsn: '0/0',
-    occurred: r.at,
-    relation: r.relation,
-    key: JSON.stringify(r.key),
-    value: null,
-    sqlStateCode: /insert_exists|update_exists/.test(r.kind) ? '23505' : null,
-    reason: `${r.kind}: ${verb} the version of ${who(r.winner)} over ${who(r.loser)}`,
-    kind: r.kind,
-    action: 'lww',
-    attempts: r.entries,
-    resolved: r.at,
-    winner: r.winner,
-    loser: r.loser,
-    resolution: r.action,
-  }
-}
-
-/** What a table's trigger function is generated from: re-made when it changes. */
-function lwwSignature(t: lww.LwwTable): string {
-  return `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}`
 }

@@ -305,3 +305,12 @@ export async function dropSlotOf(db: Db, subscriber: number, self: number): Prom
   }
   throw new Error(`replication slot ${slot} stays active`)
 }
+
+/** Whether a subscription is enabled; undefined when there is none of that name. */
+export async function isEnabled(db: Db, name: string): Promise<boolean | undefined> {
+  const [s] = await db.query<{ enabled: boolean }>(
+    `SELECT subenabled AS enabled FROM pg_subscription WHERE subname = $1`,
+    [name],
+  )
+  return s?.enabled
+}

@@ -4,7 +4,7 @@
 // quiet, and report what was resolved. One verdict per cycle; an error ends the cycle, never the
 // loop.
 import type { Logger } from '../log.js'
-import type { Db, HeldSession } from '../postgres/db.js'
+import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import * as lww from '../postgres/lww.js'
@@ -42,8 +42,8 @@ export class LwwEngine {
     this.log = init.log.child({ component: 'lww' })
   }
 
-  private get db(): Db {
-    return this.init.local.db
+  private get store(): LocalNode['rowLevel'] {
+    return this.init.local.rowLevel
   }
 
   start(): void {
@@ -79,7 +79,7 @@ export class LwwEngine {
     this.armed.set(name, { rel, atMs: Date.now() })
     if (known) return
     await this.init.local.ensureLww()
-    await lww.arm(this.db, rel, true)
+    await this.store.arm(rel, true)
     this.log.info({ relation: name }, 'insert conflicts on this table: insert branch armed')
   }
 
@@ -89,7 +89,7 @@ export class LwwEngine {
    */
   async armFor(relation: string | undefined): Promise<string[]> {
     await this.init.local.ensureLww()
-    const tables = (await lww.installed(this.db)).map((t) => t.rel)
+    const tables = (await this.store.installed()).map((t) => t.rel)
     const named = tables.filter((r) => `${r.schema}.${r.table}` === relation)
     const targets = named.length > 0 ? named : tables
     for (const rel of targets) await this.arm(rel)
@@ -121,7 +121,7 @@ export class LwwEngine {
       const e = await local.ensureLww()
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
     }
-    if (await lww.queueNotEmpty(this.db)) {
+    if (await this.store.queueNotEmpty()) {
       const r = await this.resolve()
       parts.push(`${r.recorded} resolved, ${r.restored} restored`)
     }
@@ -130,7 +130,7 @@ export class LwwEngine {
     for (const [name, a] of this.armed) {
       if (now - a.atMs < DISARM_AFTER_MS) continue
       this.armed.delete(name)
-      await lww.arm(this.db, a.rel, false)
+      await this.store.arm(a.rel, false)
       parts.push(`insert branch of ${name} disarmed`)
     }
     return parts.length > 0 ? parts.join('; ') : 'no conflicts queued'
@@ -140,7 +140,7 @@ export class LwwEngine {
   private held: HeldSession | undefined
 
   private async resolve(): Promise<{ restored: number; recorded: number }> {
-    this.held ??= await this.db.hold()
+    this.held ??= await this.init.local.hold()
     try {
       return await lww.resolveWith(this.held)
     } catch (err) {
@@ -154,10 +154,10 @@ export class LwwEngine {
   private async report(): Promise<void> {
     if (this.lastId < 0) {
       // count only what happens from now on
-      this.lastId = await lww.lastResolutionId(this.db)
+      this.lastId = await this.store.lastResolutionId()
       return
     }
-    const { lastId, counts } = await lww.resolutionsSince(this.db, this.lastId)
+    const { lastId, counts } = await this.store.resolutionsSince(this.lastId)
     this.lastId = lastId
     if (counts.length > 0) this.init.onResolved?.(counts)
   }

@@ -4,10 +4,8 @@
 import type { ResolverStrategy } from '../config/types.js'
 import type { Logger } from '../log.js'
 import type { HistoryEntry } from '../postgres/history.js'
-import * as history from '../postgres/history.js'
 import type { LocalNode } from '../postgres/local.js'
-import { ServerLogReader } from '../postgres/logfile.js'
-import * as subs from '../postgres/subscriptions.js'
+import type { ServerLogReader } from '../postgres/logfile.js'
 import {
   type Action,
   acted,
@@ -55,7 +53,7 @@ export class Resolver {
   constructor(init: ResolverInit) {
     this.init = init
     this.log = init.log.child({ component: 'resolver' })
-    this.reader = new ServerLogReader(init.local.db)
+    this.reader = init.local.logReader()
   }
 
   start(): void {
@@ -127,7 +125,7 @@ export class Resolver {
       acted(this.decisions, a, now)
       this.init.onEvent?.({ kind: 'action', action: a })
     }
-    const resolved = await history.markApplied(local.db)
+    const resolved = await local.records.markApplied()
     for (const entry of resolved) {
       this.log.info(
         { subscription: entry.subscription, lsn: entry.lsn, relation: entry.relation },
@@ -154,7 +152,7 @@ export class Resolver {
   }
 
   private async act(a: Action): Promise<void> {
-    const { db } = this.init.local
+    const { records, subscription } = this.init.local
     const f = a.failure
     const base = {
       subscription: a.subscription,
@@ -166,14 +164,14 @@ export class Resolver {
     }
     switch (a.kind) {
       case 'skip': {
-        await history.recordIssue(db, {
+        await records.recordIssue({
           ...base,
           lsn: a.failure.finishLsn,
           kind: 'conflict',
           action: 'skip',
         })
-        await subs.skip(db, a.subscription, a.failure.finishLsn)
-        await subs.enable(db, a.subscription)
+        await subscription.skip(a.subscription, a.failure.finishLsn)
+        await subscription.enable(a.subscription)
         this.log.warn(
           {
             subscription: a.subscription,
@@ -187,7 +185,7 @@ export class Resolver {
       }
       case 'arm': {
         const armed = (await this.init.lww?.armFor(f.relation)) ?? []
-        await subs.enable(db, a.subscription)
+        await subscription.enable(a.subscription)
         this.log.info(
           { subscription: a.subscription, relation: f.relation, armed },
           'insert conflict: row-level resolution armed, re-enabled (the whole transaction applies)',
@@ -195,14 +193,14 @@ export class Resolver {
         return
       }
       case 'enable':
-        await subs.enable(db, a.subscription)
+        await subscription.enable(a.subscription)
         this.log.info(
           { subscription: a.subscription, sqlState: f.sqlState },
           'publisher connection lost: re-enabled',
         )
         return
       case 'record':
-        await history.recordIssue(db, {
+        await records.recordIssue({
           ...base,
           lsn: f.finishLsn ?? '0/0',
           kind: isConflictState(f.sqlState) ? 'conflict' : 'error',

@@ -255,7 +255,7 @@ describe('fuzzing the HTTP API', () => {
       check: new CheckNode({ local, nodeId: 0, log: silentLogger() }),
       checkReport: () => {},
       commit: new CommitMode({
-        db: local.db,
+        local,
         nodeId: 0,
         members: () => [],
         log: silentLogger(),

@@ -114,6 +114,23 @@ describe('the rooms of src/', () => {
     expect(trespass).toEqual([])
   })
 
+  it('the pools stay in src/postgres/ (LocalNode keeps them private and hands out bound stores)', () => {
+    const reaching = all
+      .filter((f) => roomOf(f) !== 'postgres')
+      .flatMap((f) => {
+        const text = fs.readFileSync(f, 'utf8')
+        const named = [
+          ...text.matchAll(/import\s+(?:type\s+)?\{([^}]*)\}\s+from\s+'[./]+postgres\/db\.js'/g),
+        ]
+          .flatMap((m) =>
+            (m[1] as string).split(',').map((n) => n.replace(/^\s*type\s+/, '').trim()),
+          )
+          .filter((n) => n !== '' && n !== 'HeldSession')
+        return named.map((n) => `${path.relative(SRC, f)} imports ${n} from postgres/db.ts`)
+      })
+    expect(reaching).toEqual([])
+  })
+
   it('no SQL text outside src/postgres/', () => {
     // a string that starts like a statement: what PostgreSQL would run
     const sql =

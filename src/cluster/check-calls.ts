@@ -1,0 +1,154 @@
+// The check's calls to the members: one wave to every node at once (paced in the background),
+// answers paged through to their end, and reads asked again after a transient failure.
+import { TraktorError } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { BucketAnswer, NodeRow } from './check.js'
+
+/** background pacing: pause this many times the last wave's duration (a 5 % duty cycle) */
+export const PACE_FACTOR = 19
+const MAX_PACE_MS = 60_000
+const DEFAULT_SYNC_TIMEOUT_MS = 10_000
+const DEFAULT_STATEMENT_TIMEOUT_MS = 300_000
+const READ_ATTEMPTS = 3
+const PAGE_TIMEOUT_MS = 30_000
+
+export interface CheckPort {
+  /** the nodes taking part (this node first), and the members left out with the reason */
+  participants(): { nodes: number[]; missing: Array<{ node: number; why: string }> }
+  /** one node's check method (this node's own answered directly); throws with the reason */
+  call(node: number, method: string, params: object, timeoutMs: number): Promise<unknown>
+  /** every other member, best effort */
+  broadcast(method: string, params: object): Promise<void>
+  /** the replicated tables (schema.table) */
+  tables(): Promise<string[]>
+  /** this node runs the background check (the lowest live ready nodeId) */
+  isLeader(): boolean
+}
+
+/** Wait `ms`, or less when `signal` aborts. */
+export const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve()
+    const t = setTimeout(done, ms)
+    function done() {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+
+export interface CheckCallsInit {
+  port: CheckPort
+  log: Logger
+  /** the checker's current stop signal (a wait or a retry ends when it aborts) */
+  stopping: () => AbortSignal
+  syncTimeoutMs?: number | undefined
+  statementTimeoutMs?: number | undefined
+}
+
+export class CheckCalls {
+  private readonly init: CheckCallsInit
+  private readonly log: Logger
+
+  constructor(init: CheckCallsInit) {
+    this.init = init
+    this.log = init.log
+  }
+
+  timeouts() {
+    return {
+      statement: this.init.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+      sync: this.init.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS,
+    }
+  }
+
+  /** One call to every node in parallel; paced in the background. */
+  async wave<T>(nodes: number[], method: string, params: object, pace: boolean): Promise<T[]> {
+    const t0 = Date.now()
+    const timeoutMs = (params as { timeoutMs?: number }).timeoutMs ?? this.timeouts().statement
+    const out = await Promise.all(
+      nodes.map(async (n) => (await this.callRead(n, method, params, timeoutMs + 5000)) as T),
+    )
+    if (pace) {
+      await sleep(Math.min(MAX_PACE_MS, (Date.now() - t0) * PACE_FACTOR), this.init.stopping())
+    }
+    return out
+  }
+
+  /** check.hashes on every node, each answer paged through to its end. */
+  async hashWave(
+    nodes: number[],
+    params: object,
+    pace: boolean,
+  ): Promise<Array<BucketAnswer & { commitTs: boolean }>> {
+    type Page = BucketAnswer & { commitTs: boolean; next?: string }
+    const first = await this.wave<Page>(nodes, 'check.hashes', params, pace)
+    return await Promise.all(
+      first.map(async (a, i) => {
+        const out = {
+          rows: a.rows,
+          commitTs: a.commitTs,
+          buckets: [...a.buckets],
+          counts: [...a.counts],
+          hashes: [...a.hashes],
+        }
+        for (let next = a.next; next !== undefined; ) {
+          const p = (await this.callRead(
+            nodes[i] as number,
+            'check.page',
+            { token: next },
+            PAGE_TIMEOUT_MS,
+          )) as Page
+          out.buckets.push(...p.buckets)
+          out.counts.push(...p.counts)
+          out.hashes.push(...p.hashes)
+          next = p.next
+        }
+        return out
+      }),
+    )
+  }
+
+  /** check.rows on every node, each answer paged through to its end. */
+  async rowWave(nodes: number[], params: object, pace: boolean): Promise<NodeRow[][]> {
+    type Page = { rows: NodeRow[]; next?: string }
+    const first = await this.wave<Page>(nodes, 'check.rows', params, pace)
+    return await Promise.all(
+      first.map(async (a, i) => {
+        const out = [...a.rows]
+        for (let next = a.next; next !== undefined; ) {
+          const p = (await this.callRead(
+            nodes[i] as number,
+            'check.page',
+            { token: next },
+            PAGE_TIMEOUT_MS,
+          )) as Page
+          out.push(...p.rows)
+          next = p.next
+        }
+        return out
+      }),
+    )
+  }
+
+  /**
+   * A read (everything but check.repair) asked again after a transient failure: a mesh
+   * connection that drops under load is dialled again, and a check should not fail for it.
+   */
+  async callRead(node: number, method: string, params: object, timeoutMs: number) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.init.port.call(node, method, params, timeoutMs)
+      } catch (err) {
+        if (attempt >= READ_ATTEMPTS || this.init.stopping().aborted) {
+          throw new TraktorError('ERR_CHECK_NODE', `node ${node}: ${(err as Error).message}`, {
+            cause: err,
+          })
+        }
+        this.log.debug({ node, method, err: (err as Error).message }, 'check call failed, again')
+        await sleep(250 * attempt, this.init.stopping())
+      }
+    }
+  }
+}

@@ -1,0 +1,134 @@
+// The row-level resolution's triggers on this node's replicated tables (lww.ts makes them):
+// installed on exactly the tables that resolve row by row, re-made when a table's columns
+// change, one install at a time. LocalNode owns one.
+
+import type { Logger } from '../log.js'
+import type { Db, Queryable } from './db.js'
+import { formatRelation, type RelationName } from './ident.js'
+import * as lww from './lww.js'
+
+export interface LwwInstallerInit {
+  db: Db
+  log: Logger
+  /** row-level last-writer-wins is on (else every call does nothing) */
+  enabled: boolean
+  /** which tables resolve row by row (a per-table resolver override); default: all of them */
+  lwwFor?: ((rel: RelationName) => boolean) | undefined
+  /** the node's trktr schema exists */
+  initialized: () => Promise<boolean>
+}
+
+export class LwwInstaller {
+  private readonly init: LwwInstallerInit
+  private readonly db: Db
+  private readonly log: Logger
+  /** the table signature each installed trigger function was generated for */
+  private readonly signatures = new Map<string, string>()
+  private queue: Promise<void> = Promise.resolve()
+
+  constructor(init: LwwInstallerInit) {
+    this.init = init
+    this.db = init.db
+    this.log = init.log
+  }
+
+  /**
+   * With row-level resolution on: the replica triggers exist on exactly the replicated tables,
+   * each made for the table's current columns. Runs before every refresh, so a table never
+   * receives a peer's change before its triggers are there.
+   */
+  async ensure(): Promise<{ installed: string[] }> {
+    return await this.oneAtATime(() => this.ensureNow())
+  }
+
+  /**
+   * Trigger installs run one at a time: the start-up pass and a PREPARE re-creating the same
+   * trigger function in two sessions fail with "tuple concurrently updated".
+   */
+  private oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn)
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    return run
+  }
+
+  private async ensureNow(): Promise<{ installed: string[] }> {
+    const out = { installed: [] as string[] }
+    if (!this.init.enabled || !(await this.init.initialized())) return out
+    await this.db.query(lww.LWW_DDL)
+    const have = await lww.installed(this.db)
+    const wanted = (await lww.replicated(this.db)).filter((r) => this.init.lwwFor?.(r) ?? true)
+    for (const rel of wanted) {
+      if (await this.installNow(rel, have)) out.installed.push(formatRelation(rel))
+    }
+    // a table whose override says otherwise now (set before a restart): no row-level triggers
+    for (const h of have) {
+      if (wanted.some((r) => r.schema === h.rel.schema && r.table === h.rel.table)) continue
+      if (this.init.lwwFor?.(h.rel) ?? true) continue
+      await this.db.tx((c) => lww.uninstall(c, h.rel))
+      this.signatures.delete(`${h.rel.schema}\u0000${h.rel.table}`)
+      this.log.info(
+        { relation: formatRelation(h.rel) },
+        'row-level triggers removed: resolver override',
+      )
+    }
+    if (out.installed.length > 0) this.log.info(out, 'row-level resolution triggers')
+    return out
+  }
+
+  /**
+   * Install (or re-make, after a column change) one table's triggers. A proposal to add a table
+   * does this at PREPARE, before the write fence: with writers waiting on the fence, the
+   * triggers could not be created any more. Triggers on a table that is not replicated (an
+   * aborted proposal) are harmless: they fire only in apply workers, and none applies it.
+   */
+  async install(rel: RelationName, have?: lww.Installed[]): Promise<boolean> {
+    return await this.oneAtATime(() => this.installNow(rel, have))
+  }
+
+  private async installNow(rel: RelationName, have?: lww.Installed[]): Promise<boolean> {
+    if (!this.init.enabled || !(this.init.lwwFor?.(rel) ?? true)) return false
+    const t = await lww.describe(this.db, rel)
+    if (!t) return false
+    const key = `${rel.schema}\u0000${rel.table}`
+    const signature = lwwSignature(t)
+    const present = (have ?? (await lww.installed(this.db))).some(
+      (h) => h.rel.schema === rel.schema && h.rel.table === rel.table,
+    )
+    if (present && this.signatures.get(key) === signature) return false
+    await this.db.query(lww.LWW_DDL)
+    const made = await this.db.tx(async (c) => {
+      // read again under the table's lock: a schema change may have committed since
+      const fresh = await lww.lockAndDescribe(c, rel)
+      if (fresh) await lww.install(c, fresh)
+      return fresh
+    })
+    if (!made) return false
+    this.signatures.set(key, lwwSignature(made))
+    return true
+  }
+
+  /**
+   * Re-make one table's row-level triggers inside the caller's transaction (a cluster schema
+   * change): the trigger function names the table's columns, and one made for the old columns
+   * would fail or drop a column in the first conflict after the change.
+   */
+  async remakeIn(q: Queryable, rel: RelationName): Promise<void> {
+    if (!this.init.enabled || !(this.init.lwwFor?.(rel) ?? true)) return
+    const t = await lww.describe(
+      { query: async (sql: string, params?: unknown[]) => (await q.query(sql, params)).rows },
+      rel,
+    )
+    if (!t) return
+    await lww.install(q, t)
+    // made in a transaction that may still roll back: the next pass compares afresh
+    this.signatures.delete(`${rel.schema}\u0000${rel.table}`)
+  }
+}
+
+/** What a table's trigger function is generated from: re-made when it changes. */
+function lwwSignature(t: lww.LwwTable): string {
+  return `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}`
+}
