@@ -92,8 +92,10 @@ class ArbiterProcess {
 
 /** N PostgreSQL servers with arbiters in mesh mode (started one by one with startArbiter). */
 export class TraktorCluster {
-  static async create(n, name) {
+  /** `extra`: config keys every node gets besides the defaults (e.g. a resolver). */
+  static async create(n, name, extra = {}) {
     const c = new TraktorCluster(name)
+    c.extra = extra
     c.unregister = onCleanup(() => c.stop())
     try {
       await writePskFile(c.pskFile)
@@ -164,6 +166,7 @@ export class TraktorCluster {
           cluster: 'bench',
         },
         logLevel: 'info',
+        ...this.extra,
       },
     }
   }
