@@ -93,21 +93,27 @@ export class CheckCalls {
           counts: [...a.counts],
           hashes: [...a.hashes],
         }
-        for (let next = a.next; next !== undefined; ) {
-          const p = (await this.callRead(
-            nodes[i] as number,
-            'check.page',
-            { token: next },
-            PAGE_TIMEOUT_MS,
-          )) as Page
+        await this.restOf<Page>(nodes[i] as number, a, (p) => {
           out.buckets.push(...p.buckets)
           out.counts.push(...p.counts)
           out.hashes.push(...p.hashes)
-          next = p.next
-        }
+        })
         return out
       }),
     )
+  }
+
+  /** The pages after a node's first answer, asked one after the other until the last. */
+  private async restOf<P extends { next?: string }>(
+    node: number,
+    first: P,
+    take: (p: P) => void,
+  ): Promise<void> {
+    for (let next = first.next; next !== undefined; ) {
+      const p = (await this.callRead(node, 'check.page', { token: next }, PAGE_TIMEOUT_MS)) as P
+      take(p)
+      next = p.next
+    }
   }
 
   /** check.rows on every node, each answer paged through to its end. */
@@ -117,16 +123,7 @@ export class CheckCalls {
     return await Promise.all(
       first.map(async (a, i) => {
         const out = [...a.rows]
-        for (let next = a.next; next !== undefined; ) {
-          const p = (await this.callRead(
-            nodes[i] as number,
-            'check.page',
-            { token: next },
-            PAGE_TIMEOUT_MS,
-          )) as Page
-          out.push(...p.rows)
-          next = p.next
-        }
+        await this.restOf<Page>(nodes[i] as number, a, (p) => out.push(...p.rows))
         return out
       }),
     )

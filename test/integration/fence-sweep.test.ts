@@ -42,6 +42,19 @@ describe('fence triggers left behind', () => {
       )
     )[0]?.n
 
+  /** A superuser session of its own (to hold a lock on the table). */
+  async function client(): Promise<pg.Client> {
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: server.port,
+      database: TUTORIAL_DB,
+      user: 'postgres',
+      password: server.superPassword,
+    })
+    await c.connect()
+    return c
+  }
+
   const proposal = (id: string): Proposal => ({
     id,
     version: 1,
@@ -58,14 +71,7 @@ describe('fence triggers left behind', () => {
     expect(await steps.prepare(p)).toEqual({ ack: true })
     expect(await triggers()).toBe(1)
     // a reader holds the table while the fence is lowered: the trigger cannot be dropped
-    const reader = new pg.Client({
-      host: '127.0.0.1',
-      port: server.port,
-      database: TUTORIAL_DB,
-      user: 'postgres',
-      password: server.superPassword,
-    })
-    await reader.connect()
+    const reader = await client()
     try {
       await reader.query('BEGIN')
       await reader.query('SELECT count(*) FROM multimaster.reptest')
@@ -90,14 +96,7 @@ describe('fence triggers left behind', () => {
     const steps = new Steps({ local, nodeId: 0, log: silentLogger() })
     const first = proposal('00000000-0000-4000-8000-000000000002')
     expect(await steps.prepare(first)).toEqual({ ack: true })
-    const reader = new pg.Client({
-      host: '127.0.0.1',
-      port: server.port,
-      database: TUTORIAL_DB,
-      user: 'postgres',
-      password: server.superPassword,
-    })
-    await reader.connect()
+    const reader = await client()
     await reader.query('BEGIN')
     await reader.query('SELECT count(*) FROM multimaster.reptest')
     await steps.abort(first.id)
