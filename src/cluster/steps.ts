@@ -193,17 +193,14 @@ export class Steps {
     switch (step) {
       case 'fence':
         return await this.fence(p)
-      case 'commit-ddl':
-        await local.cluster.recordProposal(p)
-        await local.cluster.decide(p.id, 'commit')
-        await local.cluster.applyProposal(p)
-        return
       case 'stripe':
         // behind the fence, before the table is published: no write takes an unstriped id
         if (p.op === 'add' && floors && this.init.striper) {
           await this.init.striper.stripeTable({ schema: p.schema, table: p.table }, floors)
         }
         return
+      // a schema change commits its prepared statement; a table joins or leaves the publication
+      case 'commit-ddl':
       case 'publish':
         await local.cluster.recordProposal(p)
         await local.cluster.decide(p.id, 'commit')
