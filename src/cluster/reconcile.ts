@@ -56,6 +56,8 @@ export class Reconciler {
   private readonly log: Logger
   joinState: JoinState = 'joining'
   joinError: string | undefined
+  /** the last adopt failed its checks (and set joinError) */
+  private adoptFailed = false
   version = 0
   /** nodes removed from the cluster (this one included, if it was) */
   removed: ReadonlySet<number> = new Set()
@@ -167,6 +169,12 @@ export class Reconciler {
         (m) => m.state === 'alive' && m.joinState === 'ready' && m.replicasetVersion > this.version,
       )
       .sort((a, b) => b.replicasetVersion - a.replicasetVersion)[0]
+    if (!ahead && this.adoptFailed) {
+      // caught up another way (an in-doubt commit learned from a peer): the failed adopt's
+      // error no longer stands, and the node must not stay 'joining' for it
+      this.adoptFailed = false
+      this.joinError = undefined
+    }
     if (ahead) {
       await this.adopt(ahead)
     } else if (this.joinState === 'joining' && this.joinError === undefined) {
@@ -442,8 +450,10 @@ export class Reconciler {
         this.log.error({ problems }, 'cannot adopt the cluster replicaset: not joining')
       this.joinError = msg
       this.joinState = 'joining'
+      this.adoptFailed = true
       return
     }
+    this.adoptFailed = false
     // the tables' sequences are striped before they join here: no write takes an id between
     if (this.init.striper && !(await this.init.striper.ensure(snap.tables))) return
     const changed = await local.cluster.adoptSnapshot(snap)

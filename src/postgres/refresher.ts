@@ -1,6 +1,7 @@
 // Refreshing this node's subscriptions after a peer's publication changed: one refresh at a
 // time per peer, and the peers whose subscription could not be refreshed (disabled, peer down)
-// remembered and tried again (retryDue, from the resolver's cycle).
+// remembered and tried again (retryDue, from the resolver's cycle). A disabled subscription
+// cannot be refreshed; enabling it (subscriptions.enable) refreshes it first, behind a lock.
 import type { Logger } from '../log.js'
 import type { Db } from './db.js'
 import * as subs from './subscriptions.js'

@@ -125,7 +125,9 @@ async function trialPublish(db: Db, rel: RelationName): Promise<string | undefin
       await addToPublication(c, rel)
       return undefined
     } catch (err) {
-      const e = err as { message?: string; detail?: string }
+      const e = err as { message?: string; detail?: string; code?: string; sqlState?: string }
+      // already in the publication (a change committed here meanwhile): publishable
+      if ((e.sqlState ?? e.code) === '42710') return undefined
       const detail = e.detail ? ` (${e.detail})` : ''
       return `table ${formatRelation(rel)} cannot be published here: ${e.message ?? String(err)}${detail}`
     } finally {

@@ -256,8 +256,55 @@ export async function refresh(db: Db, name: string): Promise<void> {
   )
 }
 
+/** Tables this node publishes that the subscription does not list yet (quoted, qualified). */
+const UNLISTED = `
+SELECT format('%I.%I', n.nspname, c.relname) AS rel
+  FROM pg_publication p
+  JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+  JOIN pg_class c ON c.oid = pr.prrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE p.pubname = $1
+   AND NOT EXISTS (SELECT 1 FROM pg_subscription s
+                     JOIN pg_subscription_rel sr ON sr.srsubid = s.oid
+                    WHERE s.subname = $2 AND sr.srrelid = pr.prrelid)
+ ORDER BY 1`
+
+/**
+ * Enable a subscription. While it was disabled it could not be refreshed (PostgreSQL refuses
+ * REFRESH on a disabled subscription), so tables that joined the replicaset meanwhile may be
+ * missing from it, and an apply worker skips for good a change to a table its subscription
+ * does not list: the peer's rows of that table would never arrive. So when tables are missing,
+ * they are locked (EXCLUSIVE: the worker's writes wait, the refresh's reads do not) while the
+ * subscription is enabled and refreshed; the worker applies those changes only after the
+ * refresh committed. If the refresh fails, the subscription is disabled again before the lock
+ * goes (the caller retries), rather than left to skip.
+ */
 export async function enable(db: Db, name: string): Promise<void> {
-  await db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} ENABLE`)
+  const q = quoteIdent(name)
+  const unlisted = await db.query<{ rel: string }>(UNLISTED, [PUBLICATION, name])
+  if (unlisted.length === 0) {
+    await db.query(`ALTER SUBSCRIPTION ${q} ENABLE`)
+    return
+  }
+  const lock = await db.hold()
+  try {
+    await lock.query('BEGIN')
+    await lock.query(`SET LOCAL lock_timeout = '10s'`)
+    await lock.query(`LOCK TABLE ${unlisted.map((r) => r.rel).join(', ')} IN EXCLUSIVE MODE`)
+    await db.query(`ALTER SUBSCRIPTION ${q} ENABLE`)
+    try {
+      await refresh(db, name)
+    } catch (err) {
+      await db.query(`ALTER SUBSCRIPTION ${q} DISABLE`)
+      throw err
+    }
+    await lock.query('COMMIT')
+  } catch (err) {
+    await lock.query('ROLLBACK').catch(() => undefined)
+    throw pgError(err, `enable ${name} with its missing tables`)
+  } finally {
+    lock.release()
+  }
 }
 
 /** Skip the whole failing remote transaction (TRAKTOR's "local write wins"). */

@@ -2,7 +2,7 @@
 // after PREPARE is sent, after some ACKs, after the decision is recorded, after some COMMITs.
 // After it restarts, the cluster converges to all-applied or none-applied, never half, and no
 // proposal, fence trigger, slot or prepared transaction is left behind.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { CrashPoint } from '../../src/config/types.js'
 import { call, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
 
@@ -52,6 +52,10 @@ beforeAll(async () => {
   await c.waitSubscribed(IDS)
 })
 
+beforeEach((ctx) => {
+  ctx.onTestFailed(() => c.saveLogs(`coordinator-crash-${ctx.task.name}`))
+})
+
 afterAll(async () => {
   await c?.destroy()
 })
@@ -92,8 +96,9 @@ describe('coordinator killed mid-proposal', () => {
     expect(applied).toEqual(IDS.map(() => want === 'all'))
     // and a later change commits normally
     const again = await call(c.api(1), 'PUT', `/v1/cluster/replicaset/demo.${table}`)
-    expect([200, 201]).toContain(again.status)
-    for (const i of IDS) expect(await published(i, table)).toBe(true)
+    expect([200, 201], JSON.stringify(again.json)).toContain(again.status)
+    for (const i of IDS)
+      expect(await published(i, table), `node ${i}: ${JSON.stringify(again.json)}`).toBe(true)
     if (want === 'all') {
       await c.q(2, `INSERT INTO demo.${table} VALUES (1)`)
       for (const i of IDS) {
