@@ -31,6 +31,7 @@ import { parseArgs } from 'node:util'
 import pg from 'pg'
 import * as util from './bench/util.mjs'
 import {
+  bodyOf,
   cleanupAll,
   freePort,
   installSignalHandlers,
@@ -278,14 +279,7 @@ async function api(i, method, route, timeoutMs = 60_000) {
       headers: { 'X-API-KEY': API_KEY },
       signal: AbortSignal.timeout(timeoutMs),
     })
-    const text = await r.text()
-    let json
-    try {
-      json = text === '' ? undefined : JSON.parse(text)
-    } catch {
-      json = text
-    }
-    return { status: r.status, json }
+    return { status: r.status, json: await bodyOf(r) }
   } catch (err) {
     return { status: 0, error: err.cause?.code ?? err.name ?? err.message }
   }

@@ -57,16 +57,6 @@ async function quiet(c) {
   return true
 }
 
-async function workerGone(c, i) {
-  const rows = await c.sql(
-    i,
-    `SELECT 1 FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid
-     WHERE s.subname = $1 AND w.pid IS NOT NULL`,
-    [SUB[i]],
-  )
-  return rows.length === 0
-}
-
 export async function run(ctx) {
   const runs = ctx.quick ? 5 : 10
   say('conflict: starting 3 PostgreSQL servers and 3 arbiters')
@@ -85,14 +75,7 @@ export async function run(ctx) {
       throwIfInterrupted()
       await waitFor(() => quiet(c), DEADLINE_MS, 'every node healed before the next conflict')
       const key = `split-${r}-${Date.now()}`
-      await c.sql(A, `ALTER SUBSCRIPTION ${SUB[A]} DISABLE`)
-      await c.sql(B, `ALTER SUBSCRIPTION ${SUB[B]} DISABLE`)
-      await waitFor(
-        async () => (await workerGone(c, A)) && (await workerGone(c, B)),
-        10_000,
-        'apply workers to stop',
-        10,
-      )
+      await c.cutApart(A, B)
       await c.sql(A, `INSERT INTO bench.c VALUES ($1, 'written on A')`, [key])
       await c.sql(B, `INSERT INTO bench.c VALUES ($1, 'written on B')`, [key])
       const before = { [A]: await state(c, A), [B]: await state(c, B) }

@@ -25,16 +25,6 @@ const ROWS = 3000
 const LAG_DEADLINE_MS = 120_000
 const TABLE = 'bench.u (id int PRIMARY KEY, v text NOT NULL, rep int NOT NULL DEFAULT 0)'
 
-async function workerGone(c, i) {
-  const rows = await c.sql(
-    i,
-    `SELECT 1 FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid
-     WHERE s.subname = $1 AND w.pid IS NOT NULL`,
-    [SUB[i]],
-  )
-  return rows.length === 0
-}
-
 /** Every node holds `v` for the key and has nothing queued. */
 async function resolved(c, key, v) {
   for (let i = 0; i < c.size; i++) {
@@ -50,14 +40,7 @@ async function resolved(c, key, v) {
 }
 
 async function splitBrain(c, key, writeA, writeB) {
-  await c.sql(A, `ALTER SUBSCRIPTION ${SUB[A]} DISABLE`)
-  await c.sql(B, `ALTER SUBSCRIPTION ${SUB[B]} DISABLE`)
-  await waitFor(
-    async () => (await workerGone(c, A)) && (await workerGone(c, B)),
-    10_000,
-    'apply workers to stop',
-    10,
-  )
+  await c.cutApart(A, B)
   await writeA()
   await sleep(5)
   await writeB()

@@ -10,7 +10,7 @@ import path from 'node:path'
 import pg from 'pg'
 import { writePskFile } from '../../dist/mesh/keys.js'
 import { destroyServers, startServers } from '../../dist/postgres/embedded.js'
-import { freePort, onCleanup, sleep, trackChild, waitFor } from './util.mjs'
+import { bodyOf, freePort, onCleanup, sleep, trackChild, waitFor } from './util.mjs'
 
 const ROOT = path.resolve(import.meta.dirname, '../..')
 const BIN = path.join(ROOT, 'bin', 'traktor.js')
@@ -92,6 +92,31 @@ class ArbiterProcess {
 
 /** N PostgreSQL servers with arbiters in mesh mode (started one by one with startArbiter). */
 export class TraktorCluster {
+  /**
+   * Cut nodes a and b apart (each stops applying the other's changes) and wait until both apply
+   * workers are gone, so that what each writes next is a true split brain.
+   */
+  async cutApart(a, b) {
+    const sub = (i, o) => `trktr_sub_${i}_${o}`
+    await this.sql(a, `ALTER SUBSCRIPTION ${sub(a, b)} DISABLE`)
+    await this.sql(b, `ALTER SUBSCRIPTION ${sub(b, a)} DISABLE`)
+    const gone = async (i, o) =>
+      (
+        await this.sql(
+          i,
+          `SELECT 1 FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid
+           WHERE s.subname = $1 AND w.pid IS NOT NULL`,
+          [sub(i, o)],
+        )
+      ).length === 0
+    await waitFor(
+      async () => (await gone(a, b)) && (await gone(b, a)),
+      10_000,
+      'apply workers to stop',
+      10,
+    )
+  }
+
   /** `extra`: config keys every node gets besides the defaults (e.g. a resolver). */
   static async create(n, name, extra = {}) {
     const c = new TraktorCluster(name)
@@ -227,14 +252,7 @@ export class TraktorCluster {
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(60_000),
     })
-    const text = await r.text()
-    let json
-    try {
-      json = text === '' ? undefined : JSON.parse(text)
-    } catch {
-      json = text
-    }
-    return { status: r.status, json }
+    return { status: r.status, json: await bodyOf(r) }
   }
 
   /** Every listed node sees every other listed node alive and ready. */

@@ -110,6 +110,16 @@ export async function waitFor(cond, ms, what, everyMs = 50) {
   }
 }
 
+/** A response's body: its JSON, else its text (undefined when empty). */
+export async function bodyOf(r) {
+  const text = await r.text()
+  try {
+    return text === '' ? undefined : JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
 /** Progress lines go to stderr, so stdout carries only the table. */
 export function say(...parts) {
   process.stderr.write(`${parts.join(' ')}\n`)

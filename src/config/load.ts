@@ -6,8 +6,8 @@ import { readFileSync } from 'node:fs'
 import { dirname, extname, resolve } from 'node:path'
 import type { z } from 'zod'
 import { ConfigError } from '../errors.js'
+import { withoutPassword } from '../libpq/conninfo.js'
 import { parseRelationName } from '../postgres/ident.js'
-import { withoutPassword } from './conninfo.js'
 import { jsonSyntaxError } from './json-errors.js'
 import {
   buildSchema,
@@ -249,6 +249,26 @@ export function loadConfig(path: string, env: Env = process.env): LoadedConfig {
     )
   if (!result.success || problems.length > 0) throw new ConfigError(path, problems)
   const config = deepFreeze(toConfig(result.data, source, format))
+  const warnings = configWarnings(config, (p) => label(labels, p))
+  return deepFreeze({ config, warnings })
+}
+
+/**
+ * A config given as an object (what a .json config file holds), through the same schema and
+ * the same defaults as a file; relative paths resolve against `baseDir`. No environment
+ * overrides. The demo builds its arbiters' configs this way. Throws a ConfigError listing
+ * every problem.
+ */
+export function configFromObject(raw: Raw, baseDir: string, source: string): LoadedConfig {
+  const labels: Labels = new Map()
+  const { schema, keys } = buildSchema(baseDir)
+  const result = schema.safeParse(raw, { error: fallbackMessage })
+  if (!result.success)
+    throw new ConfigError(
+      source,
+      result.error.issues.flatMap((iss) => issueLines(iss, labels, keys)),
+    )
+  const config = deepFreeze(toConfig(result.data, source, 'json'))
   const warnings = configWarnings(config, (p) => label(labels, p))
   return deepFreeze({ config, warnings })
 }

@@ -5,8 +5,8 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { z } from 'zod'
+import { formatConninfo, parseConninfo, SECRET_KEYWORDS } from '../libpq/conninfo.js'
 import { parseRelationName } from '../postgres/ident.js'
-import { formatConninfo, parseConninfo, SECRET_KEYWORDS } from './conninfo.js'
 import { CRASH_POINTS, JOIN_MODES, RESOLVER_STRATEGIES } from './types.js'
 
 export const DEFAULT_LISTEN = '127.0.0.1:8080'

@@ -1,6 +1,6 @@
 // Small pure helpers for turning the server's JSON into table cells. The server's answers are
 // read defensively: a missing or oddly typed field shows as "-" instead of crashing the CLI.
-import { getParam, parseConninfo } from '../config/conninfo.js'
+import { getParam, parseConninfo } from '../libpq/conninfo.js'
 
 export type Json = Record<string, unknown>
 

@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Arbiter } from '../arbiter.js'
-import { DEFAULT_CHECK_EVERY_MS } from '../config/schema.js'
+import { configFromObject } from '../config/load.js'
 import type { Config } from '../config/types.js'
 import { createLogger } from '../log.js'
 import { writePskFile } from '../mesh/keys.js'
@@ -140,6 +140,7 @@ async function prepare(pg: EmbeddedPostgres, password: string): Promise<void> {
   await prepareDemoServer(pg, { db: DB, role: ROLE, password, table: TABLE })
 }
 
+/** A demo node's config, as a user would write it in a .json file, read through the schema. */
 function demoConfig(
   i: number,
   pg: EmbeddedPostgres,
@@ -150,36 +151,26 @@ function demoConfig(
   dir: string,
   psk: string,
 ): Config {
-  const postgres = pg.conninfo({ dbname: DB, user: ROLE, password })
-  return {
-    nodeId: i,
-    postgres,
-    advertisePostgres: pg.conninfo({ dbname: DB, user: ROLE }),
-    peerPassword: password,
-    api: { host: '127.0.0.1', port: apiPort, apiKey, publicEndpoints: true },
-    checkIntervalMs: 1000,
-    checkEveryMs: DEFAULT_CHECK_EVERY_MS,
-    healLostSlots: true,
-    resolver: 'skip',
-    resolvers: {},
-    sequences: 'stripe',
-    commit: 'async',
-    join: 'empty-only',
-    mesh: {
-      listen: [`/ip4/127.0.0.1/tcp/${meshPorts[i]}`],
-      bootstrap: i === 0 ? [] : [`/ip4/127.0.0.1/tcp/${meshPorts[0]}`],
-      identityFile: path.join(dir, `peer${i}.key`),
-      pskFile: psk,
-      insecure: false,
-      cluster: 'demo',
-      heartbeatMs: 200,
-      suspectAfterMs: 1000,
-      deadAfterMs: 2000,
+  return configFromObject(
+    {
+      nodeId: i,
+      postgres: pg.conninfo({ dbname: DB, user: ROLE, password }),
+      advertise: { postgres: pg.conninfo({ dbname: DB, user: ROLE }) },
+      peerPassword: password,
+      api: { listen: `127.0.0.1:${apiPort}`, apiKey, publicEndpoints: true },
+      // TRAKTOR's resolver: the demo shows a conflict skipped and recorded
+      resolver: 'skip',
+      mesh: {
+        listen: [`/ip4/127.0.0.1/tcp/${meshPorts[i]}`],
+        bootstrap: i === 0 ? [] : [`/ip4/127.0.0.1/tcp/${meshPorts[0]}`],
+        identityFile: `peer${i}.key`,
+        pskFile: psk,
+        cluster: 'demo',
+      },
     },
-    logLevel: 'info',
-    source: 'traktor demo',
-    format: 'json',
-  }
+    dir,
+    'traktor demo',
+  ).config
 }
 
 async function get(url: string, apiKey: string): Promise<unknown> {

@@ -1,8 +1,8 @@
 // Wire envelopes: versioned JSON, size-capped, checked against a schema per topic. Nothing
 // here touches the network, so every rule is unit-tested on bytes.
 import { z } from 'zod'
-import { parseConninfo, SECRET_KEYWORDS } from '../config/conninfo.js'
 import { TraktorError } from '../errors.js'
+import { parseConninfo, SECRET_KEYWORDS } from '../libpq/conninfo.js'
 import type { RpcRequest, RpcResponse, TopicName } from './types.js'
 
 /** The envelope version every message carries as `v`. */

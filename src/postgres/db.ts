@@ -1,8 +1,8 @@
 // The arbiter's connection to its own PostgreSQL: one small pool, named connections
 // (application_name traktor-<nodeId>-<purpose>), server errors kept with their SQLSTATE.
 import pg from 'pg'
-import { getParam, parseConninfo } from '../config/conninfo.js'
 import { TraktorError } from '../errors.js'
+import { getParam, parseConninfo } from '../libpq/conninfo.js'
 
 export type Row = Record<string, unknown>
 export type Queryable = Pick<pg.ClientBase, 'query'>

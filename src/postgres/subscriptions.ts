@@ -3,8 +3,8 @@
 // decides what to do with a failing remote transaction).
 
 import pg from 'pg'
-import { type ConnParams, formatConninfo, getParam, parseConninfo } from '../config/conninfo.js'
 import { BadRequestError, ConflictError, TraktorError } from '../errors.js'
+import { type ConnParams, formatConninfo, getParam, parseConninfo } from '../libpq/conninfo.js'
 import { clientConfig, type Db, pgError } from './db.js'
 import { checkLsn, quoteIdent, quoteLiteral } from './ident.js'
 import { PUBLICATION } from './schema.js'

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { TraktorError } from '../../src/errors.js'
 import {
   CONNINFO_KEYWORDS,
   formatConninfo,
@@ -8,8 +9,7 @@ import {
   redact,
   withoutPassword,
   withPassword,
-} from '../../src/config/conninfo.js'
-import { TraktorError } from '../../src/errors.js'
+} from '../../src/libpq/conninfo.js'
 
 const entries = (s: string) => [...parseConninfo(s)]
 

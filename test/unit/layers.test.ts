@@ -13,10 +13,12 @@ const ALLOWED: Record<string, string[]> = {
   'version.ts': [],
   'compat.ts': [],
   'log.ts': ['config:type'],
+  // the libpq connection-string parser: pure, for every room that reads or writes one
+  libpq: ['errors.ts'],
   // postgres/ident.ts is pure (relation names: parse and quote), for the per-table config keys
-  config: ['errors.ts', 'postgres/ident.ts'],
-  postgres: ['config', 'errors.ts', 'log.ts:type'],
-  mesh: ['config', 'errors.ts', 'log.ts:type'],
+  config: ['errors.ts', 'libpq', 'postgres/ident.ts'],
+  postgres: ['config', 'errors.ts', 'libpq', 'log.ts:type'],
+  mesh: ['config', 'errors.ts', 'libpq', 'log.ts:type'],
   cluster: ['config:type', 'errors.ts', 'log.ts:type', 'mesh:type', 'postgres'],
   resolver: ['config:type', 'errors.ts', 'log.ts:type', 'postgres'],
   metrics: ['cluster:type', 'log.ts:type', 'postgres:type'],
@@ -33,7 +35,7 @@ const ALLOWED: Record<string, string[]> = {
     'resolver',
     'version.ts',
   ],
-  ctl: ['api:type', 'config', 'errors.ts', 'postgres', 'version.ts'],
+  ctl: ['api:type', 'config', 'errors.ts', 'libpq', 'postgres', 'version.ts'],
   demo: ['arbiter.ts', 'config', 'errors.ts', 'log.ts', 'mesh', 'postgres'],
   'main.ts': [
     'arbiter.ts',
