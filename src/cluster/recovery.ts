@@ -53,6 +53,8 @@ export class Recovery {
   private startedMs = 0
   /** proposals prepared here whose outcome nobody reachable knows */
   readonly inDoubt = new Set<string>()
+  /** schema changes decided ABORT whose prepared statement would not roll back: retry times */
+  private readonly rollbacks = new Map<string, { n: number; nextMs: number }>()
   /** our decided COMMITs whose steps keep failing somewhere */
   private readonly stuck = new Map<string, StuckCommit>()
 
@@ -106,6 +108,23 @@ export class Recovery {
       if (this.init.proposals.inFlight.has(p.id)) continue
       await this.init.local.cluster.applyProposal(p)
       this.log.warn({ proposal: p.id }, 'committed a schema change decided before a restart')
+    }
+    // an ABORT this node recorded while answering a member, before this pass got to the
+    // proposal, leaves its prepared statement holding the tables: roll it back
+    // (a failing rollback is tried again after 1 s, doubling up to a minute)
+    for (const id of await this.init.local.schemaChange.abortedButPrepared()) {
+      const tried = this.rollbacks.get(id)
+      if (this.init.proposals.inFlight.has(id) || (tried && now < tried.nextMs)) continue
+      if (await this.init.steps.abort(id)) {
+        this.rollbacks.delete(id)
+        this.log.warn({ proposal: id }, 'rolled back a schema change decided ABORT')
+      } else {
+        const n = (tried?.n ?? 0) + 1
+        this.rollbacks.set(id, {
+          n,
+          nextMs: now + Math.min(RETRY_MIN_MS * 2 ** (n - 1), RETRY_MAX_MS),
+        })
+      }
     }
     for (const p of await this.init.local.cluster.openProposals()) {
       if (p.coordinator === this.init.nodeId) {

@@ -106,9 +106,9 @@ export class Steps {
 
   /**
    * Decide ABORT here (recording the proposal first if given), roll back a schema change
-   * prepared for it, and lower its fence.
+   * prepared for it, and lower its fence. Returns whether a prepared statement was rolled back.
    */
-  async abort(id: string, p?: cs.Proposal): Promise<void> {
+  async abort(id: string, p?: cs.Proposal): Promise<boolean> {
     await this.init.local.cluster.decide(id, 'abort', p).catch(() => undefined)
     const rolled = await this.init.local.schemaChange.rollbackDdl(id).catch((err: Error) => {
       this.log.error(
@@ -129,6 +129,7 @@ export class Steps {
           await this.init.local.fences.dropFenceTrigger(rel).catch(() => this.linger([rel]))
       }
     }
+    return rolled
   }
 
   /**

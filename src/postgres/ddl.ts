@@ -302,6 +302,22 @@ export async function rollbackDdl(db: Db, id: string): Promise<boolean> {
   return true
 }
 
+/**
+ * Schema changes decided ABORT here whose prepared statement is still held: an ABORT recorded
+ * while answering a member's question, before this node's own recovery pass rolled it back.
+ */
+export async function abortedButPrepared(db: Db): Promise<string[]> {
+  const rows = await db.query<{ id: string }>(
+    `SELECT p.id::text AS id
+       FROM trktr.proposals p
+       JOIN pg_prepared_xacts x
+         ON x.gid = $1 || p.id::text AND x.database = current_database()
+      WHERE p.decision = 'abort'`,
+    [ddlGid('')],
+  )
+  return rows.map((r) => r.id)
+}
+
 /** How many transactions this server may hold prepared (0: cluster DDL cannot run here). */
 export async function maxPreparedTransactions(db: Db): Promise<number> {
   const [r] = await db.query<{ n: number }>(

@@ -6,6 +6,7 @@
 // rows and schema. A statement that fails on one node leaves every node as it was; statement
 // kinds the cluster does not run are a 400 that changes nothing.
 import { spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { call, KEY, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
@@ -407,3 +408,47 @@ function ctl(
   })
   return new Promise((resolve) => proc.once('close', (code) => resolve({ code, stdout, stderr })))
 }
+
+describe('recovery of a schema change', () => {
+  it('a statement still prepared for a change decided ABORT here is rolled back', async () => {
+    // what a restarted coordinator leaves when a member asks it before its own recovery pass
+    // runs: the answer records ABORT, the prepared statement still holds the table
+    const id = randomUUID()
+    const gid = `trktr_ddl_${id}`
+    await c.q(
+      1,
+      'CREATE TABLE demo.leftover (id int); ALTER TABLE demo.leftover OWNER TO traktor_arbiter',
+    )
+    await c.q(
+      1,
+      `INSERT INTO trktr.proposals
+         (id, version, op, schema_name, table_name, columns, coordinator, decision, decided)
+       VALUES ($1, 0, 'ddl', 'demo', 'leftover', '{}', 1, 'abort', now())`,
+      [id],
+    )
+    const s = await c.client(1)
+    try {
+      await s.query(
+        `SET ROLE traktor_arbiter; BEGIN; ALTER TABLE demo.leftover ADD COLUMN x int;
+         PREPARE TRANSACTION '${gid}'`,
+      )
+    } finally {
+      await s.end()
+    }
+    await waitFor(
+      async () =>
+        (await c.q(1, 'SELECT 1 FROM pg_prepared_xacts WHERE gid = $1', [gid])).length === 0,
+      15_000,
+      'the prepared statement rolled back',
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${c.problems(1)}`)
+    })
+    expect(c.api(1).logs()).toMatch(/rolled back a schema change decided ABORT/)
+    const column = await c.q(
+      1,
+      `SELECT 1 FROM pg_attribute WHERE attrelid = 'demo.leftover'::regclass AND attname = 'x'`,
+    )
+    expect(column).toHaveLength(0)
+    await c.q(1, 'DROP TABLE demo.leftover')
+  })
+})
