@@ -2,27 +2,33 @@
 // events and the fan-out behind /v1/cluster/* and /rpc. Parts start in dependency order and
 // stop in reverse.
 import type { CrashPoint, JoinMode } from '../config/types.js'
-import { ConflictError, NotFoundError } from '../errors.js'
+import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ConflictEvent } from '../mesh/codec.js'
 import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
 import type * as cs from '../postgres/cluster-state.js'
-import type { HistoryEntry } from '../postgres/history.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { CheckNode } from './check-node.js'
 import { type CheckAnswer, Checker, type CheckPort, type RepairAnswer } from './checker.js'
+import { ClusterHistory, type ClusterHistoryEntry } from './cluster-history.js'
+import { ClusterStatus } from './cluster-status.js'
+
+export type { RosterChange } from './roster-ops.js'
+
 import { type CommitAnswer, CommitMode, newer } from './commit-mode.js'
 import { type DdlAnswer, type DdlRequest, runDdl } from './ddl.js'
 import { isolatedAfterMs, type Timings } from './detector.js'
 import { combine, IsolationWatch, isolationReason, memberReach } from './isolation.js'
 import type { JoinProgress } from './join.js'
 import { Membership } from './membership.js'
-import type { MeshPort } from './port.js'
+import { fanOut, type MeshPort } from './port.js'
 import { type Outcome, Proposals } from './proposals.js'
 import { Reconciler } from './reconcile.js'
 import { Recovery } from './recovery.js'
+import { type RosterChange, RosterOps } from './roster-ops.js'
 import { rpcHandler } from './rpc-handlers.js'
+import { answerOf } from './rpc-results.js'
 import { type MemberUsed, SequenceStriper } from './sequences.js'
 import { SlotHealer } from './slot-healer.js'
 import { Steps } from './steps.js'
@@ -59,7 +65,6 @@ export interface ClusterInit {
 }
 
 const FANOUT_TIMEOUT_MS = 2000
-const MAX_REMOTE_EVENTS = 1000
 
 export class Cluster {
   readonly membership: Membership
@@ -77,12 +82,23 @@ export class Cluster {
   private handler: RpcHandler | undefined
   private readonly init: ClusterInit
   private readonly log: Logger
-  private readonly remoteEvents: Array<ConflictEvent & { receivedMs: number }> = []
+  private readonly conflicts: ClusterHistory
+  private readonly view: ClusterStatus
+  private readonly roster: RosterOps
   private started = false
+  /** takes the conflict-event handler off the mesh (stop) */
+  private offConflicts: (() => void) | undefined
 
   constructor(init: ClusterInit) {
     this.init = init
     this.log = init.log.child({ component: 'cluster' })
+    this.conflicts = new ClusterHistory({
+      nodeId: init.nodeId,
+      own: () => init.local.history(),
+      mesh: init.mesh,
+      members: () => this.membership.members(),
+      log: this.log,
+    })
     const { mesh, local, nodeId } = init
     this.membership = new Membership({
       mesh,
@@ -201,6 +217,26 @@ export class Cluster {
         ...(init.syncQuorum ? { quorum: init.syncQuorum } : {}),
       },
     })
+    this.roster = new RosterOps({
+      nodeId,
+      local,
+      mesh: init.mesh,
+      membership: this.membership,
+      reconciler: this.reconciler,
+      log: this.log,
+    })
+    this.view = new ClusterStatus({
+      nodeId,
+      mesh: init.mesh,
+      local,
+      membership: this.membership,
+      reconciler: this.reconciler,
+      advertisePostgres: init.advertisePostgres,
+      version: init.version,
+      healthReasons: () => this.healthReasons(),
+      sequences: () => this.striper.status(),
+      commit: () => this.commitMode.view(),
+    })
   }
 
   /** What the checker needs of the cluster: who takes part, and the calls to them. */
@@ -278,17 +314,12 @@ export class Cluster {
           !m.duplicate &&
           !this.reconciler.removed.has(m.nodeId),
       )
-    return await Promise.all(
-      members.map(async (m) => {
-        const r = await this.init.mesh.request(
-          m.peerId,
-          { method: 'sequences.used', params: { tables: rels } },
-          { timeoutMs: FANOUT_TIMEOUT_MS },
-        )
-        if (!r.ok) throw new Error(`node ${m.nodeId}: ${r.error.message}`)
-        return { node: m.nodeId, values: r.result as MemberUsed['values'] }
-      }),
-    )
+    const req = { method: 'sequences.used', params: { tables: rels } }
+    return (await fanOut(this.init.mesh, members, req, FANOUT_TIMEOUT_MS)).map(({ member, r }) => {
+      const a = answerOf('sequences.used', r)
+      if (!a.ok) throw new Error(`node ${member.nodeId}: ${a.error}`)
+      return { node: member.nodeId, values: a.result }
+    })
   }
 
   private rpc(): RpcHandler {
@@ -305,7 +336,9 @@ export class Cluster {
       this.membership.byPeerId(from)?.nodeId === (payload as { nodeId?: number }).nodeId
     mesh.setClaimCheck('conflicts', claim)
     mesh.setClaimCheck('proposals', claim)
-    mesh.subscribe('conflicts', (m) => this.onConflictEvent(m.payload as ConflictEvent))
+    this.offConflicts = mesh.subscribe('conflicts', (m) =>
+      this.conflicts.heard(m.payload as ConflictEvent),
+    )
     this.handler = rpcHandler({
       // answered only for peers that announced themselves by heartbeat (and this node)
       isMember: (peerId) =>
@@ -347,6 +380,8 @@ export class Cluster {
   async stop(): Promise<void> {
     if (!this.started) return
     this.started = false
+    this.offConflicts?.()
+    this.offConflicts = undefined
     await this.commitMode.stop()
     await this.healer.stop()
     await this.checker.stop()
@@ -480,20 +515,13 @@ export class Cluster {
    * good, so each drops its subscription to this node and the reconciler makes it anew.
    */
   async askPeersToResubscribe(): Promise<void> {
-    await Promise.all(
-      this.membership.active().map(async (m) => {
-        const r = await this.init.mesh.request(
-          m.peerId,
-          { method: 'subscriptions.recreate', params: { node: this.init.nodeId } },
-          { timeoutMs: 10_000 },
+    const req = { method: 'subscriptions.recreate', params: { node: this.init.nodeId } }
+    for (const { member, r } of await fanOut(this.init.mesh, this.membership.active(), req, 10_000))
+      if (!r.ok)
+        this.log.error(
+          { node: member.nodeId, err: r.error.message },
+          'a member could not subscribe anew to this node',
         )
-        if (!r.ok)
-          this.log.error(
-            { node: m.nodeId, err: r.error.message },
-            'a member could not subscribe anew to this node',
-          )
-      }),
-    )
   }
 
   /** This node's copy of the cluster's data, for metrics. */
@@ -523,306 +551,51 @@ export class Cluster {
 
   /** Every member as this node sees it, itself first. */
   nodes(): Array<Record<string, unknown>> {
-    const now = Date.now()
-    return [
-      {
-        node: this.init.nodeId,
-        self: true,
-        peer_id: this.init.mesh.peerId,
-        state: this.membership.selfDuplicated() ? 'duplicate' : 'alive',
-        join_state: this.reconciler.joinState,
-        ...(this.reconciler.joinError ? { join_error: this.reconciler.joinError } : {}),
-        ...joinDetail(this.reconciler.joinProgress()),
-        postgres_reachable: this.reconciler.postgresUp,
-        replicaset_version: this.reconciler.version,
-        postgres: this.init.advertisePostgres,
-        version: this.init.version,
-      },
-      ...this.membership.members().map((m) => ({
-        node: m.nodeId,
-        self: false,
-        peer_id: m.peerId,
-        state: m.duplicate ? 'duplicate' : m.state,
-        last_heard_ms_ago: now - m.lastHeardMs,
-        join_state: this.reconciler.removed.has(m.nodeId) ? 'removed' : m.joinState,
-        ...(m.joinState === 'copying' && m.joinPercent !== undefined
-          ? { join_percent: m.joinPercent }
-          : {}),
-        postgres_reachable: m.postgresUp,
-        replicaset_version: m.replicasetVersion,
-        postgres: m.postgres,
-        version: m.version,
-        flaps: m.flaps,
-      })),
-    ]
+    return this.view.nodes()
   }
 
   /** This node's status, as the fan-out reports it. */
   async localStatus(): Promise<Record<string, unknown>> {
-    const { local } = this.init
-    const status = await local.status()
-    const subs = await local.subscriptions()
-    return {
-      ...status,
-      join_state: this.reconciler.joinState,
-      replicaset_version: this.reconciler.version,
-      reasons: this.healthReasons(),
-      sequences: this.striper.status(),
-      commit: this.commitMode.view(),
-      subscriptions: subs.map((s) => ({
-        name: s.name,
-        peer: s.peer,
-        enabled: s.enabled,
-        apply_errors: s.applyErrors,
-      })),
-    }
+    return await this.view.local()
   }
 
   /** Every member's status, asked in parallel; an unreachable one says so. */
   async status(): Promise<Record<string, unknown>> {
-    const members = this.membership
-      .members()
-      .filter((m) => m.joinState !== 'removed' && !this.reconciler.removed.has(m.nodeId))
-    const remote = await Promise.all(
-      members.map(async (m) => {
-        if (m.state === 'dead') return { node: m.nodeId, reachable: false, state: m.state }
-        const r = await this.init.mesh.request(
-          m.peerId,
-          { method: 'node.status', params: {} },
-          { timeoutMs: FANOUT_TIMEOUT_MS },
-        )
-        return r.ok
-          ? {
-              node: m.nodeId,
-              reachable: true,
-              state: m.duplicate ? 'duplicate' : m.state,
-              last_heard_ms_ago: Date.now() - m.lastHeardMs,
-              ...(r.result as object),
-            }
-          : { node: m.nodeId, reachable: false, state: m.state, error: r.error.message }
-      }),
-    )
-    const selfState = this.membership.selfDuplicated() ? 'duplicate' : 'alive'
-    const self = { reachable: true, state: selfState, ...(await this.localStatus()) }
-    const all = [self, ...remote] as Array<Record<string, unknown>>
-    // a check's finding is told to every member: one line, not one per member
-    const reasons = [...new Set(all.flatMap(memberReasons))]
-    return {
-      node: this.init.nodeId,
-      healthy: reasons.length === 0,
-      reasons,
-      replicaset_version: this.reconciler.version,
-      members: all.sort((a, b) => Number(a.node) - Number(b.node)),
-    }
+    return await this.view.cluster()
   }
 
   /** Every node's resolutions: asked live, completed from gossip for nodes that do not answer. */
-  async history(): Promise<Array<HistoryEntry & { node: number }>> {
-    const out: Array<HistoryEntry & { node: number }> = (await this.init.local.history()).map(
-      (h) => ({ ...h, node: this.init.nodeId }),
-    )
-    const answered = new Set([this.init.nodeId])
-    await Promise.all(
-      this.membership.members().map(async (m) => {
-        if (m.state === 'dead') return
-        const r = await this.init.mesh.request(
-          m.peerId,
-          { method: 'history.list', params: {} },
-          { timeoutMs: FANOUT_TIMEOUT_MS },
-        )
-        if (!r.ok || !Array.isArray(r.result)) return
-        answered.add(m.nodeId)
-        for (const h of r.result as HistoryEntry[]) out.push({ ...h, node: m.nodeId })
-      }),
-    )
-    for (const e of this.remoteEvents) {
-      if (answered.has(e.nodeId)) continue
-      out.push({
-        node: e.nodeId,
-        subscription: e.subscription,
-        lsn: e.lsn,
-        occurred: e.occurred,
-        relation: e.relation,
-        key: null,
-        value: null,
-        sqlStateCode: e.sqlState,
-        reason: e.reason,
-        kind: e.sqlState.startsWith('23') ? 'conflict' : 'error',
-        action: e.action === 'skip' ? 'skip' : 'none',
-        attempts: 1,
-        resolved: e.resolved,
-      })
-    }
-    return dedupeResolutions(out).sort((a, b) => (a.occurred < b.occurred ? 1 : -1))
+  async history(): Promise<ClusterHistoryEntry[]> {
+    return await this.conflicts.all()
   }
 
   /** Announce a resolver event to every member. */
   async announceConflict(e: Omit<ConflictEvent, 'v' | 'kind' | 'nodeId'>): Promise<void> {
-    const event: ConflictEvent = { v: 1, kind: 'conflict', nodeId: this.init.nodeId, ...e }
-    await this.init.mesh
-      .publish('conflicts', event)
-      .catch((err: Error) => this.log.debug({ err: err.message }, 'conflict event not sent'))
-  }
-
-  private onConflictEvent(e: ConflictEvent): void {
-    this.remoteEvents.push({ ...e, receivedMs: Date.now() })
-    if (this.remoteEvents.length > MAX_REMOTE_EVENTS) this.remoteEvents.shift()
-    this.log.info(
-      {
-        from: e.nodeId,
-        subscription: e.subscription,
-        lsn: e.lsn,
-        relation: e.relation,
-        action: e.action,
-      },
-      'conflict event from a member',
-    )
+    await this.conflicts.announce(e)
   }
 
   /**
-   * Remove a node from the cluster: the removal goes into this node's roster and is sent to
-   * every live member (the removed node included, if it answers); each drops its subscription
-   * to the node and the slot the node's subscription used, and the node drops its own
-   * subscriptions. A member that misses it (down, partitioned) learns it from the roster's
-   * version in the heartbeats; a removed node that comes back is told, and takes no part.
+   * Remove a node from the cluster (RosterOps.remove): every live member drops it, and a
+   * member that misses it learns it from the roster's version in the heartbeats.
    */
   async removeNode(node: number): Promise<RosterChange> {
     this.requireMember()
-    const known =
-      this.membership.members().some((m) => m.nodeId === node) ||
-      (await this.init.local.subscriptions()).some((s) => s.peer === node)
-    if (!known && !this.reconciler.removed.has(node)) {
-      throw new NotFoundError(`node ${node} is not a member of this cluster`, 'ERR_NO_SUCH_NODE')
-    }
-    await this.init.local.cluster.markRemoved(node)
-    const results = await this.spreadRoster(node)
-    this.log.info({ node, results }, 'node removed from the cluster')
-    return { node, results }
+    return await this.roster.remove(node)
   }
 
-  /**
-   * Copy the cluster's data again on a node (itself or a member): it answers at once and copies
-   * in the background; /v1/cluster/nodes follows it (join_state copying, join_percent).
-   */
+  /** Copy the cluster's data again on a node (itself or a member), in the background. */
   async resync(node: number): Promise<{ node: number; join_state: 'copying' }> {
     this.requireMember()
-    if (node === this.init.nodeId) {
-      await this.reconciler.resync()
-    } else {
-      const m = this.membership.active().find((x) => x.nodeId === node)
-      if (!m) throw new NotFoundError(`node ${node} is not a live member`, 'ERR_NO_SUCH_NODE')
-      const r = await this.init.mesh.request(
-        m.peerId,
-        { method: 'node.resync', params: {} },
-        { timeoutMs: 10_000 },
-      )
-      if (!r.ok) throw new ConflictError(`node ${node}: ${r.error.message}`, 'ERR_RESYNC_REFUSED')
-    }
-    this.log.info({ node }, 'resync started')
-    return { node, join_state: 'copying' }
+    return await this.roster.resync(node)
   }
 
   /** Take a removed node back: it joins again (adopts the replicaset, members subscribe to it). */
   async readmitNode(node: number): Promise<RosterChange> {
     this.requireMember()
-    if (!this.reconciler.removed.has(node)) {
-      throw new ConflictError(`node ${node} is not removed from this cluster`, 'ERR_NOT_REMOVED')
-    }
-    await this.init.local.cluster.markReadmitted(node)
-    const results = await this.spreadRoster(node)
-    this.log.info({ node, results }, 'node re-admitted to the cluster')
-    return { node, results }
+    return await this.roster.readmit(node)
   }
-
-  /** Apply the roster here, then send it to every live member; each answers for itself. */
-  private async spreadRoster(node: number): Promise<RosterChange['results']> {
-    const entries = await this.init.local.cluster.roster()
-    await this.reconciler.mergeRoster(entries)
-    const results: RosterChange['results'] = [{ node: this.init.nodeId, ok: true }]
-    const targets = this.membership.members().filter((m) => m.state !== 'dead' && !m.duplicate)
-    await Promise.all(
-      targets.map(async (m) => {
-        const r = await this.init.mesh.request(
-          m.peerId,
-          { method: 'roster.merge', params: { entries } },
-          { timeoutMs: 5000 },
-        )
-        results.push({ node: m.nodeId, ok: r.ok, ...(r.ok ? {} : { error: r.error.message }) })
-      }),
-    )
-    // the node itself first, as the answer has always listed it
-    return results.sort((a, b) => (a.node === node ? -1 : b.node === node ? 1 : 0))
-  }
-}
-
-/**
- * Several nodes may record one row-level conflict (each that saw an older version arrive late):
- * one row per key and winning version, with every node that recorded it.
- */
-function dedupeResolutions(
-  rows: Array<HistoryEntry & { node: number }>,
-): Array<HistoryEntry & { node: number; nodes?: number[] }> {
-  const seen = new Map<string, HistoryEntry & { node: number; nodes: number[] }>()
-  const out: Array<HistoryEntry & { node: number; nodes?: number[] }> = []
-  for (const h of rows) {
-    if (h.action !== 'lww') {
-      out.push(h)
-      continue
-    }
-    const id = JSON.stringify([h.relation, h.key, h.winner?.node, h.winner?.ts])
-    const first = seen.get(id)
-    if (first) {
-      if (!first.nodes.includes(h.node)) first.nodes.push(h.node)
-      continue
-    }
-    const row = { ...h, nodes: [h.node] }
-    seen.set(id, row)
-    out.push(row)
-  }
-  for (const r of seen.values()) r.nodes.sort((a, b) => a - b)
-  return out
-}
-
-/** Why one member makes the cluster unhealthy, in words an operator acts on. */
-function memberReasons(n: Record<string, unknown>): string[] {
-  const node = `node ${String(n.node)}`
-  if (!n.reachable) {
-    return [
-      `${node} does not answer${typeof n.error === 'string' ? `: ${n.error}` : ` (${String(n.state)})`}`,
-    ]
-  }
-  const out: string[] = []
-  if (n.state !== 'alive') out.push(`${node} is ${String(n.state)}`)
-  if (n.is_replicating === false) out.push(`${node}: a subscription is disabled`)
-  const own = Array.isArray(n.reasons) ? (n.reasons as unknown[]).map(String) : []
-  // a member's own reasons already name it; duplicates of ours are left out
-  for (const r of own) if (!out.includes(r)) out.push(r.startsWith('node ') ? r : `${node}: ${r}`)
-  return out
-}
-
-export interface RosterChange {
-  node: number
-  results: Array<{ node: number; ok: boolean; error?: string }>
 }
 
 function joinPercent(p: JoinProgress | undefined): { joinPercent?: number } {
   return p ? { joinPercent: p.percent } : {}
-}
-
-/** A copying node's own view of its copy, for /v1/cluster/nodes. */
-function joinDetail(p: JoinProgress | undefined): Record<string, unknown> {
-  if (!p) return {}
-  return {
-    join_percent: p.percent,
-    join_copy: {
-      phase: p.phase,
-      donor: p.donor ?? null,
-      attempt: p.attempt,
-      tables: p.tables,
-      tables_done: p.tablesDone,
-      rows_copied: p.rowsCopied,
-      rows_estimated: p.rowsEstimated,
-      ...(p.lastError ? { last_error: p.lastError } : {}),
-    },
-  }
 }

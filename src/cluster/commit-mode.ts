@@ -8,6 +8,7 @@ import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { Member } from './membership.js'
+import { answerOf } from './rpc-results.js'
 import { SyncMode } from './sync-mode.js'
 
 export type CommitSetting = cs.CommitSetting
@@ -199,10 +200,12 @@ export class CommitMode {
     if (local) return abort(`node ${this.init.nodeId}: ${local}`)
     const checks = await Promise.all(
       members.map(async (m) => {
-        const r = await port.request(m, 'commit.check', { mode: want.mode })
-        if (!r.ok) return `node ${m.nodeId}: ${r.error.message}`
-        const reason = (r.result as { reason?: unknown }).reason
-        return typeof reason === 'string' ? `node ${m.nodeId}: ${reason}` : undefined
+        const r = answerOf(
+          'commit.check',
+          await port.request(m, 'commit.check', { mode: want.mode }),
+        )
+        if (!r.ok) return `node ${m.nodeId}: ${r.error}`
+        return r.result.reason === undefined ? undefined : `node ${m.nodeId}: ${r.result.reason}`
       }),
     )
     const refused = checks.filter((c): c is string => c !== undefined)

@@ -69,6 +69,8 @@ export class Membership {
   private readonly incarnation: number
   private timer: NodeJS.Timeout | undefined
   private selfDuplicateLogged = false
+  /** what start() subscribed to, released by stop() */
+  private readonly disposers: Array<() => void> = []
   private readonly now: () => number
 
   constructor(init: MembershipInit) {
@@ -81,8 +83,10 @@ export class Membership {
   start(): void {
     if (this.timer) return
     const { mesh } = this.init
-    mesh.subscribe('membership', (m) => this.onHeartbeat(m))
-    mesh.onPeer((peerId, event) => this.onPeerEvent(peerId, event))
+    this.disposers.push(
+      mesh.subscribe('membership', (m) => this.onHeartbeat(m)),
+      mesh.onPeer((peerId, event) => this.onPeerEvent(peerId, event)),
+    )
     this.timer = setInterval(() => this.tick(), this.init.timings.heartbeatMs)
     this.tick()
   }
@@ -90,6 +94,7 @@ export class Membership {
   stop(): void {
     clearInterval(this.timer)
     this.timer = undefined
+    for (const off of this.disposers.splice(0)) off()
   }
 
   /**
@@ -175,9 +180,9 @@ export class Membership {
     const hb = m.payload as Heartbeat
     const now = this.now()
     const prev = this.byPeer.get(m.from)
-    const r: Record = prev ?? {
+    // what the heartbeat says of its sender, as of now
+    const said = {
       nodeId: hb.nodeId,
-      peerId: m.from,
       postgres: hb.postgres,
       version: hb.version,
       incarnation: hb.incarnation,
@@ -186,34 +191,27 @@ export class Membership {
       replicasetVersion: hb.replicasetVersion,
       rosterVersion: hb.rosterVersion ?? 0,
       postgresUp: hb.postgresUp ?? true,
-      state: 'alive',
       lastHeardMs: now,
+    }
+    const r: Record = prev ?? {
+      ...said,
+      peerId: m.from,
+      state: 'alive',
       aliveSinceMs: now,
       flaps: 0,
       duplicate: false,
     }
     const changed =
       !prev ||
-      prev.joinState !== hb.state ||
-      prev.replicasetVersion !== hb.replicasetVersion ||
-      prev.rosterVersion !== (hb.rosterVersion ?? 0) ||
-      prev.postgresUp !== (hb.postgresUp ?? true) ||
+      prev.joinState !== said.joinState ||
+      prev.replicasetVersion !== said.replicasetVersion ||
+      prev.rosterVersion !== said.rosterVersion ||
+      prev.postgresUp !== said.postgresUp ||
       prev.commit?.changed !== hb.commit?.changed ||
-      prev.nodeId !== hb.nodeId
+      prev.nodeId !== said.nodeId
     if (prev && prev.incarnation !== hb.incarnation)
       this.log.info({ node: hb.nodeId }, 'member restarted')
-    Object.assign(r, {
-      nodeId: hb.nodeId,
-      postgres: hb.postgres,
-      version: hb.version,
-      incarnation: hb.incarnation,
-      joinState: hb.state,
-      joinPercent: hb.joinPercent,
-      replicasetVersion: hb.replicasetVersion,
-      rosterVersion: hb.rosterVersion ?? 0,
-      postgresUp: hb.postgresUp ?? true,
-      lastHeardMs: now,
-    })
+    Object.assign(r, said)
     if (hb.commit) r.commit = hb.commit
     else delete r.commit
     delete r.disconnectedAtMs

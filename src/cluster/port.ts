@@ -14,9 +14,10 @@ export interface MeshPort {
   readonly peerId: string
   addresses(): string[]
   publish(topic: TopicName, payload: object): Promise<void>
-  subscribe(topic: TopicName, handler: (m: GossipMessage) => void): void
+  /** returns the disposer that takes the handler off again */
+  subscribe(topic: TopicName, handler: (m: GossipMessage) => void): () => void
   setClaimCheck(topic: TopicName, check: ClaimCheck): void
-  onPeer(handler: (peerId: string, event: 'connect' | 'disconnect') => void): void
+  onPeer(handler: (peerId: string, event: 'connect' | 'disconnect') => void): () => void
   connectedPeers(): string[]
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */
   isolation(): MeshIsolation
@@ -30,4 +31,19 @@ export interface MeshPort {
     req: RpcRequest,
     opts?: { timeoutMs?: number; signal?: AbortSignal },
   ): Promise<RpcResponse>
+}
+
+/** One request to each of `members` at once; every answer (or error) with its member. */
+export async function fanOut<M extends { peerId: string }>(
+  mesh: Pick<MeshPort, 'request'>,
+  members: readonly M[],
+  req: RpcRequest,
+  timeoutMs: number,
+): Promise<Array<{ member: M; r: RpcResponse }>> {
+  return await Promise.all(
+    members.map(async (member) => ({
+      member,
+      r: await mesh.request(member.peerId, req, { timeoutMs }),
+    })),
+  )
 }

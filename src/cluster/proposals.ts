@@ -13,6 +13,7 @@ import type { LocalNode } from '../postgres/local.js'
 import type { UsedValue } from '../postgres/sequences.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
+import { answerOf } from './rpc-results.js'
 import { floorsOf } from './sequences.js'
 import { DDL_LOCK_TIMEOUT_MS, DDL_STATEMENT_TIMEOUT_MS, type Steps } from './steps.js'
 
@@ -287,7 +288,8 @@ export class Proposals {
       this.init.steps.used([rel]).catch(() => undefined),
       ...members.map(async (m) => {
         const r = await this.call(m, 'sequences.used', { tables: [rel] }, PREPARE_TIMEOUT_MS)
-        return r.ok && Array.isArray(r.result) ? (r.result as UsedValue[]) : undefined
+        const a = answerOf('sequences.used', r)
+        return a.ok ? a.result : undefined
       }),
     ])
     const all = answers.filter((a): a is UsedValue[] => a !== undefined)
@@ -314,9 +316,8 @@ export class Proposals {
       ),
       ...members.map(async (m) => {
         const r = await this.call(m, 'check.sync', { nodes, timeoutMs: drainMs }, drainMs + 5000)
-        return r.ok
-          ? { node: m.nodeId, a: r.result as DrainAnswer }
-          : { node: m.nodeId, err: r.error.message }
+        const a = answerOf('check.sync', r)
+        return a.ok ? { node: m.nodeId, a: a.result } : { node: m.nodeId, err: a.error }
       }),
     ])
     const lagging = drained.flatMap((d): NodeVerdict[] => {
@@ -333,10 +334,12 @@ export class Proposals {
     if (lagging.length > 0) return lagging
     if (this.init.crashAt === 'ddl-drained') await this.crash('ddl-drained')
     const pending = members.map(async (m): Promise<NodeVerdict> => {
-      const r = await this.call(m, 'proposal.ddl', { id: p.id }, DDL_PREPARE_TIMEOUT_MS)
-      if (!r.ok)
-        return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error.message}` }
-      const v = r.result as { ack: boolean; reason?: string }
+      const r = answerOf(
+        'proposal.ddl',
+        await this.call(m, 'proposal.ddl', { id: p.id }, DDL_PREPARE_TIMEOUT_MS),
+      )
+      if (!r.ok) return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error}` }
+      const v = r.result
       return { node: m.nodeId, ack: v.ack === true, ...(v.reason ? { reason: v.reason } : {}) }
     })
     const own = await this.init.steps.prepareDdl(p)
@@ -360,14 +363,17 @@ export class Proposals {
   }
 
   private async prepareOn(m: Member, p: cs.Proposal): Promise<NodeVerdict> {
-    const r = await this.call(
-      m,
+    const r = answerOf(
       'proposal.prepare',
-      { proposal: p },
-      this.init.prepareTimeoutMs ?? PREPARE_TIMEOUT_MS,
+      await this.call(
+        m,
+        'proposal.prepare',
+        { proposal: p },
+        this.init.prepareTimeoutMs ?? PREPARE_TIMEOUT_MS,
+      ),
     )
-    if (!r.ok) return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error.message}` }
-    const v = r.result as { ack: boolean; reason?: string }
+    if (!r.ok) return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error}` }
+    const v = r.result
     return { node: m.nodeId, ack: v.ack === true, ...(v.reason ? { reason: v.reason } : {}) }
   }
 

@@ -15,7 +15,9 @@ import type { LocalNode } from '../postgres/local.js'
 import { JoinCopy, type JoinProgress, type RunOptions } from './join.js'
 import { decideJoin } from './join-decide.js'
 import type { JoinState, Member, Membership } from './membership.js'
-import type { MeshPort } from './port.js'
+import { fanOut, type MeshPort } from './port.js'
+import { decidePass, rosterSource } from './reconcile-decide.js'
+import { answerOf } from './rpc-results.js'
 import type { SequenceStriper } from './sequences.js'
 
 const TICK_MS = 500
@@ -164,27 +166,22 @@ export class Reconciler {
     this.version = await local.cluster.replicasetVersion()
     await this.tellRemoved()
     const members = membership.members().filter((m) => !this.removed.has(m.nodeId) && !m.duplicate)
-    const ahead = members
-      .filter(
-        (m) => m.state === 'alive' && m.joinState === 'ready' && m.replicasetVersion > this.version,
-      )
-      .sort((a, b) => b.replicasetVersion - a.replicasetVersion)[0]
-    if (!ahead && this.adoptFailed) {
-      // caught up another way (an in-doubt commit learned from a peer): the failed adopt's
-      // error no longer stands, and the node must not stay 'joining' for it
+    const verdict = decidePass({
+      self: nodeId,
+      removed: this.removed,
+      joinState: this.joinState,
+      joinError: this.joinError,
+      adoptFailed: this.adoptFailed,
+      version: this.version,
+      members,
+      bootstrapsElsewhere: this.init.mesh.bootstrapsElsewhere?.() ?? false,
+      graceOver: Date.now() - this.startedMs >= this.init.joinGraceMs,
+    })
+    if (verdict.kind === 'adopt') await this.adopt(verdict.from)
+    else if (verdict.kind === 'arrive') {
       this.adoptFailed = false
       this.joinError = undefined
-    }
-    if (ahead) {
-      await this.adopt(ahead)
-    } else if (this.joinState === 'joining' && this.joinError === undefined) {
-      const readyPeer = members.some((m) => m.state === 'alive' && m.joinState === 'ready')
-      // founding (ready with nobody ready to follow) only after a grace period, and not by a
-      // node told to join others that has heard no member yet: on a slow start it would be
-      // ready for a moment with its own (empty) replicaset, and members would wire to it
-      const alone = members.length === 0 && (this.init.mesh.bootstrapsElsewhere?.() ?? false)
-      const graceOver = Date.now() - this.startedMs >= this.init.joinGraceMs
-      if (readyPeer || (graceOver && !alone)) await this.arrive(members)
+      await this.arrive(members)
     }
     if (this.joinState !== 'ready') return
     // the cluster grew past the stride, or a sequence was reset by hand: stripe again
@@ -206,12 +203,7 @@ export class Reconciler {
    */
   private async syncRoster(): Promise<void> {
     const alive = this.init.membership.members().filter((m) => m.state === 'alive' && !m.duplicate)
-    const newer = alive
-      .filter((m) => m.rosterVersion > this.rosterVersion)
-      .sort((a, b) => b.rosterVersion - a.rosterVersion)[0]
-    const source =
-      newer ??
-      (this.joinState === 'joining' ? alive.find((m) => m.joinState === 'ready') : undefined)
+    const source = rosterSource(alive, this.rosterVersion, this.joinState)
     if (!source) return
     const r = await this.init.mesh.request(
       source.peerId,
@@ -435,14 +427,16 @@ export class Reconciler {
   /** Take a member's replicaset (join, or catch up after missing changes). */
   private async adopt(from: Member): Promise<void> {
     const { local, mesh } = this.init
-    const r = await mesh.request(
-      from.peerId,
-      { method: 'replicaset.get', params: {} },
-      { timeoutMs: 3000 },
+    const r = answerOf(
+      'replicaset.get',
+      await mesh.request(
+        from.peerId,
+        { method: 'replicaset.get', params: {} },
+        { timeoutMs: 3000 },
+      ),
     )
-    if (!r.ok)
-      throw new Error(`cannot read the replicaset from node ${from.nodeId}: ${r.error.message}`)
-    const snap = r.result as cs.ReplicasetSnapshot
+    if (!r.ok) throw new Error(`cannot read the replicaset from node ${from.nodeId}: ${r.error}`)
+    const snap: cs.ReplicasetSnapshot = r.result
     const problems = await this.check(snap, from.nodeId)
     if (problems.length > 0) {
       const msg = `cannot join: ${problems.join('; ')}`
@@ -481,17 +475,11 @@ export class Reconciler {
     const asked = membership
       .active()
       .filter((m) => this.owedRefresh.has(m.nodeId) && !this.removed.has(m.nodeId))
-    await Promise.all(
-      asked.map(async (m) => {
-        const r = await mesh.request(
-          m.peerId,
-          { method: 'subscriptions.refresh', params: { node: nodeId } },
-          { timeoutMs: 5000 },
-        )
-        if (r.ok) this.owedRefresh.delete(m.nodeId)
-        else this.log.debug({ node: m.nodeId, err: r.error.message }, 'refresh request failed')
-      }),
-    )
+    const req = { method: 'subscriptions.refresh', params: { node: nodeId } }
+    for (const { member: m, r } of await fanOut(mesh, asked, req, 5000)) {
+      if (r.ok) this.owedRefresh.delete(m.nodeId)
+      else this.log.debug({ node: m.nodeId, err: r.error.message }, 'refresh request failed')
+    }
     for (const n of this.owedRefresh) if (this.removed.has(n)) this.owedRefresh.delete(n)
   }
 

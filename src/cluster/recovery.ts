@@ -8,8 +8,9 @@ import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { Membership } from './membership.js'
-import type { MeshPort } from './port.js'
+import { fanOut, type MeshPort } from './port.js'
 import type { Proposals } from './proposals.js'
+import { answerOf } from './rpc-results.js'
 import type { Steps } from './steps.js'
 
 const TICK_MS = 1000
@@ -43,7 +44,22 @@ export interface RecoveryInit {
   log: Logger
 }
 
-type Status = { decision: 'commit' | 'abort' | 'pending' | 'unknown' }
+export type Status = { decision: 'commit' | 'abort' | 'pending' | 'unknown' }
+
+/**
+ * What a member does with a proposal it prepared that is still undecided past its timeout,
+ * from what every reachable node answered (undefined: no answer): a COMMIT anywhere → commit;
+ * an ABORT, or a node that never saw it (it records ABORT before answering, fencing out a
+ * late COMMIT) → abort; only "pending" and silence → in doubt (wait, and say so). The
+ * coordinator answers ABORT for an undecided proposal it is not driving any more.
+ */
+export function inDoubtOutcome(
+  answers: ReadonlyArray<Status | undefined>,
+): 'commit' | 'abort' | 'in doubt' {
+  if (answers.some((a) => a?.decision === 'commit')) return 'commit'
+  if (answers.some((a) => a?.decision === 'abort' || a?.decision === 'unknown')) return 'abort'
+  return 'in doubt'
+}
 
 export class Recovery {
   private readonly init: RecoveryInit
@@ -202,15 +218,8 @@ export class Recovery {
   }
 
   private async resolveInDoubt(p: cs.ProposalRow): Promise<void> {
-    const answers = await this.askAll(p.id)
-    const coord = answers.get(p.coordinator)
-    const decisions = [...answers.values()]
-    let outcome: 'commit' | 'abort' | undefined
-    if (decisions.some((d) => d?.decision === 'commit')) outcome = 'commit'
-    else if (decisions.some((d) => d?.decision === 'abort' || d?.decision === 'unknown'))
-      outcome = 'abort'
-    else if (coord && coord.decision !== 'pending') outcome = 'abort'
-    if (outcome === undefined) {
+    const outcome = inDoubtOutcome([...(await this.askAll(p.id)).values()])
+    if (outcome === 'in doubt') {
       if (!this.inDoubt.has(p.id))
         this.log.error(
           { proposal: p.id, coordinator: p.coordinator },
@@ -234,26 +243,17 @@ export class Recovery {
 
   private async askAll(id: string): Promise<Map<number, Status | undefined>> {
     const out = new Map<number, Status | undefined>()
-    await Promise.all(
-      this.init.membership.members().map(async (m) => {
-        if (m.state === 'dead') return
-        const r = await this.init.mesh.request(
-          m.peerId,
-          { method: 'proposal.status', params: { id } },
-          { timeoutMs: 2000 },
-        )
-        out.set(m.nodeId, r.ok ? (r.result as Status) : undefined)
-      }),
-    )
+    const live = this.init.membership.members().filter((m) => m.state !== 'dead')
+    const req = { method: 'proposal.status', params: { id } }
+    for (const { member, r } of await fanOut(this.init.mesh, live, req, 2000)) {
+      const a = answerOf('proposal.status', r)
+      out.set(member.nodeId, a.ok ? a.result : undefined)
+    }
     return out
   }
 
   private async broadcast(method: string, params: unknown): Promise<void> {
-    await Promise.all(
-      this.init.membership
-        .members()
-        .filter((m) => m.state !== 'dead')
-        .map((m) => this.init.mesh.request(m.peerId, { method, params }, { timeoutMs: 2000 })),
-    )
+    const live = this.init.membership.members().filter((m) => m.state !== 'dead')
+    await fanOut(this.init.mesh, live, { method, params }, 2000)
   }
 }

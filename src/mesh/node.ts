@@ -155,18 +155,31 @@ export class Mesh {
     await this.running().gossip.publishRaw(topic, bytes)
   }
 
-  subscribe(topic: TopicName, handler: (m: GossipMessage) => void): void {
+  /** Returns the disposer that takes the handler off again. */
+  subscribe(topic: TopicName, handler: (m: GossipMessage) => void): () => void {
     const list = this.handlers.get(topic) ?? []
     list.push(handler)
     this.handlers.set(topic, list)
+    return () => {
+      const now = this.handlers.get(topic) ?? []
+      this.handlers.set(
+        topic,
+        now.filter((h) => h !== handler),
+      )
+    }
   }
 
   setClaimCheck(topic: TopicName, check: ClaimCheck): void {
     this.claimChecks.set(topic, check)
   }
 
-  onPeer(handler: PeerHandler): void {
+  /** Returns the disposer that takes the handler off again. */
+  onPeer(handler: PeerHandler): () => void {
     this.peerHandlers.push(handler)
+    return () => {
+      const i = this.peerHandlers.indexOf(handler)
+      if (i >= 0) this.peerHandlers.splice(i, 1)
+    }
   }
 
   /** Whether the bootstrap list names somewhere to go other than this node itself. */
