@@ -6,6 +6,7 @@ import { ApiServer } from './api/server.js'
 import { Cluster } from './cluster/cluster.js'
 import { isolatedAfterMs } from './cluster/detector.js'
 import { anyLww, type Config, strategyFor } from './config/types.js'
+import { stopInOrder } from './lifecycle.js'
 import type { Logger } from './log.js'
 import { Mesh } from './mesh/node.js'
 import { Metrics } from './metrics/metrics.js'
@@ -234,12 +235,14 @@ export class Arbiter {
   async stop(): Promise<void> {
     if (this.state.kind !== 'running') return
     this.state = { kind: 'stopped' }
-    await this.api.stop()
-    await this.lww?.stop()
-    await this.resolver.stop()
-    await this.cluster?.stop()
-    await this.mesh?.stop()
-    await this.local.stop()
+    await stopInOrder(this.log, [
+      ['api', () => this.api.stop()],
+      ['lww', () => this.lww?.stop()],
+      ['resolver', () => this.resolver.stop()],
+      ['cluster', () => this.cluster?.stop()],
+      ['mesh', () => this.mesh?.stop()],
+      ['postgres', () => this.local.stop()],
+    ])
     this.log.info('arbiter stopped')
   }
 }

@@ -94,8 +94,15 @@ async function start(args: string[]): Promise<number> {
   }
   await stopped
   await arbiter.stop()
-  return 0
+  // every part has stopped; whatever the runtime still holds open (a socket a library did not
+  // close, a retry timer) must not keep a stopped daemon alive: say what it was, and exit
+  const left = process.getActiveResourcesInfo().filter((r) => !IDLE_RESOURCES.has(r))
+  if (left.length > 0) log.debug({ resources: left }, 'still open after stop; exiting anyway')
+  return process.exit(0)
 }
+
+/** what a stopped process holds without anything pending: its own standard streams */
+const IDLE_RESOURCES = new Set(['TTYWrap', 'PipeWrap', 'FSReqCallback'])
 
 async function demo(args: string[]): Promise<number> {
   const badNodes = '--nodes must be an integer from 2 to 9'

@@ -3,6 +3,7 @@
 // stop in reverse.
 import type { CrashPoint, JoinMode } from '../config/types.js'
 import { ConflictError } from '../errors.js'
+import { stopInOrder } from '../lifecycle.js'
 import type { Logger } from '../log.js'
 import type { ConflictEvent } from '../mesh/codec.js'
 import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
@@ -382,14 +383,16 @@ export class Cluster {
     this.started = false
     this.offConflicts?.()
     this.offConflicts = undefined
-    await this.commitMode.stop()
-    await this.healer.stop()
-    await this.checker.stop()
-    this.isolationWatch.stop()
-    this.recovery.stop()
-    await this.reconciler.stop()
-    this.membership.stop()
-    await this.steps.stop()
+    await stopInOrder(this.log, [
+      ['commit-mode', () => this.commitMode.stop()],
+      ['slot-healer', () => this.healer.stop()],
+      ['checker', () => this.checker.stop()],
+      ['isolation-watch', () => this.isolationWatch.stop()],
+      ['recovery', () => this.recovery.stop()],
+      ['reconciler', () => this.reconciler.stop()],
+      ['membership', () => this.membership.stop()],
+      ['steps', () => this.steps.stop()],
+    ])
   }
 
   /**

@@ -13,13 +13,15 @@ const ALLOWED: Record<string, string[]> = {
   'version.ts': [],
   'compat.ts': [],
   'log.ts': ['config:type'],
+  // stopping parts in order, with a watchdog that names a part slow to stop
+  'lifecycle.ts': ['log.ts:type'],
   // the libpq connection-string parser: pure, for every room that reads or writes one
   libpq: ['errors.ts'],
   // postgres/ident.ts is pure (relation names: parse and quote), for the per-table config keys
   config: ['errors.ts', 'libpq', 'postgres/ident.ts'],
   postgres: ['config', 'errors.ts', 'libpq', 'log.ts:type'],
   mesh: ['config', 'errors.ts', 'libpq', 'log.ts:type'],
-  cluster: ['config:type', 'errors.ts', 'log.ts:type', 'mesh:type', 'postgres'],
+  cluster: ['config:type', 'errors.ts', 'lifecycle.ts', 'log.ts:type', 'mesh:type', 'postgres'],
   resolver: ['config:type', 'errors.ts', 'log.ts:type', 'postgres'],
   metrics: ['cluster:type', 'log.ts:type', 'postgres:type'],
   api: ['cluster:type', 'config:type', 'errors.ts', 'log.ts:type', 'postgres', 'version.ts'],
@@ -28,6 +30,7 @@ const ALLOWED: Record<string, string[]> = {
     'cluster',
     'config',
     'errors.ts',
+    'lifecycle.ts',
     'log.ts',
     'mesh',
     'metrics',
