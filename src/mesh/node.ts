@@ -70,7 +70,7 @@ type State =
   | { status: 'stopping'; done: Promise<void> }
 
 function zeroByTopic(): Record<TopicName, number> {
-  return { membership: 0, proposals: 0, conflicts: 0 }
+  return { membership: 0, conflicts: 0 }
 }
 
 export class Mesh {

@@ -2,7 +2,7 @@
 // libp2p; everything else sees peer ids as strings and payloads as plain JSON values.
 
 /** Gossip topics, each versioned and per cluster on the wire: /traktor/<cluster>/<name>/1 */
-export type TopicName = 'membership' | 'proposals' | 'conflicts'
+export type TopicName = 'membership' | 'conflicts'
 
 export interface GossipMessage {
   /** the signed publisher (libp2p peer id, "12D3KooW...") — never the relaying peer */

@@ -351,13 +351,25 @@ describe('many peers on one IP address', () => {
     await Promise.all([p.partition([q.peerId]), q.partition([p.peerId])])
     await waitFor(() => !q.connectedPeers().includes(p.peerId), 2000, 'p and q apart')
     const relayed: GossipMessage[] = []
-    q.subscribe('proposals', (m) => relayed.push(m))
-    const proposal = { v: 1, kind: 'prepare', proposalId: 'crowd-1', nodeId: 1 }
+    q.subscribe('conflicts', (m) => relayed.push(m))
+    const event = {
+      v: 1,
+      kind: 'conflict',
+      nodeId: 1,
+      subscription: 'crowd',
+      lsn: '0/1',
+      relation: null,
+      sqlState: '23505',
+      reason: null,
+      action: 'skip',
+      resolved: null,
+      occurred: new Date().toISOString(),
+    }
     // the hub adds q to its relay mesh on gossipsub's 1 s heartbeat: publish until one arrives
     const deadline = performance.now() + 5000
     while (!relayed.some((m) => m.from === p.peerId)) {
       expect(performance.now()).toBeLessThan(deadline)
-      await p.publish('proposals', proposal)
+      await p.publish('conflicts', event)
       await waitFor(() => relayed.length > 0, 250, 'relay').catch(() => {})
     }
     await Promise.all([hub.stop(), p.stop(), q.stop(), ...crowd.map(async (n) => n.stop())])

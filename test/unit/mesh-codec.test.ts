@@ -43,8 +43,6 @@ const conflict = {
   occurred: '2024-01-01T00:00:00.000Z',
 }
 
-const proposal = { v: 1, kind: 'prepare', proposalId: 'p-1', nodeId: 0, tables: ['public.t'] }
-
 function reasonOf(topic: WireTopic, payload: unknown, max = MAX): string {
   const d = decodeGossip(topic, enc(payload), max)
   return d.ok ? 'ok' : d.reason
@@ -54,13 +52,7 @@ describe('gossip schemas', () => {
   it('accept good payloads', () => {
     expect(reasonOf('membership', heartbeat)).toBe('ok')
     expect(reasonOf('conflicts', conflict)).toBe('ok')
-    expect(reasonOf('proposals', proposal)).toBe('ok')
     expect(reasonOf('peers', { v: 1, kind: 'peers', peerId: PEER, addrs: [] })).toBe('ok')
-  })
-
-  it('keep the extra fields of a proposal', () => {
-    const d = decodeGossip('proposals', enc(proposal), MAX)
-    expect(d).toEqual({ ok: true, value: proposal })
   })
 
   it.each([
@@ -79,11 +71,10 @@ describe('gossip schemas', () => {
     expect(reasonOf('membership', { ...heartbeat, ...change })).toBe('bad-schema')
   })
 
-  it('reject conflicts and proposals missing required fields', () => {
+  it('reject conflicts missing required fields', () => {
     expect(reasonOf('conflicts', { ...conflict, relation: undefined })).toBe('bad-schema')
     expect(reasonOf('conflicts', { ...conflict, sqlState: 23505 })).toBe('bad-schema')
-    expect(reasonOf('proposals', { ...proposal, proposalId: undefined })).toBe('bad-schema')
-    expect(reasonOf('proposals', { ...proposal, nodeId: 'zero' })).toBe('bad-schema')
+    expect(reasonOf('conflicts', { ...conflict, nodeId: 'zero' })).toBe('bad-schema')
   })
 
   it('reject another version, and a missing one', () => {
@@ -104,8 +95,8 @@ describe('gossip schemas', () => {
   })
 
   it('reject a payload over the size cap before parsing it', () => {
-    const big = { ...proposal, blob: 'x'.repeat(MAX) }
-    expect(reasonOf('proposals', big)).toBe('too-large')
+    const big = { ...conflict, reason: 'x'.repeat(MAX) }
+    expect(reasonOf('conflicts', big)).toBe('too-large')
     expect(reasonOf('membership', heartbeat, 100)).toBe('too-large')
   })
 
@@ -116,7 +107,7 @@ describe('gossip schemas', () => {
     expect(() => encodeGossip('membership', { ...heartbeat, v: 2 }, MAX)).toThrow(
       expect.objectContaining({ code: 'ERR_MESH_PAYLOAD' }),
     )
-    expect(() => encodeGossip('proposals', { ...proposal, blob: 'x'.repeat(MAX) }, MAX)).toThrow(
+    expect(() => encodeGossip('conflicts', { ...conflict, reason: 'x'.repeat(MAX) }, MAX)).toThrow(
       expect.objectContaining({ code: 'ERR_MESH_PAYLOAD' }),
     )
   })
