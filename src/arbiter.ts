@@ -5,6 +5,7 @@ import { apiRoutes } from './api/routes/index.js'
 import { ApiServer } from './api/server.js'
 import { Cluster } from './cluster/cluster.js'
 import { isolatedAfterMs } from './cluster/detector.js'
+import { crashAt } from './cluster/faults.js'
 import { anyLww, type Config, strategyFor } from './config/types.js'
 import { stopInOrder } from './lifecycle.js'
 import type { Logger } from './log.js'
@@ -90,7 +91,7 @@ export class Arbiter {
         ...(config.syncQuorum ? { syncQuorum: config.syncQuorum } : {}),
         join: config.join,
         ...(config.testing?.joinPauseMs ? { joinPauseMs: config.testing.joinPauseMs } : {}),
-        ...(config.testing?.crashAt ? { crashAt: config.testing.crashAt } : {}),
+        ...(config.testing?.crashAt ? { faults: crashAt(config.testing.crashAt, log) } : {}),
         ...(config.testing?.fence === false ? { noFence: true } : {}),
       })
     }

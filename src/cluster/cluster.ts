@@ -1,7 +1,7 @@
 // Mesh mode's cluster service: membership, the automatic mesh, two-phase proposals, conflict
 // events and the fan-out behind /v1/cluster/* and /rpc. Parts start in dependency order and
 // stop in reverse.
-import type { CrashPoint, JoinMode } from '../config/types.js'
+import type { JoinMode } from '../config/types.js'
 import { ConflictError } from '../errors.js'
 import { stopInOrder } from '../lifecycle.js'
 import type { Logger } from '../log.js'
@@ -20,6 +20,7 @@ export type { RosterChange } from './roster-ops.js'
 import { type CommitAnswer, CommitMode, newer } from './commit-mode.js'
 import { type DdlAnswer, type DdlRequest, runDdl } from './ddl.js'
 import { isolatedAfterMs, type Timings } from './detector.js'
+import type { FaultHooks } from './faults.js'
 import { combine, IsolationWatch, isolationReason, memberReach } from './isolation.js'
 import type { JoinProgress } from './join.js'
 import { Membership } from './membership.js'
@@ -60,8 +61,8 @@ export interface ClusterInit {
   /** test-only: the join copy waits this long before copying */
   joinPauseMs?: number
   onJoinProgress?: (p: JoinProgress) => void
-  /** test-only (fault suite) */
-  crashAt?: CrashPoint
+  /** where the fault suite acts in a proposal (faults.ts); nothing by default */
+  faults?: FaultHooks
   noFence?: boolean
 }
 
@@ -169,7 +170,7 @@ export class Cluster {
       nodeId,
       log: init.log,
       ...(init.onOutcome ? { onOutcome: init.onOutcome } : {}),
-      ...(init.crashAt ? { crashAt: init.crashAt } : {}),
+      ...(init.faults ? { faults: init.faults } : {}),
       drain: (nodes, timeoutMs) => this.checkNode.sync({ nodes, timeoutMs }),
     })
     this.recovery = new Recovery({

@@ -4,13 +4,13 @@
 // then the change in steps on every node: fence (writers wait), publish, refresh, unfence.
 // Any NACK or timeout → ABORT everywhere, nothing changed. Recovery lives in recovery.ts.
 import { randomUUID } from 'node:crypto'
-import type { CrashPoint } from '../config/types.js'
 import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
 import type { DdlSpec } from '../postgres/ddl.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { UsedValue } from '../postgres/sequences.js'
+import { type FaultHooks, NO_FAULTS } from './faults.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
 import { answerOf } from './rpc-results.js'
@@ -60,8 +60,8 @@ export interface ProposalsInit {
   /** a member's local drain (check-node's sync): its peers applied everything it committed */
   drain?: (nodes: number[], timeoutMs: number) => Promise<DrainAnswer>
   onOutcome?: (o: Outcome) => void
-  /** test-only (fault suite): kill this process at that point of a proposal */
-  crashAt?: CrashPoint
+  /** where a fault test acts (faults.ts); nothing by default */
+  faults?: FaultHooks
 }
 
 const PREPARE_TIMEOUT_MS = 5000
@@ -82,10 +82,12 @@ export class Proposals {
   private queue: Promise<unknown> = Promise.resolve()
   /** proposals this coordinator is running now (recovery must not abort them) */
   readonly inFlight = new Set<string>()
+  private readonly faults: FaultHooks
 
   constructor(init: ProposalsInit) {
     this.init = init
     this.log = init.log.child({ component: 'proposals' })
+    this.faults = init.faults ?? NO_FAULTS
   }
 
   /** Propose a change cluster-wide; resolves with the outcome, never hangs. */
@@ -162,9 +164,9 @@ export class Proposals {
     const verdicts: NodeVerdict[] = [{ node: nodeId, ...own }]
     if (own.ack) {
       const pending = members.map((m) => this.prepareOn(m, proposal))
-      if (this.init.crashAt === 'prepare-sent') await this.crash('prepare-sent', 30)
-      if (this.init.crashAt === 'some-acks')
-        void Promise.race(pending).then(() => this.crash('some-acks'))
+      await this.faults.at('prepare-sent')
+      if (this.faults.armed('some-acks'))
+        void Promise.race(pending).then(() => this.faults.at('some-acks'))
       verdicts.push(...(await Promise.all(pending)))
     }
     // a schema change votes twice: fenced and recorded (above), then, once every node has
@@ -190,10 +192,10 @@ export class Proposals {
             : 'a member refused',
       })
     }
-    if (op === 'ddl' && this.init.crashAt === 'ddl-prepared') await this.crash('ddl-prepared')
+    if (op === 'ddl') await this.faults.at('ddl-prepared')
     // the commit point: from here on the change is driven to the end
     const decision = await local.cluster.decide(proposal.id, 'commit')
-    if (this.init.crashAt === 'decision') await this.crash('decision')
+    await this.faults.at('decision')
     if (decision !== 'commit') {
       await this.init.steps.abort(proposal.id)
       return done({
@@ -226,11 +228,11 @@ export class Proposals {
     for (const step of stepsFor(p.op)) {
       const live = members.filter((m) => !failed.has(m.nodeId))
       const commits = step === 'publish' || step === 'commit-ddl'
-      if (commits && this.init.crashAt === 'one-publish') {
+      if (commits && this.faults.armed('one-publish')) {
         // a true partial commit: one member has published, the others (and we) have not
         const [first] = live
         if (first) await this.call(first, 'proposal.step', { proposal: p, step }, STEP_TIMEOUT_MS)
-        await this.crash('one-publish')
+        await this.faults.at('one-publish')
       }
       // the values every member's sequences handed out, read behind the fence
       const floors = step === 'stripe' ? await this.floors(p, live) : undefined
@@ -265,7 +267,7 @@ export class Proposals {
           failed.set(m.nodeId, `${step}: ${err}`)
         }
       })
-      if (commits && this.init.crashAt === 'some-commits') await this.crash('some-commits')
+      if (commits) await this.faults.at('some-commits')
     }
     if (failed.size === 0) await this.init.local.cluster.markCompleted(p.id)
     return failed
@@ -332,7 +334,7 @@ export class Proposals {
       }))
     })
     if (lagging.length > 0) return lagging
-    if (this.init.crashAt === 'ddl-drained') await this.crash('ddl-drained')
+    await this.faults.at('ddl-drained')
     const pending = members.map(async (m): Promise<NodeVerdict> => {
       const r = answerOf(
         'proposal.ddl',
@@ -344,13 +346,6 @@ export class Proposals {
     })
     const own = await this.init.steps.prepareDdl(p)
     return [{ node: nodeId, ...own }, ...(await Promise.all(pending))]
-  }
-
-  /** Test-only: die the way a crashed coordinator does (no clean-up, no goodbye). */
-  private async crash(point: CrashPoint, afterMs = 0): Promise<void> {
-    if (afterMs > 0) await new Promise((r) => setTimeout(r, afterMs))
-    this.log.fatal({ point }, 'test hook: killing this arbiter (testing.crashAt)')
-    process.kill(process.pid, 'SIGKILL')
   }
 
   /** Every member that is part of the cluster (not removed). */
