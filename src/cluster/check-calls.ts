@@ -3,6 +3,7 @@
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { BucketAnswer, NodeRow } from './check.js'
+import { type ResultMethod, type ResultOf, resultOf, wireMethod } from './rpc-results.js'
 
 /** background pacing: pause this many times the last wave's duration (a 5 % duty cycle) */
 export const PACE_FACTOR = 19
@@ -38,6 +39,9 @@ export const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', done, { once: true })
   })
 
+/** a check method's params; its statement timeout, when it has one, also bounds the call */
+export type CallParams = { timeoutMs?: number; [field: string]: unknown }
+
 export interface CheckCallsInit {
   port: CheckPort
   log: Logger
@@ -64,11 +68,16 @@ export class CheckCalls {
   }
 
   /** One call to every node in parallel; paced in the background. */
-  async wave<T>(nodes: number[], method: string, params: object, pace: boolean): Promise<T[]> {
+  async wave<M extends ResultMethod>(
+    nodes: number[],
+    method: M,
+    params: CallParams,
+    pace: boolean,
+  ): Promise<ResultOf<M>[]> {
     const t0 = Date.now()
-    const timeoutMs = (params as { timeoutMs?: number }).timeoutMs ?? this.timeouts().statement
+    const timeoutMs = params.timeoutMs ?? this.timeouts().statement
     const out = await Promise.all(
-      nodes.map(async (n) => (await this.callRead(n, method, params, timeoutMs + 5000)) as T),
+      nodes.map((n) => this.callRead(n, method, params, timeoutMs + 5000)),
     )
     if (pace) {
       await sleep(Math.min(MAX_PACE_MS, (Date.now() - t0) * PACE_FACTOR), this.init.stopping())
@@ -79,11 +88,10 @@ export class CheckCalls {
   /** check.hashes on every node, each answer paged through to its end. */
   async hashWave(
     nodes: number[],
-    params: object,
+    params: CallParams,
     pace: boolean,
   ): Promise<Array<BucketAnswer & { commitTs: boolean }>> {
-    type Page = BucketAnswer & { commitTs: boolean; next?: string }
-    const first = await this.wave<Page>(nodes, 'check.hashes', params, pace)
+    const first = await this.wave(nodes, 'check.hashes', params, pace)
     return await Promise.all(
       first.map(async (a, i) => {
         const out = {
@@ -93,7 +101,7 @@ export class CheckCalls {
           counts: [...a.counts],
           hashes: [...a.hashes],
         }
-        await this.restOf<Page>(nodes[i] as number, a, (p) => {
+        await this.restOf(nodes[i] as number, 'check.page.hashes', a.next, (p) => {
           out.buckets.push(...p.buckets)
           out.counts.push(...p.counts)
           out.hashes.push(...p.hashes)
@@ -104,26 +112,26 @@ export class CheckCalls {
   }
 
   /** The pages after a node's first answer, asked one after the other until the last. */
-  private async restOf<P extends { next?: string }>(
+  private async restOf<M extends 'check.page.hashes' | 'check.page.rows'>(
     node: number,
-    first: P,
-    take: (p: P) => void,
+    page: M,
+    first: string | undefined,
+    take: (p: ResultOf<M>) => void,
   ): Promise<void> {
-    for (let next = first.next; next !== undefined; ) {
-      const p = (await this.callRead(node, 'check.page', { token: next }, PAGE_TIMEOUT_MS)) as P
+    for (let next = first; next !== undefined; ) {
+      const p = await this.callRead(node, page, { token: next }, PAGE_TIMEOUT_MS)
       take(p)
       next = p.next
     }
   }
 
   /** check.rows on every node, each answer paged through to its end. */
-  async rowWave(nodes: number[], params: object, pace: boolean): Promise<NodeRow[][]> {
-    type Page = { rows: NodeRow[]; next?: string }
-    const first = await this.wave<Page>(nodes, 'check.rows', params, pace)
+  async rowWave(nodes: number[], params: CallParams, pace: boolean): Promise<NodeRow[][]> {
+    const first = await this.wave(nodes, 'check.rows', params, pace)
     return await Promise.all(
       first.map(async (a, i) => {
-        const out = [...a.rows]
-        await this.restOf<Page>(nodes[i] as number, a, (p) => out.push(...p.rows))
+        const out: NodeRow[] = [...a.rows]
+        await this.restOf(nodes[i] as number, 'check.page.rows', a.next, (p) => out.push(...p.rows))
         return out
       }),
     )
@@ -133,11 +141,21 @@ export class CheckCalls {
    * A read (everything but check.repair) asked again after a transient failure: a mesh
    * connection that drops under load is dialled again, and a check should not fail for it.
    */
-  async callRead(node: number, method: string, params: object, timeoutMs: number) {
+  async callRead<M extends ResultMethod>(
+    node: number,
+    method: M,
+    params: object,
+    timeoutMs: number,
+  ): Promise<ResultOf<M>> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.init.port.call(node, method, params, timeoutMs)
+        return resultOf(
+          method,
+          await this.init.port.call(node, wireMethod(method), params, timeoutMs),
+        )
       } catch (err) {
+        // a malformed answer is not transient: not asked again
+        if ((err as { code?: string }).code === 'ERR_RPC_ANSWER') throw err
         if (attempt >= READ_ATTEMPTS || this.init.stopping().aborted) {
           throw new TraktorError('ERR_CHECK_NODE', `node ${node}: ${(err as Error).message}`, {
             cause: err,

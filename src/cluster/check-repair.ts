@@ -6,6 +6,7 @@ import { fixesFor, winner } from './check.js'
 import type { CheckCalls, CheckPort } from './check-calls.js'
 import { IMAGE_BYTES_PER_CALL } from './check-node.js'
 import type { Observed, RepairAnswer } from './check-types.js'
+import { resultOf } from './rpc-results.js'
 
 const IMAGE_KEYS_PER_CALL = 1000
 
@@ -40,16 +41,12 @@ export async function applyRepair(
     let left = keys
     while (left.length > 0) {
       const ask = left.slice(0, IMAGE_KEYS_PER_CALL)
-      const r = (await ctx.calls.callRead(
+      const r = await ctx.calls.callRead(
         node,
         'check.images',
         { table: relation, keys: ask, timeoutMs: t.statement },
         t.statement + 5000,
-      )) as {
-        images: Array<{ k: string; row: string; h: string; ts: string | null }>
-        tooLarge: string[]
-        more: string[]
-      }
+      )
       for (const im of r.images) images.set(im.k, im)
       for (const k of r.tooLarge)
         unavailable.set(k, `the row on node ${node} is too large to send over the mesh`)
@@ -110,9 +107,10 @@ export async function applyRepair(
         }
         let r: { results: RepairResult[] }
         try {
-          r = (await ctx.port.call(node, 'check.repair', params, t.statement + 5000)) as {
-            results: RepairResult[]
-          }
+          r = resultOf(
+            'check.repair',
+            await ctx.port.call(node, 'check.repair', params, t.statement + 5000),
+          )
         } catch (err) {
           // not asked again: a write may have happened; the check after says what is left
           for (const it of batch)

@@ -412,10 +412,7 @@ export class Checker {
     let behind: string[] = []
     while (pending.size > 0 && rounds < MAX_ROUNDS) {
       rounds++
-      const syncs = await this.calls.wave<{
-        reached: boolean
-        behind: Array<{ node: number; slot: string; confirmed: string | null; exists: boolean }>
-      }>(nodes, 'check.sync', { nodes, timeoutMs: t.sync }, false)
+      const syncs = await this.calls.wave(nodes, 'check.sync', { nodes, timeoutMs: t.sync }, false)
       behind = syncs.flatMap((s, i) =>
         s.behind.map((b) =>
           b.exists

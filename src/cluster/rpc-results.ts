@@ -4,10 +4,35 @@
 // never a wrong value read on. The params of every method are checked on the answering side
 // (rpc-handlers.ts).
 import { z } from 'zod'
+import { TraktorError } from '../errors.js'
 import type { RpcResponse } from '../mesh/types.js'
 
 const vote = z.object({ ack: z.boolean(), reason: z.string().max(10_000).optional() })
 const decimal = z.string().regex(/^-?\d{1,20}$/)
+
+// the consistency check's answers (check-node.ts): keys and row hashes as text, paged
+const MANY = 1_000_000
+const checkKey = z.string().max(100_000)
+const next = z.string().min(1).max(200).optional()
+const hashPage = z.object({
+  buckets: z.array(z.int().min(0)).max(MANY),
+  counts: z.array(z.int().min(0)).max(MANY),
+  hashes: z.array(z.string().max(64)).max(MANY),
+  next,
+})
+const rowPage = z.object({
+  rows: z
+    .array(
+      z.object({
+        k: checkKey,
+        h: z.string().max(64),
+        ts: z.string().max(40).nullable(),
+        origin: z.int().min(0).nullable(),
+      }),
+    )
+    .max(MANY),
+  next,
+})
 
 export const RESULTS = {
   'proposal.prepare': vote,
@@ -50,6 +75,37 @@ export const RESULTS = {
       )
       .max(10_000),
   }),
+  'check.hashes': hashPage.extend({ rows: z.int().min(0), commitTs: z.boolean() }),
+  'check.rows': rowPage,
+  /** the next page of a check.hashes or check.rows answer, in that answer's shape */
+  'check.page.hashes': hashPage,
+  'check.page.rows': rowPage,
+  'check.images': z.object({
+    images: z
+      .array(
+        z.object({
+          k: checkKey,
+          row: z.string(),
+          h: z.string().max(64),
+          ts: z.string().max(40).nullable(),
+        }),
+      )
+      .max(MANY),
+    tooLarge: z.array(checkKey).max(MANY),
+    more: z.array(checkKey).max(MANY),
+  }),
+  'check.repair': z.object({
+    results: z
+      .array(
+        z.object({
+          k: checkKey,
+          outcome: z.enum(['repaired', 'unchanged', 'changed', 'failed']),
+          action: z.enum(['insert', 'update', 'delete', 'none']),
+          error: z.string().max(10_000).optional(),
+        }),
+      )
+      .max(MANY),
+  }),
   'commit.check': z.object({ reason: z.string().max(10_000).optional() }).loose(),
   // the fields the cluster's merge reads are checked; the rest of each row is passed through
   'history.list': z
@@ -69,6 +125,11 @@ export const RESULTS = {
 } as const
 
 export type ResultMethod = keyof typeof RESULTS
+
+/** the method asked on the wire for an answer shape named apart from it */
+export function wireMethod(m: ResultMethod): string {
+  return m.startsWith('check.page.') ? 'check.page' : m
+}
 export type ResultOf<M extends ResultMethod> = z.infer<(typeof RESULTS)[M]>
 
 /** A member's answer, checked against its method's schema. */
@@ -87,4 +148,14 @@ export function answerOf<M extends ResultMethod>(
     }
   }
   return { ok: true, result: parsed.data as ResultOf<M> }
+}
+
+/**
+ * A member's result already taken out of its response (the check's port throws on an error
+ * response): checked against the method's schema; a malformed one throws, naming the method.
+ */
+export function resultOf<M extends ResultMethod>(method: M, result: unknown): ResultOf<M> {
+  const a = answerOf(method, { ok: true, result })
+  if (!a.ok) throw new TraktorError('ERR_RPC_ANSWER', a.error)
+  return a.result
 }
