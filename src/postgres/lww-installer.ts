@@ -6,6 +6,7 @@ import type { Logger } from '../log.js'
 import type { Db, Queryable } from './db.js'
 import { formatRelation, type RelationName } from './ident.js'
 import * as lww from './lww.js'
+import { LWW_DDL } from './lww-schema.js'
 
 export interface LwwInstallerInit {
   db: Db
@@ -57,7 +58,7 @@ export class LwwInstaller {
   private async ensureNow(): Promise<{ installed: string[] }> {
     const out = { installed: [] as string[] }
     if (!this.init.enabled || !(await this.init.initialized())) return out
-    await this.db.query(lww.LWW_DDL)
+    await this.db.query(LWW_DDL)
     const have = await lww.installed(this.db)
     const wanted = (await lww.replicated(this.db)).filter((r) => this.init.lwwFor?.(r) ?? true)
     for (const rel of wanted) {
@@ -98,7 +99,7 @@ export class LwwInstaller {
       (h) => h.rel.schema === rel.schema && h.rel.table === rel.table,
     )
     if (present && this.signatures.get(key) === signature) return false
-    await this.db.query(lww.LWW_DDL)
+    await this.db.query(LWW_DDL)
     const made = await this.db.tx(async (c) => {
       // read again under the table's lock: a schema change may have committed since
       const fresh = await lww.lockAndDescribe(c, rel)

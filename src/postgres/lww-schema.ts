@@ -1,0 +1,207 @@
+// The schema objects of row-level last-writer-wins (lww.ts has the design): the conflict queue,
+// the ledger and the resolution round, as one idempotent script run at every start.
+
+/** Queue, ledger and the resolution round; idempotent (run at every start). */
+export const LWW_DDL = `
+CREATE TABLE IF NOT EXISTS trktr.conflict_queue (
+  qid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  relid oid NOT NULL,
+  kind text NOT NULL,
+  key jsonb NOT NULL,
+  local_image jsonb,
+  local_ts timestamptz,
+  local_roident oid,
+  remote_image jsonb,
+  applying_roident oid NOT NULL
+);
+-- the displaced version in the row type's own text form: restored exactly (jsonb cannot tell a
+-- jsonb column's JSON null from SQL NULL); the jsonb image is for the ledger
+-- (checked first: ALTER TABLE would take an exclusive lock on the queue at every start, behind
+-- any apply worker queueing a row)
+DO $do$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'trktr.conflict_queue'::regclass
+                 AND attname = 'local_row' AND NOT attisdropped) THEN
+    ALTER TABLE trktr.conflict_queue ADD COLUMN local_row text;
+  END IF;
+END $do$;
+-- one row per key a node resolved: both versions (origin node, origin commit timestamp, image)
+CREATE TABLE IF NOT EXISTS trktr.resolutions (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  relation text NOT NULL,
+  key jsonb NOT NULL,
+  kind text NOT NULL,
+  action text NOT NULL,
+  entries integer NOT NULL DEFAULT 1,
+  winner_node integer, winner_ts timestamptz, winner_image jsonb,
+  loser_node integer, loser_ts timestamptz, loser_image jsonb
+);
+CREATE INDEX IF NOT EXISTS resolutions_at ON trktr.resolutions (at);
+REVOKE ALL ON trktr.conflict_queue, trktr.resolutions FROM PUBLIC;
+
+-- the node behind a replication origin: 0 = written here; pg_<subscription oid> = the peer of
+-- trktr_sub_<self>_<peer>; trktr_lww_<n> = a version of node n restored by a resolution
+CREATE OR REPLACE FUNCTION trktr.origin_node(ro oid) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
+  SELECT CASE
+    WHEN ro = 0 THEN (SELECT node_id FROM trktr.node)
+    WHEN o.roname LIKE 'trktr\\_lww\\_%' THEN substr(o.roname, 11)::integer
+    ELSE (SELECT substring(s.subname FROM '^trktr_sub_[0-9]+_([0-9]+)$')::integer
+          FROM pg_subscription s WHERE 'pg_' || s.oid = o.roname)
+  END
+  FROM (SELECT ro) r LEFT JOIN pg_replication_origin o ON o.roident = r.ro
+$fn$;
+
+-- version order: the later origin commit timestamp wins; on a tie the higher node id; a
+-- version without a timestamp (frozen, or written before track_commit_timestamp) is oldest
+CREATE OR REPLACE FUNCTION trktr.newer(ts1 timestamptz, n1 integer, ts2 timestamptz, n2 integer)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
+  SELECT CASE WHEN ts1 IS NULL THEN false WHEN ts2 IS NULL THEN true
+              WHEN ts1 <> ts2 THEN ts1 > ts2 ELSE coalesce(n1, -1) > coalesce(n2, -1) END
+$fn$;
+
+-- One resolution round, local to this node. Per key the row must end holding the newest of its
+-- current version and every displaced version. COMMITs per key (a procedure, CALLed outside a
+-- transaction), so a long queue never holds locks for long.
+CREATE OR REPLACE PROCEDURE trktr.lww_resolve(INOUT restored integer DEFAULT 0,
+                                              INOUT recorded integer DEFAULT 0)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  hi bigint; k record; act text; rel text; relid oid;
+  cur_xmin xid; cur_ts timestamptz; cur_node integer; cur_img jsonb;
+  cols text; rcols text; pkx text; pkr text; n integer;
+BEGIN
+  restored := 0; recorded := 0;
+  SELECT max(qid) INTO hi FROM trktr.conflict_queue;
+  IF hi IS NULL THEN RETURN; END IF;
+  -- fast path, one statement per table: an update whose displaced version is not newer than the
+  -- row's current one needs nothing (a sequential change of writer, or a loser already
+  -- overtaken); if it was newer than the version applied over it, it was a conflict: ledger
+  FOR relid IN SELECT DISTINCT q.relid FROM trktr.conflict_queue q WHERE q.qid <= hi
+                 AND to_regclass(q.relid::regclass::text) IS NOT NULL LOOP
+    rel := relid::regclass::text;
+    SELECT string_agg('x.' || quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           string_agg('r.' || quote_ident(a.attname), ', ' ORDER BY a.attnum)
+      INTO pkx, pkr
+      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+     WHERE a.attrelid = relid AND a.attnum = ANY (i.indkey);
+    EXECUTE format($q$
+      WITH gone AS (
+        DELETE FROM trktr.conflict_queue q USING %1$s x
+         WHERE q.relid = %2$s AND q.qid <= %3$s AND q.kind = 'update_origin_differs'
+           AND (%4$s) = (SELECT %5$s FROM jsonb_populate_record(NULL::%1$s, q.key) r)
+           AND NOT trktr.newer(q.local_ts, trktr.origin_node(q.local_roident),
+                 (pg_catalog.pg_xact_commit_timestamp_origin(x.xmin)).timestamp,
+                 trktr.origin_node((pg_catalog.pg_xact_commit_timestamp_origin(x.xmin)).roident))
+        RETURNING q.*, (pg_catalog.pg_xact_commit_timestamp_origin(q.xmin)).timestamp AS a_ts,
+                  trktr.origin_node((pg_catalog.pg_xact_commit_timestamp_origin(q.xmin)).roident) AS a_node,
+                  (pg_catalog.pg_xact_commit_timestamp_origin(x.xmin)).timestamp AS c_ts,
+                  trktr.origin_node((pg_catalog.pg_xact_commit_timestamp_origin(x.xmin)).roident) AS c_node,
+                  to_jsonb(x.*) AS c_img)
+      INSERT INTO trktr.resolutions (relation, key, kind, action, winner_node, winner_ts, winner_image,
+                                     loser_node, loser_ts, loser_image)
+      SELECT %6$L, g.key, g.kind, 'current wins', g.c_node, g.c_ts, g.c_img,
+             trktr.origin_node(g.local_roident), g.local_ts, g.local_image
+        FROM gone g
+       WHERE trktr.newer(g.local_ts, trktr.origin_node(g.local_roident), g.a_ts, g.a_node)
+    $q$, rel, relid, hi, pkx, pkr, rel);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    recorded := recorded + n;
+  END LOOP;
+  COMMIT;
+  -- entries of tables that are gone: nothing to resolve
+  DELETE FROM trktr.conflict_queue q WHERE q.qid <= hi AND to_regclass(q.relid::regclass::text) IS NULL;
+  COMMIT;
+  -- per key: what is left (inserts on an existing key, deletes, displaced versions newer than
+  -- the current row)
+  FOR k IN
+    SELECT q.relid, q.key, array_agg(q.qid) AS qids, count(*)::integer AS n,
+           string_agg(DISTINCT q.kind, ',') AS kinds,
+           bool_or(q.kind IN ('insert_exists', 'update_exists') OR (q.kind <> 'delete_origin_differs'
+                   AND trktr.newer(q.local_ts, q.lnode, q.a_ts, q.a_node))) AS late,
+           bool_or(q.kind = 'delete_origin_differs' AND trktr.newer(q.local_ts, q.lnode, q.a_ts, q.a_node)) AS del_conflict,
+           (array_agg(q.local_image ORDER BY q.local_ts DESC NULLS LAST, q.lnode DESC NULLS LAST) FILTER (WHERE q.kind <> 'delete_origin_differs'))[1] AS d_image,
+           (array_agg(q.local_row ORDER BY q.local_ts DESC NULLS LAST, q.lnode DESC NULLS LAST) FILTER (WHERE q.kind <> 'delete_origin_differs'))[1] AS d_row,
+           (array_agg(q.local_ts    ORDER BY q.local_ts DESC NULLS LAST, q.lnode DESC NULLS LAST) FILTER (WHERE q.kind <> 'delete_origin_differs'))[1] AS d_ts,
+           (array_agg(q.lnode       ORDER BY q.local_ts DESC NULLS LAST, q.lnode DESC NULLS LAST) FILTER (WHERE q.kind <> 'delete_origin_differs'))[1] AS d_node,
+           (array_agg(q.a_ts   ORDER BY q.qid DESC) FILTER (WHERE q.kind = 'delete_origin_differs'))[1] AS del_ts,
+           (array_agg(q.a_node ORDER BY q.qid DESC) FILTER (WHERE q.kind = 'delete_origin_differs'))[1] AS del_node,
+           (array_agg(q.local_image ORDER BY q.qid DESC) FILTER (WHERE q.kind = 'delete_origin_differs'))[1] AS del_image,
+           (array_agg(q.local_ts ORDER BY q.qid DESC) FILTER (WHERE q.kind = 'delete_origin_differs'))[1] AS del_loser_ts,
+           (array_agg(q.lnode ORDER BY q.qid DESC) FILTER (WHERE q.kind = 'delete_origin_differs'))[1] AS del_loser_node
+      FROM (SELECT cq.*, trktr.origin_node(cq.local_roident) AS lnode,
+                   c.timestamp AS a_ts, trktr.origin_node(c.roident) AS a_node
+              FROM trktr.conflict_queue cq, pg_catalog.pg_xact_commit_timestamp_origin(cq.xmin) c
+             WHERE cq.qid <= hi) q
+     GROUP BY q.relid, q.key
+  LOOP
+    act := NULL; cur_ts := NULL; cur_node := NULL; cur_img := NULL; cur_xmin := NULL;
+    rel := k.relid::regclass::text;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           string_agg('r.' || quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           string_agg('x.' || quote_ident(a.attname), ', ' ORDER BY a.attnum) FILTER (WHERE a.pk),
+           string_agg('r.' || quote_ident(a.attname), ', ' ORDER BY a.attnum) FILTER (WHERE a.pk)
+      INTO cols, rcols, pkx, pkr
+      FROM (SELECT a.*, a.attnum = ANY (i.indkey) AS pk
+              FROM pg_catalog.pg_attribute a
+              JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+             WHERE a.attrelid = k.relid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') a;
+    IF k.d_ts IS NOT NULL THEN
+      EXECUTE format('SELECT x.xmin, to_jsonb(x.*) FROM %s x WHERE (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $1) r) FOR UPDATE',
+                     rel, pkx, pkr, rel)
+         INTO cur_xmin, cur_img USING k.key;
+      IF cur_xmin IS NULL THEN
+        act := 'delete wins';
+      ELSE
+        SELECT c.timestamp, trktr.origin_node(c.roident) INTO cur_ts, cur_node
+          FROM pg_catalog.pg_xact_commit_timestamp_origin(cur_xmin) c;
+        IF trktr.newer(k.d_ts, k.d_node, cur_ts, cur_node) THEN
+          -- restore the displaced version under its writer's origin and commit timestamp: not
+          -- re-published to origin = none subscribers, the same (timestamp, node) everywhere
+          IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin WHERE roname = 'trktr_lww_' || k.d_node) THEN
+            PERFORM pg_catalog.pg_replication_origin_create('trktr_lww_' || k.d_node);
+          END IF;
+          PERFORM pg_catalog.pg_replication_origin_session_setup('trktr_lww_' || k.d_node);
+          PERFORM pg_catalog.pg_replication_origin_xact_setup('0/0', k.d_ts);
+          -- every column, the key's too: equal keys may be written differently (numeric 2.50, 2.5);
+          -- from the row's text form where the queue has it (exact), else from the jsonb image
+          IF k.d_row IS NOT NULL THEN
+            EXECUTE format('UPDATE %s x SET (%s) = (SELECT %s FROM (SELECT (($1::text)::%s).*) r) '
+                           'WHERE (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $2) r)',
+                           rel, cols, rcols, rel, pkx, pkr, rel)
+              USING k.d_row, k.key;
+          ELSE
+            EXECUTE format('UPDATE %s x SET (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $1) r) '
+                           'WHERE (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $2) r)',
+                           rel, cols, rcols, rel, pkx, pkr, rel)
+              USING k.d_image, k.key;
+          END IF;
+          act := 'restored';
+          restored := restored + 1;
+        ELSIF k.late THEN
+          act := 'current wins';
+        END IF;
+      END IF;
+    ELSIF k.del_conflict THEN
+      act := 'delete wins';
+      cur_ts := k.del_ts; cur_node := k.del_node; cur_img := NULL;
+      k.d_ts := k.del_loser_ts; k.d_node := k.del_loser_node; k.d_image := k.del_image;
+    END IF;
+    IF act IS NOT NULL THEN
+      INSERT INTO trktr.resolutions (relation, key, kind, action, entries, winner_node, winner_ts, winner_image,
+                                     loser_node, loser_ts, loser_image)
+      VALUES (rel, k.key, k.kinds, act, k.n,
+              CASE WHEN act = 'restored' THEN k.d_node ELSE cur_node END,
+              CASE WHEN act = 'restored' THEN k.d_ts ELSE cur_ts END,
+              CASE WHEN act = 'restored' THEN k.d_image ELSE cur_img END,
+              CASE WHEN act = 'restored' THEN cur_node ELSE k.d_node END,
+              CASE WHEN act = 'restored' THEN cur_ts ELSE k.d_ts END,
+              CASE WHEN act = 'restored' THEN cur_img ELSE k.d_image END);
+      recorded := recorded + 1;
+    END IF;
+    DELETE FROM trktr.conflict_queue WHERE qid = ANY (k.qids);
+    COMMIT;
+    IF act = 'restored' THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
+  END LOOP;
+END $fn$;
+`
