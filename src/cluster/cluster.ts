@@ -11,8 +11,15 @@ import type * as cs from '../postgres/cluster-state.js'
 import type { RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { CheckNode } from './check-node.js'
-import { type CheckAnswer, Checker, type CheckPort, type RepairAnswer } from './checker.js'
+import { type CheckAnswer, Checker, type RepairAnswer } from './checker.js'
 import { ClusterHistory, type ClusterHistoryEntry } from './cluster-history.js'
+import {
+  type ClusterPortsInit,
+  checkPortOf,
+  FANOUT_TIMEOUT_MS,
+  takesPart,
+  usedSequences,
+} from './cluster-ports.js'
 import { ClusterStatus } from './cluster-status.js'
 
 export type { RosterChange } from './roster-ops.js'
@@ -30,8 +37,7 @@ import { Reconciler } from './reconcile.js'
 import { Recovery } from './recovery.js'
 import { type RosterChange, RosterOps } from './roster-ops.js'
 import { rpcHandler } from './rpc-handlers.js'
-import { answerOf } from './rpc-results.js'
-import { type MemberUsed, SequenceStriper } from './sequences.js'
+import { SequenceStriper } from './sequences.js'
 import { SlotHealer } from './slot-healer.js'
 import { Steps } from './steps.js'
 
@@ -65,8 +71,6 @@ export interface ClusterInit {
   faults?: FaultHooks
   noFence?: boolean
 }
-
-const FANOUT_TIMEOUT_MS = 2000
 
 export class Cluster {
   readonly membership: Membership
@@ -140,7 +144,7 @@ export class Cluster {
           .filter((m) => !m.duplicate && !this.reconciler.removed.has(m.nodeId))
           .map((m) => m.nodeId),
       ],
-      gather: (rels) => this.gatherUsed(rels),
+      gather: (rels) => usedSequences(this.ports(), rels),
     })
     this.reconciler = new Reconciler({
       local,
@@ -186,7 +190,7 @@ export class Cluster {
     this.checkNode = new CheckNode({ local, nodeId, log: init.log })
     this.checker = new Checker({
       nodeId,
-      port: this.checkPort(),
+      port: checkPortOf(this.ports()),
       log: init.log,
       everyMs: init.checkEveryMs ?? 0,
     })
@@ -199,11 +203,7 @@ export class Cluster {
           .members()
           .some(
             (m) =>
-              m.nodeId === peer &&
-              m.state === 'alive' &&
-              m.joinState === 'ready' &&
-              !m.duplicate &&
-              !this.reconciler.removed.has(peer),
+              m.nodeId === peer && m.state === 'alive' && takesPart(m, (n) => this.isRemoved(n)),
           ),
       resync: (peer) => this.resync(peer),
       record: (h) => local.records.recordHeal(h),
@@ -241,87 +241,22 @@ export class Cluster {
     })
   }
 
-  /** What the checker needs of the cluster: who takes part, and the calls to them. */
-  private checkPort(): CheckPort {
-    const { mesh, nodeId } = this.init
-    // a suspect member is still asked (a loaded node misses heartbeats, not calls): left out,
-    // a check would call a table consistent that it never read there, and a repair skip it
-    const ready = (m: { state: string; joinState: string; duplicate: boolean; nodeId: number }) =>
-      m.state !== 'dead' &&
-      m.joinState === 'ready' &&
-      !m.duplicate &&
-      !this.reconciler.removed.has(m.nodeId)
+  /** What the checker and the striper need of the cluster (cluster-ports.ts). */
+  private ports(): ClusterPortsInit {
+    const { mesh, nodeId, local } = this.init
     return {
-      participants: () => {
-        const others = this.membership
-          .members()
-          .filter((m) => m.joinState !== 'removed' && !this.reconciler.removed.has(m.nodeId))
-        return {
-          nodes: [nodeId, ...others.filter(ready).map((m) => m.nodeId)],
-          missing: others
-            .filter((m) => !ready(m))
-            .map((m) => ({
-              node: m.nodeId,
-              why: m.duplicate ? 'duplicate' : m.state !== 'alive' ? m.state : m.joinState,
-            })),
-        }
-      },
-      call: async (node, method, params, timeoutMs) => {
-        const req = { method, params }
-        const r =
-          node === nodeId
-            ? await this.rpc()(mesh.peerId, req)
-            : await this.requestNode(node, req, timeoutMs)
-        if (!r.ok) throw new Error(r.error.message)
-        return r.result
-      },
-      broadcast: async (method, params) => {
-        await Promise.all(
-          this.membership
-            .active()
-            .map((m) =>
-              mesh.request(m.peerId, { method, params }, { timeoutMs: FANOUT_TIMEOUT_MS }),
-            ),
-        )
-      },
-      tables: async () =>
-        (await this.init.local.cluster.replicasetSnapshot()).tables.map((t) => t.relation),
-      isLeader: () =>
-        this.reconciler.joinState === 'ready' &&
-        this.membership
-          .members()
-          .filter(ready)
-          .every((m) => m.nodeId > nodeId),
+      nodeId,
+      mesh,
+      membership: this.membership,
+      isRemoved: (n) => this.isRemoved(n),
+      isReady: () => this.reconciler.joinState === 'ready',
+      rpc: () => this.rpc(),
+      tables: async () => (await local.cluster.replicasetSnapshot()).tables.map((t) => t.relation),
     }
   }
 
-  private async requestNode(
-    node: number,
-    req: { method: string; params: unknown },
-    timeoutMs: number,
-  ) {
-    const m = this.membership.active().find((x) => x.nodeId === node)
-    if (!m) throw new Error(`node ${node} is not a reachable member`)
-    return await this.init.mesh.request(m.peerId, req, { timeoutMs })
-  }
-
-  /** What every ready member's sequences of these tables handed out; throws naming a silent one. */
-  private async gatherUsed(rels: RelationName[]): Promise<MemberUsed[]> {
-    const members = this.membership
-      .members()
-      .filter(
-        (m) =>
-          m.state === 'alive' &&
-          m.joinState === 'ready' &&
-          !m.duplicate &&
-          !this.reconciler.removed.has(m.nodeId),
-      )
-    const req = { method: 'sequences.used', params: { tables: rels } }
-    return (await fanOut(this.init.mesh, members, req, FANOUT_TIMEOUT_MS)).map(({ member, r }) => {
-      const a = answerOf('sequences.used', r)
-      if (!a.ok) throw new Error(`node ${member.nodeId}: ${a.error}`)
-      return { node: member.nodeId, values: a.result }
-    })
+  private isRemoved(node: number): boolean {
+    return this.reconciler.removed.has(node)
   }
 
   private rpc(): RpcHandler {
