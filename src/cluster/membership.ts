@@ -60,6 +60,9 @@ export interface MembershipInit {
 
 interface Record extends Member {
   disconnectedAtMs?: number
+  /** the newest heartbeat taken from it: its counter (or, from old peers, its sender's clock) */
+  sentAt: number
+  seq: number | undefined
 }
 
 export class Membership {
@@ -67,6 +70,8 @@ export class Membership {
   private readonly log: Logger
   private readonly byPeer = new Map<string, Record>()
   private readonly incarnation: number
+  /** this run's heartbeat counter: a receiver takes only newer ones (a clock may step back) */
+  private seq = 0
   private timer: NodeJS.Timeout | undefined
   private selfDuplicateLogged = false
   /** what start() subscribed to, released by stop() */
@@ -112,7 +117,9 @@ export class Membership {
         out.push(group.reduce((a, b) => (a.lastHeardMs >= b.lastHeardMs ? a : b)))
       }
     }
-    return out.map(({ disconnectedAtMs: _, ...m }) => m).sort((a, b) => a.nodeId - b.nodeId)
+    return out
+      .map(({ disconnectedAtMs: _, sentAt: __, seq: ___, ...m }) => m)
+      .sort((a, b) => a.nodeId - b.nodeId)
   }
 
   /** Members usable for cluster actions: not duplicate, not removed. */
@@ -170,6 +177,7 @@ export class Membership {
       ...(self.commit ? { commit: self.commit } : {}),
       addrs: mesh.addresses().slice(0, 16),
       sentAt: Date.now(),
+      seq: this.seq++,
     }
     await mesh
       .publish('membership', hb)
@@ -180,6 +188,9 @@ export class Membership {
     const hb = m.payload as Heartbeat
     const now = this.now()
     const prev = this.byPeer.get(m.from)
+    // a heartbeat relayed late, or replayed, is no news of its sender: only a newer one (by the
+    // sender's own clock, within one run of it) or one of a later run counts
+    if (prev && stale(hb, prev)) return
     // what the heartbeat says of its sender, as of now
     const said = {
       nodeId: hb.nodeId,
@@ -192,6 +203,8 @@ export class Membership {
       rosterVersion: hb.rosterVersion ?? 0,
       postgresUp: hb.postgresUp ?? true,
       lastHeardMs: now,
+      sentAt: hb.sentAt,
+      seq: hb.seq,
     }
     const r: Record = prev ?? {
       ...said,
@@ -278,4 +291,19 @@ export class Membership {
       this.log.error({ node: this.init.nodeId }, 'another arbiter claims this node id')
     } else if (!this.selfDuplicated()) this.selfDuplicateLogged = false
   }
+}
+
+/**
+ * Not newer than what was taken from that sender: no later in the same run, or from an older
+ * run while the newer one is alive (a run started after a dead one is taken whatever its
+ * incarnation: the clock of a restarted host may have gone back).
+ */
+export function stale(
+  hb: Pick<Heartbeat, 'incarnation' | 'sentAt' | 'seq'>,
+  last: { incarnation: number; sentAt: number; seq: number | undefined; state: MemberState },
+): boolean {
+  if (hb.incarnation !== last.incarnation)
+    return hb.incarnation < last.incarnation && last.state !== 'dead'
+  if (hb.seq !== undefined && last.seq !== undefined) return hb.seq <= last.seq
+  return hb.sentAt <= last.sentAt
 }

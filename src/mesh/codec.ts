@@ -65,6 +65,8 @@ export const MembershipHeartbeatSchema = z.object({
     .optional(),
   addrs: z.array(multiaddr).max(MAX_HEARTBEAT_ADDRS),
   sentAt: z.number(),
+  /** counts up within one run (incarnation); absent from old peers, who are ordered by sentAt */
+  seq: z.int().min(0).optional(),
 })
 export type MembershipHeartbeat = z.infer<typeof MembershipHeartbeatSchema>
 
