@@ -7,22 +7,13 @@
 import { randomUUID } from 'node:crypto'
 import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
-import {
-  type BucketAnswer,
-  chunks,
-  differingBuckets,
-  differingKeys,
-  keyReport,
-  LEVEL0_BITS,
-  type NodeRow,
-  nextStep,
-  type Picture,
-  ROWS_PER_PAGE,
-  settle,
-  verdictOf,
-} from './check.js'
+import { verdictOf } from './check.js'
 import { CheckCalls, type CheckPort, sleep } from './check-calls.js'
+import { MAX_KEYS_LISTED, MAX_ROUNDS, narrowAndSettle } from './check-narrow.js'
 import { applyRepair } from './check-repair.js'
+
+export { MAX_KEYS_LISTED, MAX_ROUNDS }
+
 import type {
   CheckAnswer,
   CheckRecord,
@@ -36,14 +27,8 @@ export type { CheckPort } from './check-calls.js'
 export { PACE_FACTOR } from './check-calls.js'
 export type { CheckAnswer, CheckRecord, RepairAnswer, TableReport } from './check-types.js'
 
-/** rounds of sync + re-read before a moving difference is reported as unsettled */
-export const MAX_ROUNDS = 3
-/** differing keys listed in an answer (all are counted, and all are repaired) */
-export const MAX_KEYS_LISTED = 100
 /** check → repair passes while keys are left (a truncated narrowing, rows that moved) */
 export const MAX_REPAIR_PASSES = 3
-/** bucket numbers one request carries (a request frame is 1 MiB too) */
-const BUCKETS_PER_REQUEST = 50_000
 const STOP_WAIT_MS = 2000
 
 export interface CheckerInit {
@@ -314,7 +299,7 @@ export class Checker {
     }
     let observed: Observed
     try {
-      observed = await this.narrowAndSettle(relation, nodes, notes, opts, base, started)
+      observed = await narrowAndSettle(this.calls, { relation, nodes, notes, opts, base, started })
     } catch (err) {
       this.log.warn({ relation, err: (err as Error).message }, 'check failed')
       observed = {
@@ -338,132 +323,6 @@ export class Checker {
     }
     if (observed.report.verdict !== 'failed') await this.tell(observed.report)
     return observed
-  }
-
-  private async narrowAndSettle(
-    relation: string,
-    nodes: number[],
-    notes: string[],
-    opts: Options,
-    base: Pick<TableReport, 'relation' | 'coordinator' | 'check_id' | 'checked_at'>,
-    started: number,
-  ): Promise<Observed> {
-    const pace = opts.pace === true
-    const t = this.calls.timeouts()
-    const level0 = await this.calls.hashWave(
-      nodes,
-      { table: relation, bits: LEVEL0_BITS, timeoutMs: t.statement },
-      pace,
-    )
-    const totalRows = Math.max(0, ...level0.map((a) => a.rows))
-    let bits = LEVEL0_BITS
-    let diff = differingBuckets(level0)
-    let partial = false
-    while (diff.length > 0) {
-      const step = nextStep(bits, diff, totalRows)
-      if (step.kind === 'list') break
-      partial ||= step.truncated
-      const merged: BucketAnswer[] = nodes.map(() => ({
-        rows: 0,
-        buckets: [],
-        counts: [],
-        hashes: [],
-      }))
-      for (const part of chunks(step.parents, BUCKETS_PER_REQUEST)) {
-        const got = await this.calls.hashWave(
-          nodes,
-          {
-            table: relation,
-            bits: step.bits,
-            parentBits: step.parentBits,
-            parents: part,
-            timeoutMs: t.statement,
-          },
-          pace,
-        )
-        got.forEach((a, i) => {
-          const m = merged[i] as BucketAnswer
-          m.rows += a.rows
-          m.buckets.push(...a.buckets)
-          m.counts.push(...a.counts)
-          m.hashes.push(...a.hashes)
-        })
-      }
-      bits = step.bits
-      diff = differingBuckets(merged)
-    }
-    let pending = new Map<string, Picture>()
-    if (diff.length > 0) {
-      const rows = new Map<number, NodeRow[]>(nodes.map((n) => [n, []]))
-      for (const part of chunks(diff, BUCKETS_PER_REQUEST)) {
-        const got = await this.calls.rowWave(
-          nodes,
-          { table: relation, bits, buckets: part, timeoutMs: t.statement },
-          pace,
-        )
-        got.forEach((a, i) => {
-          rows.get(nodes[i] as number)?.push(...a)
-        })
-      }
-      pending = differingKeys(nodes, rows)
-    }
-    const confirmed = new Map<string, Picture>()
-    let rounds = 0
-    let behind: string[] = []
-    while (pending.size > 0 && rounds < MAX_ROUNDS) {
-      rounds++
-      const syncs = await this.calls.wave(nodes, 'check.sync', { nodes, timeoutMs: t.sync }, false)
-      behind = syncs.flatMap((s, i) =>
-        s.behind.map((b) =>
-          b.exists
-            ? `node ${b.node} has not applied node ${nodes[i]}'s changes within ${t.sync} ms (slot ${b.slot} confirmed ${b.confirmed ?? 'nothing'})`
-            : `node ${b.node} has no slot on node ${nodes[i]} (${b.slot}): it does not receive node ${nodes[i]}'s changes`,
-        ),
-      )
-      const keys = [...pending.keys()]
-      const rows = new Map<number, NodeRow[]>(nodes.map((n) => [n, []]))
-      for (const part of chunks(keys, ROWS_PER_PAGE)) {
-        const got = await this.calls.rowWave(
-          nodes,
-          { table: relation, keys: part, timeoutMs: t.statement },
-          false,
-        )
-        got.forEach((a, i) => {
-          rows.get(nodes[i] as number)?.push(...a)
-        })
-      }
-      const s = settle(pending, differingKeys(nodes, rows, keys), behind.length === 0)
-      for (const [k, p] of s.confirmed) confirmed.set(k, p)
-      pending = s.pending
-    }
-    notes.push(...behind)
-    if (pending.size > 0) {
-      notes.push(
-        `${pending.size} row${pending.size === 1 ? '' : 's'} kept changing through ${rounds} rounds (written meanwhile, or replication behind): not counted as differing; check again`,
-      )
-    }
-    if (partial)
-      notes.push(
-        'so many buckets differed that only part of them were narrowed: more rows may differ',
-      )
-    const listed = [...confirmed]
-      .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-      .slice(0, MAX_KEYS_LISTED)
-      .map(([k, p]) => keyReport(k, p, opts.from))
-    const report: TableReport = {
-      ...base,
-      verdict: verdictOf(confirmed.size, pending.size),
-      nodes: nodes.map((n, i) => ({ node: n, rows: level0[i]?.rows ?? 0 })),
-      differing_rows: confirmed.size,
-      keys: listed,
-      keys_truncated: confirmed.size > listed.length,
-      unsettled_rows: pending.size,
-      partial,
-      rounds,
-      duration_ms: Date.now() - started,
-      notes,
-    }
-    return { report, confirmed, nodes, commitTs: level0.every((a) => a.commitTs) }
   }
 
   /** Keep the result here and tell every member (their health and metrics follow it). */
