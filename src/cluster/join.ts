@@ -1,15 +1,3 @@
-// A node joins with the cluster's data (issue 12). The decision (pure): a node that was a
-// member before starts as one; a new node copies the replicated tables from a live member
-// (the donor) if they are empty, refuses if they are not (unless join = "copy"), or joins
-// without data (join = "no-copy"). The copy follows pg17-facts.md §8 (see
-// postgres/join-copy.ts): the members' slots on this node made first, then local writers
-// fenced (join-slots.ts says why in this order), the tables checked empty, fresh disabled
-// subscriptions to every live member, the donor's
-// subscriptions flushed past their slots' start, a snapshot under a brief SHARE lock, the
-// tables copied from it, the origins advanced to the snapshot's positions, then enabled. An
-// attempt that fails (donor gone, lock not granted) is tried again from the start; the
-// marker in trktr.join_state makes an arbiter killed mid-copy start the copy over.
-import { setTimeout as delay } from 'node:timers/promises'
 import type { JoinMode } from '../config/types.js'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -18,7 +6,8 @@ import { formatRelation, type RelationName } from '../postgres/ident.js'
 import * as jc from '../postgres/join-copy.js'
 import type { LocalNode } from '../postgres/local.js'
 import { subscriptionName } from '../postgres/subscriptions.js'
-import { copyingNow, leftOut, mustJoin } from './join-decide.js'
+import { leftOut, mustJoin } from './join-decide.js'
+import { settledMembers, type WaitContext, waitSlotFlushed, waitTurn } from './join-waits.js'
 import type { Member } from './membership.js'
 
 export type JoinPhase =
@@ -61,15 +50,6 @@ export interface JoinCopyInit {
   /** test-only: wait this long before copying */
   pauseMs?: number
 }
-
-const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal })
-
-const CATCH_UP_MS = 60_000
-const POLL_MS = 100
-/** polls 300 ms apart that must see no other node copying before a copy starts */
-const QUIET_POLLS = 3
-/** how long a ready member that is not settled yet (just seen, flapping) is waited for */
-const SETTLE_MS = 10_000
 
 export interface RunOptions {
   /** join mode (a refusal of rows found here applies to "empty-only") */
@@ -198,8 +178,8 @@ export class JoinCopy {
     const tables = await local.joinCopy.replicatedTables()
     this.set({ tables: tables.length, tablesDone: 0 })
     // one node copies at a time: a copy that ends while another runs makes that one start over
-    if (this.fences.tables.length === 0) await this.waitTurn(signal)
-    const members = await this.settledMembers(signal)
+    if (this.fences.tables.length === 0) await waitTurn(this.waits(), signal)
+    const members = await settledMembers(this.waits(), signal)
     const donor = members[0]
     if (!donor) throw new Error('no live ready member to copy from')
     // local writers wait from the first attempt that found a donor on, until the copy is done
@@ -290,48 +270,15 @@ export class JoinCopy {
     )
   }
 
-  /**
-   * Wait while another node copies the cluster's data (one copy at a time). Nobody copying in
-   * a few heartbeats in a row: a node that started just now has heard every member by then.
-   */
-  private async waitTurn(signal: AbortSignal): Promise<void> {
-    let logged = false
-    let quiet = 0
-    for (;;) {
-      signal.throwIfAborted()
-      const busy = copyingNow(this.init.peers())
-      if (busy.length === 0 && ++quiet >= QUIET_POLLS) return
-      if (busy.length === 0) {
-        await sleep(POLL_MS * 3, signal)
-        continue
-      }
-      quiet = 0
-      if (!logged) {
-        this.log.info({ copying: busy }, 'waiting for another node to finish its copy')
-        logged = true
-      }
-      this.set({ phase: 'waiting' })
-      await sleep(POLL_MS * 5, signal)
-    }
-  }
-
-  /**
-   * The donor candidates, once every live ready member is one: a member just seen (not yet
-   * stable) left out would never be subscribed to from the snapshot on, and its writes from
-   * then until a later subscription would never arrive here.
-   */
-  private async settledMembers(signal: AbortSignal): Promise<Member[]> {
-    const deadline = Date.now() + SETTLE_MS
-    for (;;) {
-      signal.throwIfAborted()
-      const members = this.init.candidates().sort((a, b) => a.nodeId - b.nodeId)
-      const unsettled = leftOut(this.init.peers(), members)
-      if (unsettled.length === 0) return members
-      if (Date.now() > deadline)
-        throw new Error(
-          `member ${unsettled.join(', ')} is ready but not settled (just seen, flapping, or its PostgreSQL down)`,
-        )
-      await sleep(POLL_MS, signal)
+  private waits(): WaitContext {
+    const { nodeId, candidates, peers, donorCatchUpMs } = this.init
+    return {
+      nodeId,
+      log: this.log,
+      candidates,
+      peers,
+      donorCatchUpMs,
+      waiting: () => this.set({ phase: 'waiting' }),
     }
   }
 
@@ -362,7 +309,7 @@ export class JoinCopy {
     signal: AbortSignal,
   ): Promise<void> {
     const conn = this.init.local.peerConninfo(m.postgres)
-    await this.waitSlotFlushed(donor, m.nodeId, conn, lsn, signal)
+    await waitSlotFlushed(this.waits(), donor, m.nodeId, conn, lsn, signal)
   }
 
   /**
@@ -382,34 +329,7 @@ export class JoinCopy {
       )
       return
     }
-    await this.waitSlotFlushed(donor, nodeId, local.conninfo, lsn, signal)
-  }
-
-  private async waitSlotFlushed(
-    donor: Member,
-    node: number,
-    conn: string,
-    lsn: string | undefined,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const slot = subscriptionName(donor.nodeId, node)
-    const deadline = Date.now() + (this.init.donorCatchUpMs ?? CATCH_UP_MS)
-    for (;;) {
-      signal.throwIfAborted()
-      const r = await jc.slotFlushedPast(
-        conn,
-        `traktor-${this.init.nodeId}-join`,
-        slot,
-        lsn ?? '0/0',
-      )
-      if (r.ok) return
-      if (Date.now() > deadline) {
-        throw new Error(
-          `donor node ${donor.nodeId} has not applied node ${node}'s changes up to ${lsn} (its slot ${slot} there is at ${r.flushed ?? 'missing'})`,
-        )
-      }
-      await sleep(POLL_MS, signal)
-    }
+    await waitSlotFlushed(this.waits(), donor, nodeId, local.conninfo, lsn, signal)
   }
 
   private async copyAll(
