@@ -67,3 +67,30 @@ export function rosterSource(
     .sort((a, b) => b.rosterVersion - a.rosterVersion)[0]
   return newer ?? (joinState === 'joining' ? alive.find((m) => m.joinState === 'ready') : undefined)
 }
+
+/** Every other live node of the cluster, whatever its join state (not removed, not claimed twice). */
+export function livePeers(
+  members: readonly Member[],
+  self: number,
+  removed: ReadonlySet<number>,
+): Member[] {
+  return members.filter(
+    (m) =>
+      m.state !== 'dead' &&
+      !m.duplicate &&
+      m.joinState !== 'removed' &&
+      m.nodeId !== self &&
+      !removed.has(m.nodeId),
+  )
+}
+
+/** The members a new node may copy from: ready, PostgreSQL up, not removed, stable. */
+export function donors(
+  members: readonly Member[],
+  removed: ReadonlySet<number>,
+  stable: (m: Member) => boolean,
+): Member[] {
+  return members.filter(
+    (m) => m.joinState === 'ready' && m.postgresUp && !removed.has(m.nodeId) && stable(m),
+  )
+}

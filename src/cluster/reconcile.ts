@@ -1,37 +1,20 @@
-// The automatic mesh: a node that starts learns the cluster's roster (was it removed?) and
-// adopts the cluster's replicaset (or says exactly why it cannot, and does not half-join),
-// then subscribes to every stable ready member with the member's advertised connection
-// string and its own peerPassword. Removals stick: the roster of removed nodes is merged from
-// any member that knows a newer one, subscriptions to and slots of removed nodes are dropped,
-// and a removed node that still acts as a member is told. Runs every tick and whenever
-// membership changes.
-import { z } from 'zod'
 import type { JoinMode } from '../config/types.js'
-import { ConflictError, type TraktorError } from '../errors.js'
+import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
-import * as cs from '../postgres/cluster-state.js'
+import type * as cs from '../postgres/cluster-state.js'
 import { formatRelation } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import { JoinCopy, type JoinProgress, type RunOptions } from './join.js'
 import { decideJoin } from './join-decide.js'
+import { CopyLoop } from './join-loop.js'
 import type { JoinState, Member, Membership } from './membership.js'
 import { fanOut, type MeshPort } from './port.js'
-import { decidePass, rosterSource } from './reconcile-decide.js'
+import { decidePass, donors, livePeers } from './reconcile-decide.js'
+import { Roster } from './roster.js'
 import { answerOf } from './rpc-results.js'
 import type { SequenceStriper } from './sequences.js'
 
 const TICK_MS = 500
-const TELL_EVERY_MS = 5000
-
-const rosterSchema = z
-  .array(
-    z.object({
-      node: z.int().min(0),
-      removedMs: z.number().min(0),
-      readmittedMs: z.number().min(0).nullable(),
-    }),
-  )
-  .max(10_000)
 
 export interface ReconcilerInit {
   local: LocalNode
@@ -50,9 +33,6 @@ export interface ReconcilerInit {
   onJoinProgress?: (p: JoinProgress) => void
 }
 
-const COPY_RETRY_MS = 1000
-const COPY_RETRY_MAX_MS = 10_000
-
 export class Reconciler {
   private readonly init: ReconcilerInit
   private readonly log: Logger
@@ -61,9 +41,7 @@ export class Reconciler {
   /** the last adopt failed its checks (and set joinError) */
   private adoptFailed = false
   version = 0
-  /** nodes removed from the cluster (this one included, if it was) */
-  removed: ReadonlySet<number> = new Set()
-  rosterVersion = 0
+  readonly roster: Roster
   /** the last pass reached PostgreSQL (members see it in the heartbeat) */
   postgresUp = true
   private startedMs = 0
@@ -73,14 +51,20 @@ export class Reconciler {
   private readonly failing = new Map<number, string>()
   /** members not yet known to have refreshed their subscription to this node after an adopt */
   private readonly owedRefresh = new Set<number>()
-  /** when a removed member was last told so, per node (rate limit) */
-  private readonly told = new Map<number, number>()
   readonly joiner: JoinCopy
-  private copy: { abort: AbortController; done: Promise<void> } | undefined
+  private readonly copyLoop: CopyLoop
 
   constructor(init: ReconcilerInit) {
     this.init = init
     this.log = init.log.child({ component: 'reconcile' })
+    this.roster = new Roster({
+      local: init.local,
+      membership: init.membership,
+      mesh: init.mesh,
+      nodeId: init.nodeId,
+      log: this.log,
+      kick: () => this.kick(),
+    })
     this.joiner = new JoinCopy({
       local: init.local,
       nodeId: init.nodeId,
@@ -89,6 +73,21 @@ export class Reconciler {
       peers: () => this.livePeers(),
       ...(init.joinPauseMs ? { pauseMs: init.joinPauseMs } : {}),
       ...(init.onJoinProgress ? { onProgress: init.onJoinProgress } : {}),
+    })
+    this.copyLoop = new CopyLoop({
+      joiner: this.joiner,
+      local: init.local,
+      log: this.log,
+      copying: () => this.joinState === 'copying',
+      becomeReady: () => this.becomeReady(),
+      ready: () => this.kick(),
+      failed: (msg) => {
+        this.joinError = msg
+      },
+      refused: (msg) => {
+        this.joinError = msg
+        this.joinState = 'joining'
+      },
     })
   }
 
@@ -145,8 +144,8 @@ export class Reconciler {
   private async pass(): Promise<void> {
     const { local, membership, nodeId } = this.init
     if (!(await local.initialized())) await local.initNode()
-    await this.loadRoster()
-    await this.syncRoster()
+    await this.roster.load()
+    await this.roster.sync(this.joinState)
     if (this.removed.has(nodeId)) {
       if (this.joinState !== 'removed') {
         this.log.warn(
@@ -164,7 +163,7 @@ export class Reconciler {
       this.joinError = undefined
     }
     this.version = await local.cluster.replicasetVersion()
-    await this.tellRemoved()
+    await this.roster.tellRemoved()
     const members = membership.members().filter((m) => !this.removed.has(m.nodeId) && !m.duplicate)
     const verdict = decidePass({
       self: nodeId,
@@ -190,76 +189,19 @@ export class Reconciler {
     if (this.owedRefresh.size > 0) await this.askRefresh()
   }
 
-  private async loadRoster(): Promise<void> {
-    const entries = await this.init.local.cluster.roster()
-    this.removed = new Set(entries.filter(cs.isRemovedEntry).map((e) => e.node))
-    this.rosterVersion = cs.rosterVersion(entries)
+  /** nodes removed from the cluster (this one included, if it was) */
+  get removed(): ReadonlySet<number> {
+    return this.roster.removed
   }
 
-  /**
-   * Merge the roster of a member that knows a newer one. A node still joining asks a ready
-   * member even without a newer version: a node removed while it was down must learn it before
-   * it subscribes to anyone.
-   */
-  private async syncRoster(): Promise<void> {
-    const alive = this.init.membership.members().filter((m) => m.state === 'alive' && !m.duplicate)
-    const source = rosterSource(alive, this.rosterVersion, this.joinState)
-    if (!source) return
-    const r = await this.init.mesh.request(
-      source.peerId,
-      { method: 'roster.get', params: {} },
-      { timeoutMs: 3000 },
-    )
-    if (!r.ok) {
-      this.log.debug({ node: source.nodeId, err: r.error.message }, 'cannot read the roster')
-      return
-    }
-    const parsed = rosterSchema.safeParse(r.result)
-    if (!parsed.success) {
-      this.log.warn({ node: source.nodeId }, 'a member answered roster.get with garbage')
-      return
-    }
-    const { changed } = await this.mergeRoster(parsed.data)
-    if (changed.length > 0) {
-      this.log.info({ from: source.nodeId, nodes: changed }, 'learned roster changes from a member')
-    }
+  /** the newest change this node knows of in the roster of removed nodes */
+  get rosterVersion(): number {
+    return this.roster.version
   }
 
-  /** A member that is removed but still acts as one (it was away): tell it, now and then. */
-  private async tellRemoved(): Promise<void> {
-    const now = Date.now()
-    for (const m of this.init.membership.members()) {
-      if (m.state !== 'alive' || m.joinState === 'removed' || !this.removed.has(m.nodeId)) continue
-      if (now - (this.told.get(m.nodeId) ?? 0) < TELL_EVERY_MS) continue
-      this.told.set(m.nodeId, now)
-      this.log.warn({ node: m.nodeId }, 'a removed node is back: telling it it was removed')
-      await this.init.mesh.request(
-        m.peerId,
-        { method: 'roster.merge', params: { entries: await this.init.local.cluster.roster() } },
-        { timeoutMs: 3000 },
-      )
-    }
-  }
-
-  /**
-   * Merge roster entries (a member's or the operator's change) and act on them at once:
-   * subscriptions to and the slot of a node removed now are dropped here; this node's own
-   * removal or re-admission is taken up by the next pass.
-   */
+  /** Merge roster entries (a member's or the operator's change), acted on at once. */
   async mergeRoster(entries: readonly cs.RosterEntry[]): Promise<{ changed: number[] }> {
-    const { local, nodeId } = this.init
-    const changed = await local.cluster.mergeRoster(entries)
-    await this.loadRoster()
-    for (const node of changed) {
-      if (node === nodeId || !this.removed.has(node)) continue
-      for (const m of this.init.membership.members()) {
-        if (m.nodeId === node) this.init.mesh.forgetPeer?.(m.peerId)
-      }
-      if ((await local.subscriptions()).some((s) => s.peer === node)) await local.unsubscribe(node)
-      await local.dropSlotOf(node)
-    }
-    if (changed.length > 0) this.kick()
-    return { changed }
+    return await this.roster.merge(entries)
   }
 
   /** Ready, unless this node's sequences are not striped yet (then: false, try again). */
@@ -274,31 +216,15 @@ export class Reconciler {
     return true
   }
 
-  /** Live ready members a new node copies from and subscribes to. */
   /** every other live node of the cluster, whatever its join state */
   private livePeers(): Member[] {
-    return this.init.membership
-      .members()
-      .filter(
-        (m) =>
-          m.state !== 'dead' &&
-          !m.duplicate &&
-          m.joinState !== 'removed' &&
-          m.nodeId !== this.init.nodeId &&
-          !this.removed.has(m.nodeId),
-      )
+    return livePeers(this.init.membership.members(), this.init.nodeId, this.removed)
   }
 
+  /** Live ready members a new node copies from and subscribes to (stable, PostgreSQL up). */
   private donors(): Member[] {
-    return this.init.membership
-      .members()
-      .filter(
-        (m) =>
-          m.joinState === 'ready' &&
-          m.postgresUp &&
-          !this.removed.has(m.nodeId) &&
-          this.init.membership.isStable(m),
-      )
+    const { membership } = this.init
+    return donors(membership.members(), this.removed, (m) => membership.isStable(m))
   }
 
   /**
@@ -362,65 +288,11 @@ export class Reconciler {
   /** Copy until it succeeds (each failed attempt starts over), then be ready. */
   private startCopy(first: RunOptions): void {
     this.joinState = 'copying'
-    const abort = new AbortController()
-    let opts = first
-    const loop = async () => {
-      let delay = COPY_RETRY_MS
-      while (!abort.signal.aborted && this.joinState === 'copying') {
-        try {
-          if (await this.joiner.fenceLost()) {
-            // as after a restart of the arbiter: emptied, slots made anew, fenced again
-            this.log.warn(
-              'the fence of local writers was lost (PostgreSQL restarted): the copy starts over from its first step',
-            )
-            await this.joiner.lowerFences().catch(() => undefined)
-            opts = { ...opts, clear: true }
-          }
-          await this.joiner.run(abort.signal, opts)
-          // the members' slots here were made before the fence: local writers go on at once
-          await this.joiner.release()
-          while (!abort.signal.aborted && !(await this.becomeReady())) {
-            await new Promise((r) => setTimeout(r, COPY_RETRY_MS))
-          }
-          this.kick()
-          return
-        } catch (err) {
-          if (abort.signal.aborted) return
-          const msg = (err as Error).message
-          if ((err as TraktorError).code === 'ERR_JOIN_REFUSED') {
-            await this.refuseCopy(msg)
-            return
-          }
-          this.joiner.progress.lastError = msg
-          this.joinError = `the copy of the cluster data failed (attempt ${this.joiner.progress.attempt}, trying again): ${msg}`
-          this.log.warn({ err: msg, attempt: this.joiner.progress.attempt }, 'join copy failed')
-          await new Promise((r) => setTimeout(r, delay))
-          delay = Math.min(delay * 2, COPY_RETRY_MAX_MS)
-        }
-      }
-    }
-    const done = loop().finally(async () => {
-      await this.joiner.lowerFences().catch(() => undefined)
-      if (this.copy?.abort === abort) this.copy = undefined
-    })
-    this.copy = { abort, done }
-  }
-
-  /** Rows written here as the join began: back to joining, as if they had been there before. */
-  private async refuseCopy(msg: string): Promise<void> {
-    await this.joiner.lowerFences().catch(() => undefined)
-    await this.init.local.joinCopy.deleteMarker()
-    const dropped = await this.init.local.joinSlots.dropUnusedJoinSlots()
-    this.joinError = msg
-    this.joinState = 'joining'
-    this.log.error({ dropped }, msg)
+    this.copyLoop.start(first)
   }
 
   private async stopCopy(): Promise<void> {
-    const c = this.copy
-    if (!c) return
-    c.abort.abort()
-    await c.done
+    await this.copyLoop.stop()
     if (this.joinState === 'copying') this.joinState = 'joining'
   }
 

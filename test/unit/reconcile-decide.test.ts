@@ -4,6 +4,8 @@ import { describe, expect, it } from 'vitest'
 import type { Member } from '../../src/cluster/membership.js'
 import {
   decidePass,
+  donors,
+  livePeers,
   type PassObservation,
   rosterSource,
 } from '../../src/cluster/reconcile-decide.js'
@@ -104,5 +106,27 @@ describe('rosterSource', () => {
     const alive = [member(1, { joinState: 'copying' }), member(2)]
     expect(rosterSource(alive, 0, 'joining')?.nodeId).toBe(2)
     expect(rosterSource(alive, 0, 'ready')).toBeUndefined()
+  })
+})
+
+describe('who a joining node copies from, and who it counts as a peer', () => {
+  const all = [
+    member(0),
+    member(1),
+    member(2, { state: 'dead' }),
+    member(3, { duplicate: true }),
+    member(4, { joinState: 'removed' }),
+    member(5),
+    member(6, { joinState: 'copying' }),
+    member(7, { postgresUp: false }),
+  ]
+  it('peers: every other live node, whatever its join state, not removed or claimed twice', () => {
+    expect(livePeers(all, 0, new Set([5])).map((m) => m.nodeId)).toEqual([1, 6, 7])
+  })
+  it('donors: ready, PostgreSQL up, not removed, stable', () => {
+    // as Membership.isStable: alive, one claim, alive long enough (node 1 just came back)
+    const stable = (m: Member) => m.state === 'alive' && !m.duplicate && m.nodeId !== 1
+    expect(donors(all, new Set([5]), stable).map((m) => m.nodeId)).toEqual([0])
+    expect(donors(all, new Set(), () => true).map((m) => m.nodeId)).toEqual([0, 1, 2, 3, 5])
   })
 })
