@@ -1,7 +1,6 @@
 // Mesh mode's cluster service: membership, the automatic mesh, two-phase proposals, conflict
-// events and the fan-out behind /v1/cluster/* and /rpc. Parts start in dependency order and
-// stop in reverse.
-import type { JoinMode } from '../config/types.js'
+// events and the fan-out behind /v1/cluster/* and /rpc. Its parts are built in cluster-parts.ts;
+// here they start in dependency order and stop in reverse.
 import { ConflictError } from '../errors.js'
 import { stopInOrder } from '../lifecycle.js'
 import type { Logger } from '../log.js'
@@ -9,68 +8,31 @@ import type { ConflictEvent } from '../mesh/codec.js'
 import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
 import type * as cs from '../postgres/cluster-state.js'
 import type { RelationName } from '../postgres/ident.js'
-import type { LocalNode } from '../postgres/local.js'
-import { CheckNode } from './check-node.js'
-import { type CheckAnswer, Checker, type RepairAnswer } from './checker.js'
-import { ClusterHistory, type ClusterHistoryEntry } from './cluster-history.js'
-import {
-  type ClusterPortsInit,
-  checkPortOf,
-  FANOUT_TIMEOUT_MS,
-  takesPart,
-  usedSequences,
-} from './cluster-ports.js'
-import { ClusterStatus } from './cluster-status.js'
+import type { CheckNode } from './check-node.js'
+import type { CheckAnswer, Checker, RepairAnswer } from './checker.js'
+import type { ClusterHistory, ClusterHistoryEntry } from './cluster-history.js'
+import { FANOUT_TIMEOUT_MS } from './cluster-ports.js'
+import type { ClusterStatus } from './cluster-status.js'
 
 export type { RosterChange } from './roster-ops.js'
 
-import { type CommitAnswer, CommitMode, newer } from './commit-mode.js'
+import { buildParts, type ClusterInit } from './cluster-parts.js'
+import type { CommitAnswer, CommitMode } from './commit-mode.js'
 import { type DdlAnswer, type DdlRequest, runDdl } from './ddl.js'
-import { isolatedAfterMs, type Timings } from './detector.js'
-import type { FaultHooks } from './faults.js'
-import { combine, IsolationWatch, isolationReason, memberReach } from './isolation.js'
-import type { JoinProgress } from './join.js'
-import { Membership } from './membership.js'
-import { fanOut, type MeshPort } from './port.js'
-import { type Outcome, Proposals } from './proposals.js'
-import { Reconciler } from './reconcile.js'
-import { Recovery } from './recovery.js'
-import { type RosterChange, RosterOps } from './roster-ops.js'
+import { isolatedAfterMs } from './detector.js'
+import { combine, type IsolationWatch, isolationReason, memberReach } from './isolation.js'
+import type { Membership } from './membership.js'
+import { fanOut } from './port.js'
+import type { Outcome, Proposals } from './proposals.js'
+import type { Reconciler } from './reconcile.js'
+import type { Recovery } from './recovery.js'
+import type { RosterChange, RosterOps } from './roster-ops.js'
 import { rpcHandler } from './rpc-handlers.js'
-import { SequenceStriper } from './sequences.js'
-import { SlotHealer } from './slot-healer.js'
-import { Steps } from './steps.js'
+import type { SequenceStriper } from './sequences.js'
+import type { SlotHealer } from './slot-healer.js'
+import type { Steps } from './steps.js'
 
-export interface ClusterInit {
-  mesh: MeshPort
-  local: LocalNode
-  nodeId: number
-  advertisePostgres: string
-  version: string
-  timings: Timings
-  log: Logger
-  onOutcome?: (o: Outcome) => void
-  /** a member came back alive after suspect or dead */
-  onFlap?: () => void
-  /** background consistency check period (ms); 0 = off */
-  checkEveryMs?: number
-  /** a peer whose slot here was lost copies the cluster's data again (default true) */
-  healLostSlots?: boolean
-  /** node-striped sequences for replicated tables (default stripe) */
-  sequences?: 'stripe' | 'off'
-  /** sync: commits wait for every live, caught-up peer (synchronous_standby_names) */
-  commit?: 'async' | 'sync'
-  /** sync: how many peers a commit waits for (default every live one) */
-  syncQuorum?: number
-  /** how a new node joins (config `join`) */
-  join?: JoinMode
-  /** test-only: the join copy waits this long before copying */
-  joinPauseMs?: number
-  onJoinProgress?: (p: JoinProgress) => void
-  /** where the fault suite acts in a proposal (faults.ts); nothing by default */
-  faults?: FaultHooks
-  noFence?: boolean
-}
+export type { ClusterInit }
 
 export class Cluster {
   readonly membership: Membership
@@ -98,165 +60,26 @@ export class Cluster {
   constructor(init: ClusterInit) {
     this.init = init
     this.log = init.log.child({ component: 'cluster' })
-    this.conflicts = new ClusterHistory({
-      nodeId: init.nodeId,
-      own: () => init.local.history(),
-      mesh: init.mesh,
-      members: () => this.membership.members(),
-      log: this.log,
-    })
-    const { mesh, local, nodeId } = init
-    this.membership = new Membership({
-      mesh,
-      nodeId,
-      postgres: init.advertisePostgres,
-      version: init.version,
-      timings: init.timings,
-      log: init.log,
-      self: () => ({
-        joinState: this.reconciler.joinState,
-        ...joinPercent(this.reconciler.joinProgress()),
-        replicasetVersion: this.reconciler.version,
-        rosterVersion: this.reconciler.rosterVersion,
-        postgresUp: this.reconciler.postgresUp,
-        commit: this.commitMode.current(),
-      }),
-      onChange: (m, previous) => {
-        this.reconciler.kick()
-        if (m.commit && newer(m.commit, this.commitMode.current()))
-          void this.commitMode
-            .adopt(m.commit, `node ${m.nodeId}`)
-            .catch((err: Error) =>
-              this.log.warn({ err: err.message, node: m.nodeId }, 'commit mode not adopted'),
-            )
-        if (m.state === 'alive' && previous !== undefined && previous !== 'alive') init.onFlap?.()
-      },
-    })
-    this.striper = new SequenceStriper({
-      local,
-      nodeId,
-      log: init.log,
-      enabled: (init.sequences ?? 'stripe') === 'stripe',
-      nodeIds: () => [
-        nodeId,
-        ...this.membership
-          .members()
-          .filter((m) => !m.duplicate && !this.reconciler.removed.has(m.nodeId))
-          .map((m) => m.nodeId),
-      ],
-      gather: (rels) => usedSequences(this.ports(), rels),
-    })
-    this.reconciler = new Reconciler({
-      local,
-      membership: this.membership,
-      mesh,
-      nodeId,
-      log: init.log,
-      joinGraceMs: Math.max(1500, init.timings.suspectAfterMs * 1.5),
-      striper: this.striper,
-      ...(init.join ? { join: init.join } : {}),
-      ...(init.joinPauseMs ? { joinPauseMs: init.joinPauseMs } : {}),
-      ...(init.onJoinProgress ? { onJoinProgress: init.onJoinProgress } : {}),
-    })
-    this.steps = new Steps({
-      local,
-      nodeId,
-      log: init.log,
-      noFence: init.noFence === true,
-      striper: this.striper,
-    })
-    this.proposals = new Proposals({
-      local,
-      mesh,
-      membership: this.membership,
-      isRemoved: (node) => this.reconciler.removed.has(node),
-      steps: this.steps,
-      nodeId,
-      log: init.log,
-      ...(init.onOutcome ? { onOutcome: init.onOutcome } : {}),
-      ...(init.faults ? { faults: init.faults } : {}),
-      drain: (nodes, timeoutMs) => this.checkNode.sync({ nodes, timeoutMs }),
-    })
-    this.recovery = new Recovery({
-      local,
-      mesh,
-      membership: this.membership,
-      proposals: this.proposals,
-      steps: this.steps,
-      nodeId,
-      log: init.log,
-    })
-    this.isolationWatch = new IsolationWatch({ log: init.log, check: () => this.isolation() })
-    this.checkNode = new CheckNode({ local, nodeId, log: init.log })
-    this.checker = new Checker({
-      nodeId,
-      port: checkPortOf(this.ports()),
-      log: init.log,
-      everyMs: init.checkEveryMs ?? 0,
-    })
-    this.healer = new SlotHealer({
-      nodeId,
-      log: init.log,
-      slots: () => local.slotHealth(),
-      ready: (peer) =>
-        this.membership
-          .members()
-          .some(
-            (m) =>
-              m.nodeId === peer && m.state === 'alive' && takesPart(m, (n) => this.isRemoved(n)),
-          ),
-      resync: (peer) => this.resync(peer),
-      record: (h) => local.records.recordHeal(h),
-    })
-    this.commitMode = new CommitMode({
-      local,
-      nodeId,
-      members: () => this.membership.members(),
-      log: init.log,
-      initialized: () => local.initialized(),
-      configured: {
-        mode: init.commit ?? 'async',
-        ...(init.syncQuorum ? { quorum: init.syncQuorum } : {}),
-      },
-    })
-    this.roster = new RosterOps({
-      nodeId,
-      local,
-      mesh: init.mesh,
-      membership: this.membership,
-      reconciler: this.reconciler,
-      log: this.log,
-    })
-    this.view = new ClusterStatus({
-      nodeId,
-      mesh: init.mesh,
-      local,
-      membership: this.membership,
-      reconciler: this.reconciler,
-      advertisePostgres: init.advertisePostgres,
-      version: init.version,
+    const p = buildParts(init, this.log, {
+      isolation: () => this.isolation(),
       healthReasons: () => this.healthReasons(),
-      sequences: () => this.striper.status(),
-      commit: () => this.commitMode.view(),
-    })
-  }
-
-  /** What the checker and the striper need of the cluster (cluster-ports.ts). */
-  private ports(): ClusterPortsInit {
-    const { mesh, nodeId, local } = this.init
-    return {
-      nodeId,
-      mesh,
-      membership: this.membership,
-      isRemoved: (n) => this.isRemoved(n),
-      isReady: () => this.reconciler.joinState === 'ready',
+      resync: (node) => this.resync(node),
       rpc: () => this.rpc(),
-      tables: async () => (await local.cluster.replicasetSnapshot()).tables.map((t) => t.relation),
-    }
-  }
-
-  private isRemoved(node: number): boolean {
-    return this.reconciler.removed.has(node)
+    })
+    this.conflicts = p.conflicts
+    this.membership = p.membership
+    this.striper = p.striper
+    this.reconciler = p.reconciler
+    this.steps = p.steps
+    this.proposals = p.proposals
+    this.recovery = p.recovery
+    this.isolationWatch = p.isolationWatch
+    this.checkNode = p.checkNode
+    this.checker = p.checker
+    this.healer = p.healer
+    this.commitMode = p.commitMode
+    this.roster = p.roster
+    this.view = p.view
   }
 
   private rpc(): RpcHandler {
@@ -534,8 +357,4 @@ export class Cluster {
     this.requireMember()
     return await this.roster.readmit(node)
   }
-}
-
-function joinPercent(p: JoinProgress | undefined): { joinPercent?: number } {
-  return p ? { joinPercent: p.percent } : {}
 }
