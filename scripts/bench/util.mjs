@@ -2,7 +2,6 @@
 // the clean-up registry that stops every server and process we started — at the end, on an
 // error, and on Ctrl-C.
 import { execFileSync } from 'node:child_process'
-import net from 'node:net'
 
 /**
  * Linear-interpolated percentile (p in 0..100) of numbers; undefined for an empty list. A miss
@@ -127,30 +126,8 @@ export function say(...parts) {
 
 // ---- ports -------------------------------------------------------------------------------
 
-// Ports below the kernel's ephemeral range (32768-60999 here): a port picked by binding port 0
-// can be taken by an outgoing connection's local port before the server listens on it, and the
-// tests of other sessions on this machine pick theirs that way.
-const PORT_LOW = 20_000
-const PORT_HIGH = 32_000
-const handedOut = new Set()
-
-/** A loopback port that is free now and not handed out before by this process. */
-export async function freePort() {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW))
-    if (handedOut.has(port)) continue
-    const free = await new Promise((resolve) => {
-      const srv = net.createServer()
-      srv.once('error', () => resolve(false))
-      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-    })
-    if (free) {
-      handedOut.add(port)
-      return port
-    }
-  }
-  throw new Error('no free port found')
-}
+// one policy for every process that starts servers (src/postgres/free-port.ts says why)
+export { freePort } from '../../dist/postgres/free-port.js'
 
 // ---- clean-up ----------------------------------------------------------------------------
 
