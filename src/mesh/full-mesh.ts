@@ -12,6 +12,8 @@ import { type MeshNode, ownAddresses } from './libp2p.js'
 import { peerIdIn, Redialer } from './redial.js'
 
 const ANNOUNCE_INTERVAL_MS = 2000
+/** a peer's unchanged addresses are stored again this often (the peer store ages them out) */
+const RELEARN_MS = 60_000
 
 export interface FullMeshComponents {
   node: MeshNode
@@ -28,6 +30,8 @@ export class FullMesh {
   private readonly redial: Redialer
   private readonly self: string
   private timer: NodeJS.Timeout | undefined
+  /** the addresses last learned of each peer, as it said them, and when */
+  private readonly learned = new Map<string, { said: string; at: number }>()
   private readonly onSubscription = (evt: SubscriptionChange): void => {
     const peers = this.components.gossip.topicString('peers')
     if (evt.detail.subscriptions.some((s) => s.topic === peers && s.subscribe)) this.announce()
@@ -80,6 +84,13 @@ export class FullMesh {
    */
   learn(from: string, strings: readonly string[]): boolean {
     if (this.components.isBlocked(from)) return false
+    // every heartbeat carries them (5 a second per member): parsed and stored when they change
+    // (the peer store's write is the costliest part of an idle arbiter's gossip), and once a
+    // minute anyway, since the peer store forgets addresses not refreshed within an hour
+    const said = strings.join(' ')
+    const last = this.learned.get(from)
+    const now = Date.now()
+    if (last?.said === said && now - last.at < RELEARN_MS) return !this.connected(from)
     const addrs: Multiaddr[] = []
     for (const s of strings) {
       try {
@@ -90,14 +101,19 @@ export class FullMesh {
       }
     }
     if (addrs.length === 0) return false
+    this.learned.set(from, { said, at: now })
     this.redial.addPeer(from, addrs)
     const { node } = this.components
-    const peer = peerIdFromString(from)
-    node.peerStore.merge(peer, { multiaddrs: addrs }).catch(() => {})
-    return node.getConnections(peer).length === 0
+    node.peerStore.merge(peerIdFromString(from), { multiaddrs: addrs }).catch(() => {})
+    return !this.connected(from)
+  }
+
+  private connected(peerId: string): boolean {
+    return this.components.node.getConnections(peerIdFromString(peerId)).length > 0
   }
 
   forget(peerId: string): void {
+    this.learned.delete(peerId)
     this.redial.forget(peerId)
   }
 
