@@ -17,6 +17,7 @@ import * as js from './join-slots.js'
 import { ServerLogReader } from './logfile.js'
 import * as lww from './lww.js'
 import { LwwInstaller } from './lww-installer.js'
+import { keepTrue } from './memo.js'
 import { PeerWatch } from './peer-watch.js'
 import { PublicationGuard } from './publication-guard.js'
 import { Refresher } from './refresher.js'
@@ -59,6 +60,7 @@ export interface NodeStatus {
 export class LocalNode {
   readonly nodeId: number
   private readonly db: Db
+  private readonly initializedMemo: ReturnType<typeof keepTrue>
   /** the consistency check's sessions (long scans, origin-tagged repairs), apart from control */
   private readonly checkDb: Db
   private readonly init: LocalNodeInit
@@ -93,6 +95,7 @@ export class LocalNode {
     this.nodeId = init.nodeId
     this.log = init.log.child({ component: 'postgres' })
     this.db = new Db({ conninfo: init.conninfo, nodeId: init.nodeId, purpose: 'control' })
+    this.initializedMemo = keepTrue(() => isInitialized(this.db))
     this.checkDb = new Db({
       conninfo: init.conninfo,
       nodeId: init.nodeId,
@@ -194,8 +197,9 @@ export class LocalNode {
     return subs.withPeerPassword(advertised, this.init.peerPassword)
   }
 
+  /** Whether this node's trktr schema exists (a yes is kept a few seconds: memo.ts says why). */
   async initialized(): Promise<boolean> {
-    return await isInitialized(this.db)
+    return await this.initializedMemo.get()
   }
 
   async initNode(): Promise<InitResult> {
@@ -242,6 +246,7 @@ export class LocalNode {
       }
     }
     await teardownNode(this.db)
+    this.initializedMemo.forget()
     this.watch.sync([])
     return { slotsLeft }
   }
