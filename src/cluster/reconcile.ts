@@ -184,7 +184,7 @@ export class Reconciler {
     }
     if (this.joinState !== 'ready') return
     // the cluster grew past the stride, or a sequence was reset by hand: stripe again
-    await this.init.striper?.ensure()
+    await this.init.striper?.recheck()
     await this.wireSubscriptions(members)
     if (this.owedRefresh.size > 0) await this.askRefresh()
   }

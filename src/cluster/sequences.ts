@@ -73,11 +73,16 @@ export interface StriperInit {
 const key = (v: { schema: string; table: string; column: string }) =>
   JSON.stringify([v.schema, v.table, v.column])
 
+/** a ready node looks again at its sequences' stripes this often (and when members change) */
+const RECHECK_MS = 5000
+
 export class SequenceStriper {
   private readonly init: StriperInit
   private readonly log: Logger
   /** the widest stride in use here: a stride never shrinks */
   private widest = MIN_STRIDE
+  /** the members at the last recheck that found everything striped, and when */
+  private checked = { who: '', at: 0 }
   private views: SequenceView[] = []
   private overflowAt = 0
   private readonly warned = new Set<string>()
@@ -117,6 +122,17 @@ export class SequenceStriper {
       await this.apply(s, floor)
     }
     return owned.length
+  }
+
+  /**
+   * ensure(), on a ready node's reconcile pass: the cluster grew past the stride, or a sequence
+   * was reset by hand. Looked at once the members (`nodeIds`) change, else every
+   * RECHECK_MS: two queries, not on every pass.
+   */
+  async recheck(): Promise<void> {
+    const who = this.init.nodeIds().join(',')
+    if (who === this.checked.who && Date.now() - this.checked.at < RECHECK_MS) return
+    if (await this.ensure()) this.checked = { who, at: Date.now() }
   }
 
   /**

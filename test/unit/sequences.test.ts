@@ -1,6 +1,13 @@
 // The decisions behind node-striped sequences: which stride, which first value, when to warn.
-import { describe, expect, it } from 'vitest'
-import { chooseStride, firstValue, usedRatio } from '../../src/cluster/sequences.js'
+import { describe, expect, it, vi } from 'vitest'
+import {
+  chooseStride,
+  firstValue,
+  SequenceStriper,
+  usedRatio,
+} from '../../src/cluster/sequences.js'
+import { silentLogger } from '../../src/log.js'
+import type { LocalNode } from '../../src/postgres/local.js'
 
 describe('chooseStride', () => {
   it('is 64 while node ids 0..63 have distinct residues', () => {
@@ -43,5 +50,46 @@ describe('usedRatio', () => {
     expect(usedRatio({ ...int4, last: null })).toBe(0)
     expect(usedRatio({ ...int4, last: 1932735283n })).toBeGreaterThanOrEqual(0.9)
     expect(usedRatio({ ...int4, last: 1000n })).toBeLessThan(0.01)
+  })
+})
+
+describe('SequenceStriper.recheck', () => {
+  // the store is a stand-in that counts reads (FakeStore; the real one is exercised by
+  // test/integration/sequences.test.ts)
+  it('reads the sequences again when the members change or after 5 s, not on every pass', async () => {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ['Date'] })
+    try {
+      let reads = 0
+      let nodes = [0, 1, 2]
+      const local = {
+        sequences: {
+          replicatedTables: async () => {
+            reads++
+            return []
+          },
+          ownedSequences: async () => [],
+        },
+      }
+      const s = new SequenceStriper({
+        local: local as unknown as LocalNode,
+        nodeId: 0,
+        log: silentLogger(),
+        enabled: true,
+        nodeIds: () => nodes,
+        gather: async () => [],
+      })
+      await s.recheck()
+      await s.recheck()
+      await s.recheck()
+      expect(reads).toBe(1)
+      nodes = [0, 1, 2, 3]
+      await s.recheck()
+      expect(reads).toBe(2)
+      vi.setSystemTime(1_000_000 + 5_000)
+      await s.recheck()
+      expect(reads).toBe(3)
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })
