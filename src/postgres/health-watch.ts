@@ -42,6 +42,8 @@ export interface HealthWatchInit {
   log: Logger
   intervalMs: number
   now?: () => number
+  /** whether the node is initialised (default: ask PostgreSQL) */
+  initialized?: () => Promise<boolean>
 }
 
 type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
@@ -100,7 +102,7 @@ export class HealthWatch {
 
   private async run(): Promise<void> {
     const { db, nodeId } = this.init
-    if (!(await isInitialized(db))) return
+    if (!(await (this.init.initialized?.() ?? isInitialized(db)))) return
     const t = thresholdsFor(this.init.intervalMs)
     const [slots, subs, pending] = await Promise.all([
       db.query<{ slot: string; wal_status: string | null; active: boolean; retained: number }>(

@@ -123,16 +123,15 @@ export class LocalNode {
     this.fences = bindDb(this.db, { dropFenceTrigger, dropStaleFences })
     this.replication = bindDb(this.db, { lagBySubscriber })
     this.checks = bindDb(this.checkDb, { ...checkStore, applyRepairs })
-    this.health = new HealthWatch({
+    const watching = {
       db: this.db,
-      nodeId: init.nodeId,
       log: this.log,
       intervalMs: init.guardIntervalMs ?? 1000,
-    })
+      initialized: () => this.initialized(),
+    }
+    this.health = new HealthWatch({ ...watching, nodeId: init.nodeId })
     this.guard = new PublicationGuard({
-      db: this.db,
-      log: this.log,
-      intervalMs: init.guardIntervalMs ?? 1000,
+      ...watching,
       ...(init.onPublicationRepaired ? { onRepaired: init.onPublicationRepaired } : {}),
     })
     this.watch = new PeerWatch({

@@ -18,6 +18,8 @@ export interface PublicationGuardInit {
   db: Db
   log: Logger
   intervalMs: number
+  /** whether the node is initialised (default: ask PostgreSQL) */
+  initialized?: () => Promise<boolean>
   /** told after a repair (mesh mode asks the peers to subscribe anew after a re-creation) */
   onRepaired?: (r: PublicationRepair) => void
 }
@@ -77,7 +79,7 @@ export class PublicationGuard {
 
   private async run(): Promise<PublicationRepair | undefined> {
     const { db } = this.init
-    if (!(await isInitialized(db))) return undefined
+    if (!(await (this.init.initialized?.() ?? isInitialized(db)))) return undefined
     const r = await repairPublication(db)
     if (!r.recreated && r.added.length === 0 && r.removed.length === 0) return r
     const at = new Date().toISOString()
