@@ -981,9 +981,34 @@ async function main() {
         }),
   }
   fs.mkdirSync(path.dirname(opt.out), { recursive: true })
-  fs.writeFileSync(opt.out, `${JSON.stringify(results, null, 2)}\n`)
+  fs.writeFileSync(opt.out, `${JSON.stringify(withEarlier(results, opt.out), null, 2)}\n`)
   printSummary(results)
   return pass ? 0 : 1
+}
+
+/**
+ * A rerun keeps the runs before it: their headline figures go to `earlier` (oldest first), so
+ * the file tells every run's code and outcome, not only the last one's.
+ */
+function withEarlier(results, file) {
+  let previous
+  try {
+    previous = JSON.parse(fs.readFileSync(file, 'utf8'))
+  } catch {
+    return results
+  }
+  const headline = (r) => ({
+    date: r.date,
+    code: r.code,
+    pass: r.pass,
+    minutes: Math.round((r.durationSeconds ?? 0) / 60),
+    transfers: Object.values(r.transfers ?? {}).reduce((a, b) => a + b, 0),
+    faultsInjected: r.faultsInjected,
+    faultsByKind: r.faultsByKind,
+    violations: r.violations,
+    identicalData: r.checks?.identicalData,
+  })
+  return { ...results, earlier: [...(previous.earlier ?? []), headline(previous)] }
 }
 
 function printSummary(r) {
