@@ -1,8 +1,10 @@
 // Faults from outside the processes (issue 16): every node — its PostgreSQL, with fsync on, and
 // its arbiter — runs in its own network namespace. Under a bank + event-log workload on every
 // node: (1) a real partition (node 2's data link on another bridge) cuts libp2p and PostgreSQL's
-// replication connections alike, while every side keeps taking writes; (2) node 1's postmaster
-// is SIGKILLed; (3) node 2's PostgreSQL shuts down immediately (pg_ctl -m immediate). After
+// replication connections alike, while every side keeps taking writes; (2) node 1's data link
+// is throttled both ways (a token bucket: no netem on this kernel, so the delay is queueing
+// and the loss is what overflows the queue); (3) node 1's postmaster is SIGKILLed; (4) node
+// 2's PostgreSQL shuts down immediately (pg_ctl -m immediate). After
 // quiesce the history checker finds every acknowledged write on every node, the bank total
 // held, and identical rows everywhere — and it does find a lost write when one is made.
 // Where namespaces cannot be made this file fails, loudly: it never passes by doing nothing.
@@ -94,6 +96,34 @@ describe('faults from outside: namespaces, partitions, PostgreSQL crashes', () =
     await lab.heal()
     await cl.waitMeshed(IDS, 30_000)
     console.info(`partition: each side saw the other dead after ${seenDeadMs} ms`)
+  })
+
+  it('a slow, lossy link on node 1 (throttled both ways): writes go on everywhere, nothing is lost', async () => {
+    const cl = c as MeshCluster
+    const lab = net as NetLab
+    await lab.throttle(1, 96)
+    try {
+      // the fault lasts 5 s at least; every node keeps taking writes meanwhile, and the bucket
+      // holds packets back and drops some (the link really is the bottleneck)
+      const since = Date.now()
+      const before = IDS.map((i) => h.stats.get(i)?.ok ?? 0)
+      const t = await waitFor(
+        async () => {
+          const wrote = IDS.every((i, k) => (h.stats.get(i)?.ok ?? 0) > (before[k] ?? 0) + 100)
+          const now = await lab.throttled(1)
+          const held = Date.now() - since >= 5000
+          return held && wrote && now.dropped > 0 && now.overlimits > 0 ? now : false
+        },
+        60_000,
+        'writes on every node, and packets dropped on the slow link',
+      )
+      console.info(
+        `throttle: node 1's link held back ${t.overlimits}, dropped ${t.dropped} packets`,
+      )
+    } finally {
+      await lab.unthrottle(1)
+    }
+    await cl.waitMeshed(IDS, 30_000)
   })
 
   /** Crash node i's PostgreSQL under load: its writer must see the failure, then resume. */
