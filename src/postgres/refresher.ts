@@ -2,9 +2,19 @@
 // time per peer, and the peers whose subscription could not be refreshed (disabled, peer down)
 // remembered and tried again (retryDue, from the resolver's cycle). A disabled subscription
 // cannot be refreshed; enabling it (subscriptions.enable) refreshes it first, behind a lock.
+//
+// An enabled subscription whose refresh fails is disabled at once: its apply worker would skip,
+// for good, every change to a table the subscription does not list yet (a table that just
+// joined the replicaset), so the peer's rows of that table would never arrive. Disabled, the
+// changes wait in the peer's slot; the retry enables it again through subscriptions.enable,
+// which lists the missing tables before the worker applies anything.
 import type { Logger } from '../log.js'
 import type { Db } from './db.js'
 import * as subs from './subscriptions.js'
+
+/** a suspended subscription is tried again after 1 s, doubling up to 30 s */
+const RETRY_MIN_MS = 1000
+const RETRY_MAX_MS = 30_000
 
 export class Refresher {
   private readonly db: Db
@@ -13,6 +23,8 @@ export class Refresher {
   private readonly refreshing = new Map<number, Promise<void>>()
   /** peers whose publication changed while our subscription could not refresh */
   private readonly refreshDue = new Set<number>()
+  /** peers whose subscription this refresher disabled after a failed refresh, and their retry */
+  private readonly suspended = new Map<number, { delayMs: number; nextMs: number }>()
 
   constructor(init: { db: Db; nodeId: number; log: Logger }) {
     this.db = init.db
@@ -32,6 +44,7 @@ export class Refresher {
         await subs.refresh(this.db, s.name)
       } catch (err) {
         failures.push(`${s.name}: ${(err as Error).message}`)
+        await this.suspend(s.peer, s.name, err as Error)
       }
     }
     if (failures.length > 0) throw new Error(`refresh failed: ${failures.join('; ')}`)
@@ -41,6 +54,11 @@ export class Refresher {
     for (const peer of this.refreshDue) void this.from(peer)
   }
 
+  /** Peers whose subscription waits disabled until it can be refreshed (status). */
+  suspendedPeers(): number[] {
+    return [...this.suspended.keys()]
+  }
+
   /** Refresh our subscription to a peer, one at a time per peer. */
   from(peer: number): Promise<void> {
     const prev = this.refreshing.get(peer) ?? Promise.resolve()
@@ -48,17 +66,22 @@ export class Refresher {
       const name = subs.subscriptionName(this.nodeId, peer)
       try {
         const enabled = await subs.isEnabled(this.db, name)
-        if (enabled === undefined) return
-        if (!enabled) {
-          this.refreshDue.add(peer)
+        if (enabled === undefined) {
+          this.suspended.delete(peer)
           return
         }
+        if (!enabled) {
+          this.refreshDue.add(peer)
+          if (this.suspended.has(peer)) await this.resume(peer, name)
+          return
+        }
+        this.suspended.delete(peer)
         await subs.refresh(this.db, name)
         this.refreshDue.delete(peer)
         this.log.debug({ subscription: name }, 'subscription refreshed')
       } catch (err) {
         this.refreshDue.add(peer)
-        this.log.warn({ subscription: name, err: (err as Error).message }, 'refresh failed')
+        await this.suspend(peer, name, err as Error)
       }
     })
     this.refreshing.set(peer, next)
@@ -66,6 +89,48 @@ export class Refresher {
       if (this.refreshing.get(peer) === next) this.refreshing.delete(peer)
     })
     return next
+  }
+
+  /** Disable an enabled subscription whose refresh failed; its changes wait in the slot. */
+  private async suspend(peer: number, name: string, err: Error): Promise<void> {
+    this.refreshDue.add(peer)
+    try {
+      await subs.disable(this.db, name)
+    } catch (e) {
+      this.log.error(
+        { subscription: name, err: err.message, disableErr: (e as Error).message },
+        'refresh failed and the subscription could not be disabled: changes to tables it does not list yet may be skipped; run traktor ctl check',
+      )
+      return
+    }
+    const was = this.suspended.get(peer)
+    const delayMs = was ? Math.min(was.delayMs * 2, RETRY_MAX_MS) : RETRY_MIN_MS
+    this.suspended.set(peer, { delayMs, nextMs: Date.now() + delayMs })
+    this.log.warn(
+      { subscription: name, err: err.message, retryMs: delayMs },
+      'refresh failed: subscription disabled until it can be refreshed (its changes wait in the slot)',
+    )
+  }
+
+  /** Enable a suspended subscription again, its missing tables listed first (when due). */
+  private async resume(peer: number, name: string): Promise<void> {
+    const s = this.suspended.get(peer)
+    if (!s || Date.now() < s.nextMs) return
+    try {
+      await subs.enable(this.db, name)
+    } catch (err) {
+      // enable() left it disabled: tried again later
+      const delayMs = Math.min(s.delayMs * 2, RETRY_MAX_MS)
+      this.suspended.set(peer, { delayMs, nextMs: Date.now() + delayMs })
+      this.log.warn(
+        { subscription: name, err: (err as Error).message, retryMs: delayMs },
+        'subscription still cannot be refreshed: it stays disabled',
+      )
+      return
+    }
+    this.suspended.delete(peer)
+    this.refreshDue.delete(peer)
+    this.log.info({ subscription: name }, 'subscription refreshed and enabled again')
   }
 
   /** Wait for the refreshes under way (stop). */

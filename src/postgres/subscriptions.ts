@@ -249,11 +249,38 @@ export async function unsubscribe(
   return { existed: existing.length > 0, slotLeft }
 }
 
-/** Pick up tables added to / removed from the peer's publication (no copy: peers agree). */
+/** a refresh opens a connection to the publisher; one that cannot be reached fails in time */
+export const REFRESH_TIMEOUT_MS = 10_000
+
+/**
+ * Pick up tables added to / removed from the peer's publication (no copy: peers agree). The
+ * publisher's connection has no connect_timeout of its own (an unreachable host takes minutes),
+ * so the statement is bounded; REFRESH cannot run in a transaction, hence a session setting.
+ */
 export async function refresh(db: Db, name: string): Promise<void> {
-  await db.query(
-    `ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = false)`,
-  )
+  const s = await db.hold()
+  let clean = false
+  try {
+    await s.query(`SET statement_timeout = ${REFRESH_TIMEOUT_MS}`)
+    await s.query(
+      `ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = false)`,
+    )
+    await s.query('RESET statement_timeout')
+    clean = true
+  } catch (err) {
+    clean = await s.query('RESET statement_timeout').then(
+      () => true,
+      () => false,
+    )
+    throw pgError(err, `refresh ${name}`)
+  } finally {
+    s.release(!clean)
+  }
+}
+
+/** Stop a subscription's apply worker; its changes wait in the peer's slot. */
+export async function disable(db: Db, name: string): Promise<void> {
+  await db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} DISABLE`)
 }
 
 /** Tables this node publishes that the subscription does not list yet (quoted, qualified). */

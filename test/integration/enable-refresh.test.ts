@@ -2,9 +2,11 @@
 // resolver). PostgreSQL refuses to refresh a disabled subscription, and once enabled its worker
 // skips, for good, a change to a table the subscription does not list. The arbiter enables it
 // with the missing tables locked until the refresh has committed, so the peer's rows of the new
-// table arrive.
+// table arrive. And an enabled subscription whose refresh fails (the publisher takes no new
+// connection) is disabled rather than left to skip, then enabled the same guarded way.
+import pg from 'pg'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
+import { call, DB, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
 
 let c: MeshCluster
 const IDS = [0, 1, 2]
@@ -15,7 +17,7 @@ beforeAll(async () => {
   // the mesh default, lww: a duplicate key disables the subscription, the resolver arms
   // row-level resolution and enables it again
   c = await MeshCluster.create(3, 'enref')
-  for (const i of IDS) await c.q(i, `${T('first')}; ${T('second')}`)
+  for (const i of IDS) await c.q(i, `${T('first')}; ${T('second')}; ${T('third')}`)
   await Promise.all(IDS.map((i) => c.start(i)))
   await c.waitMeshed(IDS)
   await c.waitSubscribed(IDS)
@@ -86,4 +88,55 @@ it('a table that joined while a subscription was disabled: its rows still arrive
   // demo.first: the later write wins everywhere
   await c.converged(IDS, 'demo.first', 30_000)
   expect((await c.q(1, 'SELECT note FROM demo.first WHERE id = 1'))[0]?.note).toBe('node 0')
+})
+
+it('a refresh that fails on an enabled subscription: its rows of the new table still arrive', async () => {
+  // node 0 takes no new replication connection (this test holds every free walsender), so
+  // nodes 1 and 2 cannot refresh their subscriptions to node 0 while the streams they have go
+  // on. An enabled subscription that missed its refresh would skip node 0's rows of the new
+  // table for good; the arbiter disables it instead (its walsender's slot then frees, so the
+  // retry, guarded, can list the table before anything is applied)
+  const server = c.node(0).pg
+  const held: pg.Client[] = []
+  try {
+    for (let n = 0; n < 64; n++) {
+      const r = new pg.Client({
+        host: server.host,
+        port: server.port,
+        database: DB,
+        user: 'postgres',
+        password: server.superPassword,
+        replication: 'database',
+      } as pg.ClientConfig)
+      r.on('error', () => {})
+      try {
+        await r.connect()
+        held.push(r)
+      } catch {
+        await r.end().catch(() => undefined)
+        break
+      }
+    }
+    expect(held.length).toBeGreaterThan(10)
+    const r = await call(c.api(0), 'PUT', '/v1/cluster/replicaset/demo.third')
+    // decided, and a member could not refresh (the first to fail disables its subscription,
+    // whose walsender's slot on node 0 may then serve the other's refresh)
+    expect(r.json.outcome, JSON.stringify(r.json)).toBe('committed')
+    const failed = (
+      r.json.nodes as Array<{ node: number; applied: boolean; reason?: string }>
+    ).filter((n) => !n.applied)
+    expect(failed.length, JSON.stringify(r.json)).toBeGreaterThan(0)
+    for (const n of failed) expect(n.reason).toMatch(/could not connect to the publisher/)
+    await c.q(0, `INSERT INTO demo.third VALUES (3, 'from node 0')`)
+  } finally {
+    for (const r of held) await r.end().catch(() => undefined)
+  }
+  await c.converged(IDS, 'demo.third', 30_000)
+  for (const i of [1, 2]) {
+    expect((await c.q(i, 'SELECT note FROM demo.third WHERE id = 3'))[0]?.note).toBe('from node 0')
+    const [sub] = await c.q(i, `SELECT subenabled FROM pg_subscription WHERE subname = $1`, [
+      `trktr_sub_${i}_0`,
+    ])
+    expect(sub?.subenabled).toBe(true)
+  }
 })
