@@ -62,11 +62,7 @@ export function checkPortOf(init: ClusterPortsInit): CheckPort {
       return r.result
     },
     broadcast: async (method, params) => {
-      await Promise.all(
-        membership
-          .active()
-          .map((m) => mesh.request(m.peerId, { method, params }, { timeoutMs: FANOUT_TIMEOUT_MS })),
-      )
+      await fanOut(mesh, membership.active(), { method, params }, FANOUT_TIMEOUT_MS)
     },
     tables: init.tables,
     isLeader: () =>
