@@ -1,0 +1,137 @@
+// Membership alone, on a stand-in mesh that keeps the handlers and hands heartbeats to them
+// (FakeMesh; the real gossip is tested in test/integration/mesh.test.ts), with Membership's
+// injected clock. Its start() takes handlers and stop() gives every one back; a heartbeat
+// relayed late or replayed is no news of its sender: a member seen dead stays dead until it
+// says something newer (issue 14: a stopped node flapped alive → suspect → dead).
+import { afterEach, describe, expect, it } from 'vitest'
+import { Membership, stale } from '../../src/cluster/membership.js'
+import type { MeshPort } from '../../src/cluster/port.js'
+import { silentLogger } from '../../src/log.js'
+import type { GossipMessage } from '../../src/mesh/types.js'
+
+const PEER = '12D3KooWpeer'
+const started: Membership[] = []
+
+afterEach(() => {
+  for (const m of started.splice(0)) m.stop()
+})
+
+class FakeMesh {
+  readonly peerId = '12D3KooWself'
+  readonly gossip = new Set<(m: GossipMessage) => void>()
+  readonly peers = new Set<(p: string, e: 'connect' | 'disconnect') => void>()
+  addresses = () => ['/ip4/127.0.0.1/tcp/1']
+  publish = async () => {}
+  subscribe = (_t: string, h: (m: GossipMessage) => void) => {
+    this.gossip.add(h)
+    return () => this.gossip.delete(h)
+  }
+  onPeer = (h: (p: string, e: 'connect' | 'disconnect') => void) => {
+    this.peers.add(h)
+    return () => this.peers.delete(h)
+  }
+}
+
+function setup() {
+  let clock = 0
+  const mesh = new FakeMesh()
+  const m = new Membership({
+    mesh: mesh as unknown as MeshPort,
+    nodeId: 0,
+    postgres: 'host=127.0.0.1',
+    version: '0',
+    timings: { heartbeatMs: 1000, suspectAfterMs: 2000, deadAfterMs: 3000 },
+    log: silentLogger(),
+    now: () => clock,
+    self: () => ({ joinState: 'ready', replicasetVersion: 0, rosterVersion: 0, postgresUp: true }),
+  })
+  m.start()
+  started.push(m)
+  return {
+    m,
+    mesh,
+    heartbeat: (incarnation: number, sentAt: number, seq?: number) => {
+      const payload = {
+        v: 1,
+        kind: 'heartbeat',
+        nodeId: 1,
+        peerId: PEER,
+        postgres: 'host=127.0.0.1 port=5433',
+        version: '0',
+        incarnation,
+        state: 'ready',
+        replicasetVersion: 0,
+        addrs: [],
+        sentAt,
+        ...(seq === undefined ? {} : { seq }),
+      }
+      for (const h of mesh.gossip) h({ topic: 'membership', from: PEER, payload } as GossipMessage)
+    },
+    /** the clock moves on, and the detector looks again (as its timer would) */
+    at: (ms: number) => {
+      clock = ms
+      for (const h of mesh.peers) h(PEER, 'connect')
+    },
+    state: () => m.members().find((x) => x.nodeId === 1)?.state,
+  }
+}
+
+describe('Membership lifecycle', () => {
+  it('stop() releases what start() subscribed to', () => {
+    const { m, mesh } = setup()
+    expect([mesh.gossip.size, mesh.peers.size]).toEqual([1, 1])
+    m.stop()
+    expect([mesh.gossip.size, mesh.peers.size]).toEqual([0, 0])
+    // and again: a second start takes one of each, not two
+    m.start()
+    expect([mesh.gossip.size, mesh.peers.size]).toEqual([1, 1])
+  })
+})
+
+describe('membership: stale heartbeats', () => {
+  it('a dead member stays dead when an old heartbeat of its run arrives late', () => {
+    const t = setup()
+    t.heartbeat(5, 1000)
+    expect(t.state()).toBe('alive')
+    t.at(3500)
+    expect(t.state()).toBe('dead')
+    t.heartbeat(5, 1000) // the same one again
+    t.heartbeat(5, 900) // an older one
+    t.at(3600)
+    expect(t.state()).toBe('dead')
+    t.heartbeat(5, 4500) // news: it is alive after all
+    expect(t.state()).toBe('alive')
+  })
+
+  it('a restarted member is taken whatever its incarnation once the old run is dead', () => {
+    const t = setup()
+    t.heartbeat(5, 1000)
+    t.heartbeat(4, 1100) // an older run while the newer is alive: ignored
+    t.at(3500)
+    expect(t.state()).toBe('dead')
+    t.heartbeat(4, 200) // a new run on a host whose clock went back
+    expect(t.state()).toBe('alive')
+  })
+
+  it('orders by the counter where the sender has one: a clock stepped back is still news', () => {
+    const t = setup()
+    t.heartbeat(5, 1000, 7)
+    t.at(2500)
+    expect(t.state()).toBe('suspect')
+    t.heartbeat(5, 400, 8) // its clock stepped back; its counter did not
+    expect(t.state()).toBe('alive')
+    t.at(6000)
+    t.heartbeat(5, 9000, 8) // the same counter again, whatever its clock says
+    expect(t.state()).toBe('dead')
+  })
+
+  it('stale(): newer in the same run, or a later run, is news; the rest is not', () => {
+    const alive = { incarnation: 5, sentAt: 1000, seq: undefined, state: 'alive' as const }
+    expect(stale({ incarnation: 5, sentAt: 1000 }, alive)).toBe(true)
+    expect(stale({ incarnation: 5, sentAt: 999 }, alive)).toBe(true)
+    expect(stale({ incarnation: 5, sentAt: 1001 }, alive)).toBe(false)
+    expect(stale({ incarnation: 6, sentAt: 1 }, alive)).toBe(false)
+    expect(stale({ incarnation: 4, sentAt: 9999 }, alive)).toBe(true)
+    expect(stale({ incarnation: 4, sentAt: 9999 }, { ...alive, state: 'dead' })).toBe(false)
+  })
+})
