@@ -22,7 +22,7 @@ import { PUBLICATION } from '../../src/postgres/schema.js'
 import { FailureIndex } from '../../src/resolver/failures.js'
 import { Resolver } from '../../src/resolver/resolver.js'
 import { createForgerRole, type ForgedEvent, Forger, waitLogged } from '../fixtures/forge.js'
-import { fullMesh, MeshLab, waitFor } from '../fixtures/mesh-nodes.js'
+import { conflictEvent, fullMesh, MeshLab, waitFor } from '../fixtures/mesh-nodes.js'
 import { API_KEY, dbSnapshot } from '../fixtures/node.js'
 import { type PgServer, startServers } from '../fixtures/pg.js'
 import {
@@ -336,19 +336,7 @@ describe('fuzzing gossip', () => {
     await settled()
     expect(received).toEqual([])
     // a well-behaved member still gets through
-    const good = {
-      v: 1,
-      kind: 'conflict',
-      nodeId: 2,
-      subscription: 'trktr_sub_2_1',
-      lsn: '0/1',
-      relation: null,
-      sqlState: '23505',
-      reason: null,
-      action: 'skip',
-      resolved: null,
-      occurred: new Date().toISOString(),
-    }
+    const good = conflictEvent(2, 'trktr_sub_2_1')
     // published again (a fresh message) every 2 s until it arrives: on a loaded machine the
     // mesh may have no peer for the topic at the moment of one publish
     let tries = 0

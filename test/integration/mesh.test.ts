@@ -10,6 +10,7 @@ import type { GossipMessage, RpcHandler } from '../../src/mesh/types.js'
 import { freePort } from '../fixtures/arbiters.js'
 import {
   bareAddress,
+  conflictEvent,
   dialRaw,
   fullMesh,
   holdsFalse,
@@ -352,19 +353,7 @@ describe('many peers on one IP address', () => {
     await waitFor(() => !q.connectedPeers().includes(p.peerId), 2000, 'p and q apart')
     const relayed: GossipMessage[] = []
     q.subscribe('conflicts', (m) => relayed.push(m))
-    const event = {
-      v: 1,
-      kind: 'conflict',
-      nodeId: 1,
-      subscription: 'crowd',
-      lsn: '0/1',
-      relation: null,
-      sqlState: '23505',
-      reason: null,
-      action: 'skip',
-      resolved: null,
-      occurred: new Date().toISOString(),
-    }
+    const event = conflictEvent(1, 'crowd')
     // the hub adds q to its relay mesh on gossipsub's 1 s heartbeat: publish until one arrives
     const deadline = performance.now() + 5000
     while (!relayed.some((m) => m.from === p.peerId)) {
