@@ -56,11 +56,6 @@ export class Refresher {
     for (const peer of this.refreshDue) void this.from(peer)
   }
 
-  /** Peers whose subscription waits disabled until it can be refreshed (status). */
-  suspendedPeers(): number[] {
-    return [...this.suspended.keys()]
-  }
-
   /** Refresh our subscription to a peer, one at a time per peer. */
   from(peer: number): Promise<void> {
     const prev = this.refreshing.get(peer) ?? Promise.resolve()
