@@ -25,8 +25,6 @@ export class Refresher {
   private readonly refreshDue = new Set<number>()
   /** peers whose subscription this refresher disabled after a failed refresh, and their retry */
   private readonly suspended = new Map<number, { delayMs: number; nextMs: number }>()
-  /** the guarded enables of suspended subscriptions, run one after the other */
-  private resuming: Promise<unknown> = Promise.resolve()
 
   constructor(init: { db: Db; nodeId: number; log: Logger }) {
     this.db = init.db
@@ -69,12 +67,7 @@ export class Refresher {
         }
         if (!enabled) {
           this.refreshDue.add(peer)
-          if (this.suspended.has(peer)) {
-            // one at a time: each holds a lock session and a refresh session from the pool
-            const run = this.resuming.then(() => this.resume(peer, name))
-            this.resuming = run.catch(() => undefined)
-            await run
-          }
+          if (this.suspended.has(peer)) await this.resume(peer, name)
           return
         }
         this.suspended.delete(peer)
