@@ -68,6 +68,8 @@ export interface DbInit {
 export class Db {
   private pool: pg.Pool | undefined
   private readonly init: DbInit
+  /** takers of two sessions queue here, so none holds one while waiting for the second */
+  private pairs: Promise<unknown> = Promise.resolve()
 
   constructor(init: DbInit) {
     this.init = init
@@ -138,6 +140,25 @@ export class Db {
         client.release(destroy)
       },
     }
+  }
+
+  /**
+   * Two sessions kept until released (a lock held in one while the other runs a command that
+   * cannot run in a transaction). Taken one pair at a time: several takers each holding one
+   * session of a small pool and waiting for a second would wait for ever.
+   */
+  async holdTwo(): Promise<[HeldSession, HeldSession]> {
+    const taken = this.pairs.then(async () => {
+      const first = await this.hold()
+      try {
+        return [first, await this.hold()] as [HeldSession, HeldSession]
+      } catch (err) {
+        first.release()
+        throw err
+      }
+    })
+    this.pairs = taken.catch(() => undefined)
+    return taken
   }
 
   /** A dedicated session (for origin-tagged repairs or commands that need their own session). */

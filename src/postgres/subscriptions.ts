@@ -5,7 +5,7 @@
 import pg from 'pg'
 import { BadRequestError, ConflictError, TraktorError } from '../errors.js'
 import { type ConnParams, formatConninfo, getParam, parseConninfo } from '../libpq/conninfo.js'
-import { clientConfig, type Db, pgError } from './db.js'
+import { clientConfig, type Db, type HeldSession, pgError } from './db.js'
 import { checkLsn, quoteIdent, quoteLiteral } from './ident.js'
 import { PUBLICATION } from './schema.js'
 
@@ -259,6 +259,11 @@ export const REFRESH_TIMEOUT_MS = 10_000
  */
 export async function refresh(db: Db, name: string): Promise<void> {
   const s = await db.hold()
+  await refreshOn(s, name)
+}
+
+/** The refresh on a held session, which it releases (closed if its settings are unknown). */
+async function refreshOn(s: HeldSession, name: string): Promise<void> {
   let clean = false
   try {
     await s.query(`SET statement_timeout = ${REFRESH_TIMEOUT_MS}`)
@@ -313,14 +318,17 @@ export async function enable(db: Db, name: string): Promise<void> {
     await db.query(`ALTER SUBSCRIPTION ${q} ENABLE`)
     return
   }
-  const lock = await db.hold()
+  // the lock's transaction must stay open while REFRESH, which cannot run in one, runs on a
+  // second session: both are taken together
+  const [lock, other] = await db.holdTwo()
   try {
     await lock.query('BEGIN')
     await lock.query(`SET LOCAL lock_timeout = '10s'`)
     await lock.query(`LOCK TABLE ${unlisted.map((r) => r.rel).join(', ')} IN EXCLUSIVE MODE`)
-    await db.query(`ALTER SUBSCRIPTION ${q} ENABLE`)
+    // committed at once (a disabled subscription cannot be refreshed)
+    await other.query(`ALTER SUBSCRIPTION ${q} ENABLE`)
     try {
-      await refresh(db, name)
+      await refreshOn(other, name)
     } catch (err) {
       await db.query(`ALTER SUBSCRIPTION ${q} DISABLE`)
       throw err
@@ -330,6 +338,7 @@ export async function enable(db: Db, name: string): Promise<void> {
     await lock.query('ROLLBACK').catch(() => undefined)
     throw pgError(err, `enable ${name} with its missing tables`)
   } finally {
+    other.release()
     lock.release()
   }
 }
