@@ -21,29 +21,24 @@
 //
 // Everything started here is stopped and every temporary folder removed at the end, on an
 // error and on Ctrl-C. Built from the compiled code in dist/ (run `npm run build` first).
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import pg from 'pg'
+import { connect, DB, ROLE, TraktorCluster } from './bench/cluster.mjs'
 import * as util from './bench/util.mjs'
 import {
-  bodyOf,
   cleanupAll,
-  freePort,
   installSignalHandlers,
   isInterrupted,
   onCleanup,
   sleep,
-  trackChild,
 } from './bench/util.mjs'
 
 const ROOT = path.resolve(import.meta.dirname, '..')
-const DB = 'app'
-const ROLE = 'traktor_arbiter'
 const SCHEMA = 'soak'
 const ACCOUNTS = `${SCHEMA}.accounts`
 const EXTRA = `${SCHEMA}.extra`
@@ -102,7 +97,7 @@ let t0 = Date.now()
 const elapsed = () => Math.round((Date.now() - t0) / 100) / 10
 const say = (...parts) => process.stdout.write(`[${elapsed().toFixed(1)}s] ${parts.join(' ')}\n`)
 
-// the bench's helpers: one waitFor, one port picker, one clean-up list and signal handling
+// the bench's helpers: one waitFor, one clean-up list and signal handling, one cluster harness
 const waitFor = (cond, ms, what, everyMs = 200) => util.waitFor(cond, ms, what, everyMs)
 installSignalHandlers('soak')
 
@@ -117,214 +112,65 @@ onCleanup(() => fs.rmSync(SNAP, { recursive: true, force: true }))
 for (const part of ['dist', 'bin', 'package.json']) {
   fs.cpSync(path.join(ROOT, part), path.join(SNAP, part), { recursive: true })
 }
-const BIN = path.join(SNAP, 'bin', 'traktor.js')
-const { destroyServers, startServers } = await import(
-  pathToFileURL(path.join(SNAP, 'dist', 'postgres', 'embedded.js')).href
-)
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'traktor-soak-'))
-onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }))
-const pskFile = path.join(dir, 'swarm.key')
+const codeUnder = {
+  bin: path.join(SNAP, 'bin', 'traktor.js'),
+  embedded: await import(pathToFileURL(path.join(SNAP, 'dist', 'postgres', 'embedded.js')).href),
+}
+/** the bench's cluster harness (scripts/bench/cluster.mjs), running the snapshot */
+let cluster
 let servers = []
-const nodes = [] // {id, apiPort, meshPort, dir, url, configFile, logFile, arbiter}
 
 const anomalies = [] // unexpected arbiter exits, unclean stops
 const faults = [] // the timeline
 const faultCounts = {}
 const violations = []
 
+/** A superuser connection to node i's database, for a workload or a sampler. */
 function superClient(i, extra = {}) {
-  const s = servers[i]
-  const client = new pg.Client({
-    host: '127.0.0.1',
-    port: s.port,
-    database: DB,
-    user: s.superuser,
-    password: s.superPassword,
+  return connect(servers[i], DB, {
     application_name: 'traktor-soak',
     connectionTimeoutMillis: 5000,
     query_timeout: 30_000,
     ...extra,
   })
-  client.on('error', () => {})
-  return client
 }
 
 /** One-shot SQL as the superuser on node i's database. */
-async function q(i, sql, params = []) {
-  const client = superClient(i)
-  await client.connect()
-  try {
-    return (await client.query(sql, params)).rows
-  } finally {
-    await client.end().catch(() => undefined)
-  }
-}
+const q = (i, sql, params = []) => cluster.sql(i, sql, params)
 
-async function keygen(file) {
-  const proc = spawn(process.execPath, [BIN, 'keygen', file], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  proc.stdout.on('data', (d) => {
-    out += d
-  })
-  proc.stderr.on('data', (d) => {
-    out += d
-  })
-  const code = await new Promise((resolve) => proc.once('exit', resolve))
-  if (code !== 0) throw new Error(`traktor keygen exited ${code}: ${out}`)
-}
-
-async function prepareNode(i, bootstrap) {
-  const s = servers[i]
-  await s.query(`CREATE DATABASE ${DB}`)
-  await s.query(`CREATE USER ${ROLE} PASSWORD '${PASSWORD}' SUPERUSER`)
-  await s.query(`CREATE SCHEMA ${SCHEMA} AUTHORIZATION ${ROLE}`, [], { dbname: DB })
-  await q(
-    i,
-    `CREATE TABLE ${ACCOUNTS} (id int PRIMARY KEY, node int NOT NULL, balance bigint NOT NULL);
-     ALTER TABLE ${ACCOUNTS} OWNER TO ${ROLE};
-     CREATE TABLE ${EXTRA} (id int PRIMARY KEY, note text);
-     ALTER TABLE ${EXTRA} OWNER TO ${ROLE};
-     CREATE TABLE ${HOT} (id int PRIMARY KEY, balance bigint NOT NULL);
-     ALTER TABLE ${HOT} OWNER TO ${ROLE}`,
-  )
-  const nodeDir = path.join(dir, `node${i}`)
-  fs.mkdirSync(nodeDir)
-  const n = nodes[i]
-  n.dir = nodeDir
-  n.url = `http://127.0.0.1:${n.apiPort}`
-  n.configFile = path.join(nodeDir, 'config.json')
-  n.logFile = path.join(nodeDir, 'arbiter.log')
-  // every timing at its default: heartbeat 200 ms, suspect 1 s, dead 2 s, resolver every 1 s
-  const config = {
-    nodeId: i,
-    postgres: `host=127.0.0.1 port=${s.port} dbname=${DB} user=${ROLE} password=${PASSWORD}`,
-    peerPassword: PASSWORD,
-    api: { listen: `127.0.0.1:${n.apiPort}`, apiKey: API_KEY },
-    mesh: {
-      listen: [`/ip4/127.0.0.1/tcp/${n.meshPort}`],
-      bootstrap,
-      identityFile: path.join(nodeDir, 'peer.key'),
-      pskFile,
-      cluster: 'soak',
-    },
-    logLevel: 'info',
-  }
-  fs.writeFileSync(n.configFile, JSON.stringify(config, null, 2))
-}
-
-/** Spawn node i's arbiter (its log appended to one file per node); wait for /healthz. */
-async function startArbiter(i) {
-  const n = nodes[i]
-  fs.appendFileSync(n.logFile, `=== soak: arbiter ${i} started at +${elapsed()}s ===\n`)
-  const fd = fs.openSync(n.logFile, 'a')
-  const proc = spawn(process.execPath, [BIN, 'start', '--config', n.configFile], {
-    stdio: ['ignore', fd, fd],
-  })
-  fs.closeSync(fd)
-  trackChild(proc)
-  const a = { proc, expectedExit: false, signal: undefined }
-  a.exited = new Promise((resolve) =>
-    proc.once('exit', (code, signal) => {
-      resolve({ code, signal })
-    }),
-  )
-  n.arbiter = a
-  a.exited.then(({ code, signal }) => {
-    if (a.expectedExit || isInterrupted() || shuttingDown) return
-    anomalies.push({ at: elapsed(), kind: 'unexpected-arbiter-exit', node: i, code, signal })
-    say(`!! arbiter ${i} exited on its own (code ${code}, signal ${signal})`)
-    // keep the soak going: start it again after a second
-    setTimeout(() => {
-      if (!isInterrupted() && !shuttingDown && nodes[i].arbiter === a) {
-        startArbiter(i).catch((err) => say(`!! restarting arbiter ${i}: ${err.message}`))
-      }
-    }, 1000)
-  })
-  await waitFor(
-    async () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) {
-        throw new Error(`arbiter ${i} exited during start:\n${problems(i, 10)}`)
-      }
-      return (await fetch(`${n.url}/healthz`).catch(() => undefined)) !== undefined
-    },
-    60_000,
-    `arbiter ${i} /healthz`,
-  )
-  return a
-}
+/** Start node i's arbiter (its log appended to one file per node); wait for /healthz. */
+const startArbiter = (i) => cluster.startArbiter(i, { waitMs: 60_000 })
 
 /** Stop node i's arbiter with `signal`; SIGKILL after 15 s. Returns {code, signal, ms}. */
-async function stopArbiter(i, signal = 'SIGTERM') {
-  const a = nodes[i].arbiter
-  if (!a) return undefined
-  const start = Date.now()
-  a.expectedExit = true
-  if (a.proc.exitCode === null && a.proc.signalCode === null) a.proc.kill(signal)
-  const timer = setTimeout(() => a.proc.kill('SIGKILL'), 15_000)
-  const r = await a.exited
-  clearTimeout(timer)
-  return { ...r, ms: Date.now() - start }
-}
+const stopArbiter = (i, signal = 'SIGTERM') => cluster.arbiters[i]?.stop(signal, 15_000)
 
-const arbiterRunning = (i) => {
-  const p = nodes[i].arbiter?.proc
-  return p !== undefined && p.exitCode === null && p.signalCode === null
+const arbiterRunning = (i) => cluster.arbiterRunning(i)
+
+/** An arbiter that exited unasked is an anomaly; the soak goes on and starts it again. */
+function onUnexpectedExit(i, a, { code, signal }) {
+  if (isInterrupted() || shuttingDown) return
+  anomalies.push({ at: elapsed(), kind: 'unexpected-arbiter-exit', node: i, code, signal })
+  say(`!! arbiter ${i} exited on its own (code ${code}, signal ${signal})`)
+  setTimeout(() => {
+    if (!isInterrupted() && !shuttingDown && cluster.arbiters[i] === a) {
+      startArbiter(i).catch((err) => say(`!! restarting arbiter ${i}: ${err.message}`))
+    }
+  }, 1000)
 }
 
 /** The REST API of node i with the key; JSON in and out; a network error is {status: 0}. */
-async function api(i, method, route, timeoutMs = 60_000) {
-  try {
-    const r = await fetch(`${nodes[i].url}${route}`, {
-      method,
-      headers: { 'X-API-KEY': API_KEY },
-      signal: AbortSignal.timeout(timeoutMs),
-    })
-    return { status: r.status, json: await bodyOf(r) }
-  } catch (err) {
-    return { status: 0, error: err.cause?.code ?? err.name ?? err.message }
-  }
+function api(i, method, route, timeoutMs = 60_000) {
+  return cluster.api(i, method, route, undefined, timeoutMs).catch((err) => ({
+    status: 0,
+    error: err.cause?.code ?? err.name ?? err.message,
+  }))
 }
 
 /** warn/error/fatal lines of an arbiter's log, the last `n` */
-function problems(i, n = 30) {
-  try {
-    return fs
-      .readFileSync(nodes[i].logFile, 'utf8')
-      .split('\n')
-      .filter((l) => /"level":(40|50|60)/.test(l) || l.startsWith('=== soak'))
-      .slice(-n)
-      .join('\n')
-  } catch {
-    return ''
-  }
-}
+const problems = (i, n = 30) => cluster?.arbiters[i]?.problems(n) ?? ''
 
-async function meshedView(i) {
-  const r = await api(i, 'GET', '/v1/cluster/nodes', 5000)
-  const list = r.json?.nodes ?? []
-  return IDS.every((o) =>
-    list.some((m) => m.node === o && m.state === 'alive' && m.join_state === 'ready'),
-  )
-}
-
-async function waitMeshed(ms = 120_000) {
-  for (const i of IDS) {
-    await waitFor(() => meshedView(i), ms, `node ${i} to see every node alive and ready`).catch(
-      (err) => {
-        throw new Error(`${err.message}\n${problems(i, 10)}`)
-      },
-    )
-  }
-}
-
-async function subscribedAll() {
-  for (const i of IDS) {
-    const subs = await q(i, `SELECT subname FROM pg_subscription WHERE subenabled`)
-    const names = new Set(subs.map((s) => s.subname))
-    if (!IDS.every((o) => o === i || names.has(`trktr_sub_${i}_${o}`))) return false
-  }
-  return true
-}
+const waitMeshed = () => cluster.waitMeshed(IDS, 120_000)
+const subscribedAll = () => cluster.subscribedAll(IDS)
 
 async function fingerprint(i) {
   const [r] = await q(
@@ -430,6 +276,15 @@ let shuttingDown = false
 const stats = IDS.map(() => ({ ok: 0, failed: 0, reconnects: 0 }))
 const samples = IDS.map(() => ({ taken: 0, unreachable: 0 }))
 
+/** Move a random amount from account a to account b of `table`, in one transaction. */
+async function transfer(client, table, a, b) {
+  const x = 1 + Math.floor(Math.random() * 50)
+  await client.query('BEGIN')
+  await client.query(`UPDATE ${table} SET balance = balance - $1 WHERE id = $2`, [x, a])
+  await client.query(`UPDATE ${table} SET balance = balance + $1 WHERE id = $2`, [x, b])
+  await client.query('COMMIT')
+}
+
 /** Transfers between node i's own accounts until stopped; reconnects when its server is away. */
 async function bank(i) {
   let client
@@ -438,17 +293,11 @@ async function bank(i) {
   while (!loadStopped) {
     try {
       if (!client) {
-        client = superClient(i)
-        await client.connect()
+        client = await superClient(i)
         stats[i].reconnects++
       }
-      const a = i * 100 + Math.floor(Math.random() * ACCOUNTS_PER_NODE)
-      const b = i * 100 + Math.floor(Math.random() * ACCOUNTS_PER_NODE)
-      const x = 1 + Math.floor(Math.random() * 50)
-      await client.query('BEGIN')
-      await client.query(`UPDATE ${ACCOUNTS} SET balance = balance - $1 WHERE id = $2`, [x, a])
-      await client.query(`UPDATE ${ACCOUNTS} SET balance = balance + $1 WHERE id = $2`, [x, b])
-      await client.query('COMMIT')
+      const own = () => i * 100 + Math.floor(Math.random() * ACCOUNTS_PER_NODE)
+      await transfer(client, ACCOUNTS, own(), own())
       stats[i].ok++
       if (interval > 0) {
         next += interval
@@ -483,17 +332,9 @@ async function hotBank(i) {
     }
     hotBusy[i] = true
     try {
-      if (!client) {
-        client = superClient(i)
-        await client.connect()
-      }
-      const a = Math.floor(Math.random() * HOT_ACCOUNTS)
-      const b = Math.floor(Math.random() * HOT_ACCOUNTS)
-      const x = 1 + Math.floor(Math.random() * 50)
-      await client.query('BEGIN')
-      await client.query(`UPDATE ${HOT} SET balance = balance - $1 WHERE id = $2`, [x, a])
-      await client.query(`UPDATE ${HOT} SET balance = balance + $1 WHERE id = $2`, [x, b])
-      await client.query('COMMIT')
+      client ??= await superClient(i)
+      const hot = () => Math.floor(Math.random() * HOT_ACCOUNTS)
+      await transfer(client, HOT, hot(), hot())
       hotStats[i].ok++
     } catch {
       hotStats[i].failed++
@@ -553,8 +394,7 @@ async function sampler() {
         }
         try {
           if (!clients[i]) {
-            clients[i] = superClient(i, { query_timeout: 10_000 })
-            await clients[i].connect()
+            clients[i] = await superClient(i, { query_timeout: 10_000 })
           }
           const { rows } = await clients[i].query(
             `SELECT count(*)::int AS n, sum(balance)::int8 AS t FROM ${ACCOUNTS}`,
@@ -744,25 +584,33 @@ async function main() {
   say(
     `soak: ${MINUTES} min, seed ${SEED}, ${RATE || 'unlimited'} transfers/s per node, a fault every ${FAULT_MIN_MS / 1000}-${FAULT_MAX_MS / 1000} s`,
   )
-  await keygen(pskFile)
-  for (const i of IDS) nodes[i] = { id: i, apiPort: await freePort(), meshPort: await freePort() }
-  const pgPorts = []
-  for (const _ of IDS) pgPorts.push(await freePort())
-  servers = await startServers(IDS.length, (i) => ({
-    name: `soak${i}`,
-    fast: true,
-    port: pgPorts[i],
-  }))
-  // run newest first: the arbiters stop, the logs are kept if asked, then the servers go
-  onCleanup(() => destroyServers(servers))
-  onCleanup(() => keepLogs())
-  onCleanup(async () => {
-    shuttingDown = true
-    await Promise.all(IDS.map((i) => stopArbiter(i, 'SIGTERM').catch(() => undefined)))
-  })
+  // the arbiters stop first, then the logs are kept if asked, then the servers go
+  cluster = await TraktorCluster.create(
+    IDS.length,
+    'soak',
+    {},
+    {
+      code: codeUnder,
+      apiKey: API_KEY,
+      password: PASSWORD,
+      schema: SCHEMA,
+      oneShotSql: true,
+      onExit: onUnexpectedExit,
+      beforeTeardown: keepLogs,
+    },
+  )
+  servers = cluster.servers
   say(`3 PostgreSQL servers on ports ${servers.map((s) => s.port).join(', ')}`)
-  const bootstrap = [`/ip4/127.0.0.1/tcp/${nodes[0].meshPort}`] // one bootstrap, shared by all
-  for (const i of IDS) await prepareNode(i, bootstrap)
+  for (const i of IDS) {
+    await q(
+      i,
+      `CREATE TABLE ${ACCOUNTS} (id int PRIMARY KEY, node int NOT NULL, balance bigint NOT NULL);
+       CREATE TABLE ${EXTRA} (id int PRIMARY KEY, note text);
+       CREATE TABLE ${HOT} (id int PRIMARY KEY, balance bigint NOT NULL)`,
+    )
+    // owned by the arbiter role, as an operator would have it
+    for (const t of [ACCOUNTS, EXTRA, HOT]) await q(i, `ALTER TABLE ${t} OWNER TO ${ROLE}`)
+  }
   await startArbiter(0)
   await Promise.all([1, 2].map((i) => startArbiter(i)))
   await waitMeshed()
@@ -1045,9 +893,9 @@ function keepLogs() {
   if (!target) return
   fs.mkdirSync(target, { recursive: true })
   for (const i of IDS) {
-    const n = nodes[i]
-    if (n?.logFile && fs.existsSync(n.logFile)) {
-      fs.copyFileSync(n.logFile, path.join(target, `arbiter${i}.log`))
+    const logFile = cluster?.arbiters[i]?.logFile
+    if (logFile && fs.existsSync(logFile)) {
+      fs.copyFileSync(logFile, path.join(target, `arbiter${i}.log`))
     }
     const s = servers[i]
     const logDir = s?.dataDir ? path.join(s.dataDir, 'log') : undefined
@@ -1066,7 +914,7 @@ try {
   if (!isInterrupted()) {
     process.stderr.write(`\nsoak failed: ${err.stack ?? err.message}\n`)
     for (const i of IDS) {
-      if (nodes[i]?.logFile) {
+      if (cluster?.arbiters[i]) {
         process.stderr.write(`-- arbiter ${i} problems:\n${problems(i, 15)}\n`)
       }
     }

@@ -202,26 +202,20 @@ async function dataPath(ctx) {
     }
     const med = (k, f) => percentile(results[k].map(f), 50)
     const note = `${CONNS} connections per node, ${txPerNode} UPDATE transactions per node per repetition over ${ROWS} rows, order ${order.join('')}; baseline: the same mesh by hand`
-    ctx.record(
-      figure({
-        name: 'lww data path (updates): throughput ratio traktor / by hand',
-        unit: 'ratio',
-        samples: results.T.map((r, i) => r.tps / (results.M[i]?.tps ?? Number.NaN)),
-        digits: 3,
-        target: { stat: 'p50', min: 0.98 },
-        note: `ratio of the medians ${round(med('T', (r) => r.tps) / med('M', (r) => r.tps), 3)} (traktor ${Math.round(med('T', (r) => r.tps))} tx/s, by hand ${Math.round(med('M', (r) => r.tps))} tx/s). ${note}`,
-      }),
-    )
-    ctx.record(
-      figure({
-        name: 'lww data path (updates): lag ratio traktor / by hand',
-        unit: 'ratio',
-        samples: results.T.map((r, i) => r.lag / (results.M[i]?.lag ?? Number.NaN)),
-        digits: 3,
-        target: { stat: 'p50', max: 1.2 },
-        note: `ratio of the medians ${round(med('T', (r) => r.lag) / med('M', (r) => r.lag), 3)} (traktor ${Math.round(med('T', (r) => r.lag))} ms, by hand ${Math.round(med('M', (r) => r.lag))} ms). ${note}`,
-      }),
-    )
+    /** traktor / by hand, per repetition and of the medians, of one measure */
+    const ratio = (what, f, unit, target) =>
+      ctx.record(
+        figure({
+          name: `lww data path (updates): ${what} ratio traktor / by hand`,
+          unit: 'ratio',
+          samples: results.T.map((r, i) => f(r) / (results.M[i] ? f(results.M[i]) : Number.NaN)),
+          digits: 3,
+          target,
+          note: `ratio of the medians ${round(med('T', f) / med('M', f), 3)} (traktor ${Math.round(med('T', f))} ${unit}, by hand ${Math.round(med('M', f))} ${unit}). ${note}`,
+        }),
+      )
+    ratio('throughput', (r) => r.tps, 'tx/s', { stat: 'p50', min: 0.98 })
+    ratio('lag', (r) => r.lag, 'ms', { stat: 'p50', max: 1.2 })
   } finally {
     await Promise.allSettled(open.map((c) => c.end()))
     await m?.stop()

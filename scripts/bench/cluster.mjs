@@ -2,25 +2,28 @@
 // servers (the embedded harness, fast settings as in the tests and the demo) and real arbiter
 // processes (`node bin/traktor.js start --config FILE`, defaults for every timing), meshed from
 // node 0's address. Everything listens on 127.0.0.1. Each object stops what it started and is
-// registered for clean-up, so an error or Ctrl-C stops it too.
+// registered for clean-up, so an error or Ctrl-C stops it too. The soak builds its cluster
+// here too, from a snapshot of the compiled code (`code`), with one-shot SQL connections (its
+// servers restart under it) and a hook for arbiters that exit on their own.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 import { writePskFile } from '../../dist/mesh/keys.js'
-import { destroyServers, startServers } from '../../dist/postgres/embedded.js'
-import { bodyOf, freePort, onCleanup, sleep, trackChild, waitFor } from './util.mjs'
+import * as distEmbedded from '../../dist/postgres/embedded.js'
+import { bodyOf, freePort, GiveUp, onCleanup, sleep, trackChild, waitFor } from './util.mjs'
 
 const ROOT = path.resolve(import.meta.dirname, '../..')
-const BIN = path.join(ROOT, 'bin', 'traktor.js')
+/** the code under test: the CLI and the embedded PostgreSQL harness (of dist/ by default) */
+const DIST_CODE = { bin: path.join(ROOT, 'bin', 'traktor.js'), embedded: distEmbedded }
 export const DB = 'app'
 export const ROLE = 'traktor_arbiter'
 export const PASSWORD = 'traktor'
 export const API_KEY = 'bench-key'
 
 /** A persistent superuser connection to the benchmark database of one server. */
-export async function connect(server, dbname = DB) {
+export async function connect(server, dbname = DB, extra = {}) {
   const client = new pg.Client({
     host: '127.0.0.1',
     port: server.port,
@@ -28,6 +31,7 @@ export async function connect(server, dbname = DB) {
     user: server.superuser,
     password: server.superPassword,
     application_name: 'traktor-bench',
+    ...extra,
   })
   client.on('error', () => {})
   await client.connect()
@@ -35,7 +39,7 @@ export async function connect(server, dbname = DB) {
 }
 
 /** Start n servers; each has database `app` and a persistent superuser client to it. */
-export async function startDatabases(n, name) {
+export async function startDatabases(n, name, { startServers, destroyServers } = distEmbedded) {
   const ports = []
   for (let i = 0; i < n; i++) ports.push(await freePort())
   const servers = await startServers(n, (i) => ({
@@ -55,34 +59,47 @@ export async function startDatabases(n, name) {
   }
 }
 
-/** One arbiter process, its log in a file. */
+/** One arbiter process, its log appended to one file per node. */
 class ArbiterProcess {
-  constructor(proc, url, logFile) {
+  constructor(proc, url, logFile, onUnexpectedExit) {
     this.proc = proc
     this.pid = proc.pid
     this.url = url
     this.logFile = logFile
-    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)))
+    this.expectedExit = false
+    this.exited = new Promise((resolve) =>
+      proc.once('exit', (code, signal) => resolve({ code, signal })),
+    )
+    this.exited.then((r) => {
+      if (!this.expectedExit) onUnexpectedExit?.(r)
+    })
     this.unregister = onCleanup(() => this.stop())
   }
 
-  async stop() {
-    this.unregister()
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM')
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10_000)
-    const code = await this.exited
-    clearTimeout(timer)
-    return code
+  get running() {
+    return this.proc.exitCode === null && this.proc.signalCode === null
   }
 
-  /** The last warn/error lines of its log, for failure messages. */
-  problems() {
+  /** Stop it with `signal`, SIGKILL after `killAfterMs`: {code, signal, ms}. */
+  async stop(signal = 'SIGTERM', killAfterMs = 10_000) {
+    this.unregister()
+    this.expectedExit = true
+    const start = Date.now()
+    if (this.running) this.proc.kill(signal)
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), killAfterMs)
+    const r = await this.exited
+    clearTimeout(timer)
+    return { ...r, ms: Date.now() - start }
+  }
+
+  /** The last `n` warn/error lines of its log (and its start markers), for failure messages. */
+  problems(n = 10) {
     try {
       return fs
         .readFileSync(this.logFile, 'utf8')
         .split('\n')
-        .filter((l) => /"level":(40|50|60)/.test(l))
-        .slice(-10)
+        .filter((l) => /"level":(40|50|60)/.test(l) || l.startsWith('==='))
+        .slice(-n)
         .join('\n')
     } catch {
       return ''
@@ -117,17 +134,24 @@ export class TraktorCluster {
     )
   }
 
-  /** `extra`: config keys every node gets besides the defaults (e.g. a resolver). */
-  static async create(n, name, extra = {}) {
-    const c = new TraktorCluster(name)
+  /**
+   * `extra`: config keys every node gets besides the defaults (e.g. a resolver). `opts`:
+   * `code` ({bin, embedded}: the code under test, dist/ by default), `apiKey`, `password`,
+   * `schema` (created on every node, owned by the arbiter role), `oneShotSql` (a connection per
+   * statement, for servers that restart), `onExit(i, arbiter, {code, signal})` (an arbiter
+   * exited unasked), `beforeTeardown()` (arbiters stopped, servers not yet).
+   */
+  static async create(n, name, extra = {}, opts = {}) {
+    const c = new TraktorCluster(name, opts)
     c.extra = extra
     c.unregister = onCleanup(() => c.stop())
     try {
       await writePskFile(c.pskFile)
-      const { servers, clients, unregister } = await startDatabases(n, name)
+      const { servers, clients, unregister } = await startDatabases(n, name, c.code.embedded)
       unregister() // the cluster stops them
       c.servers.push(...servers)
-      c.clients.push(...clients)
+      if (c.oneShotSql) await Promise.all(clients.map((cl) => cl.end()))
+      else c.clients.push(...clients)
       for (let i = 0; i < n; i++) await c.prepareNode(i)
       return c
     } catch (err) {
@@ -136,8 +160,15 @@ export class TraktorCluster {
     }
   }
 
-  constructor(name) {
+  constructor(name, opts = {}) {
     this.name = name
+    this.code = opts.code ?? DIST_CODE
+    this.apiKey = opts.apiKey ?? API_KEY
+    this.password = opts.password ?? PASSWORD
+    this.schema = opts.schema ?? 'bench'
+    this.oneShotSql = opts.oneShotSql ?? false
+    this.onExit = opts.onExit
+    this.beforeTeardown = opts.beforeTeardown
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `traktor-bench-${name}-`))
     this.pskFile = path.join(this.dir, 'swarm.key')
     this.servers = []
@@ -152,10 +183,15 @@ export class TraktorCluster {
 
   /** One more server, prepared like the others (for a join). Returns its node id. */
   async addServer() {
-    const { servers, clients, unregister } = await startDatabases(1, `${this.name}x`)
+    const { servers, clients, unregister } = await startDatabases(
+      1,
+      `${this.name}x`,
+      this.code.embedded,
+    )
     unregister()
     this.servers.push(servers[0])
-    this.clients.push(clients[0])
+    if (this.oneShotSql) await clients[0].end()
+    else this.clients.push(clients[0])
     const id = this.servers.length - 1
     await this.prepareNode(id)
     return id
@@ -164,8 +200,8 @@ export class TraktorCluster {
   /** As an operator would: a SUPERUSER arbiter role (traktor drops it) and a schema. */
   async prepareNode(i) {
     const s = this.servers[i]
-    await s.query(`CREATE USER ${ROLE} PASSWORD '${PASSWORD}' SUPERUSER`)
-    await s.query(`CREATE SCHEMA bench AUTHORIZATION ${ROLE}`, [], { dbname: DB })
+    await s.query(`CREATE USER ${ROLE} PASSWORD '${this.password}' SUPERUSER`)
+    await s.query(`CREATE SCHEMA ${this.schema} AUTHORIZATION ${ROLE}`, [], { dbname: DB })
     const meshPort = await freePort()
     const apiPort = await freePort()
     const nodeDir = path.join(this.dir, `node${i}`)
@@ -180,15 +216,15 @@ export class TraktorCluster {
       // every timing at its default: checkIntervalMs 1000, heartbeat 200, suspect 1000, dead 2000
       config: {
         nodeId: i,
-        postgres: `host=127.0.0.1 port=${s.port} dbname=${DB} user=${ROLE} password=${PASSWORD}`,
-        peerPassword: PASSWORD,
-        api: { listen: `127.0.0.1:${apiPort}`, apiKey: API_KEY },
+        postgres: `host=127.0.0.1 port=${s.port} dbname=${DB} user=${ROLE} password=${this.password}`,
+        peerPassword: this.password,
+        api: { listen: `127.0.0.1:${apiPort}`, apiKey: this.apiKey },
         mesh: {
           listen: [`/ip4/127.0.0.1/tcp/${meshPort}`],
           bootstrap,
           identityFile: path.join(nodeDir, 'peer.key'),
           pskFile: this.pskFile,
-          cluster: 'bench',
+          cluster: this.schema,
         },
         logLevel: 'info',
         ...this.extra,
@@ -205,33 +241,49 @@ export class TraktorCluster {
     )
   }
 
-  sql(i, text, params = []) {
-    return this.clients[i].query(text, params).then((r) => r.rows)
+  /** SQL as the superuser on node i's database: its rows. */
+  async sql(i, text, params = []) {
+    if (!this.oneShotSql) return (await this.clients[i].query(text, params)).rows
+    const client = await connect(this.servers[i], DB, {
+      connectionTimeoutMillis: 5000,
+      query_timeout: 30_000,
+    })
+    try {
+      return (await client.query(text, params)).rows
+    } finally {
+      await client.end().catch(() => undefined)
+    }
   }
 
   /** Spawn the arbiter of node i; resolves once its /healthz answers unless `wait` is false. */
-  async startArbiter(i, { wait = true } = {}) {
+  async startArbiter(i, { wait = true, waitMs = 30_000 } = {}) {
     const node = this.nodes[i]
     const file = path.join(node.dir, 'config.json')
     fs.writeFileSync(file, JSON.stringify(node.config, null, 2))
     const logFile = path.join(node.dir, 'arbiter.log')
+    fs.appendFileSync(logFile, `=== arbiter ${i} started at ${new Date().toISOString()} ===\n`)
     const fd = fs.openSync(logFile, 'a')
-    const proc = spawn(process.execPath, [BIN, 'start', '--config', file], {
+    const proc = spawn(process.execPath, [this.code.bin, 'start', '--config', file], {
       stdio: ['ignore', fd, fd],
     })
     fs.closeSync(fd)
     trackChild(proc)
-    const a = new ArbiterProcess(proc, node.url, logFile)
+    const a = new ArbiterProcess(proc, node.url, logFile, (r) => this.onExit?.(i, a, r))
     this.arbiters[i] = a
-    if (wait) await this.waitHealthy(i)
+    if (wait) await this.waitHealthy(i, waitMs)
     return a
+  }
+
+  /** Is node i's arbiter running? */
+  arbiterRunning(i) {
+    return this.arbiters[i]?.running ?? false
   }
 
   async waitHealthy(i, ms = 30_000) {
     const a = this.arbiters[i]
     await waitFor(
       async () => {
-        if (a.proc.exitCode !== null) throw new Error(`arbiter ${i} exited: ${a.problems()}`)
+        if (!a.running) throw new GiveUp(`arbiter ${i} exited:\n${a.problems()}`)
         const r = await fetch(`${a.url}/healthz`).catch(() => undefined)
         return r !== undefined
       },
@@ -242,15 +294,15 @@ export class TraktorCluster {
   }
 
   /** Call the REST API of node i with the key; JSON in and out. */
-  async api(i, method, route, body) {
+  async api(i, method, route, body, timeoutMs = 60_000) {
     const r = await fetch(`${this.nodes[i].url}${route}`, {
       method,
       headers: {
-        'X-API-KEY': API_KEY,
+        'X-API-KEY': this.apiKey,
         ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(60_000),
+      signal: AbortSignal.timeout(timeoutMs),
     })
     return { status: r.status, json: await bodyOf(r) }
   }
@@ -260,7 +312,7 @@ export class TraktorCluster {
     for (const id of ids) {
       await waitFor(
         async () => {
-          const r = await this.api(id, 'GET', '/v1/cluster/nodes')
+          const r = await this.api(id, 'GET', '/v1/cluster/nodes', undefined, 5000)
           const nodes = r.json?.nodes ?? []
           return ids.every((o) =>
             nodes.some((n) => n.node === o && n.state === 'alive' && n.join_state === 'ready'),
@@ -269,7 +321,7 @@ export class TraktorCluster {
         ms,
         `node ${id} to see ${ids.join(',')} alive and ready`,
       ).catch((err) => {
-        throw new Error(`${err.message}\n${this.arbiters[id]?.problems() ?? ''}`)
+        throw new Error(`${err.message}\n${this.arbiters[id]?.problems() ?? ''}`, { cause: err })
       })
     }
   }
@@ -311,8 +363,9 @@ export class TraktorCluster {
   async stop() {
     this.unregister?.()
     await Promise.allSettled(this.arbiters.filter(Boolean).map((a) => a.stop()))
+    await Promise.resolve(this.beforeTeardown?.()).catch(() => undefined)
     await Promise.allSettled(this.clients.map((c) => c.end()))
-    await destroyServers(this.servers)
+    await this.code.embedded.destroyServers(this.servers)
     fs.rmSync(this.dir, { recursive: true, force: true })
   }
 }
@@ -386,7 +439,7 @@ export class ManualMesh {
   async stop() {
     this.unregister?.()
     await Promise.allSettled(this.clients.map((c) => c.end()))
-    await destroyServers(this.servers)
+    await distEmbedded.destroyServers(this.servers)
   }
 }
 

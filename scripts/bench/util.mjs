@@ -2,6 +2,9 @@
 // the clean-up registry that stops every server and process we started — at the end, on an
 // error, and on Ctrl-C.
 import { execFileSync } from 'node:child_process'
+import { GiveUp, waitFor as sharedWaitFor } from '../../dist/wait.js'
+
+export { GiveUp }
 
 /**
  * Linear-interpolated percentile (p in 0..100) of numbers; undefined for an empty list. A miss
@@ -88,25 +91,12 @@ export function source(root) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-/** Poll `cond` until it returns a truthy value; throws after `ms` naming `what`. */
-export async function waitFor(cond, ms, what, everyMs = 50) {
-  const deadline = Date.now() + ms
-  let last
-  for (;;) {
-    throwIfInterrupted()
-    try {
-      const v = await cond()
-      if (v) return v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ''}`,
-      )
-    }
-    await sleep(everyMs)
-  }
+/**
+ * Poll `cond` until it returns a truthy value; throws after `ms` naming `what` (src/wait.ts, the
+ * one loop tests, demo, bench and soak share), and at once on Ctrl-C.
+ */
+export function waitFor(cond, ms, what, everyMs = 50) {
+  return sharedWaitFor(cond, ms, what, { everyMs, check: throwIfInterrupted })
 }
 
 /** A response's body: its JSON, else its text (undefined when empty). */

@@ -19,6 +19,7 @@ import {
 } from '../postgres/demo-db.js'
 import { destroyServers, type EmbeddedPostgres, startServers } from '../postgres/embedded.js'
 import { freePort } from '../postgres/free-port.js'
+import { waitFor } from '../wait.js'
 import { hints } from './hints.js'
 import { type Out, step, table } from './output.js'
 
@@ -177,21 +178,9 @@ async function get(url: string, apiKey: string): Promise<unknown> {
   return await r.json()
 }
 
-async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await fn().catch(() => undefined)
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms / 1000} s: ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
 async function waitMeshed(nodes: DemoNode[], apiKey: string): Promise<void> {
   for (const n of nodes) {
-    await until(
-      `node ${n.id} to see every member ready and subscribe to each`,
-      30_000,
+    await waitFor(
       async () => {
         const status = (await get(`${n.apiUrl}/v1/cluster/nodes`, apiKey)) as { nodes: unknown[] }
         const ready = (status.nodes as Array<{ state: string; join_state: string }>).filter(
@@ -200,6 +189,8 @@ async function waitMeshed(nodes: DemoNode[], apiKey: string): Promise<void> {
         if (ready.length !== nodes.length) return undefined
         return (await enabledSubscriptions(n.pg, DB)) === nodes.length - 1 ? true : undefined
       },
+      30_000,
+      `node ${n.id} to see every member ready and subscribe to each`,
     )
   }
 }
@@ -221,16 +212,20 @@ async function clusterPut(n: DemoNode, apiKey: string): Promise<string> {
 }
 
 async function waitRows(nodes: DemoNode[]): Promise<string[][]> {
-  return await until('every row on every node', 15_000, async () => {
-    const grid: string[][] = []
-    const md5s = new Set<string>()
-    for (const n of nodes) {
-      const { ids, md5 } = await greetings(n.pg, DB)
-      md5s.add(md5)
-      grid.push([`node ${n.id}`, ...nodes.map((w) => (ids.has(`hello-${w.id}`) ? 'yes' : 'no'))])
-    }
-    // every row everywhere, and the same rows (every column) on every node
-    const all = grid.every((row) => row.slice(1).every((c) => c === 'yes'))
-    return all && md5s.size === 1 ? grid : undefined
-  })
+  return await waitFor(
+    async () => {
+      const grid: string[][] = []
+      const md5s = new Set<string>()
+      for (const n of nodes) {
+        const { ids, md5 } = await greetings(n.pg, DB)
+        md5s.add(md5)
+        grid.push([`node ${n.id}`, ...nodes.map((w) => (ids.has(`hello-${w.id}`) ? 'yes' : 'no'))])
+      }
+      // every row everywhere, and the same rows (every column) on every node
+      const all = grid.every((row) => row.slice(1).every((c) => c === 'yes'))
+      return all && md5s.size === 1 ? grid : undefined
+    },
+    15_000,
+    'every row on every node',
+  )
 }

@@ -15,6 +15,8 @@ const ALLOWED: Record<string, string[]> = {
   'log.ts': ['config:type'],
   // stopping parts in order, with a watchdog that names a part slow to stop
   'lifecycle.ts': ['log.ts:type'],
+  // the one poll-with-a-deadline loop (demo, tests, benchmarks, soak)
+  'wait.ts': [],
   // the libpq connection-string parser: pure, for every room that reads or writes one
   libpq: ['errors.ts'],
   // postgres/ident.ts is pure (relation names: parse and quote), for the per-table config keys
@@ -39,7 +41,7 @@ const ALLOWED: Record<string, string[]> = {
     'version.ts',
   ],
   ctl: ['api:type', 'config', 'errors.ts', 'libpq', 'postgres', 'version.ts'],
-  demo: ['arbiter.ts', 'config', 'errors.ts', 'log.ts', 'mesh', 'postgres'],
+  demo: ['arbiter.ts', 'config', 'errors.ts', 'log.ts', 'mesh', 'postgres', 'wait.ts'],
   'main.ts': [
     'arbiter.ts',
     'config',
