@@ -50,6 +50,7 @@ export class Arbiter {
       watchPeers: !meshMode,
       lww: anyLww(config),
       lwwFor: (rel) => strategyFor(config, `${rel.schema}.${rel.table}`) === 'lww',
+      recordMissingRows: config.recordMissingRows,
       guardIntervalMs: config.checkIntervalMs,
       onPublicationRepaired: (r) => {
         if (r.recreated) void this.cluster?.askPeersToResubscribe()
@@ -164,6 +165,8 @@ export class Arbiter {
             resolved: null,
             occurred: new Date(Date.parse(f.at) || Date.now()).toISOString(),
           })
+        } else if (e.kind === 'missing') {
+          cluster?.checkSoon(e.relation)
         } else {
           this.metrics.conflict(
             failureKind(e.entry.sqlStateCode ?? ''),

@@ -43,7 +43,16 @@ export interface CheckerInit {
 
 type State =
   | { kind: 'stopped' }
-  | { kind: 'running'; timer: NodeJS.Timeout | undefined; prune: NodeJS.Timeout }
+  | {
+      kind: 'running'
+      timer: NodeJS.Timeout | undefined
+      prune: NodeJS.Timeout
+      /** tables to check soon (checkSoon), one timer each */
+      soon: Map<string, NodeJS.Timeout>
+    }
+
+/** a table some apply worker skipped rows of is checked this long after the last such news */
+export const CHECK_SOON_MS = 2000
 
 export class Checker {
   private readonly init: CheckerInit
@@ -80,13 +89,14 @@ export class Checker {
     // a table taken out of the replicaset takes its check result with it
     const prune = setInterval(() => void this.refreshTables(), 5000)
     prune.unref()
-    this.state = { kind: 'running', timer, prune }
+    this.state = { kind: 'running', timer, prune, soon: new Map() }
   }
 
   async stop(): Promise<void> {
     if (this.state.kind === 'running') {
       if (this.state.timer) clearInterval(this.state.timer)
       clearInterval(this.state.prune)
+      for (const t of this.state.soon.values()) clearTimeout(t)
     }
     this.state = { kind: 'stopped' }
     this.stopping.abort()
@@ -94,6 +104,32 @@ export class Checker {
     // pools it uses close after this
     const running = this.running?.catch(() => undefined)
     if (running) await Promise.race([running, sleep(STOP_WAIT_MS, new AbortController().signal)])
+  }
+
+  /**
+   * An apply worker here skipped an UPDATE or DELETE of a row it did not have: the table may
+   * now differ between nodes. Check it soon (once for news arriving together), so a difference
+   * shows in the log, health and metrics instead of waiting for the background check.
+   */
+  checkSoon(relation: string): void {
+    if (this.state.kind !== 'running') return
+    const { soon } = this.state
+    clearTimeout(soon.get(relation))
+    const t = setTimeout(() => {
+      soon.delete(relation)
+      this.check(relation).then(
+        (a) => {
+          const line = { relation, verdict: a.verdict, differing: a.differing_rows }
+          if (a.verdict === 'differs')
+            this.log.error(line, 'check after skipped rows: data differs')
+          else this.log.info(line, 'check after skipped rows')
+        },
+        (err: Error) =>
+          this.log.warn({ relation, err: err.message }, 'check after skipped rows failed'),
+      )
+    }, CHECK_SOON_MS)
+    t.unref()
+    soon.set(relation, t)
   }
 
   /** Check one table, or every replicated table. */

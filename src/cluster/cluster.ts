@@ -234,6 +234,11 @@ export class Cluster {
     }
   }
 
+  /** See Checker.checkSoon: rows of this table were skipped here. */
+  checkSoon(relation: string): void {
+    this.checker.checkSoon(relation)
+  }
+
   /** Compare a table (or every replicated table) on every member. */
   async check(relation?: string): Promise<CheckAnswer> {
     this.requireMember()

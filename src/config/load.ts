@@ -176,6 +176,7 @@ function toConfig(d: Parsed, source: string, format: Config['format']): Config {
     checkIntervalMs: d.checkIntervalMs,
     checkEveryMs: d.checkEveryMs,
     healLostSlots: d.healLostSlots,
+    recordMissingRows: d.recordMissingRows,
     resolver: d.resolver ?? (mesh === undefined ? 'skip' : 'lww'),
     resolvers: Object.fromEntries(
       Object.entries(d.resolvers ?? {}).map(([name, strategy]) => {

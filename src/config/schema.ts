@@ -264,6 +264,9 @@ export function buildSchema(baseDir: string) {
     checkIntervalMs: intIn(50, 3_600_000).default(DEFAULT_CHECK_INTERVAL_MS),
     checkEveryMs: intIn(0, 604_800_000).default(DEFAULT_CHECK_EVERY_MS),
     healLostSlots: z.boolean({ error: required('true or false') }).default(true),
+    // lww: record UPDATEs/DELETEs skipped for want of the row (the role logs DEBUG1: PostgreSQL
+    // 17 then also logs each apply worker's connection string, with the peer password)
+    recordMissingRows: z.boolean({ error: required('true or false') }).default(false),
     // default: lww in mesh mode, skip (TRAKTOR's) in standalone mode (load.ts)
     resolver: z.enum(RESOLVER_STRATEGIES).optional(),
     // per-table overrides: {"schema.table": "lww" | "skip" | "off"}

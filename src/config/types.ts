@@ -66,6 +66,12 @@ export interface Config {
   readonly checkEveryMs: number
   /** mesh mode: a peer whose slot here was lost copies the cluster's data again by itself */
   readonly healLostSlots: boolean
+  /**
+   * lww: the arbiter's role logs DEBUG1 in its database, so apply workers report the UPDATEs
+   * and DELETEs they skip for want of the row (missing-rows.ts). At that level PostgreSQL 17
+   * also logs every apply worker's connection string, password included: off by default
+   */
+  readonly recordMissingRows: boolean
   readonly resolver: ResolverStrategy
   /**
    * per-table overrides of `resolver`, keyed "schema.table" with both parts as PostgreSQL

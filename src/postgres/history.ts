@@ -219,15 +219,20 @@ export function resolutionEntry(r: Resolution): HistoryEntry {
     `node ${v.node ?? '?'} (${v.ts ?? 'no commit timestamp'})`
   const verb =
     r.action === 'delete wins' ? 'the delete of' : r.action === 'restored' ? 'restored' : 'kept'
+  // update_missing/delete_missing (missing-rows.ts): the key is the skipped transaction's
+  const skipped = /_missing$/.test(r.kind) ? (r.key as { finish_lsn?: string | null }) : undefined
+  const reason = skipped
+    ? `${r.kind}: ${r.entries} row${r.entries === 1 ? '' : 's'} of node ${r.loser.node ?? '?'}'s transaction finished at ${skipped.finish_lsn ?? '?'} ${r.action}`
+    : `${r.kind}: ${verb} the version of ${who(r.winner)} over ${who(r.loser)}`
   return {
     subscription: null,
-    lsn: '0/0',
+    lsn: skipped?.finish_lsn ?? '0/0',
     occurred: r.at,
     relation: r.relation,
     key: JSON.stringify(r.key),
     value: null,
     sqlStateCode: /insert_exists|update_exists/.test(r.kind) ? '23505' : null,
-    reason: `${r.kind}: ${verb} the version of ${who(r.winner)} over ${who(r.loser)}`,
+    reason,
     kind: r.kind,
     action: 'lww',
     attempts: r.entries,

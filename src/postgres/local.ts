@@ -18,6 +18,7 @@ import { ServerLogReader } from './logfile.js'
 import * as lww from './lww.js'
 import { LwwInstaller } from './lww-installer.js'
 import { keepTrue } from './memo.js'
+import { recordMissingRows } from './missing-rows.js'
 import { PeerWatch } from './peer-watch.js'
 import { PublicationGuard } from './publication-guard.js'
 import { Refresher } from './refresher.js'
@@ -44,6 +45,8 @@ export interface LocalNodeInit {
   lww?: boolean
   /** which tables resolve row by row (a per-table resolver override); default: all of them */
   lwwFor?: (rel: RelationName) => boolean
+  /** lww: apply workers report the rows they skip (config recordMissingRows) */
+  recordMissingRows?: boolean
 }
 
 export interface NodeStatus {
@@ -78,7 +81,7 @@ export class LocalNode {
   readonly sequences: Bound<typeof seqs>
   readonly standbys: Bound<typeof ss>
   readonly schemaChange: Bound<typeof ddl>
-  readonly rowLevel: Bound<typeof lww>
+  readonly rowLevel: Bound<typeof lww & { recordMissingRows: typeof recordMissingRows }>
   readonly records: Bound<typeof history>
   readonly tables: Bound<typeof rs>
   readonly subscription: Bound<typeof subs>
@@ -108,6 +111,7 @@ export class LocalNode {
       log: this.log,
       enabled: init.lww === true,
       lwwFor: init.lwwFor,
+      recordMissingRows: init.recordMissingRows === true,
       initialized: () => this.initialized(),
     })
     this.cluster = bindDb(this.db, cs)
@@ -116,7 +120,7 @@ export class LocalNode {
     this.sequences = bindDb(this.db, seqs)
     this.standbys = bindDb(this.db, ss)
     this.schemaChange = bindDb(this.db, ddl)
-    this.rowLevel = bindDb(this.db, lww)
+    this.rowLevel = bindDb(this.db, { ...lww, recordMissingRows })
     this.records = bindDb(this.db, history)
     this.tables = bindDb(this.db, rs)
     this.subscription = bindDb(this.db, subs)

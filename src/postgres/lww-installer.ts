@@ -7,6 +7,7 @@ import type { Db, Queryable } from './db.js'
 import { formatRelation, type RelationName } from './ident.js'
 import * as lww from './lww.js'
 import { LWW_DDL } from './lww-schema.js'
+import { logMissingRows, stopLoggingMissingRows } from './missing-rows.js'
 
 export interface LwwInstallerInit {
   db: Db
@@ -15,6 +16,8 @@ export interface LwwInstallerInit {
   enabled: boolean
   /** which tables resolve row by row (a per-table resolver override); default: all of them */
   lwwFor?: ((rel: RelationName) => boolean) | undefined
+  /** apply workers report the rows they skip (missing-rows.ts); else that is undone */
+  recordMissingRows?: boolean
   /** the node's trktr schema exists */
   initialized: () => Promise<boolean>
 }
@@ -26,6 +29,8 @@ export class LwwInstaller {
   /** the table signature each installed trigger function was generated for */
   private readonly signatures = new Map<string, string>()
   private queue: Promise<void> = Promise.resolve()
+  /** whether apply workers report the rows they skip (missing-rows.ts), once known */
+  private missingRows: 'unknown' | 'on' | 'off' = 'unknown'
 
   constructor(init: LwwInstallerInit) {
     this.init = init
@@ -40,6 +45,22 @@ export class LwwInstaller {
    */
   async ensure(): Promise<{ installed: string[] }> {
     return await this.oneAtATime(() => this.ensureNow())
+  }
+
+  /** Set the role's log level for missing rows as configured, once per run. */
+  private async logMissingRows(): Promise<void> {
+    if (!this.init.recordMissingRows) {
+      await stopLoggingMissingRows(this.db)
+      this.missingRows = 'off'
+      return
+    }
+    this.missingRows = (await logMissingRows(this.db)) ? 'on' : 'off'
+    if (this.missingRows === 'off')
+      this.log.warn(
+        'update_missing and delete_missing cannot be recorded: the role may not set ' +
+          'log_min_messages (GRANT SET ON PARAMETER log_min_messages to it)',
+      )
+    else this.log.info('apply workers report the rows they skip (the role logs DEBUG1 here)')
   }
 
   /**
@@ -59,6 +80,7 @@ export class LwwInstaller {
     const out = { installed: [] as string[] }
     if (!this.init.enabled || !(await this.init.initialized())) return out
     await this.db.query(LWW_DDL)
+    if (this.missingRows === 'unknown') await this.logMissingRows()
     const have = await lww.installed(this.db)
     const wanted = (await lww.replicated(this.db)).filter((r) => this.init.lwwFor?.(r) ?? true)
     for (const rel of wanted) {

@@ -5,6 +5,7 @@ import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Db, Queryable } from './db.js'
 import { quoteIdent, quoteLiteral } from './ident.js'
+import { stopLoggingMissingRows } from './missing-rows.js'
 
 export const PUBLICATION = 'trktr_pub'
 export const SCHEMA = 'trktr'
@@ -325,6 +326,9 @@ async function grantKept(c: Queryable, role: string, dbName: string): Promise<vo
   await c.query(`GRANT EXECUTE ON FUNCTION pg_catalog.pg_reload_conf() TO ${r}`)
   // the join copy writes as an apply worker does: no ordinary trigger (fence, foreign key) fires
   await c.query(`GRANT SET ON PARAMETER session_replication_role TO ${r}`)
+  // its apply workers report the UPDATEs and DELETEs they skip for want of the row at DEBUG1
+  // (missing-rows.ts): the role's own log level in this database
+  await c.query(`GRANT SET ON PARAMETER log_min_messages TO ${r}`)
 }
 
 export async function isInitialized(db: Db): Promise<boolean> {
@@ -343,6 +347,7 @@ DROP SCHEMA IF EXISTS trktr CASCADE;
 
 /** Remove the publication, event triggers and schema (subscriptions are dropped first). */
 export async function teardownNode(db: Db): Promise<void> {
+  await stopLoggingMissingRows(db)
   await db.tx(async (c) => {
     await c.query(`SELECT pg_advisory_xact_lock(hashtext('trktr.init'))`)
     await c.query(TEARDOWN)

@@ -6,6 +6,8 @@ import type { Logger } from '../log.js'
 import type { HistoryEntry } from '../postgres/history.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { ServerLogReader } from '../postgres/logfile.js'
+import type { LogRecord } from '../postgres/logparse.js'
+import { parseMissingRow } from '../postgres/missing-rows.js'
 import {
   type Action,
   acted,
@@ -33,6 +35,8 @@ export interface ResolverInit {
 export type ResolverEvent =
   | { kind: 'action'; action: Action }
   | { kind: 'resolved'; entry: HistoryEntry }
+  /** an apply worker skipped an UPDATE/DELETE of a row missing here: the table may differ */
+  | { kind: 'missing'; relation: string }
 
 /** how soon to look again after a cycle that acted */
 const CONFIRM_AFTER_MS = 150
@@ -111,10 +115,12 @@ export class Resolver {
     const { local } = this.init
     if (!(await local.initialized())) return 'no action: node not initialised'
     const list = await local.subscriptions()
+    const records = await this.reader.poll()
     this.failures.add(
-      await this.reader.poll(),
+      records,
       list.map((s) => s.name),
     )
+    if (this.init.lww) await this.recordMissing(records)
     const now = Date.now()
     const latest = (s: SubscriptionView) => this.failures.latestFor(s.name, s.oid)
     settle(list, latest, this.decisions)
@@ -149,6 +155,22 @@ export class Resolver {
     const parts = actions.map((a) => `${a.kind} ${a.subscription} (${a.failure.sqlState})`)
     if (resolved.length > 0) parts.push(`${resolved.length} confirmed resolved`)
     return parts.join('; ')
+  }
+
+  /** UPDATEs and DELETEs the apply workers skipped for want of the row: in the ledger. */
+  private async recordMissing(records: readonly LogRecord[]): Promise<void> {
+    const missing = records.map(parseMissingRow).filter((m) => m !== undefined)
+    if (missing.length === 0) return
+    const added = await this.init.local.rowLevel.recordMissingRows(missing)
+    if (added === 0) return
+    for (const relation of new Set(missing.map((m) => m.relation))) {
+      const of = missing.filter((m) => m.relation === relation)
+      this.log.warn(
+        { relation, rows: of.length, kinds: [...new Set(of.map((m) => m.kind))] },
+        'an apply worker skipped changes to rows missing here; checking the table',
+      )
+      this.init.onEvent?.({ kind: 'missing', relation })
+    }
   }
 
   private async act(a: Action): Promise<void> {
