@@ -94,7 +94,9 @@ describe('coordinator killed mid-proposal', () => {
     await waitFor(settled, 30_000, `cluster settled after a crash at ${at}`)
     const applied = await Promise.all(IDS.map((i) => published(i, table)))
     expect(applied).toEqual(IDS.map(() => want === 'all'))
-    // and a later change commits normally
+    // and a later change commits normally, once every member sees node 0 again (node 0 is
+    // everyone's bootstrap and has none itself: the others' redial back-off brings it back)
+    await c.waitMeshed(IDS)
     const again = await call(c.api(1), 'PUT', `/v1/cluster/replicaset/demo.${table}`)
     expect([200, 201], JSON.stringify(again.json)).toContain(again.status)
     for (const i of IDS)
