@@ -1,7 +1,8 @@
-// Issue 12, faults: a join that loses its donor's PostgreSQL, or its own, in the middle of the
-// copy starts over (or carries on once the server is back) and ends with every row on every
-// node: no duplicate key, no half table, nothing the writers committed missing. Real
-// PostgreSQL 17 servers crashed with `pg_ctl -m immediate`, real arbiters, writers throughout.
+// Issue 12, faults: a join that loses its donor's PostgreSQL, or its own, or the donor's
+// arbiter in the middle of the copy starts over (or carries on once the part is back) and ends
+// with every row on every node: no duplicate key, no half table, nothing the writers committed
+// missing. Real PostgreSQL 17 servers crashed with `pg_ctl -m immediate`, a real arbiter
+// SIGKILLed, real arbiters, writers throughout.
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { call, DB, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
@@ -173,5 +174,37 @@ describe('a join under faults', () => {
     }
     expect(c.node(4).arbiter?.logs()).toMatch(/"msg":"joined with the cluster data"/)
     await exact([0, 1, 2, 3, 4], writers, b?.n ?? 0)
+  }, 420_000)
+
+  it("the donor's arbiter is killed mid-copy: the join still ends identical", async () => {
+    const [b] = await c.q(0, `SELECT count(*)::int AS n FROM demo.a`)
+    const writers = [1, 2, 3, 4].map((i) => new Writer(i, c.node(i).pg, 30_000_000))
+    try {
+      await Promise.all(writers.map((w) => w.start()))
+      await joinPaused(5)
+      const donor = (await call(c.api(5), 'GET', '/v1/cluster/nodes')).json.nodes[0].join_copy
+        ?.donor
+      expect(donor).toBe(0)
+      // the donor's arbiter dies without a word; its PostgreSQL stays up
+      const killed = c.api(0)
+      killed.proc.kill('SIGKILL')
+      expect(await killed.stop()).toBe(null)
+      await waitFor(
+        async () => {
+          const nodes = (await call(c.api(5), 'GET', '/v1/cluster/nodes')).json?.nodes ?? []
+          return nodes.some(
+            (n: { node: number; state: string }) => n.node === 0 && n.state === 'dead',
+          )
+        },
+        30_000,
+        'node 5 sees the donor dead',
+      )
+      await c.start(0)
+      await joinedUnderWrites([0, 1, 2, 3, 4, 5], 5, writers)
+    } finally {
+      await Promise.all(writers.map((w) => w.stop()))
+    }
+    expect(c.node(5).arbiter?.logs()).toMatch(/"msg":"joined with the cluster data"/)
+    await exact([0, 1, 2, 3, 4, 5], writers, b?.n ?? 0)
   }, 420_000)
 })
