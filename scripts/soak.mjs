@@ -786,7 +786,7 @@ async function main() {
     conditions: {
       loopback: '127.0.0.1 only',
       postgres: 'embedded harness, fast settings (fsync, synchronous_commit, full_page_writes off)',
-      arbiterTimings: 'defaults: heartbeat 200 ms, suspect 1 s, dead 2 s',
+      arbiterTimings: 'defaults: heartbeat 500 ms, suspect 1 s, dead 2 s',
       loadavgStart: loadStart.map((x) => Math.round(x * 100) / 100),
       loadavgEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
     },

@@ -1,5 +1,5 @@
 // (5) Mesh scale without PostgreSQL: 16, 32 and 64 mesh nodes running traktor's `Mesh` and
-// `Membership` (default timings: heartbeat 200 ms, suspect 1 s, dead 2 s), in child processes
+// `Membership` (default timings: heartbeat 500 ms, suspect 1 s, dead 2 s), in child processes
 // of at most 12 nodes each (one process does not hold 24+: gossip signature checks alone eat
 // its CPU, see src/mesh/libp2p.ts), plus one process holding only the node that is killed.
 //   - converged after start: from the parent's "start" to the moment every node has seen all

@@ -213,7 +213,7 @@ export class TraktorCluster {
       meshPort,
       dir: nodeDir,
       url: `http://127.0.0.1:${apiPort}`,
-      // every timing at its default: checkIntervalMs 1000, heartbeat 200, suspect 1000, dead 2000
+      // every timing at its default: checkIntervalMs 1000, heartbeat 500, suspect 1000, dead 2000
       config: {
         nodeId: i,
         postgres: `host=127.0.0.1 port=${s.port} dbname=${DB} user=${ROLE} password=${this.password}`,

@@ -8,11 +8,16 @@
 //                 {type:'counters', gossipOut, gossipIn}  {type:'stopped'}
 import path from 'node:path'
 import { Membership } from '../../dist/cluster/membership.js'
+import { DEFAULT_HEARTBEAT_MS } from '../../dist/config/schema.js'
 import { silentLogger } from '../../dist/log.js'
 import { Mesh } from '../../dist/mesh/node.js'
 
 // the arbiter's defaults (src/config/schema.ts)
-const TIMINGS = { heartbeatMs: 200, suspectAfterMs: 1000, deadAfterMs: 2000 }
+const TIMINGS = {
+  heartbeatMs: Number(process.env.TRAKTOR_BENCH_HEARTBEAT_MS ?? DEFAULT_HEARTBEAT_MS),
+  suspectAfterMs: 1000,
+  deadAfterMs: 2000,
+}
 const running = []
 let victim
 let total = 0
@@ -37,6 +42,10 @@ async function start(msg) {
         pskFile: msg.pskFile,
         insecure: false,
         log,
+        // TRAKTOR_BENCH_GOSSIP: gossipsub parameters to compare (JSON), e.g. {"Dlazy":0}
+        ...(process.env.TRAKTOR_BENCH_GOSSIP
+          ? { gossipTuning: JSON.parse(process.env.TRAKTOR_BENCH_GOSSIP) }
+          : {}),
       })
       const n = { nodeId, mesh, convergedAt: undefined, victimDeadAt: undefined }
       const membership = new Membership({

@@ -1,5 +1,6 @@
 // The failure detector, pure: a member's state from when it was last heard and whether its
-// connection is up. Heartbeats every heartbeatMs (default 200 ms, like multimaster);
+// connection is up. Heartbeats every heartbeatMs (default 500 ms; a connected member answering
+// the liveness probe is heard between them, membership.ts);
 // silent past suspectAfterMs → suspect, past deadAfterMs → dead. A closed connection (a
 // crashed arbiter's TCP reset) is stronger evidence: suspect at once, dead after
 // suspectAfterMs unless it comes back. Neither gossipsub's heartbeat nor libp2p's ping is
@@ -36,7 +37,7 @@ export function detect(e: Evidence, nowMs: number, t: Timings): MemberState {
  * arrival triggers anything in PostgreSQL (a subscription is created).
  */
 export function stableAfterMs(t: Timings): number {
-  return Math.max(3 * t.heartbeatMs, 500)
+  return Math.max(3 * Math.min(t.heartbeatMs, 200), 500)
 }
 
 /**

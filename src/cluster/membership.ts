@@ -1,6 +1,8 @@
 // Membership: every arbiter announces itself on the membership topic every heartbeatMs
 // ({nodeId, peerId, advertised PostgreSQL without password, version, join state, replicaset
-// version}); the detector turns silence and closed connections into suspect and dead. Two
+// version}), at once when any of that changes and when a peer connects; the detector turns
+// silence and closed connections into suspect and dead. A directly connected member that
+// answers the mesh's liveness probe is heard too, so heartbeats need not be frequent. Two
 // peers claiming one nodeId are both marked duplicate, loudly, and neither is used.
 import type { Logger } from '../log.js'
 import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
@@ -73,6 +75,10 @@ export class Membership {
   /** this run's heartbeat counter: a receiver takes only newer ones (a clock may step back) */
   private seq = 0
   private timer: NodeJS.Timeout | undefined
+  /** when the last heartbeat went out, and what it said of this node */
+  private lastAnnounce = { atMs: -Infinity, said: '' }
+  /** ticks left that announce whatever the heartbeat's period (a peer just connected) */
+  private announceSoon = 0
   private selfDuplicateLogged = false
   /** what start() subscribed to, released by stop() */
   private readonly disposers: Array<() => void> = []
@@ -92,7 +98,7 @@ export class Membership {
       mesh.subscribe('membership', (m) => this.onHeartbeat(m)),
       mesh.onPeer((peerId, event) => this.onPeerEvent(peerId, event)),
     )
-    this.timer = setInterval(() => this.tick(), this.init.timings.heartbeatMs)
+    this.timer = setInterval(() => this.tick(), evaluateEveryMs(this.init.timings))
     this.tick()
   }
 
@@ -152,8 +158,17 @@ export class Membership {
   }
 
   private tick(): void {
-    void this.announce()
     const now = this.now()
+    const said = JSON.stringify(this.init.self())
+    if (
+      now - this.lastAnnounce.atMs >= this.init.timings.heartbeatMs ||
+      said !== this.lastAnnounce.said ||
+      this.announceSoon > 0
+    ) {
+      this.announceSoon = Math.max(0, this.announceSoon - 1)
+      this.lastAnnounce = { atMs: now, said }
+      void this.announce()
+    }
     for (const r of this.byPeer.values()) this.evaluate(r, now)
     this.markDuplicates()
   }
@@ -237,6 +252,9 @@ export class Membership {
   }
 
   private onPeerEvent(peerId: string, event: 'connect' | 'disconnect'): void {
+    // a peer that (re)connects hears from us at the next two ticks, not at the next heartbeat
+    // (the second in case its gossip subscription was not known yet at the first)
+    if (event === 'connect') this.announceSoon = 2
     const r = this.byPeer.get(peerId)
     if (!r) return
     if (event === 'disconnect') r.disconnectedAtMs = this.now()
@@ -246,6 +264,11 @@ export class Membership {
   /** Re-detect one member; returns the state it had before. */
   private evaluate(r: Record, now: number): MemberState {
     const before = r.state
+    // a live member that answers the mesh's liveness probe is heard (a dead one comes back
+    // only by a heartbeat of its own, which says what it is now)
+    const answered = this.init.mesh.answeredAt?.(r.peerId)
+    if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
+      r.lastHeardMs = Math.min(answered, now)
     const evidence = {
       lastHeardMs: r.lastHeardMs,
       ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
@@ -306,4 +329,9 @@ export function stale(
     return hb.incarnation < last.incarnation && last.state !== 'dead'
   if (hb.seq !== undefined && last.seq !== undefined) return hb.seq <= last.seq
   return hb.sentAt <= last.sentAt
+}
+
+/** How often members are re-judged and a heartbeat considered: at most every 200 ms. */
+export function evaluateEveryMs(t: Timings): number {
+  return Math.min(t.heartbeatMs, 200)
 }

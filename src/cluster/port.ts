@@ -19,6 +19,8 @@ export interface MeshPort {
   setClaimCheck(topic: TopicName, check: ClaimCheck): void
   onPeer(handler: (peerId: string, event: 'connect' | 'disconnect') => void): () => void
   connectedPeers(): string[]
+  /** when a connected peer last answered the mesh's liveness probe (wall clock, ms) */
+  answeredAt?(peerId: string): number | undefined
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */
   isolation(): MeshIsolation
   handle(handler: RpcHandler): void

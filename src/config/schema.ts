@@ -15,7 +15,9 @@ export const DEFAULT_CHECK_INTERVAL_MS = 1000
 export const DEFAULT_CHECK_EVERY_MS = 600_000
 export const DEFAULT_CLUSTER = 'traktor'
 export const DEFAULT_IDENTITY_FILE = 'peer.key'
-export const DEFAULT_HEARTBEAT_MS = 200
+// 500 ms: a directly connected member is heard through the mesh's liveness probe as well
+// (membership.ts), so the gossiped heartbeat mainly carries state, sent at once when it changes
+export const DEFAULT_HEARTBEAT_MS = 500
 export const DEFAULT_SUSPECT_AFTER_MS = 1000
 export const DEFAULT_DEAD_AFTER_MS = 2000
 /** The test-only hooks under `testing`, allowed only when TESTING_ENV is "1". */

@@ -84,7 +84,7 @@ export class FullMesh {
    */
   learn(from: string, strings: readonly string[]): boolean {
     if (this.components.isBlocked(from)) return false
-    // every heartbeat carries them (5 a second per member): parsed and stored when they change
+    // every heartbeat carries them (2 a second per member): parsed and stored when they change
     // (the peer store's write is the costliest part of an idle arbiter's gossip), and once a
     // minute anyway, since the peer store forgets addresses not refreshed within an hour
     const said = strings.join(' ')

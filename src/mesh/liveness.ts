@@ -40,6 +40,8 @@ interface Probe {
 
 export class Liveness {
   private readonly probes = new Map<string, Probe>()
+  /** when each peer last echoed a probe in full (wall clock, ms) */
+  private readonly answered = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
   private lastTick = 0
 
@@ -60,6 +62,15 @@ export class Liveness {
     this.timer = undefined
     for (const p of this.probes.values()) p.stream?.abort(new Error('mesh stopped'))
     this.probes.clear()
+    this.answered.clear()
+  }
+
+  /**
+   * When this peer last answered a probe (wall clock, ms): its process runs and reads its
+   * connection. The membership takes it as news of the peer, so heartbeats need not be frequent.
+   */
+  answeredAt(peerId: string): number | undefined {
+    return this.answered.get(peerId)
   }
 
   private tick(): void {
@@ -137,6 +148,7 @@ export class Liveness {
         if (p.awaiting <= 0) {
           p.awaiting = 0
           p.sentAt = undefined
+          this.answered.set(p.conn.remotePeer.toString(), Date.now())
         }
       })
       // A reset probe stream is reopened by the next tick, never from this handler: the

@@ -16,7 +16,14 @@ import { FullMesh } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
-import { createMeshNode, type MeshNode, ownAddresses, parseAddrs, stopQuietly } from './libp2p.js'
+import {
+  createMeshNode,
+  type GossipTuning,
+  type MeshNode,
+  ownAddresses,
+  parseAddrs,
+  stopQuietly,
+} from './libp2p.js'
 import { Liveness } from './liveness.js'
 import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'
 import type {
@@ -47,6 +54,8 @@ export interface MeshInit {
   rpcTimeoutMs?: number
   /** connected to nobody this long, with a bootstrap address elsewhere: isolated (default 5 s) */
   isolatedAfterMs?: number
+  /** gossipsub parameters over the defaults (the mesh benchmark compares settings) */
+  gossipTuning?: GossipTuning
 }
 
 export type PeerEvent = 'connect' | 'disconnect'
@@ -207,6 +216,12 @@ export class Mesh {
     })
   }
 
+  /** When a connected peer last answered a liveness probe (wall clock, ms). */
+  answeredAt(peerId: string): number | undefined {
+    if (this.state.status !== 'running') return undefined
+    return this.state.run.liveness.answeredAt(peerId)
+  }
+
   connectedPeers(): string[] {
     if (this.state.status !== 'running') return []
     return this.state.run.node.getPeers().map((p) => p.toString())
@@ -283,7 +298,13 @@ export class Mesh {
     if (psk === undefined) log.warn('mesh runs WITHOUT a private-network key (insecure: true)')
     const blocked = (p: PeerId): boolean => this.partitioned.has(p.toString())
 
-    const node = await createMeshNode({ privateKey, listen, psk, isBlocked: blocked })
+    const node = await createMeshNode({
+      privateKey,
+      listen,
+      psk,
+      isBlocked: blocked,
+      ...(init.gossipTuning ? { gossipTuning: init.gossipTuning } : {}),
+    })
     try {
       await node.start()
       return await this.wire(node, bootstrap)

@@ -247,7 +247,7 @@ describe('native JSON', () => {
         pskFile: join(dir, 'swarm.key'),
         insecure: false,
         cluster: 'traktor',
-        heartbeatMs: 200,
+        heartbeatMs: 500,
         suspectAfterMs: 1000,
         deadAfterMs: 2000,
       },
@@ -290,7 +290,7 @@ describe('native JSON', () => {
       identityFile: join(dir, 'peer.key'),
       insecure: true,
       cluster: 'traktor',
-      heartbeatMs: 200,
+      heartbeatMs: 500,
       suspectAfterMs: 1000,
       deadAfterMs: 2000,
     })

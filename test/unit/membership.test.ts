@@ -30,6 +30,9 @@ class FakeMesh {
     this.peers.add(h)
     return () => this.peers.delete(h)
   }
+  /** when PEER last answered the liveness probe (undefined: never) */
+  answered: number | undefined
+  answeredAt = (p: string) => (p === PEER ? this.answered : undefined)
 }
 
 function setup() {
@@ -133,5 +136,40 @@ describe('membership: stale heartbeats', () => {
     expect(stale({ incarnation: 6, sentAt: 1 }, alive)).toBe(false)
     expect(stale({ incarnation: 4, sentAt: 9999 }, alive)).toBe(true)
     expect(stale({ incarnation: 4, sentAt: 9999 }, { ...alive, state: 'dead' })).toBe(false)
+  })
+})
+
+describe('a member heard through the liveness probe (issue 14: fewer heartbeats)', () => {
+  it('stays alive while it answers probes, though its heartbeats stop', () => {
+    const { mesh, heartbeat, at, state } = setup()
+    heartbeat(100, 0, 0)
+    expect(state()).toBe('alive')
+    for (const t of [1000, 2500, 4000, 5500]) {
+      mesh.answered = t
+      at(t + 200)
+      expect(state(), `at ${t + 200} ms`).toBe('alive')
+    }
+    // the probes go unanswered: silence counts again
+    at(5500 + 3000)
+    expect(state()).toBe('dead')
+  })
+
+  it('without the probe the same silence is death (the evidence is what keeps it alive)', () => {
+    const { heartbeat, at, state } = setup()
+    heartbeat(100, 0, 0)
+    at(4200)
+    expect(state()).toBe('dead')
+  })
+
+  it('a dead member is not revived by a probe answer: only a heartbeat says what it is now', () => {
+    const { mesh, heartbeat, at, state } = setup()
+    heartbeat(100, 0, 0)
+    at(3500)
+    expect(state()).toBe('dead')
+    mesh.answered = 3600
+    at(3700)
+    expect(state()).toBe('dead')
+    heartbeat(101, 3800, 0)
+    expect(state()).toBe('alive')
   })
 })
