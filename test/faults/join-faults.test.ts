@@ -88,6 +88,11 @@ async function joinPaused(id: number): Promise<void> {
   })
 }
 
+/** The node a joining node copies from, as it reports it. */
+async function donorOf(id: number): Promise<number | undefined> {
+  return (await call(c.api(id), 'GET', '/v1/cluster/nodes')).json.nodes[0].join_copy?.donor
+}
+
 /** Every node meshed and ready with the joiner among them, and the writers still going. */
 async function joinedUnderWrites(nodes: number[], joiner: number, writers: Writer[]) {
   await c.waitMeshed(nodes, 180_000).catch((err: Error) => {
@@ -140,9 +145,7 @@ describe('a join under faults', () => {
     try {
       await Promise.all(writers.map((w) => w.start()))
       await joinPaused(3)
-      const donor = (await call(c.api(3), 'GET', '/v1/cluster/nodes')).json.nodes[0].join_copy
-        ?.donor
-      expect(donor).toBe(0)
+      expect(await donorOf(3)).toBe(0)
       await c.node(0).pg.crash('immediate')
       await waitFor(
         () => /"msg":"join copy failed"/.test(c.node(3).arbiter?.logs() ?? ''),
@@ -182,9 +185,7 @@ describe('a join under faults', () => {
     try {
       await Promise.all(writers.map((w) => w.start()))
       await joinPaused(5)
-      const donor = (await call(c.api(5), 'GET', '/v1/cluster/nodes')).json.nodes[0].join_copy
-        ?.donor
-      expect(donor).toBe(0)
+      expect(await donorOf(5)).toBe(0)
       // the donor's arbiter dies without a word; its PostgreSQL stays up
       const killed = c.api(0)
       killed.proc.kill('SIGKILL')
