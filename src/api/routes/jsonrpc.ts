@@ -9,27 +9,8 @@ import { notMesh } from '../errors.js'
 import { commitRequest, ddlRequest, relationOf, repairSource } from '../input.js'
 import { doc, ref } from '../openapi.js'
 import { abortMessage, ddlAbortMessage, present, repairIncompleteMessage } from '../present.js'
-import {
-  CheckBody,
-  ClusterHistoryBody,
-  ClusterReplicasetBody,
-  ClusterStatusBody,
-  CommitBody,
-  CommitRequest,
-  DdlBody,
-  DdlRequest,
-  NodesBody,
-  OutcomeBody,
-  RepairBody,
-  ResyncBody,
-  RpcAnswerShape,
-  RpcCallShape,
-  RpcCheckParams,
-  type RpcError,
-  RpcRepairParams,
-  RpcResyncParams,
-  RpcTableParams,
-} from '../shapes/index.js'
+// one namespace: this route's list of shapes is not written out a second time beside cluster.ts
+import * as shapes from '../shapes/index.js'
 
 export const RPC_ERRORS = {
   parse: -32700,
@@ -54,50 +35,53 @@ interface Signature {
 
 /** The methods as the document lists them; the table below implements exactly these. */
 const METHODS = {
-  'cluster.status': { summary: 'as GET /v1/cluster/status', result: ClusterStatusBody },
-  'cluster.nodes': { summary: 'as GET /v1/cluster/nodes', result: NodesBody },
+  'cluster.status': { summary: 'as GET /v1/cluster/status', result: shapes.ClusterStatusBody },
+  'cluster.nodes': { summary: 'as GET /v1/cluster/nodes', result: shapes.NodesBody },
   'replicaset.add': {
     summary: 'as PUT /v1/cluster/replicaset/{table}; aborted: error -32001, the outcome as data',
-    params: RpcTableParams,
-    result: OutcomeBody,
+    params: shapes.RpcTableParams,
+    result: shapes.OutcomeBody,
   },
   'replicaset.remove': {
     summary: 'as DELETE /v1/cluster/replicaset/{table}; aborted: error -32001',
-    params: RpcTableParams,
-    result: OutcomeBody,
+    params: shapes.RpcTableParams,
+    result: shapes.OutcomeBody,
   },
-  'replicaset.list': { summary: 'as GET /v1/cluster/replicaset', result: ClusterReplicasetBody },
-  'history.list': { summary: 'as GET /v1/cluster/history', result: ClusterHistoryBody },
+  'replicaset.list': {
+    summary: 'as GET /v1/cluster/replicaset',
+    result: shapes.ClusterReplicasetBody,
+  },
+  'history.list': { summary: 'as GET /v1/cluster/history', result: shapes.ClusterHistoryBody },
   'cluster.check': {
     summary: 'as GET /v1/cluster/check, or /v1/cluster/check/{table} with a table',
     usage: '{} or {"table": "schema.table"}',
-    params: RpcCheckParams,
-    result: CheckBody,
+    params: shapes.RpcCheckParams,
+    result: shapes.CheckBody,
   },
   'cluster.resync': {
     summary: 'as POST /v1/cluster/nodes/{id}/resync',
     usage: '{"node": NODE}',
-    params: RpcResyncParams,
-    result: ResyncBody,
+    params: shapes.RpcResyncParams,
+    result: shapes.ResyncBody,
   },
   'cluster.repair': {
     summary:
       'as POST /v1/cluster/check/{table}/repair; rows still differing: error -32002, the repair as data',
     usage: '{"table": "schema.table", "from": NODE (optional)}',
-    params: RpcRepairParams,
-    result: RepairBody,
+    params: shapes.RpcRepairParams,
+    result: shapes.RepairBody,
   },
   'cluster.commit': {
     summary: 'as PUT /v1/cluster/commit; aborted: error -32001, the outcome as data',
     usage: '{"mode": "sync" | "async", "quorum": K (optional)}',
-    params: CommitRequest,
-    result: CommitBody,
+    params: shapes.CommitRequest,
+    result: shapes.CommitBody,
   },
   'cluster.ddl': {
     summary: 'as POST /v1/cluster/ddl; aborted: error -32001, the outcome as data',
     usage: '{"sql": "one statement", "tables": ["schema.table"] (optional)}',
-    params: DdlRequest,
-    result: DdlBody,
+    params: shapes.DdlRequest,
+    result: shapes.DdlBody,
   },
 } satisfies Record<string, Signature>
 type MethodName = keyof typeof METHODS
@@ -297,9 +281,9 @@ function rpcDoc() {
       ),
     ].join('\n'),
     tag: 'jsonrpc',
-    body: RpcCallShape,
+    body: shapes.RpcCallShape,
     answers: {
-      200: [RpcAnswerShape, 'the answer (an error is an answer too)'],
+      200: [shapes.RpcAnswerShape, 'the answer (an error is an answer too)'],
       204: [null, 'only notifications: no answer'],
     },
     'x-jsonrpc-methods': list.map(([name, m]) => ({
@@ -311,11 +295,11 @@ function rpcDoc() {
   })
 }
 
-function fail(id: Id, error: RpcError): object {
+function fail(id: Id, error: shapes.RpcError): object {
   return present.rpcError(id, error)
 }
 
-function toRpcError(err: unknown): RpcError {
+function toRpcError(err: unknown): shapes.RpcError {
   if (err instanceof MethodError) {
     return {
       code: err.code,
