@@ -349,6 +349,12 @@ export class Proposals {
   }
 
   /** Every member that is part of the cluster (not removed). */
+  /** Those of `peers` that are not participants now (not heard yet, or not ready), removed aside. */
+  notTakingPart(peers: readonly number[]): number[] {
+    const here = new Set(this.participants().map((m) => m.nodeId))
+    return peers.filter((n) => !here.has(n) && !this.init.isRemoved(n))
+  }
+
   participants(): Member[] {
     // a node still joining is not asked: it adopts the outcome when it becomes ready (and a
     // node that never could join — its tables differ — must not block the cluster)

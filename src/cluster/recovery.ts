@@ -178,9 +178,14 @@ export class Recovery {
       if (this.init.proposals.inFlight.has(p.id)) continue
       const known = this.stuck.get(p.id)
       if (known && now < known.nextMs) continue
-      // re-driving fences the table on every node: only when everyone can take part
+      // re-driving fences the table on every node: only when everyone can take part — every
+      // peer this node subscribes to among them too. Just after a restart the membership may
+      // not have heard them all yet; a drive without one would end "done" with that peer's
+      // subscription to this node never refreshed (the table's rows from here never reach it)
       const members = this.init.proposals.participants()
       if (members.some((m) => m.state !== 'alive' || m.duplicate)) return
+      const subscribed = (await this.init.local.subscriptions()).map((s) => s.peer)
+      if (this.init.proposals.notTakingPart(subscribed).length > 0) return
       const failed = await this.init.proposals.drive(p, members)
       this.noteDrive(p, failed, known)
     }
