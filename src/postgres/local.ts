@@ -26,7 +26,10 @@ import { applyRepairs } from './repair-store.js'
 import * as rs from './replicaset.js'
 import { type InitResult, initNode, isInitialized, teardownNode } from './schema.js'
 import * as seqs from './sequences.js'
-import { lagBySubscriber, replicationLagMs, serverFacts } from './status.js'
+import { lagBySubscriber, type NodeStatus, nodeStatus } from './status.js'
+
+export type { NodeStatus }
+
 import * as subs from './subscriptions.js'
 import * as ss from './sync-standbys.js'
 
@@ -47,17 +50,6 @@ export interface LocalNodeInit {
   lwwFor?: (rel: RelationName) => boolean
   /** lww: apply workers report the rows they skip (config recordMissingRows) */
   recordMissingRows?: boolean
-}
-
-export interface NodeStatus {
-  node: number
-  is_replicating: boolean
-  is_tainted: boolean
-  conflicts_resolved: number
-  conflicts_pending: number
-  replication_lag_ms: number
-  server_version: number
-  server_version_num: number
 }
 
 export class LocalNode {
@@ -342,23 +334,13 @@ export class LocalNode {
     return await rs.replicasetStatus(this.db)
   }
 
+  /** This node as TRAKTOR's /v1/arbiter/status reports it. */
   async status(): Promise<NodeStatus> {
-    const facts = await serverFacts(this.db)
-    const init = await this.initialized()
-    const counts = init
-      ? await history.historyCounts(this.db)
-      : { resolved: 0, pending: 0, tainted: false }
-    const list = init ? await this.subscriptions() : []
-    return {
-      node: this.nodeId,
-      is_replicating: list.every((s) => s.enabled),
-      is_tainted: counts.tainted,
-      conflicts_resolved: counts.resolved,
-      conflicts_pending: counts.pending,
-      replication_lag_ms: await replicationLagMs(this.db),
-      server_version: Number(facts.version.match(/^\d+(\.\d+)?/)?.[0] ?? 0),
-      server_version_num: facts.versionNum,
-    }
+    return await nodeStatus(
+      this.db,
+      this.nodeId,
+      (await this.initialized()) ? await this.subscriptions() : undefined,
+    )
   }
 
   /** Failed remote transactions, and (resolver lww) the row-level resolutions, newest first. */

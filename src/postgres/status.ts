@@ -1,5 +1,7 @@
 // Node status as TRAKTOR reports it, measured on this server only.
 import type { Db } from './db.js'
+import { historyCounts } from './history.js'
+import type { SubscriptionRow } from './subscriptions.js'
 
 export interface ServerFacts {
   version: string
@@ -44,4 +46,37 @@ export async function lagBySubscriber(
   db: Db,
 ): Promise<Array<{ subscription: string; bytes: number; seconds: number }>> {
   return await db.query(LAG_BY_SUBSCRIBER)
+}
+
+export interface NodeStatus {
+  node: number
+  is_replicating: boolean
+  is_tainted: boolean
+  conflicts_resolved: number
+  conflicts_pending: number
+  replication_lag_ms: number
+  server_version: number
+  server_version_num: number
+}
+
+/** The node as TRAKTOR reports it; `subscriptions` undefined: the node is not initialised. */
+export async function nodeStatus(
+  db: Db,
+  nodeId: number,
+  subscriptions: readonly SubscriptionRow[] | undefined,
+): Promise<NodeStatus> {
+  const facts = await serverFacts(db)
+  const counts = subscriptions
+    ? await historyCounts(db)
+    : { resolved: 0, pending: 0, tainted: false }
+  return {
+    node: nodeId,
+    is_replicating: (subscriptions ?? []).every((s) => s.enabled),
+    is_tainted: counts.tainted,
+    conflicts_resolved: counts.resolved,
+    conflicts_pending: counts.pending,
+    replication_lag_ms: await replicationLagMs(db),
+    server_version: Number(facts.version.match(/^\d+(\.\d+)?/)?.[0] ?? 0),
+    server_version_num: facts.versionNum,
+  }
 }
