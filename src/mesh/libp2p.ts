@@ -1,4 +1,5 @@
-// The libp2p node's configuration, in one place: what runs on the wire is decided here.
+// The libp2p node's configuration, in one place: what runs on the wire is decided here, and
+// the node the mesh's config describes (identity, private-network key, addresses) is made here.
 import '../compat.js'
 import { type GossipSub, gossipsub } from '@libp2p/gossipsub'
 import { type Identify, identify } from '@libp2p/identify'
@@ -12,6 +13,7 @@ import { createLibp2p } from 'libp2p'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { PendingByHost } from './inbound.js'
+import { loadOrCreateIdentity, readPsk } from './keys.js'
 
 export interface Services extends Record<string, unknown> {
   identify: Identify
@@ -66,6 +68,46 @@ export interface GossipTuning {
   Dlazy?: number
   gossipFactor?: number
   heartbeatInterval?: number
+}
+
+/** What the mesh's config says of its libp2p node. */
+export interface MeshNodeConfig {
+  listen: readonly string[]
+  bootstrap: readonly string[]
+  identityFile: string
+  pskFile?: string
+  insecure: boolean
+  gossipTuning?: GossipTuning
+}
+
+/**
+ * The node the config describes, not yet started: its identity and private-network key read
+ * (made on first use), its addresses parsed (a bad one named). Also the bootstrap addresses.
+ */
+export async function openMeshNode(
+  config: MeshNodeConfig,
+  log: Logger,
+  isBlocked: (peerId: PeerId) => boolean,
+): Promise<{ node: MeshNode; bootstrap: Multiaddr[] }> {
+  if (config.pskFile === undefined && !config.insecure) {
+    throw new TraktorError(
+      'ERR_MESH_PSK',
+      'mesh mode needs a private-network key (mesh.pskFile); set mesh.insecure to run without one',
+    )
+  }
+  const listen = parseAddrs(config.listen, 'listen')
+  const bootstrap = parseAddrs(config.bootstrap, 'bootstrap')
+  const privateKey = await loadOrCreateIdentity(config.identityFile)
+  const psk = config.pskFile === undefined ? undefined : await readPsk(config.pskFile)
+  if (psk === undefined) log.warn('mesh runs WITHOUT a private-network key (insecure: true)')
+  const node = await createMeshNode({
+    privateKey,
+    listen,
+    psk,
+    isBlocked,
+    ...(config.gossipTuning ? { gossipTuning: config.gossipTuning } : {}),
+  })
+  return { node, bootstrap }
 }
 
 /** A configured node, not yet started. */

@@ -15,13 +15,11 @@ import {
 import { FullMesh } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
-import { loadOrCreateIdentity, readPsk } from './keys.js'
 import {
-  createMeshNode,
   type GossipTuning,
   type MeshNode,
+  openMeshNode,
   ownAddresses,
-  parseAddrs,
   stopQuietly,
 } from './libp2p.js'
 import { Liveness } from './liveness.js'
@@ -284,27 +282,9 @@ export class Mesh {
   }
 
   private async doStart(): Promise<Running> {
-    const { init, log } = this
-    if (init.pskFile === undefined && !init.insecure) {
-      throw new TraktorError(
-        'ERR_MESH_PSK',
-        'mesh mode needs a private-network key (mesh.pskFile); set mesh.insecure to run without one',
-      )
-    }
-    const listen = parseAddrs(init.listen, 'listen')
-    const bootstrap = parseAddrs(init.bootstrap, 'bootstrap')
-    const privateKey = await loadOrCreateIdentity(init.identityFile)
-    const psk = init.pskFile === undefined ? undefined : await readPsk(init.pskFile)
-    if (psk === undefined) log.warn('mesh runs WITHOUT a private-network key (insecure: true)')
-    const blocked = (p: PeerId): boolean => this.partitioned.has(p.toString())
-
-    const node = await createMeshNode({
-      privateKey,
-      listen,
-      psk,
-      isBlocked: blocked,
-      ...(init.gossipTuning ? { gossipTuning: init.gossipTuning } : {}),
-    })
+    const { node, bootstrap } = await openMeshNode(this.init, this.log, (p) =>
+      this.partitioned.has(p.toString()),
+    )
     try {
       await node.start()
       return await this.wire(node, bootstrap)
