@@ -43,6 +43,10 @@ export function decidePass(o: PassObservation): PassVerdict {
   if (o.joinError !== undefined && !o.adoptFailed) return { kind: 'wait', why: o.joinError }
   if (o.members.some((m) => m.state === 'alive' && m.joinState === 'ready'))
     return { kind: 'arrive' }
+  // a ready member not heard for a moment (a busy host) is still the cluster: founding now
+  // would make this node ready with an empty replicaset and without the cluster's data
+  if (o.members.some((m) => m.state === 'suspect' && m.joinState === 'ready'))
+    return { kind: 'wait', why: 'a ready member is suspect: waiting to hear it again' }
   // founding (ready with nobody ready to follow) only after a grace period, and not by a node
   // told to join others that has heard no member yet: on a slow start it would be ready for a
   // moment with its own (empty) replicaset, and members would wire to it

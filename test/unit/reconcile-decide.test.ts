@@ -93,6 +93,15 @@ describe('decidePass', () => {
       decidePass(obs({ graceOver: true, bootstrapsElsewhere: true, members: joining })).kind,
     ).toBe('arrive')
   })
+
+  it('does not found a cluster while a ready member is only suspect (a busy host)', () => {
+    const suspect = [member(1, { state: 'suspect', replicasetVersion: 0 })]
+    const o = { graceOver: true, bootstrapsElsewhere: true, members: suspect }
+    expect(decidePass(obs(o)).kind).toBe('wait')
+    // once it is dead it is no longer the cluster this node waits for
+    const dead = [member(1, { state: 'dead', replicasetVersion: 0 })]
+    expect(decidePass(obs({ ...o, members: dead })).kind).toBe('arrive')
+  })
 })
 
 describe('rosterSource', () => {
