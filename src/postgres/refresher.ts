@@ -12,9 +12,10 @@ import type { Logger } from '../log.js'
 import type { Db } from './db.js'
 import * as subs from './subscriptions.js'
 
-/** a suspended subscription is tried again after 1 s, doubling up to 30 s */
+/** a suspended subscription is tried again after 1 s, doubling up to 5 s: a peer back from a
+ * restart (a few seconds) is caught within 5 s, and an attempt costs one connection */
 const RETRY_MIN_MS = 1000
-const RETRY_MAX_MS = 30_000
+const RETRY_MAX_MS = 5_000
 
 export class Refresher {
   private readonly db: Db
