@@ -42,6 +42,8 @@ export interface JoinCopyInit {
   candidates: () => Member[]
   /** every other live node of the cluster, whatever its join state (not removed) */
   peers: () => Member[]
+  /** a member's view of the cluster (members.list) */
+  viewOf?: WaitContext['viewOf']
   /** tables copied at once */
   parallel?: number
   /** how long the donor may take to apply the other members' changes up to our slots */
@@ -209,9 +211,13 @@ export class JoinCopy {
     this.set({ phase: 'waiting' })
     if (opts.resync) await this.waitDonorAppliedOurs(donor, signal)
     const others = members.filter((m) => m.nodeId !== donor.nodeId)
-    for (const m of others) await this.waitDonorApplied(donor, m, slotAt.get(m.nodeId), signal)
-    this.set({ phase: 'snapshot' })
     const donorConn = local.peerConninfo(donor.postgres)
+    for (const m of others) {
+      const conn = local.peerConninfo(m.postgres)
+      const at = { nodeId: donor.nodeId, conn: donorConn }
+      await waitSlotFlushed(this.waits(), at, m.nodeId, conn, slotAt.get(m.nodeId), signal)
+    }
+    this.set({ phase: 'snapshot' })
     const app = `traktor-${nodeId}-join`
     const exported = await jc.exportSnapshot({
       conninfo: donorConn,
@@ -237,7 +243,7 @@ export class JoinCopy {
         rowsEstimated: point.rowsEstimated,
       })
       if (this.init.pauseMs) await new Promise((r) => setTimeout(r, this.init.pauseMs))
-      await this.copyAll(tables, donorConn, point.snapshot, app, signal)
+      await this.copyAll(tables, donorConn, point.snapshot, app, !opts.resync, signal)
     } finally {
       await exported.release()
     }
@@ -271,12 +277,13 @@ export class JoinCopy {
   }
 
   private waits(): WaitContext {
-    const { nodeId, candidates, peers, donorCatchUpMs } = this.init
+    const { nodeId, candidates, peers, donorCatchUpMs, viewOf } = this.init
     return {
       nodeId,
       log: this.log,
       candidates,
       peers,
+      viewOf,
       donorCatchUpMs,
       waiting: () => this.set({ phase: 'waiting' }),
     }
@@ -302,16 +309,6 @@ export class JoinCopy {
     )
   }
 
-  private async waitDonorApplied(
-    donor: Member,
-    m: Member,
-    lsn: string | undefined,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const conn = this.init.local.peerConninfo(m.postgres)
-    await waitSlotFlushed(this.waits(), donor, m.nodeId, conn, lsn, signal)
-  }
-
   /**
    * A resync: this node's own writes before the fence reach the members through their slots
    * here, and would be lost here if the donor's snapshot missed them; so the donor applies
@@ -329,7 +326,8 @@ export class JoinCopy {
       )
       return
     }
-    await waitSlotFlushed(this.waits(), donor, nodeId, local.conninfo, lsn, signal)
+    const at = { nodeId: donor.nodeId, conn: local.peerConninfo(donor.postgres) }
+    await waitSlotFlushed(this.waits(), at, nodeId, local.conninfo, lsn, signal)
   }
 
   private async copyAll(
@@ -337,6 +335,7 @@ export class JoinCopy {
     donorConn: string,
     snapshot: string,
     app: string,
+    truncate: boolean,
     signal: AbortSignal,
   ): Promise<void> {
     const queue = [...tables]
@@ -354,6 +353,7 @@ export class JoinCopy {
           columns: await this.init.local.joinCopy.copyColumns(rel),
           origin: `trktr_join_${slot}`,
           clear: true,
+          truncate,
           signal,
           onRows: (n) => {
             this.set({ rowsCopied: this.progress.rowsCopied + n })

@@ -9,7 +9,8 @@
 // subscribes keeps a listed slot (subscriptions.ts createSlot), where it drops any other
 // inactive slot of that name as a leftover that would replay old changes.
 import type { Db, Queryable } from './db.js'
-import { qualified, type RelationName } from './ident.js'
+import type { RelationName } from './ident.js'
+import { emptyTable } from './join-copy.js'
 import { ensureOrigin } from './repair-store.js'
 
 export const JOIN_SLOTS_DDL = `
@@ -94,7 +95,7 @@ export async function clearTables(
     await c.query(`SET session_replication_role = replica`).catch(() => undefined)
     await c.query('BEGIN')
     await c.query(`SELECT pg_replication_origin_session_setup($1)`, [origin])
-    for (const rel of tables) await c.query(`DELETE FROM ${qualified(rel)}`)
+    for (const rel of tables) await emptyTable(c, rel, true)
     await c.query('COMMIT')
     await c.query(`SELECT pg_replication_origin_session_reset()`)
   })
