@@ -21,6 +21,7 @@ import type { CommitAnswer, CommitMode } from './commit-mode.js'
 import { type DdlAnswer, type DdlRequest, runDdl } from './ddl.js'
 import { isolatedAfterMs } from './detector.js'
 import { combine, type IsolationWatch, isolationReason, memberReach } from './isolation.js'
+import { memberView } from './join-decide.js'
 import type { Membership } from './membership.js'
 import { fanOut } from './port.js'
 import type { Outcome, Proposals } from './proposals.js'
@@ -123,6 +124,16 @@ export class Cluster {
       checkReport: (r) => this.checker.record(r),
       commit: this.commitMode,
       resync: () => this.reconciler.resync(),
+      members: () =>
+        memberView(
+          {
+            nodeId: this.init.nodeId,
+            joinState: this.reconciler.joinState,
+            postgresUp: this.reconciler.postgresUp,
+          },
+          this.membership.members(),
+          this.reconciler.removed,
+        ),
     })
     mesh.handle(this.handler)
     // a fence trigger left by a crash no longer blocks anyone (its lock died with the

@@ -46,6 +46,26 @@ export interface JoinPeer {
   postgresUp: boolean
 }
 
+/**
+ * What a member answers a joining node that asks for its view (members.list): itself and every
+ * live node it hears, removed and doubly claimed nodes left out. The joining node may not have
+ * heard them all yet (it learns of the others through the donor's relays).
+ */
+export function memberView(
+  self: JoinPeer,
+  members: ReadonlyArray<JoinPeer & { state: string; duplicate: boolean }>,
+  removed: ReadonlySet<number>,
+): JoinPeer[] {
+  const live = members.filter(
+    (m) => m.state !== 'dead' && !m.duplicate && !removed.has(m.nodeId) && m.nodeId !== self.nodeId,
+  )
+  return [self, ...live].map(({ nodeId, joinState, postgresUp }) => ({
+    nodeId,
+    joinState,
+    postgresUp,
+  }))
+}
+
 /** A ready member with its PostgreSQL up: its writes must reach this node from the copy on. */
 export const mustJoin = (m: JoinPeer): boolean => m.joinState === 'ready' && m.postgresUp
 

@@ -5,8 +5,10 @@ import { setTimeout as delay } from 'node:timers/promises'
 import type { Logger } from '../log.js'
 import * as jc from '../postgres/join-copy.js'
 import { subscriptionName } from '../postgres/subscriptions.js'
-import { copyingNow, leftOut } from './join-decide.js'
+import { copyingNow, type JoinPeer, leftOut, mustJoin } from './join-decide.js'
 import type { Member } from './membership.js'
+import type { MeshPort } from './port.js'
+import { answerOf } from './rpc-results.js'
 
 export const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal })
 
@@ -24,22 +26,55 @@ export interface WaitContext {
   candidates: () => Member[]
   /** every other live node, whatever its join state */
   peers: () => Member[]
+  /** a member's view of the cluster (members.list), undefined when it cannot say */
+  viewOf?: ((m: Member) => Promise<JoinPeer[] | undefined>) | undefined
   donorCatchUpMs?: number | undefined
   /** the join is waiting for another node's copy */
   waiting: () => void
 }
 
+/** Ask a member which nodes it hears (members.list): undefined if it cannot say. */
+export async function askView(
+  mesh: Pick<MeshPort, 'request'>,
+  m: Member,
+): Promise<JoinPeer[] | undefined> {
+  const r = await mesh.request(
+    m.peerId,
+    { method: 'members.list', params: {} },
+    { timeoutMs: 2000 },
+  )
+  const a = answerOf('members.list', r)
+  return a.ok ? a.result : undefined
+}
+
 /**
- * Wait while another node copies the cluster's data (one copy at a time). Nobody copying in
- * a few heartbeats in a row: a node that started just now has heard every member by then.
+ * The other nodes as this node hears them, and as a ready member hears them: a node that just
+ * started has not heard every member yet (it learns of them through relays), while the
+ * member's view is whole. `asked` says whether a member answered.
+ */
+async function seen(ctx: WaitContext): Promise<{ peers: JoinPeer[]; asked: boolean }> {
+  const peers: JoinPeer[] = ctx.peers()
+  const member = ctx.candidates().sort((a, b) => a.nodeId - b.nodeId)[0]
+  const view = member && ctx.viewOf ? await ctx.viewOf(member) : undefined
+  const others = (view ?? []).filter(
+    (v) => v.nodeId !== ctx.nodeId && !peers.some((p) => p.nodeId === v.nodeId),
+  )
+  return { peers: [...peers, ...others], asked: view !== undefined }
+}
+
+/**
+ * Wait while another node copies the cluster's data (one copy at a time). Nobody copying, as
+ * this node and a ready member hear the cluster; without a member's answer, nobody copying in
+ * a few heartbeats in a row (a node that started just now hears the others by then).
  */
 export async function waitTurn(ctx: WaitContext, signal: AbortSignal): Promise<void> {
   let logged = false
   let quiet = 0
   for (;;) {
     signal.throwIfAborted()
-    const busy = copyingNow(ctx.peers())
-    if (busy.length === 0 && ++quiet >= QUIET_POLLS) return
+    const { peers, asked } = await seen(ctx)
+    const busy = copyingNow(peers)
+    if (busy.length === 0 && (asked || ++quiet >= QUIET_POLLS)) return
     if (busy.length === 0) {
       await sleep(POLL_MS * 3, signal)
       continue
@@ -55,28 +90,40 @@ export async function waitTurn(ctx: WaitContext, signal: AbortSignal): Promise<v
 }
 
 /**
- * The donor candidates, once every live ready member is one: a member just seen (not yet
- * stable) left out would never be subscribed to from the snapshot on, and its writes from
- * then until a later subscription would never arrive here.
+ * The members the copy works with, the donor first: every live ready member, once this node
+ * hears each one a ready member hears (one left out would never be subscribed to from the
+ * snapshot on, and its writes until a later subscription would never arrive here: the copy
+ * would start over once it is heard), and once one of them is stable (the donor; the others
+ * are only subscribed to, and need not be).
  */
 export async function settledMembers(ctx: WaitContext, signal: AbortSignal): Promise<Member[]> {
   const deadline = Date.now() + SETTLE_MS
+  const byId = (a: Member, b: Member) => a.nodeId - b.nodeId
   for (;;) {
     signal.throwIfAborted()
-    const members = ctx.candidates().sort((a, b) => a.nodeId - b.nodeId)
-    const unsettled = leftOut(ctx.peers(), members)
-    if (unsettled.length === 0) return members
+    const { peers } = await seen(ctx)
+    const heard = ctx.peers().filter((p) => p.state === 'alive' && !p.duplicate && mustJoin(p))
+    const donor = ctx.candidates().sort(byId)[0]
+    const unsettled = leftOut(peers, heard)
+    if (unsettled.length === 0 && (donor !== undefined || heard.length === 0))
+      return donor ? [donor, ...heard.filter((m) => m.nodeId !== donor.nodeId).sort(byId)] : []
     if (Date.now() > deadline)
       throw new Error(
-        `member ${unsettled.join(', ')} is ready but not settled (just seen, flapping, or its PostgreSQL down)`,
+        unsettled.length > 0
+          ? `member ${unsettled.join(', ')} is ready but not heard here (just seen, flapping, or its PostgreSQL down)`
+          : 'no ready member has been stable long enough to copy from (members flapping)',
       )
     await sleep(POLL_MS, signal)
   }
 }
 
+/**
+ * Wait until the donor applied `node`'s transactions up to `lsn`: its origin says so (at once,
+ * while the node writes), or the donor's slot on the node is flushed past it.
+ */
 export async function waitSlotFlushed(
   ctx: WaitContext,
-  donor: Member,
+  donor: { nodeId: number; conn: string },
   node: number,
   conn: string,
   lsn: string | undefined,
@@ -84,9 +131,11 @@ export async function waitSlotFlushed(
 ): Promise<void> {
   const slot = subscriptionName(donor.nodeId, node)
   const deadline = Date.now() + (ctx.donorCatchUpMs ?? CATCH_UP_MS)
+  const app = `traktor-${ctx.nodeId}-join`
   for (;;) {
     signal.throwIfAborted()
-    const r = await jc.slotFlushedPast(conn, `traktor-${ctx.nodeId}-join`, slot, lsn ?? '0/0')
+    if (await jc.donorAppliedPast(donor.conn, app, slot, lsn ?? '0/0')) return
+    const r = await jc.slotFlushedPast(conn, app, slot, lsn ?? '0/0')
     if (r.ok) return
     if (Date.now() > deadline) {
       throw new Error(

@@ -7,6 +7,7 @@ import type { LocalNode } from '../postgres/local.js'
 import { JoinCopy, type JoinProgress, type RunOptions } from './join.js'
 import { decideJoin } from './join-decide.js'
 import { CopyLoop } from './join-loop.js'
+import { askView } from './join-waits.js'
 import type { JoinState, Member, Membership } from './membership.js'
 import { fanOut, type MeshPort } from './port.js'
 import { decidePass, donors, livePeers } from './reconcile-decide.js'
@@ -71,6 +72,7 @@ export class Reconciler {
       log: init.log,
       candidates: () => this.donors(),
       peers: () => this.livePeers(),
+      viewOf: (m) => askView(init.mesh, m),
       ...(init.joinPauseMs ? { pauseMs: init.joinPauseMs } : {}),
       ...(init.onJoinProgress ? { onProgress: init.onJoinProgress } : {}),
     })

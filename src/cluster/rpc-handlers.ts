@@ -11,6 +11,7 @@ import type { LocalNode } from '../postgres/local.js'
 import type { CheckNode } from './check-node.js'
 import type { CheckRecord } from './checker.js'
 import type { CommitMode } from './commit-mode.js'
+import type { JoinPeer } from './join-decide.js'
 import { STEPS } from './proposals.js'
 import type { Steps } from './steps.js'
 
@@ -83,6 +84,7 @@ const schemas = {
   'node.status': z.object({}),
   'history.list': z.object({}),
   'roster.get': z.object({}),
+  'members.list': z.object({}),
   'node.resync': z.object({}),
   'check.hashes': z.object({
     table,
@@ -148,6 +150,8 @@ export interface HandlerDeps {
   resubscribe: (from: string, node: number) => Promise<void>
   /** merge a member's roster of removed nodes, and act on what changed */
   mergeRoster: (entries: cs.RosterEntry[]) => Promise<{ changed: number[] }>
+  /** this node and the live nodes it hears (a joining node's view of the cluster) */
+  members: () => JoinPeer[]
   /** this node's part of consistency checks */
   check: CheckNode
   /** a member's check result (health reasons and metrics follow it) */
@@ -247,6 +251,8 @@ async function dispatch(
       return await local.history()
     case 'roster.get':
       return await local.cluster.roster()
+    case 'members.list':
+      return deps.members()
     case 'node.resync':
       await deps.resync()
       return { copying: true }

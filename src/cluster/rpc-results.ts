@@ -106,6 +106,15 @@ export const RESULTS = {
       )
       .max(MANY),
   }),
+  'members.list': z
+    .array(
+      z.object({
+        nodeId: z.int().min(0),
+        joinState: z.string().max(20),
+        postgresUp: z.boolean(),
+      }),
+    )
+    .max(10_000),
   'commit.check': z.object({ reason: z.string().max(10_000).optional() }).loose(),
   // the fields the cluster's merge reads are checked; the rest of each row is passed through
   'history.list': z

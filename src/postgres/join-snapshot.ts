@@ -43,6 +43,34 @@ export async function slotFlushedPast(
   }
 }
 
+/**
+ * Whether the donor applied a member's transactions up to `lsn`: its subscription's origin is
+ * at or past it (a transaction ending there or later was applied, so every earlier one was).
+ * Read on the donor as soon as it commits, where the member's slot flush waits for the donor's
+ * next feedback (and the WAL writer). A member with no transaction after `lsn` never gets there:
+ * then the slot says it (slotFlushedPast).
+ */
+export async function donorAppliedPast(
+  conninfo: string,
+  appName: string,
+  subscription: string,
+  lsn: string,
+): Promise<boolean> {
+  const c = await connect(conninfo, appName)
+  try {
+    const { rows } = await c.query<{ ok: boolean | null }>(
+      `SELECT pg_replication_origin_progress('pg_' || s.oid, false) >= $2::pg_lsn AS ok
+       FROM pg_subscription s WHERE s.subname = $1`,
+      [subscription, checkLsn(lsn)],
+    )
+    return rows[0]?.ok === true
+  } catch (err) {
+    throw pgError(err, `read the origin of ${subscription}`)
+  } finally {
+    await c.end().catch(() => undefined)
+  }
+}
+
 export interface SnapshotPoint {
   snapshot: string
   /** the donor's WAL insert position: its own transactions up to here are in the snapshot */

@@ -242,6 +242,7 @@ describe('fuzzing the HTTP API', () => {
       steps,
       log: silentLogger(),
       nodeStatus: async () => ({}),
+      members: () => [],
       proposalStatus: async () => ({ decision: 'unknown' }),
       resubscribe: async () => {
         throw new Error('not in this test')
@@ -272,6 +273,7 @@ describe('fuzzing the HTTP API', () => {
       'proposal.status',
       'replicaset.get',
       'roster.get',
+      'members.list',
       'check.hashes',
       'check.rows',
       'check.report',

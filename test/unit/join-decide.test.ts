@@ -6,6 +6,7 @@ import {
   type JoinFacts,
   type JoinPeer,
   leftOut,
+  memberView,
 } from '../../src/cluster/join-decide.js'
 
 const fresh: JoinFacts = {
@@ -85,5 +86,24 @@ describe('who the copy works with', () => {
       peer(4, 'joining'),
     ]
     expect(leftOut(peers, [{ nodeId: 0 }])).toEqual([])
+  })
+
+  it("a member's view: itself and the live nodes it hears, not dead, removed or claimed twice", () => {
+    const rec = (nodeId: number, state: string, duplicate = false) => ({
+      ...peer(nodeId, 'ready'),
+      state,
+      duplicate,
+    })
+    const members = [
+      rec(1, 'alive'),
+      rec(2, 'suspect'),
+      rec(3, 'dead'),
+      rec(4, 'alive', true),
+      rec(5, 'alive'),
+      rec(0, 'alive'), // its own id claimed by another process: not listed twice
+    ]
+    const view = memberView(peer(0, 'ready'), members, new Set([5]))
+    expect(view.map((v) => v.nodeId)).toEqual([0, 1, 2])
+    expect(Object.keys(view[1] ?? {}).sort()).toEqual(['joinState', 'nodeId', 'postgresUp'])
   })
 })
