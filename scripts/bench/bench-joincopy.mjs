@@ -96,6 +96,29 @@ function joinLine(c, joiner) {
   return undefined
 }
 
+/** Where the join's time went, from the joiner's log: attempts, before the COPY, the COPY. */
+function phases(c, joiner) {
+  const lines = fs
+    .readFileSync(c.arbiters[joiner].logFile, 'utf8')
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l)]
+      } catch {
+        return []
+      }
+    })
+  const at = (msg) => lines.filter((l) => l.msg === msg).map((l) => Date.parse(l.time))
+  const [decided] = at('copying the cluster data before becoming ready')
+  const snapshot = at('snapshot exported on the donor').at(-1)
+  const copied = lines.filter((l) => l.msg === 'table copied from the donor').at(-1)?.ms
+  return {
+    attempts: at('join copy failed').length + 1,
+    beforeCopyMs: snapshot !== undefined && decided !== undefined ? snapshot - decided : undefined,
+    copyMs: copied,
+  }
+}
+
 async function once(ctx, run, n) {
   const c = await TraktorCluster.create(3, `jc${run}_`)
   let w
@@ -122,6 +145,7 @@ async function once(ctx, run, n) {
     const joined = performance.now() - start
     const until = performance.now()
     const procedure = joinLine(c, joiner)?.ms
+    const where = phases(c, joiner)
     await w.stop()
     const during = w.spans.filter(([a, b]) => b >= start && a <= until).map(([a, b]) => b - a)
     // every member holds every row (the bench's own sanity check): all four counts equal
@@ -211,7 +235,7 @@ async function once(ctx, run, n) {
       )
     }
     if (typeof procedure !== 'number') throw new Error(`node ${joiner} logged no join line`)
-    return { plain, joined, procedure, during }
+    return { plain, joined, procedure, during, where }
   } finally {
     await w?.stop().catch(() => undefined)
     await c.stop()
@@ -237,7 +261,7 @@ export async function run(ctx) {
     plains.push(s.plain)
     pauses.push(Math.max(...s.during))
     say(
-      `joincopy: ready ${Math.round(s.joined)} ms after the spawn, join procedure ${Math.round(s.procedure)} ms, plain COPY ${Math.round(s.plain)} ms, longest write ${Math.round(Math.max(...s.during))} ms`,
+      `joincopy: ready ${Math.round(s.joined)} ms after the spawn, join procedure ${Math.round(s.procedure)} ms (attempts ${s.where.attempts}, until the snapshot of the last ${s.where.beforeCopyMs} ms, its COPY ${s.where.copyMs} ms), plain COPY ${Math.round(s.plain)} ms, longest write ${Math.round(Math.max(...s.during))} ms`,
     )
   }
   const rowsPerS = procs.map((ms) => (n * 1000) / ms)
