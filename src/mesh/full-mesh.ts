@@ -8,6 +8,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../log.js'
 import { MAX_ANNOUNCED_ADDRS, type PeerAnnounce, WIRE_VERSION } from './codec.js'
 import type { Gossip } from './gossip.js'
+import { readKnownPeers, writeKnownPeers } from './known-peers.js'
 import { type MeshNode, ownAddresses } from './libp2p.js'
 import { peerIdIn, Redialer } from './redial.js'
 
@@ -21,6 +22,8 @@ export interface FullMeshComponents {
   log: Logger
   counters: { dialFailures: number }
   isBlocked(peerId: string): boolean
+  /** where the peers known at stop are kept for the next start (none: not kept) */
+  knownPeersFile?: string | undefined
 }
 
 type SubscriptionChange = CustomEvent<{ subscriptions: { topic: string; subscribe: boolean }[] }>
@@ -30,6 +33,10 @@ export class FullMesh {
   private readonly redial: Redialer
   private readonly self: string
   private timer: NodeJS.Timeout | undefined
+  /** the known peers as last written to knownPeersFile */
+  private kept = ''
+  /** peers connected at some time in this run: only they are kept (a gone peer, one run) */
+  private readonly reached = new Set<string>()
   /** the addresses last learned of each peer, as it said them, and when */
   private readonly learned = new Map<string, { said: string; at: number }>()
   private readonly onSubscription = (evt: SubscriptionChange): void => {
@@ -37,6 +44,7 @@ export class FullMesh {
     if (evt.detail.subscriptions.some((s) => s.topic === peers && s.subscribe)) this.announce()
   }
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
+    this.reached.add(evt.detail.toString())
     this.redial.addPeer(evt.detail.toString())
   }
   private readonly onIdentify = (evt: Identified): void => {
@@ -57,15 +65,20 @@ export class FullMesh {
     node.services.pubsub.addEventListener('subscription-change', this.onSubscription)
     node.addEventListener('peer:connect', this.onConnect)
     node.addEventListener('peer:identify', this.onIdentify)
+    this.rememberKnown()
     this.redial.start()
     this.announce()
-    this.timer = setInterval(() => this.announce(), ANNOUNCE_INTERVAL_MS)
+    this.timer = setInterval(() => {
+      this.announce()
+      this.keepKnown()
+    }, ANNOUNCE_INTERVAL_MS)
     this.timer.unref()
   }
 
   stop(): void {
     const { node } = this.components
     clearInterval(this.timer)
+    this.keepKnown()
     this.redial.stop()
     node.services.pubsub.removeEventListener('subscription-change', this.onSubscription)
     node.removeEventListener('peer:connect', this.onConnect)
@@ -115,6 +128,41 @@ export class FullMesh {
   forget(peerId: string): void {
     this.learned.delete(peerId)
     this.redial.forget(peerId)
+    this.reached.delete(peerId)
+    this.keepKnown()
+  }
+
+  /** The peers of the last run, dialed at start (a node that is only others' bootstrap). */
+  private rememberKnown(): void {
+    const { knownPeersFile: file, log } = this.components
+    if (file === undefined) return
+    try {
+      const peers = readKnownPeers(file).filter((p) => p.peerId !== this.self)
+      for (const p of peers)
+        this.redial.remember(
+          p.peerId,
+          p.addrs.map((a) => multiaddr(a)),
+        )
+      if (peers.length > 0)
+        log.info({ peers: peers.length, file }, 'dialing the peers of the last run')
+    } catch (err) {
+      log.warn({ file, err: (err as Error).message }, 'cannot read the peers of the last run')
+    }
+  }
+
+  /** Write the known peers when they changed (every 2 s at most, and at stop). */
+  private keepKnown(): void {
+    const { knownPeersFile: file, log } = this.components
+    if (file === undefined) return
+    const peers = this.redial.known().filter((p) => this.reached.has(p.peerId))
+    const now = JSON.stringify(peers)
+    if (now === this.kept) return
+    try {
+      writeKnownPeers(file, peers)
+      this.kept = now
+    } catch (err) {
+      log.warn({ file, err: (err as Error).message }, 'cannot keep the known peers')
+    }
   }
 
   /** Bootstrap addresses that are not this node's own. */

@@ -15,6 +15,7 @@ import {
 import { FullMesh } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
+import { knownPeersFile } from './known-peers.js'
 import {
   type GossipTuning,
   type MeshNode,
@@ -326,7 +327,14 @@ export class Mesh {
       this.claimChecks,
     )
     fullMesh = new FullMesh(
-      { node, gossip, log, counters, isBlocked: (id) => this.partitioned.has(id) },
+      {
+        node,
+        gossip,
+        log,
+        counters,
+        isBlocked: (id) => this.partitioned.has(id),
+        knownPeersFile: knownPeersFile(this.init.identityFile),
+      },
       bootstrap,
     )
     this.aloneSince = Date.now()

@@ -155,9 +155,22 @@ export class Redialer {
   }
 
   private addBootstrapPeer(peerId: string, addr: Multiaddr): void {
-    this.addPeer(peerId, [addr])
+    this.remember(peerId, [addr])
+  }
+
+  /** A peer from the configuration or from the last run: dialed at start, whatever the ids. */
+  remember(peerId: string, addrs: readonly Multiaddr[]): void {
+    this.addPeer(peerId, addrs)
     const t = this.peers.get(peerId)
-    if (t !== undefined) t.nextAt = 0 // configured: dial at start, whoever has the smaller id
+    if (t !== undefined) t.nextAt = 0
+  }
+
+  /** Every peer known with an address, as kept for the next run (known-peers.ts). */
+  known(): Array<{ peerId: string; addrs: string[] }> {
+    return [...this.peers.values()]
+      .filter((t) => t.addrs.size > 0)
+      .map((t) => ({ peerId: t.peerId, addrs: [...t.addrs.keys()] }))
+      .sort((a, b) => a.peerId.localeCompare(b.peerId))
   }
 
   /** Stops redialing a peer (it left the cluster). */

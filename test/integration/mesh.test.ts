@@ -5,6 +5,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TraktorError } from '../../src/errors.js'
 import { loadOrCreateIdentity, peerIdOf, writePskFile } from '../../src/mesh/keys.js'
+import { knownPeersFile, readKnownPeers } from '../../src/mesh/known-peers.js'
 import type { Mesh } from '../../src/mesh/node.js'
 import type { GossipMessage, RpcHandler } from '../../src/mesh/types.js'
 import { freePort } from '../fixtures/arbiters.js'
@@ -329,6 +330,33 @@ describe('restarts and partitions', () => {
     c = track(await lab.started({ identityFile, listen, bootstrap: [] }))
     expect(c.peerId).toBe(id)
     await waitFor(() => fullMesh([a, b, c]), 8000, 'full mesh after the restart')
+  })
+
+  it("dials the peers of its last run at start: the others' bootstrap is back at once", async () => {
+    await waitFor(() => fullMesh([a, b, c]), LIVE_MS, 'full mesh')
+    const id = a.peerId
+    const listen = a.addresses().map((s) => s.replace(/\/p2p\/[^/]+$/, ''))
+    const { identityFile } = lab.initOf(a)
+    await a.stop()
+    // kept beside the identity: the peers it reached (earlier tests' nodes too), by address
+    const kept = readKnownPeers(knownPeersFile(identityFile))
+    expect(kept.map((p) => p.peerId)).toEqual(expect.arrayContaining([b.peerId, c.peerId]))
+    // b and c back off (a failed dial doubles the delay, up to 5 s); a has no bootstrap list
+    const [fb, fc] = [b.counters().dialFailures, c.counters().dialFailures]
+    await waitFor(
+      () => b.counters().dialFailures >= fb + 10 && c.counters().dialFailures >= fc + 10,
+      30_000,
+      'b and c backing off',
+    )
+    a = track(await lab.started({ identityFile, listen, bootstrap: [] }))
+    expect(a.peerId).toBe(id)
+    const t0 = Date.now()
+    await waitFor(() => fullMesh([a, b, c]), LIVE_MS, 'full mesh after the restart')
+    // their next redial is seconds away by now (2-4 s seen without the file); a's own dial
+    // takes a few ms, more on a loaded CI machine
+    const ms = Date.now() - t0
+    console.log(`the others' bootstrap back in the mesh ${ms} ms after its start`)
+    expect(ms).toBeLessThan(1500)
   })
 })
 
