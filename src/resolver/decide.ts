@@ -112,7 +112,12 @@ export function decide(
     if (!applyErrorCounted(s, state.counted.get(s.name))) continue
     const counted = { oid: s.oid, applyErrors: s.applyErrors, statsReset: s.statsReset }
     const strat = typeof strategy === 'function' ? strategy(failure.relation) : strategy
-    if (isConnectionLoss(failure.sqlState) || isTransient(failure.sqlState)) {
+    if (isTransient(failure.sqlState)) {
+      // a deadlock or a serialization failure is over once the other party went on: enabled
+      // again at once, whatever came before (the backoff is for a publisher that stays away;
+      // on hot rows deadlocks come every few seconds, and it grew to 30 s, replication with it)
+      actions.push({ kind: 'enable', subscription: s.name, failure, counted })
+    } else if (isConnectionLoss(failure.sqlState)) {
       const b = state.backoff.get(s.name)
       if (b && nowMs - b.lastMs < b.delayMs) continue
       actions.push({ kind: 'enable', subscription: s.name, failure, counted })
@@ -205,7 +210,7 @@ export function acted(state: DecideState, action: Action, nowMs: number): void {
     // forget transactions long done (a map per failing transaction must not grow for ever)
     if (state.armed.size > 1000) state.armed.delete(state.armed.keys().next().value as string)
   }
-  if (action.kind !== 'enable') return
+  if (action.kind !== 'enable' || !isConnectionLoss(action.failure.sqlState)) return
   const b = state.backoff.get(action.subscription)
   const fresh = !b || nowMs - b.lastMs > BACKOFF_RESET_MS
   const delayMs = fresh ? BACKOFF_MIN_MS : Math.min(b.delayMs * 2, BACKOFF_MAX_MS)

@@ -133,6 +133,21 @@ describe('decide', () => {
     expect(times[3]! - times[2]!).toBeGreaterThanOrEqual(4 * BACKOFF_MIN_MS)
   })
 
+  it('re-enables after every deadlock at once: no backoff, and none grown for a lost publisher', () => {
+    const state = newDecideState()
+    // a hot row: the apply worker deadlocks with a local writer every few hundred ms
+    for (let n = 1; n <= 6; n++) {
+      const f = failure(n % 2 ? '40P01' : '40001', { id: `dl${n}` })
+      const [a] = decide([sub('s', false, n)], () => f, state, 'lww', n * 300)
+      expect(a?.kind, `deadlock ${n}`).toBe('enable')
+      acted(state, a!, n * 300)
+    }
+    // the publisher then goes away: its first re-enable is not held back by the deadlocks
+    const lost = failure('08006', { id: 'lost' })
+    const [a] = decide([sub('s', false, 7)], () => lost, state, 'lww', 2000)
+    expect(a?.kind).toBe('enable')
+  })
+
   it('re-enables after a lost publisher each time the server counted one more error', () => {
     const state = newDecideState()
     let t = 0
