@@ -298,20 +298,30 @@ describe('restarts and partitions', () => {
       'a and b apart',
     )
     expect(await holdsFalse(() => a.connectedPeers().includes(b.peerId), 600)).toBe(true)
-    // gossip still gets from a to b, through c
-    await a.publish('membership', heartbeat(a.peerId, 0))
+    // gossip still gets from a to b, through c. Relaying is best effort (tuned for a full
+    // mesh: c relays to one mesh peer, no IHAVE gossip), as heartbeats are periodic: so a
+    // heartbeat every 500 ms until one arrives, as a's membership would send them
     const sentAt = Date.now()
-    await waitFor(
-      () =>
-        got(
-          b,
-          (g) => g.from === a.peerId && (g.payload as { sentAt: number }).sentAt >= sentAt - 5,
-        ),
-      LIVE_MS,
-      'a heartbeat at b through c',
-    )
-    a.heal()
-    b.heal()
+    try {
+      let lastSent = 0
+      await waitFor(
+        () => {
+          if (Date.now() - lastSent >= 500) {
+            lastSent = Date.now()
+            a.publish('membership', heartbeat(a.peerId, 0)).catch(() => undefined)
+          }
+          return got(
+            b,
+            (g) => g.from === a.peerId && (g.payload as { sentAt: number }).sentAt >= sentAt - 5,
+          )
+        },
+        LIVE_MS,
+        'a heartbeat at b through c',
+      )
+    } finally {
+      a.heal()
+      b.heal()
+    }
     await waitFor(() => fullMesh([a, b, c]), 5000, 'full mesh after heal')
   })
 
@@ -345,7 +355,7 @@ describe('restarts and partitions', () => {
     const [fb, fc] = [b.counters().dialFailures, c.counters().dialFailures]
     await waitFor(
       () => b.counters().dialFailures >= fb + 10 && c.counters().dialFailures >= fc + 10,
-      30_000,
+      60_000,
       'b and c backing off',
     )
     a = track(await lab.started({ identityFile, listen, bootstrap: [] }))
@@ -357,7 +367,7 @@ describe('restarts and partitions', () => {
     const ms = Date.now() - t0
     console.log(`the others' bootstrap back in the mesh ${ms} ms after its start`)
     expect(ms).toBeLessThan(1500)
-  })
+  }, 120_000)
 })
 
 describe('many peers on one IP address', () => {
