@@ -152,6 +152,9 @@ export class EmbeddedPostgres {
     opts: { dbname?: string; user?: string; password?: string } = {},
   ): Promise<R[]> {
     const client = new pg.Client(this.clientConfig(opts))
+    // a server stopped under the query ends it with an error (57P01) that the query's promise
+    // carries; emitted as well, with no listener it would be an uncaught exception
+    client.on('error', () => {})
     await client.connect()
     try {
       return (await client.query<R>(sql, params)).rows
