@@ -443,7 +443,12 @@ describe('recovery of a schema change', () => {
     ).catch((err: Error) => {
       throw new Error(`${err.message}\n${c.problems(1)}`)
     })
-    expect(c.api(1).logs()).toMatch(/rolled back a schema change decided ABORT/)
+    // the log line follows the rollback it reports: read once the rollback is seen, it raced
+    await waitFor(
+      () => /rolled back a schema change decided ABORT/.test(c.api(1).logs()),
+      5_000,
+      'the rollback logged',
+    )
     const column = await c.q(
       1,
       `SELECT 1 FROM pg_attribute WHERE attrelid = 'demo.leftover'::regclass AND attname = 'x'`,
