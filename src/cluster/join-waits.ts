@@ -121,7 +121,7 @@ export async function settledMembers(ctx: WaitContext, signal: AbortSignal): Pro
  * Wait until the donor applied `node`'s transactions up to `lsn`: its origin says so (at once,
  * while the node writes), or the donor's slot on the node is flushed past it.
  */
-export async function waitSlotFlushed(
+export async function waitDonorApplied(
   ctx: WaitContext,
   donor: { nodeId: number; conn: string },
   node: number,

@@ -7,7 +7,7 @@ import * as jc from '../postgres/join-copy.js'
 import type { LocalNode } from '../postgres/local.js'
 import { subscriptionName } from '../postgres/subscriptions.js'
 import { leftOut, mustJoin } from './join-decide.js'
-import { settledMembers, type WaitContext, waitSlotFlushed, waitTurn } from './join-waits.js'
+import { settledMembers, type WaitContext, waitDonorApplied, waitTurn } from './join-waits.js'
 import type { Member } from './membership.js'
 
 export type JoinPhase =
@@ -215,7 +215,7 @@ export class JoinCopy {
     for (const m of others) {
       const conn = local.peerConninfo(m.postgres)
       const at = { nodeId: donor.nodeId, conn: donorConn }
-      await waitSlotFlushed(this.waits(), at, m.nodeId, conn, slotAt.get(m.nodeId), signal)
+      await waitDonorApplied(this.waits(), at, m.nodeId, conn, slotAt.get(m.nodeId), signal)
     }
     this.set({ phase: 'snapshot' })
     const app = `traktor-${nodeId}-join`
@@ -327,7 +327,7 @@ export class JoinCopy {
       return
     }
     const at = { nodeId: donor.nodeId, conn: local.peerConninfo(donor.postgres) }
-    await waitSlotFlushed(this.waits(), at, nodeId, local.conninfo, lsn, signal)
+    await waitDonorApplied(this.waits(), at, nodeId, local.conninfo, lsn, signal)
   }
 
   private async copyAll(

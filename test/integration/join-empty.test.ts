@@ -65,14 +65,9 @@ async function copy(table: string, truncate: boolean) {
 }
 
 async function expectDonorRows(table: string) {
-  const [r] = await local(
-    `SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM ${table}`,
-  )
-  const [d] = await server.query(
-    `SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM ${table}`,
-    [],
-    { dbname: 'src' },
-  )
+  const sql = `SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM ${table}`
+  const [r] = await local(sql)
+  const [d] = await server.query(sql, [], { dbname: 'src' })
   expect(r).toEqual(d)
   expect(r?.n).toBe(500)
 }
