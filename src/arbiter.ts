@@ -5,7 +5,7 @@ import { apiRoutes } from './api/routes/index.js'
 import { ApiServer } from './api/server.js'
 import { Cluster } from './cluster/cluster.js'
 import { isolatedAfterMs } from './cluster/detector.js'
-import { crashAt } from './cluster/faults.js'
+import { type FaultHooks, faultAt } from './cluster/faults.js'
 import { anyLww, type Config, strategyFor } from './config/types.js'
 import { stopInOrder } from './lifecycle.js'
 import type { Logger } from './log.js'
@@ -92,7 +92,7 @@ export class Arbiter {
         ...(config.syncQuorum ? { syncQuorum: config.syncQuorum } : {}),
         join: config.join,
         ...(config.testing?.joinPauseMs ? { joinPauseMs: config.testing.joinPauseMs } : {}),
-        ...(config.testing?.crashAt ? { faults: crashAt(config.testing.crashAt, log) } : {}),
+        ...testFaults(config, log),
         ...(config.testing?.fence === false ? { noFence: true } : {}),
       })
     }
@@ -255,4 +255,12 @@ export class Arbiter {
 function failureKind(sqlState: string): string {
   if (sqlState === '23505') return 'insert_exists'
   return sqlState.startsWith('23') ? 'constraint' : 'apply_error'
+}
+
+/** The fault suite's kill or freeze of a coordinator (`testing.crashAt` / `testing.freezeAt`). */
+function testFaults(config: Config, log: Logger): { faults?: FaultHooks } {
+  const t = config.testing
+  if (t?.crashAt) return { faults: faultAt(t.crashAt, 'SIGKILL', log) }
+  if (t?.freezeAt) return { faults: faultAt(t.freezeAt, 'SIGSTOP', log) }
+  return {}
 }

@@ -1,6 +1,7 @@
-// Fault hooks: the points of a proposal where the fault suite kills a coordinator. The
-// algorithm only says where it is; what happens there is injected (nothing in production, a
-// SIGKILL of this process under `testing.crashAt`, allowed only with TRAKTOR_TESTING=1).
+// Fault hooks: the points of a proposal where the fault suite kills or freezes a coordinator.
+// The algorithm only says where it is; what happens there is injected (nothing in production;
+// a SIGKILL of this process under `testing.crashAt`, a SIGSTOP under `testing.freezeAt` — the
+// test sends SIGCONT —, allowed only with TRAKTOR_TESTING=1).
 import type { CrashPoint } from '../config/types.js'
 import type { Logger } from '../log.js'
 
@@ -17,16 +18,26 @@ export const NO_FAULTS: FaultHooks = { armed: () => false, at: async () => {} }
 /** the prepares must leave before the crash at 'prepare-sent' */
 const DELAY_MS: Partial<Record<CrashPoint, number>> = { 'prepare-sent': 30 }
 
-/** Die at `point` the way a crashed coordinator does: no clean-up, no goodbye. */
-export function crashAt(point: CrashPoint, log: Logger): FaultHooks {
+/**
+ * At `point`, die the way a crashed coordinator does (SIGKILL: no clean-up, no goodbye), or
+ * stop the way a paused one does (SIGSTOP: every timer and socket frozen until the test sends
+ * SIGCONT). A pause happens once: a resumed coordinator re-driving the same proposal goes on.
+ */
+export function faultAt(point: CrashPoint, signal: 'SIGKILL' | 'SIGSTOP', log: Logger): FaultHooks {
+  let paused = false
   return {
-    armed: (p) => p === point,
+    armed: (p) => p === point && !paused,
     at: async (p) => {
-      if (p !== point) return
+      if (p !== point || paused) return
       const delay = DELAY_MS[p] ?? 0
       if (delay > 0) await new Promise((r) => setTimeout(r, delay))
-      log.fatal({ point }, 'test hook: killing this arbiter (testing.crashAt)')
-      process.kill(process.pid, 'SIGKILL')
+      if (signal === 'SIGKILL') {
+        log.fatal({ point }, 'test hook: killing this arbiter (testing.crashAt)')
+      } else {
+        paused = true
+        log.warn({ point }, 'test hook: freezing this arbiter (testing.freezeAt)')
+      }
+      process.kill(process.pid, signal)
     },
   }
 }

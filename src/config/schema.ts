@@ -21,7 +21,7 @@ export const DEFAULT_HEARTBEAT_MS = 500
 export const DEFAULT_SUSPECT_AFTER_MS = 1000
 export const DEFAULT_DEAD_AFTER_MS = 2000
 /** The test-only hooks under `testing`, allowed only when TESTING_ENV is "1". */
-export const TESTING_KEYS = ['crashAt', 'routes', 'fence', 'joinPauseMs'] as const
+export const TESTING_KEYS = ['crashAt', 'freezeAt', 'routes', 'fence', 'joinPauseMs'] as const
 export const TESTING_ENV = 'TRAKTOR_TESTING'
 /** Shorter API keys are refused; the TRAKTOR tutorial's "LetMeIn" (7) must keep working. */
 export const API_KEY_MIN_LENGTH = 6
@@ -296,11 +296,12 @@ export function buildSchema(baseDir: string) {
     join: z.enum(JOIN_MODES).default('empty-only'),
     mesh: mesh.optional(),
     logLevel: z.enum(LOG_LEVELS).default('info'),
-    // test-only: the fault suite kills a coordinator at a chosen point of a proposal
+    // test-only: the fault suite kills or freezes a coordinator at a chosen point of a proposal
     testing: z
       .strictObject(
         {
           crashAt: z.enum(CRASH_POINTS).optional(),
+          freezeAt: z.enum(CRASH_POINTS).optional(),
           routes: z.boolean().optional(),
           fence: z.boolean().optional(),
           // the join copy waits this long before copying (tests watch a node while it copies)

@@ -38,7 +38,7 @@ export interface MeshConfig {
 export const JOIN_MODES = ['empty-only', 'copy', 'no-copy'] as const
 export type JoinMode = (typeof JOIN_MODES)[number]
 
-/** Test-only: points of a proposal at which the coordinator kills itself (fault suite). */
+/** Test-only: points of a proposal at which the coordinator kills or freezes itself (fault suite). */
 // some-commits: after every node published (a schema change: committed); one-publish: after
 // exactly one member published (committed its schema change); ddl-drained: a schema change's
 // nodes are fenced and drained, nothing prepared; ddl-prepared: prepared everywhere, undecided
@@ -91,6 +91,8 @@ export interface Config {
   /** test-only hooks (the fault suite); never set in production configs */
   readonly testing?: {
     readonly crashAt?: CrashPoint
+    /** SIGSTOP at this point of the first proposal it coordinates (the test sends SIGCONT) */
+    readonly freezeAt?: CrashPoint
     readonly routes?: boolean
     /** false: proposals raise no write fence (the fault suite shows rows are then lost) */
     readonly fence?: boolean

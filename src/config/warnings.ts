@@ -66,6 +66,11 @@ function testingWarning(config: Config): ConfigWarning | undefined {
   if (t?.crashAt !== undefined) {
     hooks.push(`testing.crashAt=${t.crashAt} kills this arbiter in every proposal it coordinates`)
   }
+  if (t?.freezeAt !== undefined) {
+    hooks.push(
+      `testing.freezeAt=${t.freezeAt} stops (SIGSTOP) this arbiter in the first proposal it coordinates`,
+    )
+  }
   if (t?.fence === false) {
     hooks.push(
       'testing.fence=false raises no write fence: rows written while a table is added can be lost',
@@ -80,6 +85,7 @@ function testingWarning(config: Config): ConfigWarning | undefined {
     message: `TEST HOOKS ARE ON (${TESTING_ENV}=1): ${hooks.join('; ')}; never run this in production`,
     fields: {
       ...(t?.crashAt === undefined ? {} : { crashAt: t.crashAt }),
+      ...(t?.freezeAt === undefined ? {} : { freezeAt: t.freezeAt }),
       ...(t?.routes === undefined ? {} : { routes: t.routes }),
       ...(t?.fence === undefined ? {} : { fence: t.fence }),
     },

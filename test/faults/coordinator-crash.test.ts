@@ -2,6 +2,7 @@
 // after PREPARE is sent, after some ACKs, after the decision is recorded, after some COMMITs.
 // After it restarts, the cluster converges to all-applied or none-applied, never half, and no
 // proposal, fence trigger, slot or prepared transaction is left behind.
+import fs from 'node:fs'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { CrashPoint } from '../../src/config/types.js'
 import { call, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
@@ -280,5 +281,81 @@ describe('coordinator killed mid-schema-change', () => {
         )
       await c.converged(IDS, `demo.${table}`)
     },
+  )
+})
+
+/** A process's state letter from /proc (`T`: stopped by a signal). */
+function procState(pid: number | undefined): string | undefined {
+  if (pid === undefined) return undefined
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0]
+  } catch {
+    return undefined
+  }
+}
+
+// Jepsen's process pause: the coordinator stopped (SIGSTOP) at a step of a proposal, long enough
+// for the members to act without it (they see it dead, ask each other after 10 s, lower their
+// fences after 15 s), then resumed (SIGCONT) with every timer and socket as it left them. It
+// finishes the call, and its answer tells the truth: 201 → the table is published on every node,
+// 409 → on none; nothing half-done is left anywhere.
+describe('coordinator frozen mid-proposal (SIGSTOP), then resumed', () => {
+  const points: CrashPoint[] = ['prepare-sent', 'some-acks', 'decision', 'some-commits']
+  it.each(points)(
+    'frozen at %s until the members act alone: its answer matches every node',
+    async (at) => {
+      const table = `f_${at.replace('-', '_')}`
+      for (const i of IDS)
+        await c.q(
+          i,
+          `CREATE TABLE demo.${table} (id int PRIMARY KEY); ALTER TABLE demo.${table} OWNER TO traktor_arbiter`,
+        )
+      await c.node(0).arbiter?.stop()
+      const armed = await c.start(0, { testing: { freezeAt: at } }, TESTING_ENV)
+      try {
+        await c.waitMeshed(IDS)
+        const marks = [1, 2].map((i) => c.api(i).logs().length)
+        const answer = call(armed, 'PUT', `/v1/cluster/replicaset/demo.${table}`).catch(
+          (err: Error) => ({ status: 0, json: err.message }),
+        )
+        await waitFor(() => procState(armed.proc.pid) === 'T', 10_000, 'coordinator frozen')
+        const frozen = Date.now()
+        // a member acts without the coordinator: reports it in doubt, takes the commit from a
+        // peer, or lowers its fence (at 15 s at the latest)
+        const acted = /proposal in doubt|in-doubt proposal (committed|aborted)|fence held too long/
+        await waitFor(
+          () => [1, 2].some((i, k) => acted.test(c.api(i).logs().slice(marks[k]))),
+          30_000,
+          'a member acting without the coordinator',
+        )
+        const held = Date.now() - frozen
+        armed.proc.kill('SIGCONT')
+        const r = await answer
+        await waitFor(settled, 40_000, `settled after a freeze at ${at}`).catch((err: Error) => {
+          throw new Error(`${err.message}\n${IDS.map((i) => c.problems(i)).join('\n')}`)
+        })
+        const applied = await Promise.all(IDS.map((i) => published(i, table)))
+        expect([200, 201, 409], JSON.stringify(r.json)).toContain(r.status)
+        expect(applied, JSON.stringify(r.json)).toEqual(IDS.map(() => r.status !== 409))
+        console.info(`frozen at ${at} for ${held} ms: answered ${r.status}`)
+      } finally {
+        armed.proc.kill('SIGCONT')
+        await armed.stop()
+        await c.start(0)
+      }
+      // the cluster takes the next change, and the rows flow
+      await c.waitMeshed(IDS)
+      const again = await call(c.api(1), 'PUT', `/v1/cluster/replicaset/demo.${table}`)
+      expect([200, 201], JSON.stringify(again.json)).toContain(again.status)
+      await c.q(2, `INSERT INTO demo.${table} VALUES (1)`)
+      for (const i of IDS)
+        await waitFor(
+          async () => (await c.q(i, `SELECT 1 FROM demo.${table}`)).length === 1,
+          30_000,
+          `row on node ${i}`,
+        )
+      await c.converged(IDS, `demo.${table}`)
+    },
+    120_000,
   )
 })

@@ -699,6 +699,8 @@ describe('test hooks out of production (issue 16)', () => {
     expect(problemsOf(both)).toEqual([`testing.crashAt: ${WHY}`, `testing.routes: ${WHY}`])
     const fence = write('d.json', { ...minimal, testing: { fence: false } })
     expect(problemsOf(fence)).toEqual([`testing.fence: ${WHY}`])
+    const freeze = write('e.json', { ...minimal, testing: { freezeAt: 'decision' } })
+    expect(problemsOf(freeze)).toEqual([`testing.freezeAt: ${WHY}`])
     expect(problemsOf(write('c.json', { ...minimal, testing: {} }))).toEqual([`testing: ${WHY}`])
   })
 
@@ -720,6 +722,16 @@ describe('test hooks out of production (issue 16)', () => {
     })
     const c = loaded(path, { TRAKTOR_TESTING: '1' })
     expect(c.config.testing).toEqual({ crashAt: 'some-acks', routes: true })
+    const frozen = loaded(
+      write('f.json', {
+        ...minimal,
+        api: { apiKey: '0123456789abcdef' },
+        testing: { freezeAt: 'decision' },
+      }),
+      { TRAKTOR_TESTING: '1' },
+    )
+    expect(frozen.warnings[0]?.message).toMatch(/testing\.freezeAt=decision stops \(SIGSTOP\)/)
+    expect(frozen.warnings[0]?.fields).toEqual({ freezeAt: 'decision' })
     expect(c.warnings).toEqual([
       {
         key: 'testing',
