@@ -17,7 +17,9 @@ export interface MeshPort {
   /** returns the disposer that takes the handler off again */
   subscribe(topic: TopicName, handler: (m: GossipMessage) => void): () => void
   setClaimCheck(topic: TopicName, check: ClaimCheck): void
-  onPeer(handler: (peerId: string, event: 'connect' | 'disconnect') => void): () => void
+  onPeer(
+    handler: (peerId: string, event: 'connect' | 'disconnect' | 'subscribed') => void,
+  ): () => void
   connectedPeers(): string[]
   /** when a connected peer last answered the mesh's liveness probe (wall clock, ms) */
   answeredAt?(peerId: string): number | undefined

@@ -26,7 +26,11 @@ export interface FullMeshComponents {
   knownPeersFile?: string | undefined
 }
 
-type SubscriptionChange = CustomEvent<{ subscriptions: { topic: string; subscribe: boolean }[] }>
+/** gossipsub's event when a peer's subscriptions change */
+export type SubscriptionChange = CustomEvent<{
+  peerId: PeerId
+  subscriptions: { topic: string; subscribe: boolean }[]
+}>
 type Identified = CustomEvent<{ peerId: PeerId; listenAddrs: Multiaddr[] }>
 
 export class FullMesh {
@@ -87,7 +91,16 @@ export class FullMesh {
 
   /** A peer said where it listens: keep only its own addresses; dial it if not connected. */
   onAnnounce(from: string, a: PeerAnnounce): void {
-    if (this.learn(from, a.addrs)) this.redial.dialNow(from)
+    this.heard(from, a.addrs)
+  }
+
+  /**
+   * A message from a peer carried its addresses (an announcement, a membership heartbeat,
+   * either maybe relayed): keep them, and dial it now if not connected (a new node is heard
+   * first through its heartbeat; waiting for the keep-connected loop cost a tick).
+   */
+  heard(from: string, addrs: readonly string[]): void {
+    if (this.learn(from, addrs)) this.redial.dialNow(from)
   }
 
   /**

@@ -12,7 +12,7 @@ import {
   TOPIC_NAMES,
   type WireTopic,
 } from './codec.js'
-import { FullMesh } from './full-mesh.js'
+import { FullMesh, type SubscriptionChange } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
 import { knownPeersFile } from './known-peers.js'
@@ -57,7 +57,8 @@ export interface MeshInit {
   gossipTuning?: GossipTuning
 }
 
-export type PeerEvent = 'connect' | 'disconnect'
+/** subscribed: the peer subscribed to the membership topic (gossip to it goes through now) */
+export type PeerEvent = 'connect' | 'disconnect' | 'subscribed'
 export type PeerHandler = (peerId: string, event: PeerEvent) => void
 
 export const DEFAULT_RPC_TIMEOUT_MS = 3000
@@ -321,7 +322,7 @@ export class Mesh {
         cluster: init.cluster,
         maxMessageBytes: init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         onAnnounce: (from, a) => fullMesh?.onAnnounce(from, a),
-        onAddrs: (from, addrs) => void fullMesh?.learn(from, addrs),
+        onAddrs: (from, addrs) => fullMesh?.heard(from, addrs),
       },
       this.handlers,
       this.claimChecks,
@@ -341,11 +342,19 @@ export class Mesh {
     const onConnect = (evt: CustomEvent<PeerId>): void => this.peerEvent(evt.detail, 'connect')
     const onDisconnect = (evt: CustomEvent<PeerId>): void =>
       this.peerEvent(evt.detail, 'disconnect')
+    const membership = gossip.topicString('membership')
+    const onSubscription = (evt: SubscriptionChange): void => {
+      const { peerId, subscriptions } = evt.detail
+      if (subscriptions.some((s) => s.subscribe && s.topic === membership))
+        this.peerEvent(peerId, 'subscribed')
+    }
     node.addEventListener('peer:connect', onConnect)
     node.addEventListener('peer:disconnect', onDisconnect)
+    node.services.pubsub.addEventListener('subscription-change', onSubscription)
     const detach = (): void => {
       node.removeEventListener('peer:connect', onConnect)
       node.removeEventListener('peer:disconnect', onDisconnect)
+      node.services.pubsub.removeEventListener('subscription-change', onSubscription)
     }
     gossip.start()
     fullMesh.start()
@@ -377,7 +386,8 @@ export class Mesh {
     else if (this.state.status === 'running' && this.state.run.node.getPeers().length === 0) {
       this.aloneSince = Date.now()
     }
-    this.log.info({ peer: id }, event === 'connect' ? 'peer connected' : 'peer disconnected')
+    if (event !== 'subscribed')
+      this.log.info({ peer: id }, event === 'connect' ? 'peer connected' : 'peer disconnected')
     for (const h of this.peerHandlers) {
       try {
         h(id, event)

@@ -19,14 +19,18 @@ afterEach(() => {
 class FakeMesh {
   readonly peerId = '12D3KooWself'
   readonly gossip = new Set<(m: GossipMessage) => void>()
-  readonly peers = new Set<(p: string, e: 'connect' | 'disconnect') => void>()
+  readonly peers = new Set<(p: string, e: 'connect' | 'disconnect' | 'subscribed') => void>()
   addresses = () => ['/ip4/127.0.0.1/tcp/1']
-  publish = async () => {}
+  /** the heartbeats published, in order */
+  readonly sent: unknown[] = []
+  publish = async (_t: string, payload: unknown) => {
+    this.sent.push(payload)
+  }
   subscribe = (_t: string, h: (m: GossipMessage) => void) => {
     this.gossip.add(h)
     return () => this.gossip.delete(h)
   }
-  onPeer = (h: (p: string, e: 'connect' | 'disconnect') => void) => {
+  onPeer = (h: (p: string, e: 'connect' | 'disconnect' | 'subscribed') => void) => {
     this.peers.add(h)
     return () => this.peers.delete(h)
   }
@@ -88,6 +92,16 @@ describe('Membership lifecycle', () => {
     // and again: a second start takes one of each, not two
     m.start()
     expect([mesh.gossip.size, mesh.peers.size]).toEqual([1, 1])
+  })
+})
+
+describe('membership: a new peer hears from us', () => {
+  it('a heartbeat goes out the moment a peer subscribes to membership, not at the next tick', () => {
+    const { mesh } = setup()
+    const before = mesh.sent.length // start() announced once
+    for (const h of mesh.peers) h(PEER, 'subscribed')
+    expect(mesh.sent.length).toBe(before + 1)
+    expect(mesh.sent.at(-1)).toMatchObject({ kind: 'heartbeat', nodeId: 0, state: 'ready' })
   })
 })
 
