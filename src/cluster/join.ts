@@ -212,11 +212,19 @@ export class JoinCopy {
     if (opts.resync) await this.waitDonorAppliedOurs(donor, signal)
     const others = members.filter((m) => m.nodeId !== donor.nodeId)
     const donorConn = local.peerConninfo(donor.postgres)
-    for (const m of others) {
-      const conn = local.peerConninfo(m.postgres)
-      const at = { nodeId: donor.nodeId, conn: donorConn }
-      await waitDonorApplied(this.waits(), at, m.nodeId, conn, slotAt.get(m.nodeId), signal)
-    }
+    const at = { nodeId: donor.nodeId, conn: donorConn }
+    await Promise.all(
+      others.map((m) =>
+        waitDonorApplied(
+          this.waits(),
+          at,
+          m.nodeId,
+          local.peerConninfo(m.postgres),
+          slotAt.get(m.nodeId),
+          signal,
+        ),
+      ),
+    )
     this.set({ phase: 'snapshot' })
     const app = `traktor-${nodeId}-join`
     const exported = await jc.exportSnapshot({
