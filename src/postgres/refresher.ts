@@ -33,21 +33,25 @@ export class Refresher {
     this.log = init.log
   }
 
-  /** Refresh each enabled subscription, waiting for each; throws with every failure named. */
+  /** Refresh every enabled subscription at once, waiting for all; throws with every failure named. */
   async all(list: readonly subs.SubscriptionRow[]): Promise<void> {
     const failures: string[] = []
-    for (const s of list) {
-      if (!s.enabled) {
-        this.refreshDue.add(s.peer)
-        continue
-      }
-      try {
-        await subs.refresh(this.db, s.name)
-      } catch (err) {
-        failures.push(`${s.name}: ${(err as Error).message}`)
-        await this.suspend(s.peer, s.name, err as Error)
-      }
-    }
+    // side by side: each refresh opens a connection to its publisher (about 45 ms here), so one
+    // after another they were most of a control change's time
+    await Promise.all(
+      list.map(async (s) => {
+        if (!s.enabled) {
+          this.refreshDue.add(s.peer)
+          return
+        }
+        try {
+          await subs.refresh(this.db, s.name)
+        } catch (err) {
+          failures.push(`${s.name}: ${(err as Error).message}`)
+          await this.suspend(s.peer, s.name, err as Error)
+        }
+      }),
+    )
     if (failures.length > 0) throw new Error(`refresh failed: ${failures.join('; ')}`)
   }
 
