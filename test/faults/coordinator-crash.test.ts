@@ -19,6 +19,17 @@ async function published(id: number, table: string): Promise<boolean> {
   return rows.length === 1
 }
 
+/** A table on every node, owned by the arbiter role; then node 0's arbiter restarted with `hook`. */
+async function tableAndArmed(table: string, hook: Record<string, unknown>) {
+  for (const i of IDS)
+    await c.q(
+      i,
+      `CREATE TABLE demo.${table} (id int PRIMARY KEY); ALTER TABLE demo.${table} OWNER TO traktor_arbiter`,
+    )
+  await c.node(0).arbiter?.stop()
+  return await c.start(0, { testing: hook }, TESTING_ENV)
+}
+
 /**
  * Nothing half-done on any node: no undecided proposal, no fence, no prepared transaction, no
  * decided COMMIT whose steps have not run everywhere, the same version everywhere. Throws
@@ -71,14 +82,8 @@ const cases: Array<{ at: CrashPoint; expect: 'none' | 'all' }> = [
 describe('coordinator killed mid-proposal', () => {
   it.each(cases)('killed at $at → $expect applied after restart', async ({ at, expect: want }) => {
     const table = `t_${at.replace('-', '_')}`
-    for (const i of IDS)
-      await c.q(
-        i,
-        `CREATE TABLE demo.${table} (id int PRIMARY KEY); ALTER TABLE demo.${table} OWNER TO traktor_arbiter`,
-      )
     // node 0 coordinates with the crash hook armed
-    await c.node(0).arbiter?.stop()
-    const armed = await c.start(0, { testing: { crashAt: at } }, TESTING_ENV)
+    const armed = await tableAndArmed(table, { crashAt: at })
     await c.waitMeshed(IDS)
     const r = await call(armed, 'PUT', `/v1/cluster/replicaset/demo.${table}`).catch(
       (err: Error) => ({ status: 0, json: err.message }),
@@ -305,13 +310,7 @@ describe('coordinator frozen mid-proposal (SIGSTOP), then resumed', () => {
     'frozen at %s until the members act alone: its answer matches every node',
     async (at) => {
       const table = `f_${at.replace('-', '_')}`
-      for (const i of IDS)
-        await c.q(
-          i,
-          `CREATE TABLE demo.${table} (id int PRIMARY KEY); ALTER TABLE demo.${table} OWNER TO traktor_arbiter`,
-        )
-      await c.node(0).arbiter?.stop()
-      const armed = await c.start(0, { testing: { freezeAt: at } }, TESTING_ENV)
+      const armed = await tableAndArmed(table, { freezeAt: at })
       try {
         await c.waitMeshed(IDS)
         const marks = [1, 2].map((i) => c.api(i).logs().length)

@@ -8,7 +8,7 @@
 // acknowledged write on every node, the total held, and identical rows everywhere.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { DelayRelay } from '../fixtures/delay-relay.js'
-import { ACCOUNTS_PER_NODE, History, OPENING_BALANCE, WORKLOAD_DDL } from '../fixtures/history.js'
+import { History, openBank, verifyQuiesced, WORKLOAD_DDL } from '../fixtures/history.js'
 import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
 import { NetLab } from '../fixtures/netlab.js'
 
@@ -40,20 +40,7 @@ beforeAll(async () => {
   )
   await net.lossy(1, LOSS_PER_MILLE)
   await Promise.all(IDS.map((i) => cl.start(i)))
-  await cl.waitMeshed(IDS)
-  await cl.waitSubscribed(IDS)
-  for (const t of ['demo.accounts', 'demo.events']) {
-    const r = await call(cl.api(0), 'PUT', `/v1/cluster/replicaset/${t}`)
-    expect(r.status, JSON.stringify(r.json)).toBe(201)
-  }
-  for (const i of IDS)
-    await cl.q(
-      i,
-      `INSERT INTO demo.accounts SELECT $1::int * 100 + g, $1, $2::int8
-       FROM generate_series(0, ${ACCOUNTS_PER_NODE - 1}) g`,
-      [i, OPENING_BALANCE],
-    )
-  await cl.converged(IDS, 'demo.accounts', 30_000)
+  await openBank(cl, IDS, 30_000)
 })
 
 afterAll(async () => {
@@ -121,14 +108,8 @@ describe('a slow, lossy network: 40 ms each way between nodes, 3 % loss on node 
     )
     stop = true
     await Promise.all(writers)
-    await cl.converged(IDS, 'demo.events', 60_000)
-    await cl.converged(IDS, 'demo.accounts', 30_000)
-    await cl.converged(IDS, 'demo.notes', 30_000)
-    const violations = await h.check(cl, IDS)
-    expect(violations, violations.join('\n')).toEqual([])
-    expect(h.acked.size).toBeGreaterThan(300)
-    const check = await call(cl.api(2), 'GET', '/v1/cluster/check')
-    expect(check.json.verdict, JSON.stringify(check.json)).toBe('consistent')
+    const tables = ['demo.events', 'demo.accounts', 'demo.notes']
+    await verifyQuiesced(cl, IDS, h, { tables, via: 2, minAcked: 300 })
     console.info(
       `wan history: ${h.acked.size} acknowledged, ${h.unknown.size} unknown; node 1 lost ${await (net as NetLab).lost(1)} packets`,
     )
