@@ -213,18 +213,11 @@ export class JoinCopy {
     const others = members.filter((m) => m.nodeId !== donor.nodeId)
     const donorConn = local.peerConninfo(donor.postgres)
     const at = { nodeId: donor.nodeId, conn: donorConn }
-    await Promise.all(
-      others.map((m) =>
-        waitDonorApplied(
-          this.waits(),
-          at,
-          m.nodeId,
-          local.peerConninfo(m.postgres),
-          slotAt.get(m.nodeId),
-          signal,
-        ),
-      ),
-    )
+    const caughtUp = (m: Member) => {
+      const conn = local.peerConninfo(m.postgres)
+      return waitDonorApplied(this.waits(), at, m.nodeId, conn, slotAt.get(m.nodeId), signal)
+    }
+    await Promise.all(others.map(caughtUp))
     this.set({ phase: 'snapshot' })
     const app = `traktor-${nodeId}-join`
     const exported = await jc.exportSnapshot({
