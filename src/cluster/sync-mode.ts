@@ -96,8 +96,8 @@ export class SyncMode {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
   private current: number[] = []
-  /** synchronous_standby_names as last read or written */
-  private value = ''
+  /** synchronous_standby_names as last written (undefined: not written by this run yet) */
+  private value: string | undefined
   private outsideNow: number[] = []
   private degradedSinceMs: number | undefined
   private degradedMs = 0
@@ -120,11 +120,11 @@ export class SyncMode {
         { was: value },
         'sync mode: replacing a synchronous_standby_names traktor did not set',
       )
-    // an earlier run's set is where the hysteresis starts (a peer in it stays while it lives)
-    else {
-      this.current = [...value.matchAll(/"trktr_sub_(\d+)_\d+"/g)].map((m) => Number(m[1]))
-      this.value = value
-    }
+    // an earlier run's set is where the hysteresis starts (a peer in it stays while it lives);
+    // the value itself is written again by the first cycle: what this session reads may be
+    // older than a reload just made (async mode's release of the same set, a moment before,
+    // was read here as still in place and never written back; seen in CI)
+    else this.current = [...value.matchAll(/"trktr_sub_(\d+)_\d+"/g)].map((m) => Number(m[1]))
     this.timer = setInterval(() => void this.tick(), TICK_MS)
     void this.tick()
   }
@@ -219,7 +219,7 @@ export class SyncMode {
     const now = await standbys.blockedAppliers(nodeId)
     const cycles = cyclesToBreak(nodeId, now, this.blocked)
     this.blocked = now
-    if (cycles.length === 0 || this.value === '') return
+    if (cycles.length === 0 || !this.value) return
     await standbys.setStandbys('')
     await standbys.setStandbys(this.value)
     this.cyclesBroken++

@@ -1,7 +1,14 @@
 // Sync mode's pure decision (issue 15): which peers a commit on this node waits for.
 import { describe, expect, it } from 'vitest'
-import { CATCH_UP_BYTES, cyclesToBreak, decideStandbys } from '../../src/cluster/sync-mode.js'
+import {
+  CATCH_UP_BYTES,
+  cyclesToBreak,
+  decideStandbys,
+  SyncMode,
+} from '../../src/cluster/sync-mode.js'
+import { silentLogger } from '../../src/log.js'
 import { isOurs, standbysValue } from '../../src/postgres/sync-standbys.js'
+import { waitFor } from '../../src/wait.js'
 
 const member = (nodeId: number, state: 'alive' | 'suspect' | 'dead' = 'alive') => ({
   nodeId,
@@ -110,5 +117,35 @@ describe('cyclesToBreak', () => {
       cyclesToBreak(2, [b(1)], [b(1)]),
     ].map((x) => x.length)
     expect(breaks).toEqual([0, 1, 1])
+  })
+})
+
+describe('SyncMode start', () => {
+  it('writes the set at its first cycle even when it reads as already in place (a stale read after a reload)', async () => {
+    const stale = standbysValue(0, [1], 1)
+    const written: string[] = []
+    const standbys = {
+      // what this session still reads: the set an async-mode release just cleared
+      currentStandbys: async () => stale,
+      setStandbys: async (v: string) => {
+        written.push(v)
+      },
+      walSenders: async () => [streaming(1)],
+      blockedAppliers: async () => [],
+    }
+    const sync = new SyncMode({
+      standbys: standbys as never,
+      nodeId: 0,
+      members: () => [member(0), member(1)] as never,
+      log: silentLogger(),
+      quorum: 1,
+    })
+    await sync.start()
+    try {
+      await waitFor(() => written.length > 0, 2000, 'a write', 10)
+      expect(written).toEqual([stale])
+    } finally {
+      await sync.stop()
+    }
   })
 })
