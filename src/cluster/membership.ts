@@ -166,7 +166,6 @@ export class Membership {
       this.announceSoon > 0
     ) {
       this.announceSoon = Math.max(0, this.announceSoon - 1)
-      this.lastAnnounce = { atMs: now, said }
       void this.announce()
     }
     for (const r of this.byPeer.values()) this.evaluate(r, now)
@@ -176,6 +175,7 @@ export class Membership {
   private async announce(): Promise<void> {
     const { mesh, nodeId, postgres, version } = this.init
     const self = this.init.self()
+    this.lastAnnounce = { atMs: this.now(), said: JSON.stringify(self) }
     const hb: Heartbeat = {
       v: 1,
       kind: 'heartbeat',
@@ -258,7 +258,6 @@ export class Membership {
     // after the connection here; a new node's members heard of it 0.2 s sooner, measured)
     if (event === 'connect') this.announceSoon = 2
     if (event === 'subscribed') {
-      this.lastAnnounce = { atMs: this.now(), said: JSON.stringify(this.init.self()) }
       void this.announce()
       return
     }

@@ -94,7 +94,7 @@ describe('a slow, lossy network: 40 ms each way between nodes, 3 % loss on node 
       expect(JSON.stringify(rs)).toContain('demo.notes')
     }
     await cl.q(2, "INSERT INTO demo.notes VALUES (1, 'over a slow link')")
-    await cl.converged(IDS, 'demo.notes', 30_000)
+    expect(await cl.converged(IDS, 'demo.notes', 30_000)).toMatch(/^1 rows/)
     console.info(`wan: the change took ${took} ms`)
   })
 
