@@ -39,8 +39,8 @@ export class Reconciler {
   private readonly log: Logger
   joinState: JoinState = 'joining'
   joinError: string | undefined
-  /** the last adopt failed its checks (and set joinError) */
-  private adoptFailed = false
+  private adoptFailed = false // the last adopt failed its checks (and set joinError)
+  private waitingWhy: string | undefined // why the last pass left this node joining
   version = 0
   readonly roster: Roster
   /** the last pass reached PostgreSQL (members see it in the heartbeat) */
@@ -50,7 +50,7 @@ export class Reconciler {
   private running: Promise<void> | undefined
   private again = false
   private readonly failing = new Map<number, string>()
-  /** members not yet known to have refreshed their subscription to this node after an adopt */
+  // members not yet known to have refreshed their subscription to this node after an adopt
   private readonly owedRefresh = new Set<number>()
   readonly joiner: JoinCopy
   private readonly copyLoop: CopyLoop
@@ -178,6 +178,10 @@ export class Reconciler {
       bootstrapsElsewhere: this.init.mesh.bootstrapsElsewhere?.() ?? false,
       graceOver: Date.now() - this.startedMs >= this.init.joinGraceMs,
     })
+    // a node that stays joining says why, once per reason (no member heard, one suspect, ...)
+    if (verdict.kind === 'wait' && verdict.why !== this.waitingWhy)
+      this.log.info({ why: verdict.why }, 'not joining yet')
+    this.waitingWhy = verdict.kind === 'wait' ? verdict.why : undefined
     if (verdict.kind === 'adopt') await this.adopt(verdict.from)
     else if (verdict.kind === 'arrive') {
       this.adoptFailed = false
@@ -359,14 +363,11 @@ export class Reconciler {
 
   /** Every reason a snapshot's table cannot be replicated here, named exactly. */
   private async check(snap: cs.ReplicasetSnapshot, from: number): Promise<string[]> {
-    const problems: string[] = []
-    for (const t of snap.tables) {
-      const rel = { schema: t.schema, table: t.table }
-      problems.push(
-        ...(await this.init.local.tables.tableProblems(rel, { columns: t.columns, from })),
-      )
-    }
-    return problems
+    const { tables } = this.init.local
+    const each = snap.tables.map(({ schema, table, columns }) =>
+      tables.tableProblems({ schema, table }, { columns, from }),
+    )
+    return (await Promise.all(each)).flat()
   }
 
   private async wireSubscriptions(members: Member[]): Promise<void> {

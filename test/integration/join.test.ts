@@ -4,7 +4,7 @@
 // the data from a donor and subscribes where the copy ends. After the writers stop, every table
 // is identical on all four nodes and holds exactly what the writers wrote.
 import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { call, DB, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
 import { type PgServer, startServers } from '../fixtures/pg.js'
 
@@ -110,8 +110,8 @@ function logLine(id: number, msg: string): Record<string, unknown> | undefined {
 function joinLog(id: number): string {
   return (c.node(id).arbiter?.logs() ?? '')
     .split('\n')
-    .filter((l) => /"component":"(join|reconcile)"/.test(l))
-    .slice(-20)
+    .filter((l) => /"component":"(join|reconcile|sequences|membership|mesh)"/.test(l))
+    .slice(-30)
     .join('\n')
 }
 
@@ -152,6 +152,10 @@ beforeAll(async () => {
   ])
   for (const t of TABLES) await c.converged([0, 1, 2], t, 30_000)
 }, 300_000)
+
+beforeEach((ctx) => {
+  ctx.onTestFailed(() => c.saveLogs(`join-${ctx.task.name}`))
+})
 
 afterAll(async () => {
   await c?.destroy()
@@ -396,18 +400,26 @@ describe('a node joins with the cluster data', () => {
       await Promise.all(writers.map((w) => w.start()))
       // node 5 copies slowly (a pause before its tables), node 6 starts while it does: on
       // this 2-core machine with seven servers, node 6 may take half a minute to decide
+      const t5 = Date.now()
       const a5 = await c.start(5, { testing: { joinPauseMs: 45_000 } }, TESTING_ENV, {
         readyMs: 90_000,
       })
+      let seen: unknown
       await waitFor(
-        async () =>
-          (await call(a5, 'GET', '/v1/cluster/nodes')).json?.nodes?.[0]?.join_copy?.phase ===
-          'copying',
+        async () => {
+          seen = (await call(a5, 'GET', '/v1/cluster/nodes')).json?.nodes
+          return (
+            (seen as Array<{ join_copy?: { phase?: string } }>)?.[0]?.join_copy?.phase === 'copying'
+          )
+        },
         90_000,
         'node 5 copying its tables',
       ).catch((err: Error) => {
-        throw new Error(`${err.message}\nnode 5: ${joinLog(5)}`)
+        throw new Error(
+          `${err.message}\nnode 5 sees ${JSON.stringify(seen)}\nnode 5: ${joinLog(5)}`,
+        )
       })
+      console.log(`node 5 copying ${Date.now() - t5} ms after its start`)
       await c.start(6, {}, {}, { readyMs: 90_000 })
       // the second one waits for the first instead of copying beside it
       await waitFor(
