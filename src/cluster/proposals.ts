@@ -9,12 +9,11 @@ import type * as cs from '../postgres/cluster-state.js'
 import type { DdlSpec } from '../postgres/ddl.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import type { UsedValue } from '../postgres/sequences.js'
 import { type FaultHooks, NO_FAULTS } from './faults.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
 import { answerOf } from './rpc-results.js'
-import { floorsOf } from './sequences.js'
+import { gatherFloors } from './sequences.js'
 import { DDL_LOCK_TIMEOUT_MS, DDL_STATEMENT_TIMEOUT_MS, type Steps } from './steps.js'
 
 export type Op = 'add' | 'remove' | 'ddl'
@@ -159,16 +158,21 @@ export class Proposals {
     const relation = formatRelation({ schema: proposal.schema, table: proposal.table })
     const op = proposal.op
     const started = Date.now()
-    // phase 1: validate and record here, then everywhere
-    const own = await this.init.steps.prepare(proposal)
-    const verdicts: NodeVerdict[] = [{ node: nodeId, ...own }]
-    if (own.ack) {
-      const pending = members.map((m) => this.prepareOn(m, proposal))
-      await this.faults.at('prepare-sent')
-      if (this.faults.armed('some-acks'))
-        void Promise.race(pending).then(() => this.faults.at('some-acks'))
-      verdicts.push(...(await Promise.all(pending)))
-    }
+    // phase 1: validate, fence and record here and on every member at once. A refusal anywhere
+    // aborts everywhere; a member that prepared before this node recorded it (this node died
+    // meanwhile) asks after its timeout, and a node that never saw it answers ABORT
+    const mine = this.init.steps.prepare(proposal).catch((err: Error) => ({
+      ack: false,
+      reason: `node ${nodeId}: ${err.message}`,
+    }))
+    const pending = members.map((m) => this.prepareOn(m, proposal))
+    await this.faults.at('prepare-sent')
+    if (this.faults.armed('some-acks'))
+      void Promise.race(pending).then(() => this.faults.at('some-acks'))
+    const verdicts: NodeVerdict[] = [
+      { node: nodeId, ...(await mine) },
+      ...(await Promise.all(pending)),
+    ]
     // a schema change votes twice: fenced and recorded (above), then, once every node has
     // applied every peer's changes to the fenced tables, its statement prepared everywhere
     if (op === 'ddl' && verdicts.every((v) => v.ack)) {
@@ -206,14 +210,16 @@ export class Proposals {
         reason: 'aborted by recovery',
       })
     }
-    const applied = await this.drive(proposal, members)
+    const ms: Record<string, number> = { prepare: Date.now() - started }
+    const applied = await this.drive(proposal, members, ms)
     const nodes = verdicts.map((v) => ({
       ...v,
       applied: applied.get(v.node) === undefined,
       ...(applied.get(v.node) ? { reason: applied.get(v.node) } : {}),
     }))
+    const took = { ms: Date.now() - started, steps: ms } // where the time went, step by step
     this.log.info(
-      { proposal: proposal.id, relation, op, version: proposal.version, ms: Date.now() - started },
+      { proposal: proposal.id, relation, op, version: proposal.version, ...took },
       'proposal committed',
     )
     return done({ outcome: 'committed', proposalId: proposal.id, version: proposal.version, nodes })
@@ -223,9 +229,14 @@ export class Proposals {
    * Run the commit steps on this node and every member, each step everywhere before the next.
    * Returns the nodes that could not finish, with why (they catch up later).
    */
-  async drive(p: cs.Proposal, members: readonly Member[]): Promise<Map<number, string>> {
+  async drive(
+    p: cs.Proposal,
+    members: readonly Member[],
+    ms: Record<string, number> = {},
+  ): Promise<Map<number, string>> {
     const failed = new Map<number, string>()
     for (const step of stepsFor(p.op)) {
+      const began = Date.now()
       const live = members.filter((m) => !failed.has(m.nodeId))
       const commits = step === 'publish' || step === 'commit-ddl'
       if (commits && this.faults.armed('one-publish')) {
@@ -236,6 +247,7 @@ export class Proposals {
       }
       // the values every member's sequences handed out, read behind the fence
       const floors = step === 'stripe' ? await this.floors(p, live) : undefined
+      if (step === 'stripe' && !floors) continue // no node stripes without floors: no round
       const extra = floors ? { floors } : {}
       const results = await Promise.all([
         this.init.steps.run(p, step, floors).then(
@@ -268,38 +280,28 @@ export class Proposals {
         }
       })
       if (commits) await this.faults.at('some-commits')
+      ms[step] = Date.now() - began
     }
     if (failed.size === 0) await this.init.local.cluster.markCompleted(p.id)
     return failed
   }
 
-  /**
-   * For a table joining with striped sequences: the highest value each column's sequence
-   * handed out on any member, read behind the fence. Undefined when there is nothing to
-   * stripe, or when a member did not answer: then no node stripes in this step (floors
-   * without that member's values could collide with them) and each node's striper does it
-   * once every member answers.
-   */
-  private async floors(
-    p: cs.Proposal,
-    members: readonly Member[],
-  ): Promise<Record<string, string> | undefined> {
+  /** The floors of the stripe step (sequences.ts gatherFloors), undefined for no stripe step. */
+  private async floors(p: cs.Proposal, members: readonly Member[]) {
     if (p.op !== 'add' || !this.init.steps.striping) return undefined
-    const rel = { schema: p.schema, table: p.table }
-    const answers = await Promise.all([
-      this.init.steps.used([rel]).catch(() => undefined),
-      ...members.map(async (m) => {
-        const r = await this.call(m, 'sequences.used', { tables: [rel] }, PREPARE_TIMEOUT_MS)
-        const a = answerOf('sequences.used', r)
-        return a.ok ? a.result : undefined
-      }),
-    ])
-    const all = answers.filter((a): a is UsedValue[] => a !== undefined)
-    if (all.length < answers.length) {
-      this.log.warn({ proposal: p.id }, 'a member did not tell its sequences: striping later')
-      return undefined
-    }
-    return floorsOf(all)
+    const tables = [{ schema: p.schema, table: p.table }]
+    const f = await gatherFloors(
+      this.init.steps.used(tables).catch(() => undefined),
+      () =>
+        members.map(async (m) => {
+          const r = await this.call(m, 'sequences.used', { tables }, PREPARE_TIMEOUT_MS)
+          const a = answerOf('sequences.used', r)
+          return a.ok ? a.result : undefined
+        }),
+    )
+    if (f !== 'silent') return f
+    this.log.warn({ proposal: p.id }, 'a member did not tell its sequences: striping later')
+    return undefined
   }
 
   /**
@@ -335,26 +337,26 @@ export class Proposals {
     })
     if (lagging.length > 0) return lagging
     await this.faults.at('ddl-drained')
-    const pending = members.map(async (m): Promise<NodeVerdict> => {
-      const r = answerOf(
-        'proposal.ddl',
-        await this.call(m, 'proposal.ddl', { id: p.id }, DDL_PREPARE_TIMEOUT_MS),
-      )
-      if (!r.ok) return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error}` }
-      const v = r.result
-      return { node: m.nodeId, ack: v.ack === true, ...(v.reason ? { reason: v.reason } : {}) }
-    })
+    const pending = members.map(async (m) =>
+      verdictOf(
+        m.nodeId,
+        answerOf(
+          'proposal.ddl',
+          await this.call(m, 'proposal.ddl', { id: p.id }, DDL_PREPARE_TIMEOUT_MS),
+        ),
+      ),
+    )
     const own = await this.init.steps.prepareDdl(p)
     return [{ node: nodeId, ...own }, ...(await Promise.all(pending))]
   }
 
-  /** Every member that is part of the cluster (not removed). */
   /** Those of `peers` that are not participants now (not heard yet, or not ready), removed aside. */
   notTakingPart(peers: readonly number[]): number[] {
     const here = new Set(this.participants().map((m) => m.nodeId))
     return peers.filter((n) => !here.has(n) && !this.init.isRemoved(n))
   }
 
+  /** Every member that is part of the cluster (not removed). */
   participants(): Member[] {
     // a node still joining is not asked: it adopts the outcome when it becomes ready (and a
     // node that never could join — its tables differ — must not block the cluster)
@@ -364,18 +366,9 @@ export class Proposals {
   }
 
   private async prepareOn(m: Member, p: cs.Proposal): Promise<NodeVerdict> {
-    const r = answerOf(
-      'proposal.prepare',
-      await this.call(
-        m,
-        'proposal.prepare',
-        { proposal: p },
-        this.init.prepareTimeoutMs ?? PREPARE_TIMEOUT_MS,
-      ),
-    )
-    if (!r.ok) return { node: m.nodeId, ack: false, reason: `node ${m.nodeId}: ${r.error}` }
-    const v = r.result
-    return { node: m.nodeId, ack: v.ack === true, ...(v.reason ? { reason: v.reason } : {}) }
+    const timeout = this.init.prepareTimeoutMs ?? PREPARE_TIMEOUT_MS
+    const r = await this.call(m, 'proposal.prepare', { proposal: p }, timeout)
+    return verdictOf(m.nodeId, answerOf('proposal.prepare', r))
   }
 
   private async call(m: Member, method: string, params: unknown, timeoutMs: number) {
@@ -389,4 +382,19 @@ function unusable(m: Member): string {
     return `node ${m.nodeId} is ${m.state} (last heard ${Math.round((Date.now() - m.lastHeardMs) / 100) / 10} s ago)`
   if (!m.postgresUp) return `node ${m.nodeId}: its arbiter cannot reach its PostgreSQL`
   return `node ${m.nodeId} is still ${m.joinState}`
+}
+
+/** A member's vote as it answered (no answer, or garbage: a refusal saying why). */
+function verdictOf(
+  node: number,
+  r:
+    | { ok: true; result: { ack?: boolean; reason?: string | undefined } }
+    | { ok: false; error: string },
+): NodeVerdict {
+  if (!r.ok) return { node, ack: false, reason: `node ${node}: ${r.error}` }
+  return {
+    node,
+    ack: r.result.ack === true,
+    ...(r.result.reason ? { reason: r.result.reason } : {}),
+  }
 }

@@ -279,3 +279,22 @@ export function floorsOf(answers: seqs.UsedValue[][]): Record<string, string> {
   }
   return out
 }
+
+/**
+ * For a table joining with striped sequences: the highest value each column's sequence handed
+ * out on any member, read behind the fence. Undefined when there is nothing to stripe: no
+ * sequence owns a column here, so no member is asked (a member whose column has one, its
+ * defaults differing, is striped by its own striper's next check). 'silent' when a member did
+ * not answer: then no node stripes in the commit step (floors without that member's values
+ * could collide with them) and each node's striper does it once every member answers.
+ */
+export async function gatherFloors(
+  own: Promise<seqs.UsedValue[] | undefined>,
+  ask: () => Array<Promise<seqs.UsedValue[] | undefined>>,
+): Promise<Record<string, string> | 'silent' | undefined> {
+  const mine = await own
+  if (mine?.length === 0) return undefined
+  const answers = [mine, ...(await Promise.all(ask()))]
+  const all = answers.filter((a): a is seqs.UsedValue[] => a !== undefined)
+  return all.length < answers.length ? 'silent' : floorsOf(all)
+}

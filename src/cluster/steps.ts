@@ -208,7 +208,7 @@ export class Steps {
         await local.cluster.applyProposal(p)
         return
       case 'refresh':
-        await local.refreshAll()
+        await local.refreshAll({ triggers: false }) // installed at prepare
         return
       case 'unfence':
         return await this.unfence(p.id)

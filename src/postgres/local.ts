@@ -242,6 +242,7 @@ export class LocalNode {
     }
     await teardownNode(this.db)
     this.initializedMemo.forget()
+    this.lwwInstaller.forget()
     this.watch.sync([])
     return { slotsLeft }
   }
@@ -356,11 +357,14 @@ export class LocalNode {
    * Refresh every enabled subscription now, waiting for each; a disabled one is refreshed when
    * it is enabled again. Throws with every failure named.
    */
-  async refreshAll(): Promise<void> {
-    // the triggers' absence must not stop a refresh: the resolution loop installs them later
-    await this.ensureLww().catch((err: Error) =>
-      this.log.warn({ err: err.message }, 'row-level resolution triggers not installed yet'),
-    )
+  async refreshAll(opts: { triggers?: boolean } = {}): Promise<void> {
+    // the tables' triggers before their rows arrive: a proposal's step skips this (its prepare
+    // installed them; the check took 40-60 ms); their absence must not stop a refresh either:
+    // the resolution loop installs them later
+    if (opts.triggers !== false)
+      await this.ensureLww().catch((err: Error) =>
+        this.log.warn({ err: err.message }, 'row-level resolution triggers not installed yet'),
+      )
     await this.refresher.all(await this.subscriptions())
   }
 

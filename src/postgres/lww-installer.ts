@@ -31,6 +31,8 @@ export class LwwInstaller {
   private queue: Promise<void> = Promise.resolve()
   /** whether apply workers report the rows they skip (missing-rows.ts), once known */
   private missingRows: 'unknown' | 'on' | 'off' = 'unknown'
+  /** the queue and ledger tables are made (once per process: ~9 ms a time; forget() resets) */
+  private schemaMade = false
 
   constructor(init: LwwInstallerInit) {
     this.init = init
@@ -38,10 +40,23 @@ export class LwwInstaller {
     this.log = init.log
   }
 
+  /** The node's trktr schema was dropped (teardown): its tables are made again when needed. */
+  forget(): void {
+    this.schemaMade = false
+    this.signatures.clear()
+  }
+
+  private async makeSchema(): Promise<void> {
+    if (this.schemaMade) return
+    await this.db.query(LWW_DDL)
+    this.schemaMade = true
+  }
+
   /**
    * With row-level resolution on: the replica triggers exist on exactly the replicated tables,
-   * each made for the table's current columns. Runs before every refresh, so a table never
-   * receives a peer's change before its triggers are there.
+   * each made for the table's current columns. Runs before a refresh that may bring new tables
+   * (a proposal's refresh does not: its prepare installed them), so a table never receives a
+   * peer's change before its triggers are there.
    */
   async ensure(): Promise<{ installed: string[] }> {
     return await this.oneAtATime(() => this.ensureNow())
@@ -79,7 +94,7 @@ export class LwwInstaller {
   private async ensureNow(): Promise<{ installed: string[] }> {
     const out = { installed: [] as string[] }
     if (!this.init.enabled || !(await this.init.initialized())) return out
-    await this.db.query(LWW_DDL)
+    await this.makeSchema()
     if (this.missingRows === 'unknown') await this.logMissingRows()
     const have = await lww.installed(this.db)
     const wanted = (await lww.replicated(this.db)).filter((r) => this.init.lwwFor?.(r) ?? true)
@@ -121,7 +136,7 @@ export class LwwInstaller {
       (h) => h.rel.schema === rel.schema && h.rel.table === rel.table,
     )
     if (present && this.signatures.get(key) === signature) return false
-    await this.db.query(LWW_DDL)
+    await this.makeSchema()
     const made = await this.db.tx(async (c) => {
       // read again under the table's lock: a schema change may have committed since
       const fresh = await lww.lockAndDescribe(c, rel)

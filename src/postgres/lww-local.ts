@@ -15,7 +15,7 @@
 //   as an insert everywhere (the old key's update is still skipped where it is gone, which is
 //   now right). Not installed on tables another table's foreign key references: the delete
 //   would fire ON DELETE actions on the rows that reference it.
-import type { Db, Queryable } from './db.js'
+import type { Db } from './db.js'
 import { qualified, quoteIdent, type RelationName } from './ident.js'
 
 export const TOAST_TRIGGER = 'trktr_lww_toast'
@@ -77,30 +77,31 @@ BEGIN
 END $fn$`
 }
 
-/** Create (or re-create) the table's origin-side triggers; drops those it no longer needs. */
-export async function installLocal(q: Queryable, t: LocalTable): Promise<void> {
+/** The statements that (re-)create the table's origin-side triggers and drop those it no longer needs. */
+export function localStatements(t: LocalTable): string[] {
   const rel = qualified(t.rel)
-  await q.query(`DROP TRIGGER IF EXISTS ${TOAST_TRIGGER} ON ${rel}`)
+  const out = [`DROP TRIGGER IF EXISTS ${TOAST_TRIGGER} ON ${rel}`]
   if (t.toastable.length > 0) {
-    await q.query(toastFunctionSql(t))
     const unchanged = t.toastable
       .map(
         (c) =>
           `pg_column_toast_chunk_id(NEW.${quoteIdent(c.name)}) = pg_column_toast_chunk_id(OLD.${quoteIdent(c.name)})`,
       )
       .join(' OR ')
-    await q.query(
+    out.push(
+      toastFunctionSql(t),
       `CREATE TRIGGER ${TOAST_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW WHEN (${unchanged}) EXECUTE FUNCTION ${fn(t, 'toast')}()`,
     )
   }
-  await q.query(`DROP TRIGGER IF EXISTS ${MOVE_TRIGGER} ON ${rel}`)
+  out.push(`DROP TRIGGER IF EXISTS ${MOVE_TRIGGER} ON ${rel}`)
   if (!t.referenced) {
-    await q.query(moveFunctionSql(t))
     const key = (p: string) => `(${t.pk.map((c) => `${p}.${quoteIdent(c)}`).join(', ')})`
-    await q.query(
+    out.push(
+      moveFunctionSql(t),
       `CREATE TRIGGER ${MOVE_TRIGGER} AFTER UPDATE ON ${rel} FOR EACH ROW WHEN (${key('OLD')} IS DISTINCT FROM ${key('NEW')}) EXECUTE FUNCTION ${fn(t, 'move')}()`,
     )
   }
+  return out
 }
 
 export async function describeLocal(
