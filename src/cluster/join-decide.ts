@@ -8,8 +8,10 @@ export interface JoinFacts {
   marker: JoinMarker | undefined
   /** subscriptions this node has (a member from before the marker existed has some) */
   subscriptions: number
-  /** live ready members (none: this node founds the cluster) */
+  /** live ready members (none: this node founds the cluster, unless it heard one before) */
   readyPeers: number
+  /** ready members heard, live or dead (not removed): the cluster exists */
+  readyHeard?: number
   /** replicated tables (none: there is nothing to copy) */
   tables: number
   /** replicated tables here that hold rows */
@@ -20,12 +22,19 @@ export type JoinDecision =
   | { kind: 'ready'; why: string }
   | { kind: 'copy'; why: string }
   | { kind: 'refuse'; error: string }
+  | { kind: 'wait'; why: string }
 
 /** What a node that may become ready does: pure, so every case is a unit test. */
 export function decideJoin(f: JoinFacts): JoinDecision {
   if (f.marker?.state === 'done') return { kind: 'ready', why: 'a member before' }
   if (f.marker?.state === 'copying') return { kind: 'copy', why: 'an interrupted copy starts over' }
-  if (f.readyPeers === 0) return { kind: 'ready', why: 'founding the cluster' }
+  if (f.readyPeers === 0) {
+    // its ready members all seen dead a moment (a dropped connection on a busy host: CI saw a
+    // node 6 found a cluster of its own, ready and empty, 0.8 s after losing its bootstrap)
+    if ((f.readyHeard ?? 0) > 0 && f.subscriptions === 0)
+      return { kind: 'wait', why: 'no ready member is alive now: waiting for one to copy from' }
+    return { kind: 'ready', why: 'founding the cluster' }
+  }
   if (f.tables === 0) return { kind: 'ready', why: 'no replicated table to copy' }
   if (f.subscriptions > 0) return { kind: 'ready', why: 'a member before' }
   if (f.mode === 'no-copy') return { kind: 'ready', why: 'join = "no-copy"' }

@@ -43,8 +43,7 @@ export class Reconciler {
   private waitingWhy: string | undefined // why the last pass left this node joining
   version = 0
   readonly roster: Roster
-  /** the last pass reached PostgreSQL (members see it in the heartbeat) */
-  postgresUp = true
+  postgresUp = true // the last pass reached PostgreSQL (members see it in the heartbeat)
   private startedMs = 0
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
@@ -178,16 +177,17 @@ export class Reconciler {
       bootstrapsElsewhere: this.init.mesh.bootstrapsElsewhere?.() ?? false,
       graceOver: Date.now() - this.startedMs >= this.init.joinGraceMs,
     })
-    // a node that stays joining says why, once per reason (no member heard, one suspect, ...)
-    if (verdict.kind === 'wait' && verdict.why !== this.waitingWhy)
-      this.log.info({ why: verdict.why }, 'not joining yet')
-    this.waitingWhy = verdict.kind === 'wait' ? verdict.why : undefined
+    let waits = verdict.kind === 'wait' ? verdict.why : undefined
     if (verdict.kind === 'adopt') await this.adopt(verdict.from)
     else if (verdict.kind === 'arrive') {
       this.adoptFailed = false
       this.joinError = undefined
-      await this.arrive(members)
+      waits = await this.arrive(members)
     }
+    // a node that stays joining says why, once per reason (no member heard, one suspect, ...)
+    if (waits !== undefined && waits !== this.waitingWhy)
+      this.log.info({ why: waits }, 'not joining yet')
+    this.waitingWhy = waits
     if (this.joinState !== 'ready') return
     // the cluster grew past the stride, or a sequence was reset by hand: stripe again
     await this.init.striper?.recheck()
@@ -235,9 +235,9 @@ export class Reconciler {
 
   /**
    * A node about to be ready: a member before is ready at once; a new one copies the
-   * cluster's data first, or refuses to join (decideJoin says which, and why).
+   * cluster's data first, refuses to join, or waits (decideJoin says which; why it waits).
    */
-  private async arrive(members: Member[], adopted = false): Promise<void> {
+  private async arrive(members: Member[], adopted = false): Promise<string | undefined> {
     if (this.joinState !== 'joining') return
     const { local } = this.init
     const mode = this.init.join ?? 'empty-only'
@@ -245,17 +245,17 @@ export class Reconciler {
     const tables = await local.joinCopy.replicatedTables()
     const occupied =
       marker === undefined && mode !== 'no-copy' ? await local.joinCopy.occupied(tables) : []
+    const ready = members.filter((m) => m.joinState === 'ready')
     const d = decideJoin({
       mode,
       marker,
       subscriptions: (await local.subscriptions()).length,
-      readyPeers: Math.max(
-        adopted ? 1 : 0,
-        members.filter((m) => m.state === 'alive' && m.joinState === 'ready').length,
-      ),
+      readyPeers: Math.max(adopted ? 1 : 0, ready.filter((m) => m.state === 'alive').length),
+      readyHeard: ready.length,
       tables: tables.length,
       occupied: occupied.map((o) => ({ table: formatRelation(o.rel), rows: o.rows })),
     })
+    if (d.kind === 'wait') return d.why
     if (d.kind === 'refuse') {
       if (d.error !== this.joinError) this.log.error({ occupied }, d.error)
       this.joinError = d.error

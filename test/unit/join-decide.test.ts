@@ -57,6 +57,24 @@ describe('decideJoin', () => {
     expect(decideJoin({ ...fresh, readyPeers: 0 }).kind).toBe('ready')
     expect(decideJoin({ ...fresh, tables: 0 }).kind).toBe('ready')
   })
+
+  it('does not found a cluster while the ready members it heard are only dead for now', () => {
+    // CI: node 6 lost its bootstrap's connection for a second, saw it dead, and founded
+    const d = decideJoin({ ...fresh, readyPeers: 0, readyHeard: 1 })
+    expect(d).toEqual({
+      kind: 'wait',
+      why: 'no ready member is alive now: waiting for one to copy from',
+    })
+    // a member before stays one whoever is alive; nobody ever heard: it founds
+    expect(decideJoin({ ...fresh, readyPeers: 0, readyHeard: 1, subscriptions: 2 }).kind).toBe(
+      'ready',
+    )
+    expect(
+      decideJoin({ ...fresh, readyPeers: 0, readyHeard: 1, marker: { state: 'done', donor: 0 } })
+        .kind,
+    ).toBe('ready')
+    expect(decideJoin({ ...fresh, readyPeers: 0, readyHeard: 0 }).kind).toBe('ready')
+  })
 })
 
 describe('who the copy works with', () => {
