@@ -250,8 +250,10 @@ describe('mesh isolation', () => {
         throw new Error(`${err.message}\nnode 4 said:\n${tail(c.api(4))}`)
       })
       expect(Date.now() - t0).toBeLessThan(20_000)
-      // the flood never let up: it kept reconnecting throughout (slower on a loaded machine)
-      expect(f.opened() - before).toBeGreaterThan(60)
+      // the flood never let up: it kept reconnecting throughout (slower on a loaded machine,
+      // and a quick join leaves it less time: CI saw 56 in a 3 s test, so it may finish after)
+      expect(f.opened() - before).toBeGreaterThan(0)
+      await waitFor(() => f.opened() - before > 60, 10_000, 'the flood going on')
     } finally {
       f.stop()
     }
