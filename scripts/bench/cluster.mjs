@@ -263,7 +263,10 @@ export class TraktorCluster {
     const logFile = path.join(node.dir, 'arbiter.log')
     fs.appendFileSync(logFile, `=== arbiter ${i} started at ${new Date().toISOString()} ===\n`)
     const fd = fs.openSync(logFile, 'a')
-    const proc = spawn(process.execPath, [this.code.bin, 'start', '--config', file], {
+    // TRAKTOR_ARBITER_NODE_FLAGS: node flags for the arbiters (idle-profile.mjs passes
+    // --cpu-prof, which NODE_OPTIONS does not allow)
+    const flags = process.env.TRAKTOR_ARBITER_NODE_FLAGS?.split(' ').filter(Boolean) ?? []
+    const proc = spawn(process.execPath, [...flags, this.code.bin, 'start', '--config', file], {
       stdio: ['ignore', fd, fd],
     })
     fs.closeSync(fd)
