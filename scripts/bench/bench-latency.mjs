@@ -4,8 +4,8 @@
 // server's pg_publication_rel row (track_commit_timestamp is on; same machine, same clock)
 // minus the wall-clock start of the call. The coordinator rotates over the nodes. Also
 // recorded: the HTTP answer's round trip (the call returns after every node has also
-// refreshed its subscriptions and lowered the write fence) and the duration_ms the server
-// reports.
+// refreshed its subscriptions and lowered the write fence), the duration_ms the server
+// reports, and the first call's answer on the fresh cluster (a warm-up, left out of the rest).
 import { TraktorCluster } from './cluster.mjs'
 import { otherLoad } from './procstat.mjs'
 import { figure, percentile, round, say, sleep, throwIfInterrupted } from './util.mjs'
@@ -49,6 +49,7 @@ async function measure(ctx, n, tables) {
     const committedAll = []
     const http = []
     const server = []
+    let first
     await ctx.quiet(`latency ${n}`)
     const others = otherLoad()
     const sampler = n === 3 ? ctx.footprint('control change latency (1)', c.arbiters[0].pid) : null
@@ -67,6 +68,7 @@ async function measure(ctx, n, tables) {
       const all = Math.max(...(await Promise.all(polls)))
       const commits = await Promise.all(c.servers.map((_, i) => c.sql(i, COMMITTED_AT, [table])))
       const committed = Math.max(...commits.map((r) => Number(r[0].ms))) - startWall
+      if (k === 0) first = rtt
       if (k >= WARMUP) {
         published.push(all)
         committedAll.push(committed)
@@ -76,7 +78,7 @@ async function measure(ctx, n, tables) {
       await sleep(150 + Math.random() * 100)
     }
     sampler?.end()
-    return { published, committed: committedAll, http, server, others: others.stop() }
+    return { published, committed: committedAll, http, server, first, others: others.stop() }
   } finally {
     await c.stop()
   }
@@ -108,6 +110,15 @@ export async function run(ctx) {
         samples: s.http,
         p99: true,
         note: 'client round trip; the answer comes after publish, refresh and unfence on every node',
+      }),
+    )
+    ctx.record(
+      figure({
+        name: `control change: first call on a fresh cluster, HTTP answer (${n} nodes)`,
+        unit: 'ms',
+        samples: [s.first],
+        ...(n === 3 ? { target: { stat: 'p50', max: 200 } } : {}),
+        note: 'the first PUT after the cluster is up (cold pools, first trigger install); one sample per run',
       }),
     )
     ctx.record(
