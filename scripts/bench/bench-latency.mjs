@@ -34,9 +34,9 @@ async function publishedAt(cluster, i, table, start, deadline) {
 }
 
 /** One cluster size: returns the samples in ms. */
-async function measure(ctx, n, tables) {
-  say(`latency: starting ${n} PostgreSQL servers and ${n} arbiters`)
-  const c = await TraktorCluster.create(n, `lat${n}_`)
+async function measure(ctx, n, tables, durable = false) {
+  say(`latency: starting ${n} PostgreSQL servers${durable ? ' (fsync on)' : ''} and ${n} arbiters`)
+  const c = await TraktorCluster.create(n, `lat${n}${durable ? 'd' : ''}_`, {}, { durable })
   try {
     const total = tables + WARMUP
     for (let k = 0; k < total; k++) {
@@ -44,7 +44,7 @@ async function measure(ctx, n, tables) {
     }
     await c.startAll()
     ctx.pgVersion ??= (await c.sql(0, 'SHOW server_version'))[0].server_version
-    if (n === 3) await ctx.idleFootprint(c)
+    if (n === 3 && !durable) await ctx.idleFootprint(c)
     const published = []
     const committedAll = []
     const http = []
@@ -52,7 +52,8 @@ async function measure(ctx, n, tables) {
     let first
     await ctx.quiet(`latency ${n}`)
     const others = otherLoad()
-    const sampler = n === 3 ? ctx.footprint('control change latency (1)', c.arbiters[0].pid) : null
+    const sampler =
+      n === 3 && !durable ? ctx.footprint('control change latency (1)', c.arbiters[0].pid) : null
     for (let k = 0; k < total; k++) {
       throwIfInterrupted()
       const table = `bench.t${k}`
@@ -128,6 +129,23 @@ export async function run(ctx) {
         samples: s.server,
         p99: true,
         note: 'duration_ms in the answer (coordinator clock)',
+      }),
+    )
+  }
+  // PostgreSQL at its durable defaults: every commit of every step waits for its WAL flush
+  const d = await measure(ctx, 3, tables, true)
+  for (const [what, samples, target] of [
+    ['published on all', d.published, undefined],
+    ['HTTP answer', d.http, { stat: 'p50', max: 60 }],
+  ]) {
+    ctx.record(
+      figure({
+        name: `control change → ${what} (3 nodes, fsync on)`,
+        unit: 'ms',
+        samples,
+        p99: true,
+        ...(target ? { target } : {}),
+        note: "as above, on servers with PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes on)",
       }),
     )
   }

@@ -38,13 +38,22 @@ export async function connect(server, dbname = DB, extra = {}) {
   return client
 }
 
-/** Start n servers; each has database `app` and a persistent superuser client to it. */
-export async function startDatabases(n, name, { startServers, destroyServers } = distEmbedded) {
+/**
+ * Start n servers; each has database `app` and a persistent superuser client to it. `durable`:
+ * PostgreSQL's own defaults (fsync, synchronous_commit, full_page_writes on) instead of the
+ * harness's fast settings.
+ */
+export async function startDatabases(
+  n,
+  name,
+  { startServers, destroyServers } = distEmbedded,
+  { durable = false } = {},
+) {
   const ports = []
   for (let i = 0; i < n; i++) ports.push(await freePort())
   const servers = await startServers(n, (i) => ({
     name: `${name}${i}`,
-    fast: true,
+    fast: !durable,
     port: ports[i],
   }))
   const unregister = onCleanup(() => destroyServers(servers))
@@ -139,7 +148,8 @@ export class TraktorCluster {
    * `code` ({bin, embedded}: the code under test, dist/ by default), `apiKey`, `password`,
    * `schema` (created on every node, owned by the arbiter role), `oneShotSql` (a connection per
    * statement, for servers that restart), `onExit(i, arbiter, {code, signal})` (an arbiter
-   * exited unasked), `beforeTeardown()` (arbiters stopped, servers not yet).
+   * exited unasked), `beforeTeardown()` (arbiters stopped, servers not yet), `durable`
+   * (PostgreSQL's durable defaults, fsync on).
    */
   static async create(n, name, extra = {}, opts = {}) {
     const c = new TraktorCluster(name, opts)
@@ -147,7 +157,9 @@ export class TraktorCluster {
     c.unregister = onCleanup(() => c.stop())
     try {
       await writePskFile(c.pskFile)
-      const { servers, clients, unregister } = await startDatabases(n, name, c.code.embedded)
+      const { servers, clients, unregister } = await startDatabases(n, name, c.code.embedded, {
+        durable: opts.durable === true,
+      })
       unregister() // the cluster stops them
       c.servers.push(...servers)
       if (c.oneShotSql) await Promise.all(clients.map((cl) => cl.end()))
