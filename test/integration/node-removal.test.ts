@@ -1,7 +1,7 @@
 // Issue 8 #1: removing a dead node unblocks the cluster, and a removed node that comes back
 // takes no part until it is re-admitted with an explicit call. Real PostgreSQL 17, real
 // arbiter processes, real libp2p.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
 
 let c: MeshCluster
@@ -28,6 +28,10 @@ function nodeEntry(body: { nodes: Array<{ node: number }> }, node: number) {
     | { node: number; state: string; join_state: string }
     | undefined
 }
+
+beforeEach((ctx) => {
+  ctx.onTestFailed(() => c.saveLogs(`node-removal-${ctx.task.name}`))
+})
 
 beforeAll(async () => {
   c = await MeshCluster.create(4, 'removal')
@@ -123,16 +127,17 @@ describe('issue 8 #1: removal that sticks', () => {
       15_000,
       'node 3 healthy again',
     )
-    await c.waitMeshed(ALL)
-    await c.waitSubscribed(ALL)
+    // each wait names what it waited for (CI once ran out of the test's 60 s with no word)
+    await c.waitMeshed(ALL, 30_000)
+    await c.waitSubscribed(ALL, 30_000)
     await waitFor(
       async () => (await published(3)).join() === 'demo.t,demo.u,demo.v',
       10_000,
       'node 3 adopted the replicaset',
     )
-    // rows written after the re-admission reach every node (no initial copy yet: issue 12)
+    // rows written after the re-admission reach every node
     for (const i of ALL) await c.q(i, `INSERT INTO demo.v VALUES ($1, $2)`, [100 + i, `n${i}`])
     const md5 = await c.converged(ALL, 'demo.v')
     expect(md5).toMatch(/^4 rows/)
-  })
+  }, 120_000)
 })
