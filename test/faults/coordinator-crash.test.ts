@@ -3,9 +3,15 @@
 // After it restarts, the cluster converges to all-applied or none-applied, never half, and no
 // proposal, fence trigger, slot or prepared transaction is left behind.
 import fs from 'node:fs'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { CrashPoint } from '../../src/config/types.js'
-import { call, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
+import {
+  call,
+  MeshCluster,
+  saveLogsOnFailure,
+  TESTING_ENV,
+  waitFor,
+} from '../fixtures/mesh-cluster.js'
 
 let c: MeshCluster
 const IDS = [0, 1, 2]
@@ -64,9 +70,7 @@ beforeAll(async () => {
   await c.waitSubscribed(IDS)
 })
 
-beforeEach((ctx) => {
-  ctx.onTestFailed(() => c.saveLogs(`coordinator-crash-${ctx.task.name}`))
-})
+saveLogsOnFailure(() => c, 'coordinator-crash')
 
 afterAll(async () => {
   await c?.destroy()

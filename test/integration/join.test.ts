@@ -4,8 +4,15 @@
 // the data from a donor and subscribes where the copy ends. After the writers stop, every table
 // is identical on all four nodes and holds exactly what the writers wrote.
 import pg from 'pg'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { call, DB, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  call,
+  DB,
+  MeshCluster,
+  saveLogsOnFailure,
+  TESTING_ENV,
+  waitFor,
+} from '../fixtures/mesh-cluster.js'
 import { type PgServer, startServers } from '../fixtures/pg.js'
 
 let c: MeshCluster
@@ -153,9 +160,7 @@ beforeAll(async () => {
   for (const t of TABLES) await c.converged([0, 1, 2], t, 30_000)
 }, 300_000)
 
-beforeEach((ctx) => {
-  ctx.onTestFailed(() => c.saveLogs(`join-${ctx.task.name}`))
-})
+saveLogsOnFailure(() => c, 'join')
 
 afterAll(async () => {
   await c?.destroy()

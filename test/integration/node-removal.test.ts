@@ -1,8 +1,8 @@
 // Issue 8 #1: removing a dead node unblocks the cluster, and a removed node that comes back
 // takes no part until it is re-admitted with an explicit call. Real PostgreSQL 17, real
 // arbiter processes, real libp2p.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { call, MeshCluster, saveLogsOnFailure, waitFor } from '../fixtures/mesh-cluster.js'
 
 let c: MeshCluster
 const ALL = [0, 1, 2, 3]
@@ -29,9 +29,7 @@ function nodeEntry(body: { nodes: Array<{ node: number }> }, node: number) {
     | undefined
 }
 
-beforeEach((ctx) => {
-  ctx.onTestFailed(() => c.saveLogs(`node-removal-${ctx.task.name}`))
-})
+saveLogsOnFailure(() => c, 'node-removal')
 
 beforeAll(async () => {
   c = await MeshCluster.create(4, 'removal')
