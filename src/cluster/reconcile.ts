@@ -184,8 +184,8 @@ export class Reconciler {
       this.joinError = undefined
       waits = await this.arrive(members)
     }
-    // a node that stays joining says why, once per reason (no member heard, one suspect, ...)
-    if (waits !== undefined && waits !== this.waitingWhy)
+    // a node that stays joining says why, once per reason (a join error was said when it came)
+    if (waits !== undefined && waits !== this.waitingWhy && waits !== this.joinError)
       this.log.info({ why: waits }, 'not joining yet')
     this.waitingWhy = waits
     if (this.joinState !== 'ready') return
