@@ -13,8 +13,12 @@
 // without asking the others. A delete wins over a concurrent update (an update or delete of a
 // row a node no longer has is skipped by PostgreSQL, which is then the right outcome).
 //
-// The insert branch costs the apply worker about three times its work per row, so it is armed
-// only after an insert conflict stopped a subscription (23505) and disarmed when quiet.
+// The update and delete triggers fire only when the row's current version came from another
+// origin than the one the apply worker applies from (their WHEN clause, evaluated without
+// entering PL/pgSQL: a writer updating its own rows costs its peers one commit-timestamp
+// lookup per row). The insert branch, and the key-change branch of updates, cost the apply
+// worker about three times its work per row, so they are armed only after a unique violation
+// stopped a subscription (23505) and disarmed when quiet.
 import type { Db, Queryable } from './db.js'
 import { qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
 import {
@@ -26,12 +30,24 @@ import {
 } from './lww-local.js'
 
 export const UD_TRIGGER = 'trktr_lww_ud'
+export const DEL_TRIGGER = 'trktr_lww_del'
+/** the key-change branch of updates: armed with the insert branch */
+export const KEY_TRIGGER = 'trktr_lww_key'
 /** the replication origin a version of node n is restored under (trktr.origin_node reads it) */
 export function lwwOrigin(node: number): string {
   return `trktr_lww_${node}`
 }
 export const INS_TRIGGER = 'trktr_lww_ins'
+/** the replica triggers, made and dropped together */
+const REPLICA_TRIGGERS = [UD_TRIGGER, DEL_TRIGGER, KEY_TRIGGER, INS_TRIGGER]
 const LOCK_TIMEOUT = `SET LOCAL lock_timeout = 3000`
+/**
+ * The row's current version came from another origin than the one this apply worker applies
+ * from (the function records that origin in trktr.apply_roident on its first call; before, the
+ * test is true). Reads OLD's system column only: no column of the table is named, so a
+ * column's type can still change under the trigger.
+ */
+const OTHER_ORIGIN = `(pg_catalog.pg_xact_commit_timestamp_origin(OLD.xmin)).roident IS DISTINCT FROM NULLIF(pg_catalog.current_setting('trktr.apply_roident', true), '')::oid`
 
 /** A replicated table as the trigger generators need it. */
 export interface LwwTable extends LocalTable {
@@ -117,6 +133,8 @@ BEGIN
       ${queue} VALUES (${t.oid}, 'update_exists', ${keyOf('NEW')}, l_img, l_row, l_ts, l_ro, to_jsonb(NEW), app);
     END IF;
   END IF;
+  -- the key-change trigger fires for every update (armed only): the origin test is the other's
+  IF TG_NAME = ${quoteLiteral(KEY_TRIGGER)} THEN RETURN NEW; END IF;
   SELECT x.xmin INTO l_xmin FROM ${rel} x WHERE ${match('OLD')};
   SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(l_xmin) c;
   IF l_ro = app OR l_ts IS NULL THEN RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END IF;
@@ -155,11 +173,14 @@ export async function install(q: Queryable, t: LwwTable): Promise<void> {
   const statements = [
     LOCK_TIMEOUT,
     triggerFunctionSql(t),
-    `DROP TRIGGER IF EXISTS ${UD_TRIGGER} ON ${rel}`,
-    `CREATE TRIGGER ${UD_TRIGGER} BEFORE UPDATE OR DELETE ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${functionName(t)}()`,
-    `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${UD_TRIGGER}`,
-    `DROP TRIGGER IF EXISTS ${INS_TRIGGER} ON ${rel}`,
+    ...REPLICA_TRIGGERS.map((name) => `DROP TRIGGER IF EXISTS ${name} ON ${rel}`),
+    `CREATE TRIGGER ${UD_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
+    `CREATE TRIGGER ${DEL_TRIGGER} BEFORE DELETE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
+    `CREATE TRIGGER ${KEY_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${functionName(t)}()`,
     `CREATE TRIGGER ${INS_TRIGGER} BEFORE INSERT ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${functionName(t)}()`,
+    `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${UD_TRIGGER}`,
+    `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${DEL_TRIGGER}`,
+    `ALTER TABLE ${rel} DISABLE TRIGGER ${KEY_TRIGGER}`,
     `ALTER TABLE ${rel} DISABLE TRIGGER ${INS_TRIGGER}`,
     ...localStatements(t),
   ]
@@ -170,7 +191,7 @@ export async function install(q: Queryable, t: LwwTable): Promise<void> {
 export async function uninstall(q: Queryable, rel: RelationName): Promise<void> {
   const r = qualified(rel)
   await q.query(LOCK_TIMEOUT)
-  for (const name of [UD_TRIGGER, INS_TRIGGER, TOAST_TRIGGER, MOVE_TRIGGER]) {
+  for (const name of [...REPLICA_TRIGGERS, TOAST_TRIGGER, MOVE_TRIGGER]) {
     await q.query(`DROP TRIGGER IF EXISTS ${name} ON ${r}`)
   }
 }
@@ -209,12 +230,12 @@ export async function replicated(db: Db): Promise<RelationName[]> {
   return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }))
 }
 
-/** Arm (or disarm) the insert branch of a table: replica-only, as the update branch. */
+/** Arm (or disarm) the insert and key-change branches of a table: replica-only, as the others. */
 export async function arm(db: Db, rel: RelationName, on: boolean): Promise<void> {
   await db.tx(async (c) => {
     await c.query(LOCK_TIMEOUT)
     await c.query(
-      `ALTER TABLE ${qualified(rel)} ${on ? 'ENABLE REPLICA' : 'DISABLE'} TRIGGER ${INS_TRIGGER}`,
+      `ALTER TABLE ${qualified(rel)} ${[INS_TRIGGER, KEY_TRIGGER].map((name) => `${on ? 'ENABLE REPLICA' : 'DISABLE'} TRIGGER ${name}`).join(', ')}`,
     )
   })
 }

@@ -148,13 +148,16 @@ beforeAll(async () => {
     await c.q(i, `CREATE TABLE demo.big ${BIG}`)
     await c.q(i, `CREATE TABLE demo.mv ${MOVE}`)
     await c.q(i, `CREATE TABLE demo.legacy ${MOVE}`)
-    for (const t of [...CASES.map((k) => k.table), 'vals', 'big', 'mv', 'legacy'])
+    // another table's foreign key references demo.refd: a key change replicates as an UPDATE
+    await c.q(i, `CREATE TABLE demo.refd ${MOVE}`)
+    await c.q(i, `CREATE TABLE demo.refd_child (pid int REFERENCES demo.refd (id))`)
+    for (const t of [...CASES.map((k) => k.table), 'vals', 'big', 'mv', 'legacy', 'refd'])
       await c.q(i, `ALTER TABLE demo.${t} OWNER TO traktor_arbiter`)
   }
   await Promise.all(IDS.map((i) => c.start(i)))
   await c.waitMeshed(IDS)
   await c.waitSubscribed(IDS)
-  for (const t of [...CASES.map((k) => k.table), 'vals', 'big', 'mv', 'legacy']) {
+  for (const t of [...CASES.map((k) => k.table), 'vals', 'big', 'mv', 'legacy', 'refd']) {
     const r = await call(c.api(0), 'PUT', `/v1/cluster/replicaset/demo.${t}`)
     expect(r.status, JSON.stringify(r.json)).toBe(201)
   }
@@ -266,6 +269,28 @@ describe('issue 10: last writer wins on exotic keys and values', () => {
       '(104,"inserted late")',
       '(202,two)',
     ])
+  })
+
+  it('key changes on a table another references: a move onto a key another node inserted', async () => {
+    // written by node 0, so node 0's move of row 1 is no change of writer on the others: only
+    // the unique violation it meets on node 1 (the key-change branch, armed by it) sees it
+    await c.q(0, `INSERT INTO demo.refd VALUES (1, 'one'), (2, 'two'), (3, 'three')`)
+    await expectExactly('refd', await rows(0, 'refd'))
+    const early = async (id: number) => {
+      // the row before the move in the same transaction: the apply worker knows its origin
+      // when the move comes, also when it retries the transaction after a unique violation
+      await c.q(
+        id,
+        `BEGIN; UPDATE demo.refd SET v = 'touched' WHERE id = 3;
+         UPDATE demo.refd SET id = 50, v = 'moved early' WHERE id = 1; COMMIT`,
+      )
+    }
+    const late = async (id: number) => {
+      await c.q(id, `INSERT INTO demo.refd VALUES (50, 'inserted late')`)
+      await c.q(id, `UPDATE demo.refd SET id = 60 WHERE id = 2`)
+    }
+    // key 50 holds the later writer's row; key 1 was moved away, key 2 moved to 60
+    await race('refd', early, late, async () => ['(3,touched)', '(50,"inserted late")', '(60,two)'])
   })
 
   it('a per-table override: "resolvers": {"demo.legacy": "skip"} skips there, lww elsewhere', async () => {
