@@ -7,9 +7,10 @@
 import type pg from 'pg'
 import { TraktorError } from '../errors.js'
 import type { Db, HeldSession, Queryable } from './db.js'
-import type { DdlKind } from './ddl-statement.js'
+import { type DdlKind, leadingWords } from './ddl-statement.js'
 import { FENCE_TRIGGER } from './fence.js'
 import { qualified, quoteLiteral, type RelationName } from './ident.js'
+import { dropTriggerBlockingAlter } from './lww-local.js'
 
 export interface DdlSpec {
   sql: string
@@ -131,6 +132,35 @@ async function effects(c: Queryable, b: Before): Promise<DdlEffects> {
 /** The statement alone, through the extended protocol: PostgreSQL refuses a second one. */
 const statement = (sql: string) => ({ text: sql, queryMode: 'extended' }) as pg.QueryConfig
 
+function isAlterTable(sql: string): boolean {
+  const [a, b] = leadingWords(sql, 2)
+  return a === 'ALTER' && b === 'TABLE'
+}
+
+/**
+ * Run the user's statement in the open transaction. A column's type cannot change while one
+ * of the row-level triggers names it: that trigger goes (rolled back to before the statement,
+ * dropped, the statement run again) and is made again for the new types after it.
+ */
+async function runStatement(c: Queryable, sql: string): Promise<void> {
+  // ALTER TABLE only: a table created in a subtransaction would not be seen as created here
+  if (!isAlterTable(sql)) {
+    await c.query(statement(sql))
+    return
+  }
+  for (let attempt = 0; ; attempt++) {
+    await c.query('SAVEPOINT trktr_statement')
+    try {
+      await c.query(statement(sql))
+      await c.query('RELEASE SAVEPOINT trktr_statement')
+      return
+    } catch (err) {
+      await c.query('ROLLBACK TO SAVEPOINT trktr_statement')
+      if (attempt >= 4 || !(await dropTriggerBlockingAlter(c, err))) throw err
+    }
+  }
+}
+
 /** PostgreSQL's own words for a statement that failed, with its SQLSTATE (`sqlState`). */
 export function ddlError(err: unknown): TraktorError {
   if (err instanceof TraktorError) return err
@@ -166,7 +196,7 @@ export async function inspectDdl(
     try {
       await open(c, t.lockTimeoutMs, t.statementTimeoutMs)
       const b = await before(c)
-      await c.query(statement(sql)).catch((err: unknown) => {
+      await runStatement(c, sql).catch((err: unknown) => {
         throw ddlError(err)
       })
       return await effects(c, b)
@@ -206,7 +236,7 @@ export async function prepareDdl(db: Db, o: PrepareDdlOpts): Promise<void> {
     const [me] = (await held.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows
     const b = await before(held)
     let done = false
-    const running = held.query(statement(o.spec.sql)).finally(() => {
+    const running = runStatement(held, o.spec.sql).finally(() => {
       done = true
     })
     let told = false

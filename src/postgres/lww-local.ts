@@ -15,7 +15,7 @@
 //   as an insert everywhere (the old key's update is still skipped where it is gone, which is
 //   now right). Not installed on tables another table's foreign key references: the delete
 //   would fire ON DELETE actions on the rows that reference it.
-import type { Db } from './db.js'
+import type { Db, Queryable } from './db.js'
 import { qualified, quoteIdent, type RelationName } from './ident.js'
 
 export const TOAST_TRIGGER = 'trktr_lww_toast'
@@ -118,4 +118,27 @@ export async function describeLocal(
     referenced: r?.referenced ?? false,
     identityAlways: r?.identity_always ?? false,
   }
+}
+
+/**
+ * PostgreSQL refuses to change the type of a column a trigger's WHEN clause or column list
+ * names (SQLSTATE 0A000, "cannot alter type of a column used in a trigger definition"), and
+ * these two triggers name the key and the out-of-line columns. When the error's detail names
+ * one of them, drop it (the caller's transaction re-makes it after the statement): true if one
+ * was dropped, so the statement can run again.
+ */
+export async function dropTriggerBlockingAlter(q: Queryable, err: unknown): Promise<boolean> {
+  const e = err as { code?: unknown; detail?: unknown }
+  if (e.code !== '0A000' || typeof e.detail !== 'string') return false
+  const { rows } = await q.query<{ schema: string; table: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name
+       FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE t.tgname = ANY ($2::text[])
+        AND starts_with($1, pg_describe_object('pg_trigger'::regclass, t.oid, 0) || ' depends on column ')`,
+    [e.detail, [TOAST_TRIGGER, MOVE_TRIGGER]],
+  )
+  const [t] = rows
+  if (!t || (t.name !== TOAST_TRIGGER && t.name !== MOVE_TRIGGER)) return false
+  await q.query(`DROP TRIGGER ${t.name} ON ${qualified({ schema: t.schema, table: t.table })}`)
+  return true
 }

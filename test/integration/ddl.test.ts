@@ -352,6 +352,53 @@ describe('tables, JSON-RPC and the CLI', () => {
     await expectSettled()
   })
 
+  it('ALTER COLUMN ... TYPE of the key and of a text column the row-level triggers name', async () => {
+    const made = await ddl(1, { sql: 'CREATE TABLE demo.typed (id int PRIMARY KEY, v text)' })
+    expect(made.status, JSON.stringify(made.json)).toBe(200)
+    await c.waitSubscribed(IDS)
+    await c.q(1, `INSERT INTO demo.typed SELECT g, 'row ' || g FROM generate_series(1, 100) g`)
+    await c.converged(IDS, 'demo.typed', 15_000)
+    const alter = await ddl(0, {
+      sql: 'ALTER TABLE demo.typed ALTER COLUMN id TYPE bigint, ALTER COLUMN v TYPE varchar(200)',
+    })
+    expect(alter.status, JSON.stringify(alter.json)).toBe(200)
+    for (const id of IDS) {
+      const types = await c.q(
+        id,
+        `SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute
+          WHERE attrelid = 'demo.typed'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+      )
+      expect(
+        types.map((r) => r.t),
+        `node ${id}`,
+      ).toEqual(['bigint', 'character varying(200)'])
+      // the row-level triggers were made again on the new types: a key change still moves the row
+      const [t] = await c.q(
+        id,
+        `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'demo.typed'::regclass AND tgname LIKE 'trktr\\_lww\\_%'`,
+      )
+      expect(t?.n, `row-level triggers on node ${id}`).toBeGreaterThan(0)
+    }
+    await c.q(2, `UPDATE demo.typed SET id = 5000000000, v = 'moved' WHERE id = 7`)
+    await c.q(0, `INSERT INTO demo.typed VALUES (6000000000, 'new')`)
+    await waitFor(
+      async () =>
+        (
+          await Promise.all(
+            IDS.map((id) =>
+              c.q(id, `SELECT 1 FROM demo.typed WHERE id IN (5000000000, 6000000000)`),
+            ),
+          )
+        ).every((r) => r.length === 2),
+      15_000,
+      'the moved row and the new one on every node',
+    )
+    const md5 = await c.converged(IDS, 'demo.typed', 15_000)
+    expect(md5).toMatch(/^101 rows/)
+    await expectReplicating()
+    await expectSettled()
+  })
+
   it('cluster.ddl over JSON-RPC and traktor ctl ddl', async () => {
     const rpc = async (params: unknown) =>
       (
