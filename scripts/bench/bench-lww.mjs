@@ -13,6 +13,7 @@
 //   trigger of every receiver looks at every update (the first one of each row is queued as a
 //   change of writer and cleared by the resolution round). Throughput and lag ratios.
 import { loadClients } from './bench-datapath.mjs'
+import { applyCost } from './bench-lww-apply.mjs'
 import { ManualMesh, TraktorCluster } from './cluster.mjs'
 import { figure, percentile, round, say, sleep, throwIfInterrupted, waitFor } from './util.mjs'
 
@@ -226,4 +227,5 @@ async function dataPath(ctx) {
 export async function run(ctx) {
   await conflicts(ctx)
   await dataPath(ctx)
+  await applyCost(ctx)
 }
