@@ -9,8 +9,8 @@
 // worker's cost). No conflict: every row was last written by the writer, as in the data path's
 // steady state, so the replica triggers' WHEN clause never lets them fire.
 import { destroyServers } from '../../dist/postgres/embedded.js'
-import { LWW_DDL } from '../../dist/postgres/lww-schema.js'
 import * as lww from '../../dist/postgres/lww.js'
+import { LWW_DDL } from '../../dist/postgres/lww-schema.js'
 import { DB, startDatabases } from './cluster.mjs'
 import { figure, percentile, round, say, sleep, throwIfInterrupted, waitFor } from './util.mjs'
 
@@ -68,7 +68,9 @@ export async function applyCost(ctx) {
       await c.query(
         `CREATE SCHEMA bench; CREATE TABLE ${TABLE}; CREATE SCHEMA trktr; CREATE TABLE trktr.node (node_id int)`,
       )
-      await c.query(`INSERT INTO bench.a (id, v) SELECT g, 'seed' FROM generate_series(1, ${ROWS}) g`)
+      await c.query(
+        `INSERT INTO bench.a (id, v) SELECT g, 'seed' FROM generate_series(1, ${ROWS}) g`,
+      )
       await c.query(LWW_DDL)
     }
     const [w] = servers
