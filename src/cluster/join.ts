@@ -371,6 +371,7 @@ export class JoinCopy {
             rows: r.rows,
             ms: Date.now() - t0,
             replicaRole: r.replicaRole,
+            binary: r.binary,
           },
           'table copied from the donor',
         )
