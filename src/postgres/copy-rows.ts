@@ -6,15 +6,18 @@
 
 const HEADER = 19 // signature (11), flags (4), extension length (4)
 
-type Phase =
-  | { kind: 'header' }
-  | { kind: 'row' }
-  | { kind: 'field'; left: number }
-  | { kind: 'skip'; bytes: number; left: number }
-  | { kind: 'done' }
+// what the next bytes are (numbers, not objects: this runs once per field of a million rows)
+const AT_HEADER = 0
+const AT_ROW = 1
+const AT_FIELD = 2
+const AT_END = 3
 
 export class BinaryCopyRows {
-  private phase: Phase = { kind: 'header' }
+  private phase = AT_HEADER
+  /** bytes of data (a field's value, the header's extension) still to pass over */
+  private skip = 0
+  /** fields of the current row still to come */
+  private fields = 0
   /** bytes of a header, a count or a length that a chunk boundary split */
   private partial = Buffer.alloc(0)
 
@@ -22,54 +25,47 @@ export class BinaryCopyRows {
   push(chunk: Buffer): number {
     let rows = 0
     let at = 0
-    while (at < chunk.length) {
-      const p = this.phase
-      if (p.kind === 'done') return rows
-      if (p.kind === 'skip') {
-        const n = Math.min(p.bytes, chunk.length - at)
+    const end = chunk.length
+    while (at < end && this.phase !== AT_END) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, end - at)
         at += n
-        p.bytes -= n
-        if (p.bytes === 0)
-          this.phase = p.left > 0 ? { kind: 'field', left: p.left } : { kind: 'row' }
+        this.skip -= n
         continue
       }
-      const want = p.kind === 'header' ? HEADER : p.kind === 'row' ? 2 : 4
-      const got = this.take(chunk, at, want)
-      at = got.at
-      if (!got.bytes) continue
-      const b = got.bytes
-      if (p.kind === 'header') {
-        const ext = b.readUInt32BE(15)
-        this.phase = ext > 0 ? { kind: 'skip', bytes: ext, left: 0 } : { kind: 'row' }
-      } else if (p.kind === 'row') {
-        const fields = b.readInt16BE(0)
+      const want = this.phase === AT_HEADER ? HEADER : this.phase === AT_ROW ? 2 : 4
+      let b: Buffer = chunk
+      let from = at
+      if (this.partial.length === 0 && end - at >= want) {
+        at += want
+      } else {
+        const n = Math.min(want - this.partial.length, end - at)
+        this.partial = Buffer.concat([this.partial, chunk.subarray(at, at + n)])
+        at += n
+        if (this.partial.length < want) continue
+        b = this.partial
+        from = 0
+        this.partial = Buffer.alloc(0)
+      }
+      if (this.phase === AT_HEADER) {
+        this.skip = b.readUInt32BE(from + 15)
+        this.phase = AT_ROW
+      } else if (this.phase === AT_ROW) {
+        const fields = b.readInt16BE(from)
         if (fields < 0) {
-          this.phase = { kind: 'done' }
+          this.phase = AT_END
         } else {
           rows++
-          if (fields > 0) this.phase = { kind: 'field', left: fields }
+          this.fields = fields
+          if (fields > 0) this.phase = AT_FIELD
         }
       } else {
-        const len = b.readInt32BE(0)
-        const left = p.left - 1
-        if (len > 0) this.phase = { kind: 'skip', bytes: len, left }
-        else this.phase = left > 0 ? { kind: 'field', left } : { kind: 'row' }
+        const len = b.readInt32BE(from)
+        if (len > 0) this.skip = len
+        if (--this.fields === 0) this.phase = AT_ROW
       }
     }
     return rows
-  }
-
-  /** `want` bytes from `at` (with what an earlier chunk left), or none yet. */
-  private take(chunk: Buffer, at: number, want: number): { bytes?: Buffer; at: number } {
-    if (this.partial.length === 0 && chunk.length - at >= want) {
-      return { bytes: chunk.subarray(at, at + want), at: at + want }
-    }
-    const n = Math.min(want - this.partial.length, chunk.length - at)
-    this.partial = Buffer.concat([this.partial, chunk.subarray(at, at + n)])
-    if (this.partial.length < want) return { at: at + n }
-    const bytes = this.partial
-    this.partial = Buffer.alloc(0)
-    return { bytes, at: at + n }
   }
 }
 
