@@ -150,6 +150,14 @@ export class Membership {
     )
   }
 
+  /**
+   * Alive and never interrupted since this node first heard it: a member that has not flapped
+   * needs no damping to be copied from (a new node hears every member for the first time).
+   */
+  isUnbroken(m: Member): boolean {
+    return m.state === 'alive' && !m.duplicate && m.flaps === 0
+  }
+
   /** Is our own nodeId claimed by another live peer? */
   selfDuplicated(): boolean {
     return [...this.byPeer.values()].some(

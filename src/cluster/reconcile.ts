@@ -227,10 +227,10 @@ export class Reconciler {
     return livePeers(this.init.membership.members(), this.init.nodeId, this.removed)
   }
 
-  /** Live ready members a new node copies from and subscribes to (stable, PostgreSQL up). */
+  /** Live ready members to copy from (stable or never interrupted: no flap wait), PostgreSQL up. */
   private donors(): Member[] {
-    const { membership } = this.init
-    return donors(membership.members(), this.removed, (m) => membership.isStable(m))
+    const ok = (m: Member) => this.init.membership.isStable(m) || this.init.membership.isUnbroken(m)
+    return donors(this.init.membership.members(), this.removed, ok)
   }
 
   /**
