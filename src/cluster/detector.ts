@@ -3,7 +3,8 @@
 // the liveness probe is heard between them, membership.ts);
 // silent past suspectAfterMs → suspect, past deadAfterMs → dead. A closed connection (a
 // crashed arbiter's TCP reset) is stronger evidence: suspect at once, dead after
-// suspectAfterMs unless it comes back. Neither gossipsub's heartbeat nor libp2p's ping is
+// suspectAfterMs unless it comes back — at once when a dial of it is then refused (nothing
+// listens at its address: the process is gone, not frozen or cut off). Neither gossipsub's heartbeat nor libp2p's ping is
 // the detector; the ping only closes frozen connections.
 
 export type MemberState = 'alive' | 'suspect' | 'dead'
@@ -18,11 +19,15 @@ export interface Evidence {
   lastHeardMs: number
   /** when the connection closed, if it is closed now */
   disconnectedAtMs?: number
+  /** when a dial of it was last refused (nothing listens at its address) */
+  refusedAtMs?: number
 }
 
 export function detect(e: Evidence, nowMs: number, t: Timings): MemberState {
   const silent = nowMs - e.lastHeardMs
   if (e.disconnectedAtMs !== undefined && e.disconnectedAtMs >= e.lastHeardMs) {
+    // closed, and refused when dialled again: its process is gone
+    if (e.refusedAtMs !== undefined && e.refusedAtMs >= e.disconnectedAtMs) return 'dead'
     return nowMs - e.disconnectedAtMs >= t.suspectAfterMs || silent >= t.deadAfterMs
       ? 'dead'
       : 'suspect'

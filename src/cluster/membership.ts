@@ -283,9 +283,11 @@ export class Membership {
     const answered = this.init.mesh.answeredAt?.(r.peerId)
     if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
       r.lastHeardMs = Math.min(answered, now)
+    const refused = this.init.mesh.refusedAt?.(r.peerId)
     const evidence = {
       lastHeardMs: r.lastHeardMs,
       ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
+      ...(refused === undefined ? {} : { refusedAtMs: refused }),
     }
     r.state = detect(evidence, now, this.init.timings)
     if (r.state !== 'alive') r.aliveSinceMs = undefined

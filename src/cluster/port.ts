@@ -23,6 +23,8 @@ export interface MeshPort {
   connectedPeers(): string[]
   /** when a connected peer last answered the mesh's liveness probe (wall clock, ms) */
   answeredAt?(peerId: string): number | undefined
+  /** when a dial of this peer was last refused at every address: nothing listens there */
+  refusedAt?(peerId: string): number | undefined
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */
   isolation(): MeshIsolation
   handle(handler: RpcHandler): void

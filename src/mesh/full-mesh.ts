@@ -183,6 +183,10 @@ export class FullMesh {
     return this.redial.bootstrapElsewhere()
   }
 
+  refusedAt(peerId: string): number | undefined {
+    return this.redial.refusedAt(peerId)
+  }
+
   lastDialError(): string | undefined {
     return this.redial.lastDialError()
   }

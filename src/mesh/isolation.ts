@@ -39,6 +39,20 @@ export function reach(f: ReachFacts): MeshIsolation {
 }
 
 /** A dial error in one line, with what it most likely means. */
+/**
+ * Every address of the dial was refused (TCP reset: nothing listens there), the strongest sign
+ * that the peer's process is gone — not a timeout, which a partition or a frozen peer gives.
+ */
+export function dialRefused(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false
+  const inner = (err as { errors?: unknown[] }).errors
+  if (Array.isArray(inner) && inner.length > 0) return inner.every(dialRefused)
+  const e = err as { code?: unknown; message?: unknown; cause?: unknown }
+  if (e.code === 'ECONNREFUSED') return true
+  if (typeof e.message === 'string' && /\bECONNREFUSED\b/.test(e.message)) return true
+  return e.cause !== undefined && e.cause !== err && dialRefused(e.cause)
+}
+
 export function describeDialError(err: unknown): string {
   const e = err instanceof Error ? err : new Error(String(err))
   // a dial of several addresses fails with every address's error inside

@@ -222,6 +222,12 @@ export class Mesh {
     return this.state.run.liveness.answeredAt(peerId)
   }
 
+  /** When a dial of this peer was last refused at every address (its process is gone). */
+  refusedAt(peerId: string): number | undefined {
+    if (this.state.status !== 'running') return undefined
+    return this.state.run.fullMesh.refusedAt(peerId)
+  }
+
   connectedPeers(): string[] {
     if (this.state.status !== 'running') return []
     return this.state.run.node.getPeers().map((p) => p.toString())

@@ -5,7 +5,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../log.js'
-import { DialFailures, describeDialError } from './isolation.js'
+import { DialFailures, describeDialError, dialRefused } from './isolation.js'
 
 export const REDIAL_MIN_DELAY_MS = 250
 export const REDIAL_MAX_DELAY_MS = 5000
@@ -110,6 +110,8 @@ export class Redialer {
   private readonly failures = new DialFailures()
   /** bootstrap entries that name a peer by id (not this node), by that id */
   private readonly bootstrapPeers = new Map<string, string>()
+  /** when a dial of each peer was last refused at every address (wall clock, ms) */
+  private readonly refused = new Map<string, number>()
 
   constructor(
     private readonly components: RedialComponents,
@@ -178,6 +180,7 @@ export class Redialer {
   /** Stops redialing a peer (it left the cluster). */
   forget(peerId: string): void {
     this.peers.delete(peerId)
+    this.refused.delete(peerId)
     this.failures.forget(peerId)
   }
 
@@ -186,6 +189,11 @@ export class Redialer {
     const out = [...this.bootstrapPeers.values()]
     for (const t of this.addrTargets) if (t.peerId !== this.self) out.push(t.addr.toString())
     return out
+  }
+
+  /** When a dial of this peer was last refused at every address, since it last connected. */
+  refusedAt(peerId: string): number | undefined {
+    return this.refused.get(peerId)
   }
 
   /** The last failed dial, `target: error`. */
@@ -213,7 +221,16 @@ export class Redialer {
       if (isBlocked(t.peerId)) continue
       if (due(t, connected.has(t.peerId), now)) {
         const target = t.addrs.size > 0 ? [...t.addrs.values()] : peerIdFromString(t.peerId)
-        this.dial(t, target, t.peerId)
+        const id = t.peerId
+        this.dial(
+          t,
+          target,
+          id,
+          () => this.refused.delete(id),
+          (err) => {
+            if (dialRefused(err)) this.refused.set(id, Date.now())
+          },
+        )
       }
     }
     for (const t of this.addrTargets) {

@@ -21,53 +21,58 @@ export async function connect(conninfo: string, name: string): Promise<pg.Client
   return client
 }
 
-/** The slot's confirmed_flush_lsn on a peer has reached lsn (the slot's subscriber applied it). */
-export async function slotFlushedPast(
-  conninfo: string,
-  appName: string,
-  slot: string,
-  lsn: string,
-): Promise<{ ok: boolean; flushed: string | null }> {
-  const c = await connect(conninfo, appName)
-  try {
-    const { rows } = await c.query<{ ok: boolean; flushed: string | null }>(
-      `SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok, confirmed_flush_lsn::text AS flushed
-       FROM pg_replication_slots WHERE slot_name = $1`,
-      [slot, checkLsn(lsn)],
-    )
-    return { ok: rows[0]?.ok ?? false, flushed: rows[0]?.flushed ?? null }
-  } catch (err) {
-    throw pgError(err, `read slot ${slot}`)
-  } finally {
-    await c.end().catch(() => undefined)
-  }
-}
-
 /**
- * Whether the donor applied a member's transactions up to `lsn`: its subscription's origin is
- * at or past it (a transaction ending there or later was applied, so every earlier one was).
- * Read on the donor as soon as it commits, where the member's slot flush waits for the donor's
- * next feedback (and the WAL writer). A member with no transaction after `lsn` never gets there:
- * then the slot says it (slotFlushedPast).
+ * Whether the donor holds a member's transactions up to a point, read over two connections kept
+ * for the wait (one to the donor, one to the member; a fresh SCRAM login per poll cost more
+ * than the poll). `donorApplied`: the donor's subscription's origin is at or past it (a
+ * transaction ending there or later was applied, so every earlier one was) — known as soon as
+ * the donor commits; `slotFlushed`: the donor's slot on the member is flushed past it — what a
+ * member with no transaction after the point shows, after the donor's next feedback.
  */
-export async function donorAppliedPast(
-  conninfo: string,
-  appName: string,
-  subscription: string,
-  lsn: string,
-): Promise<boolean> {
-  const c = await connect(conninfo, appName)
-  try {
-    const { rows } = await c.query<{ ok: boolean | null }>(
-      `SELECT pg_replication_origin_progress('pg_' || s.oid, false) >= $2::pg_lsn AS ok
-       FROM pg_subscription s WHERE s.subname = $1`,
-      [subscription, checkLsn(lsn)],
-    )
-    return rows[0]?.ok === true
-  } catch (err) {
-    throw pgError(err, `read the origin of ${subscription}`)
-  } finally {
-    await c.end().catch(() => undefined)
+export class CatchUpProbe {
+  private constructor(
+    private readonly donor: pg.Client,
+    private readonly member: pg.Client,
+  ) {}
+
+  static async open(donorConn: string, memberConn: string, app: string): Promise<CatchUpProbe> {
+    const donor = await connect(donorConn, app)
+    try {
+      return new CatchUpProbe(donor, await connect(memberConn, app))
+    } catch (err) {
+      await donor.end().catch(() => undefined)
+      throw err
+    }
+  }
+
+  async donorApplied(subscription: string, lsn: string): Promise<boolean> {
+    try {
+      const { rows } = await this.donor.query<{ ok: boolean | null }>(
+        `SELECT pg_replication_origin_progress('pg_' || s.oid, false) >= $2::pg_lsn AS ok
+         FROM pg_subscription s WHERE s.subname = $1`,
+        [subscription, checkLsn(lsn)],
+      )
+      return rows[0]?.ok === true
+    } catch (err) {
+      throw pgError(err, `read the origin of ${subscription}`)
+    }
+  }
+
+  async slotFlushed(slot: string, lsn: string): Promise<{ ok: boolean; flushed: string | null }> {
+    try {
+      const { rows } = await this.member.query<{ ok: boolean; flushed: string | null }>(
+        `SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok, confirmed_flush_lsn::text AS flushed
+         FROM pg_replication_slots WHERE slot_name = $1`,
+        [slot, checkLsn(lsn)],
+      )
+      return { ok: rows[0]?.ok ?? false, flushed: rows[0]?.flushed ?? null }
+    } catch (err) {
+      throw pgError(err, `read slot ${slot}`)
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.donor.end(), this.member.end()].map((p) => p.catch(() => undefined)))
   }
 }
 

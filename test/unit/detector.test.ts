@@ -14,6 +14,19 @@ describe('failure detector', () => {
     expect(detect({ lastHeardMs: 100, disconnectedAtMs: 150 }, 151, t)).toBe('suspect')
     expect(detect({ lastHeardMs: 100, disconnectedAtMs: 150 }, 1150, t)).toBe('dead')
   })
+  it('takes a refused dial after the close as proof: dead at once', () => {
+    expect(detect({ lastHeardMs: 100, disconnectedAtMs: 150, refusedAtMs: 160 }, 161, t)).toBe(
+      'dead',
+    )
+    // refused before the connection came back and closed again: no proof of this close
+    expect(detect({ lastHeardMs: 100, disconnectedAtMs: 150, refusedAtMs: 90 }, 151, t)).toBe(
+      'suspect',
+    )
+    // connected and heard again since: alive whatever an old dial said
+    expect(detect({ lastHeardMs: 300, disconnectedAtMs: 150, refusedAtMs: 160 }, 400, t)).toBe(
+      'alive',
+    )
+  })
   it('lets a heartbeat heard after the disconnect (relayed) win', () => {
     expect(detect({ lastHeardMs: 300, disconnectedAtMs: 150 }, 400, t)).toBe('alive')
   })

@@ -8,6 +8,7 @@ import {
   DIAL_FAILURE_LOG_EVERY_MS,
   DialFailures,
   describeDialError,
+  dialRefused,
   reach,
 } from '../../src/mesh/isolation.js'
 
@@ -113,6 +114,22 @@ describe('dial failures', () => {
     const all = new AggregateError([new Error('connect ECONNREFUSED 10.0.0.1:4001')], 'all failed')
     expect(describeDialError(all)).toBe('Error: connect ECONNREFUSED 10.0.0.1:4001')
     expect(describeDialError('x'.repeat(1000)).length).toBeLessThanOrEqual(300)
+  })
+})
+
+describe('a refused dial', () => {
+  it('is every address refused (nothing listens there), not a timeout or a reset', () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:4001'), {
+      code: 'ECONNREFUSED',
+    })
+    expect(dialRefused(refused)).toBe(true)
+    expect(dialRefused(new AggregateError([refused, refused], 'all failed'))).toBe(true)
+    expect(dialRefused(new Error('dial failed', { cause: refused }))).toBe(true)
+    const timeout = Object.assign(new Error('timed out'), { name: 'TimeoutError' })
+    expect(dialRefused(timeout)).toBe(false)
+    expect(dialRefused(new AggregateError([refused, timeout], 'all failed'))).toBe(false)
+    expect(dialRefused(new Error('read ECONNRESET'))).toBe(false)
+    expect(dialRefused(undefined)).toBe(false)
   })
 })
 
