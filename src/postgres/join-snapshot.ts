@@ -111,8 +111,10 @@ const EXPORT = `
 SELECT pg_export_snapshot() AS snapshot, pg_current_wal_insert_lsn()::text AS wal,
        COALESCE((SELECT json_object_agg(s.subname, pg_replication_origin_progress('pg_' || s.oid, false)::text)
                    FROM pg_subscription s WHERE s.subname = ANY ($1::text[])), '{}'::json) AS origins`
-const ESTIMATE = `SELECT COALESCE(sum(greatest(c.reltuples, 0)), 0)::int8 AS n FROM pg_class c
-                  WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)`
+// a table never analysed (reltuples -1, freshly loaded) is counted by the statistics system
+const ESTIMATE = `SELECT COALESCE(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples
+                                           ELSE coalesce(pg_stat_get_live_tuples(c.oid), 0) END), 0)::int8 AS n
+                  FROM pg_class c WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)`
 // two statements: a query naming the queue fails to parse where lww never made it (resolver skip)
 const HAS_QUEUE = `SELECT to_regclass('trktr.conflict_queue') IS NOT NULL AS has`
 const QUEUED = `SELECT EXISTS (SELECT 1 FROM trktr.conflict_queue) AS queued`
