@@ -193,9 +193,8 @@ export class Mesh {
 
   /** Whether the bootstrap list names somewhere to go other than this node itself. */
   bootstrapsElsewhere(): boolean {
-    return (
-      this.state.status === 'running' && this.state.run.fullMesh.bootstrapElsewhere().length > 0
-    )
+    const running = this.state.status === 'running' ? this.state.run : undefined
+    return (running?.fullMesh.bootstrapElsewhere().length ?? 0) > 0
   }
 
   /** Whether this node reaches the mesh (see isolation.ts); never isolated when not running. */
@@ -206,31 +205,27 @@ export class Mesh {
     // events say when the last connection closed; this catches one missed in between
     if (node.getPeers().length > 0) this.aloneSince = undefined
     else this.aloneSince ??= now
-    const lastDialError = fullMesh.lastDialError()
     return reach({
       now,
       isolatedAfterMs: this.init.isolatedAfterMs ?? DEFAULT_ISOLATED_AFTER_MS,
       bootstrap: fullMesh.bootstrapElsewhere(),
       aloneSince: this.aloneSince,
-      lastDialError,
+      lastDialError: fullMesh.lastDialError(),
     })
   }
 
   /** When a connected peer last answered a liveness probe (wall clock, ms). */
   answeredAt(peerId: string): number | undefined {
-    if (this.state.status !== 'running') return undefined
-    return this.state.run.liveness.answeredAt(peerId)
+    return this.state.status === 'running' ? this.state.run.liveness.answeredAt(peerId) : undefined
   }
 
   /** When a dial of this peer was last refused at every address (its process is gone). */
   refusedAt(peerId: string): number | undefined {
-    if (this.state.status !== 'running') return undefined
-    return this.state.run.fullMesh.refusedAt(peerId)
+    return this.state.status === 'running' ? this.state.run.fullMesh.refusedAt(peerId) : undefined
   }
 
   connectedPeers(): string[] {
-    if (this.state.status !== 'running') return []
-    return this.state.run.node.getPeers().map((p) => p.toString())
+    return this.state.status === 'running' ? this.state.run.node.getPeers().map(String) : []
   }
 
   handle(handler: RpcHandler): void {
