@@ -2,8 +2,7 @@
 // ({nodeId, peerId, advertised PostgreSQL without password, version, join state, replicaset
 // version}), at once when any of that changes and when a peer connects; the detector turns
 // silence and closed connections into suspect and dead. A directly connected member that
-// answers the mesh's liveness probe is heard too, so while every member is connected directly
-// the heartbeat only refreshes (every REFRESH_MS). Two
+// answers the mesh's liveness probe is heard too, so heartbeats need not be frequent. Two
 // peers claiming one nodeId are both marked duplicate, loudly, and neither is used.
 import type { Logger } from '../log.js'
 import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
@@ -166,26 +165,11 @@ export class Membership {
     )
   }
 
-  /**
-   * How long a heartbeat may wait when nothing in it changed: heartbeatMs, but REFRESH_MS while
-   * every member not dead is alive and connected here directly — each hears this node by the
-   * liveness probe it answers, and a change, a new connection, a new subscriber or a member
-   * back is announced at once.
-   */
-  private period(): number {
-    const { heartbeatMs } = this.init.timings
-    const connected = new Set(this.init.mesh.connectedPeers?.() ?? [])
-    const members = [...this.byPeer.values()].filter((r) => r.state !== 'dead')
-    const direct =
-      members.length > 0 && members.every((r) => r.state === 'alive' && connected.has(r.peerId))
-    return direct ? Math.max(REFRESH_MS, heartbeatMs) : heartbeatMs
-  }
-
   private tick(): void {
     const now = this.now()
     const said = JSON.stringify(this.init.self())
     if (
-      now - this.lastAnnounce.atMs >= this.period() ||
+      now - this.lastAnnounce.atMs >= this.init.timings.heartbeatMs ||
       said !== this.lastAnnounce.said ||
       this.announceSoon > 0
     ) {
@@ -309,11 +293,7 @@ export class Membership {
     if (r.state !== 'alive') r.aliveSinceMs = undefined
     else if (r.aliveSinceMs === undefined) r.aliveSinceMs = now
     if (before !== r.state) {
-      // back: it may have lost us too, and hears us again only by a heartbeat once dead there
-      if (r.state === 'alive' && before !== 'alive') {
-        r.flaps++
-        this.announceSoon = Math.max(this.announceSoon, 1)
-      }
+      if (r.state === 'alive' && before !== 'alive') r.flaps++
       const level = r.state === 'alive' ? 'info' : 'warn'
       this.log[level](
         { node: r.nodeId, peer: r.peerId, from: before, to: r.state },
@@ -366,9 +346,6 @@ export function stale(
   if (hb.seq !== undefined && last.seq !== undefined) return hb.seq <= last.seq
   return hb.sentAt <= last.sentAt
 }
-
-/** The heartbeat's period when every member hears this node by the liveness probe. */
-export const REFRESH_MS = 5000
 
 /** How often members are re-judged and a heartbeat considered: at most every 200 ms. */
 export function evaluateEveryMs(t: Timings): number {
