@@ -4,7 +4,7 @@
 import { apiRoutes } from './api/routes/index.js'
 import { ApiServer } from './api/server.js'
 import { Cluster } from './cluster/cluster.js'
-import { isolatedAfterMs } from './cluster/detector.js'
+import { isolatedAfterMs, probeEveryMs } from './cluster/detector.js'
 import { type FaultHooks, faultAt } from './cluster/faults.js'
 import { anyLww, type Config, strategyFor } from './config/types.js'
 import { stopInOrder } from './lifecycle.js'
@@ -73,6 +73,7 @@ export class Arbiter {
         ...(m.pskFile === undefined ? {} : { pskFile: m.pskFile }),
         insecure: m.insecure,
         isolatedAfterMs: isolatedAfterMs(timings),
+        probeEveryMs: probeEveryMs(timings),
         log,
       })
       this.cluster = new Cluster({

@@ -7,6 +7,7 @@
 // child → parent: {type:'loaded'}  {type:'started', ms}  {type:'view', nodes:[...]}
 //                 {type:'counters', gossipOut, gossipIn}  {type:'stopped'}
 import path from 'node:path'
+import { probeEveryMs } from '../../dist/cluster/detector.js'
 import { Membership } from '../../dist/cluster/membership.js'
 import { DEFAULT_HEARTBEAT_MS } from '../../dist/config/schema.js'
 import { silentLogger } from '../../dist/log.js'
@@ -41,6 +42,7 @@ async function start(msg) {
         identityFile: path.join(msg.dir, `node${nodeId}.key`),
         pskFile: msg.pskFile,
         insecure: false,
+        probeEveryMs: probeEveryMs(TIMINGS),
         log,
         // TRAKTOR_BENCH_GOSSIP: gossipsub parameters to compare (JSON), e.g. {"Dlazy":0}
         ...(process.env.TRAKTOR_BENCH_GOSSIP

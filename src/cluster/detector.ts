@@ -1,6 +1,6 @@
 // The failure detector, pure: a member's state from when it was last heard and whether its
-// connection is up. Heartbeats every heartbeatMs (default 500 ms; a connected member answering
-// the liveness probe is heard between them, membership.ts);
+// connection is up. A connected member is heard every heartbeatMs (default 500 ms) by the
+// mesh's liveness probe, and by its record when that is gossiped (membership.ts);
 // silent past suspectAfterMs → suspect, past deadAfterMs → dead. A closed connection (a
 // crashed arbiter's TCP reset) is stronger evidence: suspect at once, dead after
 // suspectAfterMs unless it comes back — at once when a dial of it is then refused (nothing
@@ -35,6 +35,14 @@ export function detect(e: Evidence, nowMs: number, t: Timings): MemberState {
   if (silent >= t.deadAfterMs) return 'dead'
   if (silent >= t.suspectAfterMs) return 'suspect'
   return 'alive'
+}
+
+/**
+ * How often a connected member is probed (and so heard): every heartbeatMs, and at least twice
+ * within suspectAfterMs, so that one late probe never makes a live member suspect.
+ */
+export function probeEveryMs(t: Timings): number {
+  return Math.max(10, Math.min(t.heartbeatMs, Math.floor(t.suspectAfterMs / 2)))
 }
 
 /**

@@ -1,9 +1,11 @@
-// Membership: every arbiter announces itself on the membership topic every heartbeatMs
-// ({nodeId, peerId, advertised PostgreSQL without password, version, join state, replicaset
-// version}), at once when any of that changes and when a peer connects; the detector turns
-// silence and closed connections into suspect and dead. A directly connected member that
-// answers the mesh's liveness probe is heard too, so heartbeats need not be frequent. Two
-// peers claiming one nodeId are both marked duplicate, loudly, and neither is used.
+// Membership: every arbiter announces its record on the membership topic ({nodeId, peerId,
+// advertised PostgreSQL without password, version, join state, replicaset version}) when any
+// of it changes, when a peer connects, when a peer asks for it and every RECORD_REFRESH_MS.
+// A member is heard every heartbeatMs through the mesh's liveness probe on its connection (a
+// byte each way; liveness.ts), which also asks a peer held dead or unknown for its record; the
+// detector turns silence and closed connections into suspect and dead. Per member and second
+// that is a few bytes, not a flooded record (issue 14). Two peers claiming one nodeId are both
+// marked duplicate, loudly, and neither is used.
 import type { Logger } from '../log.js'
 import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
 import type { GossipMessage } from '../mesh/types.js'
@@ -60,6 +62,11 @@ export interface MembershipInit {
   onChange?: (m: Member, previous: MemberState | undefined) => void
 }
 
+/** The record goes out at least this often, changed or not (a member heard only by relay). */
+export const RECORD_REFRESH_MS = 300_000
+/** A timer this much late means this process was stalled (SIGSTOP, a blocked event loop). */
+const STALL_MS = 100
+
 interface Record extends Member {
   disconnectedAtMs?: number
   /** the newest heartbeat taken from it: its counter (or, from old peers, its sender's clock) */
@@ -79,6 +86,10 @@ export class Membership {
   private lastAnnounce = { atMs: -Infinity, said: '' }
   /** ticks left that announce whatever the heartbeat's period (a peer just connected) */
   private announceSoon = 0
+  /** when a peer's subscription last made this node announce at once */
+  private subscribedAnnounceAt = -Infinity
+  /** when the tick last ran (monotonic): a late tick is this process's stall, not the peers' */
+  private lastTickAt = 0
   private selfDuplicateLogged = false
   /** what start() subscribed to, released by stop() */
   private readonly disposers: Array<() => void> = []
@@ -98,6 +109,12 @@ export class Membership {
       mesh.subscribe('membership', (m) => this.onHeartbeat(m)),
       mesh.onPeer((peerId, event) => this.onPeerEvent(peerId, event)),
     )
+    const records = mesh.recordRequests?.({
+      wants: (peerId) => (this.byPeer.get(peerId)?.state ?? 'dead') === 'dead',
+      asked: () => this.asked(),
+    })
+    if (records) this.disposers.push(records)
+    this.lastTickAt = performance.now()
     this.timer = setInterval(() => this.tick(), evaluateEveryMs(this.init.timings))
     this.tick()
   }
@@ -165,11 +182,26 @@ export class Membership {
     )
   }
 
+  /** A peer asked for this node's record: it goes out, at most once per heartbeatMs. */
+  private asked(): void {
+    if (this.now() - this.lastAnnounce.atMs >= this.init.timings.heartbeatMs) void this.announce()
+  }
+
   private tick(): void {
     const now = this.now()
+    const at = performance.now()
+    const late = at - this.lastTickAt - evaluateEveryMs(this.init.timings)
+    this.lastTickAt = at
+    if (late > STALL_MS) {
+      // this process stood still: its peers' silence in that time is not theirs, and they may
+      // hold it suspect or dead by now
+      for (const r of this.byPeer.values())
+        if (r.state !== 'dead') r.lastHeardMs = Math.min(now, r.lastHeardMs + late)
+      this.announceSoon = 2
+    }
     const said = JSON.stringify(this.init.self())
     if (
-      now - this.lastAnnounce.atMs >= this.init.timings.heartbeatMs ||
+      now - this.lastAnnounce.atMs >= RECORD_REFRESH_MS ||
       said !== this.lastAnnounce.said ||
       this.announceSoon > 0
     ) {
@@ -266,7 +298,13 @@ export class Membership {
     // after the connection here; a new node's members heard of it 0.2 s sooner, measured)
     if (event === 'connect') this.announceSoon = 2
     if (event === 'subscribed') {
-      void this.announce()
+      // many peers subscribe at once when a node starts among many: one such announcement a
+      // tick, the rest at the next
+      const now = this.now()
+      if (now - this.subscribedAnnounceAt >= evaluateEveryMs(this.init.timings)) {
+        this.subscribedAnnounceAt = now
+        void this.announce()
+      } else this.announceSoon = Math.max(this.announceSoon, 1)
       return
     }
     const r = this.byPeer.get(peerId)

@@ -21,8 +21,13 @@ export interface MeshPort {
     handler: (peerId: string, event: 'connect' | 'disconnect' | 'subscribed') => void,
   ): () => void
   connectedPeers(): string[]
-  /** when a connected peer last answered the mesh's liveness probe (wall clock, ms) */
+  /** when a connected peer was last heard on the mesh's liveness probe (wall clock, ms) */
   answeredAt?(peerId: string): number | undefined
+  /**
+   * The liveness probe asks a peer for its record when `wants` says so, and calls `asked` when
+   * a peer asks for ours; returns the disposer
+   */
+  recordRequests?(r: { wants(peerId: string): boolean; asked(peerId: string): void }): () => void
   /** when a dial of this peer was last refused at every address: nothing listens there */
   refusedAt?(peerId: string): number | undefined
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */

@@ -1,7 +1,7 @@
 // Every arbiter connected to every other (DESIGN §4: up to ~64 members, gossip in one hop).
-// Each node announces where it listens on an internal topic, on start, every 2 s and whenever
-// a peer subscribes; whoever hears from a peer it is not connected to dials it. The Redialer
-// keeps it that way.
+// Each node announces where it listens on an internal topic, on start, whenever a peer
+// subscribes and every 5 minutes; whoever hears from a peer it is not connected to dials it.
+// The Redialer keeps it that way.
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
@@ -12,7 +12,10 @@ import { readKnownPeers, writeKnownPeers } from './known-peers.js'
 import { type MeshNode, ownAddresses } from './libp2p.js'
 import { peerIdIn, Redialer } from './redial.js'
 
-const ANNOUNCE_INTERVAL_MS = 2000
+/** the known peers are written this often (when they changed) */
+const KEEP_INTERVAL_MS = 2000
+/** unchanged addresses are announced again this often (a safety net: nobody asks for them) */
+const ANNOUNCE_INTERVAL_MS = 300_000
 /** a peer's unchanged addresses are stored again this often (the peer store ages them out) */
 const RELEARN_MS = 60_000
 
@@ -37,6 +40,7 @@ export class FullMesh {
   private readonly redial: Redialer
   private readonly self: string
   private timer: NodeJS.Timeout | undefined
+  private announcedAt = 0
   /** the known peers as last written to knownPeersFile */
   private kept = ''
   /** peers connected at some time in this run: only they are kept (a gone peer, one run) */
@@ -73,9 +77,9 @@ export class FullMesh {
     this.redial.start()
     this.announce()
     this.timer = setInterval(() => {
-      this.announce()
+      if (Date.now() - this.announcedAt >= ANNOUNCE_INTERVAL_MS) this.announce()
       this.keepKnown()
-    }, ANNOUNCE_INTERVAL_MS)
+    }, KEEP_INTERVAL_MS)
     this.timer.unref()
   }
 
@@ -198,6 +202,7 @@ export class FullMesh {
 
   private announce(): void {
     const { node, gossip, log } = this.components
+    this.announcedAt = Date.now()
     const addrs = ownAddresses(node).slice(0, MAX_ANNOUNCED_ADDRS)
     const payload: PeerAnnounce = { v: WIRE_VERSION, kind: 'peers', peerId: this.self, addrs }
     gossip.publish('peers', payload).catch((err: unknown) => {

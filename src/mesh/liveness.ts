@@ -2,19 +2,29 @@
 // cable) within ~1-2 s; TCP alone would take minutes. Replaces libp2p's connection monitor,
 // which opens a new stream for every ping (with 64 peers, over a hundred stream negotiations a
 // second) and cuts every connection at once when this node's own event loop stalls past the
-// timeout. Here each connection keeps one probe stream: 8 bytes out every 500 ms, echoed back;
-// no echo for 1250 ms closes the connection. Time this node spent stalled is not held against
-// its peers, and a verdict waits for the I/O already received to be read.
+// timeout.
+//
+// One side of each connection probes (the one whose peer id sorts first): one byte every
+// probeEveryMs on one kept stream, answered with one byte. Both sides hear the other by it —
+// the prober by the answer, the other by the probe — so a member's liveness costs a byte each
+// way per period, not a gossiped heartbeat. No answer within DEAD_AFTER_MS closes the
+// connection on the prober's side; no probe within DEAD_AFTER_MS + the period closes it on the
+// other. Time this node spent stalled is not held against its peers, and a verdict waits for
+// the I/O already received to be read.
+//
+// The byte says one more thing (protocol 2): bit 0 set means "I hold you dead, or do not know
+// you: send me your record" (membership.ts sends its heartbeat when asked). An arbiter that
+// speaks only protocol 1 (every byte echoed, both sides probing) is still probed and answered.
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.js'
 
-export const LIVENESS_PROTOCOL = '/traktor/alive/1.0.0'
+export const LIVENESS_PROTOCOL = '/traktor/alive/2.0.0'
+export const LIVENESS_PROTOCOL_V1 = '/traktor/alive/1.0.0'
 export const PROBE_INTERVAL_MS = 500
 export const DEAD_AFTER_MS = 1250
-const TICK_MS = 250
 /** A tick this much later than planned means this process, not its peers, was stalled. */
 const STALL_MS = 100
-const PROBE_BYTES = 8
+const ASK = 1
 /** A peer that did not know the protocol is asked again after this long (it may have been starting). */
 const UNSUPPORTED_RETRY_MS = 10_000
 
@@ -23,8 +33,20 @@ export interface LivenessComponents {
   log: Logger
 }
 
+export interface LivenessInit {
+  /** how often each connection is probed (default PROBE_INTERVAL_MS) */
+  probeEveryMs?: number
+  /** whether to ask this peer for its record (it is unknown or held dead here) */
+  wantsRecord?(peerId: string): boolean
+  /** the peer asked for this node's record */
+  onAsked?(peerId: string): void
+}
+
 interface Probe {
   conn: Connection
+  /** this side probes (its peer id sorts first); the other only answers */
+  prober: boolean
+  protocol: string
   stream: Stream | undefined
   opening: boolean
   /**
@@ -40,20 +62,30 @@ interface Probe {
 
 export class Liveness {
   private readonly probes = new Map<string, Probe>()
-  /** when each peer last echoed a probe in full (wall clock, ms) */
-  private readonly answered = new Map<string, number>()
+  /** when each peer was last heard on its probe stream (wall clock, ms) */
+  private readonly heard = new Map<string, number>()
+  /** per peer: when the other side's probe last arrived (monotonic) */
+  private readonly probedAt = new Map<string, number>()
+  private readonly everyMs: number
+  private readonly tickMs: number
   private timer: NodeJS.Timeout | undefined
   private lastTick = 0
 
-  constructor(private readonly components: LivenessComponents) {}
+  constructor(
+    private readonly components: LivenessComponents,
+    private readonly init: LivenessInit = {},
+  ) {
+    this.everyMs = Math.max(20, init.probeEveryMs ?? PROBE_INTERVAL_MS)
+    this.tickMs = Math.max(10, Math.min(250, Math.floor(this.everyMs / 2)))
+  }
 
   async start(): Promise<void> {
-    await this.components.node.handle(LIVENESS_PROTOCOL, (stream) => echo(stream), {
-      maxInboundStreams: 2,
-      maxOutboundStreams: 2,
-    })
+    const opts = { maxInboundStreams: 2, maxOutboundStreams: 2 }
+    const { node } = this.components
+    await node.handle(LIVENESS_PROTOCOL, (s, c) => this.answer(s, c, true), opts)
+    await node.handle(LIVENESS_PROTOCOL_V1, (s, c) => this.answer(s, c, false), opts)
     this.lastTick = performance.now()
-    this.timer = setInterval(() => this.tick(), TICK_MS)
+    this.timer = setInterval(() => this.tick(), this.tickMs)
     this.timer.unref()
   }
 
@@ -62,29 +94,43 @@ export class Liveness {
     this.timer = undefined
     for (const p of this.probes.values()) p.stream?.abort(new Error('mesh stopped'))
     this.probes.clear()
-    this.answered.clear()
+    this.heard.clear()
+    this.probedAt.clear()
   }
 
   /**
-   * When this peer last answered a probe (wall clock, ms): its process runs and reads its
-   * connection. The membership takes it as news of the peer, so heartbeats need not be frequent.
+   * When this peer was last heard on its probe stream (wall clock, ms): its process runs and
+   * reads its connection. The membership takes it as news of the peer.
    */
   answeredAt(peerId: string): number | undefined {
-    return this.answered.get(peerId)
+    return this.heard.get(peerId)
   }
 
   private tick(): void {
     const now = performance.now()
-    const stalled = now - this.lastTick - TICK_MS
+    const stalled = now - this.lastTick - this.tickMs
     this.lastTick = now
-    const open = new Set<string>()
+    const self = this.components.node.peerId.toString()
+    // one probe per peer, on its oldest open connection: two peers that dialled each other at
+    // once hold two connections, and both go down together with the peer's process or path
+    const byPeer = new Map<string, Connection>()
     for (const conn of this.components.node.getConnections()) {
       if (conn.status !== 'open') continue
-      open.add(conn.id)
-      let p = this.probes.get(conn.id)
+      const peer = conn.remotePeer.toString()
+      const had = byPeer.get(peer)
+      if (had === undefined || conn.timeline.open < had.timeline.open) byPeer.set(peer, conn)
+    }
+    for (const [peer, conn] of byPeer) {
+      let p = this.probes.get(peer)
+      if (p !== undefined && p.conn.status !== 'open') {
+        p.stream = undefined // its connection went: go on on another one
+        p.conn = conn
+      }
       if (p === undefined) {
         p = {
           conn,
+          prober: self < peer,
+          protocol: LIVENESS_PROTOCOL,
           stream: undefined,
           opening: false,
           unsupportedUntil: 0,
@@ -92,33 +138,57 @@ export class Liveness {
           lastSentAt: 0,
           awaiting: 0,
         }
-        this.probes.set(conn.id, p)
+        this.probes.set(peer, p)
       }
-      if (p.sentAt !== undefined && stalled > STALL_MS) p.sentAt += stalled
+      if (stalled > STALL_MS) {
+        if (p.sentAt !== undefined) p.sentAt += stalled
+        const probed = this.probedAt.get(peer)
+        if (probed !== undefined) this.probedAt.set(peer, probed + stalled)
+      }
+      if (!p.prober) continue
       const idle = p.sentAt === undefined && now >= p.unsupportedUntil
-      if (idle && now - p.lastSentAt >= PROBE_INTERVAL_MS) {
+      if (idle && now - p.lastSentAt >= this.everyMs - this.tickMs / 2) {
         this.send(p, now)
       } else if (p.sentAt !== undefined && p.stream === undefined) {
         void this.open(p) // the probe's stream went away with the probe unanswered
       }
     }
-    for (const id of this.probes.keys()) if (!open.has(id)) this.probes.delete(id)
+    for (const id of this.probes.keys()) if (!byPeer.has(id)) this.probes.delete(id)
+    for (const id of this.probedAt.keys()) if (!byPeer.has(id)) this.probedAt.delete(id)
     // judge only after the poll phase has read whatever answers are already waiting
     setImmediate(() => this.judge())
   }
 
   private judge(): void {
     const now = performance.now()
-    for (const p of this.probes.values()) {
-      if (p.sentAt === undefined || now - p.sentAt < DEAD_AFTER_MS) continue
-      const peer = p.conn.remotePeer.toString()
-      this.components.log.warn(
-        { peer, afterMs: Math.round(now - p.sentAt) },
+    const { node, log } = this.components
+    for (const [peer, p] of this.probes) {
+      const since = p.prober ? p.sentAt : this.probedAt.get(peer)
+      if (since === undefined) continue // nothing out, or the other side never probed yet
+      // the other side's probes come every period: silence counts from when the next was due
+      const silentMs = now - since - (p.prober ? 0 : this.everyMs)
+      if (silentMs < DEAD_AFTER_MS) continue
+      log.warn(
+        { peer, afterMs: Math.round(silentMs), prober: p.prober },
         'peer unresponsive; closing its connection',
       )
-      this.probes.delete(p.conn.id)
-      p.conn.abort(new Error(`no answer to a liveness probe within ${DEAD_AFTER_MS} ms`))
+      this.probes.delete(peer)
+      this.probedAt.delete(peer)
+      const err = new Error(`no liveness probe answered or received within ${DEAD_AFTER_MS} ms`)
+      for (const c of node.getConnections(p.conn.remotePeer)) c.abort(err)
     }
+  }
+
+  /** What this node sends to a peer (length bytes): the first is ASK when it wants its record. */
+  private bytes(peer: string, length = 1): Uint8Array {
+    const out = new Uint8Array(length)
+    if (this.init.wantsRecord?.(peer) === true) out[0] = ASK
+    return out
+  }
+
+  private received(peer: string, data: { subarray(): Uint8Array }, v2: boolean): void {
+    this.heard.set(peer, Date.now())
+    if (v2 && ((data.subarray()[0] ?? 0) & ASK) !== 0) this.init.onAsked?.(peer)
   }
 
   private send(p: Probe, now: number): void {
@@ -128,9 +198,11 @@ export class Liveness {
       void this.open(p)
       return
     }
-    p.awaiting += PROBE_BYTES
+    const peer = p.conn.remotePeer.toString()
+    const bytes = p.protocol === LIVENESS_PROTOCOL ? this.bytes(peer) : new Uint8Array(8)
+    p.awaiting += bytes.byteLength
     try {
-      p.stream.send(crypto.getRandomValues(new Uint8Array(PROBE_BYTES)))
+      p.stream.send(bytes)
     } catch {
       p.stream = undefined // reopened by the next tick
     }
@@ -139,16 +211,19 @@ export class Liveness {
   private async open(p: Probe): Promise<void> {
     if (p.opening || this.timer === undefined || p.conn.status !== 'open') return
     p.opening = true
+    const peer = p.conn.remotePeer.toString()
+    const conn = p.conn
     try {
-      const stream = await p.conn.newStream(LIVENESS_PROTOCOL, {
+      const stream = await conn.newStream(p.protocol, {
         signal: AbortSignal.timeout(DEAD_AFTER_MS),
       })
+      const v2 = p.protocol === LIVENESS_PROTOCOL
       stream.addEventListener('message', (evt) => {
         p.awaiting -= evt.data.byteLength
         if (p.awaiting <= 0) {
           p.awaiting = 0
           p.sentAt = undefined
-          this.answered.set(p.conn.remotePeer.toString(), Date.now())
+          this.received(peer, evt.data, v2)
         }
       })
       // A reset probe stream is reopened by the next tick, never from this handler: the
@@ -157,30 +232,42 @@ export class Liveness {
       stream.addEventListener('close', () => {
         if (p.stream === stream) p.stream = undefined
       })
+      if (p.conn !== conn) {
+        stream.abort(new Error('moved to another connection'))
+        return
+      }
       p.stream = stream
-      p.awaiting = PROBE_BYTES
-      stream.send(crypto.getRandomValues(new Uint8Array(PROBE_BYTES)))
+      const bytes = v2 ? this.bytes(peer) : new Uint8Array(8)
+      p.awaiting = bytes.byteLength
+      stream.send(bytes)
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') {
-        p.unsupportedUntil = performance.now() + UNSUPPORTED_RETRY_MS
-        p.sentAt = undefined // it answered, so it is alive; it just cannot be probed
+        if (p.protocol === LIVENESS_PROTOCOL) {
+          p.protocol = LIVENESS_PROTOCOL_V1 // an older arbiter: probe it the old way
+        } else {
+          p.unsupportedUntil = performance.now() + UNSUPPORTED_RETRY_MS
+        }
+        p.sentAt = undefined // it answered, so it is alive; it just cannot be probed yet
       }
     } finally {
       p.opening = false
     }
   }
-}
 
-// The other side: send every byte back.
-function echo(stream: Stream): void {
-  stream.addEventListener('message', (evt) => {
-    try {
-      stream.send(evt.data)
-    } catch {
-      // the stream is closing
-    }
-  })
-  stream.addEventListener('remoteCloseWrite', () => {
-    stream.close().catch(() => {})
-  })
+  // The other side: answer every probe with as many bytes (protocol 2: a byte of our own).
+  private answer(stream: Stream, conn: Connection, v2: boolean): void {
+    const peer = conn.remotePeer.toString()
+    stream.addEventListener('message', (evt) => {
+      this.probedAt.set(peer, performance.now())
+      this.received(peer, evt.data, v2)
+      try {
+        stream.send(v2 ? this.bytes(peer, evt.data.byteLength) : evt.data)
+      } catch {
+        // the stream is closing
+      }
+    })
+    stream.addEventListener('remoteCloseWrite', () => {
+      stream.close().catch(() => {})
+    })
+  }
 }

@@ -16,46 +16,23 @@ import { FullMesh, type SubscriptionChange } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
 import { knownPeersFile } from './known-peers.js'
-import {
-  type GossipTuning,
-  type MeshNode,
-  openMeshNode,
-  ownAddresses,
-  stopQuietly,
-} from './libp2p.js'
+import { type MeshNode, openMeshNode, ownAddresses, stopQuietly } from './libp2p.js'
 import { Liveness } from './liveness.js'
+import type { MeshInit } from './mesh-init.js'
 import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'
 import type {
   ClaimCheck,
   GossipMessage,
   MeshCounters,
   MeshIsolation,
+  RecordRequests,
   RpcHandler,
   RpcRequest,
   RpcResponse,
   TopicName,
 } from './types.js'
 
-export interface MeshInit {
-  nodeId: number
-  cluster: string
-  listen: string[]
-  bootstrap: string[]
-  identityFile: string
-  pskFile?: string
-  insecure: boolean
-  log: Logger
-  /** cap on one gossip payload (default 64 KiB) */
-  maxMessageBytes?: number
-  /** cap on one RPC frame (default 1 MiB) */
-  maxRpcBytes?: number
-  /** default RPC deadline (default 3000 ms) */
-  rpcTimeoutMs?: number
-  /** connected to nobody this long, with a bootstrap address elsewhere: isolated (default 5 s) */
-  isolatedAfterMs?: number
-  /** gossipsub parameters over the defaults (the mesh benchmark compares settings) */
-  gossipTuning?: GossipTuning
-}
+export type { MeshInit } from './mesh-init.js'
 
 /** subscribed: the peer subscribed to the membership topic (gossip to it goes through now) */
 export type PeerEvent = 'connect' | 'disconnect' | 'subscribed'
@@ -89,6 +66,7 @@ export class Mesh {
   private readonly claimChecks = new Map<TopicName, ClaimCheck>()
   private readonly peerHandlers: PeerHandler[] = []
   private rpcHandler: RpcHandler | undefined
+  private records: RecordRequests | undefined
   private readonly partitioned = new Set<string>()
   private readonly stats: MeshCounters = {
     gossipIn: zeroByTopic(),
@@ -232,6 +210,14 @@ export class Mesh {
     this.rpcHandler = handler
   }
 
+  /** Who to ask for a record, and what to do when asked (the membership); returns its disposer. */
+  recordRequests(r: RecordRequests): () => void {
+    this.records = r
+    return () => {
+      if (this.records === r) this.records = undefined
+    }
+  }
+
   /** Never throws, never hangs: failures come back as `{ok: false, error: {code: 'ERR_RPC_*'}}`. */
   async request(peerId: string, req: RpcRequest, opts?: RequestOptions): Promise<RpcResponse> {
     if (this.state.status !== 'running') {
@@ -314,7 +300,14 @@ export class Mesh {
     const server = new RpcServer(rpcComponents, rpcInit)
     await server.start()
     const rpc = new RpcClient(rpcComponents, rpcInit, server)
-    const liveness = new Liveness({ node, log })
+    const liveness = new Liveness(
+      { node, log },
+      {
+        ...(init.probeEveryMs === undefined ? {} : { probeEveryMs: init.probeEveryMs }),
+        wantsRecord: (peer) => this.records?.wants(peer) === true,
+        onAsked: (peer) => this.records?.asked(peer),
+      },
+    )
     await liveness.start()
     let fullMesh: FullMesh | undefined
     const gossip = new Gossip(

@@ -51,3 +51,11 @@ export interface MeshIsolation {
   /** the last failed dial: its target and error */
   lastDialError?: string
 }
+
+/** Asked of the membership by the liveness probe (liveness.ts). */
+export interface RecordRequests {
+  /** ask this peer for its record (unknown, or held dead) */
+  wants(peerId: string): boolean
+  /** the peer asked for ours */
+  asked(peerId: string): void
+}

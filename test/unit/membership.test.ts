@@ -34,6 +34,14 @@ class FakeMesh {
     this.peers.add(h)
     return () => this.peers.delete(h)
   }
+  /** what the membership hands the liveness probe (who to ask for a record; being asked) */
+  records: { wants(p: string): boolean; asked(p: string): void } | undefined
+  recordRequests = (r: { wants(p: string): boolean; asked(p: string): void }) => {
+    this.records = r
+    return () => {
+      this.records = undefined
+    }
+  }
   /** when PEER last answered the liveness probe (undefined: never) */
   answered: number | undefined
   answeredAt = (p: string) => (p === PEER ? this.answered : undefined)
@@ -185,5 +193,32 @@ describe('a member heard through the liveness probe (issue 14: fewer heartbeats)
     expect(state()).toBe('dead')
     heartbeat(101, 3800, 0)
     expect(state()).toBe('alive')
+  })
+})
+
+describe('records asked for through the liveness probe (issue 14: no periodic heartbeat)', () => {
+  it('asks an unknown peer and a dead member for its record, not a live one', () => {
+    const { mesh, heartbeat, at, state } = setup()
+    expect(mesh.records?.wants(PEER)).toBe(true) // never heard
+    heartbeat(100, 0, 0)
+    expect(mesh.records?.wants(PEER)).toBe(false)
+    at(3500)
+    expect(state()).toBe('dead')
+    expect(mesh.records?.wants(PEER)).toBe(true)
+  })
+
+  it('sends its record when asked, at most once per heartbeatMs, and nothing periodic between', () => {
+    const { m, mesh, at } = setup()
+    const before = mesh.sent.length // start() announced once, at 0
+    at(500)
+    mesh.records?.asked(PEER)
+    expect(mesh.sent.length).toBe(before) // 500 ms after the last one: not yet (heartbeatMs 1 s)
+    at(1200)
+    mesh.records?.asked(PEER)
+    mesh.records?.asked(PEER)
+    expect(mesh.sent.length).toBe(before + 1)
+    expect(mesh.sent.at(-1)).toMatchObject({ kind: 'heartbeat', nodeId: 0 })
+    m.stop()
+    expect(mesh.records).toBeUndefined() // stop() gave the hooks back
   })
 })
