@@ -1,11 +1,11 @@
-// Membership: every arbiter announces its record on the membership topic ({nodeId, peerId,
-// advertised PostgreSQL without password, version, join state, replicaset version}) when any
-// of it changes, when a peer connects, when a peer asks for it and every RECORD_REFRESH_MS.
-// A member is heard every heartbeatMs through the mesh's liveness probe on its connection (a
-// byte each way; liveness.ts), which also asks a peer held dead or unknown for its record; the
-// detector turns silence and closed connections into suspect and dead. Per member and second
-// that is a few bytes, not a flooded record (issue 14). Two peers claiming one nodeId are both
-// marked duplicate, loudly, and neither is used.
+// Membership: every arbiter gossips its record ({nodeId, peerId, advertised PostgreSQL without
+// password, version, join state, replicaset version}) when any of it changes and every
+// RECORD_REFRESH_MS; a peer gets it straight on every new connection and whenever it asks (the
+// mesh's hello). A member is heard every heartbeatMs through the mesh's liveness probe on its
+// connection (a byte each way; liveness.ts), which also asks a peer held dead or unknown for its
+// record; the detector turns silence and closed connections into suspect and dead. Per member
+// and second that is a few bytes, not a flooded record (issue 14). Two peers claiming one
+// nodeId are both marked duplicate, loudly, and neither is used.
 import type { Logger } from '../log.js'
 import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
 import type { GossipMessage } from '../mesh/types.js'
@@ -84,10 +84,6 @@ export class Membership {
   private timer: NodeJS.Timeout | undefined
   /** when the last heartbeat went out, and what it said of this node */
   private lastAnnounce = { atMs: -Infinity, said: '' }
-  /** ticks left that announce whatever the heartbeat's period (a peer just connected) */
-  private announceSoon = 0
-  /** when a peer's subscription last made this node announce at once */
-  private subscribedAnnounceAt = -Infinity
   /** when the tick last ran (monotonic): a late tick is this process's stall, not the peers' */
   private lastTickAt = 0
   private selfDuplicateLogged = false
@@ -111,7 +107,7 @@ export class Membership {
     )
     const records = mesh.recordRequests?.({
       wants: (peerId) => (this.byPeer.get(peerId)?.state ?? 'dead') === 'dead',
-      asked: () => this.asked(),
+      record: () => this.heartbeat(),
     })
     if (records) this.disposers.push(records)
     this.lastTickAt = performance.now()
@@ -182,30 +178,19 @@ export class Membership {
     )
   }
 
-  /** A peer asked for this node's record: it goes out, at most once per heartbeatMs. */
-  private asked(): void {
-    if (this.now() - this.lastAnnounce.atMs >= this.init.timings.heartbeatMs) void this.announce()
-  }
-
   private tick(): void {
     const now = this.now()
     const at = performance.now()
     const late = at - this.lastTickAt - evaluateEveryMs(this.init.timings)
     this.lastTickAt = at
     if (late > STALL_MS) {
-      // this process stood still: its peers' silence in that time is not theirs, and they may
-      // hold it suspect or dead by now
+      // this process stood still: its peers' silence in that time is not theirs (a peer that
+      // holds this node dead by now asks for its record through the liveness probe)
       for (const r of this.byPeer.values())
         if (r.state !== 'dead') r.lastHeardMs = Math.min(now, r.lastHeardMs + late)
-      this.announceSoon = 2
     }
     const said = JSON.stringify(this.init.self())
-    if (
-      now - this.lastAnnounce.atMs >= RECORD_REFRESH_MS ||
-      said !== this.lastAnnounce.said ||
-      this.announceSoon > 0
-    ) {
-      this.announceSoon = Math.max(0, this.announceSoon - 1)
+    if (now - this.lastAnnounce.atMs >= RECORD_REFRESH_MS || said !== this.lastAnnounce.said) {
       void this.announce()
     }
     for (const r of this.byPeer.values()) this.evaluate(r, now)
@@ -213,10 +198,17 @@ export class Membership {
   }
 
   private async announce(): Promise<void> {
+    this.lastAnnounce = { atMs: this.now(), said: JSON.stringify(this.init.self()) }
+    await this.init.mesh
+      .publish('membership', this.heartbeat())
+      .catch((err: Error) => this.log.debug({ err: err.message }, 'heartbeat not sent'))
+  }
+
+  /** This node's record as of now, numbered (a receiver takes only newer ones). */
+  private heartbeat(): Heartbeat {
     const { mesh, nodeId, postgres, version } = this.init
     const self = this.init.self()
-    this.lastAnnounce = { atMs: this.now(), said: JSON.stringify(self) }
-    const hb: Heartbeat = {
+    return {
       v: 1,
       kind: 'heartbeat',
       nodeId,
@@ -234,9 +226,6 @@ export class Membership {
       sentAt: Date.now(),
       seq: this.seq++,
     }
-    await mesh
-      .publish('membership', hb)
-      .catch((err: Error) => this.log.debug({ err: err.message }, 'heartbeat not sent'))
   }
 
   private onHeartbeat(m: GossipMessage): void {
@@ -292,21 +281,9 @@ export class Membership {
   }
 
   private onPeerEvent(peerId: string, event: 'connect' | 'disconnect' | 'subscribed'): void {
-    // a peer that (re)connects hears from us at the next two ticks, not at the next heartbeat
-    // (the second in case its gossip subscription was not known yet at the first), and at once
-    // when its subscription arrives: the first moment a heartbeat reaches it (about 0.2 s
-    // after the connection here; a new node's members heard of it 0.2 s sooner, measured)
-    if (event === 'connect') this.announceSoon = 2
-    if (event === 'subscribed') {
-      // many peers subscribe at once when a node starts among many: one such announcement a
-      // tick, the rest at the next
-      const now = this.now()
-      if (now - this.subscribedAnnounceAt >= evaluateEveryMs(this.init.timings)) {
-        this.subscribedAnnounceAt = now
-        void this.announce()
-      } else this.announceSoon = Math.max(this.announceSoon, 1)
-      return
-    }
+    // a peer that connects gets this node's record straight away (the mesh's hello), and asks
+    // again through the liveness probe while it does not know it: nothing is flooded for it
+    if (event === 'subscribed') return
     const r = this.byPeer.get(peerId)
     if (!r) return
     if (event === 'disconnect') r.disconnectedAtMs = this.now()

@@ -24,10 +24,10 @@ export interface MeshPort {
   /** when a connected peer was last heard on the mesh's liveness probe (wall clock, ms) */
   answeredAt?(peerId: string): number | undefined
   /**
-   * The liveness probe asks a peer for its record when `wants` says so, and calls `asked` when
-   * a peer asks for ours; returns the disposer
+   * The liveness probe asks a peer for its record when `wants` says so; a peer that asks for
+   * ours, and every new connection, gets `record()` straight (hello.ts); returns the disposer
    */
-  recordRequests?(r: { wants(peerId: string): boolean; asked(peerId: string): void }): () => void
+  recordRequests?(r: { wants(peerId: string): boolean; record(): object | undefined }): () => void
   /** when a dial of this peer was last refused at every address: nothing listens there */
   refusedAt?(peerId: string): number | undefined
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */

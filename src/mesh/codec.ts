@@ -94,6 +94,21 @@ export const PeerAnnounceSchema = z.object({
 })
 export type PeerAnnounce = z.infer<typeof PeerAnnounceSchema>
 
+/**
+ * The direct hello on every new connection (hello.ts): the sender's membership record, if it
+ * has one yet, and the peers it is connected to, each with its own addresses.
+ */
+export const MAX_HELLO_PEERS = 1024
+export const HelloSchema = z.object({
+  v,
+  kind: z.literal('hello'),
+  record: MembershipHeartbeatSchema.optional(),
+  peers: z
+    .array(z.object({ peerId, addrs: z.array(multiaddr).max(MAX_ANNOUNCED_ADDRS) }))
+    .max(MAX_HELLO_PEERS),
+})
+export type Hello = z.infer<typeof HelloSchema>
+
 /** The internal topic's name, next to the public ones. */
 export type WireTopic = TopicName | 'peers'
 
@@ -186,6 +201,14 @@ export function decodeGossip(
 /** Checks and serialises a payload before publishing; throws ERR_MESH_PAYLOAD (a caller bug). */
 export function encodeGossip(topic: WireTopic, payload: unknown, maxBytes: number): Uint8Array {
   return encodeWith(TOPIC_SCHEMAS[topic], payload, maxBytes, `a ${topic} message`)
+}
+
+export function decodeHello(bytes: Uint8Array, maxBytes: number): Decoded<Hello> {
+  return decodeWith(HelloSchema, bytes, maxBytes)
+}
+
+export function encodeHello(hello: Hello, maxBytes: number): Uint8Array {
+  return encodeWith(HelloSchema, hello, maxBytes, 'a hello')
 }
 
 /** The peer id a payload claims to come from, if its schema has one. */

@@ -1,13 +1,14 @@
 // Every arbiter connected to every other (DESIGN §4: up to ~64 members, gossip in one hop).
-// Each node announces where it listens on an internal topic, on start, whenever a peer
-// subscribes and every 5 minutes; whoever hears from a peer it is not connected to dials it.
-// The Redialer keeps it that way.
+// A new connection's hello (hello.ts) names the peers each side is connected to; each node
+// also announces where it listens on an internal topic, at start and every 5 minutes. Whoever
+// hears of a peer it is not connected to dials it. The Redialer keeps it that way.
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../log.js'
-import { MAX_ANNOUNCED_ADDRS, type PeerAnnounce, WIRE_VERSION } from './codec.js'
+import { MAX_ANNOUNCED_ADDRS, MAX_HELLO_PEERS, type PeerAnnounce, WIRE_VERSION } from './codec.js'
 import type { Gossip } from './gossip.js'
+import type { PeerAddrs } from './hello.js'
 import { readKnownPeers, writeKnownPeers } from './known-peers.js'
 import { type MeshNode, ownAddresses } from './libp2p.js'
 import { peerIdIn, Redialer } from './redial.js'
@@ -47,10 +48,6 @@ export class FullMesh {
   private readonly reached = new Set<string>()
   /** the addresses last learned of each peer, as it said them, and when */
   private readonly learned = new Map<string, { said: string; at: number }>()
-  private readonly onSubscription = (evt: SubscriptionChange): void => {
-    const peers = this.components.gossip.topicString('peers')
-    if (evt.detail.subscriptions.some((s) => s.topic === peers && s.subscribe)) this.announce()
-  }
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     this.reached.add(evt.detail.toString())
     this.redial.addPeer(evt.detail.toString())
@@ -70,7 +67,6 @@ export class FullMesh {
 
   start(): void {
     const { node } = this.components
-    node.services.pubsub.addEventListener('subscription-change', this.onSubscription)
     node.addEventListener('peer:connect', this.onConnect)
     node.addEventListener('peer:identify', this.onIdentify)
     this.rememberKnown()
@@ -88,7 +84,6 @@ export class FullMesh {
     clearInterval(this.timer)
     this.keepKnown()
     this.redial.stop()
-    node.services.pubsub.removeEventListener('subscription-change', this.onSubscription)
     node.removeEventListener('peer:connect', this.onConnect)
     node.removeEventListener('peer:identify', this.onIdentify)
   }
@@ -180,6 +175,16 @@ export class FullMesh {
     } catch (err) {
       log.warn({ file, err: (err as Error).message }, 'cannot keep the known peers')
     }
+  }
+
+  /** The peers this node is connected to, with their addresses, but `to` (for a hello). */
+  connectedPeers(to: string): PeerAddrs[] {
+    const connected = new Set(this.components.node.getPeers().map(String))
+    return this.redial
+      .known()
+      .filter((p) => p.peerId !== to && connected.has(p.peerId))
+      .slice(0, MAX_HELLO_PEERS)
+      .map((p) => ({ peerId: p.peerId, addrs: p.addrs.slice(0, MAX_ANNOUNCED_ADDRS) }))
   }
 
   /** Bootstrap addresses that are not this node's own. */

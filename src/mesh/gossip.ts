@@ -163,6 +163,24 @@ export class Gossip {
       this.init.onAnnounce(from, payload as PeerAnnounce)
       return
     }
+    this.handOut(from, topic, payload)
+  }
+
+  /**
+   * A payload that came straight from its sender on its own connection (hello.ts), already
+   * checked against its schema and naming that sender: the claim check, then as if gossiped.
+   */
+  deliverDirect(from: string, topic: TopicName, payload: unknown): void {
+    const check = this.claimChecks.get(topic)
+    if (check !== undefined && check(from, payload) !== true) {
+      this.reject(topic, 'claim', from, 'refused by the claim check (sent directly)')
+      return
+    }
+    this.components.counters.gossipIn[topic]++
+    this.handOut(from, topic, payload)
+  }
+
+  private handOut(from: string, topic: TopicName, payload: unknown): void {
     if (topic === 'membership') this.init.onAddrs?.(from, (payload as { addrs: string[] }).addrs)
     for (const handler of this.handlers.get(topic) ?? []) {
       try {

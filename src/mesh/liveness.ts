@@ -17,6 +17,7 @@
 // speaks only protocol 1 (every byte echoed, both sides probing) is still probed and answered.
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.js'
+import { olderArbiter } from './hello.js'
 
 export const LIVENESS_PROTOCOL = '/traktor/alive/2.0.0'
 export const LIVENESS_PROTOCOL_V1 = '/traktor/alive/1.0.0'
@@ -26,7 +27,7 @@ export const DEAD_AFTER_MS = 1250
 const STALL_MS = 100
 const ASK = 1
 /** A peer that did not know the protocol is asked again after this long (it may have been starting). */
-const UNSUPPORTED_RETRY_MS = 10_000
+const UNSUPPORTED_RETRY_MS = 500
 
 export interface LivenessComponents {
   node: Libp2p
@@ -46,6 +47,10 @@ interface Probe {
   conn: Connection
   /** this side probes (its peer id sorts first); the other only answers */
   prober: boolean
+  /** when this node began to watch the peer (monotonic) */
+  since: number
+  /** probing a peer that should probe this node and did not */
+  tookOver: boolean
   protocol: string
   stream: Stream | undefined
   opening: boolean
@@ -130,6 +135,8 @@ export class Liveness {
         p = {
           conn,
           prober: self < peer,
+          since: now,
+          tookOver: false,
           protocol: LIVENESS_PROTOCOL,
           stream: undefined,
           opening: false,
@@ -144,6 +151,13 @@ export class Liveness {
         if (p.sentAt !== undefined) p.sentAt += stalled
         const probed = this.probedAt.get(peer)
         if (probed !== undefined) this.probedAt.set(peer, probed + stalled)
+      }
+      const probed = this.probedAt.get(peer)
+      if (!p.prober && probed === undefined && now - p.since > 2 * this.everyMs) {
+        p.prober = p.tookOver = true // the peer should probe and does not: probe it from here
+      } else if (p.tookOver && probed !== undefined && now - probed < 2 * this.everyMs) {
+        p.prober = p.tookOver = false // it probes after all (it was starting, or loaded)
+        p.sentAt = undefined
       }
       if (!p.prober) continue
       const idle = p.sentAt === undefined && now >= p.unsupportedUntil
@@ -242,9 +256,13 @@ export class Liveness {
       stream.send(bytes)
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') {
-        if (p.protocol === LIVENESS_PROTOCOL) {
+        if (
+          p.protocol === LIVENESS_PROTOCOL &&
+          (await olderArbiter(this.components.node, conn.remotePeer))
+        ) {
           p.protocol = LIVENESS_PROTOCOL_V1 // an older arbiter: probe it the old way
         } else {
+          // not an arbiter, or one still registering its protocols
           p.unsupportedUntil = performance.now() + UNSUPPORTED_RETRY_MS
         }
         p.sentAt = undefined // it answered, so it is alive; it just cannot be probed yet

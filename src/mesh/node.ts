@@ -14,6 +14,7 @@ import {
 } from './codec.js'
 import { FullMesh, type SubscriptionChange } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
+import { type HelloExchange, meshHello } from './hello.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
 import { knownPeersFile } from './known-peers.js'
 import { type MeshNode, openMeshNode, ownAddresses, stopQuietly } from './libp2p.js'
@@ -45,6 +46,7 @@ interface Running {
   gossip: Gossip
   fullMesh: FullMesh
   liveness: Liveness
+  hello: HelloExchange
   rpc: RpcClient
   detach: () => void
 }
@@ -300,12 +302,13 @@ export class Mesh {
     const server = new RpcServer(rpcComponents, rpcInit)
     await server.start()
     const rpc = new RpcClient(rpcComponents, rpcInit, server)
+    let hello: HelloExchange | undefined
     const liveness = new Liveness(
       { node, log },
       {
         ...(init.probeEveryMs === undefined ? {} : { probeEveryMs: init.probeEveryMs }),
         wantsRecord: (peer) => this.records?.wants(peer) === true,
-        onAsked: (peer) => this.records?.asked(peer),
+        onAsked: (peer) => hello?.asked(peer),
       },
     )
     await liveness.start()
@@ -332,6 +335,8 @@ export class Mesh {
       },
       bootstrap,
     )
+    hello = meshHello({ node, log }, { records: () => this.records, fullMesh, gossip })
+    await hello.start()
     this.aloneSince = Date.now()
     const onConnect = (evt: CustomEvent<PeerId>): void => this.peerEvent(evt.detail, 'connect')
     const onDisconnect = (evt: CustomEvent<PeerId>): void =>
@@ -361,12 +366,13 @@ export class Mesh {
       },
       'mesh started',
     )
-    return { node, gossip, fullMesh, liveness, rpc, detach }
+    return { node, gossip, fullMesh, liveness, hello, rpc, detach }
   }
 
   private async doStop(run: Running): Promise<void> {
     run.fullMesh.stop()
     run.liveness.stop()
+    run.hello.stop()
     run.rpc.stop()
     run.gossip.stop()
     run.detach()

@@ -56,6 +56,6 @@ export interface MeshIsolation {
 export interface RecordRequests {
   /** ask this peer for its record (unknown, or held dead) */
   wants(peerId: string): boolean
-  /** the peer asked for ours */
-  asked(peerId: string): void
+  /** this node's record as it would gossip it now (sent straight to a peer that asks) */
+  record(): object | undefined
 }

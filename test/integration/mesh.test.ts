@@ -1,11 +1,17 @@
 // The mesh on real libp2p nodes over 127.0.0.1: full mesh from one bootstrap address, gossip,
 // rpc, private network, validation, restarts and partitions.
+import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
+import { lpStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TraktorError } from '../../src/errors.js'
+import { createLogger } from '../../src/log.js'
+import { HELLO_PROTOCOL } from '../../src/mesh/hello.js'
 import { loadOrCreateIdentity, peerIdOf, writePskFile } from '../../src/mesh/keys.js'
 import { knownPeersFile, readKnownPeers } from '../../src/mesh/known-peers.js'
+import { LIVENESS_PROTOCOL_V1 } from '../../src/mesh/liveness.js'
 import type { Mesh } from '../../src/mesh/node.js'
 import type { GossipMessage, RpcHandler } from '../../src/mesh/types.js'
 import { freePort } from '../fixtures/arbiters.js'
@@ -285,6 +291,71 @@ describe('liveness', () => {
       await holdsFalse(() => !a.connectedPeers().includes(id) || !fullMesh([a, b, c]), 2500),
     ).toBe(true)
     await plain.stop()
+  })
+})
+
+describe('hello (mesh protocol 2)', () => {
+  it("names the bootstrap peer's peers to a new node: it reaches them with no gossip at all", async () => {
+    // no Membership here, and the 'peers' announcement goes at start (to nobody yet) and every
+    // 5 minutes: only the hello can tell r where p is
+    const p = await lab.started({ cluster: 'hello1' })
+    const q = await lab.started({ cluster: 'hello1', bootstrap: [p.addresses()[0] as string] })
+    await waitFor(() => fullMesh([p, q]), LIVE_MS, 'p and q connected')
+    const r = await lab.started({ cluster: 'hello1', bootstrap: [q.addresses()[0] as string] })
+    const took = await waitFor(() => fullMesh([p, q, r]), LIVE_MS, 'r reaches p through q')
+    console.info(`hello: a new node reached its bootstrap's peer in ${Math.round(took)} ms`)
+    await Promise.all([p.stop(), q.stop(), r.stop()])
+  })
+
+  it('hands a record sent straight to the membership handlers, and rejects one naming another peer', async () => {
+    const p = await lab.started({ cluster: 'hello2' })
+    const seen: GossipMessage[] = []
+    p.subscribe('membership', (m) => seen.push(m))
+    const raw = await lab.rawNode()
+    const id = raw.peerId.toString()
+    const hello = async (record: object) => {
+      const stream = await raw.dialProtocol(multiaddr(p.addresses()[0] as string), HELLO_PROTOCOL, {
+        signal: AbortSignal.timeout(3000),
+      })
+      await lpStream(stream).write(
+        new TextEncoder().encode(JSON.stringify({ v: 1, kind: 'hello', record, peers: [] })),
+      )
+      await stream.close()
+    }
+    await hello(heartbeat(a.peerId, 7)) // names another peer: refused
+    await hello({ ...heartbeat(id, 7), state: 'bogus' }) // not a record: refused
+    await hello(heartbeat(id, 8))
+    await waitFor(() => seen.length > 0, LIVE_MS, 'the record handed over')
+    expect(seen).toHaveLength(1)
+    expect(seen[0]).toMatchObject({ from: id, topic: 'membership', payload: { nodeId: 8 } })
+    await Promise.all([p.stop(), raw.stop()])
+  })
+
+  it('refuses an arbiter of mesh protocol 1 with one clear log line', async () => {
+    const logFile = path.join(lab.dir, 'hello3.log')
+    const p = await lab.started({
+      cluster: 'hello3',
+      log: createLogger({ nodeId: 3, destination: logFile }),
+    })
+    // an older arbiter: it answers the old probe and knows nothing of the hello
+    const old = await lab.rawNode()
+    await old.handle(LIVENESS_PROTOCOL_V1, (stream) => {
+      stream.addEventListener('message', (evt) => stream.send(evt.data))
+    })
+    const refused = (): boolean =>
+      fs.existsSync(logFile) && fs.readFileSync(logFile, 'utf8').includes('older traktor')
+    await dialRaw(old, p.addresses()[0] as string)
+    await waitFor(refused, LIVE_MS, 'the refusal logged')
+    const id = old.peerId.toString()
+    await waitFor(() => !p.connectedPeers().includes(id), LIVE_MS, 'the old arbiter hung up')
+    const line = JSON.parse(
+      fs
+        .readFileSync(logFile, 'utf8')
+        .split('\n')
+        .find((l) => l.includes('older traktor')) ?? '{}',
+    )
+    expect(line).toMatchObject({ level: 40, nodeId: 3, peer: id, protocol: HELLO_PROTOCOL })
+    await Promise.all([p.stop(), old.stop()])
   })
 })
 

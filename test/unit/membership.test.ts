@@ -35,8 +35,8 @@ class FakeMesh {
     return () => this.peers.delete(h)
   }
   /** what the membership hands the liveness probe (who to ask for a record; being asked) */
-  records: { wants(p: string): boolean; asked(p: string): void } | undefined
-  recordRequests = (r: { wants(p: string): boolean; asked(p: string): void }) => {
+  records: { wants(p: string): boolean; record(): object | undefined } | undefined
+  recordRequests = (r: { wants(p: string): boolean; record(): object | undefined }) => {
     this.records = r
     return () => {
       this.records = undefined
@@ -104,12 +104,17 @@ describe('Membership lifecycle', () => {
 })
 
 describe('membership: a new peer hears from us', () => {
-  it('a heartbeat goes out the moment a peer subscribes to membership, not at the next tick', () => {
+  it('floods nothing when a peer connects or subscribes: the peer gets the record straight (hello)', () => {
     const { mesh } = setup()
     const before = mesh.sent.length // start() announced once
+    for (const h of mesh.peers) h(PEER, 'connect')
     for (const h of mesh.peers) h(PEER, 'subscribed')
-    expect(mesh.sent.length).toBe(before + 1)
-    expect(mesh.sent.at(-1)).toMatchObject({ kind: 'heartbeat', nodeId: 0, state: 'ready' })
+    expect(mesh.sent.length).toBe(before)
+    const record = mesh.records?.record() as { kind: string; nodeId: number; seq: number }
+    expect(record).toMatchObject({ kind: 'heartbeat', nodeId: 0, state: 'ready' })
+    // numbered like the gossiped ones: a receiver orders them all by one counter
+    const next = mesh.records?.record() as { seq: number }
+    expect(next.seq).toBe(record.seq + 1)
   })
 })
 
@@ -207,18 +212,10 @@ describe('records asked for through the liveness probe (issue 14: no periodic he
     expect(mesh.records?.wants(PEER)).toBe(true)
   })
 
-  it('sends its record when asked, at most once per heartbeatMs, and nothing periodic between', () => {
-    const { m, mesh, at } = setup()
-    const before = mesh.sent.length // start() announced once, at 0
-    at(500)
-    mesh.records?.asked(PEER)
-    expect(mesh.sent.length).toBe(before) // 500 ms after the last one: not yet (heartbeatMs 1 s)
-    at(1200)
-    mesh.records?.asked(PEER)
-    mesh.records?.asked(PEER)
-    expect(mesh.sent.length).toBe(before + 1)
-    expect(mesh.sent.at(-1)).toMatchObject({ kind: 'heartbeat', nodeId: 0 })
+  it('hands the hooks back at stop()', () => {
+    const { m, mesh } = setup()
+    expect(mesh.records).toBeDefined()
     m.stop()
-    expect(mesh.records).toBeUndefined() // stop() gave the hooks back
+    expect(mesh.records).toBeUndefined()
   })
 })

@@ -1,0 +1,229 @@
+// A direct hello on every new connection, both ways, once: this node's membership record and
+// the peers it is connected to. A new node learns the whole cluster from its bootstrap peer in
+// one round trip (not from gossip relayed one hop at a time), and every member learns the new
+// node from its own connection, with no record flooded to everyone at once (at 32 nodes that
+// flood was most of a start's CPU). A peer that wants a record again asks through the liveness
+// probe (liveness.ts) and gets a hello with the record only. The connection authenticates the
+// sender (Noise), so the record must name that peer. A peer that does not speak the protocol
+// runs an older traktor (mesh protocol 1): it is refused, with one clear log line.
+import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
+import type { Logger } from '../log.js'
+import {
+  decodeHello,
+  encodeHello,
+  type Hello,
+  type MembershipHeartbeat,
+  WIRE_VERSION,
+} from './codec.js'
+import type { FullMesh } from './full-mesh.js'
+import type { Gossip } from './gossip.js'
+import type { RecordRequests } from './types.js'
+
+export const HELLO_PROTOCOL = '/traktor/hello/1.0.0'
+/** a hello names at most MAX_HELLO_PEERS peers, each with a few addresses */
+const MAX_HELLO_BYTES = 1024 * 1024
+const HELLO_TIMEOUT_MS = 3000
+/** a peer asking through every probe gets one answer this often at most */
+const ANSWER_EVERY_MS = 200
+/** a peer still starting has not registered the protocol yet: tried again this often */
+const RETRY_MS = 300
+const MAX_TRIES = 10
+/**
+ * After the first hello, the peers connected since (and those whose addresses this node did
+ * not know yet) are named again this long after the connection: two nodes that reached one
+ * bootstrap peer at the same moment are not in each other's first list.
+ */
+const AGAIN_AFTER_MS = [1000, 4000]
+/** what an arbiter of mesh protocol 1 (before the hello) speaks */
+const V1_PROTOCOL = '/traktor/alive/1.0.0'
+
+/**
+ * Whether the peer, as identify last described it, is an arbiter of mesh protocol 1: it speaks
+ * the old liveness probe and not the hello. Not identified yet, or still registering its
+ * protocols: false.
+ */
+export async function olderArbiter(node: Libp2p, peer: PeerId): Promise<boolean> {
+  try {
+    const { protocols } = await node.peerStore.get(peer)
+    return protocols.includes(V1_PROTOCOL) && !protocols.includes(HELLO_PROTOCOL)
+  } catch {
+    return false
+  }
+}
+
+export type PeerAddrs = Hello['peers'][number]
+
+export interface HelloComponents {
+  node: Libp2p
+  log: Logger
+}
+
+export interface HelloInit {
+  /** this node's membership record, when the membership runs */
+  record(): Hello['record'] | undefined
+  /** the peers to name to this one (connected, with addresses) */
+  peers(to: string): PeerAddrs[]
+  onRecord(from: string, record: NonNullable<Hello['record']>): void
+  onPeers(from: string, peers: readonly PeerAddrs[]): void
+}
+
+export class HelloExchange {
+  private readonly answeredAt = new Map<string, number>()
+  private readonly refusedOld = new Set<string>()
+  /** per peer: the peers already named to it in this connection */
+  private readonly named = new Map<string, Set<string>>()
+  private readonly timers = new Set<NodeJS.Timeout>()
+  private running = false
+  private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
+    const peer = evt.detail
+    this.named.set(peer.toString(), new Set())
+    void this.send(peer, 'first', MAX_TRIES)
+    for (const ms of AGAIN_AFTER_MS) {
+      const t = setTimeout(() => {
+        this.timers.delete(t)
+        if (this.named.has(peer.toString())) void this.send(peer, 'again', 1)
+      }, ms)
+      t.unref()
+      this.timers.add(t)
+    }
+  }
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    this.named.delete(evt.detail.toString())
+  }
+
+  constructor(
+    private readonly components: HelloComponents,
+    private readonly init: HelloInit,
+  ) {}
+
+  async start(): Promise<void> {
+    const { node } = this.components
+    await node.handle(HELLO_PROTOCOL, (stream, conn) => this.receive(stream, conn.remotePeer), {
+      maxInboundStreams: 8,
+    })
+    node.addEventListener('peer:connect', this.onConnect)
+    node.addEventListener('peer:disconnect', this.onDisconnect)
+    this.running = true
+  }
+
+  stop(): void {
+    this.running = false
+    this.components.node.removeEventListener('peer:connect', this.onConnect)
+    this.components.node.removeEventListener('peer:disconnect', this.onDisconnect)
+    for (const t of this.timers) clearTimeout(t)
+    this.timers.clear()
+    this.named.clear()
+    this.answeredAt.clear()
+  }
+
+  /** The peer asked for this node's record (its liveness probe said so). */
+  asked(id: string): void {
+    const now = Date.now()
+    if (now - (this.answeredAt.get(id) ?? 0) < ANSWER_EVERY_MS) return
+    this.answeredAt.set(id, now)
+    void this.send(peerIdFromString(id), 'record', 1)
+  }
+
+  /**
+   * first: the record and every peer connected here; again: the peers not named to it yet
+   * (nothing if there are none); record: the record alone (the peer asked).
+   */
+  private async send(
+    peer: PeerId,
+    what: 'first' | 'again' | 'record',
+    tries: number,
+  ): Promise<void> {
+    if (!this.running) return
+    const { node, log } = this.components
+    const id = peer.toString()
+    const named = this.named.get(id)
+    if (what === 'first') named?.clear()
+    const peers = what === 'record' ? [] : this.init.peers(id).filter((p) => !named?.has(p.peerId))
+    if (what === 'again' && peers.length === 0) return
+    for (const p of peers) named?.add(p.peerId)
+    const record = what === 'again' ? undefined : this.init.record()
+    const hello: Hello = {
+      v: WIRE_VERSION,
+      kind: 'hello',
+      ...(record === undefined ? {} : { record }),
+      peers,
+    }
+    try {
+      const bytes = encodeHello(hello, MAX_HELLO_BYTES)
+      const signal = AbortSignal.timeout(HELLO_TIMEOUT_MS)
+      const stream = await node.dialProtocol(peer, HELLO_PROTOCOL, { signal })
+      await lpStream(stream, { maxDataLength: MAX_HELLO_BYTES }).write(bytes, { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      if ((err as Error).name !== 'UnsupportedProtocolError') {
+        log.debug({ peer: id, err: (err as Error).message }, 'hello not sent')
+        return
+      }
+      if (!(await olderArbiter(node, peer))) {
+        // a peer that is starting: its protocols are not all registered yet
+        if (tries > 1) {
+          await new Promise((r) => setTimeout(r, RETRY_MS).unref())
+          if (node.getConnections(peer).length > 0) await this.send(peer, what, tries - 1)
+        }
+        return
+      }
+      if (!this.refusedOld.has(id)) {
+        this.refusedOld.add(id)
+        log.warn(
+          { peer: id, protocol: HELLO_PROTOCOL },
+          'peer runs an older traktor (mesh protocol 1): refused; run one traktor version on every arbiter',
+        )
+      }
+      await node.hangUp(peer).catch(() => {})
+    }
+  }
+
+  private async receive(stream: Stream, from: PeerId): Promise<void> {
+    const id = from.toString()
+    const { log } = this.components
+    try {
+      const signal = AbortSignal.timeout(HELLO_TIMEOUT_MS)
+      const buf = await lpStream(stream, { maxDataLength: MAX_HELLO_BYTES }).read({ signal })
+      await stream.close({ signal }).catch(() => {})
+      const d = decodeHello(buf.subarray(), MAX_HELLO_BYTES)
+      if (!d.ok) {
+        log.warn({ peer: id, reason: d.reason, detail: d.detail }, 'hello rejected')
+        return
+      }
+      const { record, peers } = d.value
+      if (record !== undefined && record.peerId !== id) {
+        log.warn(
+          { peer: id, claims: record.peerId },
+          'hello rejected: the record names another peer',
+        )
+        return
+      }
+      if (record !== undefined) this.init.onRecord(id, record)
+      if (peers.length > 0) this.init.onPeers(id, peers)
+    } catch (err) {
+      stream.abort(err as Error)
+      log.debug({ peer: id, err: (err as Error).message }, 'hello not received')
+    }
+  }
+}
+
+/**
+ * A mesh's hello: its record from the membership (when one runs), the peers of its full mesh;
+ * a record received goes to the membership topic's handlers, peers named to the full mesh.
+ */
+export function meshHello(
+  components: HelloComponents,
+  parts: { records(): RecordRequests | undefined; fullMesh: FullMesh; gossip: Gossip },
+): HelloExchange {
+  const { fullMesh, gossip } = parts
+  return new HelloExchange(components, {
+    record: () => parts.records()?.record() as MembershipHeartbeat | undefined,
+    peers: (to) => fullMesh.connectedPeers(to),
+    onRecord: (from, record) => gossip.deliverDirect(from, 'membership', record),
+    onPeers: (_from, peers) => {
+      for (const p of peers) fullMesh.heard(p.peerId, p.addrs)
+    },
+  })
+}
