@@ -11,6 +11,7 @@ import { defineConfig } from 'vitest/config'
 const TIMED = [
   'test/integration/sync.test.ts',
   'test/integration/mesh.test.ts',
+  'test/integration/mesh-scale.test.ts',
   'test/integration/join.test.ts',
   'test/faults/join-faults.test.ts',
 ]
