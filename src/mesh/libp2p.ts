@@ -14,6 +14,7 @@ import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { PendingByHost } from './inbound.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
+import { fixXsalsa20 } from './xsalsa20-fix.js'
 
 export interface Services extends Record<string, unknown> {
   identify: Identify
@@ -113,6 +114,7 @@ export async function openMeshNode(
 /** A configured node, not yet started. */
 export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
   const { isBlocked, psk } = init
+  if (psk !== undefined) fixXsalsa20()
   const pending = new PendingByHost()
   return createLibp2p<Services>({
     start: false,
