@@ -12,6 +12,9 @@ import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
 import { detect, type MemberState, stableAfterMs, type Timings } from './detector.js'
 import type { MeshPort } from './port.js'
+import { stale as isStale, recordDigest } from './record.js'
+
+export { recordDigest, stale } from './record.js'
 
 /** copying: a new node copying the cluster's data (join.ts); not asked in proposals */
 export type JoinState = 'joining' | 'copying' | 'ready' | 'removed'
@@ -72,12 +75,16 @@ interface Record extends Member {
   /** the newest heartbeat taken from it: its counter (or, from old peers, its sender's clock) */
   sentAt: number
   seq: number | undefined
+  /** recordDigest of the newest record taken from it */
+  digest: number
 }
 
 export class Membership {
   private readonly init: MembershipInit
   private readonly log: Logger
   private readonly byPeer = new Map<string, Record>()
+  /** per peer: the digest of its record its last probe carried */
+  private readonly heardDigests = new Map<string, number>()
   private readonly incarnation: number
   /** this run's heartbeat counter: a receiver takes only newer ones (a clock may step back) */
   private seq = 0
@@ -106,8 +113,12 @@ export class Membership {
       mesh.onPeer((peerId, event) => this.onPeerEvent(peerId, event)),
     )
     const records = mesh.recordRequests?.({
-      wants: (peerId) => (this.byPeer.get(peerId)?.state ?? 'dead') === 'dead',
+      wants: (peerId) => this.wants(peerId),
       record: () => this.heartbeat(),
+      digest: () => recordDigest(this.current()),
+      heardDigest: (peerId, d) => {
+        if (d !== 0) this.heardDigests.set(peerId, d)
+      },
     })
     if (records) this.disposers.push(records)
     this.lastTickAt = performance.now()
@@ -137,7 +148,7 @@ export class Membership {
       }
     }
     return out
-      .map(({ disconnectedAtMs: _, sentAt: __, seq: ___, ...m }) => m)
+      .map(({ disconnectedAtMs: _, sentAt: __, seq: ___, digest: ____, ...m }) => m)
       .sort((a, b) => a.nodeId - b.nodeId)
   }
 
@@ -204,8 +215,24 @@ export class Membership {
       .catch((err: Error) => this.log.debug({ err: err.message }, 'heartbeat not sent'))
   }
 
+  /**
+   * Ask a peer for its record: unknown, held dead (only its record says what it is now), or
+   * its probe's digest is not that of the record held (a change whose gossip did not reach us).
+   */
+  private wants(peerId: string): boolean {
+    const r = this.byPeer.get(peerId)
+    if (r === undefined || r.state === 'dead') return true
+    const heard = this.heardDigests.get(peerId)
+    return heard !== undefined && heard !== r.digest
+  }
+
   /** This node's record as of now, numbered (a receiver takes only newer ones). */
   private heartbeat(): Heartbeat {
+    return { ...this.current(), sentAt: Date.now(), seq: this.seq++ }
+  }
+
+  /** This node's record without its number. */
+  private current(): Omit<Heartbeat, 'sentAt' | 'seq'> {
     const { mesh, nodeId, postgres, version } = this.init
     const self = this.init.self()
     return {
@@ -223,8 +250,6 @@ export class Membership {
       postgresUp: self.postgresUp,
       ...(self.commit ? { commit: self.commit } : {}),
       addrs: mesh.addresses().slice(0, 16),
-      sentAt: Date.now(),
-      seq: this.seq++,
     }
   }
 
@@ -234,7 +259,7 @@ export class Membership {
     const prev = this.byPeer.get(m.from)
     // a heartbeat relayed late, or replayed, is no news of its sender: only a newer one (by the
     // sender's own clock, within one run of it) or one of a later run counts
-    if (prev && stale(hb, prev)) return
+    if (prev && isStale(hb, prev)) return
     // what the heartbeat says of its sender, as of now
     const said = {
       nodeId: hb.nodeId,
@@ -249,6 +274,7 @@ export class Membership {
       lastHeardMs: now,
       sentAt: hb.sentAt,
       seq: hb.seq,
+      digest: recordDigest(hb),
     }
     const r: Record = prev ?? {
       ...said,
@@ -345,21 +371,6 @@ export class Membership {
       this.log.error({ node: this.init.nodeId }, 'another arbiter claims this node id')
     } else if (!this.selfDuplicated()) this.selfDuplicateLogged = false
   }
-}
-
-/**
- * Not newer than what was taken from that sender: no later in the same run, or from an older
- * run while the newer one is alive (a run started after a dead one is taken whatever its
- * incarnation: the clock of a restarted host may have gone back).
- */
-export function stale(
-  hb: Pick<Heartbeat, 'incarnation' | 'sentAt' | 'seq'>,
-  last: { incarnation: number; sentAt: number; seq: number | undefined; state: MemberState },
-): boolean {
-  if (hb.incarnation !== last.incarnation)
-    return hb.incarnation < last.incarnation && last.state !== 'dead'
-  if (hb.seq !== undefined && last.seq !== undefined) return hb.seq <= last.seq
-  return hb.sentAt <= last.sentAt
 }
 
 /** How often members are re-judged and a heartbeat considered: at most every 200 ms. */

@@ -27,7 +27,12 @@ export interface MeshPort {
    * The liveness probe asks a peer for its record when `wants` says so; a peer that asks for
    * ours, and every new connection, gets `record()` straight (hello.ts); returns the disposer
    */
-  recordRequests?(r: { wants(peerId: string): boolean; record(): object | undefined }): () => void
+  recordRequests?(r: {
+    wants(peerId: string): boolean
+    record(): object | undefined
+    digest(): number
+    heardDigest(peerId: string, digest: number): void
+  }): () => void
   /** when a dial of this peer was last refused at every address: nothing listens there */
   refusedAt?(peerId: string): number | undefined
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */

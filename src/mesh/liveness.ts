@@ -12,9 +12,11 @@
 // other. Time this node spent stalled is not held against its peers, and a verdict waits for
 // the I/O already received to be read.
 //
-// The byte says one more thing (protocol 2): bit 0 set means "I hold you dead, or do not know
-// you: send me your record" (membership.ts sends its heartbeat when asked). An arbiter that
-// speaks only protocol 1 (every byte echoed, both sides probing) is still probed and answered.
+// The byte says more (protocol 2): bit 0 set means "send me your record" (the sender holds this
+// node dead, does not know it, or holds an old record of it), and bits 1-7 are a digest of the
+// sender's own current record, so that a peer that missed a change (gossip reaches only peers
+// whose subscription is known) sees it at the next probe and asks. An arbiter that speaks only
+// protocol 1 (every byte echoed, both sides probing) is still probed and answered.
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.js'
 import { olderArbiter } from './hello.js'
@@ -37,10 +39,14 @@ export interface LivenessComponents {
 export interface LivenessInit {
   /** how often each connection is probed (default PROBE_INTERVAL_MS) */
   probeEveryMs?: number
-  /** whether to ask this peer for its record (it is unknown or held dead here) */
+  /** whether to ask this peer for its record (unknown, held dead, or its digest changed) */
   wantsRecord?(peerId: string): boolean
   /** the peer asked for this node's record */
   onAsked?(peerId: string): void
+  /** the 7-bit digest of this node's current record */
+  digest?(): number
+  /** a peer's probe or answer carried this digest of its record */
+  onDigest?(peerId: string, digest: number): void
 }
 
 interface Probe {
@@ -193,16 +199,19 @@ export class Liveness {
     }
   }
 
-  /** What this node sends to a peer (length bytes): the first is ASK when it wants its record. */
+  /** What this node sends to a peer (length bytes): ASK if it wants its record, and our digest. */
   private bytes(peer: string, length = 1): Uint8Array {
     const out = new Uint8Array(length)
-    if (this.init.wantsRecord?.(peer) === true) out[0] = ASK
+    out[0] = (((this.init.digest?.() ?? 0) & 0x7f) << 1) | (this.init.wantsRecord?.(peer) ? ASK : 0)
     return out
   }
 
   private received(peer: string, data: { subarray(): Uint8Array }, v2: boolean): void {
     this.heard.set(peer, Date.now())
-    if (v2 && ((data.subarray()[0] ?? 0) & ASK) !== 0) this.init.onAsked?.(peer)
+    if (!v2) return
+    const byte = data.subarray()[0] ?? 0
+    this.init.onDigest?.(peer, byte >> 1)
+    if ((byte & ASK) !== 0) this.init.onAsked?.(peer)
   }
 
   private send(p: Probe, now: number): void {

@@ -309,6 +309,8 @@ export class Mesh {
         ...(init.probeEveryMs === undefined ? {} : { probeEveryMs: init.probeEveryMs }),
         wantsRecord: (peer) => this.records?.wants(peer) === true,
         onAsked: (peer) => hello?.asked(peer),
+        digest: () => this.records?.digest() ?? 0,
+        onDigest: (peer, d) => this.records?.heardDigest(peer, d),
       },
     )
     await liveness.start()

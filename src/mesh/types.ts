@@ -54,8 +54,12 @@ export interface MeshIsolation {
 
 /** Asked of the membership by the liveness probe (liveness.ts). */
 export interface RecordRequests {
-  /** ask this peer for its record (unknown, or held dead) */
+  /** ask this peer for its record (unknown, held dead, or its digest says it changed) */
   wants(peerId: string): boolean
   /** this node's record as it would gossip it now (sent straight to a peer that asks) */
   record(): object | undefined
+  /** a 7-bit digest of this node's current record, carried by every probe and answer */
+  digest(): number
+  /** a peer's probe said this digest of its current record */
+  heardDigest(peerId: string, digest: number): void
 }

@@ -4,7 +4,7 @@
 // relayed late or replayed is no news of its sender: a member seen dead stays dead until it
 // says something newer (issue 14: a stopped node flapped alive → suspect → dead).
 import { afterEach, describe, expect, it } from 'vitest'
-import { Membership, stale } from '../../src/cluster/membership.js'
+import { Membership, recordDigest, stale } from '../../src/cluster/membership.js'
 import type { MeshPort } from '../../src/cluster/port.js'
 import { silentLogger } from '../../src/log.js'
 import type { GossipMessage } from '../../src/mesh/types.js'
@@ -15,6 +15,13 @@ const started: Membership[] = []
 afterEach(() => {
   for (const m of started.splice(0)) m.stop()
 })
+
+interface Records {
+  wants(p: string): boolean
+  record(): object | undefined
+  digest(): number
+  heardDigest(p: string, d: number): void
+}
 
 class FakeMesh {
   readonly peerId = '12D3KooWself'
@@ -35,8 +42,8 @@ class FakeMesh {
     return () => this.peers.delete(h)
   }
   /** what the membership hands the liveness probe (who to ask for a record; being asked) */
-  records: { wants(p: string): boolean; record(): object | undefined } | undefined
-  recordRequests = (r: { wants(p: string): boolean; record(): object | undefined }) => {
+  records: Records | undefined
+  recordRequests = (r: Records) => {
     this.records = r
     return () => {
       this.records = undefined
@@ -217,5 +224,38 @@ describe('records asked for through the liveness probe (issue 14: no periodic he
     expect(mesh.records).toBeDefined()
     m.stop()
     expect(mesh.records).toBeUndefined()
+  })
+})
+
+describe('the record digest the probe carries (a change whose gossip was missed)', () => {
+  it('is the same computed from the record sent and from the record received, and moves with it', () => {
+    const { mesh } = setup()
+    const sent = mesh.records?.record() as Parameters<typeof recordDigest>[0]
+    expect(mesh.records?.digest()).toBe(recordDigest(sent))
+    // what the receiver holds went through JSON and the schema: same digest
+    expect(recordDigest(JSON.parse(JSON.stringify(sent)))).toBe(recordDigest(sent))
+    const moved = recordDigest({ ...sent, replicasetVersion: sent.replicasetVersion + 1 })
+    expect(moved).not.toBe(recordDigest(sent))
+    expect(moved).toBeGreaterThanOrEqual(1)
+    expect(moved).toBeLessThanOrEqual(127)
+  })
+
+  it('asks a live member whose probe says its record changed, until the new record arrives', () => {
+    const { mesh, heartbeat } = setup()
+    heartbeat(100, 0, 0)
+    const held = recordDigest({
+      nodeId: 1,
+      postgres: 'host=127.0.0.1 port=5433',
+      version: '0',
+      incarnation: 100,
+      state: 'ready',
+      replicasetVersion: 0,
+    })
+    mesh.records?.heardDigest(PEER, held)
+    expect(mesh.records?.wants(PEER)).toBe(false)
+    mesh.records?.heardDigest(PEER, held === 127 ? 1 : held + 1) // it changed; we missed it
+    expect(mesh.records?.wants(PEER)).toBe(true)
+    mesh.records?.heardDigest(PEER, 0) // 0: a probe without a digest says nothing
+    expect(mesh.records?.wants(PEER)).toBe(true)
   })
 })
