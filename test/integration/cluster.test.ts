@@ -188,13 +188,18 @@ describe('mesh mode', () => {
     const killed = c.api(2)
     killed.proc.kill('SIGKILL')
     const t0 = Date.now()
+    // by node 0, and by node 1, which coordinates the change below: each learns it on its own
+    // (the node with the larger peer id redials 300 ms later, and the refused redial is the proof)
     await waitFor(
       async () => {
-        const nodes = (await call(c.api(0), 'GET', '/v1/cluster/nodes')).json.nodes
-        return nodes.find((n: { node: number }) => n.node === 2)?.state === 'dead'
+        for (const i of [0, 1]) {
+          const nodes = (await call(c.api(i), 'GET', '/v1/cluster/nodes')).json.nodes
+          if (nodes.find((n: { node: number }) => n.node === 2)?.state !== 'dead') return false
+        }
+        return true
       },
       10_000,
-      'node 2 dead',
+      'node 2 dead on nodes 0 and 1',
     )
     const detectMs = Date.now() - t0
     // README: a crashed arbiter's closed connection makes it suspect at once and dead after
