@@ -34,11 +34,9 @@ import type {
 } from './types.js'
 
 export type { MeshInit } from './mesh-init.js'
-
 /** subscribed: the peer subscribed to the membership topic (gossip to it goes through now) */
 export type PeerEvent = 'connect' | 'disconnect' | 'subscribed'
 export type PeerHandler = (peerId: string, event: PeerEvent) => void
-
 export const DEFAULT_RPC_TIMEOUT_MS = 3000
 
 interface Running {
@@ -194,7 +192,7 @@ export class Mesh {
     })
   }
 
-  /** When a connected peer last answered a liveness probe (wall clock, ms). */
+  /** When a connected peer was last heard on the liveness probe (wall clock, ms). */
   answeredAt(peerId: string): number | undefined {
     return this.state.status === 'running' ? this.state.run.liveness.answeredAt(peerId) : undefined
   }
