@@ -10,7 +10,7 @@ import type { DdlEffects, DdlSpec } from '../postgres/ddl.js'
 import { type DdlKind, ddlKind } from '../postgres/ddl-statement.js'
 import { formatRelation, parseRelationName, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
-import type { Outcome, Proposals } from './proposals.js'
+import type { DrainAnswer, NodeVerdict, Outcome, Proposals } from './proposals.js'
 import { DDL_LOCK_TIMEOUT_MS, DDL_STATEMENT_TIMEOUT_MS } from './steps.js'
 
 export interface DdlRequest {
@@ -135,4 +135,22 @@ function refuseEffects(e: DdlEffects): void {
         `sql: ${name} would be created with rows (CREATE TABLE ... AS): each node would copy its own; create it empty and fill it through one node`,
       )
   }
+}
+
+/** The drain's answers as refusals: a node whose peers did not apply its changes in time. */
+export function drainRefusals(
+  drained: ReadonlyArray<{ node: number; a: DrainAnswer } | { node: number; err: string }>,
+  drainMs: number,
+): NodeVerdict[] {
+  return drained.flatMap((d): NodeVerdict[] => {
+    if ('err' in d)
+      return [{ node: d.node, ack: false, reason: `node ${d.node}: drain failed: ${d.err}` }]
+    return d.a.behind.map((b) => ({
+      node: b.node,
+      ack: false,
+      reason: b.exists
+        ? `node ${b.node} has not applied node ${d.node}'s changes within ${drainMs} ms (slot ${b.slot} confirmed ${b.confirmed ?? 'nothing'})`
+        : `node ${b.node} has no slot on node ${d.node}: it does not receive node ${d.node}'s changes`,
+    }))
+  })
 }

@@ -9,28 +9,29 @@ import type * as cs from '../postgres/cluster-state.js'
 import type { DdlSpec } from '../postgres/ddl.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
+import type { UsedValue } from '../postgres/sequences.js'
+import { drainRefusals } from './ddl.js'
 import { type FaultHooks, NO_FAULTS } from './faults.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
 import { answerOf } from './rpc-results.js'
 import { gatherFloors } from './sequences.js'
 import { DDL_LOCK_TIMEOUT_MS, DDL_STATEMENT_TIMEOUT_MS, type Steps } from './steps.js'
+import { type NodeVerdict, unusable, verdictOf } from './verdicts.js'
 
+export type { NodeVerdict }
 export type Op = 'add' | 'remove' | 'ddl'
-/** the commit steps of a table joining or leaving the replicaset */
+/**
+ * the commit steps of a table joining or leaving the replicaset. Right after the prepare every
+ * node's fence is up: no fence round then (a stripe or publish step raises a fence that fell
+ * meanwhile); a re-drive after a crash raises them all first.
+ */
 export const TABLE_STEPS = ['fence', 'stripe', 'publish', 'refresh', 'unfence'] as const
 /** the commit steps of a schema change: its statement is already prepared on every node */
 export const DDL_STEPS = ['commit-ddl', 'unfence'] as const
 export const STEPS = [...TABLE_STEPS, ...DDL_STEPS] as const
 export type Step = (typeof STEPS)[number]
 export const stepsFor = (op: Op): readonly Step[] => (op === 'ddl' ? DDL_STEPS : TABLE_STEPS)
-
-export interface NodeVerdict {
-  node: number
-  ack: boolean
-  applied?: boolean
-  reason?: string
-}
 
 export interface Outcome {
   outcome: 'committed' | 'aborted' | 'unchanged'
@@ -69,6 +70,8 @@ const DRAIN_TIMEOUT_MS = 5000
 /** a member's answer to the schema change's prepare (the statement runs there) */
 const DDL_PREPARE_TIMEOUT_MS = DDL_STATEMENT_TIMEOUT_MS + DDL_LOCK_TIMEOUT_MS + 5000
 
+type Used = Promise<UsedValue[] | undefined>
+
 export interface DrainAnswer {
   reached: boolean
   behind: Array<{ node: number; slot: string; confirmed: string | null; exists: boolean }>
@@ -91,9 +94,7 @@ export class Proposals {
 
   /** Propose a change cluster-wide; resolves with the outcome, never hangs. */
   propose(op: 'add' | 'remove', rel: RelationName): Promise<Outcome> {
-    const run = this.queue.then(() => this.run(op, rel))
-    this.queue = run.catch(() => undefined)
-    return run
+    return this.enqueue(op, rel)
   }
 
   /**
@@ -101,7 +102,11 @@ export class Proposals {
    * statement prepared on every node; committed only if every node prepared it.
    */
   proposeDdl(spec: DdlSpec, rel: RelationName): Promise<Outcome> {
-    const run = this.queue.then(() => this.run('ddl', rel, spec))
+    return this.enqueue('ddl', rel, spec)
+  }
+
+  private enqueue(op: Op, rel: RelationName, ddl?: DdlSpec): Promise<Outcome> {
+    const run = this.queue.then(() => this.run(op, rel, ddl))
     this.queue = run.catch(() => undefined)
     return run
   }
@@ -110,33 +115,37 @@ export class Proposals {
     const started = Date.now()
     const { local, nodeId } = this.init
     const relation = formatRelation(rel)
-    const version = await local.cluster.versionBase()
+    // read at once: the call waits for them
+    const [version, snapshot, described] = await Promise.all([
+      local.cluster.versionBase(),
+      op === 'ddl' ? undefined : local.cluster.replicasetSnapshot(),
+      op === 'ddl' ? undefined : local.tables.tableInfo(rel).catch((err: Error) => err),
+    ])
     const done = (o: Omit<Outcome, 'durationMs' | 'op' | 'relation'>): Outcome => {
       const out = { ...o, op, relation, durationMs: Date.now() - started }
       this.init.onOutcome?.(out)
       return out
     }
-    if (op !== 'ddl') {
-      const snapshot = await local.cluster.replicasetSnapshot()
+    if (snapshot) {
       const present = snapshot.tables.some((t) => t.schema === rel.schema && t.table === rel.table)
       if ((op === 'add' && present) || (op === 'remove' && !present)) {
         return done({ outcome: 'unchanged', version, nodes: [] })
       }
     }
+    if (described instanceof Error) throw described // not a table (after "unchanged")
     const members = this.participants()
     const blocked = members.filter((m) => m.state !== 'alive' || m.duplicate || !m.postgresUp)
     if (blocked.length > 0) {
       const nodes = blocked.map((m) => ({ node: m.nodeId, ack: false, reason: unusable(m) }))
       return done({ outcome: 'aborted', version, nodes, reason: 'not every member can take part' })
     }
-    const info = op === 'ddl' ? undefined : await local.tables.tableInfo(rel)
     const proposal: cs.Proposal = {
       id: randomUUID(),
       version: version + 1,
       op,
       schema: rel.schema,
       table: rel.table,
-      columns: info?.columns ?? [],
+      columns: described?.columns ?? [],
       coordinator: nodeId,
       ...(ddl ? { ddl } : {}),
     }
@@ -165,6 +174,8 @@ export class Proposals {
       ack: false,
       reason: `node ${nodeId}: ${err.message}`,
     }))
+    // what this node's sequences handed out, read behind its fence while the members answer
+    const used = mine.then((v) => (v.ack ? this.used(proposal) : undefined))
     const pending = members.map((m) => this.prepareOn(m, proposal))
     await this.faults.at('prepare-sent')
     if (this.faults.armed('some-acks'))
@@ -211,7 +222,7 @@ export class Proposals {
       })
     }
     const ms: Record<string, number> = { prepare: Date.now() - started }
-    const applied = await this.drive(proposal, members, ms)
+    const applied = await this.drive(proposal, members, ms, used)
     const nodes = verdicts.map((v) => ({
       ...v,
       applied: applied.get(v.node) === undefined,
@@ -233,9 +244,11 @@ export class Proposals {
     p: cs.Proposal,
     members: readonly Member[],
     ms: Record<string, number> = {},
+    prepared?: Used,
   ): Promise<Map<number, string>> {
     const failed = new Map<number, string>()
     for (const step of stepsFor(p.op)) {
+      if (step === 'fence' && prepared) continue // every node fenced at prepare
       const began = Date.now()
       const live = members.filter((m) => !failed.has(m.nodeId))
       const commits = step === 'publish' || step === 'commit-ddl'
@@ -246,7 +259,7 @@ export class Proposals {
         await this.faults.at('one-publish')
       }
       // the values every member's sequences handed out, read behind the fence
-      const floors = step === 'stripe' ? await this.floors(p, live) : undefined
+      const floors = step === 'stripe' ? await this.floors(p, live, prepared) : undefined
       if (step === 'stripe' && !floors) continue // no node stripes without floors: no round
       const extra = floors ? { floors } : {}
       const results = await Promise.all([
@@ -286,18 +299,22 @@ export class Proposals {
     return failed
   }
 
+  /** What this node's sequences of a joining table handed out (undefined: unknown, or none to stripe). */
+  private used(p: cs.Proposal): Used {
+    if (p.op !== 'add' || !this.init.steps.striping) return Promise.resolve(undefined)
+    return this.init.steps.used([{ schema: p.schema, table: p.table }]).catch(() => undefined)
+  }
+
   /** The floors of the stripe step (sequences.ts gatherFloors), undefined for no stripe step. */
-  private async floors(p: cs.Proposal, members: readonly Member[]) {
+  private async floors(p: cs.Proposal, members: readonly Member[], prepared?: Used) {
     if (p.op !== 'add' || !this.init.steps.striping) return undefined
     const tables = [{ schema: p.schema, table: p.table }]
-    const f = await gatherFloors(
-      this.init.steps.used(tables).catch(() => undefined),
-      () =>
-        members.map(async (m) => {
-          const r = await this.call(m, 'sequences.used', { tables }, PREPARE_TIMEOUT_MS)
-          const a = answerOf('sequences.used', r)
-          return a.ok ? a.result : undefined
-        }),
+    const f = await gatherFloors(prepared?.then((u) => u ?? this.used(p)) ?? this.used(p), () =>
+      members.map(async (m) => {
+        const r = await this.call(m, 'sequences.used', { tables }, PREPARE_TIMEOUT_MS)
+        const a = answerOf('sequences.used', r)
+        return a.ok ? a.result : undefined
+      }),
     )
     if (f !== 'silent') return f
     this.log.warn({ proposal: p.id }, 'a member did not tell its sequences: striping later')
@@ -324,17 +341,7 @@ export class Proposals {
         return a.ok ? { node: m.nodeId, a: a.result } : { node: m.nodeId, err: a.error }
       }),
     ])
-    const lagging = drained.flatMap((d): NodeVerdict[] => {
-      if ('err' in d)
-        return [{ node: d.node, ack: false, reason: `node ${d.node}: drain failed: ${d.err}` }]
-      return d.a.behind.map((b) => ({
-        node: b.node,
-        ack: false,
-        reason: b.exists
-          ? `node ${b.node} has not applied node ${d.node}'s changes within ${drainMs} ms (slot ${b.slot} confirmed ${b.confirmed ?? 'nothing'})`
-          : `node ${b.node} has no slot on node ${d.node}: it does not receive node ${d.node}'s changes`,
-      }))
-    })
+    const lagging = drainRefusals(drained, drainMs)
     if (lagging.length > 0) return lagging
     await this.faults.at('ddl-drained')
     const pending = members.map(async (m) =>
@@ -373,28 +380,5 @@ export class Proposals {
 
   private async call(m: Member, method: string, params: unknown, timeoutMs: number) {
     return await this.init.mesh.request(m.peerId, { method, params }, { timeoutMs })
-  }
-}
-
-function unusable(m: Member): string {
-  if (m.duplicate) return `node ${m.nodeId} is claimed by two arbiters`
-  if (m.state !== 'alive')
-    return `node ${m.nodeId} is ${m.state} (last heard ${Math.round((Date.now() - m.lastHeardMs) / 100) / 10} s ago)`
-  if (!m.postgresUp) return `node ${m.nodeId}: its arbiter cannot reach its PostgreSQL`
-  return `node ${m.nodeId} is still ${m.joinState}`
-}
-
-/** A member's vote as it answered (no answer, or garbage: a refusal saying why). */
-function verdictOf(
-  node: number,
-  r:
-    | { ok: true; result: { ack?: boolean; reason?: string | undefined } }
-    | { ok: false; error: string },
-): NodeVerdict {
-  if (!r.ok) return { node, ack: false, reason: `node ${node}: ${r.error}` }
-  return {
-    node,
-    ack: r.result.ack === true,
-    ...(r.result.reason ? { reason: r.result.reason } : {}),
   }
 }

@@ -43,25 +43,19 @@ export class Steps {
     this.log = init.log.child({ component: 'steps' })
   }
 
-  /** Validate the proposal here, fence the table and record the proposal; the answer is the vote. */
+  /**
+   * Validate the proposal here, fence the table and record the proposal; the answer is the
+   * vote. The checks run at once; a table change's row-level triggers, trial publish and
+   * record go in the transaction that raises its fence (a handful of round trips in all:
+   * every member's prepare is on the path of every change).
+   */
   async prepare(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
+    const { local } = this.init
     const refused = await this.refuse(p)
-    // row-level resolution triggers go on before the fence: behind it, writers wait holding
-    // the lock the triggers' creation needs
-    const triggers =
-      refused ??
-      (p.op === 'add'
-        ? await this.init.local.installLww({ schema: p.schema, table: p.table }).then(
-            () => undefined,
-            (err: Error & { sqlState?: string }) =>
-              err.sqlState === '55P03'
-                ? `cannot fence ${formatRelation(p)}: a transaction kept writing to it (lock timeout while installing its triggers)`
-                : `cannot install its triggers: ${err.message}`,
-          )
-        : undefined)
+    const fenced = this.fences.has(p.id) // a prepare asked again: the fence stands
     const reason =
-      triggers ??
-      (await this.fence(p).then(
+      refused ??
+      (await this.fence(p, true).then(
         () => undefined,
         (err: Error) => err.message,
       ))
@@ -69,38 +63,43 @@ export class Steps {
       this.log.info({ proposal: p.id, reason }, 'proposal refused')
       return { ack: false, reason: `node ${this.init.nodeId}: ${reason}` }
     }
-    try {
-      await this.init.local.cluster.recordProposal(p)
-    } catch (err) {
-      await this.unfence(p.id)
-      throw err
+    // with no fence raised here (held already, or a schema change's, or no fence in tests),
+    // nothing recorded the proposal yet
+    if (fenced || p.op === 'ddl' || this.init.noFence) {
+      try {
+        if (p.op === 'add') await local.lwwTriggers.install({ schema: p.schema, table: p.table })
+        await local.cluster.recordProposal(p)
+      } catch (err) {
+        await this.unfence(p.id)
+        throw err
+      }
     }
     return { ack: true }
   }
 
   private async refuse(p: cs.Proposal): Promise<string | undefined> {
-    if (!(await this.init.local.initialized())) return 'not initialised'
-    const existing = await this.init.local.cluster.getProposal(p.id)
-    if (existing?.decision === 'abort') return 'proposal already aborted here'
-    if (existing) return undefined
-    const version = await this.init.local.cluster.versionBase()
-    if (version !== p.version - 1) {
-      return `replicaset version gap: this node is at version ${version}, the proposal makes version ${p.version}`
-    }
-    const open = await this.init.local.cluster.openProposals(p.id)
-    if (open.length > 0) return `busy with proposal ${open[0]?.id} (version ${open[0]?.version})`
-    if (p.op === 'remove') return undefined
-    if (p.op === 'ddl') {
-      const n = await this.init.local.schemaChange.maxPreparedTransactions()
-      return n > 0
-        ? undefined
-        : 'max_prepared_transactions is 0 here: cluster DDL prepares its statement on every node (set it to 10 or more and restart PostgreSQL)'
-    }
+    const { local } = this.init
     const rel = { schema: p.schema, table: p.table }
-    const problems = await this.init.local.tables.tableProblems(rel, {
-      columns: p.columns,
-      from: p.coordinator,
-    })
+    if (!(await local.initialized())) return 'not initialised' // remembered once true
+    const [facts, problems, prepared] = await Promise.all([
+      local.cluster.prepareFacts(p.id),
+      p.op === 'add'
+        ? local.tables.tableProblems(
+            rel,
+            { columns: p.columns, from: p.coordinator },
+            { trial: false },
+          )
+        : [],
+      p.op === 'ddl' ? local.schemaChange.maxPreparedTransactions() : 1,
+    ])
+    if (facts.known === 'abort') return 'proposal already aborted here'
+    if (facts.known) return undefined
+    if (facts.base !== p.version - 1) {
+      return `replicaset version gap: this node is at version ${facts.base}, the proposal makes version ${p.version}`
+    }
+    if (facts.open) return `busy with proposal ${facts.open.id} (version ${facts.open.version})`
+    if (prepared === 0)
+      return 'max_prepared_transactions is 0 here: cluster DDL prepares its statement on every node (set it to 10 or more and restart PostgreSQL)'
     return problems.length > 0 ? problems.join('; ') : undefined
   }
 
@@ -153,7 +152,7 @@ export class Steps {
         spec,
         lockTimeoutMs: DDL_LOCK_TIMEOUT_MS,
         statementTimeoutMs: DDL_STATEMENT_TIMEOUT_MS,
-        remake: (q, rel) => this.init.local.remakeLwwIn(q, rel),
+        remake: (q, rel) => this.init.local.lwwTriggers.remakeIn(q, rel),
         onLockWait: async () => {
           if (f?.fence instanceof FenceSet) {
             this.log.info(
@@ -197,12 +196,17 @@ export class Steps {
       case 'stripe':
         // behind the fence, before the table is published: no write takes an unstriped id
         if (p.op === 'add' && floors && this.init.striper) {
+          await this.fence(p)
           await this.init.striper.stripeTable({ schema: p.schema, table: p.table }, floors)
         }
         return
-      // a schema change commits its prepared statement; a table joins or leaves the publication
-      case 'commit-ddl':
+      // a table joins or leaves the publication behind this node's fence (up since prepare,
+      // raised again on a re-drive); a schema change commits its prepared statement
       case 'publish':
+        await this.fence(p)
+        await local.cluster.publishProposal(p)
+        return
+      case 'commit-ddl':
         await local.cluster.recordProposal(p)
         await local.cluster.decide(p.id, 'commit')
         await local.cluster.applyProposal(p)
@@ -215,14 +219,18 @@ export class Steps {
     }
   }
 
-  private async fence(p: cs.Proposal): Promise<void> {
+  /** Raise the proposal's fence here, unless it is up; `prepare`: prepared with it (LocalNode.fence). */
+  private async fence(p: cs.Proposal, prepare = false): Promise<void> {
     if (this.fences.has(p.id) || this.init.noFence) return
     // a sweep of left-behind triggers never runs across a raise: the new trigger is the fence's
     await this.sweeping
     const rels = p.op === 'ddl' ? (p.ddl?.fenced ?? []) : [{ schema: p.schema, table: p.table }]
     for (const rel of rels) this.lingering.delete(formatRelation(rel))
     if (p.op === 'ddl') return await this.fenceSet(p)
-    const fence = this.init.local.fence({ schema: p.schema, table: p.table })
+    const fence = this.init.local.fence(
+      { schema: p.schema, table: p.table },
+      prepare ? p : undefined,
+    )
     const timer = setTimeout(() => {
       this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
       void this.unfence(p.id)

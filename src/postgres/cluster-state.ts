@@ -6,6 +6,9 @@ import { commitDdl, type DdlSpec } from './ddl.js'
 import { formatRelation, type RelationName } from './ident.js'
 import { addToPublication, removeFromPublication } from './replicaset.js'
 
+// the commit mode's row lives beside the version, in trktr.cluster
+export { type CommitSetting, commitSetting, storeCommitSetting } from './commit-setting.js'
+
 export interface Proposal {
   id: string
   version: number
@@ -29,69 +32,69 @@ export async function replicasetVersion(db: Db): Promise<number> {
   return r?.v ?? 0
 }
 
-/** The cluster's commit mode as this node last stored it (undefined: never set by a call). */
-export interface CommitSetting {
-  mode: 'async' | 'sync'
-  /** sync: how many peers a commit waits for (undefined: every live peer) */
-  quorum?: number
-  /** when it was set (ms since the epoch): members compare it, the newest wins */
-  changed: number
-}
-
-export async function commitSetting(db: Db): Promise<CommitSetting | undefined> {
-  const [r] = await db.query<{
-    mode: 'async' | 'sync' | null
-    quorum: number | null
-    changed: string | null
-  }>(
-    `SELECT commit_mode AS mode, commit_quorum AS quorum, commit_changed::text AS changed FROM trktr.cluster`,
-  )
-  if (!r?.mode || r.changed === null) return undefined
-  return {
-    mode: r.mode,
-    ...(r.quorum === null ? {} : { quorum: r.quorum }),
-    changed: Number(r.changed),
-  }
-}
-
-/** Store a newer setting; an older or equal one changes nothing (returns whether it was stored). */
-export async function storeCommitSetting(db: Db, s: CommitSetting): Promise<boolean> {
-  const rows = await db.query(
-    `UPDATE trktr.cluster SET commit_mode = $1, commit_quorum = $2, commit_changed = $3
-      WHERE commit_changed IS NULL OR commit_changed < $3 RETURNING 1`,
-    [s.mode, s.quorum ?? null, s.changed],
-  )
-  return rows.length > 0
-}
+const VERSION_BASE = `greatest((SELECT replicaset_version FROM trktr.cluster),
+  (SELECT max(version) FROM trktr.proposals WHERE decision = 'commit'))`
 
 /**
  * The version the next proposal builds on: the applied version, or a later one already decided
  * COMMIT (its steps may still be running, or failing): a version number is never used twice.
  */
 export async function versionBase(db: Db): Promise<number> {
-  const [r] = await db.query<{ v: number }>(
-    `SELECT greatest((SELECT replicaset_version FROM trktr.cluster),
-                     (SELECT max(version) FROM trktr.proposals WHERE decision = 'commit')) AS v`,
-  )
+  const [r] = await db.query<{ v: number }>(`SELECT ${VERSION_BASE} AS v`)
   return r?.v ?? 0
 }
 
+const RECORD = `
+INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`
+const recordParams = (p: Proposal) => [
+  p.id,
+  p.version,
+  p.op,
+  p.schema,
+  p.table,
+  p.columns,
+  p.coordinator,
+  p.ddl ? JSON.stringify(p.ddl) : null,
+]
+
 /** Record a proposal as prepared (idempotent for the same id). */
 export async function recordProposal(db: Db, p: Proposal): Promise<void> {
-  await db.query(
-    `INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
-    [
-      p.id,
-      p.version,
-      p.op,
-      p.schema,
-      p.table,
-      p.columns,
-      p.coordinator,
-      p.ddl ? JSON.stringify(p.ddl) : null,
-    ],
+  await db.query(RECORD, recordParams(p))
+}
+
+/** recordProposal inside the caller's transaction (a prepare that commits with its fence). */
+export async function recordProposalIn(c: Queryable, p: Proposal): Promise<void> {
+  await c.query(RECORD, recordParams(p))
+}
+
+export interface PrepareFacts {
+  /** this proposal's decision here, if it is recorded here ('none': recorded, undecided) */
+  known: 'commit' | 'abort' | 'none' | undefined
+  /** versionBase() */
+  base: number
+  /** the oldest other undecided proposal */
+  open: { id: string; version: number } | undefined
+}
+
+/** What a member checks before it prepares a proposal, in one round trip. */
+export async function prepareFacts(db: Db, id: string): Promise<PrepareFacts> {
+  const [r] = await db.query<{
+    known: string | null
+    base: number | null
+    open: { id: string; version: number } | null
+  }>(
+    `SELECT (SELECT COALESCE(decision, 'none') FROM trktr.proposals WHERE id = $1) AS known,
+            ${VERSION_BASE} AS base,
+            (SELECT json_build_object('id', id, 'version', version) FROM trktr.proposals
+              WHERE decision IS NULL AND id <> $1 ORDER BY created LIMIT 1) AS open`,
+    [id],
   )
+  return {
+    known: (r?.known ?? undefined) as PrepareFacts['known'],
+    base: r?.base ?? 0,
+    open: r?.open ?? undefined,
+  }
 }
 
 /** Undecided proposals other than `except`: a member holds at most one at a time. */
@@ -160,13 +163,39 @@ export async function applyProposal(db: Db, p: Proposal): Promise<void> {
     const done = await c.query(`SELECT applied FROM trktr.proposals WHERE id = $1 FOR UPDATE`, [
       p.id,
     ])
-    if (done.rows[0]?.applied) return
-    await applyChange(c, p.op as 'add' | 'remove', { schema: p.schema, table: p.table })
-    await c.query(
-      `UPDATE trktr.cluster SET replicaset_version = greatest(replicaset_version, $1)`,
-      [p.version],
+    if (!done.rows[0]?.applied) await applyIn(c, p)
+  })
+}
+
+/** A table change applied, in the caller's transaction that holds its proposal's row. */
+async function applyIn(c: Queryable, p: Proposal): Promise<void> {
+  await applyChange(c, p.op as 'add' | 'remove', { schema: p.schema, table: p.table })
+  await c.query(
+    `WITH v AS (UPDATE trktr.cluster SET replicaset_version = greatest(replicaset_version, $1))
+     UPDATE trktr.proposals SET applied = true WHERE id = $2`,
+    [p.version, p.id],
+  )
+}
+
+/**
+ * A table change's publish step on this node: the proposal recorded and decided COMMIT (unless
+ * decided already: the coordinator's decision row is the commit point), the table added to or
+ * removed from the publication and the replicaset, the version moved, in one transaction.
+ * Idempotent: applying twice changes nothing.
+ */
+export async function publishProposal(db: Db, p: Proposal): Promise<void> {
+  if (p.op === 'ddl') throw new Error('publishProposal: a schema change commits with commitDdl')
+  await db.tx(async (c) => {
+    const { rows } = await c.query<{ applied: boolean }>(
+      `INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl,
+                                    decision, decided)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'commit', now())
+       ON CONFLICT (id) DO UPDATE SET decision = COALESCE(trktr.proposals.decision, 'commit'),
+                                      decided = COALESCE(trktr.proposals.decided, now())
+       RETURNING applied`,
+      recordParams(p),
     )
-    await c.query(`UPDATE trktr.proposals SET applied = true WHERE id = $1`, [p.id])
+    if (!rows[0]?.applied) await applyIn(c, p)
   })
 }
 

@@ -112,14 +112,34 @@ export class Db {
     }
   }
 
-  /** Run fn in one transaction; rolled back on any error. */
-  async tx<T>(fn: (c: Queryable) => Promise<T>): Promise<T> {
+  /**
+   * Run fn in one transaction; rolled back on any error. `prelude`: statements sent with the
+   * BEGIN in one round trip (simple protocol, so no parameters: static text and quoted names
+   * only), for a step that a proposal waits on.
+   */
+  async tx<T>(fn: (c: Queryable) => Promise<T>, prelude: readonly string[] = []): Promise<T> {
     const client = await this.connect()
     try {
-      await client.query('BEGIN')
+      await client.query(['BEGIN', ...prelude].join(';\n'))
       const out = await fn(client)
       await client.query('COMMIT')
       return out
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw pgError(err, 'transaction')
+    } finally {
+      client.release()
+    }
+  }
+
+  /**
+   * Statements in one transaction sent in one round trip (simple protocol, no parameters:
+   * static text and quoted names only); rolled back on any error.
+   */
+  async script(statements: readonly string[]): Promise<void> {
+    const client = await this.connect()
+    try {
+      await client.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'))
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {})
       throw pgError(err, 'transaction')

@@ -8,19 +8,34 @@
 // with session_replication_role = replica, so ordinary triggers do not fire for them and
 // replication keeps flowing. The lock belongs to one session: if the arbiter dies, the server
 // releases it and writers go on. Every lock this module waits for has a timeout set first.
-import { type Db, type HeldSession, pgError } from './db.js'
+import { type Db, type HeldSession, pgError, type Queryable } from './db.js'
 import { formatRelation, qualified, type RelationName } from './ident.js'
 
 export const FENCE_TRIGGER = 'trktr_fence'
 /** how long raising a fence may wait for writers already in the table (then it refuses) */
 export const FENCE_LOCK_TIMEOUT_MS = 2000
 
-/** The table's row in trktr.fences, created committed so that writers can find and wait on it. */
+/**
+ * The table's oid, and its row in trktr.fences created (committed) so that writers can find
+ * and wait on it: one round trip.
+ */
 const ENSURE_ROW = `
-INSERT INTO trktr.fences (relid) SELECT to_regclass($1) WHERE to_regclass($1) IS NOT NULL
-ON CONFLICT (relid) DO NOTHING`
-const RELID = `SELECT to_regclass($1)::oid::int8 AS relid`
-const HOLD_ROW = `SELECT relid FROM trktr.fences WHERE relid = $1 FOR UPDATE`
+WITH r AS (SELECT to_regclass($1)::oid AS relid),
+ins AS (INSERT INTO trktr.fences (relid) SELECT relid FROM r WHERE relid IS NOT NULL
+        ON CONFLICT (relid) DO NOTHING)
+SELECT relid::int8 AS relid FROM r`
+/** In the held session, one round trip: the row held until the fence is lowered. */
+const holdRow = (relid: bigint, lockTimeoutMs: number) =>
+  `BEGIN; SET LOCAL lock_timeout = ${Math.round(lockTimeoutMs)};
+   SELECT relid FROM trktr.fences WHERE relid = ${relid} FOR UPDATE`
+
+/** The fence's trigger (re-)created, as statements of one transaction. */
+const triggerStatements = (rel: RelationName, lockTimeoutMs: number) => [
+  `SET LOCAL lock_timeout = ${Math.round(lockTimeoutMs)}`,
+  `DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`,
+  `CREATE TRIGGER ${FENCE_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qualified(rel)}
+     FOR EACH STATEMENT EXECUTE FUNCTION trktr.fence_wait()`,
+]
 
 type State =
   | { kind: 'lowered' }
@@ -31,6 +46,12 @@ export interface FenceInit {
   db: Db
   rel: RelationName
   lockTimeoutMs?: number
+  /**
+   * Runs in the transaction that creates the trigger, under the table's lock (a proposal's
+   * prepare installs the table's other triggers and records itself there): committed with the
+   * fence, or not at all. What it returns is called once that transaction committed.
+   */
+  work?: (c: Queryable) => Promise<() => void>
 }
 
 export class Fence {
@@ -38,11 +59,13 @@ export class Fence {
   readonly rel: RelationName
   private readonly db: Db
   private readonly lockTimeoutMs: number
+  private readonly work: FenceInit['work']
 
   constructor(init: FenceInit) {
     this.db = init.db
     this.rel = init.rel
     this.lockTimeoutMs = init.lockTimeoutMs ?? FENCE_LOCK_TIMEOUT_MS
+    this.work = init.work
   }
 
   get held(): boolean {
@@ -52,6 +75,7 @@ export class Fence {
   /**
    * Hold the table's fence row, then install the trigger. Writers already in the table must
    * finish within the lock timeout, or the fence is refused (and nothing stays behind).
+   * Three round trips, and the work's own (FenceInit.work).
    */
   async raise(): Promise<void> {
     if (this.state.kind !== 'lowered') return
@@ -60,20 +84,15 @@ export class Fence {
     const state: State = { kind: 'raising', held, cancelled: false }
     this.state = state
     try {
-      const [row] = await this.db.query<{ relid: string | null }>(RELID, [name])
+      const [row] = await this.db.query<{ relid: string | null }>(ENSURE_ROW, [name])
       if (!row?.relid) throw new Error(`table ${formatRelation(this.rel)} does not exist`)
-      await this.db.query(ENSURE_ROW, [name])
-      await held.query(`SET lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
-      await held.query('BEGIN')
-      await held.query(HOLD_ROW, [row.relid])
-      await this.db.tx(async (c) => {
-        await c.query(`SET LOCAL lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
-        await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${name}`)
-        await c.query(
-          `CREATE TRIGGER ${FENCE_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${name}
-           FOR EACH STATEMENT EXECUTE FUNCTION trktr.fence_wait()`,
-        )
-      })
+      await held.query(holdRow(BigInt(row.relid), this.lockTimeoutMs))
+      // DROP TRIGGER takes the table's ACCESS EXCLUSIVE lock (even when there is none to drop):
+      // `work` runs under it
+      const trigger = triggerStatements(this.rel, this.lockTimeoutMs)
+      const { work } = this
+      if (work) (await this.db.tx(work, trigger))()
+      else await this.db.script(trigger)
       if (state.cancelled) throw new Error('fence lowered while it was being raised')
       this.state = { kind: 'raised', held }
     } catch (err) {
@@ -117,10 +136,7 @@ export class Fence {
   }
 
   private async dropTrigger(): Promise<void> {
-    await this.db.tx(async (c) => {
-      await c.query(`SET LOCAL lock_timeout = ${Math.round(this.lockTimeoutMs)}`)
-      await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(this.rel)}`)
-    })
+    await dropFenceTrigger(this.db, this.rel, this.lockTimeoutMs)
   }
 }
 
@@ -150,12 +166,16 @@ export async function dropStaleFences(db: Db): Promise<number> {
   return dropped
 }
 
-/** Drop one table's fence trigger (waiting at most the fence's lock timeout). */
-export async function dropFenceTrigger(db: Db, rel: RelationName): Promise<void> {
-  await db.tx(async (c) => {
-    await c.query(`SET LOCAL lock_timeout = ${FENCE_LOCK_TIMEOUT_MS}`)
-    await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`)
-  })
+/** Drop one table's fence trigger (waiting at most the fence's lock timeout): one round trip. */
+export async function dropFenceTrigger(
+  db: Db,
+  rel: RelationName,
+  lockTimeoutMs = FENCE_LOCK_TIMEOUT_MS,
+): Promise<void> {
+  await db.script([
+    `SET LOCAL lock_timeout = ${Math.round(lockTimeoutMs)}`,
+    `DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`,
+  ])
 }
 
 /**
@@ -188,8 +208,7 @@ export class FenceSet {
     const timeout = Math.round(this.lockTimeoutMs)
     const relids: string[] = []
     for (const rel of rels) {
-      await this.db.query(ENSURE_ROW, [qualified(rel)])
-      const [row] = await this.db.query<{ relid: string | null }>(RELID, [qualified(rel)])
+      const [row] = await this.db.query<{ relid: string | null }>(ENSURE_ROW, [qualified(rel)])
       if (row?.relid) relids.push(row.relid)
     }
     for (const r of relids) if (!this.relids.includes(r)) this.relids.push(r)
@@ -211,14 +230,7 @@ export class FenceSet {
     for (const rel of rels) {
       if (this.fenced.some((f) => f.schema === rel.schema && f.table === rel.table)) continue
       try {
-        await this.db.tx(async (c) => {
-          await c.query(`SET LOCAL lock_timeout = ${timeout}`)
-          await c.query(`DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified(rel)}`)
-          await c.query(
-            `CREATE TRIGGER ${FENCE_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qualified(rel)}
-             FOR EACH STATEMENT EXECUTE FUNCTION trktr.fence_wait()`,
-          )
-        })
+        await this.db.script(triggerStatements(rel, timeout))
         this.fenced.push(rel)
       } catch (err) {
         failed.push({ rel, err: (err as Error).message })

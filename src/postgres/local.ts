@@ -1,6 +1,6 @@
 // The arbiter's local PostgreSQL, as one object with a lifetime: the pool, the watches on the
 // peers' publications, and the node-level operations the API and the resolver call.
-import { NotFoundError } from '../errors.js'
+import { ConflictError, NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { type Bound, bindDb } from './bind.js'
 import * as checkStore from './check-store.js'
@@ -27,11 +27,10 @@ import * as rs from './replicaset.js'
 import { type InitResult, initNode, isInitialized, teardownNode } from './schema.js'
 import * as seqs from './sequences.js'
 import { lagBySubscriber, type NodeStatus, nodeStatus } from './status.js'
-
-export type { NodeStatus }
-
 import * as subs from './subscriptions.js'
 import * as ss from './sync-standbys.js'
+
+export type { NodeStatus }
 
 export interface LocalNodeInit {
   nodeId: number
@@ -64,7 +63,8 @@ export class LocalNode {
   private readonly guard: PublicationGuard
   private readonly health: HealthWatch
   private readonly refresher: Refresher
-  private readonly lwwInstaller: LwwInstaller
+  /** the row-level resolution's triggers on this node's tables */
+  readonly lwwTriggers: LwwInstaller
   // The stores the layers above use, bound to this node's pools: they never hold a pool.
   /** mesh mode's durable state: version, proposals, roster, commit setting */
   readonly cluster: Bound<typeof cs>
@@ -98,7 +98,7 @@ export class LocalNode {
       max: 4,
     })
     this.refresher = new Refresher({ db: this.db, nodeId: init.nodeId, log: this.log })
-    this.lwwInstaller = new LwwInstaller({
+    this.lwwTriggers = new LwwInstaller({
       db: this.db,
       log: this.log,
       enabled: init.lww === true,
@@ -157,9 +157,12 @@ export class LocalNode {
     await this.db.stop()
   }
 
-  /** A write fence on one table (steps.ts raises and lowers it). */
-  fence(rel: RelationName): Fence {
-    return new Fence({ db: this.db, rel })
+  /**
+   * A write fence on one table (steps.ts raises and lowers it); with a proposal, raising it
+   * also prepares the proposal here, in the same transaction (prepareIn).
+   */
+  fence(rel: RelationName, p?: cs.Proposal): Fence {
+    return new Fence({ db: this.db, rel, ...(p ? { work: (c) => this.prepareIn(c, p) } : {}) })
   }
 
   /** One held session fencing many tables (a schema change, a join copy). */
@@ -208,17 +211,26 @@ export class LocalNode {
 
   /** See LwwInstaller.ensure. */
   async ensureLww(): Promise<{ installed: string[] }> {
-    return await this.lwwInstaller.ensure()
+    return await this.lwwTriggers.ensure()
   }
 
-  /** See LwwInstaller.install. */
-  async installLww(rel: RelationName, have?: lww.Installed[]): Promise<boolean> {
-    return await this.lwwInstaller.install(rel, have)
-  }
-
-  /** See LwwInstaller.remakeIn. */
-  async remakeLwwIn(q: Queryable, rel: RelationName): Promise<void> {
-    await this.lwwInstaller.remakeIn(q, rel)
+  /**
+   * A table proposal's prepare in the transaction that raises its fence, under the table's
+   * lock: a joining table's trial publish and row-level triggers, then the proposal recorded.
+   * A refusal throws (ConflictError); nothing commits. Returns what to call once committed.
+   */
+  private async prepareIn(c: Queryable, p: cs.Proposal): Promise<() => void> {
+    let committed = () => {}
+    if (p.op === 'add') {
+      const rel = { schema: p.schema, table: p.table }
+      const why = await rs.trialPublishIn(c, rel)
+      if (why) throw new ConflictError(why, 'ERR_TABLE_REFUSED')
+      committed = await this.lwwTriggers.installIn(c, rel).catch((err: Error) => {
+        throw new ConflictError(`cannot install its triggers: ${err.message}`)
+      })
+    }
+    await cs.recordProposalIn(c, p)
+    return committed
   }
 
   /** Why this node is not healthy, as far as its own PostgreSQL tells. */
@@ -242,7 +254,7 @@ export class LocalNode {
     }
     await teardownNode(this.db)
     this.initializedMemo.forget()
-    this.lwwInstaller.forget()
+    this.lwwTriggers.forget()
     this.watch.sync([])
     return { slotsLeft }
   }

@@ -154,15 +154,29 @@ export class LwwInstaller {
    * would fail or drop a column in the first conflict after the change.
    */
   async remakeIn(q: Queryable, rel: RelationName): Promise<void> {
-    if (!this.init.enabled || !(this.init.lwwFor?.(rel) ?? true)) return
-    const t = await lww.describe(
-      { query: async (sql: string, params?: unknown[]) => (await q.query(sql, params)).rows },
-      rel,
-    )
-    if (!t) return
-    await lww.install(q, t)
+    await this.makeIn(q, rel)
     // made in a transaction that may still roll back: the next pass compares afresh
     this.signatures.delete(`${rel.schema}\u0000${rel.table}`)
+  }
+
+  /**
+   * Install one table's triggers inside the caller's transaction, which holds the table's lock
+   * (a proposal's prepare, in the transaction that raises its fence). Returns what to call
+   * once that transaction committed.
+   */
+  async installIn(q: Queryable, rel: RelationName): Promise<() => void> {
+    const made = await this.makeIn(q, rel)
+    return () => {
+      if (made) this.signatures.set(`${rel.schema}\u0000${rel.table}`, lwwSignature(made))
+    }
+  }
+
+  private async makeIn(q: Queryable, rel: RelationName): Promise<lww.LwwTable | undefined> {
+    if (!this.init.enabled || !(this.init.lwwFor?.(rel) ?? true)) return undefined
+    await this.makeSchema()
+    const t = await lww.describeIn(q, rel)
+    if (t) await lww.install(q, t)
+    return t
   }
 }
 

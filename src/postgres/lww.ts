@@ -157,6 +157,11 @@ export async function lockAndDescribe(
 ): Promise<LwwTable | undefined> {
   await q.query(LOCK_TIMEOUT)
   await q.query(`LOCK TABLE ${qualified(rel)} IN SHARE ROW EXCLUSIVE MODE`)
+  return await describeIn(q, rel)
+}
+
+/** describe() on a session or in a transaction (which may hold the table's lock). */
+export async function describeIn(q: Queryable, rel: RelationName): Promise<LwwTable | undefined> {
   return await describe(
     {
       query: async (sql: string, params?: unknown[]) => (await q.query(sql, params)).rows as never,

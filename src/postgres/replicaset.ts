@@ -96,44 +96,61 @@ export async function tableProblems(
   db: Db,
   rel: RelationName,
   expected?: { columns: readonly string[]; from: number },
+  opts: { trial?: boolean } = {},
 ): Promise<string[]> {
-  const [role] = await db.query<{ role: string }>(`SELECT current_user AS role`)
   let info: TableInfo | undefined
+  let role: string
   try {
-    info = await tableInfo(db, rel)
+    ;[role, info] = await Promise.all([
+      db.query<{ role: string }>(`SELECT current_user AS role`).then((r) => r[0]?.role ?? '?'),
+      tableInfo(db, rel),
+    ])
   } catch (err) {
     if (err instanceof ConflictError) return [err.message]
     throw err
   }
-  const why = refusals(rel, info, role?.role ?? '?')
+  const why = refusals(rel, info, role)
   if (why.length > 0 || !info) return why
   if (expected && info.columns.join(', ') !== expected.columns.join(', ')) {
     return [
       `table ${formatRelation(rel)} differs: here (${info.columns.join(', ')}), on node ${expected.from} (${expected.columns.join(', ')})`,
     ]
   }
-  const trial = await trialPublish(db, rel)
-  return trial === undefined ? [] : [trial]
+  if (opts.trial === false) return []
+  const c = await db.hold()
+  let clean = false
+  try {
+    await c.query('BEGIN')
+    const trial = await trialPublishIn(c, rel)
+    await c.query('ROLLBACK')
+    clean = true
+    return trial === undefined ? [] : [trial]
+  } finally {
+    c.release(!clean)
+  }
 }
 
-/** ALTER PUBLICATION ... ADD TABLE in a transaction that is always rolled back. */
-async function trialPublish(db: Db, rel: RelationName): Promise<string | undefined> {
-  return await db.session(async (c) => {
-    await c.query('BEGIN')
-    try {
-      await c.query(`SET LOCAL lock_timeout = 2000`)
-      await addToPublication(c, rel)
-      return undefined
-    } catch (err) {
-      const e = err as { message?: string; detail?: string; code?: string; sqlState?: string }
-      // already in the publication (a change committed here meanwhile): publishable
-      if ((e.sqlState ?? e.code) === '42710') return undefined
-      const detail = e.detail ? ` (${e.detail})` : ''
-      return `table ${formatRelation(rel)} cannot be published here: ${e.message ?? String(err)}${detail}`
-    } finally {
-      await c.query('ROLLBACK')
-    }
-  })
+/**
+ * Inside the caller's transaction: ALTER PUBLICATION ... ADD TABLE under a savepoint, always
+ * rolled back to it. Returns why PostgreSQL would refuse to publish the table, if it would.
+ */
+export async function trialPublishIn(c: Queryable, rel: RelationName): Promise<string | undefined> {
+  try {
+    // one round trip when it can be published (an error skips the rest of the text)
+    await c.query(
+      `SAVEPOINT trktr_trial; SET LOCAL lock_timeout = 2000;
+       ALTER PUBLICATION ${quoteIdent(PUBLICATION)} ADD TABLE ${qualified(rel)};
+       ROLLBACK TO SAVEPOINT trktr_trial`,
+    )
+    return undefined
+  } catch (err) {
+    await c.query('ROLLBACK TO SAVEPOINT trktr_trial')
+    const e = err as { message?: string; detail?: string; code?: string; sqlState?: string }
+    // already in the publication (a change committed here meanwhile): publishable
+    if ((e.sqlState ?? e.code) === '42710') return undefined
+    const detail = e.detail ? ` (${e.detail})` : ''
+    return `table ${formatRelation(rel)} cannot be published here: ${e.message ?? String(err)}${detail}`
+  }
 }
 
 /** Stage a table for addition. Already committed or pending-add: nothing to do. */
