@@ -116,9 +116,10 @@ export class Proposals {
     const { local, nodeId } = this.init
     const relation = formatRelation(rel)
     // read at once: the call waits for them
-    const [version, snapshot, described] = await Promise.all([
-      local.cluster.versionBase(),
-      op === 'ddl' ? undefined : local.cluster.replicasetSnapshot(),
+    const [{ version, present }, described] = await Promise.all([
+      op === 'ddl'
+        ? local.cluster.versionBase().then((v) => ({ version: v, present: undefined }))
+        : local.cluster.proposalBase(rel),
       op === 'ddl' ? undefined : local.tables.tableInfo(rel).catch((err: Error) => err),
     ])
     const done = (o: Omit<Outcome, 'durationMs' | 'op' | 'relation'>): Outcome => {
@@ -126,11 +127,8 @@ export class Proposals {
       this.init.onOutcome?.(out)
       return out
     }
-    if (snapshot) {
-      const present = snapshot.tables.some((t) => t.schema === rel.schema && t.table === rel.table)
-      if ((op === 'add' && present) || (op === 'remove' && !present)) {
-        return done({ outcome: 'unchanged', version, nodes: [] })
-      }
+    if ((op === 'add' && present) || (op === 'remove' && present === false)) {
+      return done({ outcome: 'unchanged', version, nodes: [] })
     }
     if (described instanceof Error) throw described // not a table (after "unchanged")
     const members = this.participants()

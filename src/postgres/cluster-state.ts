@@ -44,6 +44,24 @@ export async function versionBase(db: Db): Promise<number> {
   return r?.v ?? 0
 }
 
+/**
+ * What a coordinator reads before it proposes a table change, in one query: versionBase(), and
+ * whether the table is in the committed replicaset (and exists: as replicasetSnapshot lists it).
+ */
+export async function proposalBase(
+  db: Db,
+  rel: RelationName,
+): Promise<{ version: number; present: boolean }> {
+  const [r] = await db.query<{ v: number | null; present: boolean }>(
+    `SELECT ${VERSION_BASE} AS v,
+       EXISTS (SELECT 1 FROM trktr.replicaset r JOIN pg_namespace n ON n.nspname = r.schema_name
+               JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
+               WHERE r.status = 'committed' AND r.schema_name = $1 AND r.table_name = $2) AS present`,
+    [rel.schema, rel.table],
+  )
+  return { version: r?.v ?? 0, present: r?.present === true }
+}
+
 const RECORD = `
 INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`

@@ -15,7 +15,7 @@
 //   as an insert everywhere (the old key's update is still skipped where it is gone, which is
 //   now right). Not installed on tables another table's foreign key references: the delete
 //   would fire ON DELETE actions on the rows that reference it.
-import type { Db, Queryable } from './db.js'
+import type { Queryable } from './db.js'
 import { qualified, quoteIdent, type RelationName } from './ident.js'
 
 export const TOAST_TRIGGER = 'trktr_lww_toast'
@@ -34,15 +34,16 @@ export interface LocalTable {
   identityAlways: boolean
 }
 
-export const DESCRIBE_LOCAL = `
-SELECT ARRAY(SELECT json_build_object('name', a.attname::text, 'type', format_type(a.atttypid, a.atttypmod))
-               FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
-                AND a.attgenerated = '' AND a.attlen = -1 AND a.attstorage <> 'p'
-                -- pg_column_toast_chunk_id, which tells an unchanged out-of-line value, is new in 17
-                AND current_setting('server_version_num')::int >= 170000 ORDER BY a.attnum) AS toastable,
-       EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = $1::oid) AS referenced,
-       EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attidentity = 'a'
-                AND NOT a.attisdropped) AS identity_always`
+/** What the local triggers need to know of the table whose oid is the SQL expression `oid`. */
+export const describeLocalColumns = (oid: string) => `
+ARRAY(SELECT json_build_object('name', a.attname::text, 'type', format_type(a.atttypid, a.atttypmod))
+        FROM pg_attribute a WHERE a.attrelid = ${oid} AND a.attnum > 0 AND NOT a.attisdropped
+         AND a.attgenerated = '' AND a.attlen = -1 AND a.attstorage <> 'p'
+         -- pg_column_toast_chunk_id, which tells an unchanged out-of-line value, is new in 17
+         AND current_setting('server_version_num')::int >= 170000 ORDER BY a.attnum) AS toastable,
+EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = ${oid}) AS referenced,
+EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = ${oid} AND a.attidentity = 'a'
+         AND NOT a.attisdropped) AS identity_always`
 
 function fn(t: LocalTable, what: string): string {
   return `trktr.${quoteIdent(`lww_${what}_${t.oid}`)}`
@@ -106,19 +107,16 @@ export function localStatements(t: LocalTable): string[] {
   return out
 }
 
-export async function describeLocal(
-  db: Pick<Db, 'query'>,
-  oid: number,
-): Promise<Pick<LocalTable, 'toastable' | 'referenced' | 'identityAlways'>> {
-  const [r] = await db.query<{
-    toastable: Array<{ name: string; type: string }>
-    referenced: boolean
-    identity_always: boolean
-  }>(DESCRIBE_LOCAL, [oid])
+/** The local part of a described table's row (describeLocalColumns). */
+export function localOf(r: {
+  toastable?: Array<{ name: string; type: string }> | null
+  referenced?: boolean | null
+  identity_always?: boolean | null
+}): Pick<LocalTable, 'toastable' | 'referenced' | 'identityAlways'> {
   return {
-    toastable: r?.toastable ?? [],
-    referenced: r?.referenced ?? false,
-    identityAlways: r?.identity_always ?? false,
+    toastable: r.toastable ?? [],
+    referenced: r.referenced ?? false,
+    identityAlways: r.identity_always ?? false,
   }
 }
 

@@ -22,8 +22,9 @@
 import type { Db, Queryable } from './db.js'
 import { qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
 import {
-  describeLocal,
+  describeLocalColumns,
   type LocalTable,
+  localOf,
   localStatements,
   MOVE_TRIGGER,
   TOAST_TRIGGER,
@@ -64,7 +65,8 @@ SELECT c.oid::int8 AS oid,
                AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum) AS columns,
        ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a
                ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-             WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)) AS pk
+             WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)) AS pk,
+       ${describeLocalColumns('c.oid')}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2`
 
@@ -72,13 +74,11 @@ export async function describe(
   db: Pick<Db, 'query'>,
   rel: RelationName,
 ): Promise<LwwTable | undefined> {
-  const [r] = await db.query<{ oid: string; columns: string[]; pk: string[] }>(DESCRIBE, [
-    rel.schema,
-    rel.table,
-  ])
+  const [r] = await db.query<
+    { oid: string; columns: string[]; pk: string[] } & Parameters<typeof localOf>[0]
+  >(DESCRIBE, [rel.schema, rel.table])
   if (!r || r.pk.length === 0) return undefined
-  const local = await describeLocal(db, Number(r.oid))
-  return { oid: Number(r.oid), rel, columns: r.columns, pk: r.pk, ...local }
+  return { oid: Number(r.oid), rel, columns: r.columns, pk: r.pk, ...localOf(r) }
 }
 
 export function functionName(t: Pick<LwwTable, 'oid'>): string {
