@@ -1,6 +1,7 @@
 // Mesh mode's durable state in trktr: the agreed replicaset version, proposals with their
 // decision (set once: the first decision wins, which fences out a late COMMIT after an ABORT),
 // and the nodes removed from the cluster.
+import { applyTableChange } from './apply-proposal.js'
 import type { Db, Queryable } from './db.js'
 import { commitDdl, type DdlSpec } from './ddl.js'
 import { formatRelation, type RelationName } from './ident.js'
@@ -177,51 +178,22 @@ export async function decide(
 export async function applyProposal(db: Db, p: Proposal): Promise<void> {
   // a schema change commits its prepared transaction (its replicaset rows changed inside it)
   if (p.op === 'ddl') return await commitDdl(db, p.id, p.version)
-  await db.tx(async (c) => {
-    const done = await c.query(`SELECT applied FROM trktr.proposals WHERE id = $1 FOR UPDATE`, [
-      p.id,
-    ])
-    if (!done.rows[0]?.applied) await applyIn(c, p)
-  })
-}
-
-/** A table change applied, in the caller's transaction that holds its proposal's row. */
-async function applyIn(c: Queryable, p: Proposal): Promise<void> {
-  await applyChange(c, p.op as 'add' | 'remove', { schema: p.schema, table: p.table })
-  await c.query(
-    `WITH v AS (UPDATE trktr.cluster SET replicaset_version = greatest(replicaset_version, $1))
-     UPDATE trktr.proposals SET applied = true WHERE id = $2`,
-    [p.version, p.id],
-  )
+  await applyTableChange(db, { ...p, op: p.op }, false)
 }
 
 /**
  * A table change's publish step on this node: the proposal recorded and decided COMMIT (unless
  * decided already: the coordinator's decision row is the commit point), the table added to or
- * removed from the publication and the replicaset, the version moved, in one transaction.
- * Idempotent: applying twice changes nothing.
+ * removed from the publication and the replicaset, the version moved: one transaction, one
+ * round trip. Idempotent: applying twice changes nothing.
  */
 export async function publishProposal(db: Db, p: Proposal): Promise<void> {
   if (p.op === 'ddl') throw new Error('publishProposal: a schema change commits with commitDdl')
-  await db.tx(async (c) => {
-    const { rows } = await c.query<{ applied: boolean }>(
-      `INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl,
-                                    decision, decided)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'commit', now())
-       ON CONFLICT (id) DO UPDATE SET decision = COALESCE(trktr.proposals.decision, 'commit'),
-                                      decided = COALESCE(trktr.proposals.decided, now())
-       RETURNING applied`,
-      recordParams(p),
-    )
-    if (!rows[0]?.applied) await applyIn(c, p)
-  })
+  await applyTableChange(db, { ...p, op: p.op }, true)
 }
 
-export async function applyChange(
-  c: Queryable,
-  op: 'add' | 'remove',
-  rel: RelationName,
-): Promise<void> {
+/** A table added to or removed from the publication and the replicaset (adoptSnapshot). */
+async function applyChange(c: Queryable, op: 'add' | 'remove', rel: RelationName): Promise<void> {
   if (op === 'add') {
     await addToPublication(c, rel)
     await c.query(
