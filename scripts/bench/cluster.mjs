@@ -22,6 +22,17 @@ export const ROLE = 'traktor_arbiter'
 export const PASSWORD = 'traktor'
 export const API_KEY = 'bench-key'
 
+/** The node flags on the entry point's `#!/usr/bin/env -S node ...` line. */
+export function shebangFlags(bin) {
+  const first = fs.readFileSync(bin, 'utf8').split('\n', 1)[0] ?? ''
+  return (
+    first
+      .match(/^#!.*\bnode((?: --?[\w-]+(?:=\S+)?)*)\s*$/)?.[1]
+      ?.split(' ')
+      .filter(Boolean) ?? []
+  )
+}
+
 /** A persistent superuser connection to the benchmark database of one server. */
 export async function connect(server, dbname = DB, extra = {}) {
   const client = new pg.Client({
@@ -278,9 +289,14 @@ export class TraktorCluster {
     // TRAKTOR_ARBITER_NODE_FLAGS: node flags for the arbiters (idle-profile.mjs passes
     // --cpu-prof, which NODE_OPTIONS does not allow)
     const flags = process.env.TRAKTOR_ARBITER_NODE_FLAGS?.split(' ').filter(Boolean) ?? []
-    const proc = spawn(process.execPath, [...flags, this.code.bin, 'start', '--config', file], {
-      stdio: ['ignore', fd, fd],
-    })
+    const shipped = shebangFlags(this.code.bin) // as `npx traktor start` runs it
+    const proc = spawn(
+      process.execPath,
+      [...shipped, ...flags, this.code.bin, 'start', '--config', file],
+      {
+        stdio: ['ignore', fd, fd],
+      },
+    )
     fs.closeSync(fd)
     trackChild(proc)
     const a = new ArbiterProcess(proc, node.url, logFile, (r) => this.onExit?.(i, a, r))
