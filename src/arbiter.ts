@@ -24,7 +24,8 @@ export interface ArbiterInit {
 type State = { kind: 'stopped' } | { kind: 'running' }
 
 /** the row-level resolution round runs at least this often */
-const LWW_TICK_MS = 200
+/** the lww engine's fallback tick: a queued key wakes it at once (LISTEN) */
+const LWW_TICK_MS = 1000
 
 export class Arbiter {
   readonly config: Config
@@ -136,7 +137,7 @@ export class Arbiter {
       ? new LwwEngine({
           local: this.local,
           log,
-          tickMs: Math.min(config.checkIntervalMs, LWW_TICK_MS),
+          tickMs: config.testing?.lwwTickMs ?? Math.min(config.checkIntervalMs, LWW_TICK_MS),
           onResolved: (counts) => {
             for (const c of counts) this.metrics.conflict(c.kind, c.relation, c.action, c.n)
           },

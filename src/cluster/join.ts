@@ -255,7 +255,7 @@ export class JoinCopy {
       throw new Error(`node ${appeared.join(', ')} became ready during the copy: starting over`)
     this.set({ phase: 'enabling' })
     // row-level resolution's triggers must be in place before the first change applies
-    await local.ensureLww()
+    await local.lwwTriggers.ensure()
     await local.joinCopy.advanceAndEnable([
       { subscription: subscriptionName(nodeId, donor.nodeId), lsn: point.walLsn },
       ...others.map((m) => ({

@@ -21,7 +21,14 @@ export const DEFAULT_HEARTBEAT_MS = 500
 export const DEFAULT_SUSPECT_AFTER_MS = 1000
 export const DEFAULT_DEAD_AFTER_MS = 2000
 /** The test-only hooks under `testing`, allowed only when TESTING_ENV is "1". */
-export const TESTING_KEYS = ['crashAt', 'freezeAt', 'routes', 'fence', 'joinPauseMs'] as const
+export const TESTING_KEYS = [
+  'crashAt',
+  'freezeAt',
+  'routes',
+  'fence',
+  'joinPauseMs',
+  'lwwTickMs',
+] as const
 export const TESTING_ENV = 'TRAKTOR_TESTING'
 /** Shorter API keys are refused; the TRAKTOR tutorial's "LetMeIn" (7) must keep working. */
 export const API_KEY_MIN_LENGTH = 6
@@ -306,6 +313,8 @@ export function buildSchema(baseDir: string) {
           fence: z.boolean().optional(),
           // the join copy waits this long before copying (tests watch a node while it copies)
           joinPauseMs: intIn(0, 600_000).optional(),
+          // the lww loop's fallback tick (a test shows a queued key is resolved without it)
+          lwwTickMs: intIn(50, 3_600_000).optional(),
         },
         { error: required('an object') },
       )

@@ -97,6 +97,8 @@ export interface Config {
     /** false: proposals raise no write fence (the fault suite shows rows are then lost) */
     readonly fence?: boolean
     readonly joinPauseMs?: number
+    /** the lww loop's fallback tick instead of a second */
+    readonly lwwTickMs?: number
   }
   /** where the config was read from, for messages */
   readonly source: string

@@ -58,6 +58,11 @@ export function pgError(err: unknown, what: string): TraktorError {
   )
 }
 
+export interface Listener {
+  readonly alive: boolean
+  close(): Promise<void>
+}
+
 export interface DbInit {
   conninfo: string
   nodeId: number
@@ -145,6 +150,42 @@ export class Db {
       throw pgError(err, 'transaction')
     } finally {
       client.release()
+    }
+  }
+
+  /**
+   * LISTEN on a channel on a connection of its own (not the pool's); `onNotify` for every
+   * notification. `alive` turns false when that connection ends (a server restart): listen
+   * again. The channel is a static name of ours (it is not quoted).
+   */
+  async listen(channel: string, onNotify: () => void): Promise<Listener> {
+    const config = clientConfig(
+      this.init.conninfo,
+      `traktor-${this.init.nodeId}-${this.init.purpose}-listen`,
+    )
+    const client = new pg.Client(config)
+    let alive = true
+    const gone = () => {
+      alive = false
+    }
+    client.on('error', gone)
+    client.on('end', gone)
+    client.on('notification', onNotify)
+    try {
+      await client.connect()
+      await client.query(`LISTEN ${channel}`)
+    } catch (err) {
+      await client.end().catch(() => {})
+      throw pgError(err, `listen ${channel}`)
+    }
+    return {
+      get alive() {
+        return alive
+      },
+      close: async () => {
+        alive = false
+        await client.end().catch(() => {})
+      },
     }
   }
 

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js'
 import { type Bound, bindDb } from './bind.js'
 import * as checkStore from './check-store.js'
 import * as cs from './cluster-state.js'
-import { Db, type Queryable } from './db.js'
+import { Db, type Listener, type Queryable } from './db.js'
 import * as ddl from './ddl.js'
 import { dropFenceTrigger, dropStaleFences, Fence, FenceSet } from './fence.js'
 import type { SlotObservation } from './health-rules.js'
@@ -17,6 +17,7 @@ import * as js from './join-slots.js'
 import { ServerLogReader } from './logfile.js'
 import * as lww from './lww.js'
 import { LwwInstaller } from './lww-installer.js'
+import { QUEUED_CHANNEL } from './lww-schema.js'
 import { keepTrue } from './memo.js'
 import { recordMissingRows } from './missing-rows.js'
 import { PeerWatch } from './peer-watch.js'
@@ -170,6 +171,11 @@ export class LocalNode {
     return new FenceSet({ db: this.db })
   }
 
+  /** Told at once when an apply worker queues a conflicting key (lww-schema.ts). */
+  listenForConflicts(onQueued: () => void): Promise<Listener> {
+    return this.db.listen(QUEUED_CHANNEL, onQueued)
+  }
+
   /** A session kept from the pool (a lock that outlives one query). */
   hold(): ReturnType<Db['hold']> {
     return this.db.hold()
@@ -207,11 +213,6 @@ export class LocalNode {
     const result = await initNode({ db: this.db, nodeId: this.nodeId, log: this.log })
     await this.syncWatches()
     return result
-  }
-
-  /** See LwwInstaller.ensure. */
-  async ensureLww(): Promise<{ installed: string[] }> {
-    return await this.lwwTriggers.ensure()
   }
 
   /**
@@ -332,7 +333,7 @@ export class LocalNode {
   async commit(): Promise<rs.CommitResult> {
     await this.requireInitialized()
     const result = await rs.commitStaged(this.db)
-    await this.ensureLww()
+    await this.lwwTriggers.ensure()
     if (result.added.length + result.removed.length > 0) {
       await rs.notifyPublicationChanged(this.db)
       this.log.info(result, 'replicaset committed')
@@ -370,13 +371,11 @@ export class LocalNode {
    * it is enabled again. Throws with every failure named.
    */
   async refreshAll(opts: { triggers?: boolean } = {}): Promise<void> {
-    // the tables' triggers before their rows arrive: a proposal's step skips this (its prepare
-    // installed them; the check took 40-60 ms); their absence must not stop a refresh either:
-    // the resolution loop installs them later
-    if (opts.triggers !== false)
-      await this.ensureLww().catch((err: Error) =>
-        this.log.warn({ err: err.message }, 'row-level resolution triggers not installed yet'),
-      )
+    // the tables' triggers before their rows arrive (a proposal's step skips this: its prepare
+    // installed them); their absence must not stop a refresh: the lww loop installs them later
+    const warn = (err: Error) =>
+      this.log.warn({ err: err.message }, 'lww triggers not installed yet')
+    if (opts.triggers !== false) await this.lwwTriggers.ensure().catch(warn)
     await this.refresher.all(await this.subscriptions())
   }
 

@@ -1,6 +1,9 @@
 // The schema objects of row-level last-writer-wins (lww.ts has the design): the conflict queue,
 // the ledger and the resolution round, as one idempotent script run at every start.
 
+/** the channel a queued conflict is announced on (a static name: no quoting needed) */
+export const QUEUED_CHANNEL = 'trktr_conflict_queued'
+
 /** Queue, ledger and the resolution round; idempotent (run at every start). */
 export const LWW_DDL = `
 CREATE TABLE IF NOT EXISTS trktr.conflict_queue (
@@ -38,6 +41,28 @@ CREATE TABLE IF NOT EXISTS trktr.resolutions (
 );
 CREATE INDEX IF NOT EXISTS resolutions_at ON trktr.resolutions (at);
 REVOKE ALL ON trktr.conflict_queue, trktr.resolutions FROM PUBLIC;
+-- the first key queued into an empty queue wakes the arbiter (LISTEN ${QUEUED_CHANNEL}) instead
+-- of its polling the queue; later ones find it awake (a NOTIFY takes a cluster-wide lock at
+-- commit: one per applied transaction serialised the apply workers, lag x4 in the lww bench).
+-- A key queued beside one the round is deleting waits for the fallback tick. ALWAYS, as the
+-- rows come from apply workers (session_replication_role = replica); made once (CREATE
+-- TRIGGER would lock the queue at every start, behind any apply worker queueing a row)
+CREATE OR REPLACE FUNCTION trktr.conflict_queued() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM trktr.conflict_queue q WHERE q.qid < NEW.qid) THEN
+    PERFORM pg_notify('${QUEUED_CHANNEL}', '');
+  END IF;
+  RETURN NULL;
+END $fn$;
+DO $do$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = 'trktr.conflict_queue'::regclass
+                 AND tgname = 'trktr_queued') THEN
+    CREATE TRIGGER trktr_queued AFTER INSERT ON trktr.conflict_queue
+      FOR EACH ROW EXECUTE FUNCTION trktr.conflict_queued();
+    ALTER TABLE trktr.conflict_queue ENABLE ALWAYS TRIGGER trktr_queued;
+  END IF;
+END $do$;
 
 -- the node behind a replication origin: 0 = written here; pg_<subscription oid> = the peer of
 -- trktr_sub_<self>_<peer>; trktr_lww_<n> = a version of node n restored by a resolution

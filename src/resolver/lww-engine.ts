@@ -1,10 +1,11 @@
 // The row-level resolution loop (resolver "lww"; the SQL and the reasoning are in
-// src/postgres/lww.ts). Every tick: keep the replica triggers on exactly the replicated tables,
+// src/postgres/lww.ts). Woken at once when an apply worker queues a key (LISTEN), and every
+// tick (the fallback: a second): keep the replica triggers on exactly the replicated tables,
 // run a resolution round when the queue holds anything, disarm insert branches that have been
 // quiet, and report what was resolved. One verdict per cycle; an error ends the cycle, never the
 // loop.
 import type { Logger } from '../log.js'
-import type { HeldSession } from '../postgres/db.js'
+import type { HeldSession, Listener } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import * as lww from '../postgres/lww.js'
@@ -12,7 +13,7 @@ import * as lww from '../postgres/lww.js'
 /** an armed insert branch with no conflict for this long is switched off again */
 export const DISARM_AFTER_MS = 30_000
 /** triggers are compared with the replicaset every so many ticks (and before every refresh) */
-const ENSURE_EVERY_TICKS = 20
+const ENSURE_EVERY_TICKS = 5
 
 export interface LwwEngineInit {
   local: LocalNode
@@ -36,6 +37,11 @@ export class LwwEngine {
   /** when each table's insert branch was last asked for, by "schema.table" */
   private readonly armed = new Map<string, { rel: RelationName; atMs: number }>()
   lastVerdict = 'not run yet'
+  /** an apply worker queued a key: a cycle runs at once (the tick is the fallback) */
+  private listener: Listener | undefined
+  private listenFailed = false
+  /** woken while a cycle ran: one more right after it */
+  private again = false
 
   constructor(init: LwwEngineInit) {
     this.init = init
@@ -51,12 +57,15 @@ export class LwwEngine {
     const timer = setInterval(() => void this.tick(), this.init.tickMs)
     timer.unref()
     this.state = { kind: 'running', timer }
+    void this.tick() // listening from the start, not one tick later
   }
 
   async stop(): Promise<void> {
     if (this.state.kind === 'running') clearInterval(this.state.timer)
     this.state = { kind: 'stopped' }
     await this.cycle?.catch(() => undefined)
+    await this.listener?.close()
+    this.listener = undefined
     this.held?.release()
     this.held = undefined
   }
@@ -65,8 +74,35 @@ export class LwwEngine {
   async tick(): Promise<string> {
     this.cycle ??= this.run().finally(() => {
       this.cycle = undefined
+      if (this.again && this.state.kind === 'running') {
+        this.again = false
+        void this.tick()
+      }
     })
     return await this.cycle
+  }
+
+  private wake(): void {
+    if (this.cycle) this.again = true
+    else void this.tick()
+  }
+
+  /** LISTEN for queued keys, again after the connection ended (a server restart). */
+  private async listen(): Promise<void> {
+    if (this.listener?.alive || this.state.kind !== 'running') return
+    try {
+      this.listener = await this.init.local.listenForConflicts(() => this.wake())
+      if (this.state.kind !== 'running') await this.listener.close()
+      if (this.listenFailed) this.log.info('listening for queued conflicts again')
+      this.listenFailed = false
+    } catch (err) {
+      if (!this.listenFailed)
+        this.log.warn(
+          { err: (err as Error).message },
+          'cannot listen for queued conflicts: polling',
+        )
+      this.listenFailed = true
+    }
   }
 
   /**
@@ -78,7 +114,7 @@ export class LwwEngine {
     const known = this.armed.get(name)
     this.armed.set(name, { rel, atMs: Date.now() })
     if (known) return
-    await this.init.local.ensureLww()
+    await this.init.local.lwwTriggers.ensure()
     await this.store.arm(rel, true)
     this.log.info({ relation: name }, 'insert conflicts on this table: insert branch armed')
   }
@@ -88,7 +124,7 @@ export class LwwEngine {
    * every replicated table when the name is missing or matches none. Returns what was armed.
    */
   async armFor(relation: string | undefined): Promise<string[]> {
-    await this.init.local.ensureLww()
+    await this.init.local.lwwTriggers.ensure()
     const tables = (await this.store.installed()).map((t) => t.rel)
     const named = tables.filter((r) => `${r.schema}.${r.table}` === relation)
     const targets = named.length > 0 ? named : tables
@@ -115,10 +151,11 @@ export class LwwEngine {
 
   private async cycleOnce(): Promise<string> {
     const { local } = this.init
+    await this.listen() // before the node is initialised too: the first key may come soon after
     if (!(await local.initialized())) return 'no action: node not initialised'
     const parts: string[] = []
     if (this.ticks++ % ENSURE_EVERY_TICKS === 0) {
-      const e = await local.ensureLww()
+      const e = await local.lwwTriggers.ensure()
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
     }
     if (await this.store.queueNotEmpty()) {
