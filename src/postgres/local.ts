@@ -31,7 +31,7 @@ import { lagBySubscriber, type NodeStatus, nodeStatus } from './status.js'
 import * as subs from './subscriptions.js'
 import * as ss from './sync-standbys.js'
 
-export type { NodeStatus }
+export type { Listener, NodeStatus }
 
 export interface LocalNodeInit {
   nodeId: number

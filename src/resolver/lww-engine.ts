@@ -5,9 +5,9 @@
 // quiet, and report what was resolved. One verdict per cycle; an error ends the cycle, never the
 // loop.
 import type { Logger } from '../log.js'
-import type { HeldSession, Listener } from '../postgres/db.js'
+import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
-import type { LocalNode } from '../postgres/local.js'
+import type { Listener, LocalNode } from '../postgres/local.js'
 import * as lww from '../postgres/lww.js'
 
 /** an armed insert branch with no conflict for this long is switched off again */
