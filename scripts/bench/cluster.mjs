@@ -12,6 +12,7 @@ import path from 'node:path'
 import pg from 'pg'
 import { writePskFile } from '../../dist/mesh/keys.js'
 import * as distEmbedded from '../../dist/postgres/embedded.js'
+import { shebangFlags } from '../node-flags.mjs'
 import { bodyOf, freePort, GiveUp, onCleanup, sleep, trackChild, waitFor } from './util.mjs'
 
 const ROOT = path.resolve(import.meta.dirname, '../..')
@@ -21,17 +22,6 @@ export const DB = 'app'
 export const ROLE = 'traktor_arbiter'
 export const PASSWORD = 'traktor'
 export const API_KEY = 'bench-key'
-
-/** The node flags on the entry point's `#!/usr/bin/env -S node ...` line. */
-export function shebangFlags(bin) {
-  const first = fs.readFileSync(bin, 'utf8').split('\n', 1)[0] ?? ''
-  return (
-    first
-      .match(/^#!.*\bnode((?: --?[\w-]+(?:=\S+)?)*)\s*$/)?.[1]
-      ?.split(' ')
-      .filter(Boolean) ?? []
-  )
-}
 
 /** A persistent superuser connection to the benchmark database of one server. */
 export async function connect(server, dbname = DB, extra = {}) {

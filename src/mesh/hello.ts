@@ -36,8 +36,8 @@ const MAX_TRIES = 10
  * bootstrap peer at the same moment are not in each other's first list.
  */
 const AGAIN_AFTER_MS = [1000, 4000]
-/** what an arbiter of mesh protocol 1 (before the hello) speaks */
-const V1_PROTOCOL = '/traktor/alive/1.0.0'
+/** the liveness probe of mesh protocol 1 (before the hello); liveness.ts still answers it */
+export const LIVENESS_PROTOCOL_V1 = '/traktor/alive/1.0.0'
 
 /**
  * Whether the peer, as identify last described it, is an arbiter of mesh protocol 1: it speaks
@@ -47,7 +47,7 @@ const V1_PROTOCOL = '/traktor/alive/1.0.0'
 export async function olderArbiter(node: Libp2p, peer: PeerId): Promise<boolean> {
   try {
     const { protocols } = await node.peerStore.get(peer)
-    return protocols.includes(V1_PROTOCOL) && !protocols.includes(HELLO_PROTOCOL)
+    return protocols.includes(LIVENESS_PROTOCOL_V1) && !protocols.includes(HELLO_PROTOCOL)
   } catch {
     return false
   }

@@ -19,10 +19,10 @@
 // protocol 1 (every byte echoed, both sides probing) is still probed and answered.
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log.js'
-import { olderArbiter } from './hello.js'
+import { LIVENESS_PROTOCOL_V1, olderArbiter } from './hello.js'
 
+export { LIVENESS_PROTOCOL_V1 }
 export const LIVENESS_PROTOCOL = '/traktor/alive/2.0.0'
-export const LIVENESS_PROTOCOL_V1 = '/traktor/alive/1.0.0'
 export const PROBE_INTERVAL_MS = 500
 export const DEAD_AFTER_MS = 1250
 /** A tick this much later than planned means this process, not its peers, was stalled. */

@@ -16,8 +16,8 @@ const queued = async (id: number) =>
 /** Node 0 and node 1 update row `id` while cut apart, then are joined again. */
 async function conflict(id: number): Promise<void> {
   await c.cut(MeshCluster.pairs(IDS))
+  // one after the other on one clock: node 1's commit is the later one
   await c.q(0, `UPDATE demo.w SET v = 'zero' WHERE id = $1`, [id])
-  await new Promise((r) => setTimeout(r, 20))
   await c.q(1, `UPDATE demo.w SET v = 'one' WHERE id = $1`, [id])
   await c.heal(MeshCluster.pairs(IDS))
 }
@@ -70,7 +70,7 @@ describe('the lww loop is woken by a queued key', () => {
       )
       throw new Error(`${err.message}: ${JSON.stringify(state)}`)
     })
-    await c.converged(IDS, 'demo.w')
+    expect(await c.converged(IDS, 'demo.w')).toMatch(/^10 rows, /) // every seeded row, same md5
   })
 
   it('with the notify trigger disabled the key stays queued until the arbiters start again', async () => {
@@ -79,8 +79,12 @@ describe('the lww loop is woken by a queued key', () => {
     await conflict(2)
     // the key reached the queue, and nothing woke the loop
     await waitFor(async () => (await queued(0)) + (await queued(1)) > 0, 10_000, 'a key queued')
-    await new Promise((r) => setTimeout(r, 3000))
-    expect((await queued(0)) + (await queued(1))).toBeGreaterThan(0)
+    // and it stays queued for 3 s (every poll), where the notified loop took milliseconds
+    const until = Date.now() + 3000
+    while (Date.now() < until) {
+      expect((await queued(0)) + (await queued(1)), 'still queued').toBeGreaterThan(0)
+      await new Promise((r) => setTimeout(r, 100))
+    }
     for (const i of IDS)
       await c.q(i, 'ALTER TABLE trktr.conflict_queue ENABLE ALWAYS TRIGGER trktr_queued')
     // a start runs one cycle at once: the queue is resolved, the table identical
@@ -93,7 +97,7 @@ describe('the lww loop is woken by a queued key', () => {
       30_000,
       'queue empty after the restart',
     )
-    await c.converged(IDS, 'demo.w')
+    expect(await c.converged(IDS, 'demo.w')).toMatch(/^10 rows, /)
     const [row] = await c.q(0, 'SELECT v FROM demo.w WHERE id = 2')
     expect(row?.v).toBe('one')
   })
