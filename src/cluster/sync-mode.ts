@@ -189,7 +189,7 @@ export class SyncMode {
       const value = ss.standbysValue(nodeId, d.want, this.init.quorum)
       if (d.added.length + d.removed.length === 0 && value === this.value) return
       // shrinking releases waiters only at the next status reply of the rest: go through ''
-      if (d.removed.length > 0) await standbys.setStandbys('')
+      if (d.removed.length > 0) await this.release()
       await standbys.setStandbys(value)
       this.current = d.want
       this.value = value
@@ -220,7 +220,7 @@ export class SyncMode {
     const cycles = cyclesToBreak(nodeId, now, this.blocked)
     this.blocked = now
     if (cycles.length === 0 || !this.value) return
-    await standbys.setStandbys('')
+    await this.release()
     await standbys.setStandbys(this.value)
     this.cyclesBroken++
     this.blocked = []
@@ -228,6 +228,12 @@ export class SyncMode {
       { cycles, standbys: this.value },
       `synchronous standbys: released this node's waiting commits: the apply worker for nodes ${[...new Set(cycles.map((c) => c.peer))].join(', ')} waited for a local commit that waited for them (a write-write cycle; the lower node's commit goes first)`,
     )
+  }
+
+  /** '' until the waiting commits are gone (the value written next must not hide it). */
+  private async release(): Promise<void> {
+    if (!(await this.init.standbys.releaseWaiters()))
+      this.log.warn('synchronous standbys: commits still wait 2 s after the setting went to \'\'')
   }
 
   private trackDegraded(d: SyncDecision): void {

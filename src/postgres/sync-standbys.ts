@@ -72,6 +72,26 @@ export async function setStandbys(db: Db, value: string): Promise<void> {
   await db.query('SELECT pg_reload_conf()')
 }
 
+/**
+ * Release every commit waiting for the standbys now: the setting goes to '' and this returns
+ * once no backend waits in SyncRep (true) or after `deadlineMs` (false). The wait matters: the
+ * checkpointer applies the reload that wakes the waiters, and a second reload right after (the
+ * new set) can reach it first, so it never sees '' and the waiters stay until the remaining
+ * standbys' next status reply (wal_receiver_status_interval, 10 s; seen in CI).
+ */
+export async function releaseWaiters(db: Db, deadlineMs = 2000): Promise<boolean> {
+  await setStandbys(db, '')
+  const deadline = Date.now() + deadlineMs
+  for (;;) {
+    const [r] = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'SyncRep'`,
+    )
+    if ((r?.n ?? 0) === 0) return true
+    if (Date.now() > deadline) return false
+    await new Promise((res) => setTimeout(res, 10))
+  }
+}
+
 /** An apply worker on this node waiting for a lock held by a local commit that waits in SyncRep. */
 export interface BlockedApplier {
   /** the node whose changes the worker applies */
