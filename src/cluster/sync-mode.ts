@@ -233,7 +233,7 @@ export class SyncMode {
   /** '' until the waiting commits are gone (the value written next must not hide it). */
   private async release(): Promise<void> {
     if (!(await this.init.standbys.releaseWaiters()))
-      this.log.warn('synchronous standbys: commits still wait 2 s after the setting went to \'\'')
+      this.log.warn("synchronous standbys: commits still wait 2 s after the setting went to ''")
   }
 
   private trackDegraded(d: SyncDecision): void {
