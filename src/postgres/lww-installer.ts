@@ -31,8 +31,11 @@ export class LwwInstaller {
   private queue: Promise<void> = Promise.resolve()
   /** whether apply workers report the rows they skip (missing-rows.ts), once known */
   private missingRows: 'unknown' | 'on' | 'off' = 'unknown'
-  /** the queue and ledger tables are made (once per process: ~9 ms a time; forget() resets) */
-  private schemaMade = false
+  /**
+   * the queue and ledger tables, made once per process (~9 ms a time; forget() resets); one
+   * promise for every caller: two sessions running the DDL at once collide on its types
+   */
+  private schema: Promise<void> | undefined
 
   constructor(init: LwwInstallerInit) {
     this.init = init
@@ -42,14 +45,19 @@ export class LwwInstaller {
 
   /** The node's trktr schema was dropped (teardown): its tables are made again when needed. */
   forget(): void {
-    this.schemaMade = false
+    this.schema = undefined
     this.signatures.clear()
   }
 
   private async makeSchema(): Promise<void> {
-    if (this.schemaMade) return
-    await this.db.query(LWW_DDL)
-    this.schemaMade = true
+    this.schema ??= this.db.query(LWW_DDL).then(
+      () => undefined,
+      (err: unknown) => {
+        this.schema = undefined
+        throw err
+      },
+    )
+    await this.schema
   }
 
   /**
