@@ -4,7 +4,6 @@
 // peer to miss, only members). Either way /healthz answers 503 "degraded", cluster status is
 // unhealthy, traktor_mesh_isolated is 1, and one warn line says so when it starts and one info
 // line when it ends. A lone node that never had a member is not isolated: it is a cluster of one.
-import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { MeshIsolation } from '../mesh/types.js'
 import type { MemberState } from './detector.js'
@@ -58,7 +57,7 @@ export interface IsolationWatchInit {
 
 /** Logs when this node becomes isolated and when it is no longer. */
 export class IsolationWatch {
-  private timer: Beat | undefined
+  private timer: NodeJS.Timeout | undefined
   private isolatedSince: number | undefined
   private readonly log: Logger
 
@@ -68,11 +67,12 @@ export class IsolationWatch {
 
   start(): void {
     if (this.timer) return
-    this.timer = onBeat(TICK_MS, () => this.tick(), { unref: true })
+    this.timer = setInterval(() => this.tick(), TICK_MS)
+    this.timer.unref()
   }
 
   stop(): void {
-    this.timer?.stop()
+    clearInterval(this.timer)
     this.timer = undefined
   }
 

@@ -1,4 +1,3 @@
-import { type Beat, onBeat } from '../beat.js'
 import type { JoinMode } from '../config/types.js'
 import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -52,7 +51,7 @@ export class Reconciler {
   readonly roster: Roster
   postgresUp = true // the last pass reached PostgreSQL (members see it in the heartbeat)
   private startedMs = 0
-  private timer: Beat | undefined
+  private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
   private again = false
   /** the last pass found nothing left to do */
@@ -110,14 +109,14 @@ export class Reconciler {
   start(): void {
     if (this.timer) return
     this.startedMs = Date.now()
-    this.timer = onBeat(TICK_MS, () => {
+    this.timer = setInterval(() => {
       if (!this.settled || Date.now() - this.lastPassMs >= QUIET_MS) this.kick()
-    })
+    }, TICK_MS)
     this.kick()
   }
 
   async stop(): Promise<void> {
-    this.timer?.stop()
+    clearInterval(this.timer)
     this.timer = undefined
     await this.stopCopy()
     await this.running

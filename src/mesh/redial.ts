@@ -1,11 +1,9 @@
 // Keeps this node connected to its bootstrap addresses and to every peer it has ever known.
 // libp2p 3 never auto-dials, and its reconnect queue gives up after a few tries; a member that
 // is down for an hour must still be found again the second it comes back.
-
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
 
@@ -107,7 +105,7 @@ export class Redialer {
   private readonly peers = new Map<string, PeerTarget>()
   private readonly addrTargets: AddrTarget[] = []
   private readonly stopping = new AbortController()
-  private timer: Beat | undefined
+  private timer: NodeJS.Timeout | undefined
   private readonly self: string
   private readonly failures = new DialFailures()
   /** bootstrap entries that name a peer by id (not this node), by that id */
@@ -134,12 +132,13 @@ export class Redialer {
   }
 
   start(): void {
-    this.timer = onBeat(TICK_MS, () => this.tick(), { unref: true })
+    this.timer = setInterval(() => this.tick(), TICK_MS)
+    this.timer.unref()
     this.tick()
   }
 
   stop(): void {
-    this.timer?.stop()
+    clearInterval(this.timer)
     this.stopping.abort(new Error('mesh stopped'))
   }
 

@@ -5,7 +5,6 @@
 // good (PostgreSQL 17 cannot decode past it: "publication does not exist" forever), so the
 // peers are told to make their subscriptions anew; rows written in between did not reach them,
 // and this node says so in its health until it restarts (or a check clears it).
-import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { Db } from './db.js'
 import {
@@ -25,7 +24,7 @@ export interface PublicationGuardInit {
   onRepaired?: (r: PublicationRepair) => void
 }
 
-type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
+type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
 
 const MAX_PROBLEMS = 20
 
@@ -43,12 +42,13 @@ export class PublicationGuard {
 
   start(): void {
     if (this.state.kind === 'running') return
-    const timer = onBeat(this.init.intervalMs, () => void this.check(), { unref: true })
+    const timer = setInterval(() => void this.check(), this.init.intervalMs)
+    timer.unref()
     this.state = { kind: 'running', timer }
   }
 
   async stop(): Promise<void> {
-    if (this.state.kind === 'running') this.state.timer.stop()
+    if (this.state.kind === 'running') clearInterval(this.state.timer)
     this.state = { kind: 'stopped' }
     await this.busy
   }

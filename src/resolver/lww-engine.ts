@@ -1,10 +1,9 @@
 // The row-level resolution loop (resolver "lww"; the SQL and the reasoning are in
 // src/postgres/lww.ts). Woken at once when an apply worker queues a key (LISTEN), and by a
-// timer (the fallback: every tick while not listening, every fifth while listening): keep the
-// replica triggers on exactly the replicated tables, run a resolution round when the queue
-// holds anything, disarm insert branches that have been quiet, and report what was resolved.
-// One verdict per cycle; an error ends the cycle, never the loop.
-import { type Beat, onBeat } from '../beat.js'
+// timer (the fallback: every tick while not listening, every fifth while listening): keep the replica triggers on exactly the replicated tables,
+// run a resolution round when the queue holds anything, disarm insert branches that have been
+// quiet, and report what was resolved. One verdict per cycle; an error ends the cycle, never the
+// loop.
 import type { Logger } from '../log.js'
 import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
@@ -13,8 +12,8 @@ import * as lww from '../postgres/lww.js'
 
 /** an armed insert branch with no conflict for this long is switched off again */
 export const DISARM_AFTER_MS = 30_000
-/** triggers are compared with the replicaset this often (and before every refresh, and when armed) */
-const ENSURE_EVERY_MS = 30_000
+/** triggers are compared with the replicaset this often (and before every refresh) */
+const ENSURE_EVERY_MS = 5000
 /** while the queue's notices wake the loop, the timer runs a cycle every so many ticks */
 const QUIET_TICKS = 5
 
@@ -28,7 +27,7 @@ export interface LwwEngineInit {
   ) => void
 }
 
-type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
+type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
 
 export class LwwEngine {
   private readonly init: LwwEngineInit
@@ -60,20 +59,17 @@ export class LwwEngine {
 
   start(): void {
     if (this.state.kind === 'running') return
-    const timer = onBeat(
-      this.init.tickMs,
-      () => {
-        if (!this.listener?.alive || !this.settled || ++this.ticks % QUIET_TICKS === 0)
-          void this.tick()
-      },
-      { unref: true },
-    )
+    const timer = setInterval(() => {
+      if (!this.listener?.alive || !this.settled || ++this.ticks % QUIET_TICKS === 0)
+        void this.tick()
+    }, this.init.tickMs)
+    timer.unref()
     this.state = { kind: 'running', timer }
     void this.tick() // listening from the start, not one tick later
   }
 
   async stop(): Promise<void> {
-    if (this.state.kind === 'running') this.state.timer.stop()
+    if (this.state.kind === 'running') clearInterval(this.state.timer)
     this.state = { kind: 'stopped' }
     await this.cycle?.catch(() => undefined)
     await this.listener?.close()
