@@ -42,8 +42,6 @@ export interface RecoveryInit {
   steps: Steps
   nodeId: number
   log: Logger
-  /** the replicaset's version moved here (a change committed by this pass) */
-  onApplied?: () => void
 }
 
 export type Status = { decision: 'commit' | 'abort' | 'pending' | 'unknown' }
@@ -119,19 +117,12 @@ export class Recovery {
   private async pass(): Promise<void> {
     const now = Date.now()
     await this.init.steps.sweep()
-    // an idle node's pass is this one query (four lists a second, before)
-    if (!(await this.init.local.cluster.recoveryDue(this.init.nodeId))) {
-      this.stuck.clear()
-      this.rollbacks.clear()
-      return
-    }
     // a schema change decided COMMIT (here, or learned from a peer) is committed here first,
     // whoever drives the rest: its prepared statement holds the tables' locks, and until it
     // commits this node's schema and version lag behind the members that did
     for (const p of await this.init.local.cluster.unappliedSchemaCommits()) {
       if (this.init.proposals.inFlight.has(p.id)) continue
       await this.init.local.cluster.applyProposal(p)
-      this.init.onApplied?.()
       this.log.warn({ proposal: p.id }, 'committed a schema change decided before a restart')
     }
     // an ABORT this node recorded while answering a member, before this pass got to the
@@ -251,7 +242,6 @@ export class Recovery {
     } else {
       await this.init.local.cluster.decide(p.id, 'commit')
       await this.init.local.cluster.applyProposal(p)
-      this.init.onApplied?.()
       if (p.op === 'ddl') await this.init.steps.release(p.id)
       else await this.init.local.refreshAll().catch(() => undefined)
       this.log.warn({ proposal: p.id }, 'in-doubt proposal committed from a peer')

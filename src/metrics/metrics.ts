@@ -20,9 +20,7 @@ export class Metrics {
 
   constructor(src: MetricsSources, log: Logger) {
     const r = this.registry
-    // the event-loop lag histogram samples once a second (prom-client: every 10 ms, a hundred
-    // wake-ups a second of an idle arbiter)
-    client.collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 1000 })
+    client.collectDefaultMetrics({ register: r })
     // prom-client names these gauges *_total, which promtool rightly refuses
     for (const name of [
       'nodejs_active_handles_total',

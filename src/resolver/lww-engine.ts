@@ -1,6 +1,6 @@
 // The row-level resolution loop (resolver "lww"; the SQL and the reasoning are in
-// src/postgres/lww.ts). Woken at once when an apply worker queues a key (LISTEN), and by a
-// timer (the fallback: every tick while not listening, every fifth while listening): keep the replica triggers on exactly the replicated tables,
+// src/postgres/lww.ts). Woken at once when an apply worker queues a key (LISTEN), and every
+// tick (the fallback: a second): keep the replica triggers on exactly the replicated tables,
 // run a resolution round when the queue holds anything, disarm insert branches that have been
 // quiet, and report what was resolved. One verdict per cycle; an error ends the cycle, never the
 // loop.
@@ -12,10 +12,8 @@ import * as lww from '../postgres/lww.js'
 
 /** an armed insert branch with no conflict for this long is switched off again */
 export const DISARM_AFTER_MS = 30_000
-/** triggers are compared with the replicaset this often (and before every refresh) */
-const ENSURE_EVERY_MS = 5000
-/** while the queue's notices wake the loop, the timer runs a cycle every so many ticks */
-const QUIET_TICKS = 5
+/** triggers are compared with the replicaset every so many ticks (and before every refresh) */
+const ENSURE_EVERY_TICKS = 5
 
 export interface LwwEngineInit {
   local: LocalNode
@@ -35,9 +33,6 @@ export class LwwEngine {
   private state: State = { kind: 'stopped' }
   private cycle: Promise<string> | undefined
   private ticks = 0
-  /** a cycle ran on an initialised node (before, the timer runs one every tick) */
-  private settled = false
-  private ensuredMs = 0
   private lastId = -1
   /** when each table's insert branch was last asked for, by "schema.table" */
   private readonly armed = new Map<string, { rel: RelationName; atMs: number }>()
@@ -59,10 +54,7 @@ export class LwwEngine {
 
   start(): void {
     if (this.state.kind === 'running') return
-    const timer = setInterval(() => {
-      if (!this.listener?.alive || !this.settled || ++this.ticks % QUIET_TICKS === 0)
-        void this.tick()
-    }, this.init.tickMs)
+    const timer = setInterval(() => void this.tick(), this.init.tickMs)
     timer.unref()
     this.state = { kind: 'running', timer }
     void this.tick() // listening from the start, not one tick later
@@ -161,10 +153,8 @@ export class LwwEngine {
     const { local } = this.init
     await this.listen() // before the node is initialised too: the first key may come soon after
     if (!(await local.initialized())) return 'no action: node not initialised'
-    this.settled = true
     const parts: string[] = []
-    if (Date.now() - this.ensuredMs >= ENSURE_EVERY_MS) {
-      this.ensuredMs = Date.now()
+    if (this.ticks++ % ENSURE_EVERY_TICKS === 0) {
       const e = await local.lwwTriggers.ensure()
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
     }
