@@ -20,7 +20,9 @@ export class Metrics {
 
   constructor(src: MetricsSources, log: Logger) {
     const r = this.registry
-    client.collectDefaultMetrics({ register: r })
+    // the event-loop lag histogram samples once a second (prom-client: every 10 ms, a hundred
+    // wake-ups a second of an idle arbiter)
+    client.collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 1000 })
     // prom-client names these gauges *_total, which promtool rightly refuses
     for (const name of [
       'nodejs_active_handles_total',
