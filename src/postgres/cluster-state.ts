@@ -3,7 +3,7 @@
 // and the nodes removed from the cluster.
 import { applyTableChange } from './apply-proposal.js'
 import type { Db, Queryable } from './db.js'
-import { commitDdl, type DdlSpec } from './ddl.js'
+import { commitDdl, type DdlSpec, ddlGid } from './ddl.js'
 import { formatRelation, type RelationName } from './ident.js'
 import { addToPublication, removeFromPublication } from './replicaset.js'
 
@@ -133,6 +133,24 @@ export async function incompleteCommits(db: Db, coordinator: number): Promise<Pr
     [coordinator],
   )
   return rows.map(toRow)
+}
+
+/**
+ * Whether the recovery pass has anything to look at: an undecided proposal, a decided COMMIT
+ * this node coordinated and has not finished or (a schema change) not committed here, or a
+ * schema change's transaction still prepared here. One query, so an idle node's pass is one.
+ */
+export async function recoveryDue(db: Db, coordinator: number): Promise<boolean> {
+  const [r] = await db.query<{ due: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM trktr.proposals
+                     WHERE decision IS NULL
+                        OR (decision = 'commit' AND NOT completed AND coordinator = $1)
+                        OR (decision = 'commit' AND NOT applied AND op = 'ddl'))
+         OR EXISTS (SELECT 1 FROM pg_prepared_xacts x
+                     WHERE x.database = current_database() AND starts_with(x.gid, $2)) AS due`,
+    [coordinator, ddlGid('')],
+  )
+  return r?.due === true
 }
 
 /** Schema changes decided COMMIT whose prepared statement this node has not committed yet. */

@@ -15,24 +15,22 @@ import {
 } from './health-rules.js'
 import { isInitialized } from './schema.js'
 
-const SLOTS = `
-SELECT slot_name::text AS slot, wal_status, active,
-       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::float8 AS retained
-FROM pg_replication_slots WHERE slot_name LIKE 'trktr\\_sub\\_%' ORDER BY 1`
-
-const SUBSCRIPTIONS = `
-SELECT s.subname::text AS name, s.subenabled AS enabled,
-       EXISTS (SELECT 1 FROM pg_stat_subscription w
-               WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL
-                 AND w.received_lsn IS NOT NULL AND w.received_lsn <> '0/0'::pg_lsn) AS streaming
-FROM pg_subscription s
-WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND s.subname LIKE 'trktr\\_sub\\_%'
-ORDER BY 1`
-
-const PENDING = `
-SELECT count(*)::int AS n, min(occurred)::text AS oldest FROM trktr.history
-WHERE resolved IS NULL AND occurred < now() - $1::int8 * interval '1 millisecond'`
+/** One round trip: the peers' slots here, our subscriptions, unresolved apply errors. */
+const OBSERVE = `
+SELECT
+  ARRAY(SELECT json_build_object('slot', slot_name::text, 'wal_status', wal_status, 'active', active,
+                 'retained', COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::float8)
+          FROM pg_replication_slots WHERE slot_name LIKE 'trktr\\_sub\\_%' ORDER BY slot_name) AS slots,
+  ARRAY(SELECT json_build_object('name', s.subname::text, 'enabled', s.subenabled, 'streaming',
+                 EXISTS (SELECT 1 FROM pg_stat_subscription w
+                          WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL
+                            AND w.received_lsn IS NOT NULL AND w.received_lsn <> '0/0'::pg_lsn))
+          FROM pg_subscription s
+         WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND s.subname LIKE 'trktr\\_sub\\_%' ORDER BY s.subname) AS subs,
+  p.n, p.oldest
+FROM (SELECT count(*)::int AS n, min(occurred)::text AS oldest FROM trktr.history
+       WHERE resolved IS NULL AND occurred < now() - $1::int8 * interval '1 millisecond') p`
 
 const NAME = /^trktr_sub_(\d+)_(\d+)$/
 
@@ -104,13 +102,13 @@ export class HealthWatch {
     const { db, nodeId } = this.init
     if (!(await (this.init.initialized?.() ?? isInitialized(db)))) return
     const t = thresholdsFor(this.init.intervalMs)
-    const [slots, subs, pending] = await Promise.all([
-      db.query<{ slot: string; wal_status: string | null; active: boolean; retained: number }>(
-        SLOTS,
-      ),
-      db.query<{ name: string; enabled: boolean; streaming: boolean }>(SUBSCRIPTIONS),
-      db.query<{ n: number; oldest: string | null }>(PENDING, [t.pendingMs]),
-    ])
+    const [row] = await db.query<{
+      slots: Array<{ slot: string; wal_status: string | null; active: boolean; retained: number }>
+      subs: Array<{ name: string; enabled: boolean; streaming: boolean }>
+      n: number
+      oldest: string | null
+    }>(OBSERVE, [t.pendingMs])
+    const { slots = [], subs = [] } = row ?? {}
     const obs: HealthObservation = {
       atMs: (this.init.now ?? Date.now)(),
       // the slots peers' subscriptions use here: trktr_sub_<peer>_<this node>
@@ -132,8 +130,8 @@ export class HealthWatch {
         if (!m || Number(m[1]) !== nodeId) return []
         return [{ name: s.name, peer: Number(m[2]), enabled: s.enabled, streaming: s.streaming }]
       }),
-      pendingErrors: pending[0]?.n ?? 0,
-      oldestPending: pending[0]?.oldest ?? null,
+      pendingErrors: row?.n ?? 0,
+      oldestPending: row?.oldest ?? null,
     }
     const r = healthReasons(obs, this.memory, t)
     this.memory = r.memory

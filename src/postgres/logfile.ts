@@ -29,6 +29,19 @@ export class ServerLogReader {
 
   /** New complete records since the last poll. */
   async poll(): Promise<LogRecord[]> {
+    if (this.format !== undefined && this.file !== undefined) {
+      // the usual poll, one round trip: the current file, and the next chunk if it is ours
+      const [r] = await this.db.query<{ f: string | null; b: Buffer | null }>(
+        `SELECT f, CASE WHEN f = $2 THEN pg_read_binary_file(f, $3, $4) END AS b
+           FROM pg_current_logfile($1) AS f`,
+        [this.format, this.file, this.offset, CHUNK_BYTES],
+      )
+      if (r?.f === this.file && r.b) {
+        const out = this.take(r.b)
+        if (r.b.length === CHUNK_BYTES) out.push(...(await this.drain(this.file)))
+        return out
+      }
+    }
     const current = await this.currentFile()
     if (current === undefined) return []
     const out: LogRecord[] = []
@@ -80,10 +93,14 @@ export class ServerLogReader {
         throw err
       }
       if (chunk.length === 0) break
-      this.offset += chunk.length
-      out.push(...(this.parser as LogParser).feed(chunk))
+      out.push(...this.take(chunk))
       if (chunk.length < CHUNK_BYTES) break
     }
     return out
+  }
+
+  private take(chunk: Buffer): LogRecord[] {
+    this.offset += chunk.length
+    return (this.parser as LogParser).feed(chunk)
   }
 }
