@@ -1,9 +1,11 @@
 // The row-level resolution loop (resolver "lww"; the SQL and the reasoning are in
-// src/postgres/lww.ts). Woken at once when an apply worker queues a key (LISTEN), and every
-// tick (the fallback: a second): keep the replica triggers on exactly the replicated tables,
-// run a resolution round when the queue holds anything, disarm insert branches that have been
-// quiet, and report what was resolved. One verdict per cycle; an error ends the cycle, never the
-// loop.
+// src/postgres/lww.ts). Woken at once when an apply worker queues a key into an empty queue
+// (LISTEN), again right after a round that found keys (until it finds none), and by a timer,
+// the fallback: every tick while not listening or while keys came in the last HOT_MS, every
+// QUIET_TICKS-th tick otherwise. A cycle keeps the replica triggers on exactly the replicated
+// tables, runs a resolution round when the queue holds anything, disarms insert branches that
+// have been quiet, and reports what was resolved. One verdict per cycle; an error ends the
+// cycle, never the loop.
 import type { Logger } from '../log.js'
 import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
@@ -12,8 +14,15 @@ import * as lww from '../postgres/lww.js'
 
 /** an armed insert branch with no conflict for this long is switched off again */
 export const DISARM_AFTER_MS = 30_000
-/** triggers are compared with the replicaset every so many ticks (and before every refresh) */
-const ENSURE_EVERY_TICKS = 5
+/** triggers are compared with the replicaset this often (and before every refresh, and when armed) */
+const ENSURE_EVERY_MS = 30_000
+/**
+ * a key queued beside one a round is deleting finds the queue not empty and notifies no one:
+ * for this long after a round found keys, the timer runs a cycle every tick
+ */
+const HOT_MS = 10_000
+/** otherwise, while the queue's notices wake the loop, the timer runs every so many ticks */
+const QUIET_TICKS = 5
 
 export interface LwwEngineInit {
   local: LocalNode
@@ -33,6 +42,11 @@ export class LwwEngine {
   private state: State = { kind: 'stopped' }
   private cycle: Promise<string> | undefined
   private ticks = 0
+  /** a cycle ran on an initialised node (until then the timer runs one every tick) */
+  private settled = false
+  private ensuredMs = 0
+  /** until when the timer runs a cycle every tick (keys came lately) */
+  private hotUntilMs = 0
   private lastId = -1
   /** when each table's insert branch was last asked for, by "schema.table" */
   private readonly armed = new Map<string, { rel: RelationName; atMs: number }>()
@@ -54,7 +68,10 @@ export class LwwEngine {
 
   start(): void {
     if (this.state.kind === 'running') return
-    const timer = setInterval(() => void this.tick(), this.init.tickMs)
+    const timer = setInterval(() => {
+      const quiet = this.listener?.alive && this.settled && Date.now() >= this.hotUntilMs
+      if (!quiet || ++this.ticks % QUIET_TICKS === 0) void this.tick()
+    }, this.init.tickMs)
     timer.unref()
     this.state = { kind: 'running', timer }
     void this.tick() // listening from the start, not one tick later
@@ -153,14 +170,19 @@ export class LwwEngine {
     const { local } = this.init
     await this.listen() // before the node is initialised too: the first key may come soon after
     if (!(await local.initialized())) return 'no action: node not initialised'
+    this.settled = true
     const parts: string[] = []
-    if (this.ticks++ % ENSURE_EVERY_TICKS === 0) {
+    if (Date.now() - this.ensuredMs >= ENSURE_EVERY_MS) {
+      this.ensuredMs = Date.now()
       const e = await local.lwwTriggers.ensure()
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
     }
     if (await this.store.queueNotEmpty()) {
       const r = await this.resolve()
       parts.push(`${r.recorded} resolved, ${r.restored} restored`)
+      // keys queued while this round ran may have notified no one: look again at once
+      this.again = true
+      this.hotUntilMs = Date.now() + HOT_MS
     }
     await this.report()
     const now = Date.now()

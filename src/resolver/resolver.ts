@@ -53,6 +53,8 @@ export class Resolver {
   private cycle: Promise<string> | undefined
   lastVerdict = 'not run yet'
   private actedLastCycle = false
+  /** whether trktr.history holds entries not confirmed resolved (undefined: not known) */
+  private open: boolean | undefined
 
   constructor(init: ResolverInit) {
     this.init = init
@@ -131,7 +133,10 @@ export class Resolver {
       acted(this.decisions, a, now)
       this.init.onEvent?.({ kind: 'action', action: a })
     }
-    const resolved = await local.records.markApplied()
+    // entries only this loop records: with none open, nothing to confirm (one query a second)
+    const resolved = this.open !== false ? await local.records.markApplied() : []
+    if (this.open === undefined || resolved.length > 0)
+      this.open = (await local.records.historyCounts()).pending > 0
     for (const entry of resolved) {
       this.log.info(
         { subscription: entry.subscription, lsn: entry.lsn, relation: entry.relation },
@@ -175,6 +180,7 @@ export class Resolver {
 
   private async act(a: Action): Promise<void> {
     const { records, subscription } = this.init.local
+    this.open = undefined // an entry may be recorded below
     const f = a.failure
     const base = {
       subscription: a.subscription,
