@@ -4,6 +4,7 @@
 // peer to miss, only members). Either way /healthz answers 503 "degraded", cluster status is
 // unhealthy, traktor_mesh_isolated is 1, and one warn line says so when it starts and one info
 // line when it ends. A lone node that never had a member is not isolated: it is a cluster of one.
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { MeshIsolation } from '../mesh/types.js'
 import type { MemberState } from './detector.js'
@@ -57,7 +58,7 @@ export interface IsolationWatchInit {
 
 /** Logs when this node becomes isolated and when it is no longer. */
 export class IsolationWatch {
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private isolatedSince: number | undefined
   private readonly log: Logger
 
@@ -67,12 +68,11 @@ export class IsolationWatch {
 
   start(): void {
     if (this.timer) return
-    this.timer = setInterval(() => this.tick(), TICK_MS)
-    this.timer.unref()
+    this.timer = onBeat(TICK_MS, () => this.tick(), { unref: true })
   }
 
   stop(): void {
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.timer = undefined
   }
 

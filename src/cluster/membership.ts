@@ -6,6 +6,7 @@
 // record; the detector turns silence and closed connections into suspect and dead. Per member
 // and second that is a few bytes, not a flooded record (issue 14). Two peers claiming one
 // nodeId are both marked duplicate, loudly, and neither is used.
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
 import type { GossipMessage } from '../mesh/types.js'
@@ -88,7 +89,7 @@ export class Membership {
   private readonly incarnation: number
   /** this run's heartbeat counter: a receiver takes only newer ones (a clock may step back) */
   private seq = 0
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   /** when the last heartbeat went out, and what it said of this node */
   private lastAnnounce = { atMs: -Infinity, said: '' }
   /** when the tick last ran (monotonic): a late tick is this process's stall, not the peers' */
@@ -122,12 +123,12 @@ export class Membership {
     })
     if (records) this.disposers.push(records)
     this.lastTickAt = performance.now()
-    this.timer = setInterval(() => this.tick(), evaluateEveryMs(this.init.timings))
+    this.timer = onBeat(evaluateEveryMs(this.init.timings), () => this.tick())
     this.tick()
   }
 
   stop(): void {
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.timer = undefined
     for (const off of this.disposers.splice(0)) off()
   }

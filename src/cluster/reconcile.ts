@@ -1,3 +1,4 @@
+import { type Beat, onBeat } from '../beat.js'
 import type { JoinMode } from '../config/types.js'
 import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -45,7 +46,7 @@ export class Reconciler {
   readonly roster: Roster
   postgresUp = true // the last pass reached PostgreSQL (members see it in the heartbeat)
   private startedMs = 0
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private running: Promise<void> | undefined
   private again = false
   private readonly failing = new Map<number, string>()
@@ -100,12 +101,12 @@ export class Reconciler {
   start(): void {
     if (this.timer) return
     this.startedMs = Date.now()
-    this.timer = setInterval(() => this.kick(), TICK_MS)
+    this.timer = onBeat(TICK_MS, () => this.kick())
     this.kick()
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.timer = undefined
     await this.stopCopy()
     await this.running

@@ -4,6 +4,7 @@
 // an ABORT, "never prepared", or a coordinator without a decision (it records ABORT first,
 // fencing out a late COMMIT) → abort; everyone prepared and the coordinator unreachable →
 // stay blocked and say so (in-doubt).
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
 import type { LocalNode } from '../postgres/local.js'
@@ -64,7 +65,7 @@ export function inDoubtOutcome(
 export class Recovery {
   private readonly init: RecoveryInit
   private readonly log: Logger
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private busy = false
   private startedMs = 0
   /** proposals prepared here whose outcome nobody reachable knows */
@@ -81,11 +82,11 @@ export class Recovery {
 
   start(): void {
     this.startedMs = Date.now()
-    this.timer ??= setInterval(() => void this.tick(), TICK_MS)
+    this.timer ??= onBeat(TICK_MS, () => void this.tick())
   }
 
   stop(): void {
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.timer = undefined
   }
 

@@ -5,6 +5,7 @@
 // again — the join's copy procedure: fresh subscriptions and slots, its rows replaced by a
 // donor's snapshot while writes go on — once per loss, and writes the heal to the ledger.
 // `slotsToHeal` decides; the class only reads, calls and records.
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { SlotObservation } from '../postgres/health-rules.js'
 
@@ -71,7 +72,7 @@ export interface SlotHealerInit {
 export class SlotHealer {
   private readonly init: SlotHealerInit
   private readonly log: Logger
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private memory: HealMemory = NO_HEALS
   private busy: Promise<void> | undefined
 
@@ -81,12 +82,11 @@ export class SlotHealer {
   }
 
   start(): void {
-    this.timer ??= setInterval(() => void this.tick(), TICK_MS)
-    this.timer.unref()
+    this.timer ??= onBeat(TICK_MS, () => void this.tick(), { unref: true })
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.timer = undefined
     await this.busy
   }

@@ -5,6 +5,7 @@
 // commits stall no longer than the failure detector takes; it comes back only once it streams
 // with less than CATCH_UP_BYTES to apply, so a returning peer does not stall every commit while
 // it catches up. A removal passes through '' (releases waiters at once, pg17-facts §6).
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { LocalNode } from '../postgres/local.js'
 import * as ss from '../postgres/sync-standbys.js'
@@ -93,7 +94,7 @@ export interface SyncModeInit {
 export class SyncMode {
   private readonly init: SyncModeInit
   private readonly log: Logger
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private running: Promise<void> | undefined
   private current: number[] = []
   /** synchronous_standby_names as last written (undefined: not written by this run yet) */
@@ -125,7 +126,7 @@ export class SyncMode {
     // older than a reload just made (async mode's release of the same set, a moment before,
     // was read here as still in place and never written back; seen in CI)
     else this.current = [...value.matchAll(/"trktr_sub_(\d+)_\d+"/g)].map((m) => Number(m[1]))
-    this.timer = setInterval(() => void this.tick(), TICK_MS)
+    this.timer = onBeat(TICK_MS, () => void this.tick())
     void this.tick()
   }
 
@@ -139,7 +140,7 @@ export class SyncMode {
 
   /** Stops the cycle and waits for one under way (nothing is written after stop returns). */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer)
+    this.timer?.stop()
     this.timer = undefined
     await this.running
   }

@@ -2,9 +2,11 @@
 // A new connection's hello (hello.ts) names the peers each side is connected to; each node
 // also announces where it listens on an internal topic, at start and every 5 minutes. Whoever
 // hears of a peer it is not connected to dials it. The Redialer keeps it that way.
+
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { MAX_ANNOUNCED_ADDRS, MAX_HELLO_PEERS, type PeerAnnounce, WIRE_VERSION } from './codec.js'
 import type { Gossip } from './gossip.js'
@@ -40,7 +42,7 @@ type Identified = CustomEvent<{ peerId: PeerId; listenAddrs: Multiaddr[] }>
 export class FullMesh {
   private readonly redial: Redialer
   private readonly self: string
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private announcedAt = 0
   /** the known peers as last written to knownPeersFile */
   private kept = ''
@@ -72,16 +74,19 @@ export class FullMesh {
     this.rememberKnown()
     this.redial.start()
     this.announce()
-    this.timer = setInterval(() => {
-      if (Date.now() - this.announcedAt >= ANNOUNCE_INTERVAL_MS) this.announce()
-      this.keepKnown()
-    }, KEEP_INTERVAL_MS)
-    this.timer.unref()
+    this.timer = onBeat(
+      KEEP_INTERVAL_MS,
+      () => {
+        if (Date.now() - this.announcedAt >= ANNOUNCE_INTERVAL_MS) this.announce()
+        this.keepKnown()
+      },
+      { unref: true },
+    )
   }
 
   stop(): void {
     const { node } = this.components
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.keepKnown()
     this.redial.stop()
     node.removeEventListener('peer:connect', this.onConnect)

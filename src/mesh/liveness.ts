@@ -17,7 +17,9 @@
 // sender's own current record, so that a peer that missed a change (gossip reaches only peers
 // whose subscription is known) sees it at the next probe and asks. An arbiter that speaks only
 // protocol 1 (every byte echoed, both sides probing) is still probed and answered.
+
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { LIVENESS_PROTOCOL_V1, olderArbiter } from './hello.js'
 
@@ -79,7 +81,7 @@ export class Liveness {
   private readonly probedAt = new Map<string, number>()
   private readonly everyMs: number
   private readonly tickMs: number
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private lastTick = 0
 
   constructor(
@@ -96,12 +98,11 @@ export class Liveness {
     await node.handle(LIVENESS_PROTOCOL, (s, c) => this.answer(s, c, true), opts)
     await node.handle(LIVENESS_PROTOCOL_V1, (s, c) => this.answer(s, c, false), opts)
     this.lastTick = performance.now()
-    this.timer = setInterval(() => this.tick(), this.tickMs)
-    this.timer.unref()
+    this.timer = onBeat(this.tickMs, () => this.tick(), { unref: true })
   }
 
   stop(): void {
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.timer = undefined
     for (const p of this.probes.values()) p.stream?.abort(new Error('mesh stopped'))
     this.probes.clear()

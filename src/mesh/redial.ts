@@ -1,9 +1,11 @@
 // Keeps this node connected to its bootstrap addresses and to every peer it has ever known.
 // libp2p 3 never auto-dials, and its reconnect queue gives up after a few tries; a member that
 // is down for an hour must still be found again the second it comes back.
+
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
 
@@ -105,7 +107,7 @@ export class Redialer {
   private readonly peers = new Map<string, PeerTarget>()
   private readonly addrTargets: AddrTarget[] = []
   private readonly stopping = new AbortController()
-  private timer: NodeJS.Timeout | undefined
+  private timer: Beat | undefined
   private readonly self: string
   private readonly failures = new DialFailures()
   /** bootstrap entries that name a peer by id (not this node), by that id */
@@ -132,13 +134,12 @@ export class Redialer {
   }
 
   start(): void {
-    this.timer = setInterval(() => this.tick(), TICK_MS)
-    this.timer.unref()
+    this.timer = onBeat(TICK_MS, () => this.tick(), { unref: true })
     this.tick()
   }
 
   stop(): void {
-    clearInterval(this.timer)
+    this.timer?.stop()
     this.stopping.abort(new Error('mesh stopped'))
   }
 

@@ -3,6 +3,7 @@
 // (disabled, or enabled without a worker that streams), apply errors left unresolved — and
 // keeps the reasons (health-rules.ts) for /healthz, the status routes and the metrics. Reads
 // only; a failed read keeps the last answer and is logged once per change.
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { Db } from './db.js'
 import {
@@ -44,7 +45,7 @@ export interface HealthWatchInit {
   initialized?: () => Promise<boolean>
 }
 
-type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
+type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
 
 export class HealthWatch {
   private readonly init: HealthWatchInit
@@ -63,14 +64,13 @@ export class HealthWatch {
 
   start(): void {
     if (this.state.kind === 'running') return
-    const timer = setInterval(() => void this.observe(), this.init.intervalMs)
-    timer.unref()
+    const timer = onBeat(this.init.intervalMs, () => void this.observe(), { unref: true })
     this.state = { kind: 'running', timer }
     void this.observe()
   }
 
   async stop(): Promise<void> {
-    if (this.state.kind === 'running') clearInterval(this.state.timer)
+    if (this.state.kind === 'running') this.state.timer.stop()
     this.state = { kind: 'stopped' }
     await this.busy
   }

@@ -5,6 +5,7 @@
 // good (PostgreSQL 17 cannot decode past it: "publication does not exist" forever), so the
 // peers are told to make their subscriptions anew; rows written in between did not reach them,
 // and this node says so in its health until it restarts (or a check clears it).
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { Db } from './db.js'
 import {
@@ -24,7 +25,7 @@ export interface PublicationGuardInit {
   onRepaired?: (r: PublicationRepair) => void
 }
 
-type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
+type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
 
 const MAX_PROBLEMS = 20
 
@@ -42,13 +43,12 @@ export class PublicationGuard {
 
   start(): void {
     if (this.state.kind === 'running') return
-    const timer = setInterval(() => void this.check(), this.init.intervalMs)
-    timer.unref()
+    const timer = onBeat(this.init.intervalMs, () => void this.check(), { unref: true })
     this.state = { kind: 'running', timer }
   }
 
   async stop(): Promise<void> {
-    if (this.state.kind === 'running') clearInterval(this.state.timer)
+    if (this.state.kind === 'running') this.state.timer.stop()
     this.state = { kind: 'stopped' }
     await this.busy
   }

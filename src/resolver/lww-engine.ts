@@ -6,6 +6,7 @@
 // tables, runs a resolution round when the queue holds anything, disarms insert branches that
 // have been quiet, and reports what was resolved. One verdict per cycle; an error ends the
 // cycle, never the loop.
+import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
@@ -34,7 +35,7 @@ export interface LwwEngineInit {
   ) => void
 }
 
-type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout }
+type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
 
 export class LwwEngine {
   private readonly init: LwwEngineInit
@@ -68,17 +69,20 @@ export class LwwEngine {
 
   start(): void {
     if (this.state.kind === 'running') return
-    const timer = setInterval(() => {
-      const quiet = this.listener?.alive && this.settled && Date.now() >= this.hotUntilMs
-      if (!quiet || ++this.ticks % QUIET_TICKS === 0) void this.tick()
-    }, this.init.tickMs)
-    timer.unref()
+    const timer = onBeat(
+      this.init.tickMs,
+      () => {
+        const quiet = this.listener?.alive && this.settled && Date.now() >= this.hotUntilMs
+        if (!quiet || ++this.ticks % QUIET_TICKS === 0) void this.tick()
+      },
+      { unref: true },
+    )
     this.state = { kind: 'running', timer }
     void this.tick() // listening from the start, not one tick later
   }
 
   async stop(): Promise<void> {
-    if (this.state.kind === 'running') clearInterval(this.state.timer)
+    if (this.state.kind === 'running') this.state.timer.stop()
     this.state = { kind: 'stopped' }
     await this.cycle?.catch(() => undefined)
     await this.listener?.close()

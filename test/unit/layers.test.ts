@@ -17,14 +17,24 @@ const ALLOWED: Record<string, string[]> = {
   'lifecycle.ts': ['log.ts:type'],
   // the one poll-with-a-deadline loop (demo, tests, benchmarks, soak)
   'wait.ts': [],
+  // periodic loops on a shared beat: loops of dividing periods wake the process together
+  'beat.ts': [],
   // the libpq connection-string parser: pure, for every room that reads or writes one
   libpq: ['errors.ts'],
   // postgres/ident.ts is pure (relation names: parse and quote), for the per-table config keys
   config: ['errors.ts', 'libpq', 'postgres/ident.ts'],
-  postgres: ['config', 'errors.ts', 'libpq', 'log.ts:type'],
-  mesh: ['config', 'errors.ts', 'libpq', 'log.ts:type'],
-  cluster: ['config:type', 'errors.ts', 'lifecycle.ts', 'log.ts:type', 'mesh:type', 'postgres'],
-  resolver: ['config:type', 'errors.ts', 'log.ts:type', 'postgres'],
+  postgres: ['beat.ts', 'config', 'errors.ts', 'libpq', 'log.ts:type'],
+  mesh: ['beat.ts', 'config', 'errors.ts', 'libpq', 'log.ts:type'],
+  cluster: [
+    'beat.ts',
+    'config:type',
+    'errors.ts',
+    'lifecycle.ts',
+    'log.ts:type',
+    'mesh:type',
+    'postgres',
+  ],
+  resolver: ['beat.ts', 'config:type', 'errors.ts', 'log.ts:type', 'postgres'],
   metrics: ['cluster:type', 'log.ts:type', 'postgres:type'],
   api: ['cluster:type', 'config:type', 'errors.ts', 'log.ts:type', 'postgres', 'version.ts'],
   'arbiter.ts': [
