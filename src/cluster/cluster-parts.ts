@@ -162,6 +162,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     log: init.log,
     noFence: init.noFence === true,
     striper: p.striper,
+    onApplied: () => p.reconciler.kick(),
   })
   p.proposals = new Proposals({
     local,
@@ -183,6 +184,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     steps: p.steps,
     nodeId,
     log: init.log,
+    onApplied: () => p.reconciler.kick(),
   })
   p.isolationWatch = new IsolationWatch({ log: init.log, check: () => hooks.isolation() })
   p.checkNode = new CheckNode({ local, nodeId, log: init.log })

@@ -15,8 +15,14 @@ import { decidePass, donors, livePeers } from './reconcile-decide.js'
 import { Roster } from './roster.js'
 import { answerOf } from './rpc-results.js'
 import type { SequenceStriper } from './sequences.js'
+import { wireSubscriptions } from './wire.js'
 
 const TICK_MS = 500
+/**
+ * A settled node (ready, every member it should subscribe to wired, nothing owed) looks again
+ * this often; events kick a pass at once (a member's record changed, a change applied here).
+ */
+const QUIET_MS = 3000
 
 export interface ReconcilerInit {
   local: LocalNode
@@ -49,6 +55,9 @@ export class Reconciler {
   private timer: Beat | undefined
   private running: Promise<void> | undefined
   private again = false
+  /** the last pass found nothing left to do */
+  private settled = false
+  private lastPassMs = 0
   private readonly failing = new Map<number, string>()
   // members not yet known to have refreshed their subscription to this node after an adopt
   private readonly owedRefresh = new Set<number>()
@@ -101,7 +110,9 @@ export class Reconciler {
   start(): void {
     if (this.timer) return
     this.startedMs = Date.now()
-    this.timer = onBeat(TICK_MS, () => this.kick())
+    this.timer = onBeat(TICK_MS, () => {
+      if (!this.settled || Date.now() - this.lastPassMs >= QUIET_MS) this.kick()
+    })
     this.kick()
   }
 
@@ -145,6 +156,8 @@ export class Reconciler {
 
   private async pass(): Promise<void> {
     const { local, membership, nodeId } = this.init
+    this.settled = false
+    this.lastPassMs = Date.now()
     if (!(await local.initialized())) await local.initNode()
     await this.roster.load()
     await this.roster.sync(this.joinState)
@@ -192,8 +205,12 @@ export class Reconciler {
     if (this.joinState !== 'ready') return
     // the cluster grew past the stride, or a sequence was reset by hand: stripe again
     await this.init.striper?.recheck()
-    await this.wireSubscriptions(members)
+    const wired = await wireSubscriptions(
+      { ...this.init, removed: this.removed, failing: this.failing, log: this.log },
+      members,
+    )
     if (this.owedRefresh.size > 0) await this.askRefresh()
+    this.settled = wired && this.owedRefresh.size === 0 && this.failing.size === 0
   }
 
   /** nodes removed from the cluster (this one included, if it was) */
@@ -369,29 +386,6 @@ export class Reconciler {
       tables.tableProblems({ schema, table }, { columns, from }),
     )
     return (await Promise.all(each)).flat()
-  }
-
-  private async wireSubscriptions(members: Member[]): Promise<void> {
-    const { local, membership } = this.init
-    const current = await local.subscriptions()
-    for (const s of current) {
-      if (this.removed.has(s.peer)) await local.unsubscribe(s.peer)
-    }
-    // a removal this node learned from the roster: the removed node's slot here goes too
-    for (const node of this.removed) await local.dropSlotOf(node)
-    const have = new Set(current.map((s) => s.peer))
-    for (const m of members) {
-      if (have.has(m.nodeId) || m.joinState !== 'ready' || !membership.isStable(m)) continue
-      try {
-        await local.subscribe(m.nodeId, m.postgres)
-        this.failing.delete(m.nodeId)
-      } catch (err) {
-        const msg = (err as Error).message
-        if (this.failing.get(m.nodeId) !== msg)
-          this.log.warn({ node: m.nodeId, err: msg }, 'cannot subscribe to member')
-        this.failing.set(m.nodeId, msg)
-      }
-    }
   }
 
   /** Why subscribing to a member failed, if it does (status). */

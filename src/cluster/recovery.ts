@@ -43,6 +43,8 @@ export interface RecoveryInit {
   steps: Steps
   nodeId: number
   log: Logger
+  /** the replicaset's version moved here (a change committed by this pass) */
+  onApplied?: () => void
 }
 
 export type Status = { decision: 'commit' | 'abort' | 'pending' | 'unknown' }
@@ -130,6 +132,7 @@ export class Recovery {
     for (const p of await this.init.local.cluster.unappliedSchemaCommits()) {
       if (this.init.proposals.inFlight.has(p.id)) continue
       await this.init.local.cluster.applyProposal(p)
+      this.init.onApplied?.()
       this.log.warn({ proposal: p.id }, 'committed a schema change decided before a restart')
     }
     // an ABORT this node recorded while answering a member, before this pass got to the
@@ -249,6 +252,7 @@ export class Recovery {
     } else {
       await this.init.local.cluster.decide(p.id, 'commit')
       await this.init.local.cluster.applyProposal(p)
+      this.init.onApplied?.()
       if (p.op === 'ddl') await this.init.steps.release(p.id)
       else await this.init.local.refreshAll().catch(() => undefined)
       this.log.warn({ proposal: p.id }, 'in-doubt proposal committed from a peer')

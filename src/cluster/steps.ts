@@ -28,6 +28,8 @@ export interface StepsInit {
   noFence?: boolean
   /** node-striped sequences (absent: sequences are left alone) */
   striper?: SequenceStriper
+  /** the replicaset's version moved here (a change published or committed) */
+  onApplied?: () => void
 }
 
 export class Steps {
@@ -205,11 +207,13 @@ export class Steps {
       case 'publish':
         await this.fence(p)
         await local.cluster.publishProposal(p)
+        this.init.onApplied?.()
         return
       case 'commit-ddl':
         await local.cluster.recordProposal(p)
         await local.cluster.decide(p.id, 'commit')
         await local.cluster.applyProposal(p)
+        this.init.onApplied?.()
         return
       case 'refresh':
         await local.refreshAll({ triggers: false }) // installed at prepare
