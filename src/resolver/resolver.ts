@@ -1,6 +1,8 @@
 // The conflict resolver's loop: every checkIntervalMs, observe (subscriptions, new log
 // records) → decide (pure) → act (record, skip, enable) → confirm what really got applied.
 // Each cycle ends in one verdict line; an error ends the cycle, never the loop.
+
+import { nextBeat } from '../beat.js'
 import type { ResolverStrategy } from '../config/types.js'
 import type { Logger } from '../log.js'
 import type { HistoryEntry } from '../postgres/history.js'
@@ -92,7 +94,10 @@ export class Resolver {
         const soon = this.actedLastCycle
           ? Math.min(CONFIRM_AFTER_MS, this.init.intervalMs)
           : undefined
-        if (this.state === state) this.schedule(soon ?? this.init.intervalMs)
+        // otherwise on the beat of the arbiter's other loops (one wake-up for all of them)
+        const now = Date.now()
+        const next = soon ?? nextBeat(now, this.init.intervalMs, true) - now
+        if (this.state === state) this.schedule(next)
       })
     }, ms)
   }
