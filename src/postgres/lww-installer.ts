@@ -43,6 +43,11 @@ export class LwwInstaller {
     this.log = init.log
   }
 
+  /** Apply workers may report skipped rows in the server log (on, or not known yet). */
+  get reportsMissingRows(): boolean {
+    return this.missingRows !== 'off'
+  }
+
   /** The node's trktr schema was dropped (teardown): its tables are made again when needed. */
   forget(): void {
     this.schema = undefined

@@ -42,6 +42,8 @@ export type ResolverEvent =
 
 /** how soon to look again after a cycle that acted */
 const CONFIRM_AFTER_MS = 150
+/** with every subscription enabled and no apply error counted, the log is read this often */
+const LOG_EVERY_MS = 10_000
 
 type State = { kind: 'stopped' } | { kind: 'running'; timer: NodeJS.Timeout | undefined }
 
@@ -57,6 +59,8 @@ export class Resolver {
   private actedLastCycle = false
   /** whether trktr.history holds entries not confirmed resolved (undefined: not known) */
   private open: boolean | undefined
+  /** when the server log was last read, and the apply error counts then */
+  private logRead = { atMs: 0, errors: '' }
 
   constructor(init: ResolverInit) {
     this.init = init
@@ -122,7 +126,7 @@ export class Resolver {
     const { local } = this.init
     if (!(await local.initialized())) return 'no action: node not initialised'
     const list = await local.subscriptions()
-    const records = await this.reader.poll()
+    const records = this.logDue(list) ? await this.reader.poll() : []
     this.failures.add(
       records,
       list.map((s) => s.name),
@@ -165,6 +169,25 @@ export class Resolver {
     const parts = actions.map((a) => `${a.kind} ${a.subscription} (${a.failure.sqlState})`)
     if (resolved.length > 0) parts.push(`${resolved.length} confirmed resolved`)
     return parts.join('; ')
+  }
+
+  /**
+   * Whether to read the server log this cycle. Every apply error disables its subscription
+   * (disable_on_error) and counts in its stats, so while every subscription is enabled and no
+   * count moved there is no failure to read about: the log is read then every LOG_EVERY_MS
+   * (what it holds stays there; the reader goes on from its offset). Always while apply workers
+   * report skipped rows there (lww, recordMissingRows).
+   */
+  private logDue(list: readonly SubscriptionView[]): boolean {
+    const now = Date.now()
+    const errors = list.map((s) => `${s.oid}:${s.applyErrors}:${s.statsReset}`).join(',')
+    const due =
+      list.some((s) => !s.enabled) ||
+      errors !== this.logRead.errors ||
+      now - this.logRead.atMs >= LOG_EVERY_MS ||
+      (this.init.lww !== undefined && this.init.local.lwwTriggers.reportsMissingRows)
+    if (due) this.logRead = { atMs: now, errors }
+    return due
   }
 
   /** UPDATEs and DELETEs the apply workers skipped for want of the row: in the ledger. */
