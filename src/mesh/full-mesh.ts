@@ -2,7 +2,6 @@
 // A new connection's hello (hello.ts) names the peers each side is connected to; each node
 // also announces where it listens on an internal topic, at start and every 5 minutes. Whoever
 // hears of a peer it is not connected to dials it. The Redialer keeps it that way.
-
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'

@@ -17,7 +17,6 @@
 // sender's own current record, so that a peer that missed a change (gossip reaches only peers
 // whose subscription is known) sees it at the next probe and asks. An arbiter that speaks only
 // protocol 1 (every byte echoed, both sides probing) is still probed and answered.
-
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'

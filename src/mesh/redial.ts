@@ -1,7 +1,6 @@
 // Keeps this node connected to its bootstrap addresses and to every peer it has ever known.
 // libp2p 3 never auto-dials, and its reconnect queue gives up after a few tries; a member that
 // is down for an hour must still be found again the second it comes back.
-
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Multiaddr } from '@multiformats/multiaddr'

@@ -1,7 +1,6 @@
 // The conflict resolver's loop: every checkIntervalMs, observe (subscriptions, new log
 // records) → decide (pure) → act (record, skip, enable) → confirm what really got applied.
 // Each cycle ends in one verdict line; an error ends the cycle, never the loop.
-
 import { nextBeat } from '../beat.js'
 import type { ResolverStrategy } from '../config/types.js'
 import type { Logger } from '../log.js'
