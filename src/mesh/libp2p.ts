@@ -15,6 +15,7 @@ import type { Logger } from '../log.js'
 import { PendingByHost } from './inbound.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
+import { fixYamuxWindowUpdates } from './yamux-window-fix.js'
 
 export interface Services extends Record<string, unknown> {
   identify: Identify
@@ -115,6 +116,7 @@ export async function openMeshNode(
 export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
   const { isBlocked, psk } = init
   if (psk !== undefined) fixXsalsa20()
+  fixYamuxWindowUpdates()
   const pending = new PendingByHost()
   return createLibp2p<Services>({
     start: false,
