@@ -14,6 +14,7 @@ import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { PendingByHost } from './inbound.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
+import { noiseCrypto } from './noise-crypto.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
 import { fixYamuxWindowUpdates } from './yamux-window-fix.js'
 
@@ -123,7 +124,7 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
     privateKey: init.privateKey,
     addresses: { listen: init.listen.map(String) },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux()],
     ...(psk === undefined ? {} : { connectionProtector: preSharedKey({ psk }) }),
     connectionGater: {
