@@ -1,6 +1,7 @@
 // A child process of the mesh-scale benchmark: holds a few mesh nodes (traktor's `Mesh` and
 // `Membership` from dist/, no PostgreSQL), started on the parent's word, and reports what
-// each node sees. Talks to the parent over the IPC channel only; logs nothing.
+// each node sees. Talks to the parent over the IPC channel only; logs nothing (unless
+// TRAKTOR_BENCH_LOG names a directory).
 //
 // parent → child: {type:'start', nodes:[{nodeId, port}], bootstrap, pskFile, dir, victim}
 //                 {type:'view'}  {type:'counters'}  {type:'stop'}
@@ -10,7 +11,7 @@ import path from 'node:path'
 import { probeEveryMs } from '../../dist/cluster/detector.js'
 import { Membership } from '../../dist/cluster/membership.js'
 import { DEFAULT_HEARTBEAT_MS } from '../../dist/config/schema.js'
-import { silentLogger } from '../../dist/log.js'
+import { createLogger, silentLogger } from '../../dist/log.js'
 import { Mesh } from '../../dist/mesh/node.js'
 
 // the arbiter's defaults (src/config/schema.ts)
@@ -33,7 +34,12 @@ async function start(msg) {
   const t0 = performance.now()
   await Promise.all(
     msg.nodes.map(async ({ nodeId, port }) => {
-      const log = silentLogger()
+      // TRAKTOR_BENCH_LOG=<dir>: each node logs (info) to <dir>/node<id>.log, to see a run that
+      // does not converge
+      const dir = process.env.TRAKTOR_BENCH_LOG
+      const log = dir
+        ? createLogger({ nodeId, destination: path.join(dir, `node${nodeId}.log`) })
+        : silentLogger()
       const mesh = new Mesh({
         nodeId,
         cluster: 'bench',

@@ -22,6 +22,13 @@ export const REDIAL_STABLE_MS = 2000
 export const DEFER_MS = 300
 const TICK_MS = 250
 const DIAL_TIMEOUT_MS = 5000
+/**
+ * Dials in flight at once; the others wait for a later tick. A node that learns of 63 peers at
+ * once (the hello of a 64-node mesh) dialled them all together: on two cores the handshakes
+ * queued behind each other past their timeouts (2,072 dials timed out in a 90 s run, each one's
+ * work lost and done again). With up to 9 peers, nothing changes.
+ */
+export const MAX_DIALS_IN_FLIGHT = 8
 const MAX_ADDRS_PER_PEER = 32
 
 export interface Backoff {
@@ -217,9 +224,13 @@ export class Redialer {
     const now = Date.now()
     const { isBlocked, node } = this.components
     const connected = new Set(node.getPeers().map((p) => p.toString()))
+    let inFlight = 0
+    for (const t of this.peers.values()) if (t.inFlight) inFlight++
+    for (const t of this.addrTargets) if (t.inFlight) inFlight++
     for (const t of this.peers.values()) {
       if (isBlocked(t.peerId)) continue
-      if (due(t, connected.has(t.peerId), now)) {
+      // due() also keeps the backoff's books for a connected peer: ask it first
+      if (due(t, connected.has(t.peerId), now) && inFlight++ < MAX_DIALS_IN_FLIGHT) {
         const target = t.addrs.size > 0 ? [...t.addrs.values()] : peerIdFromString(t.peerId)
         const id = t.peerId
         this.dial(

@@ -1,13 +1,19 @@
 // The redial schedule, without a network: backoff 250 ms doubling to 5 s, reset only after a
-// connection that lasted.
+// connection that lasted; at most MAX_DIALS_IN_FLIGHT dials at once.
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Libp2p } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
+import { silentLogger } from '../../src/log.js'
 import {
   type Backoff,
   due,
   failed,
+  MAX_DIALS_IN_FLIGHT,
   REDIAL_MAX_DELAY_MS,
   REDIAL_MIN_DELAY_MS,
   REDIAL_STABLE_MS,
+  Redialer,
 } from '../../src/mesh/redial.js'
 
 const fresh = (): Backoff => ({
@@ -70,5 +76,44 @@ describe('redial schedule', () => {
       now = b.nextAt
     }
     expect(b.delay).toBe(REDIAL_MAX_DELAY_MS)
+  })
+})
+
+describe('redialer: dials in flight', () => {
+  it(`dials at most ${MAX_DIALS_IN_FLIGHT} peers at once; the rest as those end`, async () => {
+    // a stand-in for libp2p (the schedule is under test, not the network): dials that end
+    // when the test says
+    const pending: Array<() => void> = []
+    const keys = await Promise.all(
+      Array.from({ length: 21 }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
+    )
+    const [self, ...peers] = keys.map(String)
+    const node = {
+      peerId: { toString: () => self },
+      getMultiaddrs: () => [],
+      getPeers: () => [],
+      dial: () => new Promise<void>((_, reject) => pending.push(() => reject(new Error('no')))),
+    }
+    const r = new Redialer(
+      {
+        node: node as unknown as Libp2p,
+        log: silentLogger(),
+        counters: { dialFailures: 0 },
+        isBlocked: () => false,
+      },
+      [],
+    )
+    for (const p of peers) r.remember(p as string, [])
+    r.start()
+    try {
+      expect(pending).toHaveLength(MAX_DIALS_IN_FLIGHT)
+      for (const end of pending.splice(0, 3)) end()
+      await new Promise((res) => setImmediate(res))
+      r.dialNow() // a tick now: three slots are free
+      expect(pending).toHaveLength(MAX_DIALS_IN_FLIGHT)
+    } finally {
+      r.stop()
+      for (const end of pending) end()
+    }
   })
 })
