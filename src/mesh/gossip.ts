@@ -7,7 +7,6 @@ import {
   type TopicValidatorFn,
   TopicValidatorResult,
 } from '@libp2p/gossipsub'
-import type { Beat } from '../beat.js'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import {
@@ -20,7 +19,6 @@ import {
   topicString,
   type WireTopic,
 } from './codec.js'
-import { beatGossipsub } from './gossip-beat.js'
 import type { ClaimCheck, GossipMessage, MeshCounters, TopicName } from './types.js'
 
 const ALL_TOPICS: readonly WireTopic[] = [...TOPIC_NAMES, 'peers']
@@ -66,8 +64,6 @@ export class Gossip {
     for (const t of ALL_TOPICS) this.byString.set(topicString(init.cluster, t), t)
   }
 
-  private scoreBeat: Beat | undefined
-
   start(): void {
     const { pubsub } = this.components
     for (const [str, topic] of this.byString) {
@@ -75,13 +71,10 @@ export class Gossip {
       pubsub.subscribe(str)
     }
     pubsub.addEventListener('message', this.onMessage)
-    this.scoreBeat = beatGossipsub(pubsub) // its timers on the arbiter's beat
   }
 
   stop(): void {
     const { pubsub } = this.components
-    this.scoreBeat?.stop()
-    this.scoreBeat = undefined
     pubsub.removeEventListener('message', this.onMessage)
     for (const str of this.byString.keys()) pubsub.topicValidators.delete(str)
   }
