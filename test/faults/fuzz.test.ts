@@ -21,6 +21,7 @@ import { LogParser } from '../../src/postgres/logparse.js'
 import { PUBLICATION } from '../../src/postgres/schema.js'
 import { FailureIndex } from '../../src/resolver/failures.js'
 import { Resolver } from '../../src/resolver/resolver.js'
+import { waitFor as poll } from '../fixtures/arbiters.js'
 import { createForgerRole, type ForgedEvent, Forger, waitLogged } from '../fixtures/forge.js'
 import { conflictEvent, fullMesh, MeshLab, waitFor } from '../fixtures/mesh-nodes.js'
 import { API_KEY, dbSnapshot } from '../fixtures/node.js'
@@ -323,19 +324,20 @@ describe('fuzzing gossip', () => {
     // gossipsub's scoring graylists a sender of invalid messages after a while, so not every
     // one is even validated; what matters is that they are rejected, counted, never delivered
     await waitFor(() => rejected() > before + 50, 20_000, 'rejections counted')
-    // let the backlog drain (the count stops growing); generous deadlines: this suite runs
-    // beside others on a loaded two-core machine
+    // let the backlog drain: the count stops growing (the same in two reads 500 ms apart);
+    // a generous deadline: this suite runs beside others on a loaded two-core machine
     let last = -1
-    const settled = async () => {
-      const deadline = Date.now() + 30_000
-      for (;;) {
+    await poll(
+      () => {
         const now = rejected()
-        if (now === last || Date.now() > deadline) return
+        const same = now === last
         last = now
-        await new Promise((r) => setTimeout(r, 500))
-      }
-    }
-    await settled()
+        return same
+      },
+      30_000,
+      'the rejection count to stop growing',
+      500,
+    )
     expect(received).toEqual([])
     // a well-behaved member still gets through
     const good = conflictEvent(2, 'trktr_sub_2_1')
