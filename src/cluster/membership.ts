@@ -95,6 +95,11 @@ export class Membership {
   /** when the tick last ran (monotonic): a late tick is this process's stall, not the peers' */
   private lastTickAt = 0
   private selfDuplicateLogged = false
+  /**
+   * The digest of this node's record, as of the last tick: every liveness probe carries it
+   * (two a second per peer), and a change of the record goes out at the tick anyway
+   */
+  private ownDigest = 0
   /** what start() subscribed to, released by stop() */
   private readonly disposers: Array<() => void> = []
   private readonly now: () => number
@@ -116,7 +121,7 @@ export class Membership {
     const records = mesh.recordRequests?.({
       wants: (peerId) => this.wants(peerId),
       record: () => this.heartbeat(),
-      digest: () => recordDigest(this.current()),
+      digest: () => this.ownDigest,
       heardDigest: (peerId, d) => {
         if (d !== 0) this.heardDigests.set(peerId, d)
       },
@@ -202,6 +207,7 @@ export class Membership {
         if (r.state !== 'dead') r.lastHeardMs = Math.min(now, r.lastHeardMs + late)
     }
     const said = JSON.stringify(this.init.self())
+    this.ownDigest = recordDigest(this.current())
     if (now - this.lastAnnounce.atMs >= RECORD_REFRESH_MS || said !== this.lastAnnounce.said) {
       void this.announce()
     }

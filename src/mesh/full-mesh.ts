@@ -11,7 +11,7 @@ import { MAX_ANNOUNCED_ADDRS, MAX_HELLO_PEERS, type PeerAnnounce, WIRE_VERSION }
 import type { Gossip } from './gossip.js'
 import type { PeerAddrs } from './hello.js'
 import { readKnownPeers, writeKnownPeers } from './known-peers.js'
-import { type MeshNode, ownAddresses } from './libp2p.js'
+import { connectedPeerIds, type MeshNode, ownAddresses } from './libp2p.js'
 import { peerIdIn, Redialer } from './redial.js'
 
 /** the known peers are written this often (when they changed) */
@@ -138,7 +138,8 @@ export class FullMesh {
   }
 
   private connected(peerId: string): boolean {
-    return this.components.node.getConnections(peerIdFromString(peerId)).length > 0
+    // not getConnections(peerIdFromString(id)): a base58 decode for each peer a hello names
+    return this.components.node.getConnections().some((c) => c.remotePeer.toString() === peerId)
   }
 
   forget(peerId: string): void {
@@ -183,7 +184,7 @@ export class FullMesh {
 
   /** The peers this node is connected to, with their addresses, but `to` (for a hello). */
   connectedPeers(to: string): PeerAddrs[] {
-    const connected = new Set(this.components.node.getPeers().map(String))
+    const connected = new Set(connectedPeerIds(this.components.node))
     return this.redial
       .known()
       .filter((p) => p.peerId !== to && connected.has(p.peerId))

@@ -17,7 +17,13 @@ import { Gossip, type Handler } from './gossip.js'
 import { type HelloExchange, meshHello } from './hello.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
 import { knownPeersFile } from './known-peers.js'
-import { type MeshNode, openMeshNode, ownAddresses, stopQuietly } from './libp2p.js'
+import {
+  connectedPeerIds,
+  type MeshNode,
+  openMeshNode,
+  ownAddresses,
+  stopQuietly,
+} from './libp2p.js'
 import { Liveness } from './liveness.js'
 import type { MeshInit } from './mesh-init.js'
 import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'
@@ -32,6 +38,7 @@ import type {
   RpcResponse,
   TopicName,
 } from './types.js'
+import { zeroCounters } from './types.js'
 
 export type { MeshInit } from './mesh-init.js'
 /** subscribed: the peer subscribed to the membership topic (gossip to it goes through now) */
@@ -55,10 +62,6 @@ type State =
   | { status: 'running'; run: Running }
   | { status: 'stopping'; done: Promise<void> }
 
-function zeroByTopic(): Record<TopicName, number> {
-  return { membership: 0, conflicts: 0 }
-}
-
 export class Mesh {
   private state: State = { status: 'stopped' }
   private readonly log: Logger
@@ -68,15 +71,7 @@ export class Mesh {
   private rpcHandler: RpcHandler | undefined
   private records: RecordRequests | undefined
   private readonly partitioned = new Set<string>()
-  private readonly stats: MeshCounters = {
-    gossipIn: zeroByTopic(),
-    gossipOut: zeroByTopic(),
-    gossipRejected: zeroByTopic(),
-    rpcIn: 0,
-    rpcOut: 0,
-    rpcErrors: 0,
-    dialFailures: 0,
-  }
+  private readonly stats: MeshCounters = zeroCounters()
   private ownPeerId: string | undefined
   /** connected to no peer since then (the start counts); undefined while connected */
   private aloneSince: number | undefined
@@ -181,7 +176,7 @@ export class Mesh {
     const { node, fullMesh } = this.state.run
     const now = Date.now()
     // events say when the last connection closed; this catches one missed in between
-    if (node.getPeers().length > 0) this.aloneSince = undefined
+    if (node.getConnections().length > 0) this.aloneSince = undefined
     else this.aloneSince ??= now
     return reach({
       now,
@@ -203,7 +198,7 @@ export class Mesh {
   }
 
   connectedPeers(): string[] {
-    return this.state.status === 'running' ? this.state.run.node.getPeers().map(String) : []
+    return this.state.status === 'running' ? connectedPeerIds(this.state.run.node) : []
   }
 
   handle(handler: RpcHandler): void {
@@ -383,7 +378,7 @@ export class Mesh {
   private peerEvent(peer: PeerId, event: PeerEvent): void {
     const id = peer.toString()
     if (event === 'connect') this.aloneSince = undefined
-    else if (this.state.status === 'running' && this.state.run.node.getPeers().length === 0) {
+    else if (this.state.status === 'running' && this.state.run.node.getConnections().length === 0) {
       this.aloneSince = Date.now()
     }
     if (event !== 'subscribed')

@@ -7,6 +7,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
+import { connectedPeerIds } from './libp2p.js'
 
 export const REDIAL_MIN_DELAY_MS = 250
 export const REDIAL_MAX_DELAY_MS = 5000
@@ -223,7 +224,7 @@ export class Redialer {
   private tick(): void {
     const now = Date.now()
     const { isBlocked, node } = this.components
-    const connected = new Set(node.getPeers().map((p) => p.toString()))
+    const connected = new Set(connectedPeerIds(node))
     let inFlight = 0
     for (const t of this.peers.values()) if (t.inFlight) inFlight++
     for (const t of this.addrTargets) if (t.inFlight) inFlight++

@@ -42,6 +42,12 @@ export interface MeshCounters {
   dialFailures: number
 }
 
+export function zeroCounters(): MeshCounters {
+  const byTopic = (): Record<TopicName, number> => ({ membership: 0, conflicts: 0 })
+  const z = { rpcIn: 0, rpcOut: 0, rpcErrors: 0, dialFailures: 0 }
+  return { gossipIn: byTopic(), gossipOut: byTopic(), gossipRejected: byTopic(), ...z }
+}
+
 /** Whether this node reaches the mesh; `reason` says why not, in an operator's words. */
 export interface MeshIsolation {
   isolated: boolean

@@ -91,7 +91,7 @@ describe('redialer: dials in flight', () => {
     const node = {
       peerId: { toString: () => self },
       getMultiaddrs: () => [],
-      getPeers: () => [],
+      getConnections: () => [],
       dial: () => new Promise<void>((_, reject) => pending.push(() => reject(new Error('no')))),
     }
     const r = new Redialer(
