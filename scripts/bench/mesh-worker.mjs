@@ -50,6 +50,10 @@ async function start(msg) {
         insecure: false,
         probeEveryMs: probeEveryMs(TIMINGS),
         log,
+        // TRAKTOR_BENCH_FULL_MESH_UP_TO: past this many members the mesh is sparse (default 16)
+        ...(process.env.TRAKTOR_BENCH_FULL_MESH_UP_TO
+          ? { fullMeshUpTo: Number(process.env.TRAKTOR_BENCH_FULL_MESH_UP_TO) }
+          : {}),
         // TRAKTOR_BENCH_GOSSIP: gossipsub parameters to compare (JSON), e.g. {"Dlazy":0}
         ...(process.env.TRAKTOR_BENCH_GOSSIP
           ? { gossipTuning: JSON.parse(process.env.TRAKTOR_BENCH_GOSSIP) }

@@ -60,3 +60,12 @@ export function stableAfterMs(t: Timings): number {
 export function isolatedAfterMs(t: Timings): number {
   return Math.max(5000, Math.round(2.5 * t.deadAfterMs))
 }
+
+/**
+ * How often the membership re-judges its members and considers a heartbeat: at most every
+ * 250 ms, which is the liveness probe's tick at the default 500 ms heartbeat — on the beat, the
+ * two wake the process together (200 ms woke it four more times a second).
+ */
+export function evaluateEveryMs(t: Timings): number {
+  return Math.min(t.heartbeatMs, 250)
+}

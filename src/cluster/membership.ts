@@ -1,19 +1,23 @@
-// Membership: every arbiter gossips its record ({nodeId, peerId, advertised PostgreSQL without
-// password, version, join state, replicaset version}) when any of it changes and every
-// RECORD_REFRESH_MS; a peer gets it straight on every new connection and whenever it asks (the
-// mesh's hello). A member is heard every heartbeatMs through the mesh's liveness probe on its
-// connection (a byte each way; liveness.ts), which also asks a peer held dead or unknown for its
-// record; the detector turns silence and closed connections into suspect and dead. Per member
-// and second that is a few bytes, not a flooded record (issue 14). Two peers claiming one
-// nodeId are both marked duplicate, loudly, and neither is used.
+// Membership: every arbiter gossips its record (nodeId, peerId, PostgreSQL without password,
+// version, join state, replicaset version) when it changes and every RECORD_REFRESH_MS; a peer
+// gets it straight on every new connection and when it asks (the mesh's hello). A connected
+// member is heard every heartbeatMs by the liveness probe (a byte each way; liveness.ts), which
+// asks a peer held dead or unknown for its record; the detector turns silence and closed
+// connections into suspect and dead. In a sparse mesh a member not connected here is judged by
+// what its probers say (rumors.ts). Two peers claiming one nodeId are both duplicate, loudly.
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
-import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
+import type {
+  MembershipHeartbeat as Heartbeat,
+  MembershipSuspicion as Suspicion,
+} from '../mesh/codec.js'
 import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
-import { detect, type MemberState, stableAfterMs, type Timings } from './detector.js'
+import type { Timings } from './detector.js'
+import { detect, evaluateEveryMs, type MemberState, stableAfterMs } from './detector.js'
 import type { MeshPort } from './port.js'
-import { stale as isStale, recordDigest } from './record.js'
+import { live, markDuplicates, ownRecord, recordDigest, relayable, stale } from './record.js'
+import { judgeByRumor, type Rumor, Suspicions } from './rumors.js'
 
 export { recordDigest, stale } from './record.js'
 
@@ -78,6 +82,10 @@ interface Record extends Member {
   seq: number | undefined
   /** recordDigest of the newest record taken from it */
   digest: number
+  /** a sparse mesh: what is said of it, if this node does not probe it (rumors.ts) */
+  rumor?: Rumor
+  /** the newest record taken from it as it signed it, to pass on (a sparse mesh's hello) */
+  signed?: Heartbeat
 }
 
 export class Membership {
@@ -95,20 +103,27 @@ export class Membership {
   /** when the tick last ran (monotonic): a late tick is this process's stall, not the peers' */
   private lastTickAt = 0
   private selfDuplicateLogged = false
-  /**
-   * The digest of this node's record, as of the last tick: every liveness probe carries it
-   * (two a second per peer), and a change of the record goes out at the tick anyway
-   */
+  /** this node's record's digest as of the last tick (every probe carries it; 2/s per peer) */
   private ownDigest = 0
+  /** the record last numbered (a change goes out at the next tick, renumbered) */
+  private lastRecord: Heartbeat | undefined
   /** what start() subscribed to, released by stop() */
   private readonly disposers: Array<() => void> = []
   private readonly now: () => number
+  private readonly suspicions: Suspicions
 
   constructor(init: MembershipInit) {
     this.init = init
     this.log = init.log.child({ component: 'membership' })
     this.now = init.now ?? Date.now
     this.incarnation = Date.now()
+    this.suspicions = new Suspicions({
+      mesh: init.mesh,
+      log: this.log,
+      now: this.now,
+      own: () => ({ incarnation: this.incarnation, lastSeq: this.seq - 1 }),
+      refute: () => void this.announce(),
+    })
   }
 
   start(): void {
@@ -120,11 +135,16 @@ export class Membership {
     )
     const records = mesh.recordRequests?.({
       wants: (peerId) => this.wants(peerId),
-      record: () => this.heartbeat(),
+      // a sparse mesh's new connection gets the record as it went out (not signed again)
+      record: (fresh) =>
+        (fresh || mesh.sparse?.() !== true ? undefined : this.lastRecord) ?? this.heartbeat(),
       digest: () => this.ownDigest,
       heardDigest: (peerId, d) => {
         if (d !== 0) this.heardDigests.set(peerId, d)
       },
+      // a sparse mesh's ring: members held dead are left out (their neighbours dial the next)
+      memberPeerIds: () => [...this.byPeer.values()].filter(live).map((r) => r.peerId),
+      relayable: () => [...this.byPeer.values()].flatMap((r) => (relayable(r) ? [r.signed] : [])),
     })
     if (records) this.disposers.push(records)
     this.lastTickAt = performance.now()
@@ -154,7 +174,7 @@ export class Membership {
       }
     }
     return out
-      .map(({ disconnectedAtMs: _, sentAt: __, seq: ___, digest: ____, ...m }) => m)
+      .map(({ disconnectedAtMs: _, sentAt: __, seq: ___, digest: ____, rumor, signed, ...m }) => m)
       .sort((a, b) => a.nodeId - b.nodeId)
   }
 
@@ -235,38 +255,30 @@ export class Membership {
 
   /** This node's record as of now, numbered (a receiver takes only newer ones). */
   private heartbeat(): Heartbeat {
-    return { ...this.current(), sentAt: Date.now(), seq: this.seq++ }
+    this.lastRecord = { ...this.current(), sentAt: Date.now(), seq: this.seq++ }
+    return this.lastRecord
   }
 
   /** This node's record without its number. */
   private current(): Omit<Heartbeat, 'sentAt' | 'seq'> {
-    const { mesh, nodeId, postgres, version } = this.init
-    const self = this.init.self()
-    return {
-      v: 1,
-      kind: 'heartbeat',
-      nodeId,
-      peerId: mesh.peerId,
-      postgres,
-      version,
-      incarnation: this.incarnation,
-      state: self.joinState,
-      ...(self.joinPercent === undefined ? {} : { joinPercent: self.joinPercent }),
-      replicasetVersion: self.replicasetVersion,
-      rosterVersion: self.rosterVersion,
-      postgresUp: self.postgresUp,
-      ...(self.commit ? { commit: self.commit } : {}),
-      addrs: mesh.addresses().slice(0, 16),
-    }
+    return ownRecord(this.init, this.init.self(), this.incarnation)
   }
 
   private onHeartbeat(m: GossipMessage): void {
+    if ((m.payload as { kind?: string }).kind === 'suspicion') {
+      const r = this.byPeer.get((m.payload as Suspicion).of)
+      if (this.suspicions.heard(m.payload as Suspicion, r) && r) this.evaluate(r, this.now())
+      return
+    }
     const hb = m.payload as Heartbeat
     const now = this.now()
     const prev = this.byPeer.get(m.from)
     // a heartbeat relayed late, or replayed, is no news of its sender: only a newer one (by the
     // sender's own clock, within one run of it) or one of a later run counts
-    if (prev && isStale(hb, prev)) return
+    if (prev && stale(hb, prev)) {
+      if (prev.rumor !== undefined && prev.rumor.seq >= (hb.seq ?? 0)) this.suspicions.doubted(prev)
+      return
+    }
     // what the heartbeat says of its sender, as of now
     const said = {
       nodeId: hb.nodeId,
@@ -305,6 +317,8 @@ export class Membership {
     if (hb.commit) r.commit = hb.commit
     else delete r.commit
     delete r.disconnectedAtMs
+    if (r.rumor !== undefined && r.rumor.seq < (hb.seq ?? 0)) delete r.rumor
+    if (hb.sig !== undefined) r.signed = hb
     this.byPeer.set(m.from, r)
     if (!prev)
       this.log.info({ node: hb.nodeId, peer: m.from, state: hb.state }, 'member joined the mesh')
@@ -331,60 +345,50 @@ export class Membership {
     const answered = this.init.mesh.answeredAt?.(r.peerId)
     if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
       r.lastHeardMs = Math.min(answered, now)
+    const { mesh } = this.init
+    // a sparse mesh dials its ring neighbours: a dial that failed counts as a connection closed
+    const failed = mesh.sparse?.() === true ? mesh.dialFailedAt?.(r.peerId) : undefined
+    if (failed !== undefined && failed > r.lastHeardMs) r.disconnectedAtMs ??= failed
     const refused = this.init.mesh.refusedAt?.(r.peerId)
     const evidence = {
       lastHeardMs: r.lastHeardMs,
       ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
       ...(refused === undefined ? {} : { refusedAtMs: refused }),
     }
-    r.state = detect(evidence, now, this.init.timings)
+    // a sparse mesh's member not probed here and not failed here: judged by rumor (rumors.ts)
+    const byRumor =
+      r.disconnectedAtMs === undefined &&
+      answered === undefined &&
+      this.init.mesh.sparse?.() === true
+    r.state = byRumor
+      ? judgeByRumor(r, now, this.init.timings, 2 * RECORD_REFRESH_MS)
+      : detect(evidence, now, this.init.timings)
     if (r.state !== 'alive') r.aliveSinceMs = undefined
     else if (r.aliveSinceMs === undefined) r.aliveSinceMs = now
     if (before !== r.state) {
       if (r.state === 'alive' && before !== 'alive') r.flaps++
       const level = r.state === 'alive' ? 'info' : 'warn'
       this.log[level](
-        { node: r.nodeId, peer: r.peerId, from: before, to: r.state },
+        {
+          node: r.nodeId,
+          peer: r.peerId,
+          from: before,
+          to: r.state,
+          ...(byRumor ? { byRumor } : {}),
+        },
         'member state changed',
       )
+      if (!byRumor && r.state !== 'alive') this.suspicions.say(r, r.state)
       this.init.onChange?.(r, before)
     }
     return before
   }
 
   private markDuplicates(): void {
-    const live = new Map<number, Record[]>()
-    for (const r of this.byPeer.values()) {
-      if (r.state === 'dead') continue
-      live.set(r.nodeId, [...(live.get(r.nodeId) ?? []), r])
-    }
-    for (const r of this.byPeer.values()) {
-      const claims = live.get(r.nodeId) ?? []
-      const dup = r.state !== 'dead' && (claims.length > 1 || r.nodeId === this.init.nodeId)
-      if (dup && !r.duplicate) {
-        this.log.error(
-          {
-            node: r.nodeId,
-            peers: claims.map((c) => c.peerId),
-            self: r.nodeId === this.init.nodeId,
-          },
-          'two arbiters claim one nodeId: neither is used until one of them stops',
-        )
-      }
-      r.duplicate = dup
-    }
+    markDuplicates(this.byPeer.values(), this.init.nodeId, this.log)
     if (this.selfDuplicated() && !this.selfDuplicateLogged) {
       this.selfDuplicateLogged = true
       this.log.error({ node: this.init.nodeId }, 'another arbiter claims this node id')
     } else if (!this.selfDuplicated()) this.selfDuplicateLogged = false
   }
-}
-
-/**
- * How often members are re-judged and a heartbeat considered: at most every 250 ms, which is
- * the liveness probe's tick at the default 500 ms heartbeat — on the beat, the two wake the
- * process together (200 ms woke it four more times a second).
- */
-export function evaluateEveryMs(t: Timings): number {
-  return Math.min(t.heartbeatMs, 250)
 }

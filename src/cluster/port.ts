@@ -21,6 +21,10 @@ export interface MeshPort {
     handler: (peerId: string, event: 'connect' | 'disconnect' | 'subscribed') => void,
   ): () => void
   connectedPeers(): string[]
+  /** whether the mesh is sparse: members not connected here are judged by rumor (rumors.ts) */
+  sparse?(): boolean
+  /** when a dial of this peer last failed, for any reason */
+  dialFailedAt?(peerId: string): number | undefined
   /** when a connected peer was last heard on the mesh's liveness probe (wall clock, ms) */
   answeredAt?(peerId: string): number | undefined
   /**
@@ -29,9 +33,11 @@ export interface MeshPort {
    */
   recordRequests?(r: {
     wants(peerId: string): boolean
-    record(): object | undefined
+    record(fresh: boolean): object | undefined
     digest(): number
     heardDigest(peerId: string, digest: number): void
+    relayable?(): object[]
+    memberPeerIds?(): string[]
   }): () => void
   /** when a dial of this peer was last refused at every address: nothing listens there */
   refusedAt?(peerId: string): number | undefined

@@ -67,8 +67,30 @@ export const MembershipHeartbeatSchema = z.object({
   sentAt: z.number(),
   /** counts up within one run (incarnation); absent from old peers, who are ordered by sentAt */
   seq: z.int().min(0).optional(),
+  /** the member's own signature of the rest (record-sig.ts): lets any peer pass the record on */
+  sig: z.string().max(200).optional(),
 })
 export type MembershipHeartbeat = z.infer<typeof MembershipHeartbeatSchema>
+
+/**
+ * In a sparse mesh (overlay.ts): the sender, `peerId`, holds the member `of` suspect or dead,
+ * as of that member's record `seq` of run `incarnation` (the member answers with a newer one).
+ */
+export const MembershipSuspicionSchema = z.object({
+  v,
+  kind: z.literal('suspicion'),
+  peerId,
+  of: peerId,
+  incarnation: z.int(),
+  seq: z.int().min(0),
+  state: z.enum(['suspect', 'dead']),
+})
+export type MembershipSuspicion = z.infer<typeof MembershipSuspicionSchema>
+
+export const MembershipMessageSchema = z.discriminatedUnion('kind', [
+  MembershipHeartbeatSchema,
+  MembershipSuspicionSchema,
+])
 
 export const ConflictEventSchema = z.object({
   v,
@@ -106,6 +128,8 @@ export const HelloSchema = z.object({
   peers: z
     .array(z.object({ peerId, addrs: z.array(multiaddr).max(MAX_ANNOUNCED_ADDRS) }))
     .max(MAX_HELLO_PEERS),
+  /** in a sparse mesh: other members' records, each signed by its member (record-sig.ts) */
+  relayed: z.array(MembershipHeartbeatSchema).max(MAX_HELLO_PEERS).optional(),
 })
 export type Hello = z.infer<typeof HelloSchema>
 
@@ -113,7 +137,7 @@ export type Hello = z.infer<typeof HelloSchema>
 export type WireTopic = TopicName | 'peers'
 
 export const TOPIC_SCHEMAS: Record<WireTopic, z.ZodType> = {
-  membership: MembershipHeartbeatSchema,
+  membership: MembershipMessageSchema,
   conflicts: ConflictEventSchema,
   peers: PeerAnnounceSchema,
 }

@@ -11,7 +11,7 @@ import { MAX_ANNOUNCED_ADDRS, MAX_HELLO_PEERS, type PeerAnnounce, WIRE_VERSION }
 import type { Gossip } from './gossip.js'
 import type { PeerAddrs } from './hello.js'
 import { readKnownPeers, writeKnownPeers } from './known-peers.js'
-import { connectedPeerIds, type MeshNode, ownAddresses } from './libp2p.js'
+import { connectedPeerIds, gossipRelays, type MeshNode, ownAddresses } from './libp2p.js'
 import { peerIdIn, Redialer } from './redial.js'
 
 /** the known peers are written this often (when they changed) */
@@ -29,6 +29,10 @@ export interface FullMeshComponents {
   isBlocked(peerId: string): boolean
   /** where the peers known at stop are kept for the next start (none: not kept) */
   knownPeersFile?: string | undefined
+  /** past this many members the mesh is sparse (overlay.ts) */
+  fullMeshUpTo?: number | undefined
+  /** the members' peer ids, when a membership runs (only members make a ring) */
+  members?: () => readonly string[] | undefined
 }
 
 /** gossipsub's event when a peer's subscriptions change */
@@ -49,9 +53,15 @@ export class FullMesh {
   private readonly reached = new Set<string>()
   /** the addresses last learned of each peer, as it said them, and when */
   private readonly learned = new Map<string, { said: string; at: number }>()
+  /** the peers gossipsub relays every message to (a sparse mesh: every connected peer) */
+  private relaying = false
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     this.reached.add(evt.detail.toString())
     this.redial.addPeer(evt.detail.toString())
+    this.syncRelays()
+  }
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    if (this.relaying) gossipRelays(this.components.node).delete(evt.detail.toString())
   }
   private readonly onIdentify = (evt: Identified): void => {
     this.redial.addPeer(evt.detail.peerId.toString(), evt.detail.listenAddrs)
@@ -61,14 +71,19 @@ export class FullMesh {
     private readonly components: FullMeshComponents,
     bootstrap: readonly Multiaddr[],
   ) {
-    const { node, log, counters, isBlocked } = components
+    const { node, log, counters, isBlocked, fullMeshUpTo, members } = components
     this.self = node.peerId.toString()
-    this.redial = new Redialer({ node, log, counters, isBlocked }, bootstrap)
+    const ring = {
+      ...(fullMeshUpTo === undefined ? {} : { fullMeshUpTo }),
+      ...(members ? { members } : {}),
+    }
+    this.redial = new Redialer({ node, log, counters, isBlocked, ...ring }, bootstrap)
   }
 
   start(): void {
     const { node } = this.components
     node.addEventListener('peer:connect', this.onConnect)
+    node.addEventListener('peer:disconnect', this.onDisconnect)
     node.addEventListener('peer:identify', this.onIdentify)
     this.rememberKnown()
     this.redial.start()
@@ -78,6 +93,7 @@ export class FullMesh {
       () => {
         if (Date.now() - this.announcedAt >= ANNOUNCE_INTERVAL_MS) this.announce()
         this.keepKnown()
+        this.syncRelays()
       },
       { unref: true },
     )
@@ -89,7 +105,26 @@ export class FullMesh {
     this.keepKnown()
     this.redial.stop()
     node.removeEventListener('peer:connect', this.onConnect)
+    node.removeEventListener('peer:disconnect', this.onDisconnect)
     node.removeEventListener('peer:identify', this.onIdentify)
+  }
+
+  /** Whether the mesh is sparse now (more members than a full mesh holds; overlay.ts). */
+  sparse(): boolean {
+    return this.redial.neighbours() !== undefined
+  }
+
+  /**
+   * A sparse mesh floods gossip over its connections: gossipsub relays every message to its
+   * "direct" peers, here every connected one (its own mesh of D peers would leave members
+   * out). A full mesh publishes to every member itself, and relays to one (FULL_MESH_GOSSIP).
+   */
+  private syncRelays(): void {
+    const direct = gossipRelays(this.components.node)
+    const sparse = this.sparse()
+    if (sparse) for (const id of connectedPeerIds(this.components.node)) direct.add(id)
+    else if (this.relaying) direct.clear()
+    this.relaying = sparse
   }
 
   /** A peer said where it listens: keep only its own addresses; dial it if not connected. */
@@ -201,6 +236,10 @@ export class FullMesh {
     return this.redial.refusedAt(peerId)
   }
 
+  dialFailedAt(peerId: string): number | undefined {
+    return this.redial.failedAt(peerId)
+  }
+
   lastDialError(): string | undefined {
     return this.redial.lastDialError()
   }
@@ -218,5 +257,31 @@ export class FullMesh {
     gossip.publish('peers', payload).catch((err: unknown) => {
       log.debug({ err: (err as Error).message }, 'peer announcement not sent')
     })
+  }
+}
+
+/**
+ * Tells `on` of every connection, disconnection, and subscription to the membership topic (a
+ * peer gossip reaches from now on); returns the function that stops it.
+ */
+export function watchPeers(
+  node: MeshNode,
+  membershipTopic: string,
+  on: (peer: PeerId, event: 'connect' | 'disconnect' | 'subscribed') => void,
+): () => void {
+  const onConnect = (evt: CustomEvent<PeerId>): void => on(evt.detail, 'connect')
+  const onDisconnect = (evt: CustomEvent<PeerId>): void => on(evt.detail, 'disconnect')
+  const onSubscription = (evt: SubscriptionChange): void => {
+    const { peerId, subscriptions } = evt.detail
+    if (subscriptions.some((s) => s.subscribe && s.topic === membershipTopic))
+      on(peerId, 'subscribed')
+  }
+  node.addEventListener('peer:connect', onConnect)
+  node.addEventListener('peer:disconnect', onDisconnect)
+  node.services.pubsub.addEventListener('subscription-change', onSubscription)
+  return () => {
+    node.removeEventListener('peer:connect', onConnect)
+    node.removeEventListener('peer:disconnect', onDisconnect)
+    node.services.pubsub.removeEventListener('subscription-change', onSubscription)
   }
 }

@@ -181,7 +181,8 @@ export class Gossip {
   }
 
   private handOut(from: string, topic: TopicName, payload: unknown): void {
-    if (topic === 'membership') this.init.onAddrs?.(from, (payload as { addrs: string[] }).addrs)
+    const { addrs } = payload as { addrs?: string[] } // a record has them, a suspicion not
+    if (topic === 'membership' && addrs !== undefined) this.init.onAddrs?.(from, addrs)
     for (const handler of this.handlers.get(topic) ?? []) {
       try {
         handler({ from, topic, payload })

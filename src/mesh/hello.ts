@@ -19,6 +19,7 @@ import {
 } from './codec.js'
 import type { FullMesh } from './full-mesh.js'
 import type { Gossip } from './gossip.js'
+import { verifyRecord } from './record-sig.js'
 import type { RecordRequests } from './types.js'
 
 export const HELLO_PROTOCOL = '/traktor/hello/1.0.0'
@@ -36,6 +37,8 @@ const MAX_TRIES = 10
  * bootstrap peer at the same moment are not in each other's first list.
  */
 const AGAIN_AFTER_MS = [1000, 4000]
+/** a record heard first-hand is passed on to the connected peers this long after */
+const PUSH_AFTER_MS = 250
 /** the liveness probe of mesh protocol 1 (before the hello); liveness.ts still answers it */
 export const LIVENESS_PROTOCOL_V1 = '/traktor/alive/1.0.0'
 
@@ -61,12 +64,15 @@ export interface HelloComponents {
 }
 
 export interface HelloInit {
-  /** this node's membership record, when the membership runs */
-  record(): Hello['record'] | undefined
+  /** this node's membership record (signed), when the membership runs; `fresh`: numbered anew */
+  record(fresh: boolean): Promise<Hello['record'] | undefined>
   /** the peers to name to this one (connected, with addresses) */
   peers(to: string): PeerAddrs[]
+  /** other members' signed records to pass on to this one (a sparse mesh; else none) */
+  relayed?(to: string): MembershipHeartbeat[]
   onRecord(from: string, record: NonNullable<Hello['record']>): void
   onPeers(from: string, peers: readonly PeerAddrs[]): void
+  onRelayed?(from: string, records: readonly MembershipHeartbeat[]): void
 }
 
 export class HelloExchange {
@@ -74,11 +80,18 @@ export class HelloExchange {
   private readonly refusedOld = new Set<string>()
   /** per peer: the peers already named to it in this connection */
   private readonly named = new Map<string, Set<string>>()
+  /** per peer: the records already passed on to it in this connection (peer id → seq) */
+  private readonly passed = new Map<string, Map<string, number>>()
   private readonly timers = new Set<NodeJS.Timeout>()
+  /** the connected peers, by id, once their first hello went out */
+  private readonly greeted = new Map<string, PeerId>()
+  private pushing: NodeJS.Timeout | undefined
   private running = false
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const peer = evt.detail
     this.named.set(peer.toString(), new Set())
+    this.passed.set(peer.toString(), new Map())
+    this.greeted.set(peer.toString(), peer)
     void this.send(peer, 'first', MAX_TRIES)
     for (const ms of AGAIN_AFTER_MS) {
       const t = setTimeout(() => {
@@ -91,6 +104,8 @@ export class HelloExchange {
   }
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     this.named.delete(evt.detail.toString())
+    this.passed.delete(evt.detail.toString())
+    this.greeted.delete(evt.detail.toString())
   }
 
   constructor(
@@ -115,7 +130,25 @@ export class HelloExchange {
     for (const t of this.timers) clearTimeout(t)
     this.timers.clear()
     this.named.clear()
+    this.passed.clear()
+    this.greeted.clear()
+    clearTimeout(this.pushing)
     this.answeredAt.clear()
+  }
+
+  /**
+   * A sparse mesh: a member's record came first-hand (its own hello), so the connected peers
+   * may lack it; each gets a hello with the records it was not given yet, PUSH_AFTER_MS from
+   * now (one for a burst). Records a peer passed on are not passed again (each member reaches
+   * every other through the members connected to it), so a record crosses few connections.
+   */
+  push(): void {
+    if (!this.running || this.pushing !== undefined) return
+    this.pushing = setTimeout(() => {
+      this.pushing = undefined
+      for (const peer of this.greeted.values()) void this.send(peer, 'again', 1)
+    }, PUSH_AFTER_MS)
+    this.pushing.unref()
   }
 
   /** The peer asked for this node's record (its liveness probe said so). */
@@ -141,14 +174,17 @@ export class HelloExchange {
     const named = this.named.get(id)
     if (what === 'first') named?.clear()
     const peers = what === 'record' ? [] : this.init.peers(id).filter((p) => !named?.has(p.peerId))
-    if (what === 'again' && peers.length === 0) return
+    const relayed = what === 'record' ? [] : this.toPass(id)
+    if (what === 'again' && peers.length === 0 && relayed.length === 0) return
     for (const p of peers) named?.add(p.peerId)
-    const record = what === 'again' ? undefined : this.init.record()
+    // a new connection gets the record as it last went out; a peer that asks, a new one
+    const record = what === 'again' ? undefined : await this.init.record(what === 'record')
     const hello: Hello = {
       v: WIRE_VERSION,
       kind: 'hello',
       ...(record === undefined ? {} : { record }),
       peers,
+      ...(relayed.length === 0 ? {} : { relayed }),
     }
     try {
       const bytes = encodeHello(hello, MAX_HELLO_BYTES)
@@ -180,6 +216,16 @@ export class HelloExchange {
     }
   }
 
+  /** The records to pass on to a peer that it was not given yet in this connection. */
+  private toPass(id: string): MembershipHeartbeat[] {
+    const passed = this.passed.get(id)
+    const out = (this.init.relayed?.(id) ?? []).filter(
+      (r) => r.peerId !== id && passed?.get(r.peerId) !== r.seq,
+    )
+    for (const r of out) passed?.set(r.peerId, r.seq ?? 0)
+    return out
+  }
+
   private async receive(stream: Stream, from: PeerId): Promise<void> {
     const id = from.toString()
     const { log } = this.components
@@ -192,7 +238,7 @@ export class HelloExchange {
         log.warn({ peer: id, reason: d.reason, detail: d.detail }, 'hello rejected')
         return
       }
-      const { record, peers } = d.value
+      const { record, peers, relayed } = d.value
       if (record !== undefined && record.peerId !== id) {
         log.warn(
           { peer: id, claims: record.peerId },
@@ -202,6 +248,7 @@ export class HelloExchange {
       }
       if (record !== undefined) this.init.onRecord(id, record)
       if (peers.length > 0) this.init.onPeers(id, peers)
+      if (relayed !== undefined && relayed.length > 0) this.init.onRelayed?.(id, relayed)
     } catch (err) {
       stream.abort(err as Error)
       log.debug({ peer: id, err: (err as Error).message }, 'hello not received')
@@ -215,15 +262,41 @@ export class HelloExchange {
  */
 export function meshHello(
   components: HelloComponents,
-  parts: { records(): RecordRequests | undefined; fullMesh: FullMesh; gossip: Gossip },
+  parts: {
+    records(): RecordRequests | undefined
+    fullMesh: FullMesh
+    gossip: Gossip
+    sign(record: MembershipHeartbeat): Promise<MembershipHeartbeat>
+  },
 ): HelloExchange {
   const { fullMesh, gossip } = parts
-  return new HelloExchange(components, {
-    record: () => parts.records()?.record() as MembershipHeartbeat | undefined,
+  const { log, node } = components
+  const exchange: HelloExchange = new HelloExchange(components, {
+    record: async (fresh) => {
+      const r = parts.records()?.record(fresh) as MembershipHeartbeat | undefined
+      return r === undefined ? undefined : await parts.sign(r)
+    },
     peers: (to) => fullMesh.connectedPeers(to),
-    onRecord: (from, record) => gossip.deliverDirect(from, 'membership', record),
+    relayed: () =>
+      fullMesh.sparse() ? ((parts.records()?.relayable?.() ?? []) as MembershipHeartbeat[]) : [],
+    onRecord: (from, record) => {
+      gossip.deliverDirect(from, 'membership', record)
+      if (fullMesh.sparse()) exchange.push()
+    },
     onPeers: (_from, peers) => {
       for (const p of peers) fullMesh.heard(p.peerId, p.addrs)
     },
+    onRelayed: (from, records) => {
+      let bad = 0
+      for (const r of records) {
+        // the member's own signature, or it is not passed to the membership at all
+        if (r.peerId === node.peerId.toString()) continue
+        if (verifyRecord(r)) gossip.deliverDirect(r.peerId, 'membership', r)
+        else bad++
+      }
+      if (bad > 0)
+        log.warn({ peer: from, bad }, 'hello: relayed records with a bad signature dropped')
+    },
   })
+  return exchange
 }

@@ -91,7 +91,7 @@ export async function openMeshNode(
   config: MeshNodeConfig,
   log: Logger,
   isBlocked: (peerId: PeerId) => boolean,
-): Promise<{ node: MeshNode; bootstrap: Multiaddr[] }> {
+): Promise<{ node: MeshNode; bootstrap: Multiaddr[]; privateKey: PrivateKey }> {
   if (config.pskFile === undefined && !config.insecure) {
     throw new TraktorError(
       'ERR_MESH_PSK',
@@ -110,7 +110,7 @@ export async function openMeshNode(
     isBlocked,
     ...(config.gossipTuning ? { gossipTuning: config.gossipTuning } : {}),
   })
-  return { node, bootstrap }
+  return { node, bootstrap, privateKey }
 }
 
 /** A configured node, not yet started. */
@@ -236,4 +236,14 @@ export async function stopQuietly(node: MeshNode, log?: Logger): Promise<void> {
   } catch (err) {
     log?.warn({ err }, 'libp2p did not stop cleanly')
   }
+}
+
+/**
+ * gossipsub's "direct" peers, to whom it relays every message (a sparse mesh floods through
+ * them; full-mesh.ts). The class has the set; the interface the package exports does not.
+ */
+export function gossipRelays(node: MeshNode): Set<string> {
+  const direct = (node.services.pubsub as unknown as { direct?: unknown }).direct
+  if (!(direct instanceof Set)) throw new Error('this gossipsub keeps no set of direct peers')
+  return direct as Set<string>
 }

@@ -9,10 +9,11 @@ import type { Logger } from '../log.js'
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_RPC_BYTES,
+  type MembershipHeartbeat,
   TOPIC_NAMES,
   type WireTopic,
 } from './codec.js'
-import { FullMesh, type SubscriptionChange } from './full-mesh.js'
+import { FullMesh, watchPeers } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
 import { type HelloExchange, meshHello } from './hello.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
@@ -26,6 +27,7 @@ import {
 } from './libp2p.js'
 import { Liveness } from './liveness.js'
 import type { MeshInit } from './mesh-init.js'
+import { signRecord } from './record-sig.js'
 import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'
 import type {
   ClaimCheck,
@@ -54,7 +56,9 @@ interface Running {
   hello: HelloExchange
   rpc: RpcClient
   detach: () => void
+  sign: Signer
 }
+type Signer = (r: MembershipHeartbeat) => Promise<MembershipHeartbeat>
 
 type State =
   | { status: 'stopped' }
@@ -127,9 +131,14 @@ export class Mesh {
     return done
   }
 
-  /** Sends a payload to every member; "nobody is subscribed yet" is not an error. */
+  /**
+   * Sends a payload to every member; "nobody is subscribed yet" is not an error. A membership
+   * record goes out signed (record-sig.ts: any peer may pass it on).
+   */
   async publish(topic: TopicName, payload: object): Promise<void> {
-    await this.running().gossip.publish(topic, payload)
+    const run = this.running()
+    const hb = topic === 'membership' && (payload as { kind?: string }).kind === 'heartbeat'
+    await run.gossip.publish(topic, hb ? await run.sign(payload as MembershipHeartbeat) : payload)
   }
 
   /** Test-only: publishes bytes without any check, to forge messages. */
@@ -143,10 +152,9 @@ export class Mesh {
     list.push(handler)
     this.handlers.set(topic, list)
     return () => {
-      const now = this.handlers.get(topic) ?? []
       this.handlers.set(
         topic,
-        now.filter((h) => h !== handler),
+        (this.handlers.get(topic) ?? []).filter((h) => h !== handler),
       )
     }
   }
@@ -166,8 +174,9 @@ export class Mesh {
 
   /** Whether the bootstrap list names somewhere to go other than this node itself. */
   bootstrapsElsewhere(): boolean {
-    const running = this.state.status === 'running' ? this.state.run : undefined
-    return (running?.fullMesh.bootstrapElsewhere().length ?? 0) > 0
+    return (
+      this.state.status === 'running' && this.state.run.fullMesh.bootstrapElsewhere().length > 0
+    )
   }
 
   /** Whether this node reaches the mesh (see isolation.ts); never isolated when not running. */
@@ -195,6 +204,18 @@ export class Mesh {
   /** When a dial of this peer was last refused at every address (its process is gone). */
   refusedAt(peerId: string): number | undefined {
     return this.state.status === 'running' ? this.state.run.fullMesh.refusedAt(peerId) : undefined
+  }
+
+  /** When a dial of this peer last failed, for any reason (a sparse mesh's ring, overlay.ts). */
+  dialFailedAt(peerId: string): number | undefined {
+    return this.state.status === 'running'
+      ? this.state.run.fullMesh.dialFailedAt(peerId)
+      : undefined
+  }
+
+  /** Whether the mesh is sparse (more members than a full mesh holds; overlay.ts). */
+  sparse(): boolean {
+    return this.state.status === 'running' && this.state.run.fullMesh.sparse()
   }
 
   connectedPeers(): string[] {
@@ -227,13 +248,7 @@ export class Mesh {
   }
 
   counters(): MeshCounters {
-    const s = this.stats
-    return {
-      ...s,
-      gossipIn: { ...s.gossipIn },
-      gossipOut: { ...s.gossipOut },
-      gossipRejected: { ...s.gossipRejected },
-    }
+    return structuredClone(this.stats)
   }
 
   /** Stops redialing a peer that left the cluster (it is still accepted if it dials in). */
@@ -266,12 +281,12 @@ export class Mesh {
   }
 
   private async doStart(): Promise<Running> {
-    const { node, bootstrap } = await openMeshNode(this.init, this.log, (p) =>
+    const { node, bootstrap, privateKey } = await openMeshNode(this.init, this.log, (p) =>
       this.partitioned.has(p.toString()),
     )
     try {
       await node.start()
-      return await this.wire(node, bootstrap)
+      return await this.wire(node, bootstrap, (r) => signRecord(r, privateKey))
     } catch (err) {
       await stopQuietly(node)
       if (err instanceof TraktorError) throw err
@@ -282,7 +297,7 @@ export class Mesh {
   }
 
   // Everything that needs a started node: topics, rpc, peer events, the keep-connected loops.
-  private async wire(node: MeshNode, bootstrap: Multiaddr[]): Promise<Running> {
+  private async wire(node: MeshNode, bootstrap: Multiaddr[], sign: Signer): Promise<Running> {
     const { init, log } = this
     const self = node.peerId.toString()
     this.ownPeerId = self
@@ -314,7 +329,10 @@ export class Mesh {
         cluster: init.cluster,
         maxMessageBytes: init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         onAnnounce: (from, a) => fullMesh?.onAnnounce(from, a),
-        onAddrs: (from, addrs) => fullMesh?.heard(from, addrs),
+        // a member's record (gossiped, or in a hello): a sparse mesh passes it on (hello.ts)
+        onAddrs: (from, addrs) => {
+          fullMesh?.heard(from, addrs)
+        },
       },
       this.handlers,
       this.claimChecks,
@@ -327,29 +345,17 @@ export class Mesh {
         counters,
         isBlocked: (id) => this.partitioned.has(id),
         knownPeersFile: knownPeersFile(this.init.identityFile),
+        fullMeshUpTo: init.fullMeshUpTo,
+        members: () => this.records?.memberPeerIds?.(),
       },
       bootstrap,
     )
-    hello = meshHello({ node, log }, { records: () => this.records, fullMesh, gossip })
+    hello = meshHello({ node, log }, { records: () => this.records, fullMesh, gossip, sign })
     await hello.start()
     this.aloneSince = Date.now()
-    const onConnect = (evt: CustomEvent<PeerId>): void => this.peerEvent(evt.detail, 'connect')
-    const onDisconnect = (evt: CustomEvent<PeerId>): void =>
-      this.peerEvent(evt.detail, 'disconnect')
-    const membership = gossip.topicString('membership')
-    const onSubscription = (evt: SubscriptionChange): void => {
-      const { peerId, subscriptions } = evt.detail
-      if (subscriptions.some((s) => s.subscribe && s.topic === membership))
-        this.peerEvent(peerId, 'subscribed')
-    }
-    node.addEventListener('peer:connect', onConnect)
-    node.addEventListener('peer:disconnect', onDisconnect)
-    node.services.pubsub.addEventListener('subscription-change', onSubscription)
-    const detach = (): void => {
-      node.removeEventListener('peer:connect', onConnect)
-      node.removeEventListener('peer:disconnect', onDisconnect)
-      node.services.pubsub.removeEventListener('subscription-change', onSubscription)
-    }
+    const detach = watchPeers(node, gossip.topicString('membership'), (p, e) =>
+      this.peerEvent(p, e),
+    )
     gossip.start()
     fullMesh.start()
     log.info(
@@ -361,7 +367,7 @@ export class Mesh {
       },
       'mesh started',
     )
-    return { node, gossip, fullMesh, liveness, hello, rpc, detach }
+    return { node, gossip, fullMesh, liveness, hello, rpc, detach, sign }
   }
 
   private async doStop(run: Running): Promise<void> {

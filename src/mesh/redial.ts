@@ -8,6 +8,7 @@ import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
 import { connectedPeerIds } from './libp2p.js'
+import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from './overlay.js'
 
 export const REDIAL_MIN_DELAY_MS = 250
 export const REDIAL_MAX_DELAY_MS = 5000
@@ -30,6 +31,10 @@ const DIAL_TIMEOUT_MS = 5000
  * work lost and done again). With up to 9 peers, nothing changes.
  */
 export const MAX_DIALS_IN_FLIGHT = 8
+/** a sparse mesh dials its ring once no new member was learned of for this long */
+export const RING_SETTLE_MS = 1000
+/** the ring is worked out again at most this often (every hello asks whether it is sparse) */
+const RING_EVERY_MS = 100
 const MAX_ADDRS_PER_PEER = 32
 
 export interface Backoff {
@@ -61,6 +66,10 @@ export interface RedialComponents {
   counters: { dialFailures: number }
   /** peers the (test-only) partition switch denies */
   isBlocked(peerId: string): boolean
+  /** up to this many members, every known peer is dialed; past it, the ring's (overlay.ts) */
+  fullMeshUpTo?: number
+  /** the peer ids of the members (the membership's records); none: every peer is dialed */
+  members?: () => readonly string[] | undefined
 }
 
 function fresh(deferMs = 0): Backoff {
@@ -121,6 +130,16 @@ export class Redialer {
   private readonly bootstrapPeers = new Map<string, string>()
   /** when a dial of each peer was last refused at every address (wall clock, ms) */
   private readonly refused = new Map<string, number>()
+  /** when a dial of each peer last failed, for whatever reason (wall clock, ms) */
+  private readonly failed = new Map<string, number>()
+  /** the ring of the members as last worked out, when (monotonic), and of how many */
+  private ring: { at: number; size: number; neighbours: ReadonlySet<string> | undefined } = {
+    at: -Infinity,
+    size: 0,
+    neighbours: undefined,
+  }
+  /** when the number of members last changed (monotonic ms) */
+  private learnedAt = -Infinity
 
   constructor(
     private readonly components: RedialComponents,
@@ -189,7 +208,24 @@ export class Redialer {
   forget(peerId: string): void {
     this.peers.delete(peerId)
     this.refused.delete(peerId)
+    this.failed.delete(peerId)
     this.failures.forget(peerId)
+  }
+
+  /** The peers this node dials besides its bootstrap peers; undefined: every one (a full mesh). */
+  neighbours(): ReadonlySet<string> | undefined {
+    const now = performance.now()
+    if (now - this.ring.at < RING_EVERY_MS) return this.ring.neighbours
+    const members = this.components.members?.()
+    if (members === undefined) return undefined // no membership: every peer is dialed
+    const upTo = this.components.fullMeshUpTo ?? DEFAULT_FULL_MESH_UP_TO
+    if (members.length !== this.ring.size) this.learnedAt = now
+    this.ring = {
+      at: now,
+      size: members.length,
+      neighbours: ringNeighbours(this.self, members, upTo),
+    }
+    return this.ring.neighbours
   }
 
   /** Bootstrap addresses that are not (as far as is known) this node's own. */
@@ -197,6 +233,11 @@ export class Redialer {
     const out = [...this.bootstrapPeers.values()]
     for (const t of this.addrTargets) if (t.peerId !== this.self) out.push(t.addr.toString())
     return out
+  }
+
+  /** When a dial of this peer last failed (any error), since it last connected. */
+  failedAt(peerId: string): number | undefined {
+    return this.failed.get(peerId)
   }
 
   /** When a dial of this peer was last refused at every address, since it last connected. */
@@ -225,11 +266,24 @@ export class Redialer {
     const now = Date.now()
     const { isBlocked, node } = this.components
     const connected = new Set(connectedPeerIds(node))
+    const ring = this.neighbours()
+    // a sparse mesh still learning its members (a start: one more every few ms) waits for the
+    // ring to settle before dialing it: each new member moves the neighbours of the others, and
+    // every dial to a neighbour of a moment is a connection made (~50 ms of CPU) and kept
+    const settling = ring !== undefined && performance.now() - this.learnedAt < RING_SETTLE_MS
     let inFlight = 0
     for (const t of this.peers.values()) if (t.inFlight) inFlight++
     for (const t of this.addrTargets) if (t.inFlight) inFlight++
     for (const t of this.peers.values()) {
-      if (isBlocked(t.peerId)) continue
+      if (isBlocked(t.peerId)) {
+        // the (test-only) partition switch: a ring neighbour it denies is one not reached
+        if (ring?.has(t.peerId) === true && !this.failed.has(t.peerId))
+          this.failed.set(t.peerId, Date.now())
+        continue
+      }
+      // a sparse mesh: the ring's neighbours and the bootstrap peers only
+      const bootstrap = this.bootstrapPeers.has(t.peerId)
+      if (ring !== undefined && !bootstrap && (settling || !ring.has(t.peerId))) continue
       // due() also keeps the backoff's books for a connected peer: ask it first
       if (due(t, connected.has(t.peerId), now) && inFlight++ < MAX_DIALS_IN_FLIGHT) {
         const target = t.addrs.size > 0 ? [...t.addrs.values()] : peerIdFromString(t.peerId)
@@ -238,9 +292,13 @@ export class Redialer {
           t,
           target,
           id,
-          () => this.refused.delete(id),
+          () => {
+            this.refused.delete(id)
+            this.failed.delete(id)
+          },
           (err) => {
             if (dialRefused(err)) this.refused.set(id, Date.now())
+            this.failed.set(id, Date.now())
           },
         )
       }

@@ -62,10 +62,20 @@ export interface MeshIsolation {
 export interface RecordRequests {
   /** ask this peer for its record (unknown, held dead, or its digest says it changed) */
   wants(peerId: string): boolean
-  /** this node's record as it would gossip it now (sent straight to a peer that asks) */
-  record(): object | undefined
+  /**
+   * this node's record as it would gossip it now (sent straight to a peer that asks: `fresh`,
+   * numbered anew), or as it last went out (a new connection's hello; unchanged, not re-signed)
+   */
+  record(fresh: boolean): object | undefined
   /** a 7-bit digest of this node's current record, carried by every probe and answer */
   digest(): number
   /** a peer's probe said this digest of its current record */
   heardDigest(peerId: string, digest: number): void
+  /**
+   * The other members' records as their members signed them, for a sparse mesh's hellos
+   * (overlay.ts): those held alive only (a record passed on says "alive" to its receiver)
+   */
+  relayable?(): object[]
+  /** the peer ids of every member with a record here (a sparse mesh's ring, overlay.ts) */
+  memberPeerIds?(): string[]
 }

@@ -60,9 +60,10 @@ describe('a slow, lossy network: 40 ms each way between nodes, 3 % loss on node 
     const senders = await cl.q(0, 'SELECT client_addr::text AS a FROM pg_stat_replication')
     expect(senders.length).toBeGreaterThanOrEqual(2)
     for (const s of senders) expect(s.a).toBe(`${lab.hostIp(0)}/32`)
-    // a row written on node 0 reaches node 2 one delay later at the soonest
-    await cl.q(0, 'INSERT INTO demo.accounts VALUES (9000, 0, 0)')
+    // a row written on node 0 reaches node 2 one delay later at the soonest (timed from before
+    // the INSERT: its WAL may leave before the commit's answer is back here; once, 39 ms)
     const t0 = Date.now()
+    await cl.q(0, 'INSERT INTO demo.accounts VALUES (9000, 0, 0)')
     await waitFor(
       async () => (await cl.q(2, 'SELECT 1 FROM demo.accounts WHERE id = 9000')).length === 1,
       10_000,

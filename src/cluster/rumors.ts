@@ -1,0 +1,129 @@
+// In a sparse mesh (src/mesh/overlay.ts) a node is connected to a few members only; the others
+// it does not probe, and it judges them as SWIM does: alive while no member says otherwise.
+// The members connected to one (its ring neighbours, its bootstrap peer) probe it; when one of
+// them finds it suspect or dead, it gossips a suspicion naming the record it holds (run and
+// seq); every node that is not connected to that member takes it, and the member itself, if
+// it is alive and hears it, answers with a newer record, which clears it everywhere. A suspect
+// that is not cleared is dead after the same time as a silent connected member. Pure rules
+// here; membership.ts holds the records. Per member and second the mesh carries nothing while
+// all is well: a suspicion goes out only when a state changes.
+import type { Logger } from '../log.js'
+import type { MembershipSuspicion as Suspicion } from '../mesh/codec.js'
+import type { MemberState, Timings } from './detector.js'
+import type { MeshPort } from './port.js'
+
+/** a suspicion held here is said again at most this often when its member is heard of alive */
+const REPEAT_SUSPICION_MS = 2000
+
+/** What this node has heard said of a member it does not probe itself. */
+export interface Rumor {
+  state: 'suspect' | 'dead'
+  /** the member's record (seq) the suspicion was about */
+  seq: number
+  /** when it was first heard at this state */
+  atMs: number
+  /** when this node last said it again (membership.ts: a member heard of alive elsewhere) */
+  repeatedAtMs?: number
+}
+
+/**
+ * A member this node does not probe: dead or suspect as said of its current record, suspect
+ * turning dead after the time a silent member takes; else alive, unless its record has not
+ * been refreshed for `silentDeadMs` (every member sends it again every few minutes).
+ */
+export function judgeByRumor(
+  r: { rumor?: Rumor | undefined; seq?: number | undefined; lastHeardMs: number },
+  now: number,
+  t: Timings,
+  silentDeadMs: number,
+): MemberState {
+  const { rumor } = r
+  if (rumor !== undefined && rumor.seq >= (r.seq ?? 0)) {
+    if (rumor.state === 'dead') return 'dead'
+    return now - rumor.atMs >= t.deadAfterMs - t.suspectAfterMs ? 'dead' : 'suspect'
+  }
+  return now - r.lastHeardMs >= silentDeadMs ? 'dead' : 'alive'
+}
+
+/**
+ * The rumor held after hearing a suspicion of the member's record `seq`: a suspicion of an
+ * older record is no news (the member has answered it), dead outranks suspect.
+ */
+export function withSuspicion(
+  held: Rumor | undefined,
+  s: Pick<Suspicion, 'seq' | 'state'>,
+  recordSeq: number,
+  now: number,
+): Rumor | undefined {
+  if (s.seq < recordSeq) return held
+  if (held !== undefined && held.seq === s.seq && (held.state === 'dead' || s.state === held.state))
+    return held
+  if (held !== undefined && held.seq > s.seq) return held
+  return { state: s.state, seq: s.seq, atMs: now }
+}
+
+/** What the suspicions need of a member's record (membership.ts holds them). */
+export interface Suspected {
+  peerId: string
+  incarnation: number
+  seq: number | undefined
+  disconnectedAtMs?: number
+  rumor?: Rumor
+}
+
+export interface SuspicionsInit {
+  mesh: Pick<MeshPort, 'peerId' | 'publish' | 'answeredAt' | 'sparse'>
+  log: Logger
+  now: () => number
+  /** this node's run, and the seq of the record it sent last */
+  own(): { incarnation: number; lastSeq: number }
+  /** sends this node's record again (a newer one: the answer to a suspicion of it) */
+  refute(): void
+}
+
+/** The suspicions a sparse mesh's node says and hears (the rules above). */
+export class Suspicions {
+  constructor(private readonly init: SuspicionsInit) {}
+
+  /** Tells the others that this node holds a member it probes suspect or dead. */
+  say(r: Suspected, state: 'suspect' | 'dead'): void {
+    const { mesh, log } = this.init
+    if (mesh.sparse?.() !== true) return
+    const of = { of: r.peerId, incarnation: r.incarnation, seq: r.seq ?? 0, state }
+    const s: Suspicion = { v: 1, kind: 'suspicion', peerId: mesh.peerId, ...of }
+    mesh
+      .publish('membership', s)
+      .catch((err: Error) => log.debug({ err: err.message }, 'suspicion not sent'))
+  }
+
+  /** A member says another is suspect or dead; true: the record's rumor changed (judge it). */
+  heard(s: Suspicion, r: Suspected | undefined): boolean {
+    const { mesh, own, refute, now } = this.init
+    if (s.of === mesh.peerId) {
+      // of this node, which is alive: a newer record says so (unless one went out since)
+      const me = own()
+      if (s.incarnation === me.incarnation && s.seq >= me.lastSeq) refute()
+      return false
+    }
+    if (r === undefined || r.incarnation !== s.incarnation) return false
+    // a member this node probes itself: its own evidence decides
+    if (r.disconnectedAtMs === undefined && mesh.answeredAt?.(r.peerId) !== undefined) return false
+    const rumor = withSuspicion(r.rumor, s, r.seq ?? 0, now())
+    if (rumor === undefined || rumor === r.rumor) return false
+    r.rumor = rumor
+    return true
+  }
+
+  /**
+   * A record passed on by a peer that holds it alive, of a member said dead or suspect here (a
+   * healed partition: the member never heard it was suspected): say so again, for the member to
+   * answer with a newer record. At most every few seconds per member.
+   */
+  doubted(r: Suspected): void {
+    const { rumor } = r
+    const now = this.init.now()
+    if (rumor === undefined || now - (rumor.repeatedAtMs ?? 0) < REPEAT_SUSPICION_MS) return
+    rumor.repeatedAtMs = now
+    this.say(r, rumor.state)
+  }
+}

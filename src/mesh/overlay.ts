@@ -1,0 +1,40 @@
+// Which peers a node keeps a connection to. Up to `fullMeshUpTo` members every arbiter is
+// connected to every other (DESIGN §4: gossip in one hop, each member watched by all). Past it
+// the mesh is sparse: a libp2p connection costs ~50 ms of CPU to make (Noise, identify, the
+// streams; measured on this machine), so a full mesh of 64 (2,016 connections) took two cores
+// most of two minutes to make, and its probes kept them busy afterwards. A sparse node dials
+// its bootstrap peers and its ring neighbours only: the next member round the ring of sorted
+// peer ids and the one halfway round, so each member is watched by about four others, any two
+// members are a few hops apart, and the ring stays whole when any one member (the bootstrap
+// peer too) is gone. Gossip then travels hop by hop (every connected peer relays it, see
+// FullMesh), and a member is known by its signed record relayed in hellos (record-sig.ts).
+// Every member computes the same ring from the same members, so both ends agree on each link.
+
+/**
+ * A cluster of up to this many members is a full mesh (the default). A sparse mesh does not yet
+ * see a partition whole: a member none of whose probers is on this side of the cut stays alive
+ * here (its probers on the other side see it alive); up to 16 members every member probes every
+ * other, and partitions are judged exactly as before.
+ */
+export const DEFAULT_FULL_MESH_UP_TO = 16
+
+/**
+ * The peers `self` dials, given every peer it knows of (not itself); undefined: all of them
+ * (a full mesh).
+ */
+export function ringNeighbours(
+  self: string,
+  known: Iterable<string>,
+  fullMeshUpTo: number,
+): ReadonlySet<string> | undefined {
+  const ring = [...new Set([self, ...known])].sort()
+  const n = ring.length
+  if (n <= fullMeshUpTo) return undefined
+  const i = ring.indexOf(self)
+  const out = new Set<string>()
+  for (const offset of [1, Math.floor(n / 2)]) {
+    const peer = ring[(i + offset) % n]
+    if (peer !== undefined && peer !== self) out.add(peer)
+  }
+  return out
+}

@@ -1,0 +1,144 @@
+// The pure parts of a sparse mesh (issue 14): which peers a node dials (overlay.ts), the
+// member's own signature on its record (record-sig.ts), and how a member this node does not
+// probe is judged from what others say of it (rumors.ts).
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { describe, expect, it } from 'vitest'
+import { judgeByRumor, withSuspicion } from '../../src/cluster/rumors.js'
+import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from '../../src/mesh/overlay.js'
+import { canonicalJson, signRecord, verifyRecord } from '../../src/mesh/record-sig.js'
+
+const ids = (n: number): string[] =>
+  Array.from({ length: n }, (_, i) => `peer${String(i).padStart(3, '0')}`)
+
+describe('the ring (overlay.ts)', () => {
+  it('is a full mesh up to fullMeshUpTo members, this node counted', () => {
+    const all = ids(DEFAULT_FULL_MESH_UP_TO)
+    expect(ringNeighbours(all[0] as string, all.slice(1), DEFAULT_FULL_MESH_UP_TO)).toBeUndefined()
+    const more = ids(DEFAULT_FULL_MESH_UP_TO + 1)
+    expect(ringNeighbours(more[0] as string, more.slice(1), DEFAULT_FULL_MESH_UP_TO)).toBeDefined()
+  })
+
+  it('dials the next member round the ring and the one halfway round, the same on every node', () => {
+    const all = ids(64)
+    const of = (i: number): ReadonlySet<string> =>
+      ringNeighbours(
+        all[i] as string,
+        all.filter((_, j) => j !== i),
+        8,
+      ) ?? new Set()
+    expect([...of(0)].sort()).toEqual(['peer001', 'peer032'])
+    expect([...of(63)].sort()).toEqual(['peer000', 'peer031'])
+    // the order members are learned in does not matter
+    const shuffled = [...all.slice(1)].reverse()
+    expect(ringNeighbours('peer000', shuffled, 8)).toEqual(of(0))
+  })
+
+  it('keeps every member reachable when any one member is gone, in few hops', () => {
+    for (const n of [9, 16, 33, 64]) {
+      const all = ids(n)
+      const links = new Map<string, Set<string>>(all.map((p) => [p, new Set()]))
+      for (const p of all) {
+        for (const q of ringNeighbours(p, all, 8) ?? []) {
+          links.get(p)?.add(q)
+          links.get(q)?.add(p) // a connection carries gossip both ways
+        }
+      }
+      const degrees = all.map((p) => links.get(p)?.size ?? 0)
+      expect(Math.max(...degrees)).toBeLessThanOrEqual(4)
+      for (const gone of all) {
+        const start = all.find((p) => p !== gone) as string
+        const hops = new Map([[start, 0]])
+        const queue = [start]
+        while (queue.length > 0) {
+          const p = queue.shift() as string
+          for (const q of links.get(p) ?? [])
+            if (q !== gone && !hops.has(q)) {
+              hops.set(q, (hops.get(p) ?? 0) + 1)
+              queue.push(q)
+            }
+        }
+        expect(hops.size).toBe(n - 1)
+        expect(Math.max(...hops.values())).toBeLessThanOrEqual(Math.ceil(n / 2))
+      }
+    }
+  })
+})
+
+describe("a member's signed record (record-sig.ts)", () => {
+  const record = (peerId: string) => ({
+    v: 1 as const,
+    kind: 'heartbeat' as const,
+    nodeId: 7,
+    peerId,
+    postgres: "host=db port=5432 dbname=app application_name='x y'",
+    version: '1.0.0',
+    incarnation: 1_733_000_000_000,
+    state: 'ready' as const,
+    replicasetVersion: 3,
+    commit: { mode: 'sync' as const, quorum: 2, changed: 5 },
+    addrs: ['/ip4/127.0.0.1/tcp/4001'],
+    sentAt: 1_733_000_000_500,
+    seq: 12,
+  })
+
+  it('verifies for anyone who passes it on, whatever the order of its keys', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const signed = await signRecord(record(peerIdFromPrivateKey(key).toString()), key)
+    expect(verifyRecord(signed)).toBe(true)
+    // a receiver's schema may rebuild it with its keys in another order
+    const reordered = JSON.parse(canonicalJson(signed)) as typeof signed
+    expect(Object.keys(reordered)[0]).toBe('addrs')
+    expect(verifyRecord(reordered)).toBe(true)
+  })
+
+  it('fails when a field was changed, when it was signed by another member, or is not signed', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const other = await generateKeyPair('Ed25519')
+    const me = peerIdFromPrivateKey(key).toString()
+    const signed = await signRecord(record(me), key)
+    expect(verifyRecord({ ...signed, state: 'removed' })).toBe(false)
+    expect(verifyRecord({ ...signed, seq: 13 })).toBe(false)
+    expect(verifyRecord({ ...signed, addrs: ['/ip4/10.0.0.66/tcp/4001'] })).toBe(false)
+    // another member's key over a record that names me
+    const forged = await signRecord(record(me), other)
+    expect(verifyRecord(forged)).toBe(false)
+    const { sig: _, ...unsigned } = signed
+    expect(verifyRecord(unsigned)).toBe(false)
+    expect(verifyRecord({ ...signed, sig: 'not base64 !' })).toBe(false)
+    expect(verifyRecord({ ...signed, peerId: 'not-a-peer-id' })).toBe(false)
+  })
+})
+
+describe('a member judged by rumor (rumors.ts)', () => {
+  const t = { heartbeatMs: 500, suspectAfterMs: 1000, deadAfterMs: 2000 }
+  const silentDeadMs = 600_000
+
+  it('is alive while nothing is said of its record, dead once its record is too old', () => {
+    expect(judgeByRumor({ seq: 4, lastHeardMs: 0 }, 599_999, t, silentDeadMs)).toBe('alive')
+    expect(judgeByRumor({ seq: 4, lastHeardMs: 0 }, 600_000, t, silentDeadMs)).toBe('dead')
+  })
+
+  it('is suspect when a prober says so, then dead unless a newer record clears it', () => {
+    const rumor = withSuspicion(undefined, { seq: 4, state: 'suspect' }, 4, 1000)
+    expect(rumor).toEqual({ state: 'suspect', seq: 4, atMs: 1000 })
+    expect(judgeByRumor({ rumor, seq: 4, lastHeardMs: 0 }, 1999, t, silentDeadMs)).toBe('suspect')
+    expect(judgeByRumor({ rumor, seq: 4, lastHeardMs: 0 }, 2000, t, silentDeadMs)).toBe('dead')
+    // the member answered with a newer record (seq 5): the suspicion is of an older one
+    expect(judgeByRumor({ rumor, seq: 5, lastHeardMs: 1500 }, 2000, t, silentDeadMs)).toBe('alive')
+  })
+
+  it('takes dead over suspect, keeps when it was first said, and ignores news of older records', () => {
+    const suspect = withSuspicion(undefined, { seq: 4, state: 'suspect' }, 4, 1000)
+    // said again by another prober: the clock does not restart
+    expect(withSuspicion(suspect, { seq: 4, state: 'suspect' }, 4, 1500)).toBe(suspect)
+    const dead = withSuspicion(suspect, { seq: 4, state: 'dead' }, 4, 1200)
+    expect(dead?.state).toBe('dead')
+    expect(judgeByRumor({ rumor: dead, seq: 4, lastHeardMs: 0 }, 1201, t, silentDeadMs)).toBe(
+      'dead',
+    )
+    expect(withSuspicion(dead, { seq: 4, state: 'suspect' }, 4, 1300)).toBe(dead)
+    // a suspicion of a record older than the one held is no news
+    expect(withSuspicion(undefined, { seq: 3, state: 'dead' }, 4, 1000)).toBeUndefined()
+  })
+})
