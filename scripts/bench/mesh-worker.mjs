@@ -50,7 +50,7 @@ async function start(msg) {
         insecure: false,
         probeEveryMs: probeEveryMs(TIMINGS),
         log,
-        // TRAKTOR_BENCH_FULL_MESH_UP_TO: past this many members the mesh is sparse (default 16)
+        // TRAKTOR_BENCH_FULL_MESH_UP_TO: past this many members the mesh is sparse (default 64)
         ...(process.env.TRAKTOR_BENCH_FULL_MESH_UP_TO
           ? { fullMeshUpTo: Number(process.env.TRAKTOR_BENCH_FULL_MESH_UP_TO) }
           : {}),

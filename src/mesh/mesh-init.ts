@@ -24,6 +24,6 @@ export interface MeshInit {
   gossipTuning?: GossipTuning
   /** how often each connection's liveness probe goes (default 500 ms; liveness.ts) */
   probeEveryMs?: number
-  /** past this many members the mesh is sparse (default 16; overlay.ts) */
+  /** past this many members the mesh is sparse (default 64; overlay.ts) */
   fullMeshUpTo?: number | undefined
 }
