@@ -88,7 +88,8 @@ function loBytes() {
   return f ? f[0] : Number.NaN
 }
 
-function groups(n) {
+/** The nodes of each process: 0..n-2 in processes of at most PER_PROCESS, the victim alone. */
+export function groups(n) {
   const rest = n - 1
   const count = Math.ceil(rest / PER_PROCESS)
   const out = []

@@ -4,7 +4,7 @@
 // and each node's connection count. Not a benchmark row (no baseline beside it): a probe for
 // the mesh's start, e.g. the full mesh against the sparse one:
 //   node scripts/bench/mesh-start.mjs 32 3                    (nodes interleaved over 3 processes)
-//   LAYOUT=bench node scripts/bench/mesh-start.mjs 32         (the benchmark's layout: 11 a process)
+//   LAYOUT=bench node scripts/bench/mesh-start.mjs 32         (the benchmark's layout)
 //   TRAKTOR_BENCH_FULL_MESH_UP_TO=8 node scripts/bench/mesh-start.mjs 32 3   (sparse past 8)
 //   TRAKTOR_BENCH_LOG=/tmp/logs ...                           (every node logs to a file)
 import { fork } from 'node:child_process'
@@ -12,6 +12,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { writePskFile } from '../../dist/mesh/keys.js'
+import { groups } from './bench-mesh.mjs'
 
 const N = Number(process.argv[2] ?? 16)
 const P = Number(process.argv[3] ?? 3)
@@ -19,19 +20,7 @@ const DEADLINE_MS = Number(process.env.DEADLINE_MS ?? 120_000)
 const WORKER = path.resolve(import.meta.dirname, 'mesh-worker.mjs')
 
 function layout() {
-  if (process.env.LAYOUT === 'bench') {
-    const rest = N - 1
-    const count = Math.ceil(rest / 11)
-    const out = []
-    let next = 0
-    for (let g = 0; g < count; g++) {
-      const size = Math.floor(rest / count) + (g < rest % count ? 1 : 0)
-      out.push(Array.from({ length: size }, (_, k) => next + k))
-      next += size
-    }
-    out.push([N - 1])
-    return out
-  }
+  if (process.env.LAYOUT === 'bench') return groups(N)
   const out = Array.from({ length: P }, () => [])
   for (let i = 0; i < N; i++) out[i % P]?.push(i)
   return out
