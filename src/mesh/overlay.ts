@@ -14,9 +14,9 @@
  * A cluster of up to this many members is a full mesh (the default). The sparse mesh is not the
  * default yet for the sizes DESIGN §4 names: started all at once on two cores, with the
  * bootstrap peer in a process with ten other nodes (the mesh benchmark's layout), 32 members
- * converged in 14-15 s and at first not at all (each node dials every member while it knows at
- * most this many, and a saturated node's suspicions flooded the mesh); with the nodes spread
- * over three processes, 3.5-4.7 s against 17.7 s as a full mesh. `MeshInit.fullMeshUpTo` (and
+ * did not converge (each node dials every member while it knows at most this many, and a
+ * saturated node's suspicions flood the mesh and keep it saturated), and spread over three
+ * processes only in one run of two (6.8 s; 17.7 s as a full mesh). `MeshInit.fullMeshUpTo` (and
  * TRAKTOR_BENCH_FULL_MESH_UP_TO for the benchmark) turns it on below this.
  */
 export const DEFAULT_FULL_MESH_UP_TO = 64
