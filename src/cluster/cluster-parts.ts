@@ -163,6 +163,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     noFence: init.noFence === true,
     striper: p.striper,
     onApplied: () => p.reconciler.kick(),
+    onActivity: () => p.recovery?.kick(),
   })
   p.proposals = new Proposals({
     local,

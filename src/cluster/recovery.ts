@@ -15,6 +15,8 @@ import { answerOf } from './rpc-results.js'
 import type { Steps } from './steps.js'
 
 const TICK_MS = 1000
+/** with nothing due and nothing proposed since, the proposals are looked at this often */
+const IDLE_LOOK_MS = 5000
 /** an undecided proposal older than this is in doubt */
 export const PREPARED_TIMEOUT_MS = 10_000
 const REDRIVE_AFTER_MS = 3000
@@ -76,6 +78,9 @@ export class Recovery {
   private readonly rollbacks = new Map<string, { n: number; nextMs: number }>()
   /** our decided COMMITs whose steps keep failing somewhere */
   private readonly stuck = new Map<string, StuckCommit>()
+  /** a proposal may have changed here since the last look found nothing due (true at start) */
+  private dirty = true
+  private lastLookMs = 0
 
   constructor(init: RecoveryInit) {
     this.init = init
@@ -92,6 +97,11 @@ export class Recovery {
     this.timer = undefined
   }
 
+  /** A proposal was prepared, stepped or aborted here: look at the next tick. */
+  kick(): void {
+    this.dirty = true
+  }
+
   /** What this node knows of a proposal; as its coordinator, decide ABORT for a stale one. */
   async statusFor(id: string): Promise<Status> {
     const p = await this.init.local.cluster.getProposal(id)
@@ -99,6 +109,7 @@ export class Recovery {
     if (p.decision) return { decision: p.decision }
     const mine = p.coordinator === this.init.nodeId
     if (mine && !this.init.proposals.inFlight.has(id)) {
+      this.kick() // its prepared statement, if any, is rolled back by the next pass
       return { decision: await this.init.local.cluster.decide(id, 'abort') }
     }
     return { decision: 'pending' }
@@ -120,12 +131,18 @@ export class Recovery {
   private async pass(): Promise<void> {
     const now = Date.now()
     await this.init.steps.sweep()
-    // an idle node's pass is this one query (four lists a second, before)
+    // an idle node's pass is this one query (four lists a second, before), and only when a
+    // proposal moved here since the last look found nothing, or every IDLE_LOOK_MS: every
+    // write to the proposals goes through the steps (kick) or this class
+    if (!this.dirty && now - this.lastLookMs < IDLE_LOOK_MS) return
+    this.dirty = false
+    this.lastLookMs = now
     if (!(await this.init.local.cluster.recoveryDue(this.init.nodeId))) {
       this.stuck.clear()
       this.rollbacks.clear()
       return
     }
+    this.dirty = true // something is due: look again at the next tick
     // a schema change decided COMMIT (here, or learned from a peer) is committed here first,
     // whoever drives the rest: its prepared statement holds the tables' locks, and until it
     // commits this node's schema and version lag behind the members that did

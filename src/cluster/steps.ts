@@ -30,6 +30,8 @@ export interface StepsInit {
   striper?: SequenceStriper
   /** the replicaset's version moved here (a change published or committed) */
   onApplied?: () => void
+  /** told as a prepare, abort or step begins and as it ends (recovery looks at once) */
+  onActivity?: () => void
 }
 
 export class Steps {
@@ -45,6 +47,15 @@ export class Steps {
     this.log = init.log.child({ component: 'steps' })
   }
 
+  private async active<T>(work: () => Promise<T>): Promise<T> {
+    this.init.onActivity?.()
+    try {
+      return await work()
+    } finally {
+      this.init.onActivity?.()
+    }
+  }
+
   /**
    * Validate the proposal here, fence the table and record the proposal; the answer is the
    * vote. The checks run at once; a table change's row-level triggers, trial publish and
@@ -52,6 +63,10 @@ export class Steps {
    * every member's prepare is on the path of every change).
    */
   async prepare(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
+    return await this.active(() => this.doPrepare(p))
+  }
+
+  private async doPrepare(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
     const { local } = this.init
     const refused = await this.refuse(p)
     const fenced = this.fences.has(p.id) // a prepare asked again: the fence stands
@@ -110,6 +125,10 @@ export class Steps {
    * prepared for it, and lower its fence. Returns whether a prepared statement was rolled back.
    */
   async abort(id: string, p?: cs.Proposal): Promise<boolean> {
+    return await this.active(() => this.doAbort(id, p))
+  }
+
+  private async doAbort(id: string, p?: cs.Proposal): Promise<boolean> {
     await this.init.local.cluster.decide(id, 'abort', p).catch(() => undefined)
     const rolled = await this.init.local.schemaChange.rollbackDdl(id).catch((err: Error) => {
       this.log.error(
@@ -139,6 +158,10 @@ export class Steps {
    * applies (writers wait for the decision; recovery ends an orphan).
    */
   async prepareDdl(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
+    return await this.active(() => this.doPrepareDdl(p))
+  }
+
+  private async doPrepareDdl(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
     const spec = p.ddl
     if (!spec) return { ack: false, reason: `node ${this.init.nodeId}: not a schema change` }
     const mine = await this.init.local.cluster.getProposal(p.id)
@@ -191,6 +214,10 @@ export class Steps {
 
   /** Run one commit step here (`floors`: the stripe step's values gathered from every member). */
   async run(p: cs.Proposal, step: Step, floors?: Record<string, string>): Promise<void> {
+    return await this.active(() => this.doRun(p, step, floors))
+  }
+
+  private async doRun(p: cs.Proposal, step: Step, floors?: Record<string, string>): Promise<void> {
     const { local } = this.init
     switch (step) {
       case 'fence':

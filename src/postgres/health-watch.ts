@@ -14,9 +14,13 @@ import {
   type SlotObservation,
   thresholdsFor,
 } from './health-rules.js'
+import { PUBLICATION_DRIFTED } from './replicaset.js'
 import { isInitialized } from './schema.js'
 
-/** One round trip: the peers' slots here, our subscriptions, unresolved apply errors. */
+/**
+ * One round trip: the peers' slots here, our subscriptions, unresolved apply errors, and
+ * whether the publication drifted from the replicaset (the publication guard's question).
+ */
 const OBSERVE = `
 SELECT
   ARRAY(SELECT json_build_object('slot', slot_name::text, 'wal_status', wal_status, 'active', active,
@@ -29,7 +33,7 @@ SELECT
           FROM pg_subscription s
          WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND s.subname LIKE 'trktr\\_sub\\_%' ORDER BY s.subname) AS subs,
-  p.n, p.oldest
+  p.n, p.oldest, ${PUBLICATION_DRIFTED} AS drifted
 FROM (SELECT count(*)::int AS n, min(occurred)::text AS oldest FROM trktr.history
        WHERE resolved IS NULL AND occurred < now() - $1::int8 * interval '1 millisecond') p`
 
@@ -43,6 +47,8 @@ export interface HealthWatchInit {
   now?: () => number
   /** whether the node is initialised (default: ask PostgreSQL) */
   initialized?: () => Promise<boolean>
+  /** told when the publication no longer holds exactly the replicaset (the guard repairs it) */
+  onDrift?: () => void
 }
 
 type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
@@ -107,7 +113,9 @@ export class HealthWatch {
       subs: Array<{ name: string; enabled: boolean; streaming: boolean }>
       n: number
       oldest: string | null
+      drifted: boolean
     }>(OBSERVE, [t.pendingMs])
+    if (row?.drifted) this.init.onDrift?.()
     const { slots = [], subs = [] } = row ?? {}
     const obs: HealthObservation = {
       atMs: (this.init.now ?? Date.now)(),

@@ -213,6 +213,17 @@ function toEntry(r: Record<string, unknown>): HistoryEntry {
   }
 }
 
+/** Failed remote transactions and (given) the row-level resolutions, newest first. */
+export async function listWithResolutions(
+  db: Db,
+  resolutions?: () => Promise<Resolution[]>,
+): Promise<HistoryEntry[]> {
+  const failed = await listHistory(db)
+  if (!resolutions) return failed
+  const rows = (await resolutions()).map(resolutionEntry)
+  return [...failed, ...rows].sort((a, b) => (a.occurred < b.occurred ? 1 : -1))
+}
+
 /** A row-level resolution in the shape of a history row (TRAKTOR's fields first). */
 export function resolutionEntry(r: Resolution): HistoryEntry {
   const who = (v: { node: number | null; ts: string | null }) =>

@@ -21,7 +21,7 @@ import { QUEUED_CHANNEL } from './lww-schema.js'
 import { keepTrue } from './memo.js'
 import { recordMissingRows } from './missing-rows.js'
 import { PeerWatch } from './peer-watch.js'
-import { PublicationGuard } from './publication-guard.js'
+import { GUARD_FALLBACK_CYCLES, PublicationGuard } from './publication-guard.js'
 import { Refresher } from './refresher.js'
 import { applyRepairs } from './repair-store.js'
 import * as rs from './replicaset.js'
@@ -40,7 +40,7 @@ export interface LocalNodeInit {
   log: Logger
   /** standalone mode: LISTEN on peers for publication changes (the mesh coordinates instead) */
   watchPeers?: boolean
-  /** how often the publication is compared with the replicaset (default 1000 ms) */
+  /** the health watch's cycle; it compares the publication with the replicaset too (1000 ms) */
   guardIntervalMs?: number
   /** told after the publication was repaired (mesh mode asks the peers to subscribe anew) */
   onPublicationRepaired?: (r: rs.PublicationRepair) => void
@@ -120,17 +120,20 @@ export class LocalNode {
     this.fences = bindDb(this.db, { dropFenceTrigger, dropStaleFences })
     this.replication = bindDb(this.db, { lagBySubscriber })
     this.checks = bindDb(this.checkDb, { ...checkStore, applyRepairs })
-    const watching = {
-      db: this.db,
-      log: this.log,
-      intervalMs: init.guardIntervalMs ?? 1000,
-      initialized: () => this.initialized(),
-    }
-    this.health = new HealthWatch({ ...watching, nodeId: init.nodeId })
+    const watching = { db: this.db, log: this.log, initialized: () => this.initialized() }
+    const cycleMs = init.guardIntervalMs ?? 1000
+    // the health watch's query also asks whether the publication drifted: the guard repairs then
     this.guard = new PublicationGuard({
       ...watching,
+      intervalMs: GUARD_FALLBACK_CYCLES * cycleMs, // its own look: a fallback
       ...(init.onPublicationRepaired ? { onRepaired: init.onPublicationRepaired } : {}),
     })
+    const health = {
+      intervalMs: cycleMs,
+      nodeId: init.nodeId,
+      onDrift: () => void this.guard.check(),
+    }
+    this.health = new HealthWatch({ ...watching, ...health })
     this.watch = new PeerWatch({
       nodeId: init.nodeId,
       log: this.log,
@@ -360,10 +363,8 @@ export class LocalNode {
   /** Failed remote transactions, and (resolver lww) the row-level resolutions, newest first. */
   async history(): Promise<history.HistoryEntry[]> {
     await this.requireInitialized()
-    const failed = await history.listHistory(this.db)
-    if (!this.init.lww) return failed
-    const rows = (await lww.listResolutions(this.db).catch(() => [])).map(history.resolutionEntry)
-    return [...failed, ...rows].sort((a, b) => (a.occurred < b.occurred ? 1 : -1))
+    const resolutions = () => lww.listResolutions(this.db).catch(() => [])
+    return await history.listWithResolutions(this.db, this.init.lww ? resolutions : undefined)
   }
 
   /**

@@ -14,15 +14,27 @@ export function keepTrue(
   now: () => number = Date.now,
 ): { get: () => Promise<boolean>; forget: () => void } {
   let trueUntil = 0
+  // one question at a time: the loops on one beat all asked at once once a yes had expired
+  let asking: Promise<boolean> | undefined
   return {
     get: async () => {
       if (now() < trueUntil) return true
-      const yes = await ask()
-      trueUntil = yes ? now() + ttlMs : 0
-      return yes
+      if (asking) return await asking
+      const mine = ask().then((yes) => {
+        // an answer asked before forget() is not kept
+        if (asking === mine) trueUntil = yes ? now() + ttlMs : 0
+        return yes
+      })
+      asking = mine
+      void mine.then(
+        () => (asking === mine ? (asking = undefined) : undefined),
+        () => (asking === mine ? (asking = undefined) : undefined),
+      )
+      return await mine
     },
     forget: () => {
       trueUntil = 0
+      asking = undefined
     },
   }
 }

@@ -28,6 +28,11 @@ export interface PublicationGuardInit {
 type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
 
 const MAX_PROBLEMS = 20
+/**
+ * The health watch's query tells the guard when the publication drifted (local.ts); the
+ * guard's own look comes every this many of its cycles, a fallback if that query keeps failing.
+ */
+export const GUARD_FALLBACK_CYCLES = 30
 
 export class PublicationGuard {
   private readonly init: PublicationGuardInit

@@ -3,7 +3,7 @@
 // to the publication in one transaction (TRAKTOR's own commit was a no-op: a label mismatch).
 import { ConflictError } from '../errors.js'
 import type { Db, Queryable, Row } from './db.js'
-import { formatRelation, qualified, quoteIdent, type RelationName } from './ident.js'
+import { formatRelation, qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
 import { PUBLICATION } from './schema.js'
 
 export type ReplicasetStatus = 'pending-add' | 'committed' | 'pending-remove'
@@ -278,12 +278,28 @@ export async function notifyPublicationChanged(
   await db.query(`SELECT pg_notify('trktr_publication', $1)`, [what])
 }
 
-/** What the publication should hold (the replicaset) against what it holds, in one snapshot. */
-const DRIFT = `
-WITH want AS (
+/** the replicated tables that exist (what the publication should hold) */
+const WANT = `
   SELECT r.schema_name::text AS s, r.table_name::text AS t FROM trktr.replicaset r
   WHERE r.status IN ('committed', 'pending-remove')
-    AND to_regclass(format('%I.%I', r.schema_name, r.table_name)) IS NOT NULL),
+    AND to_regclass(format('%I.%I', r.schema_name, r.table_name)) IS NOT NULL`
+
+/**
+ * One boolean expression: the publication is gone or differs from the replicaset. The health
+ * watch's query asks it every cycle, so an idle node does not spend a query of its own on the
+ * guard (publication-guard.ts), which runs only when it is true.
+ */
+export const PUBLICATION_DRIFTED = `(NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = ${quoteLiteral(PUBLICATION)})
+  OR EXISTS (SELECT * FROM (${WANT}) w
+             EXCEPT SELECT schemaname::text, tablename::text FROM pg_publication_tables
+                     WHERE pubname = ${quoteLiteral(PUBLICATION)})
+  OR EXISTS (SELECT schemaname::text, tablename::text FROM pg_publication_tables
+              WHERE pubname = ${quoteLiteral(PUBLICATION)}
+             EXCEPT SELECT * FROM (${WANT}) w))`
+
+/** What the publication should hold (the replicaset) against what it holds, in one snapshot. */
+const DRIFT = `
+WITH want AS (${WANT}),
 have AS (
   SELECT schemaname::text AS s, tablename::text AS t FROM pg_publication_tables WHERE pubname = $1)
 SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS exists,

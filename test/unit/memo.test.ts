@@ -33,4 +33,29 @@ describe('keepTrue', () => {
     expect(await m.get()).toBe(false)
     expect(asked).toBe(6)
   })
+  it('asks once for callers that come while a question is out; forget() starts a new one', async () => {
+    let asked = 0
+    let release: (yes: boolean) => void = () => {}
+    const m = keepTrue(
+      () =>
+        new Promise<boolean>((resolve) => {
+          asked++
+          release = resolve
+        }),
+    )
+    const first = [m.get(), m.get(), m.get()]
+    expect(asked).toBe(1)
+    release(true)
+    expect(await Promise.all(first)).toEqual([true, true, true])
+    m.forget()
+    const second = m.get()
+    m.forget() // the answer to a question asked before forget() is returned but not kept
+    const third = m.get()
+    expect(asked).toBe(3)
+    release(true)
+    await third
+    expect(await m.get()).toBe(true)
+    expect(asked).toBe(3)
+    void second
+  })
 })
