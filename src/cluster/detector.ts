@@ -23,7 +23,8 @@ export interface Evidence {
   refusedAtMs?: number
 }
 
-export function detect(e: Evidence, nowMs: number, t: Timings): MemberState {
+/** `quiet`: the timings for silence alone (silenceTimings: a large sparse mesh's are longer) */
+export function detect(e: Evidence, nowMs: number, t: Timings, quiet: Timings = t): MemberState {
   const silent = nowMs - e.lastHeardMs
   if (e.disconnectedAtMs !== undefined && e.disconnectedAtMs >= e.lastHeardMs) {
     // closed, and refused when dialled again: its process is gone
@@ -32,8 +33,8 @@ export function detect(e: Evidence, nowMs: number, t: Timings): MemberState {
       ? 'dead'
       : 'suspect'
   }
-  if (silent >= t.deadAfterMs) return 'dead'
-  if (silent >= t.suspectAfterMs) return 'suspect'
+  if (silent >= quiet.deadAfterMs) return 'dead'
+  if (silent >= quiet.suspectAfterMs) return 'suspect'
   return 'alive'
 }
 
@@ -68,4 +69,16 @@ export function isolatedAfterMs(t: Timings): number {
  */
 export function evaluateEveryMs(t: Timings): number {
   return Math.min(t.heartbeatMs, 250)
+}
+
+/**
+ * A sparse mesh of `members` judges the silence of the members it probes more patiently as it
+ * grows, as SWIM's suspicion timeout does (memberlist: a multiple of log(N)): with many members
+ * on few cores a probe answered late is the machine's load, and every "dead" said is flooded
+ * to all. A closed connection or a refused dial is judged as before (a killed member).
+ */
+export function silenceTimings(t: Timings, members: number): Timings {
+  const f = Math.max(1, Math.log2(Math.max(members, 1)) - 3)
+  if (f === 1) return t
+  return { ...t, suspectAfterMs: t.suspectAfterMs * f, deadAfterMs: t.deadAfterMs * f }
 }

@@ -14,7 +14,13 @@ import type {
 import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
 import type { Timings } from './detector.js'
-import { detect, evaluateEveryMs, type MemberState, stableAfterMs } from './detector.js'
+import {
+  detect,
+  evaluateEveryMs,
+  type MemberState,
+  silenceTimings,
+  stableAfterMs,
+} from './detector.js'
 import type { MeshPort } from './port.js'
 import { live, markDuplicates, ownRecord, recordDigest, relayable, stale } from './record.js'
 import { judgeByRumor, type Rumor, Suspicions } from './rumors.js'
@@ -346,23 +352,31 @@ export class Membership {
     if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
       r.lastHeardMs = Math.min(answered, now)
     const { mesh } = this.init
-    // a sparse mesh dials its ring neighbours: a dial that failed counts as a connection closed
+    // a sparse mesh dials its ring neighbours: a dial failing since `failed` counts as silence
+    // from then (a saturated node's handshakes time out: that alone is no evidence of death)
     const failed = mesh.sparse?.() === true ? mesh.dialFailedAt?.(r.peerId) : undefined
-    if (failed !== undefined && failed > r.lastHeardMs) r.disconnectedAtMs ??= failed
+    const failing =
+      failed !== undefined &&
+      failed > r.lastHeardMs &&
+      answered === undefined &&
+      r.disconnectedAtMs === undefined // a closed connection is stronger evidence (detector.ts)
     const refused = this.init.mesh.refusedAt?.(r.peerId)
     const evidence = {
-      lastHeardMs: r.lastHeardMs,
+      lastHeardMs: failing ? failed : r.lastHeardMs,
       ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
       ...(refused === undefined ? {} : { refusedAtMs: refused }),
     }
     // a sparse mesh's member not probed here and not failed here: judged by rumor (rumors.ts)
+    const { timings } = this.init
+    const sparse = this.init.mesh.sparse?.() === true
     const byRumor =
       r.disconnectedAtMs === undefined &&
       answered === undefined &&
+      !failing &&
       this.init.mesh.sparse?.() === true
     r.state = byRumor
       ? judgeByRumor(r, now, this.init.timings, 2 * RECORD_REFRESH_MS)
-      : detect(evidence, now, this.init.timings)
+      : detect(evidence, now, timings, silenceTimings(timings, sparse ? this.byPeer.size + 1 : 0))
     if (r.state !== 'alive') r.aliveSinceMs = undefined
     else if (r.aliveSinceMs === undefined) r.aliveSinceMs = now
     if (before !== r.state) {
@@ -378,7 +392,9 @@ export class Membership {
         },
         'member state changed',
       )
-      if (!byRumor && r.state !== 'alive') this.suspicions.say(r, r.state)
+      // only "dead" is said: a suspect of a moment (a late probe on a busy machine) said to
+      // every node, and answered by every node's refutation, fed the very saturation behind it
+      if (!byRumor && r.state === 'dead') this.suspicions.say(r, r.state)
       this.init.onChange?.(r, before)
     }
     return before

@@ -23,7 +23,7 @@ export interface MeshPort {
   connectedPeers(): string[]
   /** whether the mesh is sparse: members not connected here are judged by rumor (rumors.ts) */
   sparse?(): boolean
-  /** when a dial of this peer last failed, for any reason */
+  /** since when dials of this peer have been failing, for any reason */
   dialFailedAt?(peerId: string): number | undefined
   /** when a connected peer was last heard on the mesh's liveness probe (wall clock, ms) */
   answeredAt?(peerId: string): number | undefined

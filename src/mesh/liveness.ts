@@ -211,6 +211,9 @@ export class Liveness {
     }
     for (const id of this.probes.keys()) if (!byPeer.has(id)) this.probes.delete(id)
     for (const id of this.probedAt.keys()) if (!byPeer.has(id)) this.probedAt.delete(id)
+    // a peer no longer connected is no longer heard here: a sparse mesh judges it by rumor
+    // (an answer kept from an old connection made it a member probed here, silent for ever)
+    for (const id of this.heard.keys()) if (!byPeer.has(id)) this.heard.delete(id)
     // judge only after the poll phase has read whatever answers are already waiting
     setImmediate(() => this.judge())
   }

@@ -130,7 +130,7 @@ export class Redialer {
   private readonly bootstrapPeers = new Map<string, string>()
   /** when a dial of each peer was last refused at every address (wall clock, ms) */
   private readonly refused = new Map<string, number>()
-  /** when a dial of each peer last failed, for whatever reason (wall clock, ms) */
+  /** since when dials of each peer have been failing, for whatever reason (wall clock, ms) */
   private readonly failed = new Map<string, number>()
   /** the ring of the members as last worked out, when (monotonic), and of how many */
   private ring: { at: number; size: number; neighbours: ReadonlySet<string> | undefined } = {
@@ -235,7 +235,7 @@ export class Redialer {
     return out
   }
 
-  /** When a dial of this peer last failed (any error), since it last connected. */
+  /** Since when dials of this peer have failed (any error), since it last connected. */
   failedAt(peerId: string): number | undefined {
     return this.failed.get(peerId)
   }
@@ -298,7 +298,7 @@ export class Redialer {
           },
           (err) => {
             if (dialRefused(err)) this.refused.set(id, Date.now())
-            this.failed.set(id, Date.now())
+            if (!this.failed.has(id)) this.failed.set(id, Date.now()) // failing since
           },
         )
       }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { detect, stableAfterMs } from '../../src/cluster/detector.js'
+import { detect, silenceTimings, stableAfterMs } from '../../src/cluster/detector.js'
 
 const t = { heartbeatMs: 200, suspectAfterMs: 1000, deadAfterMs: 2000 }
 
@@ -33,5 +33,31 @@ describe('failure detector', () => {
   it('damps flaps: a member must stay alive a few heartbeats before it counts', () => {
     expect(stableAfterMs(t)).toBe(600)
     expect(stableAfterMs({ ...t, heartbeatMs: 50 })).toBe(500)
+  })
+})
+
+describe('silence timings of a sparse mesh', () => {
+  const t = { heartbeatMs: 500, suspectAfterMs: 1000, deadAfterMs: 2000 }
+
+  it('are the configured ones up to 16 members, and grow with log2 of the member count past that', () => {
+    expect(silenceTimings(t, 0)).toBe(t)
+    expect(silenceTimings(t, 16)).toBe(t)
+    expect(silenceTimings(t, 32)).toEqual({ ...t, suspectAfterMs: 2000, deadAfterMs: 4000 })
+    expect(silenceTimings(t, 64)).toEqual({ ...t, suspectAfterMs: 3000, deadAfterMs: 6000 })
+  })
+
+  it('leave a closed connection judged as before: a killed member is dead after suspectAfterMs', () => {
+    const quiet = silenceTimings(t, 64)
+    // silent for 2.5 s: dead with the configured timings, still alive with a 64-member mesh's
+    expect(detect({ lastHeardMs: 0 }, 2500, t)).toBe('dead')
+    expect(detect({ lastHeardMs: 0 }, 2500, t, quiet)).toBe('alive')
+    expect(detect({ lastHeardMs: 0 }, 3000, t, quiet)).toBe('suspect')
+    expect(detect({ lastHeardMs: 0 }, 6000, t, quiet)).toBe('dead')
+    // a closed connection: suspect at once and dead after suspectAfterMs, whatever the size
+    expect(detect({ lastHeardMs: 0, disconnectedAtMs: 100 }, 100, t, quiet)).toBe('suspect')
+    expect(detect({ lastHeardMs: 0, disconnectedAtMs: 100 }, 1100, t, quiet)).toBe('dead')
+    expect(detect({ lastHeardMs: 0, disconnectedAtMs: 100, refusedAtMs: 150 }, 150, t, quiet)).toBe(
+      'dead',
+    )
   })
 })
