@@ -26,10 +26,10 @@ export function keepTrue(
         return yes
       })
       asking = mine
-      void mine.then(
-        () => (asking === mine ? (asking = undefined) : undefined),
-        () => (asking === mine ? (asking = undefined) : undefined),
-      )
+      const done = () => {
+        if (asking === mine) asking = undefined
+      }
+      void mine.then(done, done)
       return await mine
     },
     forget: () => {
