@@ -75,6 +75,7 @@ export class Arbiter {
         insecure: m.insecure,
         isolatedAfterMs: isolatedAfterMs(timings),
         probeEveryMs: probeEveryMs(timings),
+        ...(m.fullMeshUpTo === undefined ? {} : { fullMeshUpTo: m.fullMeshUpTo }),
         log,
       })
       this.cluster = new Cluster({
@@ -123,6 +124,7 @@ export class Arbiter {
                 return { in: c.gossipIn, out: c.gossipOut, rejected: c.gossipRejected }
               },
               dialFailures: () => mesh.counters().dialFailures,
+              connections: () => ({ peers: mesh.connectedPeers().length, sparse: mesh.sparse() }),
             }
           : {}),
         subscriptions: () => this.local.subscriptions(),

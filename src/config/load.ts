@@ -166,6 +166,7 @@ function toConfig(d: Parsed, source: string, format: Config['format']): Config {
     heartbeatMs: m.heartbeatMs,
     suspectAfterMs: m.suspectAfterMs,
     deadAfterMs: m.deadAfterMs,
+    ...(m.fullMeshUpTo === undefined ? {} : { fullMeshUpTo: m.fullMeshUpTo }),
   }
   return {
     nodeId: d.nodeId,

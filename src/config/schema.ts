@@ -227,6 +227,8 @@ export function buildSchema(baseDir: string) {
     heartbeatMs: intIn(10, 60_000).default(DEFAULT_HEARTBEAT_MS),
     suspectAfterMs: intIn(10, 3_600_000).default(DEFAULT_SUSPECT_AFTER_MS),
     deadAfterMs: intIn(10, 3_600_000).default(DEFAULT_DEAD_AFTER_MS),
+    // up to this many members a full mesh; past it a sparse one (src/mesh/overlay.ts)
+    fullMeshUpTo: intIn(2, 100_000).optional(),
   }
   const mesh = z
     .strictObject(meshShape, { error: required('an object') })

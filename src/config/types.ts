@@ -32,6 +32,8 @@ export interface MeshConfig {
   readonly heartbeatMs: number
   readonly suspectAfterMs: number
   readonly deadAfterMs: number
+  /** a full mesh up to this many members, sparse past it (default: the mesh's, 64) */
+  readonly fullMeshUpTo?: number
 }
 
 /** how a new node joins (README "How a node joins") */

@@ -12,12 +12,11 @@
 
 /**
  * A cluster of up to this many members is a full mesh (the default). The sparse mesh is not the
- * default yet for the sizes DESIGN §4 names: started all at once on two cores, with the
- * bootstrap peer in a process with ten other nodes (the mesh benchmark's layout), 32 members
- * did not converge (each node dials every member while it knows at most this many, and a
- * saturated node's suspicions flood the mesh and keep it saturated), and spread over three
- * processes only in one run of two (6.8 s; 17.7 s as a full mesh). `MeshInit.fullMeshUpTo` (and
- * TRAKTOR_BENCH_FULL_MESH_UP_TO for the benchmark) turns it on below this.
+ * default yet for the sizes DESIGN §4 names: started all at once on two cores in the mesh
+ * benchmark's layout (the bootstrap peer in a process with ten other nodes), 32 members converge
+ * in 13-33 s against 21.5 s as a full mesh, not better by enough, and real arbiters' own calls
+ * (a join, a proposal's fan-out) leave every pair connected until idle connections are pruned.
+ * The config's `mesh.fullMeshUpTo` (TRAKTOR_BENCH_FULL_MESH_UP_TO for the benchmark) sets it.
  */
 export const DEFAULT_FULL_MESH_UP_TO = 64
 

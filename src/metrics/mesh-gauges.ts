@@ -58,6 +58,24 @@ export function meshGauges(r: client.Registry, src: MetricsSources): void {
       this.set(src.isolated?.() === true ? 1 : 0)
     },
   })
+  new client.Gauge({
+    name: 'traktor_mesh_connected_peers',
+    help: 'Mesh peers with an open connection to this arbiter (every member in a full mesh, a few in a sparse one)',
+    registers: [r],
+    collect() {
+      const c = src.connections?.()
+      if (c) this.set(c.peers)
+    },
+  })
+  new client.Gauge({
+    name: 'traktor_mesh_sparse',
+    help: '1 while the mesh is sparse (more members than mesh.fullMeshUpTo): ring neighbours only',
+    registers: [r],
+    collect() {
+      const c = src.connections?.()
+      if (c) this.set(c.sparse ? 1 : 0)
+    },
+  })
   new client.Counter({
     name: 'traktor_mesh_dial_failures_total',
     help: 'Dials to mesh peers and bootstrap addresses that failed',

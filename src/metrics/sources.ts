@@ -30,6 +30,8 @@ export interface MetricsSources {
   isolated?: () => boolean
   /** failed dials of the mesh's keep-connected loops, since start */
   dialFailures?: () => number
+  /** the mesh's peers with an open connection here, and whether the mesh is sparse */
+  connections?: () => { peers: number; sparse: boolean }
   subscriptions: () => Promise<Array<{ name: string; enabled: boolean; applyErrors: number }>>
   /** lag of the peers subscribed to this node, by their subscription name */
   lag: () => Promise<Array<{ subscription: string; bytes: number; seconds: number }>>

@@ -296,6 +296,16 @@ describe('native JSON', () => {
     })
   })
 
+  it('takes mesh.fullMeshUpTo (a sparse mesh past it)', () => {
+    const c = load(
+      write('c.json', {
+        ...minimal,
+        mesh: { listen: ['/ip4/0.0.0.0/tcp/0'], insecure: true, fullMeshUpTo: 16 },
+      }),
+    )
+    expect(c.mesh?.fullMeshUpTo).toBe(16)
+  })
+
   it('converts a URI to key/value form and derives advertise without the password', () => {
     const c = load(write('c.json', { ...minimal, postgres: 'postgres://arb:p%20w@[::1]:5433/app' }))
     expect(c.postgres).toBe("user=arb password='p w' host=::1 port=5433 dbname=app")
@@ -424,6 +434,7 @@ describe('native JSON', () => {
         cluster: 'Bad_Name',
         heartbeatMs: 1500,
         deadAfterMs: 900,
+        fullMeshUpTo: 1,
       },
     })
     expect(problemsOf(path)).toEqual([
@@ -440,6 +451,7 @@ describe('native JSON', () => {
       'mesh.listen: must list at least one address',
       'mesh.bootstrap[0]: must be a multiaddr starting with "/", got "ok/no-slash"',
       'mesh.cluster: must be 1-63 of a-z, 0-9 and "-", not starting with "-", got "Bad_Name"',
+      'mesh.fullMeshUpTo: must be an integer from 2 to 100000, got 1',
       'mesh.pskFile: required in mesh mode (create one with "traktor keygen FILE"), ' +
         'unless "mesh.insecure" is true',
       'mesh.heartbeatMs: must be less than mesh.suspectAfterMs (1500 >= 1000)',
