@@ -96,15 +96,17 @@ describe(`a sparse mesh of ${N} (full mesh up to ${FULL_MESH_UP_TO})`, () => {
     console.info(
       `sparse mesh of ${N}: a stopped member seen dead by all after ${Date.now() - t0} ms`,
     )
-    // the others stay alive to each other
-    expect(others.every((n) => alive(n) === N - 2)).toBe(true)
+    // the others stay alive to each other (a probe answered late on a loaded machine may make
+    // one suspect for a moment: within a few seconds, not at an instant)
+    await waitFor(() => others.every((n) => alive(n) === N - 2), 5_000, 'the others alive')
   })
 
   it('lets a member that was suspected wrongly clear itself with a newer record', async () => {
     const [a, b, target] = [up[1] as Node, up[2] as Node, up[5] as Node]
     const id = target.mesh.peerId
-    const held = b.membership.members().find((m) => m.peerId === id)
-    expect(held?.state).toBe('alive')
+    const seen = () => b.membership.members().find((m) => m.peerId === id)
+    await waitFor(() => seen()?.state === 'alive', 5_000, 'the target alive on b')
+    const held = seen()
     // the seq of the target's record as b holds it (not part of the public Member)
     const seqAt = (n: Node): number =>
       (n.membership as unknown as { byPeer: Map<string, { seq?: number }> }).byPeer.get(id)?.seq ??
@@ -127,7 +129,7 @@ describe(`a sparse mesh of ${N} (full mesh up to ${FULL_MESH_UP_TO})`, () => {
       10_000,
       'target alive everywhere after its answer',
     )
-    expect(alive(b)).toBe(N - 2)
+    await waitFor(() => alive(b) === N - 2, 5_000, 'every other member alive on b')
   })
 
   it('sees each side of a partition dead from the other, and all alive again once healed', async () => {
@@ -144,8 +146,8 @@ describe(`a sparse mesh of ${N} (full mesh up to ${FULL_MESH_UP_TO})`, () => {
     // neighbours of a member held dead are dialed instead; overlay.ts)
     await waitFor(() => apart(a, b) && apart(b, a), 30_000, 'each side holds the other dead')
     console.info(`sparse mesh: a partition seen whole on both sides after ${Date.now() - t0} ms`)
-    expect(a.every((n) => alive(n) === a.length - 1)).toBe(true)
-    expect(b.every((n) => alive(n) === b.length - 1)).toBe(true)
+    const whole = (side: Node[]) => side.every((n) => alive(n) === side.length - 1)
+    await waitFor(() => whole(a) && whole(b), 5_000, 'each side whole')
     for (const n of up) n.mesh.heal()
     await waitFor(() => up.every((n) => alive(n) === up.length - 1), 30_000, 'all alive again')
   })
