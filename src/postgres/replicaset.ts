@@ -284,25 +284,22 @@ const WANT = `
   WHERE r.status IN ('committed', 'pending-remove')
     AND to_regclass(format('%I.%I', r.schema_name, r.table_name)) IS NOT NULL`
 
+const PUB = quoteLiteral(PUBLICATION)
+/** the tables the publication holds */
+const HAVE = `SELECT schemaname::text AS s, tablename::text AS t FROM pg_publication_tables WHERE pubname = ${PUB}`
+
 /**
  * One boolean expression: the publication is gone or differs from the replicaset. The health
  * watch's query asks it every cycle, so an idle node does not spend a query of its own on the
  * guard (publication-guard.ts), which runs only when it is true.
  */
-export const PUBLICATION_DRIFTED = `(NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = ${quoteLiteral(PUBLICATION)})
-  OR EXISTS (SELECT * FROM (${WANT}) w
-             EXCEPT SELECT schemaname::text, tablename::text FROM pg_publication_tables
-                     WHERE pubname = ${quoteLiteral(PUBLICATION)})
-  OR EXISTS (SELECT schemaname::text, tablename::text FROM pg_publication_tables
-              WHERE pubname = ${quoteLiteral(PUBLICATION)}
-             EXCEPT SELECT * FROM (${WANT}) w))`
+export const PUBLICATION_DRIFTED = `(NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = ${PUB})
+  OR EXISTS ((${WANT}) EXCEPT (${HAVE})) OR EXISTS ((${HAVE}) EXCEPT (${WANT})))`
 
 /** What the publication should hold (the replicaset) against what it holds, in one snapshot. */
 const DRIFT = `
-WITH want AS (${WANT}),
-have AS (
-  SELECT schemaname::text AS s, tablename::text AS t FROM pg_publication_tables WHERE pubname = $1)
-SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS exists,
+WITH want AS (${WANT}), have AS (${HAVE})
+SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = ${PUB}) AS exists,
   ARRAY(SELECT format('%s.%s', s, t) FROM (SELECT * FROM want EXCEPT SELECT * FROM have) x) AS missing,
   ARRAY(SELECT format('%s.%s', s, t) FROM (SELECT * FROM have EXCEPT SELECT * FROM want) x) AS extra,
   ARRAY(SELECT json_build_array(s, t)::text FROM (SELECT * FROM want EXCEPT SELECT * FROM have) x) AS add,
@@ -332,13 +329,13 @@ interface Drift {
  */
 export async function repairPublication(db: Db): Promise<PublicationRepair> {
   const none = { recreated: false, added: [], removed: [] }
-  const [quick] = await db.query<Drift & Row>(DRIFT, [PUBLICATION])
+  const [quick] = await db.query<Drift & Row>(DRIFT)
   if (!quick || (quick.exists && quick.missing.length === 0 && quick.extra.length === 0))
     return none
   return await db.tx(async (c) => {
     await c.query(`SET LOCAL lock_timeout = 2000`)
     await c.query(`LOCK TABLE trktr.replicaset IN SHARE ROW EXCLUSIVE MODE`)
-    const d = (await c.query<Drift & Row>(DRIFT, [PUBLICATION])).rows[0]
+    const d = (await c.query<Drift & Row>(DRIFT)).rows[0]
     if (!d) return none
     if (!d.exists) await c.query(`CREATE PUBLICATION ${quoteIdent(PUBLICATION)}`)
     for (const pair of d.add) {

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { writePskFile } from '../../src/mesh/keys.js'
-import type { ArbiterProcess } from '../fixtures/arbiters.js'
+import { type ArbiterProcess, metric } from '../fixtures/arbiters.js'
 import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
 import { MeshLab } from '../fixtures/mesh-nodes.js'
 import { type PgServer, startServers } from '../fixtures/pg.js'
@@ -55,12 +55,6 @@ function hasIsolation(reasons: string[], reason: string): boolean {
 async function health(a: ArbiterProcess): Promise<{ status: number; json: any }> {
   const r = await fetch(`${a.url}/healthz`)
   return { status: r.status, json: await r.json() }
-}
-
-async function metric(a: ArbiterProcess, name: string): Promise<number | undefined> {
-  const text = await (await fetch(`${a.url}/metrics`)).text()
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
-  return m === null ? undefined : Number(m[1])
 }
 
 /** Waits for /healthz to answer 503 degraded with the isolation reason; returns the body. */

@@ -6,18 +6,12 @@
 // members they need and keep those connections, so six real arbiters end up connected pairwise;
 // the mesh-only test/integration/mesh-sparse.test.ts covers members never connected.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { ArbiterProcess } from '../fixtures/arbiters.js'
+import { metric } from '../fixtures/arbiters.js'
 import { call, MeshCluster, saveLogsOnFailure, waitFor } from '../fixtures/mesh-cluster.js'
 
 const N = 6
 const IDS = [...Array(N).keys()]
 let c: MeshCluster
-
-async function metric(a: ArbiterProcess, name: string): Promise<number | undefined> {
-  const text = await (await fetch(`${a.url}/metrics`)).text()
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
-  return m === null ? undefined : Number(m[1])
-}
 
 async function stateOf(viewer: number, node: number): Promise<string | undefined> {
   const nodes = (await call(c.api(viewer), 'GET', '/v1/cluster/nodes')).json.nodes as Array<{
