@@ -56,8 +56,10 @@ export class FullMesh {
   /** the peers gossipsub relays every message to (a sparse mesh: every connected peer) */
   private relaying = false
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
-    this.reached.add(evt.detail.toString())
-    this.redial.addPeer(evt.detail.toString())
+    const id = evt.detail.toString()
+    this.reached.add(id)
+    this.redial.addPeer(id)
+    this.redial.connected(id)
     this.syncRelays()
   }
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
@@ -230,6 +232,11 @@ export class FullMesh {
   /** Bootstrap addresses that are not this node's own. */
   bootstrapElsewhere(): string[] {
     return this.redial.bootstrapElsewhere()
+  }
+
+  /** An inbound connection from this peer would be a second one (redial.ts). */
+  yieldsTo(peerId: string): boolean {
+    return this.redial.yieldsTo(peerId)
   }
 
   refusedAt(peerId: string): number | undefined {

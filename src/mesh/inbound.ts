@@ -50,3 +50,33 @@ export class PendingByHost {
     return this.byHost.get(host) ?? 0
   }
 }
+
+/**
+ * Inbound connections past their handshake (the peer is known) and not closed, for a moment:
+ * while a peer's connection is still being set up here, this node does not dial that peer
+ * too (a second connection for the pair, redial.ts).
+ */
+export class Upgrading {
+  private readonly byPeer = new Map<string, { conn: MultiaddrConnection; at: number }>()
+
+  constructor(private readonly forMs: number) {}
+
+  add(peerId: string, conn: MultiaddrConnection): void {
+    this.byPeer.set(peerId, { conn, at: performance.now() })
+    conn.addEventListener(
+      'close',
+      () => {
+        if (this.byPeer.get(peerId)?.conn === conn) this.byPeer.delete(peerId)
+      },
+      { once: true },
+    )
+  }
+
+  /** Whether a connection from this peer is being set up (or was, less than forMs ago). */
+  has(peerId: string): boolean {
+    const u = this.byPeer.get(peerId)
+    if (u !== undefined && performance.now() - u.at < this.forMs) return true
+    this.byPeer.delete(peerId)
+    return false
+  }
+}

@@ -12,7 +12,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { TraktorError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { PendingByHost } from './inbound.js'
+import { PendingByHost, Upgrading } from './inbound.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
 import { noiseCrypto } from './noise-crypto.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
@@ -42,6 +42,11 @@ export interface NodeInit {
   psk: Uint8Array | undefined
   /** the connection gater denies these peers (the test-only partition switch) */
   isBlocked(peerId: PeerId): boolean
+  /**
+   * An inbound connection from this peer, its handshake done, would be a second one: this
+   * node is dialing the peer itself and its dial is the one kept (redial.ts `yieldsTo`)
+   */
+  isSecond?(peerId: PeerId): boolean
   /** gossipsub's mesh and gossip parameters, over FULL_MESH_GOSSIP (the mesh benchmark) */
   gossipTuning?: GossipTuning
 }
@@ -90,7 +95,7 @@ export interface MeshNodeConfig {
 export async function openMeshNode(
   config: MeshNodeConfig,
   log: Logger,
-  isBlocked: (peerId: PeerId) => boolean,
+  gate: Pick<NodeInit, 'isBlocked' | 'isSecond'>,
 ): Promise<{ node: MeshNode; bootstrap: Multiaddr[]; privateKey: PrivateKey }> {
   if (config.pskFile === undefined && !config.insecure) {
     throw new TraktorError(
@@ -107,7 +112,7 @@ export async function openMeshNode(
     privateKey,
     listen,
     psk,
-    isBlocked,
+    ...gate,
     ...(config.gossipTuning ? { gossipTuning: config.gossipTuning } : {}),
   })
   return { node, bootstrap, privateKey }
@@ -115,11 +120,12 @@ export async function openMeshNode(
 
 /** A configured node, not yet started. */
 export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
-  const { isBlocked, psk } = init
+  const { isBlocked, isSecond, psk } = init
   if (psk !== undefined) fixXsalsa20()
   fixYamuxWindowUpdates()
   const pending = new PendingByHost()
-  return createLibp2p<Services>({
+  const upgrading = new Upgrading(INBOUND_UPGRADE_TIMEOUT_MS)
+  const node = await createLibp2p<Services>({
     start: false,
     privateKey: init.privateKey,
     addresses: { listen: init.listen.map(String) },
@@ -132,7 +138,9 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
       denyInboundConnection: (maConn) => pending.deny(maConn),
       denyInboundEncryptedConnection: (peerId, maConn) => {
         pending.done(maConn)
-        return isBlocked(peerId)
+        if (isBlocked(peerId) || isSecond?.(peerId) === true) return true
+        upgrading.add(peerId.toString(), maConn)
+        return false
       },
       denyOutboundEncryptedConnection: isBlocked,
     },
@@ -165,6 +173,15 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
       }),
     },
   })
+  upgradingOf.set(node, upgrading)
+  return node
+}
+
+const upgradingOf = new WeakMap<Libp2p, Upgrading>()
+
+/** Whether an inbound connection from this peer is being set up (inbound.ts `Upgrading`). */
+export function upgradingFrom(node: Libp2p, peerId: string): boolean {
+  return upgradingOf.get(node)?.has(peerId) === true
 }
 
 function fastMessageId(msg: { from?: Uint8Array; seqno?: Uint8Array }): string {

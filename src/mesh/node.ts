@@ -174,9 +174,7 @@ export class Mesh {
 
   /** Whether the bootstrap list names somewhere to go other than this node itself. */
   bootstrapsElsewhere(): boolean {
-    return (
-      this.state.status === 'running' && this.state.run.fullMesh.bootstrapElsewhere().length > 0
-    )
+    return (this.live?.fullMesh.bootstrapElsewhere().length ?? 0) > 0
   }
 
   /** Whether this node reaches the mesh (see isolation.ts); never isolated when not running. */
@@ -198,24 +196,27 @@ export class Mesh {
 
   /** When a connected peer was last heard on the liveness probe (wall clock, ms). */
   answeredAt(peerId: string): number | undefined {
-    return this.state.status === 'running' ? this.state.run.liveness.answeredAt(peerId) : undefined
+    return this.live?.liveness.answeredAt(peerId)
   }
 
   /** When a dial of this peer was last refused at every address (its process is gone). */
   refusedAt(peerId: string): number | undefined {
-    return this.state.status === 'running' ? this.state.run.fullMesh.refusedAt(peerId) : undefined
+    return this.live?.fullMesh.refusedAt(peerId)
   }
 
   /** When a dial of this peer last failed, for any reason (a sparse mesh's ring, overlay.ts). */
   dialFailedAt(peerId: string): number | undefined {
-    return this.state.status === 'running'
-      ? this.state.run.fullMesh.dialFailedAt(peerId)
-      : undefined
+    return this.live?.fullMesh.dialFailedAt(peerId)
   }
 
   /** Whether the mesh is sparse (more members than a full mesh holds; overlay.ts). */
   sparse(): boolean {
-    return this.state.status === 'running' && this.state.run.fullMesh.sparse()
+    return this.live?.fullMesh.sparse() === true
+  }
+
+  /** Open connections: one per connected peer, unless two dials crossed (redial.ts). */
+  connectionCount(): number {
+    return this.live?.node.getConnections().length ?? 0
   }
 
   connectedPeers(): string[] {
@@ -236,15 +237,12 @@ export class Mesh {
 
   /** Never throws, never hangs: failures come back as `{ok: false, error: {code: 'ERR_RPC_*'}}`. */
   async request(peerId: string, req: RpcRequest, opts?: RequestOptions): Promise<RpcResponse> {
-    if (this.state.status !== 'running') {
-      this.stats.rpcOut++
-      this.stats.rpcErrors++
-      return {
-        ok: false,
-        error: { code: 'ERR_RPC_UNREACHABLE', message: 'the mesh is not running' },
-      }
-    }
-    return this.state.run.rpc.request(peerId, req, opts)
+    const run = this.live
+    if (run !== undefined) return run.rpc.request(peerId, req, opts)
+    this.stats.rpcOut++
+    this.stats.rpcErrors++
+    const error = { code: 'ERR_RPC_UNREACHABLE', message: 'the mesh is not running' }
+    return { ok: false, error }
   }
 
   counters(): MeshCounters {
@@ -273,17 +271,20 @@ export class Mesh {
     if (this.state.status === 'running') this.state.run.fullMesh.dialAll()
   }
 
+  private get live(): Running | undefined {
+    return this.state.status === 'running' ? this.state.run : undefined
+  }
+
   private running(): Running {
-    if (this.state.status !== 'running') {
-      throw new TraktorError('ERR_MESH_NOT_STARTED', 'the mesh is not running')
-    }
-    return this.state.run
+    if (this.live) return this.live
+    throw new TraktorError('ERR_MESH_NOT_STARTED', 'the mesh is not running')
   }
 
   private async doStart(): Promise<Running> {
-    const { node, bootstrap, privateKey } = await openMeshNode(this.init, this.log, (p) =>
-      this.partitioned.has(p.toString()),
-    )
+    const { node, bootstrap, privateKey } = await openMeshNode(this.init, this.log, {
+      isBlocked: (p) => this.partitioned.has(p.toString()),
+      isSecond: (p) => this.live?.fullMesh.yieldsTo(p.toString()) === true,
+    })
     try {
       await node.start()
       return await this.wire(node, bootstrap, (r) => signRecord(r, privateKey))
@@ -384,9 +385,7 @@ export class Mesh {
   private peerEvent(peer: PeerId, event: PeerEvent): void {
     const id = peer.toString()
     if (event === 'connect') this.aloneSince = undefined
-    else if (this.state.status === 'running' && this.state.run.node.getConnections().length === 0) {
-      this.aloneSince = Date.now()
-    }
+    else if (this.live?.node.getConnections().length === 0) this.aloneSince = Date.now()
     if (event !== 'subscribed')
       this.log.info({ peer: id }, event === 'connect' ? 'peer connected' : 'peer disconnected')
     for (const h of this.peerHandlers) {

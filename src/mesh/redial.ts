@@ -6,14 +6,11 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
+import { type Backoff, due, failed, fresh, REDIAL_MIN_DELAY_MS } from './backoff.js'
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
-import { connectedPeerIds } from './libp2p.js'
+import { connectedPeerIds, upgradingFrom } from './libp2p.js'
 import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from './overlay.js'
 
-export const REDIAL_MIN_DELAY_MS = 250
-export const REDIAL_MAX_DELAY_MS = 5000
-/** A connection counts as a success (backoff reset) only once it has lasted this long. */
-export const REDIAL_STABLE_MS = 2000
 /**
  * Two peers that learn of each other at the same moment would both dial, and end up with two
  * connections (twice the streams, probes and gossip). The one with the smaller peer id dials
@@ -22,6 +19,18 @@ export const REDIAL_STABLE_MS = 2000
  * the members it did not bootstrap from (0.6-1.5 s, measured).
  */
 export const DEFER_MS = 300
+/**
+ * A simultaneous dial that the DEFER_MS wait did not prevent (on two busy cores a handshake
+ * takes seconds): the node with the smaller peer id refuses the other's connection, once its
+ * handshake is done, while its own dial of that peer is in flight or its own connection to it
+ * opened less than this long ago (an older one may be stuck, or dead on the other side: the
+ * peer's connection is taken then). Each pair keeps one connection: a second one cost its own
+ * identify, gossip streams, hello and liveness probes, and was kept for good (16 nodes
+ * starting: 180 connections for 120 pairs, measured).
+ */
+export const SECOND_DIAL_MS = 3000
+/** the refused side's failed dial is judged this long after (the peer's may be up by then) */
+const YIELD_GRACE_MS = 500
 const TICK_MS = 250
 const DIAL_TIMEOUT_MS = 5000
 /**
@@ -37,20 +46,12 @@ export const RING_SETTLE_MS = 1000
 const RING_EVERY_MS = 100
 const MAX_ADDRS_PER_PEER = 32
 
-export interface Backoff {
-  delay: number
-  nextAt: number
-  inFlight: boolean
-  /** when this target was last seen connected, if it still is */
-  upSince: number | undefined
-  /** how long an "at once" redial waits (see DEFER_MS) */
-  deferMs: number
-}
-
 /** A peer known by id: dialled at its known addresses, or by id (the peer store's). */
 interface PeerTarget extends Backoff {
   peerId: string
   addrs: Map<string, Multiaddr>
+  /** when the dial in flight began (monotonic ms) */
+  dialAt: number
 }
 
 /** A bootstrap address without /p2p/: whoever answers there is the peer. */
@@ -72,10 +73,6 @@ export interface RedialComponents {
   members?: () => readonly string[] | undefined
 }
 
-function fresh(deferMs = 0): Backoff {
-  return { delay: REDIAL_MIN_DELAY_MS, nextAt: 0, inFlight: false, upSince: undefined, deferMs }
-}
-
 /** `addr`'s /p2p/ id, if it has one. */
 export function peerIdIn(addr: Multiaddr): string | undefined {
   return addr.getComponents().findLast((c) => c.name === 'p2p')?.value
@@ -88,35 +85,6 @@ function isSelfDial(err: unknown): boolean {
 function withoutPeerId(addr: Multiaddr): Multiaddr {
   const id = peerIdIn(addr)
   return id === undefined ? addr : addr.decapsulate(`/p2p/${id}`)
-}
-
-/**
- * Advances one target's backoff given whether it is connected now; returns true when it
- * should be dialled. Pure, so the schedule is unit-testable.
- */
-export function due(b: Backoff, connected: boolean, now: number): boolean {
-  if (connected) {
-    b.upSince ??= now
-    if (now - b.upSince >= REDIAL_STABLE_MS) b.delay = REDIAL_MIN_DELAY_MS
-    return false
-  }
-  if (b.upSince !== undefined) {
-    // it was connected and is not any more: redial at once if it had been up a while,
-    // otherwise (refused right after the handshake, say) keep backing off
-    if (now - b.upSince >= REDIAL_STABLE_MS) {
-      b.delay = REDIAL_MIN_DELAY_MS
-      b.nextAt = now + b.deferMs
-    } else {
-      failed(b, now)
-    }
-    b.upSince = undefined
-  }
-  return !b.inFlight && now >= b.nextAt
-}
-
-export function failed(b: Backoff, now: number): void {
-  b.nextAt = now + b.delay
-  b.delay = Math.min(b.delay * 2, REDIAL_MAX_DELAY_MS)
 }
 
 export class Redialer {
@@ -175,7 +143,7 @@ export class Redialer {
     let t = this.peers.get(peerId)
     if (t === undefined) {
       const deferMs = this.self < peerId ? 0 : DEFER_MS
-      t = { ...fresh(deferMs), peerId, addrs: new Map(), nextAt: Date.now() + deferMs }
+      t = { ...fresh(deferMs), peerId, addrs: new Map(), nextAt: Date.now() + deferMs, dialAt: 0 }
       this.peers.set(peerId, t)
     }
     for (const a of addrs) {
@@ -240,6 +208,27 @@ export class Redialer {
     return this.failed.get(peerId)
   }
 
+  /**
+   * Whether an inbound connection from this peer would be a second one: this node's own dial
+   * of it is in flight or just connected (SECOND_DIAL_MS), and is the one kept (this node's
+   * peer id is the smaller).
+   */
+  yieldsTo(peerId: string): boolean {
+    const t = this.peers.get(peerId)
+    if (t === undefined || this.self >= peerId) return false
+    if (t.inFlight) return performance.now() - t.dialAt < SECOND_DIAL_MS
+    const young = Date.now() - SECOND_DIAL_MS
+    return this.components.node
+      .getConnections(peerIdFromString(peerId))
+      .some((c) => c.direction === 'outbound' && c.timeline.open > young)
+  }
+
+  /** The peer connected (whoever dialed): its dials are not failing any more. */
+  connected(peerId: string): void {
+    this.refused.delete(peerId)
+    this.failed.delete(peerId)
+  }
+
   /** When a dial of this peer was last refused at every address, since it last connected. */
   refusedAt(peerId: string): number | undefined {
     return this.refused.get(peerId)
@@ -285,21 +274,23 @@ export class Redialer {
       const bootstrap = this.bootstrapPeers.has(t.peerId)
       if (ring !== undefined && !bootstrap && (settling || !ring.has(t.peerId))) continue
       // due() also keeps the backoff's books for a connected peer: ask it first
-      if (due(t, connected.has(t.peerId), now) && inFlight++ < MAX_DIALS_IN_FLIGHT) {
+      // an inbound connection from it being set up: no second one (SECOND_DIAL_MS)
+      const coming = upgradingFrom(node, t.peerId)
+      if (due(t, connected.has(t.peerId), now) && !coming && inFlight++ < MAX_DIALS_IN_FLIGHT) {
         const target = t.addrs.size > 0 ? [...t.addrs.values()] : peerIdFromString(t.peerId)
         const id = t.peerId
+        t.dialAt = performance.now()
         this.dial(
           t,
           target,
           id,
-          () => {
-            this.refused.delete(id)
-            this.failed.delete(id)
-          },
+          () => this.connected(id),
           (err) => {
             if (dialRefused(err)) this.refused.set(id, Date.now())
             if (!this.failed.has(id)) this.failed.set(id, Date.now()) // failing since
           },
+          // the peer may have refused this connection for its own dial of us (yieldsTo)
+          this.self > id ? () => connectedPeerIds(node).includes(id) : undefined,
         )
       }
     }
@@ -328,6 +319,8 @@ export class Redialer {
     label: string,
     onConnected?: (remote: string) => void,
     onFailed?: (err: unknown) => void,
+    /** a failure is judged YIELD_GRACE_MS later, and is none if this says connected by then */
+    yielded?: () => boolean,
   ): void {
     const { node } = this.components
     t.inFlight = true
@@ -342,8 +335,13 @@ export class Redialer {
       .catch((err: unknown) => {
         failed(t, Date.now())
         if (this.stopping.signal.aborted) return
-        onFailed?.(err)
-        if (!isSelfDial(err)) this.dialFailed(label, err, t.nextAt - Date.now())
+        const judge = (): void => {
+          if (this.stopping.signal.aborted || yielded?.() === true) return
+          onFailed?.(err)
+          if (!isSelfDial(err)) this.dialFailed(label, err, t.nextAt - Date.now())
+        }
+        if (yielded !== undefined && !dialRefused(err)) setTimeout(judge, YIELD_GRACE_MS).unref()
+        else judge()
       })
       .finally(() => {
         t.inFlight = false

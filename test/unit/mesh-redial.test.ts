@@ -9,12 +9,11 @@ import {
   type Backoff,
   due,
   failed,
-  MAX_DIALS_IN_FLIGHT,
   REDIAL_MAX_DELAY_MS,
   REDIAL_MIN_DELAY_MS,
   REDIAL_STABLE_MS,
-  Redialer,
-} from '../../src/mesh/redial.js'
+} from '../../src/mesh/backoff.js'
+import { MAX_DIALS_IN_FLIGHT, Redialer } from '../../src/mesh/redial.js'
 
 const fresh = (): Backoff => ({
   delay: REDIAL_MIN_DELAY_MS,
