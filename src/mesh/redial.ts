@@ -7,30 +7,11 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { type Backoff, due, failed, fresh, REDIAL_MIN_DELAY_MS } from './backoff.js'
+import { DEFER_MS, deferMs, SECOND_DIAL_MS, YIELD_GRACE_MS, yields } from './crossing.js'
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
 import { connectedPeerIds, upgradingFrom } from './libp2p.js'
 import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from './overlay.js'
 
-/**
- * Two peers that learn of each other at the same moment would both dial, and end up with two
- * connections (twice the streams, probes and gossip). The one with the smaller peer id dials
- * at once; the other waits this long and dials only if still unconnected. A loopback dial
- * takes tens of milliseconds; the wait was 1 s, which was most of a new node's time to reach
- * the members it did not bootstrap from (0.6-1.5 s, measured).
- */
-export const DEFER_MS = 300
-/**
- * A simultaneous dial that the DEFER_MS wait did not prevent (on two busy cores a handshake
- * takes seconds): the node with the smaller peer id refuses the other's connection, once its
- * handshake is done, while its own dial of that peer is in flight or its own connection to it
- * opened less than this long ago (an older one may be stuck, or dead on the other side: the
- * peer's connection is taken then). Each pair keeps one connection: a second one cost its own
- * identify, gossip streams, hello and liveness probes, and was kept for good (16 nodes
- * starting: 180 connections for 120 pairs, measured).
- */
-export const SECOND_DIAL_MS = 3000
-/** the refused side's failed dial is judged this long after (the peer's may be up by then) */
-const YIELD_GRACE_MS = 500
 const TICK_MS = 250
 const DIAL_TIMEOUT_MS = 5000
 /**
@@ -52,6 +33,8 @@ interface PeerTarget extends Backoff {
   addrs: Map<string, Multiaddr>
   /** when the dial in flight began (monotonic ms) */
   dialAt: number
+  /** when it was last heard of (monotonic ms): the peer's own dial is waited for (DEFER_MS) */
+  heardAt: number
 }
 
 /** A bootstrap address without /p2p/: whoever answers there is the peer. */
@@ -106,6 +89,8 @@ export class Redialer {
     size: 0,
     neighbours: undefined,
   }
+  /** how long this node's dials take, a moving average (ms) */
+  private dialMs = 0
   /** when the number of members last changed (monotonic ms) */
   private learnedAt = -Infinity
 
@@ -143,7 +128,8 @@ export class Redialer {
     let t = this.peers.get(peerId)
     if (t === undefined) {
       const deferMs = this.self < peerId ? 0 : DEFER_MS
-      t = { ...fresh(deferMs), peerId, addrs: new Map(), nextAt: Date.now() + deferMs, dialAt: 0 }
+      const heardAt = performance.now()
+      t = { ...fresh(deferMs), peerId, addrs: new Map(), nextAt: Date.now(), dialAt: 0, heardAt }
       this.peers.set(peerId, t)
     }
     for (const a of addrs) {
@@ -161,7 +147,9 @@ export class Redialer {
   remember(peerId: string, addrs: readonly Multiaddr[]): void {
     this.addPeer(peerId, addrs)
     const t = this.peers.get(peerId)
-    if (t !== undefined) t.nextAt = 0
+    if (t === undefined) return
+    t.nextAt = 0
+    t.heardAt = -Infinity
   }
 
   /** Every peer known with an address, as kept for the next run (known-peers.ts). */
@@ -208,19 +196,16 @@ export class Redialer {
     return this.failed.get(peerId)
   }
 
-  /**
-   * Whether an inbound connection from this peer would be a second one: this node's own dial
-   * of it is in flight or just connected (SECOND_DIAL_MS), and is the one kept (this node's
-   * peer id is the smaller).
-   */
+  /** Whether an inbound connection from this peer crosses this node's own dial (crossing.ts). */
   yieldsTo(peerId: string): boolean {
     const t = this.peers.get(peerId)
     if (t === undefined || this.self >= peerId) return false
-    if (t.inFlight) return performance.now() - t.dialAt < SECOND_DIAL_MS
-    const young = Date.now() - SECOND_DIAL_MS
-    return this.components.node
+    const opened = this.components.node
       .getConnections(peerIdFromString(peerId))
-      .some((c) => c.direction === 'outbound' && c.timeline.open > young)
+      .filter((c) => c.direction === 'outbound')
+      .map((c) => Date.now() - c.timeline.open)
+    const dialAge = t.inFlight ? performance.now() - t.dialAt : undefined
+    return yields(this.self, peerId, dialAge, opened.length > 0 ? Math.min(...opened) : undefined)
   }
 
   /** The peer connected (whoever dialed): its dials are not failing any more. */
@@ -245,7 +230,7 @@ export class Redialer {
     for (const t of targets) {
       if (t === undefined) continue
       t.delay = REDIAL_MIN_DELAY_MS
-      t.nextAt = Math.min(t.nextAt, Date.now() + t.deferMs)
+      t.nextAt = Math.min(t.nextAt, Date.now())
     }
     if (peerId === undefined) for (const t of this.addrTargets) Object.assign(t, fresh())
     if (this.timer !== undefined) this.tick()
@@ -259,7 +244,10 @@ export class Redialer {
     // a sparse mesh still learning its members (a start: one more every few ms) waits for the
     // ring to settle before dialing it: each new member moves the neighbours of the others, and
     // every dial to a neighbour of a moment is a connection made (~50 ms of CPU) and kept
-    const settling = ring !== undefined && performance.now() - this.learnedAt < RING_SETTLE_MS
+    const mono = performance.now()
+    const settling = ring !== undefined && mono - this.learnedAt < RING_SETTLE_MS
+    const ages = [...this.peers.values()].filter((p) => p.inFlight).map((p) => mono - p.dialAt)
+    const defer = deferMs(this.dialMs, ages)
     let inFlight = 0
     for (const t of this.peers.values()) if (t.inFlight) inFlight++
     for (const t of this.addrTargets) if (t.inFlight) inFlight++
@@ -273,10 +261,10 @@ export class Redialer {
       // a sparse mesh: the ring's neighbours and the bootstrap peers only
       const bootstrap = this.bootstrapPeers.has(t.peerId)
       if (ring !== undefined && !bootstrap && (settling || !ring.has(t.peerId))) continue
-      // due() also keeps the backoff's books for a connected peer: ask it first
-      // an inbound connection from it being set up: no second one (SECOND_DIAL_MS)
-      const coming = upgradingFrom(node, t.peerId)
-      if (due(t, connected.has(t.peerId), now) && !coming && inFlight++ < MAX_DIALS_IN_FLIGHT) {
+      // due() also keeps the backoff's books for a connected peer: ask it first; not while the
+      // peer's own dial may come (DEFER_MS) or its connection is being set up here
+      const waits = (t.deferMs > 0 && mono - t.heardAt < defer) || upgradingFrom(node, t.peerId)
+      if (due(t, connected.has(t.peerId), now) && !waits && inFlight++ < MAX_DIALS_IN_FLIGHT) {
         const target = t.addrs.size > 0 ? [...t.addrs.values()] : peerIdFromString(t.peerId)
         const id = t.peerId
         t.dialAt = performance.now()
@@ -284,12 +272,15 @@ export class Redialer {
           t,
           target,
           id,
-          () => this.connected(id),
+          () => {
+            this.connected(id)
+            this.dialMs += (performance.now() - t.dialAt - this.dialMs) / 4
+          },
           (err) => {
             if (dialRefused(err)) this.refused.set(id, Date.now())
             if (!this.failed.has(id)) this.failed.set(id, Date.now()) // failing since
           },
-          // the peer may have refused this connection for its own dial of us (yieldsTo)
+          // the peer may have refused this connection for its own dial of us (crossing.ts)
           this.self > id ? () => connectedPeerIds(node).includes(id) : undefined,
         )
       }
@@ -340,8 +331,10 @@ export class Redialer {
           onFailed?.(err)
           if (!isSelfDial(err)) this.dialFailed(label, err, t.nextAt - Date.now())
         }
-        if (yielded !== undefined && !dialRefused(err)) setTimeout(judge, YIELD_GRACE_MS).unref()
-        else judge()
+        if (yielded === undefined || dialRefused(err)) return judge()
+        // refused for the peer's own dial, most likely: that one is given time to finish
+        t.nextAt = Math.max(t.nextAt, Date.now() + SECOND_DIAL_MS)
+        setTimeout(judge, YIELD_GRACE_MS).unref()
       })
       .finally(() => {
         t.inFlight = false
