@@ -17,9 +17,9 @@ export const DEFER_MS = 300
  */
 const DEFER_DIALS = 3
 /**
- * A connection crossing the smaller id's own dial is refused while that dial is in flight or
- * its connection opened less than this long ago (an older one may be stuck, or dead on the
- * other side: the peer's connection is taken then).
+ * A connection crossing the smaller id's own dial is refused while that dial is in flight (at
+ * most the dial timeout) or its connection opened less than this long ago (an older one may
+ * be dead on the other side: the peer's connection is taken then).
  */
 export const SECOND_DIAL_MS = 3000
 /** the refused side's failed dial is judged this long after (the peer's may be up by then) */
@@ -34,16 +34,15 @@ export function deferMs(recentDialMs: number, inFlightAges: Iterable<number>): n
 
 /**
  * Whether a connection from `peer` (its handshake done) crosses this node's own and is refused:
- * this node's id is the smaller, and its dial of the peer is in flight since `dialAge` ms or its
- * own connection to the peer opened `openAge` ms ago (undefined: none).
+ * this node's id is the smaller, and its dial of the peer is in flight, or its own connection
+ * to the peer opened `openAge` ms ago (undefined: none).
  */
 export function yields(
   self: string,
   peer: string,
-  dialAge: number | undefined,
+  dialing: boolean,
   openAge: number | undefined,
 ): boolean {
   if (self >= peer) return false
-  const age = dialAge ?? openAge
-  return age !== undefined && age < SECOND_DIAL_MS
+  return dialing || (openAge !== undefined && openAge < SECOND_DIAL_MS)
 }

@@ -204,8 +204,12 @@ export class Redialer {
       .getConnections(peerIdFromString(peerId))
       .filter((c) => c.direction === 'outbound')
       .map((c) => Date.now() - c.timeline.open)
-    const dialAge = t.inFlight ? performance.now() - t.dialAt : undefined
-    return yields(this.self, peerId, dialAge, opened.length > 0 ? Math.min(...opened) : undefined)
+    return yields(
+      this.self,
+      peerId,
+      t.inFlight,
+      opened.length > 0 ? Math.min(...opened) : undefined,
+    )
   }
 
   /** The peer connected (whoever dialed): its dials are not failing any more. */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadOrCreateIdentity, peerIdOf } from '../../src/mesh/keys.js'
 import type { Mesh } from '../../src/mesh/node.js'
 import { freePort } from '../fixtures/arbiters.js'
-import { fullMesh, holdsFalse, MeshLab, waitFor } from '../fixtures/mesh-nodes.js'
+import { fullMesh, MeshLab, waitFor } from '../fixtures/mesh-nodes.js'
 
 const N = 6
 const lab = new MeshLab()
@@ -34,10 +34,21 @@ describe('simultaneous dials', () => {
   it('leave every pair with one connection', async () => {
     await waitFor(() => fullMesh(meshes), 20_000, 'a full mesh of six')
     // the refused side may see its connection open for a moment before the refusal reaches it
+    // (a crossing dial still in flight when the pair connected): a second connection may come
+    // and go, none may stay
     const single = () => fullMesh(meshes) && meshes.every((m) => m.connectionCount() === N - 1)
-    await waitFor(single, 5000, 'one connection per pair')
+    await waitFor(single, 10_000, 'one connection per pair')
     const doubled = () => meshes.some((m) => m.connectionCount() > N - 1)
-    expect(await holdsFalse(doubled, 2000)).toBe(true)
-    expect(fullMesh(meshes)).toBe(true)
+    let since: number | undefined
+    let longest = 0
+    const end = performance.now() + 3000
+    while (performance.now() < end) {
+      const now = performance.now()
+      since = doubled() ? (since ?? now) : undefined
+      if (since !== undefined) longest = Math.max(longest, now - since)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(longest).toBeLessThan(1000)
+    await waitFor(single, 5000, 'one connection per pair, still')
   })
 })

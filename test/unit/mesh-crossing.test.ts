@@ -18,15 +18,14 @@ describe('deferMs', () => {
 describe('yields', () => {
   const lo = '12D3KooWA'
   const hi = '12D3KooWB'
-  it('refuses only on the smaller id, and only while its own dial is young', () => {
-    expect(yields(lo, hi, 100, undefined)).toBe(true)
-    expect(yields(lo, hi, undefined, 100)).toBe(true)
-    expect(yields(hi, lo, 100, 100)).toBe(false)
-    expect(yields(lo, hi, undefined, undefined)).toBe(false)
+  it('refuses only on the smaller id, while its own dial is in flight or its connection young', () => {
+    expect(yields(lo, hi, true, undefined)).toBe(true)
+    expect(yields(lo, hi, false, 100)).toBe(true)
+    expect(yields(hi, lo, true, 100)).toBe(false)
+    expect(yields(lo, hi, false, undefined)).toBe(false)
   })
 
-  it('takes the peer connection once its own dial or connection is old (stuck, or dead there)', () => {
-    expect(yields(lo, hi, SECOND_DIAL_MS + 1, undefined)).toBe(false)
-    expect(yields(lo, hi, undefined, SECOND_DIAL_MS + 1)).toBe(false)
+  it('takes the peer connection once its own connection is old (it may be dead there)', () => {
+    expect(yields(lo, hi, false, SECOND_DIAL_MS + 1)).toBe(false)
   })
 })
