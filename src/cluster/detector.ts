@@ -7,6 +7,8 @@
 // listens at its address: the process is gone, not frozen or cut off). Neither gossipsub's heartbeat nor libp2p's ping is
 // the detector; the ping only closes frozen connections.
 
+import { patience } from '../patience.js'
+
 export type MemberState = 'alive' | 'suspect' | 'dead'
 
 export interface Timings {
@@ -72,13 +74,13 @@ export function evaluateEveryMs(t: Timings): number {
 }
 
 /**
- * A sparse mesh of `members` judges the silence of the members it probes more patiently as it
- * grows, as SWIM's suspicion timeout does (memberlist: a multiple of log(N)): with many members
- * on few cores a probe answered late is the machine's load, and every "dead" said is flooded
- * to all. A closed connection or a refused dial is judged as before (a killed member).
+ * A mesh of `members` judges the silence of its members more patiently as it grows
+ * (patience.ts: its probes come as much more slowly): with many members on few cores a
+ * probe answered late is the machine's load, and every "dead" said is flooded to all. A closed
+ * connection or a refused dial is judged as before (a killed member).
  */
 export function silenceTimings(t: Timings, members: number): Timings {
-  const f = Math.max(1, Math.log2(Math.max(members, 1)) - 3)
+  const f = patience(members)
   if (f === 1) return t
   return { ...t, suspectAfterMs: t.suspectAfterMs * f, deadAfterMs: t.deadAfterMs * f }
 }

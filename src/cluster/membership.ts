@@ -368,7 +368,6 @@ export class Membership {
     }
     // a sparse mesh's member not probed here and not failed here: judged by rumor (rumors.ts)
     const { timings } = this.init
-    const sparse = this.init.mesh.sparse?.() === true
     const byRumor =
       r.disconnectedAtMs === undefined &&
       answered === undefined &&
@@ -376,7 +375,7 @@ export class Membership {
       this.init.mesh.sparse?.() === true
     r.state = byRumor
       ? judgeByRumor(r, now, this.init.timings, 2 * RECORD_REFRESH_MS)
-      : detect(evidence, now, timings, silenceTimings(timings, sparse ? this.byPeer.size + 1 : 0))
+      : detect(evidence, now, timings, silenceTimings(timings, this.byPeer.size + 1))
     if (r.state !== 'alive') r.aliveSinceMs = undefined
     else if (r.aliveSinceMs === undefined) r.aliveSinceMs = now
     if (before !== r.state) {

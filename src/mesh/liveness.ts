@@ -20,6 +20,7 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
+import { patience } from '../patience.js'
 import { LIVENESS_PROTOCOL_V1, olderArbiter } from './hello.js'
 
 export { LIVENESS_PROTOCOL_V1 }
@@ -114,6 +115,8 @@ export class Liveness {
   /** per peer: when the other side's probe last arrived (monotonic) */
   private readonly probedAt = new Map<string, number>()
   private readonly everyMs: number
+  /** everyMs, times the mesh's size's patience (patience.ts) */
+  private periodMs: number
   private readonly tickMs: number
   private timer: Beat | undefined
   private lastTick = 0
@@ -123,6 +126,7 @@ export class Liveness {
     private readonly init: LivenessInit = {},
   ) {
     this.everyMs = Math.max(20, init.probeEveryMs ?? PROBE_INTERVAL_MS)
+    this.periodMs = this.everyMs
     this.tickMs = Math.max(10, Math.min(250, Math.floor(this.everyMs / 2)))
   }
 
@@ -166,6 +170,7 @@ export class Liveness {
       const had = byPeer.get(peer)
       if (had === undefined || conn.timeline.open < had.timeline.open) byPeer.set(peer, conn)
     }
+    this.periodMs = this.everyMs * patience(byPeer.size + 1)
     for (const [peer, conn] of byPeer) {
       let p = this.probes.get(peer)
       if (p !== undefined && p.conn.status !== 'open') {
@@ -195,15 +200,15 @@ export class Liveness {
         if (probed !== undefined) this.probedAt.set(peer, probed + stalled)
       }
       const probed = this.probedAt.get(peer)
-      if (!p.prober && probed === undefined && now - p.since > 2 * this.everyMs) {
+      if (!p.prober && probed === undefined && now - p.since > 2 * this.periodMs) {
         p.prober = p.tookOver = true // the peer should probe and does not: probe it from here
-      } else if (p.tookOver && probed !== undefined && now - probed < 2 * this.everyMs) {
+      } else if (p.tookOver && probed !== undefined && now - probed < 2 * this.periodMs) {
         p.prober = p.tookOver = false // it probes after all (it was starting, or loaded)
         p.sentAt = undefined
       }
       if (!p.prober) continue
       const idle = p.sentAt === undefined && now >= p.unsupportedUntil
-      if (idle && now - p.lastSentAt >= this.everyMs - this.tickMs / 2) {
+      if (idle && now - p.lastSentAt >= this.periodMs - this.tickMs / 2) {
         this.send(p, now)
       } else if (p.sentAt !== undefined && p.stream === undefined) {
         void this.open(p) // the probe's stream went away with the probe unanswered
@@ -225,7 +230,7 @@ export class Liveness {
       const since = p.prober ? p.sentAt : this.probedAt.get(peer)
       if (since === undefined) continue // nothing out, or the other side never probed yet
       // the other side's probes come every period: silence counts from when the next was due
-      const silentMs = now - since - (p.prober ? 0 : this.everyMs)
+      const silentMs = now - since - (p.prober ? 0 : this.periodMs)
       if (silentMs < p.delay.deadlineMs()) continue
       log.warn(
         { peer, afterMs: Math.round(silentMs), prober: p.prober },
@@ -331,7 +336,7 @@ export class Liveness {
       const last = this.probedAt.get(peer)
       // how much later than its period this probe came: a busy prober is given longer
       if (last !== undefined)
-        this.probes.get(peer)?.delay.sample(Math.max(0, now - last - this.everyMs))
+        this.probes.get(peer)?.delay.sample(Math.max(0, now - last - this.periodMs))
       this.probedAt.set(peer, now)
       this.received(peer, evt.data, v2)
       try {

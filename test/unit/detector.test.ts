@@ -36,7 +36,7 @@ describe('failure detector', () => {
   })
 })
 
-describe('silence timings of a sparse mesh', () => {
+describe('silence timings of a large mesh (patience.ts)', () => {
   const t = { heartbeatMs: 500, suspectAfterMs: 1000, deadAfterMs: 2000 }
 
   it('are the configured ones up to 16 members, and grow with log2 of the member count past that', () => {

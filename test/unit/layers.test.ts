@@ -19,12 +19,14 @@ const ALLOWED: Record<string, string[]> = {
   'wait.ts': [],
   // periodic loops on a shared beat: loops of dividing periods wake the process together
   'beat.ts': [],
+  // how much more slowly a large mesh probes and judges silence: liveness and detector agree
+  'patience.ts': [],
   // the libpq connection-string parser: pure, for every room that reads or writes one
   libpq: ['errors.ts'],
   // postgres/ident.ts is pure (relation names: parse and quote), for the per-table config keys
   config: ['errors.ts', 'libpq', 'postgres/ident.ts'],
   postgres: ['beat.ts', 'config', 'errors.ts', 'libpq', 'log.ts:type'],
-  mesh: ['beat.ts', 'config', 'errors.ts', 'libpq', 'log.ts:type'],
+  mesh: ['beat.ts', 'config', 'errors.ts', 'libpq', 'log.ts:type', 'patience.ts'],
   cluster: [
     'beat.ts',
     'config:type',
@@ -32,6 +34,7 @@ const ALLOWED: Record<string, string[]> = {
     'lifecycle.ts',
     'log.ts:type',
     'mesh:type',
+    'patience.ts',
     'postgres',
   ],
   resolver: ['beat.ts', 'config:type', 'errors.ts', 'log.ts:type', 'postgres'],
