@@ -14,18 +14,20 @@ import type {
 import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
 import type { Timings } from './detector.js'
-import {
-  detect,
-  evaluateEveryMs,
-  type MemberState,
-  silenceTimings,
-  stableAfterMs,
-} from './detector.js'
+import { evaluateEveryMs, type MemberState, stableAfterMs } from './detector.js'
 import type { MeshPort } from './port.js'
-import { live, markDuplicates, ownRecord, recordDigest, relayable, stale } from './record.js'
-import { judgeByRumor, type Rumor, Suspicions } from './rumors.js'
+import {
+  live,
+  markDuplicates,
+  ownRecord,
+  RECORD_REFRESH_MS,
+  recordDigest,
+  relayable,
+  stale,
+} from './record.js'
+import { judgeMember, type Rumor, Suspicions } from './rumors.js'
 
-export { recordDigest, stale } from './record.js'
+export { RECORD_REFRESH_MS, recordDigest, stale } from './record.js'
 
 /** copying: a new node copying the cluster's data (join.ts); not asked in proposals */
 export type JoinState = 'joining' | 'copying' | 'ready' | 'removed'
@@ -76,8 +78,6 @@ export interface MembershipInit {
   onChange?: (m: Member, previous: MemberState | undefined) => void
 }
 
-/** The record goes out at least this often, changed or not (a member heard only by relay). */
-export const RECORD_REFRESH_MS = 300_000
 /** A timer this much late means this process was stalled (SIGSTOP, a blocked event loop). */
 const STALL_MS = 100
 
@@ -346,36 +346,14 @@ export class Membership {
   /** Re-detect one member; returns the state it had before. */
   private evaluate(r: Record, now: number): MemberState {
     const before = r.state
-    // a live member that answers the mesh's liveness probe is heard (a dead one comes back
-    // only by a heartbeat of its own, which says what it is now)
-    const answered = this.init.mesh.answeredAt?.(r.peerId)
-    if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
-      r.lastHeardMs = Math.min(answered, now)
-    const { mesh } = this.init
-    // a sparse mesh dials its ring neighbours: a dial failing since `failed` counts as silence
-    // from then (a saturated node's handshakes time out: that alone is no evidence of death)
-    const failed = mesh.sparse?.() === true ? mesh.dialFailedAt?.(r.peerId) : undefined
-    const failing =
-      failed !== undefined &&
-      failed > r.lastHeardMs &&
-      answered === undefined &&
-      r.disconnectedAtMs === undefined // a closed connection is stronger evidence (detector.ts)
-    const refused = this.init.mesh.refusedAt?.(r.peerId)
-    const evidence = {
-      lastHeardMs: failing ? failed : r.lastHeardMs,
-      ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
-      ...(refused === undefined ? {} : { refusedAtMs: refused }),
-    }
-    // a sparse mesh's member not probed here and not failed here: judged by rumor (rumors.ts)
-    const { timings } = this.init
-    const byRumor =
-      r.disconnectedAtMs === undefined &&
-      answered === undefined &&
-      !failing &&
-      this.init.mesh.sparse?.() === true
-    r.state = byRumor
-      ? judgeByRumor(r, now, this.init.timings, 2 * RECORD_REFRESH_MS)
-      : detect(evidence, now, timings, silenceTimings(timings, this.byPeer.size + 1))
+    const { state, byRumor } = judgeMember(
+      r,
+      now,
+      this.init.mesh,
+      this.init.timings,
+      this.byPeer.size + 1,
+    )
+    r.state = state
     if (r.state !== 'alive') r.aliveSinceMs = undefined
     else if (r.aliveSinceMs === undefined) r.aliveSinceMs = now
     if (before !== r.state) {

@@ -6,6 +6,9 @@ import type { MembershipHeartbeat as Heartbeat } from '../mesh/codec.js'
 import type { MemberState } from './detector.js'
 import type { MembershipInit, SelfView } from './membership.js'
 
+/** The record goes out at least this often, changed or not (a member heard only by relay). */
+export const RECORD_REFRESH_MS = 300_000
+
 /**
  * What of a record a peer must learn when it changes, as a digest of 1-127 (0: none) that the
  * liveness probe carries (liveness.ts). A collision (1 in 127 per change) leaves a change to the

@@ -9,8 +9,9 @@
 // all is well: a suspicion goes out only when a state changes.
 import type { Logger } from '../log.js'
 import type { MembershipSuspicion as Suspicion } from '../mesh/codec.js'
-import type { MemberState, Timings } from './detector.js'
+import { detect, type MemberState, silenceTimings, type Timings } from './detector.js'
 import type { MeshPort } from './port.js'
+import { RECORD_REFRESH_MS } from './record.js'
 
 /** a suspicion held here is said again at most this often when its member is heard of alive */
 const REPEAT_SUSPICION_MS = 2000
@@ -126,4 +127,52 @@ export class Suspicions {
     rumor.repeatedAtMs = now
     this.say(r, rumor.state)
   }
+}
+
+/** What a member's judgement reads of it (membership.ts's record). */
+interface Judged {
+  peerId: string
+  state: MemberState
+  lastHeardMs: number
+  disconnectedAtMs?: number | undefined
+  rumor?: Rumor | undefined
+  seq?: number | undefined
+}
+
+/**
+ * A member's state now from what the mesh knows of it, in a mesh of `members`: by the
+ * failure detector (detector.ts) when this node probes it, dials it or saw its connection
+ * close; by rumor (judgeByRumor) when a sparse mesh does none of these. A liveness probe's
+ * answer is news of it: `r.lastHeardMs` moves up to it (a dead member comes back only by a
+ * heartbeat of its own, which says what it is now).
+ */
+export function judgeMember(
+  r: Judged,
+  now: number,
+  mesh: Pick<MeshPort, 'answeredAt' | 'dialFailedAt' | 'refusedAt' | 'sparse'>,
+  timings: Timings,
+  members: number,
+): { state: MemberState; byRumor: boolean } {
+  const answered = mesh.answeredAt?.(r.peerId)
+  if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
+    r.lastHeardMs = Math.min(answered, now)
+  const sparse = mesh.sparse?.() === true
+  // a sparse mesh dials its ring neighbours: a dial failing since `failed` counts as silence
+  // from then (a saturated node's handshakes time out: that alone is no evidence of death)
+  const failed = sparse ? mesh.dialFailedAt?.(r.peerId) : undefined
+  const failing =
+    failed !== undefined &&
+    failed > r.lastHeardMs &&
+    answered === undefined &&
+    r.disconnectedAtMs === undefined // a closed connection is stronger evidence (detector.ts)
+  // a sparse mesh's member not probed here and not failed here: judged by rumor
+  if (sparse && r.disconnectedAtMs === undefined && answered === undefined && !failing)
+    return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
+  const refused = mesh.refusedAt?.(r.peerId)
+  const evidence = {
+    lastHeardMs: failing ? failed : r.lastHeardMs,
+    ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
+    ...(refused === undefined ? {} : { refusedAtMs: refused }),
+  }
+  return { state: detect(evidence, now, timings, silenceTimings(timings, members)), byRumor: false }
 }

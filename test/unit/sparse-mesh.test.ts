@@ -4,7 +4,7 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
-import { judgeByRumor, withSuspicion } from '../../src/cluster/rumors.js'
+import { judgeByRumor, judgeMember, withSuspicion } from '../../src/cluster/rumors.js'
 import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from '../../src/mesh/overlay.js'
 import { canonicalJson, signRecord, verifyRecord } from '../../src/mesh/record-sig.js'
 
@@ -140,5 +140,31 @@ describe('a member judged by rumor (rumors.ts)', () => {
     expect(withSuspicion(dead, { seq: 4, state: 'suspect' }, 4, 1300)).toBe(dead)
     // a suspicion of a record older than the one held is no news
     expect(withSuspicion(undefined, { seq: 3, state: 'dead' }, 4, 1000)).toBeUndefined()
+  })
+})
+
+describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
+  const t = { heartbeatMs: 500, suspectAfterMs: 1000, deadAfterMs: 2000 }
+  const member = () => ({ peerId: 'p', state: 'alive' as const, lastHeardMs: 0 })
+
+  it('by its probe when connected: an answer is news of it, silence past the limits is not', () => {
+    const probed = { answeredAt: () => 5000, sparse: () => true }
+    const r = member()
+    expect(judgeMember(r, 5500, probed, t, 3)).toEqual({ state: 'alive', byRumor: false })
+    expect(r.lastHeardMs).toBe(5000)
+    expect(judgeMember(member(), 2500, { answeredAt: () => undefined }, t, 3).state).toBe('dead')
+  })
+
+  it('by rumor in a sparse mesh when neither probed, dialed nor disconnected here', () => {
+    const sparse = { answeredAt: () => undefined, sparse: () => true }
+    expect(judgeMember(member(), 2500, sparse, t, 40)).toEqual({ state: 'alive', byRumor: true })
+    const failing = { ...sparse, dialFailedAt: () => 100 }
+    expect(judgeMember(member(), 10_000, failing, t, 40)).toEqual({ state: 'dead', byRumor: false })
+  })
+
+  it('dead at once when its connection closed and a dial of it is refused, at any size', () => {
+    const r = { ...member(), disconnectedAtMs: 100 }
+    const mesh = { answeredAt: () => undefined, refusedAt: () => 150 }
+    expect(judgeMember(r, 150, mesh, t, 64).state).toBe('dead')
   })
 })
