@@ -75,6 +75,8 @@ export class Db {
   private readonly init: DbInit
   /** takers of two sessions queue here, so none holds one while waiting for the second */
   private pairs: Promise<unknown> = Promise.resolve()
+  /** sessions handed out by hold() and not released yet */
+  private readonly held = new Set<() => void>()
 
   constructor(init: DbInit) {
     this.init = init
@@ -98,10 +100,18 @@ export class Db {
     this.pool.on('error', () => {})
   }
 
-  async stop(): Promise<void> {
+  /**
+   * End the pool. A session still held (its taker forgot it, or was stopped mid-way) is closed
+   * first: the pool's end waits for every session out of it, and would wait for ever. Returns
+   * how many were closed so (the caller says so: one is a bug).
+   */
+  async stop(): Promise<number> {
     const pool = this.pool
     this.pool = undefined
+    const left = this.held.size
+    for (const close of [...this.held]) close()
     await pool?.end()
+    return left
   }
 
   private get p(): pg.Pool {
@@ -193,14 +203,15 @@ export class Db {
   async hold(): Promise<HeldSession> {
     const client = await this.connect()
     let released = false
-    return {
-      query: client.query.bind(client) as Queryable['query'],
-      release: (destroy = false) => {
-        if (released) return
-        released = true
-        client.release(destroy)
-      },
+    const release = (destroy = false) => {
+      if (released) return
+      released = true
+      this.held.delete(close)
+      client.release(destroy)
     }
+    const close = () => release(true)
+    this.held.add(close)
+    return { query: client.query.bind(client) as Queryable['query'], release }
   }
 
   /**

@@ -157,8 +157,8 @@ export class LocalNode {
     await this.guard.stop()
     await this.watch.stop()
     await this.refresher.settle()
-    await this.checkDb.stop()
-    await this.db.stop()
+    const left = (await this.checkDb.stop()) + (await this.db.stop())
+    if (left > 0) this.log.warn({ sessions: left }, 'sessions still held at stop were closed')
   }
 
   /**

@@ -91,8 +91,11 @@ export class LwwEngine {
     this.held = undefined
   }
 
-  /** Run one cycle now (or join the one running); returns its verdict. */
+  /** Run one cycle now (or join the one running); returns its verdict. None once stopped. */
   async tick(): Promise<string> {
+    // a notice can arrive while stop() waits for the last cycle: a cycle started then would
+    // take a session that nothing releases any more (the pool's end waited for it for ever)
+    if (this.state.kind !== 'running') return 'no action: stopped'
     this.cycle ??= this.run().finally(() => {
       this.cycle = undefined
       if (this.again && this.state.kind === 'running') {
