@@ -24,6 +24,11 @@ const ENSURE_EVERY_MS = 30_000
 const HOT_MS = 10_000
 /** otherwise, while the queue's notices wake the loop, the timer runs every so many ticks */
 const QUIET_TICKS = 5
+/**
+ * resolutions are logged as one line at most this often: on hot rows a round runs many times a
+ * second (each is in the ledger and the metrics; the soak's logs were 96 % lww lines)
+ */
+export const SUMMARY_EVERY_MS = 10_000
 
 export interface LwwEngineInit {
   local: LocalNode
@@ -57,6 +62,8 @@ export class LwwEngine {
   private listenFailed = false
   /** woken while a cycle ran: one more right after it */
   private again = false
+  /** resolutions not logged yet */
+  private readonly tally = new Tally(SUMMARY_EVERY_MS)
 
   constructor(init: LwwEngineInit) {
     this.init = init
@@ -85,6 +92,7 @@ export class LwwEngine {
     if (this.state.kind === 'running') this.state.timer.stop()
     this.state = { kind: 'stopped' }
     await this.cycle?.catch(() => undefined)
+    this.logResolutions(true)
     await this.listener?.close()
     this.listener = undefined
     this.held?.release()
@@ -159,24 +167,32 @@ export class LwwEngine {
   private async run(): Promise<string> {
     let verdict: string
     try {
-      verdict = await this.cycleOnce()
+      const { parts, resolved } = await this.cycleOnce()
+      if (resolved) this.tally.add(resolved)
+      this.logResolutions(false)
+      // what else the cycle did (triggers made, a branch disarmed), when it says something new
+      const other = parts.filter((p) => p !== resolvedPart(resolved)).join('; ')
+      verdict = parts.length > 0 ? parts.join('; ') : 'no conflicts queued'
+      const news = other !== '' && !other.startsWith('no ') && verdict !== this.lastVerdict
+      if (news) this.log.info({ verdict }, 'lww cycle')
     } catch (err) {
       verdict = `cycle failed: ${(err as Error).message}`
       if (verdict !== this.lastVerdict) this.log.warn({ verdict }, 'lww cycle')
-      this.lastVerdict = verdict
-      return verdict
-    }
-    if (verdict !== this.lastVerdict && !verdict.startsWith('no ')) {
-      this.log.info({ verdict }, 'lww cycle')
     }
     this.lastVerdict = verdict
     return verdict
   }
 
-  private async cycleOnce(): Promise<string> {
+  /** One line for the resolutions since the last one, when due (or `now`). */
+  private logResolutions(now: boolean): void {
+    const line = this.tally.take(Date.now(), now)
+    if (line) this.log.info(line, 'lww: conflicts resolved')
+  }
+
+  private async cycleOnce(): Promise<{ parts: string[]; resolved?: Resolved }> {
     const { local } = this.init
     await this.listen() // before the node is initialised too: the first key may come soon after
-    if (!(await local.initialized())) return 'no action: node not initialised'
+    if (!(await local.initialized())) return { parts: ['no action: node not initialised'] }
     this.settled = true
     const parts: string[] = []
     if (Date.now() - this.ensuredMs >= ENSURE_EVERY_MS) {
@@ -184,9 +200,10 @@ export class LwwEngine {
       const e = await local.lwwTriggers.ensure()
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
     }
+    let resolved: Resolved | undefined
     if (await this.store.queueNotEmpty()) {
-      const r = await this.resolve()
-      parts.push(`${r.recorded} resolved, ${r.restored} restored`)
+      resolved = await this.resolve()
+      parts.push(resolvedPart(resolved))
       // keys queued while this round ran may have notified no one: look again at once
       this.again = true
       this.hotUntilMs = Date.now() + HOT_MS
@@ -199,13 +216,13 @@ export class LwwEngine {
       await this.store.arm(a.rel, false)
       parts.push(`insert branch of ${name} disarmed`)
     }
-    return parts.length > 0 ? parts.join('; ') : 'no conflicts queued'
+    return { parts, ...(resolved ? { resolved } : {}) }
   }
 
   /** The round runs in a session kept for it (a repair sets and resets a session origin). */
   private held: HeldSession | undefined
 
-  private async resolve(): Promise<{ restored: number; recorded: number }> {
+  private async resolve(): Promise<Resolved> {
     this.held ??= await this.init.local.hold()
     try {
       return await lww.resolveWith(this.held)
@@ -228,3 +245,37 @@ export class LwwEngine {
     if (counts.length > 0) this.init.onResolved?.(counts)
   }
 }
+
+interface Resolved {
+  restored: number
+  recorded: number
+}
+
+/** What resolution rounds did, summed into one log line at most every `everyMs`. */
+export class Tally {
+  private sum = { resolved: 0, restored: 0, rounds: 0 }
+  private takenAtMs = Number.NEGATIVE_INFINITY
+
+  constructor(private readonly everyMs: number) {}
+
+  add(r: Resolved): void {
+    this.sum.resolved += r.recorded
+    this.sum.restored += r.restored
+    this.sum.rounds++
+  }
+
+  /** The sums when a line is due (the first at once) or `force`d; they start again from 0. */
+  take(
+    nowMs: number,
+    force = false,
+  ): { resolved: number; restored: number; rounds: number } | undefined {
+    if (this.sum.rounds === 0 || (!force && nowMs - this.takenAtMs < this.everyMs)) return undefined
+    const out = this.sum
+    this.sum = { resolved: 0, restored: 0, rounds: 0 }
+    this.takenAtMs = nowMs
+    return out
+  }
+}
+
+const resolvedPart = (r: Resolved | undefined): string =>
+  r ? `${r.recorded} resolved, ${r.restored} restored` : ''

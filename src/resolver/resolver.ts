@@ -7,7 +7,7 @@ import type { Logger } from '../log.js'
 import type { HistoryEntry } from '../postgres/history.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { ServerLogReader } from '../postgres/logfile.js'
-import type { LogRecord } from '../postgres/logparse.js'
+import { isTransient, type LogRecord } from '../postgres/logparse.js'
 import { parseMissingRow } from '../postgres/missing-rows.js'
 import {
   type Action,
@@ -251,7 +251,9 @@ export class Resolver {
         await subscription.enable(a.subscription)
         this.log.info(
           { subscription: a.subscription, sqlState: f.sqlState },
-          'publisher connection lost: re-enabled',
+          isTransient(f.sqlState)
+            ? 'apply worker lost a deadlock or serialization failure to a local transaction: re-enabled (the transaction is applied again)'
+            : 'publisher connection lost: re-enabled',
         )
         return
       case 'record':
