@@ -71,6 +71,8 @@ export class Recovery {
   private readonly log: Logger
   private timer: Beat | undefined
   private busy = false
+  /** the last pass's failure (logged when it changes: PostgreSQL down fails every pass) */
+  private failing: string | undefined
   private startedMs = 0
   /** proposals prepared here whose outcome nobody reachable knows */
   readonly inDoubt = new Set<string>()
@@ -121,8 +123,12 @@ export class Recovery {
     try {
       if (!(await this.init.local.initialized())) return
       await this.pass()
+      if (this.failing !== undefined) this.log.info('recovery passes again')
+      this.failing = undefined
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'recovery pass failed')
+      const msg = (err as Error).message
+      if (msg !== this.failing) this.log.warn({ err: msg }, 'recovery pass failed')
+      this.failing = msg
     } finally {
       this.busy = false
     }
