@@ -260,6 +260,15 @@ async function hotFingerprint(i) {
   return `${r.n}/${r.md5}`
 }
 
+/** Apply errors on node i so far (each disabled a subscription until the resolver enabled it). */
+async function applyErrors(i) {
+  const [r] = await q(
+    i,
+    'SELECT COALESCE(sum(apply_error_count), 0)::int AS n FROM pg_stat_subscription_stats',
+  )
+  return r.n
+}
+
 async function publishedTables(i) {
   const rows = await q(
     i,
@@ -755,6 +764,7 @@ async function main() {
   const identical = new Set(fps.map((f) => `${f.rows}/${f.total}/${f.md5}`)).size === 1
   const totalsOk = fps.every((f) => f.rows === ROWS && f.total === TOTAL)
   const hotFinal = await Promise.all(IDS.map(hotFingerprint))
+  const applyErrorCounts = await Promise.all(IDS.map(applyErrors))
 
   const checks = {
     totalNeverChanged: violations.length === 0,
@@ -818,6 +828,9 @@ async function main() {
     replicaset: rsViews,
     published,
     resolutions: resolutions.length,
+    // apply workers that failed (a deadlock lost to a local writer or another apply worker, an
+    // insert conflict before its table's branch was armed, a lost publisher)
+    applyErrors: Object.fromEntries(IDS.map((i) => [`node${i}`, applyErrorCounts[i]])),
     controlPlaneAfter: { add: outcomeKey(addAfter), remove: outcomeKey(removeAfter) },
     faults,
     ...(pass
@@ -879,6 +892,7 @@ function printSummary(r) {
     `orphans        ${r.orphanCount}${r.orphanCount ? ` ${JSON.stringify(r.orphans)}` : ''}`,
     `anomalies      ${r.anomalies.length}${r.anomalies.length ? ` ${JSON.stringify(r.anomalies)}` : ''}`,
     `resolutions    ${r.resolutions} (conflict history entries)`,
+    `apply errors   ${IDS.map((i) => r.applyErrors[`node${i}`]).join('/')} (pg_stat_subscription_stats)`,
     `checks         ${Object.entries(r.checks)
       .map(([k, v]) => `${k} ${v ? 'ok' : 'FAILED'}`)
       .join(', ')}`,
