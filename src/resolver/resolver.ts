@@ -115,8 +115,8 @@ export class Resolver {
       this.lastVerdict = verdict
       return verdict
     }
-    const level = verdict.startsWith('no ') || verdict === this.lastVerdict ? 'debug' : 'info'
-    this.log[level]({ verdict }, 'resolver cycle')
+    // every action and every confirmed resolution has its own line (act, markApplied)
+    this.log.debug({ verdict }, 'resolver cycle')
     this.lastVerdict = verdict
     return verdict
   }
