@@ -120,7 +120,7 @@ export class LocalNode {
     this.fences = bindDb(this.db, { dropFenceTrigger, dropStaleFences })
     this.replication = bindDb(this.db, { lagBySubscriber })
     this.checks = bindDb(this.checkDb, { ...checkStore, applyRepairs })
-    const watching = { db: this.db, log: this.log, initialized: () => this.initialized() }
+    const watching = { db: this.db, log: init.log, initialized: () => this.initialized() } // own component
     const cycleMs = init.guardIntervalMs ?? 1000
     // the health watch's query also asks whether the publication drifted: the guard repairs then
     this.guard = new PublicationGuard({
