@@ -97,6 +97,7 @@ export class Arbiter {
         ...(config.testing?.joinPauseMs ? { joinPauseMs: config.testing.joinPauseMs } : {}),
         ...testFaults(config, log),
         ...(config.testing?.fence === false ? { noFence: true } : {}),
+        moreReasons: () => this.lww?.healthReasons() ?? [],
       })
     }
     const mesh = this.mesh
@@ -131,7 +132,7 @@ export class Arbiter {
         lag: () => this.local.replication.lagBySubscriber(),
         conflictsPending: async () => (await this.local.records.historyCounts()).pending,
         slots: () => this.local.slotHealth(),
-        healthReasons: async () => cluster?.healthReasons() ?? this.local.healthReasons(),
+        healthReasons: async () => this.healthReasons(),
       },
       log,
     )
@@ -190,7 +191,7 @@ export class Arbiter {
         local: this.local,
         nodeId: config.nodeId,
         cluster,
-        healthReasons: () => cluster?.healthReasons() ?? this.local.healthReasons(),
+        healthReasons: () => this.healthReasons(),
         metrics: this.metrics,
         partition: config.testing?.routes && cluster && mesh ? { cluster, mesh } : undefined,
       }),
@@ -200,7 +201,7 @@ export class Arbiter {
         } catch (err) {
           return { ok: false, detail: { node: config.nodeId, postgres: (err as Error).message } }
         }
-        const reasons = cluster?.healthReasons() ?? this.local.healthReasons()
+        const reasons = this.healthReasons()
         return {
           ok: reasons.length === 0,
           detail: {
@@ -238,6 +239,12 @@ export class Arbiter {
       },
       'arbiter started',
     )
+  }
+
+  /** Why this node is not healthy (none: healthy): the cluster's view, or the node's alone. */
+  healthReasons(): string[] {
+    if (this.cluster) return this.cluster.healthReasons() // the lww loop's included
+    return [...this.local.healthReasons(), ...(this.lww?.healthReasons() ?? [])]
   }
 
   async stop(): Promise<void> {

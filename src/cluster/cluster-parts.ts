@@ -54,6 +54,8 @@ export interface ClusterInit {
   /** where the fault suite acts in a proposal (faults.ts); nothing by default */
   faults?: FaultHooks
   noFence?: boolean
+  /** reasons of parts outside the cluster (the lww loop's), in every status it reports */
+  moreReasons?: () => string[]
 }
 
 export interface ClusterParts {

@@ -269,6 +269,7 @@ export class Cluster {
       ...this.init.local.healthReasons(),
       ...this.checker.healthReasons(),
       ...this.commitMode.healthReasons(),
+      ...(this.init.moreReasons?.() ?? []),
     ]
     if (this.reconciler.joinState === 'removed')
       out.push(`node ${this.init.nodeId} was removed from the cluster`)

@@ -29,6 +29,8 @@ const QUIET_TICKS = 5
  * second (each is in the ledger and the metrics; the soak's logs were 96 % lww lines)
  */
 export const SUMMARY_EVERY_MS = 10_000
+/** cycles failing this long are a health reason: conflicting rows stay different meanwhile */
+export const FAILING_REASON_MS = 5000
 
 export interface LwwEngineInit {
   local: LocalNode
@@ -64,6 +66,8 @@ export class LwwEngine {
   private again = false
   /** resolutions not logged yet */
   private readonly tally = new Tally(SUMMARY_EVERY_MS)
+  /** since when every cycle failed (undefined: the last one worked) */
+  private failingSinceMs: number | undefined
 
   constructor(init: LwwEngineInit) {
     this.init = init
@@ -175,12 +179,25 @@ export class LwwEngine {
       verdict = parts.length > 0 ? parts.join('; ') : 'no conflicts queued'
       const news = other !== '' && !other.startsWith('no ') && verdict !== this.lastVerdict
       if (news) this.log.info({ verdict }, 'lww cycle')
+      if (this.failingSinceMs !== undefined) this.log.info('lww cycles work again')
+      this.failingSinceMs = undefined
     } catch (err) {
       verdict = `cycle failed: ${(err as Error).message}`
       if (verdict !== this.lastVerdict) this.log.warn({ verdict }, 'lww cycle')
+      this.failingSinceMs ??= Date.now()
     }
     this.lastVerdict = verdict
     return verdict
+  }
+
+  /** Why this node is not healthy, as far as row-level resolution goes (status, /healthz). */
+  healthReasons(afterMs = FAILING_REASON_MS): string[] {
+    const since = this.failingSinceMs
+    if (since === undefined || Date.now() - since < afterMs) return []
+    const s = Math.round((Date.now() - since) / 100) / 10
+    return [
+      `row-level conflict resolution has failed for ${s} s (${this.lastVerdict}): rows in conflict stay different between nodes until it works again`,
+    ]
   }
 
   /** One line for the resolutions since the last one, when due (or `now`). */
