@@ -4,10 +4,12 @@
 // what its stack touches (pg, gossipsub, the rest of libp2p, HTTP, our code) and our outermost
 // frames. A tool for a person, not a benchmark: `node scripts/bench/idle-profile.mjs [seconds]`.
 // The CPU it prints includes the profiler's own sampling (about twice the unprofiled figure,
-// which the footprint rows of `npm run bench` measure).
+// which the footprint rows of `npm run bench` measure). The arbiters run dist/main.js (the
+// compiled tree), not the bundle that `npx traktor` runs: a little more memory, same work.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import * as embedded from '../../dist/postgres/embedded.js'
 import { TraktorCluster } from './cluster.mjs'
 import { sleep } from './util.mjs'
 
@@ -17,6 +19,14 @@ const OURS = `file://${path.resolve(import.meta.dirname, '../../dist')}/`
 const SETTLE_MS = 5000
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'traktor-idle-profile-'))
 process.env.TRAKTOR_ARBITER_NODE_FLAGS = `--cpu-prof --cpu-prof-dir=${dir}`
+// the arbiters run the compiled tree, not the bundle (which puts every library in one file):
+// the profile's URLs then say which package each frame is in. Same shebang flags as bin/.
+const shipped = path.resolve(import.meta.dirname, '../../bin/traktor.js')
+const bin = path.join(dir, 'traktor-unbundled.js')
+fs.writeFileSync(
+  bin,
+  `${fs.readFileSync(shipped, 'utf8').split('\n')[0]}\nawait import(${JSON.stringify(`${OURS}main.js`)})\n`,
+)
 
 /** user and system CPU ticks (1/100 s) of a process */
 function cpu(pid) {
@@ -24,7 +34,7 @@ function cpu(pid) {
   return { user: Number(f[11]), sys: Number(f[12]) }
 }
 
-const c = await TraktorCluster.create(3, 'idleprof_')
+const c = await TraktorCluster.create(3, 'idleprof_', {}, { code: { bin, embedded } })
 let window
 try {
   for (let k = 0; k < 5; k++) await c.createTable(`bench.t${k} (id text PRIMARY KEY, v text)`)
