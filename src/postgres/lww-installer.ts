@@ -3,7 +3,6 @@
 // change, one install at a time. LocalNode owns one.
 
 import type { Logger } from '../log.js'
-import { APPLY_DEADLOCK_TIMEOUT_MS, type ApplyDeadlocks, preferApplyWorkers } from './apply-role.js'
 import type { Db, Queryable } from './db.js'
 import { formatRelation, type RelationName } from './ident.js'
 import * as lww from './lww.js'
@@ -32,8 +31,6 @@ export class LwwInstaller {
   private queue: Promise<void> = Promise.resolve()
   /** whether apply workers report the rows they skip (missing-rows.ts), once known */
   private missingRows: 'unknown' | 'on' | 'off' = 'unknown'
-  /** whether apply workers are preferred in deadlocks (apply-role.ts), once known */
-  private applyDeadlocks: ApplyDeadlocks | undefined
   /**
    * the queue and ledger tables, made once per process (~9 ms a time; forget() resets); one
    * promise for every caller: two sessions running the DDL at once collide on its types
@@ -94,21 +91,6 @@ export class LwwInstaller {
     else this.log.info('apply workers report the rows they skip (the role logs DEBUG1 here)')
   }
 
-  /** Apply workers lose fewer deadlocks to local writers (apply-role.ts), once per run. */
-  private async preferApplyWorkers(): Promise<void> {
-    this.applyDeadlocks = await this.db.session((c) => preferApplyWorkers(c))
-    if (this.applyDeadlocks === 'not permitted')
-      this.log.warn(
-        'apply workers lose deadlocks to local transactions as often as not: the role may not ' +
-          'set deadlock_timeout (GRANT SET ON PARAMETER deadlock_timeout to it)',
-      )
-    else if (this.applyDeadlocks === 'set')
-      this.log.info(
-        { deadlockTimeoutMs: APPLY_DEADLOCK_TIMEOUT_MS },
-        'apply workers wait longer before checking for a deadlock: local writers lose them',
-      )
-  }
-
   /**
    * Trigger installs run one at a time: the start-up pass and a PREPARE re-creating the same
    * trigger function in two sessions fail with "tuple concurrently updated".
@@ -124,9 +106,7 @@ export class LwwInstaller {
 
   private async ensureNow(): Promise<{ installed: string[] }> {
     const out = { installed: [] as string[] }
-    if (!(await this.init.initialized())) return out
-    if (this.applyDeadlocks === undefined) await this.preferApplyWorkers()
-    if (!this.init.enabled) return out
+    if (!this.init.enabled || !(await this.init.initialized())) return out
     await this.makeSchema()
     if (this.missingRows === 'unknown') await this.logMissingRows()
     const have = await lww.installed(this.db)

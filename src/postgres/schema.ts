@@ -3,7 +3,6 @@
 // privileges the arbiter keeps after it gives up SUPERUSER (as TRAKTOR does).
 import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { preferApplyWorkers, stopPreferringApplyWorkers } from './apply-role.js'
 import type { Db, Queryable } from './db.js'
 import { quoteIdent, quoteLiteral } from './ident.js'
 import { stopLoggingMissingRows } from './missing-rows.js'
@@ -291,7 +290,6 @@ export async function initNode(init: SchemaInit): Promise<InitResult> {
       await c.query(protectDdl(role.role))
       await c.query(`UPDATE trktr.node SET protected = true`)
       await grantKept(c, role.role, role.db)
-      await preferApplyWorkers(c) // before any subscription's worker starts
     }
     const [node] = (
       await c.query<{ protected: boolean; node_id: number }>(
@@ -331,8 +329,6 @@ async function grantKept(c: Queryable, role: string, dbName: string): Promise<vo
   // its apply workers report the UPDATEs and DELETEs they skip for want of the row at DEBUG1
   // (missing-rows.ts): the role's own log level in this database
   await c.query(`GRANT SET ON PARAMETER log_min_messages TO ${r}`)
-  // and wait longer before checking for a deadlock, so local writers lose them (apply-role.ts)
-  await c.query(`GRANT SET ON PARAMETER deadlock_timeout TO ${r}`)
 }
 
 export async function isInitialized(db: Db): Promise<boolean> {
@@ -352,7 +348,6 @@ DROP SCHEMA IF EXISTS trktr CASCADE;
 /** Remove the publication, event triggers and schema (subscriptions are dropped first). */
 export async function teardownNode(db: Db): Promise<void> {
   await stopLoggingMissingRows(db)
-  await stopPreferringApplyWorkers(db)
   await db.tx(async (c) => {
     await c.query(`SELECT pg_advisory_xact_lock(hashtext('trktr.init'))`)
     await c.query(TEARDOWN)
