@@ -43,7 +43,7 @@ export type ResolverEvent =
 const CONFIRM_AFTER_MS = 150
 /**
  * after re-enabling a subscription an apply worker's deadlock disabled, cycles run this often
- * for HOT_MS: on hot rows apply workers deadlock with each other every few seconds, and each
+ * for HOT_MS: on hot rows apply workers deadlock every few seconds, and each
  * one's peer stream waits until the next cycle (p50 0.58 s on the 1 s beat, the soak's logs)
  */
 export const HOT_EVERY_MS = 250
