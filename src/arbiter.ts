@@ -170,6 +170,8 @@ export class Arbiter {
             resolved: null,
             occurred: new Date(Date.parse(f.at) || Date.now()).toISOString(),
           })
+          // a skipped remote transaction leaves the table different here: health says so
+          if (e.action.kind === 'skip' && f.relation) cluster?.checkSoon(f.relation)
         } else if (e.kind === 'missing') {
           cluster?.checkSoon(e.relation)
         } else {

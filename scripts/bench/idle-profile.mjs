@@ -6,14 +6,19 @@
 // The CPU it prints includes the profiler's own sampling (about twice the unprofiled figure,
 // which the footprint rows of `npm run bench` measure). The arbiters run dist/main.js (the
 // compiled tree), not the bundle that `npx traktor` runs: a little more memory, same work.
+// `--load`: the window runs the data path's insert load (8 connections per node, single-row
+// INSERTs into a replicated table), to see what the arbiters do while it runs (issue 10).
+import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import * as embedded from '../../dist/postgres/embedded.js'
+import { loadClients } from './bench-datapath.mjs'
 import { TraktorCluster } from './cluster.mjs'
 import { sleep } from './util.mjs'
 
-const IDLE_S = Number(process.argv[2] ?? 20)
+const LOAD = process.argv.includes('--load')
+const IDLE_S = Number(process.argv.slice(2).find((a) => !a.startsWith('--')) ?? 20)
 /** the compiled code of this checkout, as profile URLs name it */
 const OURS = `file://${path.resolve(import.meta.dirname, '../../dist')}/`
 const SETTLE_MS = 5000
@@ -40,11 +45,30 @@ try {
   for (let k = 0; k < 5; k++) await c.createTable(`bench.t${k} (id text PRIMARY KEY, v text)`)
   await c.startAll()
   for (let k = 0; k < 5; k++) await c.addToReplicaset(`bench.t${k}`, k % 3)
+  const clients = LOAD ? await loadClients(c.servers) : []
   await sleep(SETTLE_MS)
   const before = c.arbiters.map((a) => cpu(a.pid))
   // V8's profile timestamps are µs of the same monotonic clock as process.hrtime (Linux)
   const from = process.hrtime.bigint() / 1000n
-  await sleep(IDLE_S * 1000)
+  const end = Date.now() + IDLE_S * 1000
+  let n = 0
+  await Promise.all([
+    sleep(IDLE_S * 1000),
+    ...clients.flatMap((conns, node) =>
+      conns.map(async (client) => {
+        while (Date.now() < end) {
+          await client.query({
+            name: 'load-insert',
+            text: 'INSERT INTO bench.t0 (id, v) VALUES ($1, $2)',
+            values: [randomUUID(), `${node} ${'x'.repeat(100)}`],
+          })
+          n++
+        }
+      }),
+    ),
+  ])
+  for (const client of clients.flat()) await client.end()
+  if (LOAD) console.log(`load: ${Math.round(n / IDLE_S)} tx/s`)
   window = { from: Number(from), to: Number(process.hrtime.bigint() / 1000n) }
   const secs = (window.to - window.from) / 1e6
   c.arbiters.forEach((a, i) => {

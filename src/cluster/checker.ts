@@ -107,8 +107,8 @@ export class Checker {
   }
 
   /**
-   * An apply worker here skipped an UPDATE or DELETE of a row it did not have: the table may
-   * now differ between nodes. Check it soon (once for news arriving together), so a difference
+   * An apply worker here skipped an UPDATE or DELETE of a row it did not have, or the resolver
+   * skipped a remote transaction: the table may now differ between nodes. Check it soon (once for news arriving together), so a difference
    * shows in the log, health and metrics instead of waiting for the background check.
    */
   checkSoon(relation: string): void {
@@ -121,11 +121,11 @@ export class Checker {
         (a) => {
           const line = { relation, verdict: a.verdict, differing: a.differing_rows }
           if (a.verdict === 'differs')
-            this.log.error(line, 'check after skipped rows: data differs')
-          else this.log.info(line, 'check after skipped rows')
+            this.log.error(line, 'check after skipped changes: data differs')
+          else this.log.info(line, 'check after skipped changes')
         },
         (err: Error) =>
-          this.log.warn({ relation, err: err.message }, 'check after skipped rows failed'),
+          this.log.warn({ relation, err: err.message }, 'check after skipped changes failed'),
       )
     }, CHECK_SOON_MS)
     t.unref()

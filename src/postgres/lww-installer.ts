@@ -195,5 +195,6 @@ export class LwwInstaller {
 
 /** What a table's trigger function is generated from: re-made when it changes. */
 function lwwSignature(t: lww.LwwTable): string {
-  return `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}`
+  const uniques = t.uniques.map((u) => `${u.columns.join(',')}${u.nullsNotDistinct ? '!' : ''}`)
+  return `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}:${uniques.join(';')}`
 }

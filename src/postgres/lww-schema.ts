@@ -95,10 +95,84 @@ DECLARE
   hi bigint; k record; act text; rel text; relid oid;
   cur_xmin xid; cur_ts timestamptz; cur_node integer; cur_img jsonb;
   cols text; rcols text; pkx text; pkr text; n integer;
+  u record; conds text; ctids tid[]; beats boolean;
 BEGIN
   restored := 0; recorded := 0;
   SELECT max(qid) INTO hi FROM trktr.conflict_queue;
   IF hi IS NULL THEN RETURN; END IF;
+  -- a row moved out of an incoming row's way on a unique index besides the key (lww.ts,
+  -- displaceSql) comes back if it is newer than the row that displaced it and than every row
+  -- now holding its key or its values on a unique index (those are removed: they lost); else
+  -- it lost. One entry at a time, each in its own transaction.
+  FOR u IN SELECT q.qid, q.relid, q.kind, q.key, q.local_image, q.local_row, q.local_ts,
+                  trktr.origin_node(q.local_roident) AS lnode, q.remote_image,
+                  c.timestamp AS a_ts, trktr.origin_node(c.roident) AS a_node
+             FROM trktr.conflict_queue q, pg_catalog.pg_xact_commit_timestamp_origin(q.xmin) c
+            WHERE q.qid <= hi AND q.kind IN ('unique_insert', 'unique_update')
+              AND to_regclass(q.relid::regclass::text) IS NOT NULL
+            ORDER BY q.qid
+  LOOP
+    rel := u.relid::regclass::text;
+    act := NULL; ctids := NULL; cur_img := NULL; cur_ts := NULL; cur_node := NULL;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           string_agg('r.' || quote_ident(a.attname), ', ' ORDER BY a.attnum)
+      INTO cols, rcols
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = u.relid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+    SELECT string_agg(format('((%s) %s (%s))', m.xs,
+                             CASE WHEN i.indnullsnotdistinct THEN 'IS NOT DISTINCT FROM' ELSE '=' END, m.rs), ' OR ')
+      INTO conds
+      FROM pg_catalog.pg_index i,
+           LATERAL (SELECT string_agg('x.' || quote_ident(a.attname), ', ' ORDER BY ik.o) AS xs,
+                           string_agg('r.' || quote_ident(a.attname), ', ' ORDER BY ik.o) AS rs
+                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY ik(num, o)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ik.num
+                     WHERE ik.o <= i.indnkeyatts) m
+     WHERE i.indrelid = u.relid AND i.indisunique AND i.indisvalid
+       AND i.indpred IS NULL AND i.indexprs IS NULL;
+    -- the rows the displaced version would collide with now, locked, and whether it beats them all
+    EXECUTE format($q$
+      SELECT array_agg(s.ctid), coalesce(bool_and(trktr.newer($2, $3, s.ts, s.node)), true),
+             (array_agg(s.img))[1], (array_agg(s.ts))[1], (array_agg(s.node))[1]
+        FROM (SELECT x.ctid, to_jsonb(x.*) AS img,
+                     (pg_catalog.pg_xact_commit_timestamp_origin(x.xmin)).timestamp AS ts,
+                     trktr.origin_node((pg_catalog.pg_xact_commit_timestamp_origin(x.xmin)).roident) AS node
+                FROM %1$s x, (SELECT (($1::text)::%1$s).*) r WHERE %2$s FOR UPDATE OF x) s$q$, rel, conds)
+      INTO ctids, beats, cur_img, cur_ts, cur_node USING u.local_row, u.local_ts, u.lnode;
+    IF trktr.newer(u.local_ts, u.lnode, u.a_ts, u.a_node) AND beats THEN
+      IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_origin WHERE roname = 'trktr_lww_' || u.lnode) THEN
+        PERFORM pg_catalog.pg_replication_origin_create('trktr_lww_' || u.lnode);
+      END IF;
+      PERFORM pg_catalog.pg_replication_origin_session_setup('trktr_lww_' || u.lnode);
+      PERFORM pg_catalog.pg_replication_origin_xact_setup('0/0', u.local_ts);
+      IF ctids IS NOT NULL THEN
+        EXECUTE format('DELETE FROM %s x WHERE x.ctid = ANY ($1)', rel) USING ctids;
+      ELSE
+        cur_img := u.remote_image; cur_ts := u.a_ts; cur_node := u.a_node;
+      END IF;
+      EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM (SELECT (($1::text)::%s).*) r',
+                     rel, cols, rcols, rel) USING u.local_row;
+      act := 'restored';
+      restored := restored + 1;
+      INSERT INTO trktr.resolutions (relation, key, kind, action, winner_node, winner_ts, winner_image,
+                                     loser_node, loser_ts, loser_image)
+      VALUES (rel, u.key, replace(u.kind, 'unique_', '') || '_exists', act, u.lnode, u.local_ts, u.local_image,
+              cur_node, cur_ts, cur_img);
+    ELSE
+      act := 'current wins';
+      IF NOT trktr.newer(u.local_ts, u.lnode, u.a_ts, u.a_node) OR cur_img IS NULL THEN
+        cur_img := u.remote_image; cur_ts := u.a_ts; cur_node := u.a_node;
+      END IF;
+      INSERT INTO trktr.resolutions (relation, key, kind, action, winner_node, winner_ts, winner_image,
+                                     loser_node, loser_ts, loser_image)
+      VALUES (rel, u.key, replace(u.kind, 'unique_', '') || '_exists', act, cur_node, cur_ts, cur_img,
+              u.lnode, u.local_ts, u.local_image);
+    END IF;
+    recorded := recorded + 1;
+    DELETE FROM trktr.conflict_queue WHERE qid = u.qid;
+    COMMIT;
+    IF act = 'restored' THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
+  END LOOP;
   -- fast path, one statement per table: an update whose displaced version is not newer than the
   -- row's current one needs nothing (a sequential change of writer, or a loser already
   -- overtaken); if it was newer than the version applied over it, it was a conflict: ledger

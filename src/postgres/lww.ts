@@ -57,6 +57,18 @@ export interface LwwTable extends LocalTable {
   /** columns in order, generated columns left out */
   columns: string[]
   pk: string[]
+  /**
+   * the unique indexes besides the primary key that an incoming row can collide on (key columns
+   * only; partial and expression indexes left out: their conflicts stay the resolver's skip)
+   */
+  uniques: UniqueIndex[]
+}
+
+export interface UniqueIndex {
+  name: string
+  columns: string[]
+  /** NULLS NOT DISTINCT: two NULLs collide */
+  nullsNotDistinct: boolean
 }
 
 const DESCRIBE = `
@@ -66,6 +78,13 @@ SELECT c.oid::int8 AS oid,
        ARRAY(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a
                ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
              WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)) AS pk,
+       ARRAY(SELECT json_build_object('name', ic.relname::text, 'nnd', i.indnullsnotdistinct,
+                      'columns', ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
+                                         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.n
+                                        WHERE k.o <= i.indnkeyatts ORDER BY k.o))
+               FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              WHERE i.indrelid = c.oid AND i.indisunique AND NOT i.indisprimary AND i.indisvalid
+                AND i.indpred IS NULL AND i.indexprs IS NULL ORDER BY ic.relname) AS uniques,
        ${describeLocalColumns('c.oid')}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2`
@@ -75,10 +94,20 @@ export async function describe(
   rel: RelationName,
 ): Promise<LwwTable | undefined> {
   const [r] = await db.query<
-    { oid: string; columns: string[]; pk: string[] } & Parameters<typeof localOf>[0]
+    {
+      oid: string
+      columns: string[]
+      pk: string[]
+      uniques: Array<{ name: string; nnd: boolean; columns: string[] }>
+    } & Parameters<typeof localOf>[0]
   >(DESCRIBE, [rel.schema, rel.table])
   if (!r || r.pk.length === 0) return undefined
-  return { oid: Number(r.oid), rel, columns: r.columns, pk: r.pk, ...localOf(r) }
+  const uniques = r.uniques.map((u) => ({
+    name: u.name,
+    columns: u.columns,
+    nullsNotDistinct: u.nnd,
+  }))
+  return { oid: Number(r.oid), rel, columns: r.columns, pk: r.pk, uniques, ...localOf(r) }
 }
 
 export function functionName(t: Pick<LwwTable, 'oid'>): string {
@@ -102,7 +131,7 @@ export function triggerFunctionSql(t: LwwTable): string {
   return `
 CREATE OR REPLACE FUNCTION ${functionName(t)}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE app oid; l_xmin xid; l_ts timestamptz; l_ro oid; l_img jsonb; l_row text;
+DECLARE app oid; l_xmin xid; l_ts timestamptz; l_ro oid; l_img jsonb; l_row text; l_ctid tid;
 BEGIN
   -- our own nested statements below
   IF pg_trigger_depth() > 1 THEN RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END IF;
@@ -116,6 +145,7 @@ BEGIN
     PERFORM set_config('trktr.apply_roident', app::text, false);
   END IF;
   IF TG_OP = 'INSERT' THEN
+    ${displaceSql(t, 'insert')}
     -- locked: two apply workers bringing versions of one key at once must each queue the
     -- version it really displaced, not one read before the other committed
     SELECT x.xmin, to_jsonb(x.*), ROW(x.*)::text INTO l_xmin, l_img, l_row FROM ${rel} x WHERE ${match('NEW')} FOR UPDATE;
@@ -134,7 +164,10 @@ BEGIN
     END IF;
   END IF;
   -- the key-change trigger fires for every update (armed only): the origin test is the other's
-  IF TG_NAME = ${quoteLiteral(KEY_TRIGGER)} THEN RETURN NEW; END IF;
+  IF TG_NAME = ${quoteLiteral(KEY_TRIGGER)} THEN
+    ${displaceSql(t, 'update')}
+    RETURN NEW;
+  END IF;
   SELECT x.xmin INTO l_xmin FROM ${rel} x WHERE ${match('OLD')};
   SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(l_xmin) c;
   IF l_ro = app OR l_ts IS NULL THEN RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END IF;
@@ -143,6 +176,45 @@ BEGIN
     ${keyOf('OLD')}, to_jsonb(OLD), OLD::text, l_ts, l_ro, NULL, app);
   RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END $fn$`
+}
+
+/**
+ * The trigger's part for a unique index besides the primary key (armed branches only): a row
+ * here holding the incoming row's values under another key is moved out of its way — deleted,
+ * its version queued as `unique_insert` / `unique_update` with the index's values as the key —
+ * so the incoming row and the rest of its transaction apply; the resolution round then keeps
+ * the later writer's row (lww-schema.ts). Not on a table another table's foreign key
+ * references: in an apply worker the delete would not check or act on the rows referencing it.
+ */
+function displaceSql(t: LwwTable, op: 'insert' | 'update'): string {
+  if (t.referenced || t.uniques.length === 0) return ''
+  const cols = (prefix: string, names: readonly string[]) =>
+    `(${names.map((c) => `${prefix}.${quoteIdent(c)}`).join(', ')})`
+  const notSelf =
+    `${cols('x', t.pk)} IS DISTINCT FROM ${cols('NEW', t.pk)}` +
+    (op === 'update' ? ` AND ${cols('x', t.pk)} IS DISTINCT FROM ${cols('OLD', t.pk)}` : '')
+  return t.uniques
+    .map((u) => {
+      const same = u.nullsNotDistinct
+        ? `${cols('x', u.columns)} IS NOT DISTINCT FROM ${cols('NEW', u.columns)}`
+        : `${cols('x', u.columns)} = ${cols('NEW', u.columns)}`
+      const changed =
+        op === 'update'
+          ? `${cols('NEW', u.columns)} IS DISTINCT FROM ${cols('OLD', u.columns)} AND `
+          : ''
+      const key = `jsonb_build_object(${u.columns.map((c) => `${quoteLiteral(c)}, NEW.${quoteIdent(c)}`).join(', ')})`
+      return `IF ${changed}EXISTS (SELECT 1 FROM ${qualified(t.rel)} x WHERE ${same} AND ${notSelf}) THEN
+      FOR l_ctid, l_xmin, l_img, l_row IN
+        SELECT x.ctid, x.xmin, to_jsonb(x.*), ROW(x.*)::text FROM ${qualified(t.rel)} x WHERE ${same} AND ${notSelf} FOR UPDATE
+      LOOP
+        SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(l_xmin) c;
+        DELETE FROM ${qualified(t.rel)} x WHERE x.ctid = l_ctid;
+        INSERT INTO trktr.conflict_queue (relid, kind, key, local_image, local_row, local_ts, local_roident, remote_image, applying_roident)
+          VALUES (${t.oid}, 'unique_${op}', ${key}, l_img, l_row, l_ts, l_ro, to_jsonb(NEW), app);
+      END LOOP;
+    END IF;`
+    })
+    .join('\n    ')
 }
 
 /**

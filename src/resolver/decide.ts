@@ -69,8 +69,9 @@ export const BACKOFF_MAX_MS = 30_000
 export const BACKOFF_RESET_MS = 60_000
 /**
  * Arming (and re-enabling) is tried this many times for one failing remote transaction; a
- * 23505 that persists after that is a conflict the row-level branch cannot take (a unique
- * index other than the primary key): that transaction is skipped, and recorded.
+ * 23505 that persists after that is a conflict the row-level branch cannot take (a partial or
+ * expression unique index, a table another references; lww.ts displaceSql): that transaction
+ * is skipped, and recorded.
  */
 export const ARM_ATTEMPTS = 3
 
@@ -127,7 +128,7 @@ export function decide(
       actions.push({ kind: 'arm', subscription: s.name, failure, counted })
     } else if (strat === 'lww' && failure.sqlState === '23505' && failure.finishLsn !== undefined) {
       // the same transaction failed with 23505 though armed, time after time: a conflict the
-      // row-level branch cannot take (a unique index other than the primary key)
+      // row-level branch cannot take (a partial or expression unique index, ...)
       actions.push({
         kind: 'skip',
         subscription: s.name,
