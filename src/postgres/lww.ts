@@ -276,7 +276,7 @@ const INSTALLED = `
 SELECT n.nspname AS schema, c.relname AS table, c.oid::int8 AS oid,
        bool_or(t.tgname = $2 AND t.tgenabled = 'R') AS armed
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE t.tgname IN ($1, $2) GROUP BY 1, 2, 3`
+WHERE t.tgname IN ($1, $2) AND t.tgparentid = 0 GROUP BY 1, 2, 3`
 
 export interface Installed {
   rel: RelationName
@@ -335,6 +335,21 @@ export async function arm(db: Db, rel: RelationName, on: boolean): Promise<void>
 export async function resolveWith(q: Queryable): Promise<{ restored: number; recorded: number }> {
   const { rows } = await q.query<{ restored: number; recorded: number }>(`CALL trktr.lww_resolve()`)
   return { restored: rows[0]?.restored ?? 0, recorded: rows[0]?.recorded ?? 0 }
+}
+
+/**
+ * Every partition's partitioned table, both as "schema.table" the way PostgreSQL prints them
+ * unquoted in an apply error's context: an apply worker names the partition it writes into, the
+ * replicaset (and the per-table resolver, the triggers, the check) the partitioned table.
+ */
+export async function partitionRoots(db: Db): Promise<Map<string, string>> {
+  const rows = await db.query<{ leaf: string; root: string }>(
+    `SELECT n.nspname || '.' || c.relname AS leaf, rn.nspname || '.' || r.relname AS root
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_class r ON r.oid = pg_partition_root(c.oid) JOIN pg_namespace rn ON rn.oid = r.relnamespace
+      WHERE c.relispartition`,
+  )
+  return new Map(rows.map((r) => [r.leaf, r.root]))
 }
 
 export async function queueNotEmpty(db: Db): Promise<boolean> {

@@ -44,8 +44,15 @@ export class FailureIndex {
   /** an apply worker's error still waiting for that worker's next record to name it */
   private readonly unnamedByPid = new Map<number, ApplyFailure>()
 
-  /** Take new records in log order; `names` are the subscriptions that exist now. */
-  add(records: readonly LogRecord[], names: readonly string[]): void {
+  /**
+   * Take new records in log order; `names` are the subscriptions that exist now, `roots` each
+   * partition's partitioned table (a failure names the table the replicaset has).
+   */
+  add(
+    records: readonly LogRecord[],
+    names: readonly string[],
+    roots?: ReadonlyMap<string, string>,
+  ): void {
     const known = new Set(names)
     for (const r of records) {
       // only the very next record of the same process can name the failure's subscription;
@@ -55,6 +62,7 @@ export class FailureIndex {
       if (!isApplyWorkerRecord(r)) continue
       if (isErrorRecord(r)) {
         const f = toFailure(r)
+        if (f.relation !== undefined) f.relation = roots?.get(f.relation) ?? f.relation
         const ctx = r.context === undefined ? undefined : parseApplyContext(r.context)
         if (ctx) this.byOid.set(ctx.subscriptionOid, f)
         this.unnamedByPid.set(r.pid, f)

@@ -48,6 +48,8 @@ const CONFIRM_AFTER_MS = 150
  */
 export const HOT_EVERY_MS = 250
 export const HOT_MS = 10_000
+/** partitions are looked up again at most this often (a partition made since is named then) */
+const ROOTS_EVERY_MS = 10_000
 /** with every subscription enabled and no apply error counted, the log is read this often */
 const LOG_EVERY_MS = 10_000
 
@@ -67,6 +69,11 @@ export class Resolver {
   private hotUntilMs = 0
   /** whether trktr.history holds entries not confirmed resolved (undefined: not known) */
   private open: boolean | undefined
+  /** partitions' partitioned tables, as last read (partitionRoots) */
+  private roots: { atMs: number; map: ReadonlyMap<string, string> } = {
+    atMs: Number.NEGATIVE_INFINITY,
+    map: new Map(),
+  }
   /** when the server log was last read, and the apply error counts then */
   private logRead = { atMs: 0, errors: '' }
 
@@ -135,11 +142,13 @@ export class Resolver {
     if (!(await local.initialized())) return 'no action: node not initialised'
     const list = await local.subscriptions()
     const records = this.logDue(list) ? await this.reader.poll() : []
+    const roots = await this.partitionRoots(records)
     this.failures.add(
       records,
       list.map((s) => s.name),
+      roots,
     )
-    if (this.init.lww) await this.recordMissing(records)
+    if (this.init.lww) await this.recordMissing(records, roots)
     const now = Date.now()
     const latest = (s: SubscriptionView) => this.failures.latestFor(s.name, s.oid)
     settle(list, latest, this.decisions)
@@ -199,9 +208,29 @@ export class Resolver {
     return due
   }
 
+  /**
+   * Each partition's partitioned table, read again at most every ROOTS_EVERY_MS and only when
+   * a record may name a table: apply workers name the partition they write into.
+   */
+  private async partitionRoots(
+    records: readonly LogRecord[],
+  ): Promise<ReadonlyMap<string, string> | undefined> {
+    if (!records.some((r) => r.context !== undefined)) return undefined
+    if (Date.now() - this.roots.atMs >= ROOTS_EVERY_MS) {
+      this.roots = { atMs: Date.now(), map: await this.init.local.rowLevel.partitionRoots() }
+    }
+    return this.roots.map
+  }
+
   /** UPDATEs and DELETEs the apply workers skipped for want of the row: in the ledger. */
-  private async recordMissing(records: readonly LogRecord[]): Promise<void> {
-    const missing = records.map(parseMissingRow).filter((m) => m !== undefined)
+  private async recordMissing(
+    records: readonly LogRecord[],
+    roots: ReadonlyMap<string, string> | undefined,
+  ): Promise<void> {
+    const missing = records
+      .map(parseMissingRow)
+      .filter((m) => m !== undefined)
+      .map((m) => ({ ...m, relation: roots?.get(m.relation) ?? m.relation }))
     if (missing.length === 0) return
     const added = await this.init.local.rowLevel.recordMissingRows(missing)
     if (added === 0) return
