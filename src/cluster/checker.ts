@@ -107,8 +107,9 @@ export class Checker {
   }
 
   /**
-   * An apply worker here skipped an UPDATE or DELETE of a row it did not have, or the resolver
-   * skipped a remote transaction: the table may now differ between nodes. Check it soon (once for news arriving together), so a difference
+   * An apply worker here skipped an UPDATE or DELETE of a row it did not have, the resolver
+   * skipped a remote transaction, or the table was truncated here while other nodes may have
+   * written to it: the table may now differ between nodes. Check it soon (once for news arriving together), so a difference
    * shows in the log, health and metrics instead of waiting for the background check.
    */
   checkSoon(relation: string): void {

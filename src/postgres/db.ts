@@ -165,10 +165,10 @@ export class Db {
 
   /**
    * LISTEN on a channel on a connection of its own (not the pool's); `onNotify` for every
-   * notification. `alive` turns false when that connection ends (a server restart): listen
+   * notification, with its payload. `alive` turns false when that connection ends (a server restart): listen
    * again. The channel is a static name of ours (it is not quoted).
    */
-  async listen(channel: string, onNotify: () => void): Promise<Listener> {
+  async listen(channel: string, onNotify: (payload: string) => void): Promise<Listener> {
     const config = clientConfig(
       this.init.conninfo,
       `traktor-${this.init.nodeId}-${this.init.purpose}-listen`,
@@ -180,7 +180,7 @@ export class Db {
     }
     client.on('error', gone)
     client.on('end', gone)
-    client.on('notification', onNotify)
+    client.on('notification', (n) => onNotify(n.payload ?? ''))
     try {
       await client.connect()
       await client.query(`LISTEN ${channel}`)

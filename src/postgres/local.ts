@@ -175,7 +175,7 @@ export class LocalNode {
   }
 
   /** Told at once when an apply worker queues a conflicting key (lww-schema.ts). */
-  listenForConflicts(onQueued: () => void): Promise<Listener> {
+  listenForConflicts(onQueued: (payload: string) => void): Promise<Listener> {
     return this.db.listen(QUEUED_CHANNEL, onQueued)
   }
 

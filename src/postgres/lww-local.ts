@@ -15,11 +15,17 @@
 //   as an insert everywhere (the old key's update is still skipped where it is gone, which is
 //   now right). Not installed on tables another table's foreign key references: the delete
 //   would fire ON DELETE actions on the rows that reference it.
+// - TRUNCATE (statement level): a TRUNCATE replicates as one, and rows another node wrote
+//   meanwhile survive only where they arrive after it. No row-level rule can take that; the
+//   trigger tells the arbiter (a notification), which checks the table on every node soon, so
+//   such a difference shows in health at once (the arbiter's own truncates, a join's, say
+//   nothing).
 import type { Queryable } from './db.js'
 import { qualified, quoteIdent, type RelationName } from './ident.js'
 
 export const TOAST_TRIGGER = 'trktr_lww_toast'
 export const MOVE_TRIGGER = 'trktr_lww_move'
+export const TRUNCATE_TRIGGER = 'trktr_lww_truncate'
 
 export interface LocalTable {
   oid: number
@@ -81,7 +87,13 @@ END $fn$`
 /** The statements that (re-)create the table's origin-side triggers and drop those it no longer needs. */
 export function localStatements(t: LocalTable): string[] {
   const rel = qualified(t.rel)
-  const out = [`DROP TRIGGER IF EXISTS ${TOAST_TRIGGER} ON ${rel}`]
+  const out = [
+    `DROP TRIGGER IF EXISTS ${TRUNCATE_TRIGGER} ON ${rel}`,
+    `CREATE TRIGGER ${TRUNCATE_TRIGGER} AFTER TRUNCATE ON ${rel} FOR EACH STATEMENT
+       WHEN (pg_catalog.current_setting('application_name') !~ '^traktor-[0-9]+-')
+       EXECUTE FUNCTION trktr.lww_truncated()`,
+    `DROP TRIGGER IF EXISTS ${TOAST_TRIGGER} ON ${rel}`,
+  ]
   if (t.toastable.length > 0) {
     const unchanged = t.toastable
       .map(

@@ -3,6 +3,8 @@
 
 /** the channel a queued conflict is announced on (a static name: no quoting needed) */
 export const QUEUED_CHANNEL = 'trktr_conflict_queued'
+/** a notification on QUEUED_CHANNEL whose payload starts so: a replicated table was truncated here */
+export const TRUNCATED = 'truncated '
 
 /** Queue, ledger and the resolution round; idempotent (run at every start). */
 export const LWW_DDL = `
@@ -63,6 +65,14 @@ DO $do$ BEGIN
     ALTER TABLE trktr.conflict_queue ENABLE ALWAYS TRIGGER trktr_queued;
   END IF;
 END $do$;
+
+-- a replicated table truncated here (lww-local.ts, TRUNCATE_TRIGGER): the arbiter checks it
+CREATE OR REPLACE FUNCTION trktr.lww_truncated() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+BEGIN
+  PERFORM pg_notify('${QUEUED_CHANNEL}', '${TRUNCATED}' || TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+  RETURN NULL;
+END $fn$;
 
 -- the node behind a replication origin: 0 = written here; pg_<subscription oid> = the peer of
 -- trktr_sub_<self>_<peer>; trktr_lww_<n> = a version of node n restored by a resolution

@@ -28,6 +28,7 @@ import {
   localStatements,
   MOVE_TRIGGER,
   TOAST_TRIGGER,
+  TRUNCATE_TRIGGER,
 } from './lww-local.js'
 
 export const UD_TRIGGER = 'trktr_lww_ud'
@@ -266,7 +267,7 @@ export async function install(q: Queryable, t: LwwTable): Promise<void> {
 export async function uninstall(q: Queryable, rel: RelationName): Promise<void> {
   const r = qualified(rel)
   await q.query(LOCK_TIMEOUT)
-  for (const name of [...REPLICA_TRIGGERS, TOAST_TRIGGER, MOVE_TRIGGER]) {
+  for (const name of [...REPLICA_TRIGGERS, TOAST_TRIGGER, MOVE_TRIGGER, TRUNCATE_TRIGGER]) {
     await q.query(`DROP TRIGGER IF EXISTS ${name} ON ${r}`)
   }
 }

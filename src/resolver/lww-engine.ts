@@ -12,6 +12,7 @@ import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { Listener, LocalNode } from '../postgres/local.js'
 import * as lww from '../postgres/lww.js'
+import { TRUNCATED } from '../postgres/lww-schema.js'
 
 /** an armed insert branch with no conflict for this long is switched off again */
 export const DISARM_AFTER_MS = 30_000
@@ -40,6 +41,8 @@ export interface LwwEngineInit {
   onResolved?: (
     counts: Array<{ kind: string; relation: string; action: string; n: number }>,
   ) => void
+  /** a replicated table ("schema.table") was truncated here (lww-local.ts) */
+  onTruncated?: (relation: string) => void
 }
 
 type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
@@ -127,7 +130,13 @@ export class LwwEngine {
   private async listen(): Promise<void> {
     if (this.listener?.alive || this.state.kind !== 'running') return
     try {
-      this.listener = await this.init.local.listenForConflicts(() => this.wake())
+      this.listener = await this.init.local.listenForConflicts((payload) => {
+        if (payload.startsWith(TRUNCATED)) {
+          const relation = payload.slice(TRUNCATED.length)
+          this.log.info({ relation }, 'a replicated table was truncated here: checking it soon')
+          this.init.onTruncated?.(relation)
+        } else this.wake()
+      })
       if (this.state.kind !== 'running') await this.listener.close()
       if (this.listenFailed) this.log.info('listening for queued conflicts again')
       this.listenFailed = false

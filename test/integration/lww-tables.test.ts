@@ -4,7 +4,9 @@
 // node keeps the later writer's row, the losing row is in the ledger with both versions. A
 // partial unique index, which row-level resolution does not take, ends in a skipped
 // transaction — and the cluster's health names the table at once (the check can fail). A
-// partitioned table, whose apply errors name the partition, not the replicated table.
+// partitioned table, whose apply errors name the partition, not the replicated table. A
+// TRUNCATE racing inserts on another node, which no row-level rule can take: health names the
+// table within seconds, and a repair makes it identical.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { call, MeshCluster, saveLogsOnFailure, waitFor } from '../fixtures/mesh-cluster.js'
 
@@ -23,6 +25,7 @@ const TABLES = [
    CREATE TABLE demo.sales_eu PARTITION OF demo.sales FOR VALUES IN ('eu');
    CREATE TABLE demo.sales_us PARTITION OF demo.sales FOR VALUES IN ('us')
    ${own('sales')}${own('sales_eu')}${own('sales_us')}`,
+  `CREATE TABLE demo.staging (id int PRIMARY KEY, v text)${own('staging')}`,
 ]
 
 async function add(table: string): Promise<void> {
@@ -60,14 +63,14 @@ beforeAll(async () => {
   await Promise.all(IDS.map((i) => c.start(i)))
   await c.waitMeshed(IDS)
   await c.waitSubscribed(IDS)
-  for (const t of ['users', 'pairs', 'part', 'sales']) await add(t)
+  for (const t of ['users', 'pairs', 'part', 'sales', 'staging']) await add(t)
 }, 180_000)
 
 afterAll(async () => {
   await c?.destroy()
 })
 
-saveLogsOnFailure(() => c, 'lww-unique')
+saveLogsOnFailure(() => c, 'lww-tables')
 
 describe('issue 10: conflicts on a unique index besides the key', () => {
   it(`insert-insert on a unique email: ${K} emails under different keys, ${M} clean rows per side`, async () => {
@@ -189,5 +192,27 @@ describe('issue 10: conflicts on a unique index besides the key', () => {
       'the difference in the cluster status',
     )
     await expect(c.converged(IDS, 'demo.part', 3000)).rejects.toThrow(/identical/)
+  })
+
+  it('a TRUNCATE racing an insert on another node: health names the table at once, a repair makes it identical', async () => {
+    await c.q(0, `INSERT INTO demo.staging SELECT g, 'old' FROM generate_series(1, 10) g`)
+    await c.converged(IDS, 'demo.staging')
+    await c.cut(MeshCluster.pairs(IDS))
+    await c.q(1, `INSERT INTO demo.staging VALUES (100, 'written meanwhile')`)
+    await c.q(0, `TRUNCATE demo.staging`)
+    await c.heal(MeshCluster.pairs(IDS))
+    // node 1 applies node 0's TRUNCATE over its own row; nodes 0 and 2 get that row after it
+    await waitFor(
+      async () => {
+        const r = await call(c.api(1), 'GET', '/v1/cluster/status')
+        return r.json.healthy === false && JSON.stringify(r.json.reasons).includes('demo.staging')
+      },
+      30_000,
+      'the difference in the cluster status',
+    )
+    const repair = await call(c.api(0), 'POST', '/v1/cluster/check/demo.staging/repair')
+    expect(repair.status, JSON.stringify(repair.json)).toBe(200)
+    const md5 = await c.converged(IDS, 'demo.staging', 30_000)
+    expect(md5).toMatch(/^1 rows/)
   })
 })
