@@ -82,7 +82,11 @@ export async function runDdl(d: DdlDeps, req: DdlRequest): Promise<DdlAnswer> {
     sql: req.sql,
     kind,
     fenced,
-    created: effects.created.map(({ schema, table }) => ({ schema, table })),
+    // a new partition is replicated with its partitioned table (the publication publishes
+    // through the root), not as a table of its own
+    created: effects.created
+      .filter((c) => !c.partition)
+      .map(({ schema, table }) => ({ schema, table })),
     dropped: effects.dropped,
   }
   const rel = fenced[0] ?? spec.created[0] ?? effects.touched[0] ?? { schema: '-', table: '-' }
@@ -107,7 +111,7 @@ export async function runDdl(d: DdlDeps, req: DdlRequest): Promise<DdlAnswer> {
     kind,
     sql: req.sql,
     tables: fenced.map(formatRelation),
-    created: spec.created.map(formatRelation),
+    created: effects.created.map(formatRelation),
     dropped: spec.dropped.map(formatRelation),
     added,
   }

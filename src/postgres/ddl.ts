@@ -28,7 +28,10 @@ export interface DdlEffects {
   touched: RelationName[]
   /** the replicated ones among them */
   replicated: RelationName[]
-  created: Array<RelationName & { permanent: boolean; primaryKey: boolean; rows: boolean }>
+  /** `partition`: a partition of another table, replicated with it (publish_via_partition_root) */
+  created: Array<
+    RelationName & { permanent: boolean; primaryKey: boolean; rows: boolean; partition: boolean }
+  >
   dropped: RelationName[]
   /** replicated tables that now have another name or schema */
   renamed: Array<{ from: RelationName; to: RelationName }>
@@ -66,7 +69,8 @@ WHERE c.oid::int8::text = ANY($1::text[])`
 
 const CREATED = `
 SELECT n.nspname AS schema, c.relname AS table, c.relpersistence = 'p' AS permanent,
-       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key,
+       c.relispartition AS partition
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND c.xmin = xid(pg_current_xact_id())
   AND NOT (c.oid::int8::text = ANY($1::text[]))
@@ -110,10 +114,13 @@ async function effects(c: Queryable, b: Before): Promise<DdlEffects> {
   }
   const created: DdlEffects['created'] = []
   for (const r of (
-    await c.query<{ schema: string; table: string; permanent: boolean; primary_key: boolean }>(
-      CREATED,
-      [b.tables],
-    )
+    await c.query<{
+      schema: string
+      table: string
+      permanent: boolean
+      primary_key: boolean
+      partition: boolean
+    }>(CREATED, [b.tables])
   ).rows) {
     const rel = { schema: r.schema, table: r.table }
     const [x] = (
@@ -124,6 +131,7 @@ async function effects(c: Queryable, b: Before): Promise<DdlEffects> {
       permanent: r.permanent,
       primaryKey: r.primary_key,
       rows: x?.rows === true,
+      partition: r.partition,
     })
   }
   return { touched, replicated, created, dropped, renamed }

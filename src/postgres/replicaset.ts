@@ -4,7 +4,7 @@
 import { ConflictError } from '../errors.js'
 import type { Db, Queryable, Row } from './db.js'
 import { formatRelation, qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
-import { PUBLICATION } from './schema.js'
+import { CREATE_PUBLICATION, PUBLICATION } from './schema.js'
 
 export type ReplicasetStatus = 'pending-add' | 'committed' | 'pending-remove'
 
@@ -337,7 +337,7 @@ export async function repairPublication(db: Db): Promise<PublicationRepair> {
     await c.query(`LOCK TABLE trktr.replicaset IN SHARE ROW EXCLUSIVE MODE`)
     const d = (await c.query<Drift & Row>(DRIFT)).rows[0]
     if (!d) return none
-    if (!d.exists) await c.query(`CREATE PUBLICATION ${quoteIdent(PUBLICATION)}`)
+    if (!d.exists) await c.query(CREATE_PUBLICATION)
     for (const pair of d.add) {
       const [schema, table] = JSON.parse(pair) as [string, string]
       await addToPublication(c, { schema, table })

@@ -8,6 +8,25 @@ import { quoteIdent, quoteLiteral } from './ident.js'
 import { stopLoggingMissingRows } from './missing-rows.js'
 
 export const PUBLICATION = 'trktr_pub'
+/**
+ * The publication publishes a partitioned table's changes as changes of that table, not of the
+ * partition they are in: a subscription lists the partitioned table only, so a partition made
+ * later (on every node) replicates at once — through a partition's own name its rows were
+ * skipped by subscribers that had not refreshed since (PostgreSQL applies only relations the
+ * subscription lists, silently). Set on a publication made before, unless the replicaset
+ * already holds a partitioned table (its subscriptions list the partitions: they would skip
+ * the table's changes until refreshed).
+ */
+export const CREATE_PUBLICATION = `CREATE PUBLICATION ${quoteIdent(PUBLICATION)} WITH (publish_via_partition_root = true)`
+const VIA_ROOT = `
+DO $do$ BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = ${quoteLiteral(PUBLICATION)} AND NOT pubviaroot)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                      JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+                     WHERE p.pubname = ${quoteLiteral(PUBLICATION)} AND c.relkind = 'p') THEN
+    ALTER PUBLICATION ${quoteIdent(PUBLICATION)} SET (publish_via_partition_root = true);
+  END IF;
+END $do$`
 export const SCHEMA = 'trktr'
 
 const SCHEMA_DDL = `
@@ -285,7 +304,8 @@ export async function initNode(init: SchemaInit): Promise<InitResult> {
       [nodeId],
     )
     const pub = await c.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [PUBLICATION])
-    if (pub.rowCount === 0) await c.query(`CREATE PUBLICATION ${quoteIdent(PUBLICATION)}`)
+    if (pub.rowCount === 0) await c.query(CREATE_PUBLICATION)
+    else await c.query(VIA_ROOT)
     if (role.rolsuper) {
       await c.query(protectDdl(role.role))
       await c.query(`UPDATE trktr.node SET protected = true`)

@@ -4,7 +4,7 @@
 // node keeps the later writer's row, the losing row is in the ledger with both versions. A
 // partial unique index, which row-level resolution does not take, ends in a skipped
 // transaction — and the cluster's health names the table at once (the check can fail). A
-// partitioned table, whose apply errors name the partition, not the replicated table. A
+// partitioned table, and a partition made later (replicated at once, with its table). A
 // TRUNCATE racing inserts on another node, which no row-level rule can take: health names the
 // table within seconds, and a repair makes it identical.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -175,6 +175,20 @@ describe('issue 10: conflicts on a unique index besides the key', () => {
     const kinds = (rs: Row[]) => new Set(rs.map((x) => x.kind))
     const recorded = await ledger('sales', (rs) => kinds(rs).size >= 2)
     expect(kinds(recorded)).toEqual(new Set(['insert_exists', 'update_origin_differs']))
+  })
+
+  it('a partition made later through the cluster DDL call replicates at once', async () => {
+    const r = await call(c.api(0), 'POST', '/v1/cluster/ddl', {
+      sql: `CREATE TABLE demo.sales_asia PARTITION OF demo.sales FOR VALUES IN ('asia')`,
+    })
+    expect(r.status, JSON.stringify(r.json)).toBe(200)
+    expect(r.json.outcome).toBe('committed')
+    expect(r.json.reason, 'not added as a table of its own').toBeUndefined()
+    // straight after: a subscription that listed partitions would skip these rows for good
+    await c.q(1, `INSERT INTO demo.sales VALUES (30, 'asia', 'new partition')`)
+    await c.q(2, `INSERT INTO demo.sales VALUES (31, 'asia', 'new partition')`)
+    const md5 = await c.converged(IDS, 'demo.sales', 30_000)
+    expect(md5).toMatch(/^7 rows/)
   })
 
   it('a partial unique index is not resolved row by row: the transaction is skipped and health names the table at once', async () => {
