@@ -113,6 +113,14 @@ export async function canSetReplicaRole(db: Db): Promise<boolean> {
   })
 }
 
+async function partitioned(c: Queryable, rel: RelationName): Promise<boolean> {
+  const { rows } = await c.query<{ p: boolean }>(
+    `SELECT c.relkind = 'p' AS p FROM pg_class c WHERE c.oid = to_regclass($1)`,
+    [qualified(rel)],
+  )
+  return rows[0]?.p === true
+}
+
 /** Every column's type is one of PostgreSQL's own (a binary COPY reads what the other sent). */
 async function builtinTypesOnly(
   c: Queryable,
@@ -246,7 +254,11 @@ export async function copyTable(
       },
     })
     const into = dst.query(copyFrom(`COPY ${rel} (${cols}) FROM STDIN${format}`))
-    await pipeline(src.query(copyTo(`COPY ${rel} (${cols}) TO STDOUT${format}`)), count, into)
+    // PostgreSQL copies a partitioned table out only through a query (into it, directly)
+    const from = (await partitioned(src, init.rel))
+      ? `(SELECT ${cols} FROM ${rel})`
+      : `${rel} (${cols})`
+    await pipeline(src.query(copyTo(`COPY ${from} TO STDOUT${format}`)), count, into)
     await dst.query('COMMIT')
     await dst.query(`SELECT pg_replication_origin_session_reset()`)
     await src.query('COMMIT')
