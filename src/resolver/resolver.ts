@@ -217,7 +217,16 @@ export class Resolver {
   ): Promise<ReadonlyMap<string, string> | undefined> {
     if (!records.some((r) => r.context !== undefined)) return undefined
     if (Date.now() - this.roots.atMs >= ROOTS_EVERY_MS) {
-      this.roots = { atMs: Date.now(), map: await this.init.local.rowLevel.partitionRoots() }
+      try {
+        this.roots = { atMs: Date.now(), map: await this.init.local.rowLevel.partitionRoots() }
+      } catch (err) {
+        // never fail the cycle here: the records are read already, and a failure they hold
+        // would be lost with them (its subscription left disabled); the last map will do
+        this.log.warn(
+          { err: (err as Error).message },
+          'cannot read partitions: using the last list',
+        )
+      }
     }
     return this.roots.map
   }

@@ -223,17 +223,8 @@ describe('issue 10: row-level last writer wins', () => {
     )
     expect(ledger.every((x) => x.node === 1 || x.node === undefined)).toBe(true)
     // the check that follows says so on every node: not healthy, the table named
-    await waitFor(
-      async () => {
-        const r = await call(c.api(2), 'GET', '/v1/cluster/status')
-        return JSON.stringify(r.json).includes('of demo.miss differing between the nodes')
-      },
-      30_000,
-      'the difference in the cluster status',
-    )
-    const repair = await call(c.api(0), 'POST', '/v1/cluster/check/demo.miss/repair')
-    expect(repair.status, JSON.stringify(repair.json)).toBe(200)
-    const md5 = await c.converged(IDS, 'demo.miss', 30_000)
+    await c.differenceShown(2, 'demo.miss')
+    const md5 = await c.repaired(0, IDS, 'demo.miss')
     expect(md5).toMatch(/^4 rows/)
     const [row] = await c.q(1, `SELECT v FROM demo.miss WHERE id = 1`)
     expect(row?.v).toBe('updated on 0')
