@@ -10,7 +10,14 @@
 // and a quiesce, every node holds an identical table.
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { call, DB, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
+import {
+  call,
+  DB,
+  MeshCluster,
+  saveLogsOnFailure,
+  TESTING_ENV,
+  waitFor,
+} from '../fixtures/mesh-cluster.js'
 
 let c: MeshCluster
 const IDS = [0, 1, 2]
@@ -195,6 +202,9 @@ async function cutMesh(stats: Stats[], load = 100): Promise<void> {
     expect((await call(c.api(i), 'DELETE', '/v1/testing/partition')).status).toBe(200)
   await c.waitMeshed(IDS)
 }
+
+// the arbiters' logs of a failed test go to .tmp/failed-logs (a divergence is read there)
+saveLogsOnFailure(() => c, 'workload')
 
 describe('bank workload through faults', () => {
   it('keeps every total, converges to identical data, takes no false action', async () => {
