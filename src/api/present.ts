@@ -221,6 +221,7 @@ function outcomeBody(o: Outcome): OutcomeBody {
     version: o.version,
     ...(o.proposalId ? { proposal: o.proposalId } : {}),
     ...(o.reason ? { reason: o.reason } : {}),
+    ...(o.copied ? { copied: o.copied } : {}),
     nodes: o.nodes,
     duration_ms: o.durationMs,
   }

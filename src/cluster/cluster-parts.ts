@@ -163,6 +163,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     nodeId,
     log: init.log,
     noFence: init.noFence === true,
+    peerPostgres: (n) => p.membership.members().find((m) => m.nodeId === n)?.postgres,
     striper: p.striper,
     onApplied: () => p.reconciler.kick(),
     onActivity: () => p.recovery?.kick(),

@@ -10,13 +10,19 @@ import type { DdlSpec } from '../postgres/ddl.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { UsedValue } from '../postgres/sequences.js'
+import { copyPlan } from './copy-plan.js'
 import { drainRefusals } from './ddl.js'
 import { type FaultHooks, NO_FAULTS } from './faults.js'
 import type { Member, Membership } from './membership.js'
 import type { MeshPort } from './port.js'
 import { answerOf } from './rpc-results.js'
 import { gatherFloors } from './sequences.js'
-import { DDL_LOCK_TIMEOUT_MS, DDL_STATEMENT_TIMEOUT_MS, type Steps } from './steps.js'
+import {
+  COPY_FENCE_MAX_MS,
+  DDL_LOCK_TIMEOUT_MS,
+  DDL_STATEMENT_TIMEOUT_MS,
+  type Steps,
+} from './steps.js'
 import { type NodeVerdict, unusable, verdictOf } from './verdicts.js'
 
 export type { NodeVerdict }
@@ -26,7 +32,7 @@ export type Op = 'add' | 'remove' | 'ddl'
  * node's fence is up: no fence round then (a stripe or publish step raises a fence that fell
  * meanwhile); a re-drive after a crash raises them all first.
  */
-export const TABLE_STEPS = ['fence', 'stripe', 'publish', 'refresh', 'unfence'] as const
+export const TABLE_STEPS = ['fence', 'stripe', 'copy', 'publish', 'refresh', 'unfence'] as const
 /** the commit steps of a schema change: its statement is already prepared on every node */
 export const DDL_STEPS = ['commit-ddl', 'unfence'] as const
 export const STEPS = [...TABLE_STEPS, ...DDL_STEPS] as const
@@ -35,6 +41,8 @@ export const stepsFor = (op: Op): readonly Step[] => (op === 'ddl' ? DDL_STEPS :
 
 export interface Outcome {
   outcome: 'committed' | 'aborted' | 'unchanged'
+  /** a table that joined holding rows on some nodes: whose rows the others copied */
+  copied?: { from: number; rows: number }
   proposalId?: string
   op: Op
   relation: string
@@ -187,7 +195,10 @@ export class Proposals {
     if (op === 'ddl' && verdicts.every((v) => v.ack)) {
       verdicts.splice(0, verdicts.length, ...(await this.prepareDdl(proposal, members)))
     }
-    if (!verdicts.every((v) => v.ack)) {
+    // a table holding rows on some nodes: copied to the others, or refused (copy-plan.ts)
+    const plan = op === 'add' && verdicts.every((v) => v.ack) ? copyPlan(relation, verdicts) : {}
+    for (const v of verdicts) delete v.content
+    if (!verdicts.every((v) => v.ack) || 'refuse' in plan) {
       // recorded (if it was not) and decided ABORT here, and our own fence lowered at once
       await this.init.steps.abort(proposal.id, proposal)
       await Promise.all(
@@ -200,14 +211,17 @@ export class Proposals {
         version,
         nodes: verdicts,
         reason:
-          op === 'ddl'
-            ? (verdicts.find((v) => !v.ack)?.reason ?? 'a member refused')
-            : 'a member refused',
+          'refuse' in plan
+            ? plan.refuse
+            : op === 'ddl'
+              ? (verdicts.find((v) => !v.ack)?.reason ?? 'a member refused')
+              : 'a member refused',
       })
     }
+    if (plan.copy) proposal.copy = plan.copy
     if (op === 'ddl') await this.faults.at('ddl-prepared')
     // the commit point: from here on the change is driven to the end
-    const decision = await local.cluster.decide(proposal.id, 'commit')
+    const decision = await local.cluster.decide(proposal.id, 'commit', proposal)
     await this.faults.at('decision')
     if (decision !== 'commit') {
       await this.init.steps.abort(proposal.id)
@@ -231,7 +245,14 @@ export class Proposals {
       { proposal: proposal.id, relation, op, version: proposal.version, ...took },
       'proposal committed',
     )
-    return done({ outcome: 'committed', proposalId: proposal.id, version: proposal.version, nodes })
+    const { copy } = proposal
+    return done({
+      outcome: 'committed',
+      proposalId: proposal.id,
+      version: proposal.version,
+      nodes,
+      ...(copy ? { copied: { from: copy.node, rows: copy.rows } } : {}),
+    })
   }
 
   /**
@@ -259,6 +280,7 @@ export class Proposals {
       // the values every member's sequences handed out, read behind the fence
       const floors = step === 'stripe' ? await this.floors(p, live, prepared) : undefined
       if (step === 'stripe' && !floors) continue // no node stripes without floors: no round
+      if (step === 'copy' && !p.copy) continue
       const extra = floors ? { floors } : {}
       const results = await Promise.all([
         this.init.steps.run(p, step, floors).then(
@@ -270,7 +292,7 @@ export class Proposals {
             m,
             'proposal.step',
             { proposal: p, step, ...extra },
-            this.init.stepTimeoutMs ?? STEP_TIMEOUT_MS,
+            step === 'copy' ? COPY_FENCE_MAX_MS : (this.init.stepTimeoutMs ?? STEP_TIMEOUT_MS),
           )
           return r.ok ? undefined : r.error.message
         }),

@@ -33,6 +33,9 @@ const proposal = z.object({
       dropped: z.array(rel).max(1000),
     })
     .optional(),
+  copy: z
+    .object({ node: z.int().min(0), rows: z.int().min(1), hash: z.string().max(32) })
+    .optional(),
 })
 
 // the consistency check's calls: sizes bounded so that no answer outgrows a mesh frame

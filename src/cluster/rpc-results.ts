@@ -7,7 +7,11 @@ import { z } from 'zod'
 import { TraktorError } from '../errors.js'
 import type { RpcResponse } from '../mesh/types.js'
 
-const vote = z.object({ ack: z.boolean(), reason: z.string().max(10_000).optional() })
+const vote = z.object({
+  ack: z.boolean(),
+  reason: z.string().max(10_000).optional(),
+  content: z.object({ rows: z.int().min(0), hash: z.string().max(32) }).optional(),
+})
 const decimal = z.string().regex(/^-?\d{1,20}$/)
 
 // the consistency check's answers (check-node.ts): keys and row hashes as text, paged

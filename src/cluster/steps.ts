@@ -8,12 +8,16 @@ import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
 import { Fence, FenceSet } from '../postgres/fence.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
+import type { TableContent } from '../postgres/join-copy.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { UsedValue } from '../postgres/sequences.js'
+import { copyRows } from './copy-plan.js'
 import type { Step } from './proposals.js'
 import type { SequenceStriper } from './sequences.js'
 
 const FENCE_MAX_MS = 15_000
+/** while a joining table's rows are copied, every node's fence stands at most this long */
+export const COPY_FENCE_MAX_MS = 300_000
 /** a cluster DDL's statement waits this long for a lock before the change aborts */
 export const DDL_LOCK_TIMEOUT_MS = 5000
 /** and runs at most this long (an index on a big table takes a while) */
@@ -26,12 +30,21 @@ export interface StepsInit {
   fenceMaxMs?: number
   /** test-only (testing.fence = false): no write fence, to show what it prevents */
   noFence?: boolean
+  /** a member's advertised PostgreSQL (a joining table's rows are copied from there) */
+  peerPostgres?: (node: number) => string | undefined
   /** node-striped sequences (absent: sequences are left alone) */
   striper?: SequenceStriper
   /** the replicaset's version moved here (a change published or committed) */
   onApplied?: () => void
   /** told as a prepare, abort or step begins and as it ends (recovery looks at once) */
   onActivity?: () => void
+}
+
+/** A node's vote on a proposal; a table joining tells what it holds here (copy-plan.ts). */
+export interface Vote {
+  ack: boolean
+  reason?: string
+  content?: TableContent
 }
 
 export class Steps {
@@ -62,11 +75,11 @@ export class Steps {
    * record go in the transaction that raises its fence (a handful of round trips in all:
    * every member's prepare is on the path of every change).
    */
-  async prepare(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
+  async prepare(p: cs.Proposal): Promise<Vote> {
     return await this.active(() => this.doPrepare(p))
   }
 
-  private async doPrepare(p: cs.Proposal): Promise<{ ack: boolean; reason?: string }> {
+  private async doPrepare(p: cs.Proposal): Promise<Vote> {
     const { local } = this.init
     const refused = await this.refuse(p)
     const fenced = this.fences.has(p.id) // a prepare asked again: the fence stands
@@ -91,7 +104,15 @@ export class Steps {
         throw err
       }
     }
-    return { ack: true }
+    if (p.op !== 'add') return { ack: true }
+    // what the table holds behind the fence: the coordinator copies rows only one side has
+    try {
+      return { ack: true, content: await local.joinCopy.tableContent(p) }
+    } catch (err) {
+      await this.unfence(p.id)
+      const reason = `cannot read ${formatRelation(p)}: ${(err as Error).message}`
+      return { ack: false, reason: `node ${this.init.nodeId}: ${reason}` }
+    }
   }
 
   private async refuse(p: cs.Proposal): Promise<string | undefined> {
@@ -229,6 +250,8 @@ export class Steps {
           await this.init.striper.stripeTable({ schema: p.schema, table: p.table }, floors)
         }
         return
+      case 'copy':
+        return await this.copy(p)
       // a table joins or leaves the publication behind this node's fence (up since prepare,
       // raised again on a re-drive); a schema change commits its prepared statement
       case 'publish':
@@ -248,6 +271,26 @@ export class Steps {
       case 'unfence':
         return await this.unfence(p.id)
     }
+  }
+
+  /** Rows of a joining table copied where it is empty, every node fenced meanwhile (copy-plan.ts). */
+  private async copy(p: cs.Proposal): Promise<void> {
+    if (p.op !== 'add' || !p.copy) return
+    await this.fence(p)
+    this.hold(p.id, COPY_FENCE_MAX_MS)
+    if (p.copy.node === this.init.nodeId) return
+    await copyRows({ ...this.init, log: this.log }, p, p.copy)
+  }
+
+  /** Let the proposal's fence stand up to ms from now (a long step with its coordinator alive). */
+  private hold(id: string, ms: number): void {
+    const f = this.fences.get(id)
+    if (!f) return
+    clearTimeout(f.timer)
+    f.timer = setTimeout(() => {
+      this.log.error({ proposal: id }, 'fence held too long (coordinator gone?): lowering it')
+      void this.unfence(id)
+    }, ms)
   }
 
   /** Raise the proposal's fence here, unless it is up; `prepare`: prepared with it (LocalNode.fence). */

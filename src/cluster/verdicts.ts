@@ -1,4 +1,5 @@
 // A node's vote on a proposal, and why a member cannot take part in one.
+import type { TableContent } from '../postgres/join-copy.js'
 import type { Member } from './membership.js'
 
 export interface NodeVerdict {
@@ -6,6 +7,8 @@ export interface NodeVerdict {
   ack: boolean
   applied?: boolean
   reason?: string
+  /** what a joining table holds on the node (not in answers: copy-plan.ts reads it) */
+  content?: TableContent
 }
 
 /** Why a member cannot take part in a proposal now. */
@@ -21,7 +24,10 @@ export function unusable(m: Member): string {
 export function verdictOf(
   node: number,
   r:
-    | { ok: true; result: { ack?: boolean; reason?: string | undefined } }
+    | {
+        ok: true
+        result: { ack?: boolean; reason?: string | undefined; content?: TableContent | undefined }
+      }
     | { ok: false; error: string },
 ): NodeVerdict {
   if (!r.ok) return { node, ack: false, reason: `node ${node}: ${r.error}` }
@@ -29,5 +35,6 @@ export function verdictOf(
     node,
     ack: r.result.ack === true,
     ...(r.result.reason ? { reason: r.result.reason } : {}),
+    ...(r.result.content ? { content: r.result.content } : {}),
   }
 }

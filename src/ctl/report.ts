@@ -35,8 +35,15 @@ export function reportOutcome(status: number, body: unknown): Report {
           `node ${text(n.node)}: committed, not applied yet (${text(n.reason)}); it catches up when it can`,
       )
     const on = ids.length > 0 ? ` on nodes ${ids.sort((a, b) => a - b).join(',')}` : ''
+    const c = read<NonNullable<OutcomeBody['copied']>>(o.copied)
+    const copied =
+      o.copied !== undefined
+        ? `; its ${text(c.rows)} rows on node ${text(c.from)} copied to the others`
+        : ''
     return {
-      out: [`committed ${what} (version ${version})${on}${ms === undefined ? '' : ` in ${ms} ms`}`],
+      out: [
+        `committed ${what} (version ${version})${on}${ms === undefined ? '' : ` in ${ms} ms`}${copied}`,
+      ],
       err,
       exit: EXIT.ok,
     }

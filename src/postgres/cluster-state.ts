@@ -20,6 +20,8 @@ export interface Proposal {
   columns: string[]
   coordinator: number
   ddl?: DdlSpec
+  /** a table joining with rows on some nodes: the node every empty one copies (copy-plan.ts) */
+  copy?: { node: number; rows: number; hash: string }
 }
 
 export interface ProposalRow extends Proposal {
@@ -64,8 +66,8 @@ export async function proposalBase(
 }
 
 const RECORD = `
-INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`
+INSERT INTO trktr.proposals (id, version, op, schema_name, table_name, columns, coordinator, ddl, copy)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING`
 const recordParams = (p: Proposal) => [
   p.id,
   p.version,
@@ -75,6 +77,7 @@ const recordParams = (p: Proposal) => [
   p.columns,
   p.coordinator,
   p.ddl ? JSON.stringify(p.ddl) : null,
+  p.copy ? JSON.stringify(p.copy) : null,
 ]
 
 /** Record a proposal as prepared (idempotent for the same id). */
@@ -181,10 +184,12 @@ export async function decide(
   p?: Proposal,
 ): Promise<'commit' | 'abort'> {
   if (p) await recordProposal(db, p)
+  // the copy plan is known once every node voted: it is decided with the commit
   const rows = await db.query<{ decision: 'commit' | 'abort' }>(
     `UPDATE trktr.proposals SET decision = COALESCE(decision, $2),
-       decided = COALESCE(decided, now()) WHERE id = $1 RETURNING decision`,
-    [id, decision],
+       decided = COALESCE(decided, now()), copy = COALESCE(copy, $3::jsonb)
+     WHERE id = $1 RETURNING decision`,
+    [id, decision, p?.copy ? JSON.stringify(p.copy) : null],
   )
   return rows[0]?.decision ?? decision
 }
@@ -378,6 +383,7 @@ function toRow(r: Record<string, unknown>): ProposalRow {
     columns: r.columns as string[],
     coordinator: Number(r.coordinator),
     ...(r.ddl ? { ddl: r.ddl as DdlSpec } : {}),
+    ...(r.copy ? { copy: r.copy as NonNullable<Proposal['copy']> } : {}),
     decision: (r.decision as 'commit' | 'abort' | null) ?? null,
     applied: Boolean(r.applied),
     createdMs: r.created instanceof Date ? r.created.getTime() : Date.now(),

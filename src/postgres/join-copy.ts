@@ -14,6 +14,7 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type pg from 'pg'
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
+import { bucketHashes, tableLayout } from './check-store.js'
 import { BinaryCopyRows, textCopyRows } from './copy-rows.js'
 import { type Db, pgError, type Queryable } from './db.js'
 import { checkLsn, qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
@@ -88,6 +89,21 @@ export async function occupied(
     out.push({ rel, rows: Number(c?.n ?? 0) })
   }
   return out
+}
+
+/** What a table holds, as the consistency check hashes it: row count and one hash of all rows. */
+export interface TableContent {
+  rows: number
+  hash: string
+}
+
+export async function tableContent(
+  db: Db,
+  rel: RelationName,
+  timeoutMs = 120_000,
+): Promise<TableContent> {
+  const h = await bucketHashes(db, await tableLayout(db, rel), { bits: 0, timeoutMs }, 1)
+  return { rows: h.rows, hash: h.hashes[0] ?? '' }
 }
 
 /** Columns a COPY carries: in order, generated and dropped ones left out. */
@@ -187,7 +203,8 @@ export interface CopyInit {
   donorConninfo: string
   localConninfo: string
   appName: string
-  snapshot: string
+  /** the donor's exported snapshot (a join); absent: a snapshot of its own (a fenced table) */
+  snapshot?: string
   rel: RelationName
   columns: readonly string[]
   /** the replication origin the local session writes under (one per concurrent copy) */
@@ -210,7 +227,9 @@ const SNAPSHOT_ID = /^[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?$/i
 export async function copyTable(
   init: CopyInit,
 ): Promise<{ rows: number; replicaRole: boolean; binary: boolean }> {
-  if (!SNAPSHOT_ID.test(init.snapshot)) throw new Error(`not a snapshot id: ${init.snapshot}`)
+  const { snapshot } = init
+  if (snapshot !== undefined && !SNAPSHOT_ID.test(snapshot))
+    throw new Error(`not a snapshot id: ${snapshot}`)
   const cols = init.columns.map(quoteIdent).join(', ')
   const rel = qualified(init.rel)
   init.signal?.throwIfAborted()
@@ -225,7 +244,8 @@ export async function copyTable(
   try {
     dst = await connect(init.localConninfo, `${init.appName}-copy-in`)
     await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
-    await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(init.snapshot)}`)
+    if (snapshot !== undefined)
+      await src.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot)}`)
     let replicaRole = true
     try {
       await dst.query(`SET session_replication_role = replica`)

@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS trktr.proposals (
 ALTER TABLE trktr.proposals ADD COLUMN IF NOT EXISTS completed boolean NOT NULL DEFAULT false;
 -- cluster DDL (ddl.ts) is a proposal too: its statement and the tables it fences, creates, drops
 ALTER TABLE trktr.proposals ADD COLUMN IF NOT EXISTS ddl jsonb;
+-- a table that joins holding rows on some nodes: the node whose rows the empty ones copy
+ALTER TABLE trktr.proposals ADD COLUMN IF NOT EXISTS copy jsonb;
 ALTER TABLE trktr.proposals DROP CONSTRAINT IF EXISTS proposals_op_check;
 ALTER TABLE trktr.proposals ADD CONSTRAINT proposals_op_check CHECK (op IN ('add', 'remove', 'ddl'));
 -- the schema changes committed here: written inside the prepared transaction, so a row here

@@ -273,6 +273,20 @@ describe('ctl read commands', () => {
 })
 
 describe('ctl changes', () => {
+  it('says whose rows a table joining with rows was copied from', () => {
+    const r = reportOutcome(201, {
+      outcome: 'committed',
+      op: 'add',
+      relation: 'demo.t',
+      version: 2,
+      copied: { from: 1, rows: 1000 },
+      nodes: [0, 1, 2].map((node) => ({ node, ack: true, applied: true })),
+      duration_ms: 80,
+    })
+    expect(r.out).toEqual([
+      'committed demo.t (version 2) on nodes 0,1,2 in 80 ms; its 1000 rows on node 1 copied to the others',
+    ])
+  })
   it('says committed with the version, nodes and time', () => {
     const r = reportOutcome(201, {
       outcome: 'committed',

@@ -170,6 +170,12 @@ const OutcomeFields = {
   version: z.number().describe('the replicaset version after it'),
   proposal: z.string().optional(),
   reason: z.string().optional(),
+  copied: z
+    .strictObject({ from: nodeId, rows: z.number() })
+    .optional()
+    .describe(
+      'the table held rows on some nodes only: those of node `from` were copied to the others',
+    ),
   nodes: z.array(
     z.strictObject({
       node: nodeId,

@@ -1,0 +1,90 @@
+// A table joining the replicaset may hold rows already. The nodes that hold rows must all hold
+// the same rows; every node where the table is empty gets a copy of them, behind the write
+// fence and before the table is published (the copy step). Different rows on two nodes are
+// refused: merging two sets of rows that were never replicated is the operator's call.
+import type { Logger } from '../log.js'
+import type * as cs from '../postgres/cluster-state.js'
+import { formatRelation } from '../postgres/ident.js'
+import { copyTable, type TableContent } from '../postgres/join-copy.js'
+import type { LocalNode } from '../postgres/local.js'
+
+/** The node whose rows every empty node copies, with what they must match afterwards. */
+export interface CopySource extends TableContent {
+  node: number
+}
+
+export type CopyPlan = { copy?: CopySource } | { refuse: string }
+
+export function copyPlan(
+  relation: string,
+  votes: ReadonlyArray<{ node: number; content?: TableContent | undefined }>,
+): CopyPlan {
+  // a member that did not say (another version): nothing to compare, nothing copied
+  if (votes.some((v) => v.content === undefined)) return {}
+  const byNode = [...votes].sort((a, b) => a.node - b.node)
+  const holders = byNode.filter((v) => (v.content?.rows ?? 0) > 0)
+  const [first] = holders
+  if (!first?.content) return {}
+  const same = (c?: TableContent) =>
+    c?.rows === first.content?.rows && c?.hash === first.content?.hash
+  if (!holders.every((v) => same(v.content))) {
+    const each = byNode
+      .map((v) => `node ${v.node}: ${v.content?.rows ? `${v.content.rows} rows` : 'empty'}`)
+      .join(', ')
+    return {
+      refuse: `${relation} holds different rows on different nodes (${each}): empty it on every node but one (its rows are then copied to the others), or make the nodes hold the same rows`,
+    }
+  }
+  if (holders.length === votes.length) return {}
+  return { copy: { node: first.node, rows: first.content.rows, hash: first.content.hash } }
+}
+
+/**
+ * The copy step where the table is empty: its rows copied from the source node as a join
+ * copies them (origin-tagged, no ordinary trigger fires), then compared with the source's.
+ * Idempotent: a node that holds the source's rows already copies nothing.
+ */
+export async function copyRows(
+  init: {
+    local: LocalNode
+    nodeId: number
+    log: Logger
+    peerPostgres?: ((node: number) => string | undefined) | undefined
+  },
+  p: cs.Proposal,
+  from: CopySource,
+): Promise<void> {
+  const { local } = init
+  const rel = { schema: p.schema, table: p.table }
+  const name = formatRelation(rel)
+  const same = (c: TableContent) => c.rows === from.rows && c.hash === from.hash
+  const here = await local.joinCopy.tableContent(rel)
+  if (same(here)) return
+  if (here.rows > 0)
+    throw new Error(`${name} holds other rows here than on node ${from.node}: not copied over`)
+  const postgres = init.peerPostgres?.(from.node)
+  if (postgres === undefined) throw new Error(`node ${from.node} is not a member here`)
+  if (!(await local.joinCopy.canSetReplicaRole()))
+    throw new Error(
+      'the arbiter role may not set session_replication_role: it cannot copy rows (GRANT SET ON PARAMETER session_replication_role)',
+    )
+  const started = Date.now()
+  const r = await copyTable({
+    donorConninfo: local.peerConninfo(postgres),
+    localConninfo: local.conninfo,
+    appName: `traktor-${init.nodeId}-add`,
+    rel,
+    columns: await local.joinCopy.copyColumns(rel),
+    origin: 'trktr_add',
+    clear: true,
+  })
+  const after = await local.joinCopy.tableContent(rel)
+  if (!same(after))
+    throw new Error(
+      `${name} copied from node ${from.node} differs from it (${after.rows} rows here, ${from.rows} there)`,
+    )
+  init.log.info(
+    { proposal: p.id, relation: name, from: from.node, rows: r.rows, ms: Date.now() - started },
+    'copied the rows of a joining table',
+  )
+}
