@@ -222,6 +222,7 @@ function outcomeBody(o: Outcome): OutcomeBody {
     ...(o.proposalId ? { proposal: o.proposalId } : {}),
     ...(o.reason ? { reason: o.reason } : {}),
     ...(o.copied ? { copied: o.copied } : {}),
+    ...(o.merged ? { merged: o.merged } : {}),
     nodes: o.nodes,
     duration_ms: o.durationMs,
   }

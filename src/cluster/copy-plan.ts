@@ -1,7 +1,9 @@
-// A table joining the replicaset may hold rows already. The nodes that hold rows must all hold
-// the same rows; every node where the table is empty gets a copy of them, behind the write
-// fence and before the table is published (the copy step). Different rows on two nodes are
-// refused: merging two sets of rows that were never replicated is the operator's call.
+// A table joining the replicaset may hold rows already (written before it was replicated).
+// Where the nodes that hold rows all hold the same rows, every node where the table is empty
+// gets a copy of them, behind the write fence and before the table is published (the copy
+// step): exact, and as fast as COPY. Where two nodes hold different rows (each wrote its own),
+// the table joins as it is and is then merged by a repair (Cluster.propose): every key's last
+// writer's row on every node, as if the table had been replicated from the start.
 import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
 import { formatRelation } from '../postgres/ident.js'
@@ -13,7 +15,11 @@ export interface CopySource extends TableContent {
   node: number
 }
 
-export type CopyPlan = { copy?: CopySource } | { refuse: string }
+export interface CopyPlan {
+  copy?: CopySource
+  /** different rows on two nodes: merged by a repair once the table joined */
+  merge?: string
+}
 
 export function copyPlan(
   relation: string,
@@ -31,9 +37,7 @@ export function copyPlan(
     const each = byNode
       .map((v) => `node ${v.node}: ${v.content?.rows ? `${v.content.rows} rows` : 'empty'}`)
       .join(', ')
-    return {
-      refuse: `${relation} holds different rows on different nodes (${each}): empty it on every node but one (its rows are then copied to the others), or make the nodes hold the same rows`,
-    }
+    return { merge: `${relation} holds different rows on different nodes (${each})` }
   }
   if (holders.length === votes.length) return {}
   return { copy: { node: first.node, rows: first.content.rows, hash: first.content.hash } }

@@ -41,8 +41,10 @@ export const stepsFor = (op: Op): readonly Step[] => (op === 'ddl' ? DDL_STEPS :
 
 export interface Outcome {
   outcome: 'committed' | 'aborted' | 'unchanged'
-  /** a table that joined holding rows on some nodes: whose rows the others copied */
+  /** a table joined holding rows: whose the others copied, or why it needs a merge, merged */
   copied?: { from: number; rows: number }
+  merge?: string
+  merged?: { why: string } & ({ repaired_rows: number; verdict: string } | { error: string })
   proposalId?: string
   op: Op
   relation: string
@@ -195,28 +197,19 @@ export class Proposals {
     if (op === 'ddl' && verdicts.every((v) => v.ack)) {
       verdicts.splice(0, verdicts.length, ...(await this.prepareDdl(proposal, members)))
     }
-    // a table holding rows on some nodes: copied to the others, or refused (copy-plan.ts)
+    // a table holding rows on some nodes: copied to the others, or merged (copy-plan.ts)
     const plan = op === 'add' && verdicts.every((v) => v.ack) ? copyPlan(relation, verdicts) : {}
     for (const v of verdicts) delete v.content
-    if (!verdicts.every((v) => v.ack) || 'refuse' in plan) {
+    if (!verdicts.every((v) => v.ack)) {
       // recorded (if it was not) and decided ABORT here, and our own fence lowered at once
       await this.init.steps.abort(proposal.id, proposal)
       await Promise.all(
         members.map((m) => this.call(m, 'proposal.abort', { id: proposal.id }, PREPARE_TIMEOUT_MS)),
       )
       this.log.info({ proposal: proposal.id, relation, op, verdicts }, 'proposal aborted')
-      return done({
-        outcome: 'aborted',
-        proposalId: proposal.id,
-        version,
-        nodes: verdicts,
-        reason:
-          'refuse' in plan
-            ? plan.refuse
-            : op === 'ddl'
-              ? (verdicts.find((v) => !v.ack)?.reason ?? 'a member refused')
-              : 'a member refused',
-      })
+      const why = op === 'ddl' ? verdicts.find((v) => !v.ack)?.reason : undefined
+      const reason = why ?? 'a member refused'
+      return done({ outcome: 'aborted', proposalId: proposal.id, version, nodes: verdicts, reason })
     }
     if (plan.copy) proposal.copy = plan.copy
     if (op === 'ddl') await this.faults.at('ddl-prepared')
@@ -225,13 +218,8 @@ export class Proposals {
     await this.faults.at('decision')
     if (decision !== 'commit') {
       await this.init.steps.abort(proposal.id)
-      return done({
-        outcome: 'aborted',
-        proposalId: proposal.id,
-        version,
-        nodes: verdicts,
-        reason: 'aborted by recovery',
-      })
+      const reason = 'aborted by recovery'
+      return done({ outcome: 'aborted', proposalId: proposal.id, version, nodes: verdicts, reason })
     }
     const ms: Record<string, number> = { prepare: Date.now() - started }
     const applied = await this.drive(proposal, members, ms, used)
@@ -246,12 +234,14 @@ export class Proposals {
       'proposal committed',
     )
     const { copy } = proposal
+    const rows = { ...(copy ? { copied: { from: copy.node, rows: copy.rows } } : {}), ...plan }
+    delete rows.copy
     return done({
       outcome: 'committed',
       proposalId: proposal.id,
       version: proposal.version,
       nodes,
-      ...(copy ? { copied: { from: copy.node, rows: copy.rows } } : {}),
+      ...rows,
     })
   }
 

@@ -18,6 +18,25 @@ export interface Report {
   exit: ExitCode
 }
 
+/** What became of the rows a table held when it joined: copied, merged, or a failed merge. */
+function joinedRows(o: Reading<OutcomeBody>, relation: string): { out: string[]; err: string[] } {
+  const c = read<NonNullable<OutcomeBody['copied']>>(o.copied)
+  const m = read<NonNullable<OutcomeBody['merged']>>(o.merged)
+  const out: string[] = []
+  const err: string[] = []
+  if (o.copied !== undefined)
+    out.push(`its ${text(c.rows)} rows on node ${text(c.from)} copied to the others`)
+  if (o.merged !== undefined && m.error !== undefined)
+    err.push(
+      `${text(m.why)}: merging them failed (${text(m.error)}); see traktor ctl check ${relation}`,
+    )
+  else if (o.merged !== undefined)
+    out.push(
+      `${text(m.why)}: merged, ${text(m.repaired_rows)} rows repaired (last writer wins); the table is ${text(m.verdict)}`,
+    )
+  return { out, err }
+}
+
 /** PUT|DELETE /v1/cluster/replicaset/{relation}: committed, unchanged or aborted */
 export function reportOutcome(status: number, body: unknown): Report {
   const o = read<OutcomeBody & ErrorBody>(body)
@@ -35,16 +54,13 @@ export function reportOutcome(status: number, body: unknown): Report {
           `node ${text(n.node)}: committed, not applied yet (${text(n.reason)}); it catches up when it can`,
       )
     const on = ids.length > 0 ? ` on nodes ${ids.sort((a, b) => a - b).join(',')}` : ''
-    const c = read<NonNullable<OutcomeBody['copied']>>(o.copied)
-    const copied =
-      o.copied !== undefined
-        ? `; its ${text(c.rows)} rows on node ${text(c.from)} copied to the others`
-        : ''
+    const rows = joinedRows(o, relation)
     return {
       out: [
-        `committed ${what} (version ${version})${on}${ms === undefined ? '' : ` in ${ms} ms`}${copied}`,
+        `committed ${what} (version ${version})${on}${ms === undefined ? '' : ` in ${ms} ms`}`,
+        ...rows.out,
       ],
-      err,
+      err: [...err, ...rows.err],
       exit: EXIT.ok,
     }
   }

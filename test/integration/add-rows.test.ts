@@ -1,8 +1,8 @@
 // A table that holds rows before it joins the replicaset — the common case of a table whose
 // rows were written on one node first. Rows on some nodes only are copied to the nodes where
 // the table is empty, behind the write fence, before the table is published: every node holds
-// them, and later changes to them apply everywhere. Different rows on two nodes are refused
-// with what each holds, and nothing changes anywhere. Before this, the table joined as it was:
+// them, and later changes to them apply everywhere. Different rows on two nodes are merged
+// right after the table joined (a repair: each key's last writer). Before this, the table joined as it was:
 // its rows stayed on one node for good, changes to them were skipped by every peer, and status
 // said healthy.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -19,15 +19,6 @@ const fill = (t: string, from: number, to: number, v: string) =>
    SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE ${`'${v}'`} || g END, jsonb_build_object('g', g, 'q', 'it''s'),
           CASE WHEN g % 5 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END, g / 3.0
    FROM generate_series(${from}, ${to}) g`
-
-async function published(id: number, t: string): Promise<boolean> {
-  const r = await c.q(
-    id,
-    `SELECT 1 FROM pg_publication_tables WHERE pubname = 'trktr_pub' AND schemaname = 'demo' AND tablename = $1`,
-    [t],
-  )
-  return r.length > 0
-}
 
 beforeAll(async () => {
   c = await MeshCluster.create(3, 'addrows', {})
@@ -79,26 +70,30 @@ describe('a table that holds rows when it joins the replicaset', () => {
     expect(await c.converged(IDS, 'demo.two')).toMatch(/^50 rows/)
   })
 
-  it('refuses different rows on two nodes, saying what each holds, and changes nothing', async () => {
-    const md5s = await Promise.all(IDS.map((i) => c.md5(i, 'demo.mixed')))
+  it('merges different rows on two nodes: every key holds its last writer’s row everywhere', async () => {
+    // node 0 wrote keys 1-5, node 1 keys 3-8 after it: 3-5 are node 1's
     const r = await call(c.api(2), 'PUT', '/v1/cluster/replicaset/demo.mixed')
-    expect(r.status, JSON.stringify(r.json)).toBe(409)
-    expect(r.json.message).toContain(
-      'demo.mixed holds different rows on different nodes (node 0: 5 rows, node 1: 6 rows, node 2: empty)',
-    )
-    for (const i of IDS) {
-      expect(await c.md5(i, 'demo.mixed')).toBe(md5s[i])
-      expect(await published(i, 'mixed'), `published on node ${i}`).toBe(false)
-      // no fence left behind: a writer goes through at once
-      await c.q(
-        i,
-        `SET statement_timeout = 2000; INSERT INTO demo.mixed (id, v) VALUES (${100 + i}, 'w')`,
-      )
-    }
-    const list = await call(c.api(0), 'GET', '/v1/cluster/replicaset')
-    expect(list.json.replicaset.map((t: { relation: string }) => t.relation)).toEqual([
-      'demo.one',
-      'demo.two',
+    expect(r.status, JSON.stringify(r.json)).toBe(201)
+    expect(r.json.merged).toEqual({
+      why: 'demo.mixed holds different rows on different nodes (node 0: 5 rows, node 1: 6 rows, node 2: empty)',
+      repaired_rows: 8,
+      verdict: 'consistent',
+    })
+    expect(await c.converged(IDS, 'demo.mixed')).toMatch(/^8 rows/)
+    const rows = await c.q(2, `SELECT id::int, v FROM demo.mixed ORDER BY id`)
+    expect(rows.map((x) => `${x.id}:${x.v}`)).toEqual([
+      '1:x1',
+      '2:x2',
+      '3:y3',
+      '4:y4',
+      '5:y5',
+      '6:y6',
+      '7:null',
+      '8:y8',
     ])
+    await c.q(0, `UPDATE demo.mixed SET v = 'later' WHERE id = 1`)
+    await c.converged(IDS, 'demo.mixed')
+    const s = await call(c.api(0), 'GET', '/v1/cluster/status')
+    expect(s.json.healthy, JSON.stringify(s.json.reasons)).toBe(true)
   })
 })

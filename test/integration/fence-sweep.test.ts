@@ -68,7 +68,7 @@ describe('fence triggers left behind', () => {
   it('are dropped by the sweep once the lock that kept them is gone', async () => {
     const steps = new Steps({ local, nodeId: 0, log: silentLogger() })
     const p = proposal('00000000-0000-4000-8000-000000000001')
-    expect(await steps.prepare(p)).toEqual({ ack: true })
+    expect(await steps.prepare(p)).toMatchObject({ ack: true })
     expect(await triggers()).toBe(1)
     // a reader holds the table while the fence is lowered: the trigger cannot be dropped
     const reader = await client()
@@ -95,7 +95,7 @@ describe('fence triggers left behind', () => {
   it('a table fenced again keeps its new fence', async () => {
     const steps = new Steps({ local, nodeId: 0, log: silentLogger() })
     const first = proposal('00000000-0000-4000-8000-000000000002')
-    expect(await steps.prepare(first)).toEqual({ ack: true })
+    expect(await steps.prepare(first)).toMatchObject({ ack: true })
     const reader = await client()
     await reader.query('BEGIN')
     await reader.query('SELECT count(*) FROM multimaster.reptest')
@@ -104,7 +104,7 @@ describe('fence triggers left behind', () => {
     await reader.end()
     // fenced again before any sweep: the trigger is the new fence's, and the sweep leaves it
     const second = proposal('00000000-0000-4000-8000-000000000003')
-    expect(await steps.prepare(second)).toEqual({ ack: true })
+    expect(await steps.prepare(second)).toMatchObject({ ack: true })
     await steps.sweep()
     expect(await triggers()).toBe(1)
     await steps.abort(second.id)

@@ -1,9 +1,9 @@
 // No row is lost while a table is added to the replicaset. PostgreSQL silently drops rows
 // written to a newly published table on one node before its peers refresh their
 // subscriptions; the write fence closes that window. Writers on every node insert without
-// pause while one cluster call adds the table. Afterwards every row is either on all nodes or
-// only on the node that wrote it (written before the change reached that node), and every row
-// written after the call returned is on all nodes.
+// pause while one cluster call adds the table. Afterwards every row is on all nodes: those
+// written before the table joined by the merge that follows (each node held other rows), the
+// others by replication. Without the fence (and so without the merge) rows are lost.
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { call, DB, MeshCluster, TESTING_ENV, waitFor } from '../fixtures/mesh-cluster.js'
@@ -42,7 +42,9 @@ afterAll(async () => {
  * Writers insert on every node while one call adds `table`; returns the rows that are not where
  * they must be (on every node, or — written before its writer published the table — only there).
  */
-async function addUnderWrites(table: string): Promise<string[]> {
+async function addUnderWrites(
+  table: string,
+): Promise<{ misplaced: string[]; onlyWriter: string[]; answer: Record<string, any> }> {
   let phase: Written['phase'] = 'before'
   let stop = false
   const written: Written[] = []
@@ -142,11 +144,13 @@ async function addUnderWrites(table: string): Promise<string[]> {
     for (const row of rows) committedAt.set(row.id as string, (row.at as Date).getTime())
   }
   const misplaced: string[] = []
+  const onlyWriters: string[] = []
   for (const w of written) {
     const on = IDS.filter((i) => sets[i]?.has(w.id))
     const everywhere = on.length === IDS.length
     const onlyWriter = on.length === 1 && on[0] === w.node
     const beforePublished = (committedAt.get(w.id) ?? 0) < (publishedAt[w.node] ?? 0)
+    if (onlyWriter) onlyWriters.push(`${w.id} (${w.phase})`)
     if (!everywhere && !onlyWriter)
       misplaced.push(`${w.id} (${w.phase}) on ${on.join(',') || 'none'}`)
     if (onlyWriter && !beforePublished)
@@ -163,12 +167,18 @@ async function addUnderWrites(table: string): Promise<string[]> {
   console.info(
     `fence test (${table}): ${written.length} rows written (${JSON.stringify(counts)}), call took ${r.json.duration_ms} ms, ${misplaced.length} misplaced`,
   )
-  return misplaced
+  return { misplaced, onlyWriter: onlyWriters, answer: r.json }
 }
 
 describe('write fence', () => {
   it('loses no row while a table is added under continuous writes on every node', async () => {
-    expect(await addUnderWrites('w')).toEqual([])
+    const { misplaced, onlyWriter, answer } = await addUnderWrites('w')
+    expect(misplaced).toEqual([])
+    // each node wrote its own rows before the call: the table joined holding different rows on
+    // every node and was merged, so the rows written before it are everywhere too
+    expect(answer.merged?.why, JSON.stringify(answer)).toMatch(/holds different rows/)
+    expect(answer.merged?.error).toBeUndefined()
+    expect(onlyWriter).toEqual([])
   })
 
   it('without the fence (test hook testing.fence = false) the same run loses rows', async () => {
@@ -177,7 +187,7 @@ describe('write fence', () => {
       await c.start(i, { testing: { fence: false } }, TESTING_ENV)
     }
     await c.waitMeshed(IDS)
-    const misplaced = await addUnderWrites('unfenced')
+    const { misplaced } = await addUnderWrites('unfenced')
     expect(misplaced.join('\n')).toMatch(/only on its writer, written after it published/)
   })
 })

@@ -26,15 +26,16 @@ describe('copyPlan: rows a joining table holds already', () => {
     ])
     expect(plan).toEqual({ copy: { node: 1, rows: 10, hash: 'h1' } })
   })
-  it('refuses different rows on two nodes, naming what each holds', () => {
+  it('merges different rows on two nodes (a repair after the commit), saying what each holds', () => {
     const plan = copyPlan('demo.t', [
       { node: 0, content: c(5, 'a') },
       { node: 1, content: c(5, 'b') },
       { node: 2, content: c(0) },
     ])
-    expect('refuse' in plan && plan.refuse).toBe(
-      'demo.t holds different rows on different nodes (node 0: 5 rows, node 1: 5 rows, node 2: empty): empty it on every node but one (its rows are then copied to the others), or make the nodes hold the same rows',
-    )
+    expect(plan).toEqual({
+      merge:
+        'demo.t holds different rows on different nodes (node 0: 5 rows, node 1: 5 rows, node 2: empty)',
+    })
   })
   it('copies nothing when a node did not say (a member of another version)', () => {
     expect(copyPlan('demo.t', [{ node: 0, content: c(3) }, { node: 1 }])).toEqual({})

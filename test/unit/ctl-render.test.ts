@@ -284,8 +284,25 @@ describe('ctl changes', () => {
       duration_ms: 80,
     })
     expect(r.out).toEqual([
-      'committed demo.t (version 2) on nodes 0,1,2 in 80 ms; its 1000 rows on node 1 copied to the others',
+      'committed demo.t (version 2) on nodes 0,1,2 in 80 ms',
+      'its 1000 rows on node 1 copied to the others',
     ])
+    const m = reportOutcome(201, {
+      outcome: 'committed',
+      op: 'add',
+      relation: 'demo.t',
+      version: 3,
+      merged: {
+        why: 'demo.t holds different rows on different nodes (...)',
+        repaired_rows: 7,
+        verdict: 'consistent',
+      },
+      nodes: [{ node: 0, ack: true, applied: true }],
+      duration_ms: 80,
+    })
+    expect(m.out[1]).toBe(
+      'demo.t holds different rows on different nodes (...): merged, 7 rows repaired (last writer wins); the table is consistent',
+    )
   })
   it('says committed with the version, nodes and time', () => {
     const r = reportOutcome(201, {

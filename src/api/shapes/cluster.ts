@@ -176,6 +176,17 @@ const OutcomeFields = {
     .describe(
       'the table held rows on some nodes only: those of node `from` were copied to the others',
     ),
+  merged: z
+    .strictObject({
+      why: z.string().describe('what each node held'),
+      repaired_rows: z.number().optional(),
+      verdict: z.string().optional().describe('the check after the merge: consistent, or not'),
+      error: z.string().optional().describe('why the merge failed (health shows the difference)'),
+    })
+    .optional()
+    .describe(
+      'the table held different rows on two nodes: merged by a repair (every key: the last writer’s row)',
+    ),
   nodes: z.array(
     z.strictObject({
       node: nodeId,
