@@ -22,6 +22,7 @@ import {
 /** JSON of row images one answer or request carries (the mesh frame is 1 MiB) */
 export const IMAGE_BYTES_PER_CALL = 700 * 1024
 const SYNC_POLL_MS = 20
+const NUDGE_EVERY_POLLS = 10
 /** lww.ts's lwwOrigin(n) */
 const LWW_ORIGIN = /^trktr_lww_(\d+)$/
 /** an answer not paged through within this long is dropped */
@@ -211,7 +212,11 @@ export class CheckNode {
     const lsn = await this.store.insertLsn()
     const slots = p.nodes.filter((n) => n !== self).map((n) => subscriptionName(n, self))
     let progress = await this.store.slotProgress(slots, lsn)
-    while (progress.some((s) => !s.reached) && Date.now() - started < p.timeoutMs) {
+    for (let i = 0; progress.some((s) => !s.reached) && Date.now() - started < p.timeoutMs; i++) {
+      // a subscriber that applied everything and has nothing more to receive confirms its
+      // flush only every wal_receiver_status_interval (10 s): a WAL record past what its
+      // walsender sent makes that walsender ask at once
+      if (i % NUDGE_EVERY_POLLS === 0) await this.store.nudgeWalSenders()
       await new Promise((r) => setTimeout(r, SYNC_POLL_MS))
       progress = await this.store.slotProgress(slots, lsn)
     }

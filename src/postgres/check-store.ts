@@ -346,6 +346,15 @@ export async function insertLsn(db: Db): Promise<string> {
   return r?.lsn ?? '0/0'
 }
 
+/**
+ * Write one WAL record (an empty transaction's commit): each walsender reads past what it sent,
+ * and one whose subscriber has received everything sends it a keepalive, which that subscriber
+ * answers with its flush position — at once, instead of at its next status interval.
+ */
+export async function nudgeWalSenders(db: Db): Promise<void> {
+  await db.query(`SELECT pg_current_xact_id()`)
+}
+
 export interface SlotProgress {
   slot: string
   confirmed: string | null
