@@ -4,6 +4,9 @@
 //   PUT /v1/cluster/replicaset/... of a fresh table (the two-phase baseline: one vote round, no
 //   drain, no prepared statement) in the same run, repetitions interleaved; the figure is the
 //   ratio of the two per repetition.
+// - a table that holds rows on one node when it joins (copied to the other two behind the
+//   fence): PUT /v1/cluster/replicaset/... of a table with COPY_ROWS rows on one node, against
+//   the same call for an empty table, interleaved; the ratio per repetition.
 // - the writers' wait: the longest writer transaction that overlapped a schema change (they
 //   wait behind the fence while the cluster drains, then behind the prepared statement's lock);
 //   writers failed with 40001 (cancelled in the fence) are retried and counted.
@@ -53,6 +56,8 @@ function longestDuring(spans, from, to) {
   return worst
 }
 
+const COPY_ROWS = 100_000
+
 export async function run(ctx) {
   const reps = ctx.quick ? 3 : 8
   say('ddl: starting 3 PostgreSQL servers and 3 arbiters')
@@ -60,11 +65,21 @@ export async function run(ctx) {
   const ratios = []
   const ddlMs = []
   const addMs = []
+  const rowsMs = []
+  const copyRatios = []
   const waits = []
   let w
   try {
     await c.createTable('bench.d (id bigint PRIMARY KEY, node int NOT NULL)')
-    for (let r = 0; r < reps; r++) await c.createTable(`bench.a${r} (id int PRIMARY KEY)`)
+    for (let r = 0; r < reps; r++) {
+      await c.createTable(`bench.a${r} (id int PRIMARY KEY)`)
+      await c.createTable(`bench.r${r} (id int PRIMARY KEY, v text)`)
+      const cl = await connect(c.servers[r % 3])
+      await cl.query(
+        `INSERT INTO bench.r${r} SELECT g, md5(g::text) FROM generate_series(1, ${COPY_ROWS}) g`,
+      )
+      await cl.end()
+    }
     await c.startAll()
     await c.addToReplicaset('bench.d')
     await ctx.quiet('ddl')
@@ -72,16 +87,21 @@ export async function run(ctx) {
     for (let r = 0; r < reps; r++) {
       throwIfInterrupted()
       const got = {}
-      for (const kind of r % 2 === 0 ? ['ddl', 'add'] : ['add', 'ddl']) {
+      const order = ['ddl', 'add', 'rows']
+      for (const kind of [...order.slice(r % 3), ...order.slice(0, r % 3)]) {
         const t0 = performance.now()
         const res =
           kind === 'ddl'
             ? await c.api(r % 3, 'POST', '/v1/cluster/ddl', {
                 sql: `ALTER TABLE bench.d ADD COLUMN c${r} int NOT NULL DEFAULT ${r}`,
               })
-            : await c.api(r % 3, 'PUT', `/v1/cluster/replicaset/bench.a${r}`)
+            : await c.api(
+                r % 3,
+                'PUT',
+                `/v1/cluster/replicaset/bench.${kind === 'add' ? 'a' : 'r'}${r}`,
+              )
         const t1 = performance.now()
-        if (res.json?.outcome !== 'committed')
+        if (res.json?.outcome !== 'committed' || (kind === 'rows' && !res.json.copied))
           throw new Error(`${kind}: ${res.status} ${JSON.stringify(res.json)}`)
         got[kind] = t1 - t0
         if (kind === 'ddl') {
@@ -94,8 +114,10 @@ export async function run(ctx) {
       addMs.push(got.add)
       waits.push(got.wait)
       ratios.push(got.ddl / got.add)
+      rowsMs.push(got.rows)
+      copyRatios.push(got.rows / got.add)
       say(
-        `ddl: rep ${r + 1}/${reps}: ddl ${Math.round(got.ddl)} ms, add ${Math.round(got.add)} ms, longest writer ${Math.round(got.wait)} ms`,
+        `ddl: rep ${r + 1}/${reps}: ddl ${Math.round(got.ddl)} ms, add ${Math.round(got.add)} ms, add with ${COPY_ROWS} rows ${Math.round(got.rows)} ms, longest writer ${Math.round(got.wait)} ms`,
       )
     }
   } finally {
@@ -112,6 +134,15 @@ export async function run(ctx) {
       digits: 2,
       target: { stat: 'p50', max: 3 },
       note: `3 nodes, a writer on each; ALTER TABLE ... ADD COLUMN ... DEFAULT via POST /v1/cluster/ddl p50 ${med(ddlMs)} ms against PUT /v1/cluster/replicaset (fresh table) p50 ${med(addMs)} ms, interleaved`,
+    }),
+  )
+  ctx.record(
+    figure({
+      name: `ddl: replicaset add of a table with ${COPY_ROWS / 1000}k rows on one node / of an empty one`,
+      unit: 'ratio',
+      samples: copyRatios,
+      digits: 2,
+      note: `the rows copied to the other two nodes behind the fence before the table is published: p50 ${med(rowsMs)} ms against ${med(addMs)} ms for an empty table, interleaved, writers on another table`,
     }),
   )
   ctx.record(
