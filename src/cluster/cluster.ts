@@ -18,6 +18,7 @@ export type { RosterChange } from './roster-ops.js'
 
 import { buildParts, type ClusterInit } from './cluster-parts.js'
 import type { CommitAnswer, CommitMode } from './commit-mode.js'
+import { settleJoined } from './copy-plan.js'
 import { type DdlAnswer, type DdlRequest, runDdl } from './ddl.js'
 import { isolatedAfterMs } from './detector.js'
 import { combine, type IsolationWatch, isolationReason, memberReach } from './isolation.js'
@@ -203,24 +204,13 @@ export class Cluster {
   async propose(op: 'add' | 'remove', rel: RelationName): Promise<Outcome> {
     this.requireMember()
     const o = await this.proposals.propose(op, rel)
-    if (o.outcome !== 'committed' || !o.merge || this.init.noFence) return o
-    // a table that joined holding different rows on two nodes: merged at once (copy-plan.ts);
-    // not without the fence (a test hook showing what the fence alone prevents)
-    const { log } = this.init
-    log.warn({ relation: o.relation, why: o.merge }, 'table joined with different rows: merging')
-    try {
-      const r = await this.checker.repair(o.relation)
-      const merged = { why: o.merge, repaired_rows: r.repaired_rows, verdict: r.after.verdict }
-      log.info({ relation: o.relation, ...merged }, 'table joined with different rows: merged')
-      return { ...o, merged }
-    } catch (err) {
-      const error = (err as Error).message
-      log.error(
-        { relation: o.relation, err: error },
-        'table joined with different rows: merge failed',
-      )
-      return { ...o, merged: { why: o.merge, error } }
-    }
+    if (o.outcome !== 'committed') return o
+    return await settleJoined(o, {
+      log: this.init.log,
+      checkSoon: (relation) => this.checker.checkSoon(relation),
+      // not without the fence: the test hook shows what the fence alone prevents
+      ...(this.init.noFence ? {} : { repair: (relation) => this.checker.repair(relation) }),
+    })
   }
 
   /** Run a schema change on every node, or on none (POST /v1/cluster/ddl). */

@@ -9,6 +9,8 @@ import type * as cs from '../postgres/cluster-state.js'
 import { formatRelation } from '../postgres/ident.js'
 import { copyTable, type TableContent } from '../postgres/join-copy.js'
 import type { LocalNode } from '../postgres/local.js'
+import type { RepairAnswer } from './check-types.js'
+import type { Outcome } from './proposals.js'
 
 /** The node whose rows every empty node copies, with what they must match afterwards. */
 export interface CopySource extends TableContent {
@@ -19,14 +21,17 @@ export interface CopyPlan {
   copy?: CopySource
   /** different rows on two nodes: merged by a repair once the table joined */
   merge?: string
+  /** nodes that did not say what they hold (too big to hash in time, another version) */
+  untold?: number[]
 }
 
 export function copyPlan(
   relation: string,
   votes: ReadonlyArray<{ node: number; content?: TableContent | undefined }>,
 ): CopyPlan {
-  // a member that did not say (another version): nothing to compare, nothing copied
-  if (votes.some((v) => v.content === undefined)) return {}
+  // a node that did not say: nothing to compare, nothing copied (the table is checked later)
+  const untold = votes.filter((v) => v.content === undefined).map((v) => v.node)
+  if (untold.length > 0) return { untold: untold.sort((a, b) => a - b) }
   const byNode = [...votes].sort((a, b) => a.node - b.node)
   const holders = byNode.filter((v) => (v.content?.rows ?? 0) > 0)
   const [first] = holders
@@ -91,4 +96,37 @@ export async function copyRows(
     { proposal: p.id, relation: name, from: from.node, rows: r.rows, ms: Date.now() - started },
     'copied the rows of a joining table',
   )
+}
+
+/**
+ * After a table joined (the coordinator): merge it at once if it joined holding different rows
+ * on two nodes, check it soon if not every node said what it holds.
+ */
+export async function settleJoined(
+  o: Outcome,
+  d: {
+    log: Logger
+    checkSoon: (relation: string) => void
+    repair?: (relation: string) => Promise<RepairAnswer>
+  },
+): Promise<Outcome> {
+  if (o.untold) {
+    d.log.info({ relation: o.relation, nodes: o.untold }, 'table joined unhashed: checking it')
+    d.checkSoon(o.relation)
+  }
+  if (!o.merge || !d.repair) return o
+  d.log.warn({ relation: o.relation, why: o.merge }, 'table joined with different rows: merging')
+  try {
+    const r = await d.repair(o.relation)
+    const merged = { why: o.merge, repaired_rows: r.repaired_rows, verdict: r.after.verdict }
+    d.log.info({ relation: o.relation, ...merged }, 'table joined with different rows: merged')
+    return { ...o, merged }
+  } catch (err) {
+    const error = (err as Error).message
+    d.log.error(
+      { relation: o.relation, err: error },
+      'table joined with different rows: merge failed',
+    )
+    return { ...o, merged: { why: o.merge, error } }
+  }
 }

@@ -44,6 +44,7 @@ export interface Outcome {
   /** a table joined holding rows: whose the others copied, or why it needs a merge, merged */
   copied?: { from: number; rows: number }
   merge?: string
+  untold?: number[]
   merged?: { why: string } & ({ repaired_rows: number; verdict: string } | { error: string })
   proposalId?: string
   op: Op

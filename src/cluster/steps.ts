@@ -16,6 +16,7 @@ import type { Step } from './proposals.js'
 import type { SequenceStriper } from './sequences.js'
 
 const FENCE_MAX_MS = 15_000
+const CONTENT_HASH_MS = 3000 // a joining table's rows hashed at prepare (1M rows: ~2 s)
 /** while a joining table's rows are copied, every node's fence stands at most this long */
 export const COPY_FENCE_MAX_MS = 300_000
 /** a cluster DDL's statement waits this long for a lock before the change aborts */
@@ -105,10 +106,11 @@ export class Steps {
       }
     }
     if (p.op !== 'add') return { ack: true }
-    // what the table holds behind the fence: the coordinator copies rows only one side has
+    // what the table holds behind the fence (copy-plan.ts); one too big to hash in time is not told
     try {
-      return { ack: true, content: await local.joinCopy.tableContent(p) }
+      return { ack: true, content: await local.joinCopy.tableContent(p, CONTENT_HASH_MS) }
     } catch (err) {
+      if ((err as { sqlState?: string }).sqlState === '57014') return { ack: true }
       await this.unfence(p.id)
       const reason = `cannot read ${formatRelation(p)}: ${(err as Error).message}`
       return { ack: false, reason: `node ${this.init.nodeId}: ${reason}` }
