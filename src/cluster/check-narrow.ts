@@ -8,6 +8,7 @@ import {
   differingKeys,
   keyReport,
   LEVEL0_BITS,
+  LIST_ROWS,
   type NodeRow,
   nextStep,
   type Picture,
@@ -47,6 +48,7 @@ export async function narrowAndSettle(calls: CheckCalls, job: Job): Promise<Obse
   )
   const totalRows = Math.max(0, ...level0.map((a) => a.rows))
   let bits = LEVEL0_BITS
+  let last: BucketAnswer[] = level0
   let diff = differingBuckets(level0)
   let partial = false
   while (diff.length > 0) {
@@ -80,12 +82,13 @@ export async function narrowAndSettle(calls: CheckCalls, job: Job): Promise<Obse
       })
     }
     bits = step.bits
+    last = merged
     diff = differingBuckets(merged)
   }
   let pending = new Map<string, Picture>()
   if (diff.length > 0) {
     const rows = new Map<number, NodeRow[]>(nodes.map((n) => [n, []]))
-    for (const part of chunks(diff, BUCKETS_PER_REQUEST)) {
+    for (const part of listChunks(diff, last)) {
       const got = await calls.rowWave(
         nodes,
         { table: relation, bits, buckets: part, timeoutMs: t.statement },
@@ -154,4 +157,33 @@ export async function narrowAndSettle(calls: CheckCalls, job: Job): Promise<Obse
     notes,
   }
   return { report, confirmed, nodes, commitTs: level0.every((a) => a.commitTs) }
+}
+
+/**
+ * The differing buckets in requests of at most BUCKETS_PER_REQUEST buckets and about LIST_ROWS
+ * rows (the largest node's count of each bucket): where nearly every row differs, the rows of
+ * all differing buckets are far more than the level's estimate, and one request would ask a
+ * node for more rows than it answers at once.
+ */
+export function listChunks(diff: readonly number[], answers: readonly BucketAnswer[]): number[][] {
+  const most = new Map<number, number>()
+  for (const a of answers)
+    a.buckets.forEach((b, i) => {
+      most.set(b, Math.max(most.get(b) ?? 0, a.counts[i] ?? 0))
+    })
+  const out: number[][] = []
+  let part: number[] = []
+  let rows = 0
+  for (const b of diff) {
+    const n = most.get(b) ?? 0
+    if (part.length > 0 && (rows + n > LIST_ROWS || part.length >= BUCKETS_PER_REQUEST)) {
+      out.push(part)
+      part = []
+      rows = 0
+    }
+    part.push(b)
+    rows += n
+  }
+  if (part.length > 0) out.push(part)
+  return out
 }
