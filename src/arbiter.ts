@@ -97,6 +97,7 @@ export class Arbiter {
         ...(config.testing?.joinPauseMs ? { joinPauseMs: config.testing.joinPauseMs } : {}),
         ...testFaults(config, log),
         ...(config.testing?.fence === false ? { noFence: true } : {}),
+        ...(config.testing?.contentHashMs ? { contentHashMs: config.testing.contentHashMs } : {}),
         moreReasons: () => this.lww?.healthReasons() ?? [],
       })
     }

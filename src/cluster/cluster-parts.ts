@@ -54,6 +54,8 @@ export interface ClusterInit {
   /** where the fault suite acts in a proposal (faults.ts); nothing by default */
   faults?: FaultHooks
   noFence?: boolean
+  /** test-only: how long a joining table's rows are hashed at prepare */
+  contentHashMs?: number
   /** reasons of parts outside the cluster (the lww loop's), in every status it reports */
   moreReasons?: () => string[]
 }
@@ -163,6 +165,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     nodeId,
     log: init.log,
     noFence: init.noFence === true,
+    ...(init.contentHashMs ? { contentHashMs: init.contentHashMs } : {}),
     peerPostgres: (n) => p.membership.members().find((m) => m.nodeId === n)?.postgres,
     striper: p.striper,
     onApplied: () => p.reconciler.kick(),

@@ -6,11 +6,32 @@
 // writer's row on every node, as if the table had been replicated from the start.
 import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
-import { formatRelation } from '../postgres/ident.js'
+import { formatRelation, type RelationName } from '../postgres/ident.js'
 import { copyTable, type TableContent } from '../postgres/join-copy.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { RepairAnswer } from './check-types.js'
 import type { Outcome } from './proposals.js'
+
+/** a joining table's rows are hashed at its prepare at most this long (1M rows: ~2 s) */
+const CONTENT_HASH_MS = 3000
+
+/**
+ * What a node holds of a joining table, told in its vote: rows and hash; rows null when there
+ * are too many to hash in time (the prepare is on the path of every change); or why not.
+ */
+export async function tableContent(
+  local: LocalNode,
+  rel: RelationName,
+  ms = CONTENT_HASH_MS,
+): Promise<{ content: TableContent } | { reason: string }> {
+  try {
+    return { content: await local.joinCopy.tableContent(rel, ms) }
+  } catch (err) {
+    if ((err as { sqlState?: string }).sqlState === '57014')
+      return { content: { rows: null, hash: '' } }
+    return { reason: `cannot read ${formatRelation(rel)}: ${(err as Error).message}` }
+  }
+}
 
 /** The node whose rows every empty node copies, with what they must match afterwards. */
 export interface CopySource extends TableContent {
@@ -33,9 +54,17 @@ export function copyPlan(
   const untold = votes.filter((v) => v.content === undefined).map((v) => v.node)
   if (untold.length > 0) return { untold: untold.sort((a, b) => a - b) }
   const byNode = [...votes].sort((a, b) => a.node - b.node)
-  const holders = byNode.filter((v) => (v.content?.rows ?? 0) > 0)
+  const holders = byNode.filter((v) => v.content?.rows !== 0)
   const [first] = holders
   if (!first?.content) return {}
+  const unhashed = holders.filter((v) => v.content?.rows === null).map((v) => v.node)
+  if (unhashed.length > 0) {
+    // too many rows to hash at once: copied (unverified) when every other node is empty,
+    // otherwise not compared (the table is checked once it joined)
+    if (holders.length === 1 && votes.length > 1)
+      return { copy: { node: first.node, rows: null, hash: '' } }
+    return { untold: unhashed }
+  }
   const same = (c?: TableContent) =>
     c?.rows === first.content?.rows && c?.hash === first.content?.hash
   if (!holders.every((v) => same(v.content))) {
@@ -67,10 +96,15 @@ export async function copyRows(
   const rel = { schema: p.schema, table: p.table }
   const name = formatRelation(rel)
   const same = (c: TableContent) => c.rows === from.rows && c.hash === from.hash
-  const here = await local.joinCopy.tableContent(rel)
-  if (same(here)) return
-  if (here.rows > 0)
-    throw new Error(`${name} holds other rows here than on node ${from.node}: not copied over`)
+  if (from.rows === null) {
+    // rows too many to hash: a node that holds rows copied them already (a re-drive)
+    if (await local.joinCopy.hasRows(rel)) return
+  } else {
+    const here = await local.joinCopy.tableContent(rel)
+    if (same(here)) return
+    if (here.rows !== 0)
+      throw new Error(`${name} holds other rows here than on node ${from.node}: not copied over`)
+  }
   const postgres = init.peerPostgres?.(from.node)
   if (postgres === undefined) throw new Error(`node ${from.node} is not a member here`)
   if (!(await local.joinCopy.canSetReplicaRole()))
@@ -87,8 +121,8 @@ export async function copyRows(
     origin: 'trktr_add',
     clear: true,
   })
-  const after = await local.joinCopy.tableContent(rel)
-  if (!same(after))
+  const after = from.rows === null ? undefined : await local.joinCopy.tableContent(rel)
+  if (after && !same(after))
     throw new Error(
       `${name} copied from node ${from.node} differs from it (${after.rows} rows here, ${from.rows} there)`,
     )

@@ -42,7 +42,7 @@ export const stepsFor = (op: Op): readonly Step[] => (op === 'ddl' ? DDL_STEPS :
 export interface Outcome {
   outcome: 'committed' | 'aborted' | 'unchanged'
   /** a table joined holding rows: whose the others copied, or why it needs a merge, merged */
-  copied?: { from: number; rows: number }
+  copied?: { from: number; rows?: number }
   merge?: string
   untold?: number[]
   merged?: { why: string } & ({ repaired_rows: number; verdict: string } | { error: string })
@@ -235,7 +235,8 @@ export class Proposals {
       'proposal committed',
     )
     const { copy } = proposal
-    const rows = { ...(copy ? { copied: { from: copy.node, rows: copy.rows } } : {}), ...plan }
+    const count = copy?.rows != null ? { rows: copy.rows } : {}
+    const rows = { ...(copy ? { copied: { from: copy.node, ...count } } : {}), ...plan }
     delete rows.copy
     return done({
       outcome: 'committed',

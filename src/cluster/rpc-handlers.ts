@@ -34,7 +34,7 @@ const proposal = z.object({
     })
     .optional(),
   copy: z
-    .object({ node: z.int().min(0), rows: z.int().min(1), hash: z.string().max(32) })
+    .object({ node: z.int().min(0), rows: z.int().min(1).nullable(), hash: z.string().max(32) })
     .optional(),
 })
 

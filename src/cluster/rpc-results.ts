@@ -10,7 +10,7 @@ import type { RpcResponse } from '../mesh/types.js'
 const vote = z.object({
   ack: z.boolean(),
   reason: z.string().max(10_000).optional(),
-  content: z.object({ rows: z.int().min(0), hash: z.string().max(32) }).optional(),
+  content: z.object({ rows: z.int().min(0).nullable(), hash: z.string().max(32) }).optional(),
 })
 const decimal = z.string().regex(/^-?\d{1,20}$/)
 

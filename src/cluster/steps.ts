@@ -11,12 +11,11 @@ import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { TableContent } from '../postgres/join-copy.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { UsedValue } from '../postgres/sequences.js'
-import { copyRows } from './copy-plan.js'
+import { copyRows, tableContent } from './copy-plan.js'
 import type { Step } from './proposals.js'
 import type { SequenceStriper } from './sequences.js'
 
 const FENCE_MAX_MS = 15_000
-const CONTENT_HASH_MS = 3000 // a joining table's rows hashed at prepare (1M rows: ~2 s)
 /** while a joining table's rows are copied, every node's fence stands at most this long */
 export const COPY_FENCE_MAX_MS = 300_000
 /** a cluster DDL's statement waits this long for a lock before the change aborts */
@@ -31,6 +30,7 @@ export interface StepsInit {
   fenceMaxMs?: number
   /** test-only (testing.fence = false): no write fence, to show what it prevents */
   noFence?: boolean
+  contentHashMs?: number
   /** a member's advertised PostgreSQL (a joining table's rows are copied from there) */
   peerPostgres?: (node: number) => string | undefined
   /** node-striped sequences (absent: sequences are left alone) */
@@ -106,15 +106,11 @@ export class Steps {
       }
     }
     if (p.op !== 'add') return { ack: true }
-    // what the table holds behind the fence (copy-plan.ts); one too big to hash in time is not told
-    try {
-      return { ack: true, content: await local.joinCopy.tableContent(p, CONTENT_HASH_MS) }
-    } catch (err) {
-      if ((err as { sqlState?: string }).sqlState === '57014') return { ack: true }
-      await this.unfence(p.id)
-      const reason = `cannot read ${formatRelation(p)}: ${(err as Error).message}`
-      return { ack: false, reason: `node ${this.init.nodeId}: ${reason}` }
-    }
+    // what the table holds behind the fence (copy-plan.ts)
+    const told = await tableContent(local, p, this.init.contentHashMs)
+    if ('content' in told) return { ack: true, content: told.content }
+    await this.unfence(p.id)
+    return { ack: false, reason: `node ${this.init.nodeId}: ${told.reason}` }
   }
 
   private async refuse(p: cs.Proposal): Promise<string | undefined> {

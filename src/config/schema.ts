@@ -28,6 +28,7 @@ export const TESTING_KEYS = [
   'fence',
   'joinPauseMs',
   'lwwTickMs',
+  'contentHashMs',
 ] as const
 export const TESTING_ENV = 'TRAKTOR_TESTING'
 /** Shorter API keys are refused; the TRAKTOR tutorial's "LetMeIn" (7) must keep working. */
@@ -317,6 +318,8 @@ export function buildSchema(baseDir: string) {
           joinPauseMs: intIn(0, 600_000).optional(),
           // the lww loop's fallback tick (a test shows a queued key is resolved without it)
           lwwTickMs: intIn(50, 3_600_000).optional(),
+          // how long a joining table's rows are hashed at prepare (a test: a big table's path)
+          contentHashMs: intIn(1, 600_000).optional(),
         },
         { error: required('an object') },
       )

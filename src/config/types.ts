@@ -101,6 +101,8 @@ export interface Config {
     readonly joinPauseMs?: number
     /** the lww loop's fallback tick instead of a second */
     readonly lwwTickMs?: number
+    /** a joining table's rows hashed at prepare this long instead of 3 s */
+    readonly contentHashMs?: number
   }
   /** where the config was read from, for messages */
   readonly source: string

@@ -25,7 +25,9 @@ function joinedRows(o: Reading<OutcomeBody>, relation: string): { out: string[];
   const out: string[] = []
   const err: string[] = []
   if (o.copied !== undefined)
-    out.push(`its ${text(c.rows)} rows on node ${text(c.from)} copied to the others`)
+    out.push(
+      `its ${c.rows === undefined ? '' : `${text(c.rows)} `}rows on node ${text(c.from)} copied to the others`,
+    )
   if (o.merged !== undefined && m.error !== undefined)
     err.push(
       `${text(m.why)}: merging them failed (${text(m.error)}); see traktor ctl check ${relation}`,

@@ -21,7 +21,7 @@ export interface Proposal {
   coordinator: number
   ddl?: DdlSpec
   /** a table joining with rows on some nodes: the node every empty one copies (copy-plan.ts) */
-  copy?: { node: number; rows: number; hash: string }
+  copy?: { node: number; rows: number | null; hash: string }
 }
 
 export interface ProposalRow extends Proposal {

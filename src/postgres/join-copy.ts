@@ -93,8 +93,14 @@ export async function occupied(
 
 /** What a table holds, as the consistency check hashes it: row count and one hash of all rows. */
 export interface TableContent {
-  rows: number
+  /** null: it holds rows, too many to hash in the time given */
+  rows: number | null
   hash: string
+}
+
+export async function hasRows(db: Db, rel: RelationName): Promise<boolean> {
+  const [any] = await db.query(`SELECT 1 FROM ${qualified(rel)} LIMIT 1`)
+  return any !== undefined
 }
 
 export async function tableContent(
@@ -103,8 +109,7 @@ export async function tableContent(
   timeoutMs = 120_000,
 ): Promise<TableContent> {
   // an empty table (the usual case) in one round trip
-  const [any] = await db.query(`SELECT 1 FROM ${qualified(rel)} LIMIT 1`)
-  if (!any) return { rows: 0, hash: '' }
+  if (!(await hasRows(db, rel))) return { rows: 0, hash: '' }
   const h = await bucketHashes(db, await tableLayout(db, rel), { bits: 0, timeoutMs }, 1)
   return { rows: h.rows, hash: h.hashes[0] ?? '' }
 }

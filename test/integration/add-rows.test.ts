@@ -6,7 +6,7 @@
 // its rows stayed on one node for good, changes to them were skipped by every peer, and status
 // said healthy.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { call, MeshCluster, saveLogsOnFailure } from '../fixtures/mesh-cluster.js'
+import { call, MeshCluster, saveLogsOnFailure, TESTING_ENV } from '../fixtures/mesh-cluster.js'
 
 let c: MeshCluster
 const IDS = [0, 1, 2]
@@ -22,12 +22,17 @@ const fill = (t: string, from: number, to: number, v: string) =>
 
 beforeAll(async () => {
   c = await MeshCluster.create(3, 'addrows', {})
-  for (const i of IDS) for (const t of ['one', 'two', 'mixed']) await c.q(i, table(t))
+  for (const i of IDS)
+    for (const t of ['one', 'two', 'mixed', 'big', 'bigs']) await c.q(i, table(t))
   // 'one': rows on node 1 only; 'two': the same rows on nodes 0 and 2; 'mixed': different rows
   await c.q(1, fill('one', 1, N, 'a'))
   for (const i of [0, 2]) await c.q(i, fill('two', 1, 50, 'b'))
   await c.q(0, fill('mixed', 1, 5, 'x'))
   await c.q(1, fill('mixed', 3, 8, 'y'))
+  // too many rows to hash in the time the test hook gives (testing.contentHashMs)
+  await c.q(0, fill('big', 1, 5000, 'b'))
+  for (const i of [0, 1]) await c.q(i, fill('bigs', 1, 5000, 'b'))
+  await c.q(1, `UPDATE demo.bigs SET v = 'other' WHERE id IN (10, 20, 30)`)
   await Promise.all(IDS.map((i) => c.start(i)))
   await c.waitMeshed(IDS)
   await c.waitSubscribed(IDS)
@@ -96,4 +101,25 @@ describe('a table that holds rows when it joins the replicaset', () => {
     const s = await call(c.api(0), 'GET', '/v1/cluster/status')
     expect(s.json.healthy, JSON.stringify(s.json.reasons)).toBe(true)
   })
+
+  it('a table too big to hash at once: copied from the one node that holds it, or checked', async () => {
+    // every arbiter hashes for 1 ms only: the hash of 5,000 rows gives up
+    for (const i of IDS) {
+      await c.node(i).arbiter?.stop()
+      await c.start(i, { testing: { contentHashMs: 1 } }, TESTING_ENV)
+    }
+    await c.waitMeshed(IDS)
+    await c.waitSubscribed(IDS)
+    // one node holds it, the others are empty: copied without the hash (no count to show)
+    const one = await call(c.api(1), 'PUT', '/v1/cluster/replicaset/demo.big')
+    expect(one.status, JSON.stringify(one.json)).toBe(201)
+    expect(one.json.copied).toEqual({ from: 0 })
+    expect(await c.converged(IDS, 'demo.big')).toMatch(/^5000 rows/)
+    // two nodes hold different rows: not compared, nothing merged, and health names the table
+    const two = await call(c.api(1), 'PUT', '/v1/cluster/replicaset/demo.bigs')
+    expect(two.status, JSON.stringify(two.json)).toBe(201)
+    expect(two.json.merged).toBeUndefined()
+    await c.differenceShown(2, 'demo.bigs')
+    expect(await c.repaired(0, IDS, 'demo.bigs')).toMatch(/^5000 rows/)
+  }, 120_000)
 })

@@ -37,6 +37,23 @@ describe('copyPlan: rows a joining table holds already', () => {
         'demo.t holds different rows on different nodes (node 0: 5 rows, node 1: 5 rows, node 2: empty)',
     })
   })
+  it('a holder with too many rows to hash: copied unverified when every other node is empty', () => {
+    const big = { rows: null, hash: '' }
+    expect(
+      copyPlan('demo.t', [
+        { node: 0, content: c(0) },
+        { node: 1, content: big },
+        { node: 2, content: c(0) },
+      ]),
+    ).toEqual({ copy: { node: 1, rows: null, hash: '' } })
+    expect(
+      copyPlan('demo.t', [
+        { node: 0, content: c(4) },
+        { node: 1, content: big },
+        { node: 2, content: c(0) },
+      ]),
+    ).toEqual({ untold: [1] })
+  })
   it('copies nothing when a node did not say (too big to hash in time, another version)', () => {
     expect(copyPlan('demo.t', [{ node: 0, content: c(3) }, { node: 2 }, { node: 1 }])).toEqual({
       untold: [1, 2],

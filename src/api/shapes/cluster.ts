@@ -171,7 +171,10 @@ const OutcomeFields = {
   proposal: z.string().optional(),
   reason: z.string().optional(),
   copied: z
-    .strictObject({ from: nodeId, rows: z.number() })
+    .strictObject({
+      from: nodeId,
+      rows: z.number().optional().describe('absent: too many to count at once'),
+    })
     .optional()
     .describe(
       'the table held rows on some nodes only: those of node `from` were copied to the others',
