@@ -3,6 +3,7 @@
 // rounds run out. The decisions are check.ts's (pure); this file makes the calls.
 import {
   type BucketAnswer,
+  batches,
   chunks,
   differingBuckets,
   differingKeys,
@@ -171,19 +172,5 @@ export function listChunks(diff: readonly number[], answers: readonly BucketAnsw
     a.buckets.forEach((b, i) => {
       most.set(b, Math.max(most.get(b) ?? 0, a.counts[i] ?? 0))
     })
-  const out: number[][] = []
-  let part: number[] = []
-  let rows = 0
-  for (const b of diff) {
-    const n = most.get(b) ?? 0
-    if (part.length > 0 && (rows + n > LIST_ROWS || part.length >= BUCKETS_PER_REQUEST)) {
-      out.push(part)
-      part = []
-      rows = 0
-    }
-    part.push(b)
-    rows += n
-  }
-  if (part.length > 0) out.push(part)
-  return out
+  return batches(diff, (b) => most.get(b) ?? 0, LIST_ROWS, BUCKETS_PER_REQUEST)
 }

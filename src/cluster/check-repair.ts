@@ -2,7 +2,7 @@
 // it, then written (compare-and-set) on every node that differs. What moved since the check is
 // left to the next pass.
 import type { RepairItem, RepairResult } from '../postgres/repair-store.js'
-import { fixesFor, winner } from './check.js'
+import { batches, fixesFor, winner } from './check.js'
 import type { CheckCalls, CheckPort } from './check-calls.js'
 import { IMAGE_BYTES_PER_CALL } from './check-node.js'
 import type { Observed, RepairAnswer } from './check-types.js'
@@ -151,19 +151,5 @@ function parse(k: string): unknown {
 
 /** Batches of items whose JSON stays under `max` bytes (at least one item each). */
 function byBytes(items: RepairItem[], max: number): RepairItem[][] {
-  const out: RepairItem[][] = []
-  let cur: RepairItem[] = []
-  let size = 0
-  for (const it of items) {
-    const s = Buffer.byteLength(JSON.stringify(it))
-    if (cur.length > 0 && size + s > max) {
-      out.push(cur)
-      cur = []
-      size = 0
-    }
-    cur.push(it)
-    size += s
-  }
-  if (cur.length > 0) out.push(cur)
-  return out
+  return batches(items, (it) => Buffer.byteLength(JSON.stringify(it)), max)
 }

@@ -76,6 +76,33 @@ export function chunks<T>(items: readonly T[], size: number): T[][] {
   return out
 }
 
+/**
+ * Split a list into runs whose weights add up to at most `max` (an item heavier than that goes
+ * alone) and of at most `count` items.
+ */
+export function batches<T>(
+  items: readonly T[],
+  weight: (item: T) => number,
+  max: number,
+  count = Number.POSITIVE_INFINITY,
+): T[][] {
+  const out: T[][] = []
+  let cur: T[] = []
+  let sum = 0
+  for (const it of items) {
+    const w = weight(it)
+    if (cur.length > 0 && (sum + w > max || cur.length >= count)) {
+      out.push(cur)
+      cur = []
+      sum = 0
+    }
+    cur.push(it)
+    sum += w
+  }
+  if (cur.length > 0) out.push(cur)
+  return out
+}
+
 /** One row version as a node reports it; origin is the node that wrote it, if known. */
 export interface Version {
   h: string
