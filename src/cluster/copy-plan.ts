@@ -19,7 +19,7 @@ const CONTENT_HASH_MS = 3000
  * What a node holds of a joining table, told in its vote: rows and hash; rows null when there
  * are too many to hash in time (the prepare is on the path of every change); or why not.
  */
-export async function tableContent(
+export async function contentVote(
   local: LocalNode,
   rel: RelationName,
   ms = CONTENT_HASH_MS,

@@ -236,14 +236,14 @@ export class Proposals {
     )
     const { copy } = proposal
     const count = copy?.rows != null ? { rows: copy.rows } : {}
-    const rows = { ...(copy ? { copied: { from: copy.node, ...count } } : {}), ...plan }
-    delete rows.copy
     return done({
       outcome: 'committed',
       proposalId: proposal.id,
       version: proposal.version,
       nodes,
-      ...rows,
+      ...(copy ? { copied: { from: copy.node, ...count } } : {}),
+      ...(plan.merge ? { merge: plan.merge } : {}),
+      ...(plan.untold ? { untold: plan.untold } : {}),
     })
   }
 

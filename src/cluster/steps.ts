@@ -11,7 +11,7 @@ import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { TableContent } from '../postgres/join-copy.js'
 import type { LocalNode } from '../postgres/local.js'
 import type { UsedValue } from '../postgres/sequences.js'
-import { copyRows, tableContent } from './copy-plan.js'
+import { contentVote, copyRows } from './copy-plan.js'
 import type { Step } from './proposals.js'
 import type { SequenceStriper } from './sequences.js'
 
@@ -107,7 +107,7 @@ export class Steps {
     }
     if (p.op !== 'add') return { ack: true }
     // what the table holds behind the fence (copy-plan.ts)
-    const told = await tableContent(local, p, this.init.contentHashMs)
+    const told = await contentVote(local, p, this.init.contentHashMs)
     if ('content' in told) return { ack: true, content: told.content }
     await this.unfence(p.id)
     return { ack: false, reason: `node ${this.init.nodeId}: ${told.reason}` }

@@ -83,8 +83,7 @@ export async function occupied(
 ): Promise<Array<{ rel: RelationName; rows: number }>> {
   const out: Array<{ rel: RelationName; rows: number }> = []
   for (const rel of rels) {
-    const [any] = await db.query(`SELECT 1 FROM ${qualified(rel)} LIMIT 1`)
-    if (!any) continue
+    if (!(await hasRows(db, rel))) continue
     const [c] = await db.query<{ n: string }>(`SELECT count(*)::int8 AS n FROM ${qualified(rel)}`)
     out.push({ rel, rows: Number(c?.n ?? 0) })
   }
