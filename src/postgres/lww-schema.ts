@@ -66,12 +66,27 @@ DO $do$ BEGIN
   END IF;
 END $do$;
 
--- a replicated table truncated here (lww-local.ts, TRUNCATE_TRIGGER): the arbiter checks it
+-- a replicated table truncated here (lww-local.ts, TRUNCATE_TRIGGER): the arbiter checks it;
+-- not the arbiter's own truncates (a join's copy)
 CREATE OR REPLACE FUNCTION trktr.lww_truncated() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
 BEGIN
+  IF current_setting('application_name') ~ '^traktor-[0-9]+-' THEN RETURN NULL; END IF;
   PERFORM pg_notify('${QUEUED_CHANNEL}', '${TRUNCATED}' || TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
   RETURN NULL;
+END $fn$;
+
+-- the replica triggers' WHEN clause (lww.ts OTHER_ORIGIN): the version of the row that a change
+-- replaces came from another origin than the one this apply worker applies from (the trigger
+-- function records that origin in trktr.apply_roident on its first call; before, this is
+-- true). Called for every row an apply worker updates or deletes, so no SET clause (it added
+-- ~0.7 µs a row to an update loop's ~9): every name is qualified, and only sessions in the
+-- replica role run it — apply workers, whose search_path is empty, and the arbiter's own.
+CREATE OR REPLACE FUNCTION trktr.lww_other_origin(x xid) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+  RETURN (pg_catalog.pg_xact_commit_timestamp_origin(x)).roident IS DISTINCT FROM
+         NULLIF(pg_catalog.current_setting('trktr.apply_roident', true), '')::oid;
 END $fn$;
 
 -- the node behind a replication origin: 0 = written here; pg_<subscription oid> = the peer of

@@ -45,11 +45,13 @@ const REPLICA_TRIGGERS = [UD_TRIGGER, DEL_TRIGGER, KEY_TRIGGER, INS_TRIGGER]
 const LOCK_TIMEOUT = `SET LOCAL lock_timeout = 3000`
 /**
  * The row's current version came from another origin than the one this apply worker applies
- * from (the function records that origin in trktr.apply_roident on its first call; before, the
- * test is true). Reads OLD's system column only: no column of the table is named, so a
- * column's type can still change under the trigger.
+ * from (trktr.lww_other_origin, lww-schema.ts). Reads OLD's system column only: no column of
+ * the table is named, so a column's type can still change under the trigger. A function call,
+ * not the expression written out: PostgreSQL copies every trigger's WHEN clause (its stored
+ * node tree, 1.3 kB written out) for every statement on the table, whatever it does — an INSERT
+ * paid for the two replica triggers' clauses though neither fires on it.
  */
-const OTHER_ORIGIN = `(pg_catalog.pg_xact_commit_timestamp_origin(OLD.xmin)).roident IS DISTINCT FROM NULLIF(pg_catalog.current_setting('trktr.apply_roident', true), '')::oid`
+const OTHER_ORIGIN = `trktr.lww_other_origin(OLD.xmin)`
 
 /** A replicated table as the trigger generators need it. */
 export interface LwwTable extends LocalTable {
