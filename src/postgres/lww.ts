@@ -13,10 +13,9 @@
 // without asking the others. A delete wins over a concurrent update (an update or delete of a
 // row a node no longer has is skipped by PostgreSQL, which is then the right outcome).
 //
-// The update and delete triggers fire only when the row's current version came from another
-// origin than the one the apply worker applies from (their WHEN clause, evaluated without
-// entering PL/pgSQL: a writer updating its own rows costs its peers one commit-timestamp
-// lookup per row). The insert branch, and the key-change branch of updates, cost the apply
+// The update-and-delete trigger fires only when the row's current version came from another
+// origin than the one the apply worker applies from (its WHEN clause, a small function: a
+// writer updating its own rows costs its peers one commit-timestamp lookup per row). The insert branch, and the key-change branch of updates, cost the apply
 // worker about three times its work per row, so they are armed only after a unique violation
 // stopped a subscription (23505) and disarmed when quiet.
 import type { Db, Queryable } from './db.js'
@@ -31,8 +30,10 @@ import {
   TRUNCATE_TRIGGER,
 } from './lww-local.js'
 
+/** updates and deletes (one trigger: each trigger costs every statement on the table, see OTHER_ORIGIN) */
 export const UD_TRIGGER = 'trktr_lww_ud'
-export const DEL_TRIGGER = 'trktr_lww_del'
+/** the delete trigger of earlier versions, now UD_TRIGGER's: dropped where it is left */
+const DEL_TRIGGER = 'trktr_lww_del'
 /** the key-change branch of updates: armed with the insert branch */
 export const KEY_TRIGGER = 'trktr_lww_key'
 /** the replication origin a version of node n is restored under (trktr.origin_node reads it) */
@@ -254,11 +255,9 @@ export async function install(q: Queryable, t: LwwTable): Promise<void> {
     LOCK_TIMEOUT,
     triggerFunctionSql(t),
     ...REPLICA_TRIGGERS.map((name) => `DROP TRIGGER IF EXISTS ${name} ON ${rel}`),
-    `CREATE TRIGGER ${UD_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
-    `CREATE TRIGGER ${DEL_TRIGGER} BEFORE DELETE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
+    `CREATE TRIGGER ${UD_TRIGGER} BEFORE UPDATE OR DELETE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
     `CREATE TRIGGER ${KEY_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${functionName(t)}()`,
     `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${UD_TRIGGER}`,
-    `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${DEL_TRIGGER}`,
     `ALTER TABLE ${rel} DISABLE TRIGGER ${KEY_TRIGGER}`,
     ...localStatements(t),
   ]
