@@ -177,7 +177,8 @@ $fn$;
 `
 
 // Refuse DROP and ALTER of a replicated table: dropping one silently breaks every peer's
-// subscription, altering one makes the peers' apply fail on the next row. SECURITY DEFINER:
+// subscription, altering one makes the peers' apply fail on the next row; and DROP TRIGGER of
+// its row-level resolution triggers. SECURITY DEFINER:
 // whoever runs the DDL, the check reads trktr (closed to PUBLIC) as the arbiter role. The
 // arbiter's own sessions may ALTER (it switches its replica triggers on and off).
 const protectDdl = (role: string) => `
@@ -194,6 +195,18 @@ BEGIN
                WHERE r.schema_name = obj.schema_name AND r.table_name = obj.object_name
                  AND r.status <> 'pending-add') THEN
       RAISE EXCEPTION 'traktor: table % is replicated; drop it on every node at once with POST /v1/cluster/ddl (traktor ctl ddl "DROP TABLE ..."), or remove it from the replicaset first',
+        obj.object_identity USING ERRCODE = 'object_in_use';
+    END IF;
+  END LOOP;
+  -- row-level resolution's triggers (lww.ts): without them a replicated table's conflicts end
+  -- in different rows on different nodes, silently; the arbiter makes and drops them itself
+  IF session_user = ${quoteLiteral(role)} THEN RETURN; END IF;
+  FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects()
+             WHERE object_type = 'trigger' AND starts_with(address_names[3], 'trktr_lww_') LOOP
+    IF EXISTS (SELECT 1 FROM trktr.replicaset r
+               WHERE r.schema_name = obj.address_names[1] AND r.table_name = obj.address_names[2]
+                 AND r.status <> 'pending-add') THEN
+      RAISE EXCEPTION 'traktor: trigger % resolves the conflicts of a replicated table; to go without it, set the table''s resolver (config "resolvers") or remove the table from the replicaset',
         obj.object_identity USING ERRCODE = 'object_in_use';
     END IF;
   END LOOP;

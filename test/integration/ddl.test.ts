@@ -317,6 +317,17 @@ describe('a schema change is all or nothing', () => {
       /POST \/v1\/cluster\/ddl/,
     )
     await expect(c.q(1, 'DROP TABLE demo.t')).rejects.toThrow(/POST \/v1\/cluster\/ddl/)
+    // row-level resolution's triggers too: without one, that node's conflicts diverge silently
+    for (const name of ['trktr_lww_ud', 'trktr_lww_move']) {
+      await expect(c.q(1, `DROP TRIGGER ${name} ON demo.t`)).rejects.toThrow(
+        /resolves the conflicts of a replicated table/,
+      )
+    }
+    const left = await c.q(
+      1,
+      `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'demo.t'::regclass AND tgname LIKE 'trktr_lww_%'`,
+    )
+    expect(left[0]?.n).toBeGreaterThanOrEqual(4)
   })
 })
 
