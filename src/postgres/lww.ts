@@ -15,9 +15,10 @@
 //
 // The update-and-delete trigger fires only when the row's current version came from another
 // origin than the one the apply worker applies from (its WHEN clause, a small function: a
-// writer updating its own rows costs its peers one commit-timestamp lookup per row). The insert branch, and the key-change branch of updates, cost the apply
-// worker about three times its work per row, so they are armed only after a unique violation
-// stopped a subscription (23505) and disarmed when quiet.
+// writer updating its own rows costs its peers one commit-timestamp lookup per row). The
+// insert branch, and the key-change branch of updates, cost the apply worker about three times
+// its work per row, so they are armed only after a unique violation stopped a subscription
+// (23505) and disarmed when quiet.
 import type { Db, Queryable } from './db.js'
 import { qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
 import {
@@ -30,7 +31,7 @@ import {
   TRUNCATE_TRIGGER,
 } from './lww-local.js'
 
-/** updates and deletes (one trigger: each trigger costs every statement on the table, see OTHER_ORIGIN) */
+/** updates and deletes: one trigger, as each costs every statement on the table (OTHER_ORIGIN) */
 export const UD_TRIGGER = 'trktr_lww_ud'
 /** the delete trigger of earlier versions, now UD_TRIGGER's: dropped where it is left */
 const DEL_TRIGGER = 'trktr_lww_del'

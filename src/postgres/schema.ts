@@ -178,9 +178,9 @@ $fn$;
 
 // Refuse DROP and ALTER of a replicated table: dropping one silently breaks every peer's
 // subscription, altering one makes the peers' apply fail on the next row; and DROP TRIGGER of
-// its row-level resolution triggers. SECURITY DEFINER:
-// whoever runs the DDL, the check reads trktr (closed to PUBLIC) as the arbiter role. The
-// arbiter's own sessions may ALTER (it switches its replica triggers on and off).
+// its row-level resolution triggers. SECURITY DEFINER: whoever runs the DDL, the check reads
+// trktr (closed to PUBLIC) as the arbiter role. The arbiter's own sessions may ALTER (it
+// switches its replica triggers on and off) and drop those triggers.
 const protectDdl = (role: string) => `
 CREATE OR REPLACE FUNCTION trktr.refuse_drop() RETURNS event_trigger LANGUAGE plpgsql
   SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
