@@ -145,7 +145,7 @@ export class Arbiter {
           onResolved: (counts) => {
             for (const c of counts) this.metrics.conflict(c.kind, c.relation, c.action, c.n)
           },
-          onTruncated: (relation) => this.cluster?.checkSoon(relation),
+          checkSoon: (relation) => this.cluster?.checkSoon(relation),
         })
       : undefined
     this.resolver = new Resolver({

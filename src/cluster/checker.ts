@@ -108,8 +108,10 @@ export class Checker {
 
   /**
    * An apply worker here skipped an UPDATE or DELETE of a row it did not have, the resolver
-   * skipped a remote transaction, or the table was truncated here while other nodes may have
-   * written to it: the table may now differ between nodes. Check it soon (once for news arriving together), so a difference
+   * skipped a remote transaction, the table was truncated here while other nodes may have
+   * written to it, or a conflict on a unique index besides its key was resolved here (a change
+   * to the row moved out of the way may have been skipped): the table may now differ between
+   * nodes. Check it soon (once for news arriving together), so a difference
    * shows in the log, health and metrics instead of waiting for the background check.
    */
   checkSoon(relation: string): void {
@@ -122,11 +124,14 @@ export class Checker {
         (a) => {
           const line = { relation, verdict: a.verdict, differing: a.differing_rows }
           if (a.verdict === 'differs')
-            this.log.error(line, 'check after skipped changes: data differs')
-          else this.log.info(line, 'check after skipped changes')
+            this.log.error(line, 'check after possibly skipped changes: data differs')
+          else this.log.info(line, 'check after possibly skipped changes')
         },
         (err: Error) =>
-          this.log.warn({ relation, err: err.message }, 'check after skipped changes failed'),
+          this.log.warn(
+            { relation, err: err.message },
+            'check after possibly skipped changes failed',
+          ),
       )
     }, CHECK_SOON_MS)
     t.unref()

@@ -5,6 +5,13 @@
 export const QUEUED_CHANNEL = 'trktr_conflict_queued'
 /** a notification on QUEUED_CHANNEL whose payload starts so: a replicated table was truncated here */
 export const TRUNCATED = 'truncated '
+/**
+ * a notification on QUEUED_CHANNEL whose payload starts so: a round resolved a conflict on a
+ * unique index besides the key of that replicated table ("schema.table"), which may leave it
+ * different between nodes (a change to the displaced row arriving while it was out of the way
+ * is skipped here): the arbiter checks the table soon
+ */
+export const UNIQUE_RESOLVED = 'unique '
 
 /** Queue, ledger and the resolution round; idempotent (run at every start). */
 export const LWW_DDL = `
@@ -128,7 +135,10 @@ BEGIN
   -- a row moved out of an incoming row's way on a unique index besides the key (lww.ts,
   -- displaceSql) comes back if it is newer than the row that displaced it and than every row
   -- now holding its key or its values on a unique index (those are removed: they lost); else
-  -- it lost. One entry at a time, each in its own transaction.
+  -- it lost. One entry at a time, each in its own transaction. A change to the displaced row
+  -- that arrived while it was out of the way was skipped here (no row to change), so the round
+  -- may put back or leave out a version the other nodes have moved past: each such table is
+  -- announced (UNIQUE_RESOLVED) and the arbiter has it checked across the nodes soon.
   FOR u IN SELECT q.qid, q.relid, q.kind, q.key, q.local_image, q.local_row, q.local_ts,
                   trktr.origin_node(q.local_roident) AS lnode, q.remote_image,
                   c.timestamp AS a_ts, trktr.origin_node(c.roident) AS a_node
@@ -195,6 +205,9 @@ BEGIN
     END IF;
     recorded := recorded + 1;
     DELETE FROM trktr.conflict_queue WHERE qid = u.qid;
+    PERFORM pg_catalog.pg_notify('${QUEUED_CHANNEL}', '${UNIQUE_RESOLVED}' || c.nspname || '.' || c.relname)
+       FROM (SELECT n.nspname, r.relname FROM pg_catalog.pg_class r
+               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = u.relid) c;
     COMMIT;
     IF act = 'restored' THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
   END LOOP;

@@ -12,7 +12,7 @@ import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { Listener, LocalNode } from '../postgres/local.js'
 import * as lww from '../postgres/lww.js'
-import { TRUNCATED } from '../postgres/lww-schema.js'
+import { TRUNCATED, UNIQUE_RESOLVED } from '../postgres/lww-schema.js'
 
 /** an armed insert branch with no conflict for this long is switched off again */
 export const DISARM_AFTER_MS = 30_000
@@ -41,8 +41,12 @@ export interface LwwEngineInit {
   onResolved?: (
     counts: Array<{ kind: string; relation: string; action: string; n: number }>,
   ) => void
-  /** a replicated table ("schema.table") was truncated here (lww-local.ts) */
-  onTruncated?: (relation: string) => void
+  /**
+   * a replicated table ("schema.table") may now differ between nodes: it was truncated here
+   * (lww-local.ts), or a round resolved a conflict on one of its unique indexes besides the
+   * key (lww-schema.ts, UNIQUE_RESOLVED)
+   */
+  checkSoon?: (relation: string) => void
 }
 
 type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
@@ -134,7 +138,10 @@ export class LwwEngine {
         if (payload.startsWith(TRUNCATED)) {
           const relation = payload.slice(TRUNCATED.length)
           this.log.info({ relation }, 'a replicated table was truncated here: checking it soon')
-          this.init.onTruncated?.(relation)
+          this.init.checkSoon?.(relation)
+        } else if (payload.startsWith(UNIQUE_RESOLVED)) {
+          // a change to the displaced row may have been skipped here meanwhile
+          this.init.checkSoon?.(payload.slice(UNIQUE_RESOLVED.length))
         } else this.wake()
       })
       if (this.state.kind !== 'running') await this.listener.close()

@@ -141,6 +141,49 @@ describe('issue 10: conflicts on a unique index besides the key', () => {
     expect([r.loser.node, r.loser.image.id]).toEqual([0, 1])
   })
 
+  it('an update of a displaced row that arrives before the round: health names the table within seconds, a repair makes it identical', async () => {
+    const holds = async (i: number, sql: string, want: unknown) =>
+      waitFor(
+        async () => JSON.stringify(await c.q(i, sql)) === JSON.stringify(want),
+        30_000,
+        `node ${i}: ${sql} = ${JSON.stringify(want)}`,
+      )
+    // an insert conflict on the email arms node 0's insert branch (for 30 s)
+    await c.cut(MeshCluster.pairs(IDS))
+    await c.q(0, `INSERT INTO demo.users (id, email, v) VALUES (40, 'arm@x', 'a')`)
+    await c.q(1, `INSERT INTO demo.users (id, email, v) VALUES (41, 'arm@x', 'b')`)
+    await c.heal(MeshCluster.pairs(IDS))
+    await c.converged(IDS, 'demo.users', 30_000)
+    // node 1's row S takes an email first, node 0's R later (R wins). Node 0's arbiter is down,
+    // so no round runs there while R is out of S's way; node 2 updates R meanwhile: node 0 has
+    // no R to update and skips it, and its round then puts back R's older version
+    await c.api(0).stop()
+    await c.cut(MeshCluster.pairs(IDS))
+    await c.q(1, `INSERT INTO demo.users (id, email, v) VALUES (31, 'race@x', 's')`)
+    await new Promise((r) => setTimeout(r, 20))
+    await c.q(0, `INSERT INTO demo.users (id, email, v) VALUES (30, 'race@x', 'r')`)
+    await c.heal(MeshCluster.pairs(IDS))
+    const race = `SELECT id, v FROM demo.users WHERE id IN (30, 31) ORDER BY id`
+    await holds(0, race, [{ id: 31, v: 's' }])
+    for (const i of [1, 2]) await holds(i, race, [{ id: 30, v: 'r' }])
+    await c.q(2, `UPDATE demo.users SET v = 'moved on' WHERE id = 30`)
+    await c.q(2, `INSERT INTO demo.staging VALUES (500, 'after the update')`)
+    await holds(1, race, [{ id: 30, v: 'moved on' }])
+    // node 0 applied node 2's transactions up to the marker: the update was skipped there
+    await holds(0, `SELECT v FROM demo.staging WHERE id = 500`, [{ v: 'after the update' }])
+    await c.start(0)
+    // node 0's round put back R as it was before node 2's update (the gap this catches)
+    await holds(0, race, [{ id: 30, v: 'r' }])
+    // the cluster says so within seconds, not at the next background check (10 minutes)
+    await c.differenceShown(0, 'demo.users')
+    await c.repaired(0, IDS, 'demo.users')
+    for (const i of IDS) {
+      const rows = await c.q(i, `SELECT id, v FROM demo.users WHERE email = 'race@x'`)
+      expect(rows, `node ${i}`).toEqual([{ id: 30, v: 'moved on' }])
+    }
+    await c.converged(IDS, 'demo.staging')
+  })
+
   it('a composite NULLS NOT DISTINCT index: (5, NULL) on two nodes collides, the later wins', async () => {
     await c.cut(MeshCluster.pairs(IDS))
     await c.q(1, `INSERT INTO demo.pairs VALUES (1, 5, NULL, 'first'), (10, 1, 1, 'clean 1')`)
