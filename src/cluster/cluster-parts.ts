@@ -192,6 +192,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     nodeId,
     log: init.log,
     onApplied: () => p.reconciler.kick(),
+    checkSoon: (relation) => p.checker.checkSoon(relation),
   })
   p.isolationWatch = new IsolationWatch({ log: init.log, check: () => hooks.isolation() })
   p.checkNode = new CheckNode({ local, nodeId, log: init.log })

@@ -47,6 +47,12 @@ export interface RecoveryInit {
   log: Logger
   /** the replicaset's version moved here (a change committed by this pass) */
   onApplied?: () => void
+  /**
+   * a table joined the replicaset by a recovery path ("schema.table"): committed here from a
+   * peer without its coordinator's copy, or re-driven after its fence was lowered for lasting
+   * too long (rows written meanwhile stayed where they were written): check it soon
+   */
+  checkSoon?: (relation: string) => void
 }
 
 export type Status = { decision: 'commit' | 'abort' | 'pending' | 'unknown' }
@@ -228,6 +234,7 @@ export class Recovery {
     const relation = `${p.schema}.${p.table}`
     if (failed.size === 0) {
       this.stuck.delete(p.id)
+      if (p.op === 'add') this.init.checkSoon?.(relation)
       this.log.info(
         { proposal: p.id, relation, attempts: (known?.attempts ?? 0) + 1 },
         're-drove a committed proposal: done on every node',
@@ -279,6 +286,7 @@ export class Recovery {
       if (p.op === 'ddl') await this.init.steps.release(p.id)
       else await this.init.local.refreshAll().catch(() => undefined)
       this.log.warn({ proposal: p.id }, 'in-doubt proposal committed from a peer')
+      if (p.op === 'add') this.init.checkSoon?.(`${p.schema}.${p.table}`)
     }
   }
 

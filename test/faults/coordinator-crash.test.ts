@@ -214,8 +214,10 @@ describe('coordinator down for good: members recover on their own', () => {
     await c.start(0)
     await waitFor(settled, 30_000, 'settled after the coordinator returned')
     for (const i of IDS) expect(await published(i, table)).toBe(true)
-    // the row written while nothing was fenced or published stayed on node 1: the check says so,
-    // and a repair brings it everywhere
+    // the row written while nothing was fenced or published stayed on node 1: the cluster says
+    // so by itself within seconds (a change re-driven is checked), a check names the row, and a
+    // repair brings it everywhere
+    await c.differenceShown(2, `demo.${table}`)
     const check = await call(c.api(2), 'GET', `/v1/cluster/check/demo.${table}`)
     expect(check.json.tables[0].verdict, JSON.stringify(check.json)).toBe('differs')
     expect(check.json.tables[0].keys.map((k: { key: { id: number } }) => k.key.id)).toEqual([7])
