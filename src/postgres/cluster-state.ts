@@ -2,7 +2,7 @@
 // decision (set once: the first decision wins, which fences out a late COMMIT after an ABORT),
 // and the nodes removed from the cluster.
 import { applyTableChange } from './apply-proposal.js'
-import type { Db, Queryable } from './db.js'
+import { type Db, prepared, type Queryable } from './db.js'
 import { commitDdl, type DdlSpec, ddlGid } from './ddl.js'
 import { formatRelation, type RelationName } from './ident.js'
 import { addToPublication, removeFromPublication } from './replicaset.js'
@@ -30,8 +30,10 @@ export interface ProposalRow extends Proposal {
   createdMs: number
 }
 
+const VERSION = prepared('version', `SELECT replicaset_version AS v FROM trktr.cluster`)
+
 export async function replicasetVersion(db: Db): Promise<number> {
-  const [r] = await db.query<{ v: number }>(`SELECT replicaset_version AS v FROM trktr.cluster`)
+  const [r] = await db.query<{ v: number }>(VERSION)
   return r?.v ?? 0
 }
 
@@ -143,16 +145,18 @@ export async function incompleteCommits(db: Db, coordinator: number): Promise<Pr
  * this node coordinated and has not finished or (a schema change) not committed here, or a
  * schema change's transaction still prepared here. One query, so an idle node's pass is one.
  */
+const RECOVERY_DUE = prepared(
+  'recovery_due',
+  `SELECT EXISTS (SELECT 1 FROM trktr.proposals
+                   WHERE decision IS NULL
+                      OR (decision = 'commit' AND NOT completed AND coordinator = $1)
+                      OR (decision = 'commit' AND NOT applied AND op = 'ddl'))
+       OR EXISTS (SELECT 1 FROM pg_prepared_xacts x
+                   WHERE x.database = current_database() AND starts_with(x.gid, $2)) AS due`,
+)
+
 export async function recoveryDue(db: Db, coordinator: number): Promise<boolean> {
-  const [r] = await db.query<{ due: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM trktr.proposals
-                     WHERE decision IS NULL
-                        OR (decision = 'commit' AND NOT completed AND coordinator = $1)
-                        OR (decision = 'commit' AND NOT applied AND op = 'ddl'))
-         OR EXISTS (SELECT 1 FROM pg_prepared_xacts x
-                     WHERE x.database = current_database() AND starts_with(x.gid, $2)) AS due`,
-    [coordinator, ddlGid('')],
-  )
+  const [r] = await db.query<{ due: boolean }>(RECOVERY_DUE, [coordinator, ddlGid('')])
   return r?.due === true
 }
 
@@ -239,18 +243,23 @@ export interface ReplicasetSnapshot {
   tables: Array<{ relation: string; schema: string; table: string; columns: string[] }>
 }
 
+const SNAPSHOT = prepared(
+  'replicaset_snapshot',
+  `SELECT r.schema_name, r.table_name,
+          ARRAY(SELECT a.attname || ':' || format_type(a.atttypid, a.atttypmod)
+                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                  AND NOT a.attisdropped ORDER BY a.attnum) AS columns
+   FROM trktr.replicaset r
+   JOIN pg_namespace n ON n.nspname = r.schema_name
+   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
+   WHERE r.status = 'committed' ORDER BY 1, 2`,
+)
+
 /** The committed replicaset with column signatures, for a joining node to adopt. */
 export async function replicasetSnapshot(db: Db): Promise<ReplicasetSnapshot> {
   const version = await replicasetVersion(db)
   const rows = await db.query<{ schema_name: string; table_name: string; columns: string[] }>(
-    `SELECT r.schema_name, r.table_name,
-            ARRAY(SELECT a.attname || ':' || format_type(a.atttypid, a.atttypmod)
-                  FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-                    AND NOT a.attisdropped ORDER BY a.attnum) AS columns
-     FROM trktr.replicaset r
-     JOIN pg_namespace n ON n.nspname = r.schema_name
-     JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
-     WHERE r.status = 'committed' ORDER BY 1, 2`,
+    SNAPSHOT,
   )
   return {
     version,
@@ -301,10 +310,13 @@ export interface RosterEntry {
   readmittedMs: number | null
 }
 
-const ROSTER = `
+const ROSTER = prepared(
+  'roster',
+  `
 SELECT node_id, (extract(epoch FROM removed) * 1000)::float8 AS removed_ms,
        (extract(epoch FROM readmitted) * 1000)::float8 AS readmitted_ms
-FROM trktr.removed_nodes ORDER BY node_id`
+FROM trktr.removed_nodes ORDER BY node_id`,
+)
 
 export async function roster(db: Db): Promise<RosterEntry[]> {
   const rows = await db.query<{

@@ -7,6 +7,28 @@ import { getParam, parseConninfo } from '../libpq/conninfo.js'
 export type Row = Record<string, unknown>
 export type Queryable = Pick<pg.ClientBase, 'query'>
 
+/**
+ * A query the arbiter runs over and over (every second or so): sent as a named prepared
+ * statement, so each pooled session parses it once, and plans it once when it has no
+ * parameters (else PostgreSQL settles on one plan after a few runs), not at every run: the
+ * idle arbiter's queries cost its server ~10 ms a second, half of it parsing and planning.
+ * Static text only (a statement is kept per session and name); its result columns must not
+ * depend on a table's definition (no `*`), or a changed table would fail it.
+ */
+export interface Prepared {
+  readonly name: string
+  readonly text: string
+}
+
+const preparedNames = new Set<string>()
+
+/** Declare a prepared query (at module load: one name, one text). */
+export function prepared(name: string, text: string): Prepared {
+  if (preparedNames.has(name)) throw new Error(`prepared query ${name} declared twice`)
+  preparedNames.add(name)
+  return { name: `trktr_${name}`, text }
+}
+
 /** A session taken from the pool and kept (a lock that outlives one query); release once. */
 export interface HeldSession extends Queryable {
   /** back to the pool, or closed (destroy) when its state is unknown; repeats are ignored */
@@ -119,9 +141,10 @@ export class Db {
     return this.pool
   }
 
-  async query<R extends Row = Row>(sql: string, params: unknown[] = []): Promise<R[]> {
+  async query<R extends Row = Row>(sql: string | Prepared, params: unknown[] = []): Promise<R[]> {
     try {
-      return (await this.p.query<R>(sql, params)).rows
+      if (typeof sql === 'string') return (await this.p.query<R>(sql, params)).rows
+      return (await this.p.query<R>({ name: sql.name, text: sql.text, values: params })).rows
     } catch (err) {
       throw pgError(err, 'PostgreSQL')
     }

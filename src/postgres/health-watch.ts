@@ -5,7 +5,7 @@
 // only; a failed read keeps the last answer and is logged once per change.
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
-import type { Db } from './db.js'
+import { type Db, prepared } from './db.js'
 import {
   EMPTY_MEMORY,
   type HealthMemory,
@@ -21,7 +21,9 @@ import { isInitialized } from './schema.js'
  * One round trip: the peers' slots here, our subscriptions, unresolved apply errors, and
  * whether the publication drifted from the replicaset (the publication guard's question).
  */
-const OBSERVE = `
+const OBSERVE = prepared(
+  'health',
+  `
 SELECT
   ARRAY(SELECT json_build_object('slot', slot_name::text, 'wal_status', wal_status, 'active', active,
                  'retained', COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::float8)
@@ -35,7 +37,8 @@ SELECT
            AND s.subname LIKE 'trktr\\_sub\\_%' ORDER BY s.subname) AS subs,
   p.n, p.oldest, ${PUBLICATION_DRIFTED} AS drifted
 FROM (SELECT count(*)::int AS n, min(occurred)::text AS oldest FROM trktr.history
-       WHERE resolved IS NULL AND occurred < now() - $1::int8 * interval '1 millisecond') p`
+       WHERE resolved IS NULL AND occurred < now() - $1::int8 * interval '1 millisecond') p`,
+)
 
 const NAME = /^trktr_sub_(\d+)_(\d+)$/
 

@@ -1,6 +1,6 @@
 // The ledger of row-level resolutions (trktr.resolutions, written by trktr.lww_resolve in
 // lww.ts): what the history, the API and the metrics read.
-import type { Db } from './db.js'
+import { type Db, prepared } from './db.js'
 import { formatRelation } from './ident.js'
 
 export async function lastResolutionId(db: Db): Promise<number> {
@@ -47,6 +47,12 @@ function formatStored(rel: string): string {
   return formatRelation({ schema: 'public', table: rel })
 }
 
+const SINCE = prepared(
+  'resolutions_since',
+  `SELECT kind, relation, action, count(*)::int AS n, max(id)::int8 AS last
+   FROM trktr.resolutions WHERE id > $1 GROUP BY 1, 2, 3`,
+)
+
 /** Resolutions since a given id, counted by kind, relation and action (metrics). */
 export async function resolutionsSince(
   db: Db,
@@ -61,11 +67,7 @@ export async function resolutionsSince(
     action: string
     n: number
     last: string
-  }>(
-    `SELECT kind, relation, action, count(*)::int AS n, max(id)::int8 AS last
-     FROM trktr.resolutions WHERE id > $1 GROUP BY 1, 2, 3`,
-    [afterId],
-  )
+  }>(SINCE, [afterId])
   let lastId = afterId
   for (const r of rows) lastId = Math.max(lastId, Number(r.last))
   return {

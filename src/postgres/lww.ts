@@ -19,7 +19,7 @@
 // insert branch, and the key-change branch of updates, cost the apply worker about three times
 // its work per row, so they are armed only after a unique violation stopped a subscription
 // (23505) and disarmed when quiet.
-import type { Db, Queryable } from './db.js'
+import { type Db, prepared, type Queryable } from './db.js'
 import { qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
 import {
   describeLocalColumns,
@@ -275,11 +275,14 @@ export async function uninstall(q: Queryable, rel: RelationName): Promise<void> 
 }
 
 /** Tables with triggers installed, and whether their insert branch is armed. */
-const INSTALLED = `
+const INSTALLED = prepared(
+  'lww_installed',
+  `
 SELECT n.nspname AS schema, c.relname AS table, c.oid::int8 AS oid,
        bool_or(t.tgname = $2 AND t.tgenabled = 'R') AS armed
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE t.tgname IN ($1, $2) AND t.tgparentid = 0 GROUP BY 1, 2, 3`
+WHERE t.tgname IN ($1, $2) AND t.tgparentid = 0 GROUP BY 1, 2, 3`,
+)
 
 export interface Installed {
   rel: RelationName
@@ -355,10 +358,13 @@ export async function partitionRoots(db: Db): Promise<Map<string, string>> {
   return new Map(rows.map((r) => [r.leaf, r.root]))
 }
 
+const QUEUE_NOT_EMPTY = prepared(
+  'queue_not_empty',
+  `SELECT EXISTS (SELECT 1 FROM trktr.conflict_queue) AS any`,
+)
+
 export async function queueNotEmpty(db: Db): Promise<boolean> {
-  const [r] = await db.query<{ any: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM trktr.conflict_queue) AS any`,
-  )
+  const [r] = await db.query<{ any: boolean }>(QUEUE_NOT_EMPTY)
   return r?.any ?? false
 }
 

@@ -3,7 +3,7 @@
 // privileges the arbiter keeps after it gives up SUPERUSER (as TRAKTOR does).
 import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { Db, Queryable } from './db.js'
+import { type Db, prepared, type Queryable } from './db.js'
 import { quoteIdent, quoteLiteral } from './ident.js'
 import { stopLoggingMissingRows } from './missing-rows.js'
 
@@ -366,10 +366,14 @@ async function grantKept(c: Queryable, role: string, dbName: string): Promise<vo
   await c.query(`GRANT SET ON PARAMETER log_min_messages TO ${r}`)
 }
 
+const INITIALIZED = prepared(
+  'initialized',
+  `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = 'trktr' AND c.relname = 'node'`,
+)
+
 export async function isInitialized(db: Db): Promise<boolean> {
-  const rows =
-    await db.query(`SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'trktr' AND c.relname = 'node'`)
+  const rows = await db.query(INITIALIZED)
   return rows.length > 0
 }
 

@@ -2,7 +2,7 @@
 // them: what each has handed out, and the node-striped shape the arbiter gives them
 // (INCREMENT BY stride, START = RESTART = the first value past a floor in this node's residue
 // class). The decisions (which stride, which floor) live in cluster/sequences.ts.
-import type { Db } from './db.js'
+import { type Db, prepared } from './db.js'
 import { formatRelation, qualified, quoteIdent, type RelationName } from './ident.js'
 
 export interface OwnedSequence {
@@ -30,7 +30,9 @@ export interface UsedValue {
   increment: string
 }
 
-const OWNED = `
+const OWNED = prepared(
+  'owned_sequences',
+  `
 SELECT n.nspname AS schema, c.relname AS table, a.attname AS column,
        sn.nspname AS seq_schema, s.relname AS seq_name,
        format_type(q.seqtypid, NULL) AS type, q.seqincrement::text AS increment,
@@ -46,14 +48,18 @@ JOIN pg_namespace sn ON sn.oid = s.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
 JOIN pg_sequence q ON q.seqrelid = s.oid
 LEFT JOIN pg_sequences ps ON ps.schemaname = sn.nspname AND ps.sequencename = s.relname
-ORDER BY 1, 2, 3`
+ORDER BY 1, 2, 3`,
+)
+
+const REPLICATED = prepared(
+  'replicated_tables',
+  `SELECT schema_name, table_name FROM trktr.replicaset
+   WHERE status IN ('committed', 'pending-remove') ORDER BY 1, 2`,
+)
 
 /** The tables in the replicaset (committed, or committed and staged for removal). */
 export async function replicatedTables(db: Db): Promise<RelationName[]> {
-  const rows = await db.query<{ schema_name: string; table_name: string }>(
-    `SELECT schema_name, table_name FROM trktr.replicaset
-     WHERE status IN ('committed', 'pending-remove') ORDER BY 1, 2`,
-  )
+  const rows = await db.query<{ schema_name: string; table_name: string }>(REPLICATED)
   return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }))
 }
 

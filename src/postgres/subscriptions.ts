@@ -5,7 +5,7 @@
 import pg from 'pg'
 import { BadRequestError, ConflictError, TraktorError } from '../errors.js'
 import { type ConnParams, formatConninfo, getParam, parseConninfo } from '../libpq/conninfo.js'
-import { clientConfig, type Db, type HeldSession, pgError } from './db.js'
+import { clientConfig, type Db, type HeldSession, pgError, prepared } from './db.js'
 import { checkLsn, quoteIdent, quoteLiteral } from './ident.js'
 import { PUBLICATION } from './schema.js'
 
@@ -36,7 +36,9 @@ export interface SubscriptionRow {
   workerPid: number | null
 }
 
-const LIST = `
+const LIST = prepared(
+  'subscriptions',
+  `
 SELECT s.subname AS name, s.oid::int8 AS oid, s.subenabled AS enabled, s.subskiplsn::text AS skip,
        COALESCE(st.apply_error_count, 0)::int8 AS apply_errors, st.stats_reset::text AS stats_reset,
        pg_replication_origin_progress('pg_' || s.oid, false)::text AS origin_lsn,
@@ -46,7 +48,8 @@ FROM pg_subscription s
 LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid
 WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND s.subname LIKE 'trktr\\_sub\\_%'
-ORDER BY s.subname`
+ORDER BY s.subname`,
+)
 
 export async function listSubscriptions(db: Db, self: number): Promise<SubscriptionRow[]> {
   const rows = await db.query<{
