@@ -170,6 +170,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     striper: p.striper,
     onApplied: () => p.reconciler.kick(),
     onActivity: () => p.recovery?.kick(),
+    checkSoon: (relation) => p.checker.checkSoon(relation),
   })
   p.proposals = new Proposals({
     local,

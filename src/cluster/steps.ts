@@ -3,7 +3,8 @@
 // everywhere instead of going ahead beside unfenced writers), then the commit steps (fence
 // again if a re-drive needs it, publish, refresh, unfence), each idempotent so a retry or a
 // re-drive after a crash is safe. A fence is never held longer than fenceMaxMs, even if the
-// coordinator vanishes: writers must not wait forever.
+// coordinator vanishes: writers must not wait forever; a table that then joins is checked soon
+// (rows written here meanwhile reached no peer).
 import type { Logger } from '../log.js'
 import type * as cs from '../postgres/cluster-state.js'
 import { Fence, FenceSet } from '../postgres/fence.js'
@@ -39,6 +40,8 @@ export interface StepsInit {
   onApplied?: () => void
   /** told as a prepare, abort or step begins and as it ends (recovery looks at once) */
   onActivity?: () => void
+  /** a table ("schema.table") that joined after its fence here was lowered by its time limit */
+  checkSoon?: (relation: string) => void
 }
 
 /** A node's vote on a proposal; a table joining tells what it holds here (copy-plan.ts). */
@@ -54,6 +57,7 @@ export class Steps {
   private readonly fences = new Map<string, { fence: Fence | FenceSet; timer: NodeJS.Timeout }>()
   /** fence triggers that could not be dropped when their fence was lowered (a lock elsewhere) */
   private readonly lingering = new Map<string, RelationName>()
+  private readonly loweredLate = new Set<string>() // fences lowered by their time limit
   private sweeping: Promise<void> = Promise.resolve()
 
   constructor(init: StepsInit) {
@@ -72,9 +76,8 @@ export class Steps {
 
   /**
    * Validate the proposal here, fence the table and record the proposal; the answer is the
-   * vote. The checks run at once; a table change's row-level triggers, trial publish and
-   * record go in the transaction that raises its fence (a handful of round trips in all:
-   * every member's prepare is on the path of every change).
+   * vote. The checks run at once; a table change's triggers, trial publish and record go in
+   * the transaction that raises its fence (every member's prepare is on every change's path).
    */
   async prepare(p: cs.Proposal): Promise<Vote> {
     return await this.active(() => this.doPrepare(p))
@@ -139,15 +142,14 @@ export class Steps {
     return problems.length > 0 ? problems.join('; ') : undefined
   }
 
-  /**
-   * Decide ABORT here (recording the proposal first if given), roll back a schema change
-   * prepared for it, and lower its fence. Returns whether a prepared statement was rolled back.
-   */
+  /** Decide ABORT here (recording it first if given), roll back its prepared schema change
+   * and lower its fence. Returns whether a prepared statement was rolled back. */
   async abort(id: string, p?: cs.Proposal): Promise<boolean> {
     return await this.active(() => this.doAbort(id, p))
   }
 
   private async doAbort(id: string, p?: cs.Proposal): Promise<boolean> {
+    this.loweredLate.delete(id)
     await this.init.local.cluster.decide(id, 'abort', p).catch(() => undefined)
     const rolled = await this.init.local.schemaChange.rollbackDdl(id).catch((err: Error) => {
       this.log.error(
@@ -267,7 +269,10 @@ export class Steps {
         await local.refreshAll({ triggers: false }) // installed at prepare
         return
       case 'unfence':
-        return await this.unfence(p.id)
+        await this.unfence(p.id)
+        if (this.loweredLate.delete(p.id) && p.op === 'add')
+          this.init.checkSoon?.(`${p.schema}.${p.table}`)
+        return
     }
   }
 
@@ -285,10 +290,7 @@ export class Steps {
     const f = this.fences.get(id)
     if (!f) return
     clearTimeout(f.timer)
-    f.timer = setTimeout(() => {
-      this.log.error({ proposal: id }, 'fence held too long (coordinator gone?): lowering it')
-      void this.unfence(id)
-    }, ms)
+    f.timer = setTimeout(() => this.lowerLate(id), ms)
   }
 
   /** Raise the proposal's fence here, unless it is up; `prepare`: prepared with it (LocalNode.fence). */
@@ -303,10 +305,7 @@ export class Steps {
       { schema: p.schema, table: p.table },
       prepare ? p : undefined,
     )
-    const timer = setTimeout(() => {
-      this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
-      void this.unfence(p.id)
-    }, this.init.fenceMaxMs ?? FENCE_MAX_MS)
+    const timer = setTimeout(() => this.lowerLate(p.id), this.init.fenceMaxMs ?? FENCE_MAX_MS)
     // registered before it is raised, so that an abort arriving meanwhile cancels it
     this.fences.set(p.id, { fence, timer })
     try {
@@ -323,10 +322,7 @@ export class Steps {
     const tables = p.ddl?.fenced ?? []
     if (tables.length === 0) return
     const fence = this.init.local.fenceSet()
-    const timer = setTimeout(() => {
-      this.log.error({ proposal: p.id }, 'fence held too long (coordinator gone?): lowering it')
-      void this.unfence(p.id)
-    }, this.init.fenceMaxMs ?? FENCE_MAX_MS)
+    const timer = setTimeout(() => this.lowerLate(p.id), this.init.fenceMaxMs ?? FENCE_MAX_MS)
     this.fences.set(p.id, { fence, timer })
     const failed = await fence.raise(tables).catch(async (err: Error) => {
       this.linger(await fence.lower())
@@ -341,6 +337,13 @@ export class Steps {
         `cannot fence ${first?.rel ? formatRelation(first.rel) : 'the tables'}: ${first?.err}`,
       )
     }
+  }
+
+  /** The fence's time limit ran out (its coordinator gone?): lowered, and remembered (run). */
+  private lowerLate(id: string): void {
+    this.log.error({ proposal: id }, 'fence held too long (coordinator gone?): lowering it')
+    this.loweredLate.add(id)
+    void this.unfence(id)
   }
 
   private async unfence(id: string): Promise<void> {

@@ -363,4 +363,37 @@ describe('coordinator frozen mid-proposal (SIGSTOP), then resumed', () => {
     },
     120_000,
   )
+
+  it('frozen past the fence limit: a row written on a member meanwhile shows in health once the change commits, and a repair brings it everywhere', async () => {
+    const table = 'f_late'
+    const armed = await tableAndArmed(table, { freezeAt: 'decision' })
+    try {
+      await c.waitMeshed(IDS)
+      const mark = c.api(1).logs().length
+      const answer = call(armed, 'PUT', `/v1/cluster/replicaset/demo.${table}`).catch(
+        (err: Error) => ({ status: 0, json: err.message }),
+      )
+      await waitFor(() => procState(armed.proc.pid) === 'T', 10_000, 'coordinator frozen')
+      await waitFor(
+        () => /fence held too long/.test(c.api(1).logs().slice(mark)),
+        30_000,
+        "node 1's fence lowered by its time limit",
+      )
+      // not published anywhere yet: this row stays on node 1
+      await c.q(1, `INSERT INTO demo.${table} VALUES (7)`)
+      armed.proc.kill('SIGCONT')
+      const r = await answer
+      expect(r.status, JSON.stringify(r.json)).toBe(201)
+      await waitFor(settled, 40_000, 'settled after the freeze')
+    } finally {
+      armed.proc.kill('SIGCONT')
+      await armed.stop()
+      await c.start(0)
+    }
+    await c.waitMeshed(IDS)
+    // the cluster says so by itself within seconds (node 1 checks the table it let writers in)
+    await c.differenceShown(2, `demo.${table}`)
+    const md5 = await c.repaired(1, IDS, `demo.${table}`)
+    expect(md5).toMatch(/^1 rows/)
+  }, 120_000)
 })
