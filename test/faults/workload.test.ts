@@ -8,11 +8,10 @@
 // concurrent updates of one row on several nodes are the rule. Last writer wins keeps one of
 // them (the total is not kept, and alone it could not see divergence anyway): after each fault
 // and a quiesce, every node holds an identical table.
-import pg from 'pg'
+import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   call,
-  DB,
   MeshCluster,
   saveLogsOnFailure,
   TESTING_ENV,
@@ -67,18 +66,8 @@ function bank(
     let client: pg.Client | undefined
     while (!stop()) {
       try {
-        if (!client) {
-          const node = c.node(i)
-          client = new pg.Client({
-            host: '127.0.0.1',
-            port: node.pg.port,
-            database: DB,
-            user: 'postgres',
-            password: node.pg.superPassword,
-          })
-          client.on('error', () => {})
-          await client.connect()
-        }
+        if (!client) client = await c.reconnect(i, stop)
+        if (!client) break
         const [a, b] = pick(i)
         const x = 1 + Math.floor(Math.random() * 50)
         await client.query('BEGIN')
@@ -91,7 +80,6 @@ function bank(
         stats.lastError = (err as Error).message
         await client?.end().catch(() => undefined)
         client = undefined
-        await new Promise((r) => setTimeout(r, 100))
       }
     }
     await client?.end().catch(() => undefined)
@@ -212,8 +200,9 @@ describe('bank workload through faults', () => {
     const stats = IDS.map((): Stats => ({ ok: 0, failed: 0 }))
     const workers = IDS.map((i) => bank(i, () => stop, stats[i] as Stats))
     const bad: string[] = []
-    const sampler = (async () => {
-      while (!stop) {
+    // every node's total, sampled every 100 ms until the load stops (the test's own deadline)
+    const sampler = waitFor(
+      async () => {
         for (const i of IDS) {
           if (!c.node(i).pg.running) continue
           const [r] = await c
@@ -221,9 +210,11 @@ describe('bank workload through faults', () => {
             .catch(() => [undefined])
           if (r && Number(r.t) !== TOTAL) bad.push(`node ${i}: total ${r.t}`)
         }
-        await new Promise((r) => setTimeout(r, 100))
-      }
-    })()
+        return stop
+      },
+      600_000,
+      'the load to stop',
+    )
     const subsBefore = await subscriptionOids()
     await waitFor(() => stats.every((s) => s.ok > 20), 10_000, 'transfers on every node')
 
