@@ -59,7 +59,15 @@ async function start(msg) {
           ? { gossipTuning: JSON.parse(process.env.TRAKTOR_BENCH_GOSSIP) }
           : {}),
       })
-      const n = { nodeId, mesh, convergedAt: undefined, victimDeadAt: undefined }
+      // learnedUnmet: members first heard of while not connected to them (records passed on)
+      const n = {
+        nodeId,
+        mesh,
+        convergedAt: undefined,
+        victimDeadAt: undefined,
+        learned: new Set(),
+        learnedUnmet: 0,
+      }
       const membership = new Membership({
         mesh,
         nodeId,
@@ -68,7 +76,13 @@ async function start(msg) {
         timings: TIMINGS,
         log,
         self: () => ({ joinState: 'ready', replicasetVersion: 0 }),
-        onChange: () => observe(n),
+        onChange: (m) => {
+          if (!n.learned.has(m.peerId)) {
+            n.learned.add(m.peerId)
+            if (!mesh.connectedPeers().includes(m.peerId)) n.learnedUnmet++
+          }
+          observe(n)
+        },
       })
       n.membership = membership
       running.push(n)
@@ -102,6 +116,7 @@ function view() {
       flaps: members.reduce((a, m) => a + m.flaps, 0),
       peers: n.mesh.connectedPeers().length,
       convergedAt: n.convergedAt,
+      learnedUnmet: n.learnedUnmet,
       victimDeadAt: n.victimDeadAt,
     }
   })

@@ -151,6 +151,7 @@ export class Membership {
       // a sparse mesh's ring: members held dead are left out (their neighbours dial the next)
       memberPeerIds: () => [...this.byPeer.values()].filter(live).map((r) => r.peerId),
       relayable: () => [...this.byPeer.values()].flatMap((r) => (relayable(r) ? [r.signed] : [])),
+      known: (peerId) => this.byPeer.has(peerId),
     })
     if (records) this.disposers.push(records)
     this.lastTickAt = performance.now()

@@ -23,6 +23,8 @@ export interface MeshPort {
   connectedPeers(): string[]
   /** whether the mesh is sparse: members not connected here are judged by rumor (rumors.ts) */
   sparse?(): boolean
+  /** whether this peer has been heard on the liveness probe at some time in this run */
+  met?(peerId: string): boolean
   /** since when dials of this peer have been failing, for any reason */
   dialFailedAt?(peerId: string): number | undefined
   /** when a connected peer was last heard on the mesh's liveness probe (wall clock, ms) */
@@ -38,6 +40,7 @@ export interface MeshPort {
     heardDigest(peerId: string, digest: number): void
     relayable?(): object[]
     memberPeerIds?(): string[]
+    known?(peerId: string): boolean
   }): () => void
   /** when a dial of this peer was last refused at every address: nothing listens there */
   refusedAt?(peerId: string): number | undefined

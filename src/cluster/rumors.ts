@@ -149,7 +149,7 @@ interface Judged {
 export function judgeMember(
   r: Judged,
   now: number,
-  mesh: Pick<MeshPort, 'answeredAt' | 'dialFailedAt' | 'refusedAt' | 'sparse'>,
+  mesh: Pick<MeshPort, 'answeredAt' | 'dialFailedAt' | 'refusedAt' | 'sparse' | 'met'>,
   timings: Timings,
   members: number,
 ): { state: MemberState; byRumor: boolean } {
@@ -157,6 +157,17 @@ export function judgeMember(
   if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
     r.lastHeardMs = Math.min(answered, now)
   const sparse = mesh.sparse?.() === true
+  // a full mesh's member known from a record passed on (a start: hello.ts) and not heard on
+  // the probe here yet in this run: alive by that record, until a dial of it fails (a
+  // connection of a moment closed meanwhile is no news: two dials that crossed); once heard,
+  // its own evidence decides
+  if (!sparse && mesh.met?.(r.peerId) === false) {
+    const failed = mesh.dialFailedAt?.(r.peerId)
+    if (failed === undefined || failed <= r.lastHeardMs)
+      return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
+    const e = { lastHeardMs: failed }
+    return { state: detect(e, now, timings, silenceTimings(timings, members)), byRumor: false }
+  }
   // a sparse mesh dials its ring neighbours: a dial failing since `failed` counts as silence
   // from then (a saturated node's handshakes time out: that alone is no evidence of death)
   const failed = sparse ? mesh.dialFailedAt?.(r.peerId) : undefined

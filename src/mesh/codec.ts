@@ -128,8 +128,10 @@ export const HelloSchema = z.object({
   peers: z
     .array(z.object({ peerId, addrs: z.array(multiaddr).max(MAX_ANNOUNCED_ADDRS) }))
     .max(MAX_HELLO_PEERS),
-  /** in a sparse mesh: other members' records, each signed by its member (record-sig.ts) */
+  /** other members' records, each signed by its member (record-sig.ts) */
   relayed: z.array(MembershipHeartbeatSchema).max(MAX_HELLO_PEERS).optional(),
+  /** how many members' records the sender holds (a full mesh relays to a peer behind it) */
+  members: z.int().min(0).max(MAX_HELLO_PEERS).optional(),
 })
 export type Hello = z.infer<typeof HelloSchema>
 

@@ -39,6 +39,8 @@ const MAX_TRIES = 10
 const AGAIN_AFTER_MS = [1000, 4000]
 /** a record heard first-hand is passed on to the connected peers this long after */
 const PUSH_AFTER_MS = 250
+/** a full mesh's new member, heard first-hand, is passed on this long after (a start) */
+const RELAY_AFTER_MS = 100
 /** the liveness probe of mesh protocol 1 (before the hello); liveness.ts still answers it */
 export const LIVENESS_PROTOCOL_V1 = '/traktor/alive/1.0.0'
 
@@ -68,8 +70,12 @@ export interface HelloInit {
   record(fresh: boolean): Promise<Hello['record'] | undefined>
   /** the peers to name to this one (connected, with addresses) */
   peers(to: string): PeerAddrs[]
-  /** other members' signed records to pass on to this one (a sparse mesh; else none) */
+  /** other members' signed records to pass on to this one */
   relayed?(to: string): MembershipHeartbeat[]
+  /** how many members' records this node holds (said in every hello) */
+  members?(): number
+  /** a hello from this peer came in: whether to pass it what it lacks now (a full mesh) */
+  relayTo?(from: string): boolean
   onRecord(from: string, record: NonNullable<Hello['record']>): void
   onPeers(from: string, peers: readonly PeerAddrs[]): void
   onRelayed?(from: string, records: readonly MembershipHeartbeat[]): void
@@ -82,15 +88,23 @@ export class HelloExchange {
   private readonly named = new Map<string, Set<string>>()
   /** per peer: the records already passed on to it in this connection (peer id → seq) */
   private readonly passed = new Map<string, Map<string, number>>()
+  /** per peer: the members it has shown it knows in this connection (its hellos) */
+  private readonly shown = new Map<string, Set<string>>()
+  /** per peer: how many members' records it said it holds, in its last hello */
+  private readonly counts = new Map<string, number>()
   private readonly timers = new Set<NodeJS.Timeout>()
   /** the connected peers, by id, once their first hello went out */
   private readonly greeted = new Map<string, PeerId>()
   private pushing: NodeJS.Timeout | undefined
+  /** what the pending push sends: `again` (peers and records) or `relay` (records only) */
+  private pushKind: 'again' | 'relay' = 'again'
   private running = false
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const peer = evt.detail
     this.named.set(peer.toString(), new Set())
     this.passed.set(peer.toString(), new Map())
+    this.shown.set(peer.toString(), new Set([peer.toString()]))
+    this.counts.delete(peer.toString())
     this.greeted.set(peer.toString(), peer)
     void this.send(peer, 'first', MAX_TRIES)
     for (const ms of AGAIN_AFTER_MS) {
@@ -105,6 +119,8 @@ export class HelloExchange {
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     this.named.delete(evt.detail.toString())
     this.passed.delete(evt.detail.toString())
+    this.shown.delete(evt.detail.toString())
+    this.counts.delete(evt.detail.toString())
     this.greeted.delete(evt.detail.toString())
   }
 
@@ -131,6 +147,8 @@ export class HelloExchange {
     this.timers.clear()
     this.named.clear()
     this.passed.clear()
+    this.shown.clear()
+    this.counts.clear()
     this.greeted.clear()
     clearTimeout(this.pushing)
     this.answeredAt.clear()
@@ -142,13 +160,30 @@ export class HelloExchange {
    * now (one for a burst). Records a peer passed on are not passed again (each member reaches
    * every other through the members connected to it), so a record crosses few connections.
    */
-  push(): void {
-    if (!this.running || this.pushing !== undefined) return
+  push(what: 'again' | 'relay' = 'again'): void {
+    if (!this.running) return
+    if (what === 'again') this.pushKind = 'again'
+    if (this.pushing !== undefined) return
+    this.pushKind = what
     this.pushing = setTimeout(() => {
       this.pushing = undefined
-      for (const peer of this.greeted.values()) void this.send(peer, 'again', 1)
-    }, PUSH_AFTER_MS)
+      for (const peer of this.greeted.values()) void this.send(peer, this.pushKind, 1)
+    }, what === 'relay' ? RELAY_AFTER_MS : PUSH_AFTER_MS)
     this.pushing.unref()
+  }
+
+  /**
+   * Whether this peer said it holds fewer members' records than this node does (a full mesh
+   * passes records on to such a peer only: a start, where it knows its bootstrap peer alone).
+   */
+  behind(id: string): boolean {
+    const theirs = this.counts.get(id)
+    return theirs !== undefined && theirs < (this.init.members?.() ?? 0)
+  }
+
+  /** Whether this peer has shown in this connection that it knows this member. */
+  knows(id: string, member: string): boolean {
+    return this.shown.get(id)?.has(member) === true
   }
 
   /** The peer asked for this node's record (its liveness probe said so). */
@@ -160,12 +195,13 @@ export class HelloExchange {
   }
 
   /**
-   * first: the record and every peer connected here; again: the peers not named to it yet
-   * (nothing if there are none); record: the record alone (the peer asked).
+   * first: the record and every peer connected here; again: the peers not named to it yet and
+   * the records to pass on (nothing if there are none); relay: those records only; record: the
+   * record alone (the peer asked).
    */
   private async send(
     peer: PeerId,
-    what: 'first' | 'again' | 'record',
+    what: 'first' | 'again' | 'relay' | 'record',
     tries: number,
   ): Promise<void> {
     if (!this.running) return
@@ -173,18 +209,24 @@ export class HelloExchange {
     const id = peer.toString()
     const named = this.named.get(id)
     if (what === 'first') named?.clear()
-    const peers = what === 'record' ? [] : this.init.peers(id).filter((p) => !named?.has(p.peerId))
+    const peers =
+      what === 'record' || what === 'relay'
+        ? []
+        : this.init.peers(id).filter((p) => !named?.has(p.peerId))
     const relayed = what === 'record' ? [] : this.toPass(id)
-    if (what === 'again' && peers.length === 0 && relayed.length === 0) return
+    const later = what === 'again' || what === 'relay'
+    if (later && peers.length === 0 && relayed.length === 0) return
     for (const p of peers) named?.add(p.peerId)
     // a new connection gets the record as it last went out; a peer that asks, a new one
-    const record = what === 'again' ? undefined : await this.init.record(what === 'record')
+    const record = later ? undefined : await this.init.record(what === 'record')
+    const members = this.init.members?.()
     const hello: Hello = {
       v: WIRE_VERSION,
       kind: 'hello',
       ...(record === undefined ? {} : { record }),
       peers,
       ...(relayed.length === 0 ? {} : { relayed }),
+      ...(members === undefined ? {} : { members }),
     }
     try {
       const bytes = encodeHello(hello, MAX_HELLO_BYTES)
@@ -222,7 +264,11 @@ export class HelloExchange {
     const out = (this.init.relayed?.(id) ?? []).filter(
       (r) => r.peerId !== id && passed?.get(r.peerId) !== r.seq,
     )
-    for (const r of out) passed?.set(r.peerId, r.seq ?? 0)
+    const shown = this.shown.get(id)
+    for (const r of out) {
+      passed?.set(r.peerId, r.seq ?? 0)
+      shown?.add(r.peerId)
+    }
     return out
   }
 
@@ -246,9 +292,14 @@ export class HelloExchange {
         )
         return
       }
+      const { members } = d.value
+      if (members !== undefined) this.counts.set(id, members)
+      const shown = this.shown.get(id)
+      for (const p of [...peers, ...(relayed ?? [])]) shown?.add(p.peerId)
       if (record !== undefined) this.init.onRecord(id, record)
       if (peers.length > 0) this.init.onPeers(id, peers)
       if (relayed !== undefined && relayed.length > 0) this.init.onRelayed?.(id, relayed)
+      if (this.running && this.init.relayTo?.(id)) void this.send(from, 'relay', 1)
     } catch (err) {
       stream.abort(err as Error)
       log.debug({ peer: id, err: (err as Error).message }, 'hello not received')
@@ -277,11 +328,22 @@ export function meshHello(
       return r === undefined ? undefined : await parts.sign(r)
     },
     peers: (to) => fullMesh.connectedPeers(to),
-    relayed: () =>
-      fullMesh.sparse() ? ((parts.records()?.relayable?.() ?? []) as MembershipHeartbeat[]) : [],
+    // a sparse mesh passes every record on; a full mesh only the members a peer behind this
+    // node has not shown it knows (a start: every member learns the others from its bootstrap
+    // peer in a hello, not from connections to each, which take seconds to make)
+    relayed: (to) => {
+      const all = (parts.records()?.relayable?.() ?? []) as MembershipHeartbeat[]
+      if (fullMesh.sparse()) return all
+      return exchange.behind(to) ? all.filter((r) => !exchange.knows(to, r.peerId)) : []
+    },
+    members: () => parts.records()?.relayable?.().length ?? 0,
+    relayTo: (from) => !fullMesh.sparse() && exchange.behind(from),
     onRecord: (from, record) => {
+      // a member this node did not know: its peers may not know it either
+      const news = parts.records()?.known?.(from) === false
       gossip.deliverDirect(from, 'membership', record)
       if (fullMesh.sparse()) exchange.push()
+      else if (news) exchange.push('relay')
     },
     onPeers: (_from, peers) => {
       for (const p of peers) fullMesh.heard(p.peerId, p.addrs)

@@ -112,6 +112,8 @@ export class Liveness {
   private readonly probes = new Map<string, Probe>()
   /** when each peer was last heard on its probe stream (wall clock, ms) */
   private readonly heard = new Map<string, number>()
+  /** every peer heard on its probe stream at some time in this run */
+  private readonly everHeard = new Set<string>()
   /** per peer: when the other side's probe last arrived (monotonic) */
   private readonly probedAt = new Map<string, number>()
   private readonly everyMs: number
@@ -145,6 +147,7 @@ export class Liveness {
     for (const p of this.probes.values()) p.stream?.abort(new Error('mesh stopped'))
     this.probes.clear()
     this.heard.clear()
+    this.everHeard.clear()
     this.probedAt.clear()
   }
 
@@ -154,6 +157,11 @@ export class Liveness {
    */
   answeredAt(peerId: string): number | undefined {
     return this.heard.get(peerId)
+  }
+
+  /** Whether this peer has been heard on its probe stream at some time in this run. */
+  met(peerId: string): boolean {
+    return this.everHeard.has(peerId)
   }
 
   private tick(): void {
@@ -254,6 +262,7 @@ export class Liveness {
 
   private received(peer: string, data: { subarray(): Uint8Array }, v2: boolean): void {
     this.heard.set(peer, Date.now())
+    this.everHeard.add(peer)
     if (!v2) return
     const byte = data.subarray()[0] ?? 0
     this.init.onDigest?.(peer, byte >> 1)

@@ -204,6 +204,11 @@ export class Mesh {
     return this.live?.fullMesh.refusedAt(peerId)
   }
 
+  /** Whether this peer has been heard on the liveness probe at some time in this run. */
+  met(peerId: string): boolean {
+    return this.live?.liveness.met(peerId) === true
+  }
+
   /** When a dial of this peer last failed, for any reason (a sparse mesh's ring, overlay.ts). */
   dialFailedAt(peerId: string): number | undefined {
     return this.live?.fullMesh.dialFailedAt(peerId)

@@ -23,6 +23,14 @@ const DIAL_TIMEOUT_MS = 5000
 export const MAX_DIALS_IN_FLIGHT = 8
 /** a sparse mesh dials its ring once no new member was learned of for this long */
 export const RING_SETTLE_MS = 1000
+/**
+ * A full mesh learning members (a start: records passed on by its bootstrap peer, hello.ts)
+ * dials the others once none was learned for this long, and at most this much later than the
+ * burst's first: its bootstrap peer's handshakes, which tell every member of every other, come
+ * first, not queued behind ~N² others on two cores.
+ */
+export const FULL_SETTLE_MS = 400
+export const FULL_SETTLE_MAX_MS = 1500
 /** the ring is worked out again at most this often (every hello asks whether it is sparse) */
 const RING_EVERY_MS = 100
 const MAX_ADDRS_PER_PEER = 32
@@ -93,6 +101,8 @@ export class Redialer {
   private dialMs = 0
   /** when the number of members last changed (monotonic ms) */
   private learnedAt = -Infinity
+  /** when the members began to change after a quiet time (monotonic ms) */
+  private burstAt = -Infinity
 
   constructor(
     private readonly components: RedialComponents,
@@ -175,7 +185,10 @@ export class Redialer {
     const members = this.components.members?.()
     if (members === undefined) return undefined // no membership: every peer is dialed
     const upTo = this.components.fullMeshUpTo ?? DEFAULT_FULL_MESH_UP_TO
-    if (members.length !== this.ring.size) this.learnedAt = now
+    if (members.length !== this.ring.size) {
+      if (now - this.learnedAt >= FULL_SETTLE_MS) this.burstAt = now
+      this.learnedAt = now
+    }
     this.ring = {
       at: now,
       size: members.length,
@@ -249,7 +262,10 @@ export class Redialer {
     // ring to settle before dialing it: each new member moves the neighbours of the others, and
     // every dial to a neighbour of a moment is a connection made (~50 ms of CPU) and kept
     const mono = performance.now()
-    const settling = ring !== undefined && mono - this.learnedAt < RING_SETTLE_MS
+    const settling =
+      ring !== undefined
+        ? mono - this.learnedAt < RING_SETTLE_MS
+        : mono - this.learnedAt < FULL_SETTLE_MS && mono - this.burstAt < FULL_SETTLE_MAX_MS
     const ages = [...this.peers.values()].filter((p) => p.inFlight).map((p) => mono - p.dialAt)
     const defer = deferMs(this.dialMs, ages)
     let inFlight = 0
@@ -264,7 +280,11 @@ export class Redialer {
       }
       // a sparse mesh: the ring's neighbours and the bootstrap peers only
       const bootstrap = this.bootstrapPeers.has(t.peerId)
-      if (ring !== undefined && !bootstrap && (settling || !ring.has(t.peerId))) continue
+      if (!bootstrap && settling) {
+        t.heardAt = mono // the peer waits as long: its wait for this node's dial starts after
+        continue
+      }
+      if (!bootstrap && ring !== undefined && !ring.has(t.peerId)) continue
       // due() also keeps the backoff's books for a connected peer: ask it first; not while the
       // peer's own dial may come (DEFER_MS) or its connection is being set up here
       const waits = (t.deferMs > 0 && mono - t.heardAt < defer) || upgradingFrom(node, t.peerId)

@@ -78,4 +78,6 @@ export interface RecordRequests {
   relayable?(): object[]
   /** the peer ids of every member with a record here (a sparse mesh's ring, overlay.ts) */
   memberPeerIds?(): string[]
+  /** whether this peer's record is held here (any state) */
+  known?(peerId: string): boolean
 }

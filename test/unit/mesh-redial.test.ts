@@ -3,7 +3,8 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { describe, expect, it } from 'vitest'
+import { multiaddr } from '@multiformats/multiaddr'
+import { describe, expect, it, vi } from 'vitest'
 import { silentLogger } from '../../src/log.js'
 import {
   type Backoff,
@@ -13,7 +14,12 @@ import {
   REDIAL_MIN_DELAY_MS,
   REDIAL_STABLE_MS,
 } from '../../src/mesh/backoff.js'
-import { MAX_DIALS_IN_FLIGHT, Redialer } from '../../src/mesh/redial.js'
+import {
+  FULL_SETTLE_MAX_MS,
+  FULL_SETTLE_MS,
+  MAX_DIALS_IN_FLIGHT,
+  Redialer,
+} from '../../src/mesh/redial.js'
 
 const fresh = (): Backoff => ({
   delay: REDIAL_MIN_DELAY_MS,
@@ -113,6 +119,78 @@ describe('redialer: dials in flight', () => {
     } finally {
       r.stop()
       for (const end of pending) end()
+    }
+  })
+})
+
+describe('a full mesh learning its members (a start)', () => {
+  it(`dials its bootstrap peer at once, the others once none was learned for ${FULL_SETTLE_MS} ms (${FULL_SETTLE_MAX_MS} ms at most)`, async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] })
+    const dialed: string[] = []
+    const ids = (
+      await Promise.all(
+        Array.from({ length: 8 }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
+      )
+    )
+      .map(String)
+      .sort()
+    // this node sorts first: it dials every peer itself (no peer's own dial is waited for)
+    const [self, boot, ...others] = ids as [string, string, ...string[]]
+    const node = {
+      peerId: { toString: () => self },
+      getMultiaddrs: () => [],
+      getConnections: () => [],
+      dial: (target: { toString(): string } | Array<{ toString(): string }>) => {
+        const first = Array.isArray(target) ? target[0] : target
+        dialed.push(String(first).split('/p2p/').at(-1) ?? '')
+        return new Promise(() => {}) // in flight for the whole test
+      },
+    }
+    let members: string[] = []
+    const r = new Redialer(
+      {
+        node: node as unknown as Libp2p,
+        log: silentLogger(),
+        counters: { dialFailures: 0 },
+        isBlocked: () => false,
+        members: () => members,
+      },
+      [multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${boot}`)],
+    )
+    try {
+      r.start()
+      expect(dialed).toEqual([boot])
+      // its bootstrap peer's hello names two members, with where they listen
+      const learn = (n: number) => {
+        members = [boot, ...others.slice(0, n)]
+        for (const p of others.slice(0, n))
+          r.addPeer(p, [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${p}`)])
+      }
+      learn(2)
+      await vi.advanceTimersByTimeAsync(300)
+      expect(dialed).toEqual([boot])
+      learn(4) // more, passed on a moment later: the quiet time starts again
+      await vi.advanceTimersByTimeAsync(300)
+      expect(dialed).toEqual([boot])
+      await vi.advanceTimersByTimeAsync(FULL_SETTLE_MS)
+      expect(new Set(dialed)).toEqual(new Set([boot, ...others.slice(0, 4)]))
+      // members learned one after another without a pause (a large start): the new one is
+      // dialed all the same, FULL_SETTLE_MAX_MS after the burst's first at the latest
+      learn(5)
+      const fifth = others[4] as string
+      for (let k = 0; k < 5; k++) {
+        await vi.advanceTimersByTimeAsync(200)
+        members = [...members, `learned-${k}`] // (no address: not dialable)
+      }
+      expect(dialed).not.toContain(fifth)
+      for (let k = 5; k < 12; k++) {
+        await vi.advanceTimersByTimeAsync(200)
+        members = [...members, `learned-${k}`]
+      }
+      expect(dialed).toContain(fifth)
+    } finally {
+      r.stop()
+      vi.useRealTimers()
     }
   })
 })

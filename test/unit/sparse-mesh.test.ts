@@ -162,6 +162,28 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     expect(judgeMember(member(), 10_000, failing, t, 40)).toEqual({ state: 'dead', byRumor: false })
   })
 
+  it('by rumor in a full mesh until first heard on its probe here, then by its probe', () => {
+    // known from a record its bootstrap peer passed on at 0, never heard on the probe here
+    let met = false
+    let answered: number | undefined
+    const full = { answeredAt: () => answered, met: () => met }
+    const r = member()
+    expect(judgeMember(r, 2500, full, t, 8)).toEqual({ state: 'alive', byRumor: true })
+    // a connection of a moment closed (two dials crossed): no news of the member
+    expect(judgeMember({ ...r, disconnectedAtMs: 2000 }, 2500, full, t, 8).state).toBe('alive')
+    // heard at 5000: from now on its probe decides
+    met = true
+    answered = 5000
+    expect(judgeMember(r, 5100, full, t, 8)).toEqual({ state: 'alive', byRumor: false })
+    expect(judgeMember(r, 7100, full, t, 8).state).toBe('dead')
+    // a dial failing before it was ever heard is silence from the failure
+    const failing = { answeredAt: () => undefined, met: () => false, dialFailedAt: () => 3000 }
+    expect(judgeMember(member(), 3500, failing, t, 8)).toEqual({ state: 'alive', byRumor: false })
+    expect(judgeMember(member(), 5100, failing, t, 8)).toEqual({ state: 'dead', byRumor: false })
+    // a mesh that does not say (an older port): the probe's evidence alone, as before
+    expect(judgeMember(member(), 2500, { answeredAt: () => undefined }, t, 8).state).toBe('dead')
+  })
+
   it('dead at once when its connection closed and a dial of it is refused, at any size', () => {
     const r = { ...member(), disconnectedAtMs: 100 }
     const mesh = { answeredAt: () => undefined, refusedAt: () => 150 }
