@@ -165,10 +165,13 @@ export class HelloExchange {
     if (what === 'again') this.pushKind = 'again'
     if (this.pushing !== undefined) return
     this.pushKind = what
-    this.pushing = setTimeout(() => {
-      this.pushing = undefined
-      for (const peer of this.greeted.values()) void this.send(peer, this.pushKind, 1)
-    }, what === 'relay' ? RELAY_AFTER_MS : PUSH_AFTER_MS)
+    this.pushing = setTimeout(
+      () => {
+        this.pushing = undefined
+        for (const peer of this.greeted.values()) void this.send(peer, this.pushKind, 1)
+      },
+      what === 'relay' ? RELAY_AFTER_MS : PUSH_AFTER_MS,
+    )
     this.pushing.unref()
   }
 
