@@ -215,7 +215,7 @@ export class HelloExchange {
     const peers =
       what === 'record' || what === 'relay'
         ? []
-        : this.init.peers(id).filter((p) => !named?.has(p.peerId))
+        : this.init.peers(id).filter((p) => !named?.has(p.peerId) && !this.knows(id, p.peerId))
     const relayed = what === 'record' ? [] : this.toPass(id)
     const later = what === 'again' || what === 'relay'
     if (later && peers.length === 0 && relayed.length === 0) return

@@ -11,6 +11,9 @@ import { DEFER_MS, deferMs, SECOND_DIAL_MS, YIELD_GRACE_MS, yields } from './cro
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
 import { connectedPeerIds, upgradingFrom } from './libp2p.js'
 import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from './overlay.js'
+import { Settle } from './settle.js'
+
+export { FULL_SETTLE_MAX_MS, FULL_SETTLE_MS, RING_SETTLE_MS } from './settle.js'
 
 const TICK_MS = 250
 const DIAL_TIMEOUT_MS = 5000
@@ -21,16 +24,6 @@ const DIAL_TIMEOUT_MS = 5000
  * work lost and done again). With up to 9 peers, nothing changes.
  */
 export const MAX_DIALS_IN_FLIGHT = 8
-/** a sparse mesh dials its ring once no new member was learned of for this long */
-export const RING_SETTLE_MS = 1000
-/**
- * A full mesh learning members (a start: records passed on by its bootstrap peer, hello.ts)
- * dials the others once none was learned for this long, and at most this much later than the
- * burst's first: its bootstrap peer's handshakes, which tell every member of every other, come
- * first, not queued behind ~N² others on two cores.
- */
-export const FULL_SETTLE_MS = 400
-export const FULL_SETTLE_MAX_MS = 1500
 /** the ring is worked out again at most this often (every hello asks whether it is sparse) */
 const RING_EVERY_MS = 100
 const MAX_ADDRS_PER_PEER = 32
@@ -99,10 +92,8 @@ export class Redialer {
   }
   /** how long this node's dials take, a moving average (ms) */
   private dialMs = 0
-  /** when the number of members last changed (monotonic ms) */
-  private learnedAt = -Infinity
-  /** when the members began to change after a quiet time (monotonic ms) */
-  private burstAt = -Infinity
+  /** when dials wait for the members to be learned (settle.ts) */
+  private readonly settle = new Settle()
 
   constructor(
     private readonly components: RedialComponents,
@@ -185,10 +176,7 @@ export class Redialer {
     const members = this.components.members?.()
     if (members === undefined) return undefined // no membership: every peer is dialed
     const upTo = this.components.fullMeshUpTo ?? DEFAULT_FULL_MESH_UP_TO
-    if (members.length !== this.ring.size) {
-      if (now - this.learnedAt >= FULL_SETTLE_MS) this.burstAt = now
-      this.learnedAt = now
-    }
+    this.settle.note(members.length, now)
     this.ring = {
       at: now,
       size: members.length,
@@ -258,14 +246,12 @@ export class Redialer {
     const { isBlocked, node } = this.components
     const connected = new Set(connectedPeerIds(node))
     const ring = this.neighbours()
-    // a sparse mesh still learning its members (a start: one more every few ms) waits for the
-    // ring to settle before dialing it: each new member moves the neighbours of the others, and
-    // every dial to a neighbour of a moment is a connection made (~50 ms of CPU) and kept
+    // a node still learning members (a start) holds back its dials (settle.ts); neighbours()
+    // works the ring out at most every RING_EVERY_MS, so a member learned since is noted here
     const mono = performance.now()
-    const settling =
-      ring !== undefined
-        ? mono - this.learnedAt < RING_SETTLE_MS
-        : mono - this.learnedAt < FULL_SETTLE_MS && mono - this.burstAt < FULL_SETTLE_MAX_MS
+    const members = this.components.members?.()
+    if (members !== undefined) this.settle.note(members.length, mono)
+    const settling = this.settle.settling(mono, ring !== undefined)
     const ages = [...this.peers.values()].filter((p) => p.inFlight).map((p) => mono - p.dialAt)
     const defer = deferMs(this.dialMs, ages)
     let inFlight = 0

@@ -73,7 +73,11 @@ async function readYourWrites(n: number, from: number, opts: { local?: boolean }
   return missing
 }
 
-/** One client on node 0 inserting without pause from id `from`; each commit's latency (ms). */
+/**
+ * One client on node 0 inserting without pause from id `from`; each commit's latency (ms).
+ * Each test's writer has ids of its own, 100,000 apart (a fast run wrote past 5,000 rows and
+ * met the next test's).
+ */
 function timedWriter(from: number, note: string) {
   const w = { stop: false, latencies: [] as number[], done: Promise.resolve() }
   w.done = (async () => {
@@ -123,7 +127,7 @@ describe('sync mode', () => {
   })
 
   it("a peer's PostgreSQL killed under load: commits stall no longer than dead-after + 1 s", async () => {
-    const w = timedWriter(20_001, 'during the crash')
+    const w = timedWriter(100_001, 'during the crash')
     await waitFor(() => w.latencies.length > 50, 10_000, 'writes before the crash')
     await c.node(2).pg.crash('kill')
     try {
@@ -148,13 +152,16 @@ describe('sync mode', () => {
     for (const i of IDS)
       await waitFor(async () => (await standbys(i)) === setOf(i), 30_000, `node ${i} whole again`)
     await c.converged(IDS, 'demo.s', 30_000)
-    const [n] = await c.q(2, 'SELECT count(*)::int AS n FROM demo.s WHERE id > 20000')
+    const [n] = await c.q(
+      2,
+      'SELECT count(*)::int AS n FROM demo.s WHERE id BETWEEN 100001 AND 199999',
+    )
     expect(n?.n).toBe(w.latencies.length)
     console.info(`sync: worst commit while a peer died ${worst} ms (${w.latencies.length} commits)`)
   })
 
   it('a frozen arbiter (SIGSTOP) is let go within the same bound, and taken back', async () => {
-    const w = timedWriter(35_001, 'during the freeze')
+    const w = timedWriter(200_001, 'during the freeze')
     const frozen = c.api(1).proc
     try {
       await waitFor(() => w.latencies.length > 20, 10_000, 'writes before the freeze')
