@@ -74,6 +74,8 @@ export interface HelloInit {
   relayed?(to: string): MembershipHeartbeat[]
   /** how many members' records this node holds (said in every hello) */
   members?(): number
+  /** whether this peer is unknown here (no record of it) */
+  isNew?(id: string): boolean
   /** a hello from this peer came in: whether to pass it what it lacks now (a full mesh) */
   relayTo?(from: string): boolean
   onRecord(from: string, record: NonNullable<Hello['record']>): void
@@ -177,11 +179,13 @@ export class HelloExchange {
 
   /**
    * Whether this peer said it holds fewer members' records than this node does (a full mesh
-   * passes records on to such a peer only: a start, where it knows its bootstrap peer alone).
+   * passes records on to such a peer only: a start, where it knows its bootstrap peer alone);
+   * before its first hello, whether it is new here (a node just started knows next to none)
    */
   behind(id: string): boolean {
     const theirs = this.counts.get(id)
-    return theirs !== undefined && theirs < (this.init.members?.() ?? 0)
+    if (theirs === undefined) return this.init.isNew?.(id) === true
+    return theirs < (this.init.members?.() ?? 0)
   }
 
   /** Whether this peer has shown in this connection that it knows this member. */
@@ -340,6 +344,7 @@ export function meshHello(
       return exchange.behind(to) ? all.filter((r) => !exchange.knows(to, r.peerId)) : []
     },
     members: () => parts.records()?.relayable?.().length ?? 0,
+    isNew: (id) => parts.records()?.known?.(id) === false,
     relayTo: (from) => !fullMesh.sparse() && exchange.behind(from),
     onRecord: (from, record) => {
       // a member this node did not know: its peers may not know it either

@@ -144,7 +144,15 @@ describe(`a sparse mesh of ${N} (full mesh up to ${FULL_MESH_UP_TO})`, () => {
       side.every((n) => other.every((o) => stateOf(n, o.mesh.peerId) === 'dead'))
     // a member with no prober on this side is found when the ring is walked round it (the
     // neighbours of a member held dead are dialed instead; overlay.ts)
-    await waitFor(() => apart(a, b) && apart(b, a), 30_000, 'each side holds the other dead')
+    await waitFor(() => apart(a, b) && apart(b, a), 30_000, 'each side holds the other dead').catch(
+      (err: Error) => {
+        // who holds whom how (a alive, s suspect, d dead): a failure says which view is stuck
+        const all = [...a, ...b]
+        const view = (n: Node): string =>
+          all.map((o) => (o === n ? '-' : (stateOf(n, o.mesh.peerId) ?? '?')[0])).join('')
+        throw new Error(`${err.message}:\n${all.map((n, i) => `${i} ${view(n)}`).join('\n')}`)
+      },
+    )
     console.info(`sparse mesh: a partition seen whole on both sides after ${Date.now() - t0} ms`)
     const whole = (side: Node[]) => side.every((n) => alive(n) === side.length - 1)
     await waitFor(() => whole(a) && whole(b), 5_000, 'each side whole')
