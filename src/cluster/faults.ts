@@ -15,8 +15,13 @@ export interface FaultHooks {
 /** Production: nothing happens anywhere. */
 export const NO_FAULTS: FaultHooks = { armed: () => false, at: async () => {} }
 
-/** the prepares must leave before the crash at 'prepare-sent' */
-const DELAY_MS: Partial<Record<CrashPoint, number>> = { 'prepare-sent': 30 }
+/**
+ * The prepares must reach the members before the crash at 'prepare-sent' (a request on a new
+ * stream takes a round trip to negotiate first): 30 ms was not always enough on a loaded CI
+ * machine — the members never heard of the proposal, and had nothing to act on alone. They may
+ * have answered by then; the coordinator decides nothing before the hook returns.
+ */
+const DELAY_MS: Partial<Record<CrashPoint, number>> = { 'prepare-sent': 250 }
 
 /**
  * At `point`, die the way a crashed coordinator does (SIGKILL: no clean-up, no goodbye), or
