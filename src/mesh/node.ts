@@ -148,14 +148,10 @@ export class Mesh {
 
   /** Returns the disposer that takes the handler off again. */
   subscribe(topic: TopicName, handler: (m: GossipMessage) => void): () => void {
-    const list = this.handlers.get(topic) ?? []
-    list.push(handler)
-    this.handlers.set(topic, list)
+    this.handlers.set(topic, [...(this.handlers.get(topic) ?? []), handler])
     return () => {
-      this.handlers.set(
-        topic,
-        (this.handlers.get(topic) ?? []).filter((h) => h !== handler),
-      )
+      const rest = (this.handlers.get(topic) ?? []).filter((h) => h !== handler)
+      this.handlers.set(topic, rest)
     }
   }
 
