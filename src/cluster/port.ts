@@ -4,6 +4,7 @@ import type {
   ClaimCheck,
   GossipMessage,
   MeshIsolation,
+  RecordRequests,
   RpcHandler,
   RpcRequest,
   RpcResponse,
@@ -33,15 +34,7 @@ export interface MeshPort {
    * The liveness probe asks a peer for its record when `wants` says so; a peer that asks for
    * ours, and every new connection, gets `record()` straight (hello.ts); returns the disposer
    */
-  recordRequests?(r: {
-    wants(peerId: string): boolean
-    record(fresh: boolean): object | undefined
-    digest(): number
-    heardDigest(peerId: string, digest: number): void
-    relayable?(): object[]
-    memberPeerIds?(): string[]
-    known?(peerId: string): boolean
-  }): () => void
+  recordRequests?(r: RecordRequests): () => void
   /** when a dial of this peer was last refused at every address: nothing listens there */
   refusedAt?(peerId: string): number | undefined
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */
