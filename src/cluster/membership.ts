@@ -150,6 +150,7 @@ export class Membership {
       },
       // a sparse mesh's ring: members held dead are left out (their neighbours dial the next)
       memberPeerIds: () => [...this.byPeer.values()].filter(live).map((r) => r.peerId),
+      memberCount: () => this.byPeer.size,
       relayable: () => [...this.byPeer.values()].flatMap((r) => (relayable(r) ? [r.signed] : [])),
       known: (peerId) => this.byPeer.has(peerId),
     })
@@ -239,6 +240,7 @@ export class Membership {
       void this.announce()
     }
     for (const r of this.byPeer.values()) this.evaluate(r, now)
+    this.suspicions.repeat()
     this.markDuplicates()
   }
 
@@ -373,6 +375,7 @@ export class Membership {
       // only "dead" is said: a suspect of a moment (a late probe on a busy machine) said to
       // every node, and answered by every node's refutation, fed the very saturation behind it
       if (!byRumor && r.state === 'dead') this.suspicions.say(r, r.state)
+      if (r.state === 'alive') this.suspicions.alive(r.peerId)
       this.init.onChange?.(r, before)
     }
     return before

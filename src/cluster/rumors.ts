@@ -6,7 +6,8 @@
 // it is alive and hears it, answers with a newer record, which clears it everywhere. A suspect
 // that is not cleared is dead after the same time as a silent connected member. Pure rules
 // here; membership.ts holds the records. Per member and second the mesh carries nothing while
-// all is well: a suspicion goes out only when a state changes.
+// all is well: a suspicion goes out only when a state changes (a death found here is said again
+// a few times in the half minute after: gossip is not kept for a node it did not reach).
 import type { Logger } from '../log.js'
 import type { MembershipSuspicion as Suspicion } from '../mesh/codec.js'
 import { detect, type MemberState, silenceTimings, type Timings } from './detector.js'
@@ -15,6 +16,9 @@ import { RECORD_REFRESH_MS } from './record.js'
 
 /** a suspicion held here is said again at most this often when its member is heard of alive */
 const REPEAT_SUSPICION_MS = 2000
+/** a death this node found itself is said again this often, for this long (see Suspicions.repeat) */
+export const RETELL_EVERY_MS = 3000
+export const RETELL_FOR_MS = 30_000
 
 /** What this node has heard said of a member it does not probe itself. */
 export interface Rumor {
@@ -84,10 +88,22 @@ export interface SuspicionsInit {
 
 /** The suspicions a sparse mesh's node says and hears (the rules above). */
 export class Suspicions {
+  /** the deaths this node found itself and still tells: the member, when first and last said */
+  private readonly told = new Map<string, { r: Suspected; firstMs: number; lastMs: number }>()
+
   constructor(private readonly init: SuspicionsInit) {}
 
   /** Tells the others that this node holds a member it probes suspect or dead. */
   say(r: Suspected, state: 'suspect' | 'dead'): void {
+    if (this.init.mesh.sparse?.() !== true) return
+    if (state === 'dead') {
+      const now = this.init.now()
+      this.told.set(r.peerId, { r, firstMs: now, lastMs: now })
+    }
+    this.publish(r, state)
+  }
+
+  private publish(r: Suspected, state: 'suspect' | 'dead'): void {
     const { mesh, log } = this.init
     if (mesh.sparse?.() !== true) return
     const of = { of: r.peerId, incarnation: r.incarnation, seq: r.seq ?? 0, state }
@@ -116,6 +132,29 @@ export class Suspicions {
   }
 
   /**
+   * The deaths this node found itself are said again every few seconds for half a minute.
+   * Gossip is not kept: a node that no gossip reached when a death was said (a partition's side
+   * re-forming its ring round it, a connection whose gossip stream was not open yet) heard
+   * nothing, and no state changes anywhere to say it again. A member that is alive answers any
+   * of them with a newer record; `alive` ends them.
+   */
+  repeat(): void {
+    const now = this.init.now()
+    for (const [peerId, t] of this.told) {
+      if (now - t.firstMs > RETELL_FOR_MS) this.told.delete(peerId)
+      else if (now - t.lastMs >= RETELL_EVERY_MS) {
+        t.lastMs = now
+        this.publish(t.r, 'dead')
+      }
+    }
+  }
+
+  /** A member held dead here is alive again: its death is no longer told. */
+  alive(peerId: string): void {
+    this.told.delete(peerId)
+  }
+
+  /**
    * A record passed on by a peer that holds it alive, of a member said dead or suspect here (a
    * healed partition: the member never heard it was suspected): say so again, for the member to
    * answer with a newer record. At most every few seconds per member.
@@ -125,7 +164,7 @@ export class Suspicions {
     const now = this.init.now()
     if (rumor === undefined || now - (rumor.repeatedAtMs ?? 0) < REPEAT_SUSPICION_MS) return
     rumor.repeatedAtMs = now
-    this.say(r, rumor.state)
+    this.publish(r, rumor.state)
   }
 }
 

@@ -33,6 +33,8 @@ export interface FullMeshComponents {
   fullMeshUpTo?: number | undefined
   /** the members' peer ids, when a membership runs (only members make a ring) */
   members?: () => readonly string[] | undefined
+  /** how many members have a record, dead ones too (overlay.ts) */
+  memberCount?: () => number | undefined
 }
 
 /** gossipsub's event when a peer's subscriptions change */
@@ -73,11 +75,12 @@ export class FullMesh {
     private readonly components: FullMeshComponents,
     bootstrap: readonly Multiaddr[],
   ) {
-    const { node, log, counters, isBlocked, fullMeshUpTo, members } = components
+    const { node, log, counters, isBlocked, fullMeshUpTo, members, memberCount } = components
     this.self = node.peerId.toString()
     const ring = {
       ...(fullMeshUpTo === undefined ? {} : { fullMeshUpTo }),
       ...(members ? { members } : {}),
+      ...(memberCount ? { memberCount } : {}),
     }
     this.redial = new Redialer({ node, log, counters, isBlocked, ...ring }, bootstrap)
   }

@@ -332,9 +332,7 @@ export class Mesh {
         maxMessageBytes: init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         onAnnounce: (from, a) => fullMesh?.onAnnounce(from, a),
         // a member's record (gossiped, or in a hello): a sparse mesh passes it on (hello.ts)
-        onAddrs: (from, addrs) => {
-          fullMesh?.heard(from, addrs)
-        },
+        onAddrs: (from, addrs) => void fullMesh?.heard(from, addrs),
       },
       this.handlers,
       this.claimChecks,
@@ -349,6 +347,7 @@ export class Mesh {
         knownPeersFile: knownPeersFile(this.init.identityFile),
         fullMeshUpTo: init.fullMeshUpTo,
         members: () => this.records?.memberPeerIds?.(),
+        memberCount: () => this.records?.memberCount?.(),
       },
       bootstrap,
     )

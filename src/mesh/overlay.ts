@@ -21,17 +21,21 @@
 export const DEFAULT_FULL_MESH_UP_TO = 64
 
 /**
- * The peers `self` dials, given every peer it knows of (not itself); undefined: all of them
- * (a full mesh).
+ * The peers `self` dials, given the live members it knows of (not itself); undefined: all of
+ * them (a full mesh). Whether the mesh is sparse goes by `members`, how many other members it
+ * holds a record of, dead ones too: a partition that leaves few alive on one side does not make
+ * that side a full mesh (whose nodes say no suspicions, rumors.ts) while a node there still
+ * judges a member of the other side by rumor.
  */
 export function ringNeighbours(
   self: string,
   known: Iterable<string>,
   fullMeshUpTo: number,
+  members = 0,
 ): ReadonlySet<string> | undefined {
   const ring = [...new Set([self, ...known])].sort()
   const n = ring.length
-  if (n <= fullMeshUpTo) return undefined
+  if (Math.max(n, members + 1) <= fullMeshUpTo) return undefined
   const i = ring.indexOf(self)
   const out = new Set<string>()
   for (const offset of [1, Math.floor(n / 2)]) {

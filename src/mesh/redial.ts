@@ -53,8 +53,10 @@ export interface RedialComponents {
   isBlocked(peerId: string): boolean
   /** up to this many members, every known peer is dialed; past it, the ring's (overlay.ts) */
   fullMeshUpTo?: number
-  /** the peer ids of the members (the membership's records); none: every peer is dialed */
+  /** the peer ids of the live members (the membership's records); none: every peer is dialed */
   members?: () => readonly string[] | undefined
+  /** how many members have a record, dead ones too (whether the mesh is sparse, overlay.ts) */
+  memberCount?: () => number | undefined
 }
 
 /** `addr`'s /p2p/ id, if it has one. */
@@ -180,7 +182,7 @@ export class Redialer {
     this.ring = {
       at: now,
       size: members.length,
-      neighbours: ringNeighbours(this.self, members, upTo),
+      neighbours: ringNeighbours(this.self, members, upTo, this.components.memberCount?.()),
     }
     return this.ring.neighbours
   }

@@ -76,8 +76,10 @@ export interface RecordRequests {
    * (overlay.ts): those held alive only (a record passed on says "alive" to its receiver)
    */
   relayable?(): object[]
-  /** the peer ids of every member with a record here (a sparse mesh's ring, overlay.ts) */
+  /** the peer ids of every member held alive here (a sparse mesh's ring, overlay.ts) */
   memberPeerIds?(): string[]
+  /** how many members have a record here, dead ones too (whether the mesh is sparse) */
+  memberCount?(): number
   /** whether this peer's record is held here (any state) */
   known?(peerId: string): boolean
 }

@@ -150,7 +150,29 @@ describe(`a sparse mesh of ${N} (full mesh up to ${FULL_MESH_UP_TO})`, () => {
         const all = [...a, ...b]
         const view = (n: Node): string =>
           all.map((o) => (o === n ? '-' : (stateOf(n, o.mesh.peerId) ?? '?')[0])).join('')
-        throw new Error(`${err.message}:\n${all.map((n, i) => `${i} ${view(n)}`).join('\n')}`)
+        // and, for each member held alive across the partition, what the holder's record of it
+        // says and what the others on its side hold (record seq, rumor)
+        const rec = (n: Node, id: string) =>
+          (n.membership as unknown as { byPeer: Map<string, Record<string, unknown>> }).byPeer.get(
+            id,
+          )
+        const stuck: string[] = []
+        for (const [side, other] of [
+          [a, b],
+          [b, a],
+        ] as const)
+          for (const n of side)
+            for (const o of other) {
+              const id = o.mesh.peerId
+              if (stateOf(n, id) === 'dead') continue
+              const r = rec(n, id)
+              const seqs = side.map((x) => (x === n ? '*' : `${rec(x, id)?.seq}`)).join(',')
+              stuck.push(
+                `${all.indexOf(n)} holds ${all.indexOf(o)}: seq ${r?.seq} rumor ${JSON.stringify(r?.rumor)} heard ${Date.now() - Number(r?.lastHeardMs)} ms ago, disconnected ${r?.disconnectedAtMs !== undefined}, answered ${n.mesh.answeredAt(id) !== undefined}, met ${n.mesh.met(id)}; side's seqs ${seqs}`,
+              )
+            }
+        const views = all.map((n, i) => `${i} ${view(n)}`).join('\n')
+        throw new Error(`${err.message}:\n${views}\n${stuck.join('\n')}`)
       },
     )
     console.info(`sparse mesh: a partition seen whole on both sides after ${Date.now() - t0} ms`)

@@ -4,7 +4,15 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
-import { judgeByRumor, judgeMember, withSuspicion } from '../../src/cluster/rumors.js'
+import {
+  judgeByRumor,
+  judgeMember,
+  RETELL_EVERY_MS,
+  RETELL_FOR_MS,
+  Suspicions,
+  withSuspicion,
+} from '../../src/cluster/rumors.js'
+import { silentLogger } from '../../src/log.js'
 import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from '../../src/mesh/overlay.js'
 import { canonicalJson, signRecord, verifyRecord } from '../../src/mesh/record-sig.js'
 
@@ -17,6 +25,16 @@ describe('the ring (overlay.ts)', () => {
     expect(ringNeighbours(all[0] as string, all.slice(1), DEFAULT_FULL_MESH_UP_TO)).toBeUndefined()
     const more = ids(DEFAULT_FULL_MESH_UP_TO + 1)
     expect(ringNeighbours(more[0] as string, more.slice(1), DEFAULT_FULL_MESH_UP_TO)).toBeDefined()
+  })
+
+  it('stays sparse when a partition leaves no more alive than a full mesh holds', () => {
+    // 10 members known, 4 of them alive on this side: the ring of the 4, still sparse (a full
+    // mesh says no suspicions, and a node there judging the other side by rumor would wait)
+    const all = ids(10)
+    const side = all.slice(1, 4)
+    expect(ringNeighbours(all[0] as string, side, 4)).toBeUndefined()
+    const ring = ringNeighbours(all[0] as string, side, 4, 9)
+    expect([...(ring ?? [])].sort()).toEqual(['peer001', 'peer002'])
   })
 
   it('dials the next member round the ring and the one halfway round, the same on every node', () => {
@@ -140,6 +158,57 @@ describe('a member judged by rumor (rumors.ts)', () => {
     expect(withSuspicion(dead, { seq: 4, state: 'suspect' }, 4, 1300)).toBe(dead)
     // a suspicion of a record older than the one held is no news
     expect(withSuspicion(undefined, { seq: 3, state: 'dead' }, 4, 1000)).toBeUndefined()
+  })
+})
+
+describe('a death a sparse mesh node found itself (rumors.ts Suspicions)', () => {
+  const told: Array<{ of: string; seq: number; state: string }> = []
+  let now = 10_000
+  const suspicions = new Suspicions({
+    mesh: {
+      peerId: 'me',
+      sparse: () => true,
+      publish: async (_topic: string, s: unknown) => {
+        told.push(s as { of: string; seq: number; state: string })
+      },
+    } as never,
+    log: silentLogger(),
+    now: () => now,
+    own: () => ({ incarnation: 1, lastSeq: 0 }),
+    refute: () => {},
+  })
+  const a = { peerId: 'a', incarnation: 7, seq: 3 }
+  const b = { peerId: 'b', incarnation: 8, seq: 2 }
+  const tick = (ms: number) => {
+    now += ms
+    suspicions.repeat()
+  }
+
+  it('is said again every few seconds for half a minute (gossip is not kept for latecomers)', () => {
+    suspicions.say(a, 'dead')
+    expect(told).toEqual([
+      { v: 1, kind: 'suspicion', peerId: 'me', of: 'a', incarnation: 7, seq: 3, state: 'dead' },
+    ])
+    tick(RETELL_EVERY_MS - 1)
+    expect(told).toHaveLength(1)
+    tick(1)
+    expect(told).toHaveLength(2)
+    let said = 2
+    while (now - 10_000 < RETELL_FOR_MS) {
+      tick(RETELL_EVERY_MS)
+      if (now - 10_000 <= RETELL_FOR_MS) said++
+    }
+    expect(told).toHaveLength(said)
+    tick(RETELL_EVERY_MS)
+    expect(told).toHaveLength(said)
+  })
+
+  it('is no longer said once the member is alive again', () => {
+    told.length = 0
+    suspicions.say(b, 'dead')
+    suspicions.alive('b')
+    tick(RETELL_EVERY_MS)
+    expect(told.map((s) => s.of)).toEqual(['b'])
   })
 })
 
