@@ -42,3 +42,28 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, everyMs))
   }
 }
+
+/**
+ * Proving that something does NOT happen needs a window: `cond` is checked every `everyMs`
+ * for `ms`, and the first time it fails (false, or throws) ends the wait with an error naming
+ * `what` and when. A fixed sleep followed by one look would miss a change undone meanwhile.
+ */
+export async function holdsThroughout(
+  cond: () => Promise<boolean> | boolean,
+  ms: number,
+  what: string,
+  everyMs = 50,
+): Promise<void> {
+  const start = Date.now()
+  for (;;) {
+    const ok = await Promise.resolve()
+      .then(cond)
+      .catch((err: Error) => err)
+    if (ok !== true) {
+      const why = ok instanceof Error ? `: ${ok.message}` : ''
+      throw new Error(`${what} did not hold ${Date.now() - start} ms into ${ms} ms${why}`)
+    }
+    if (Date.now() - start >= ms) return
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
