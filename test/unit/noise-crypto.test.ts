@@ -34,6 +34,15 @@ describe('noise crypto', () => {
     expect(Buffer.from(e).toString('hex')).not.toBe(Buffer.from(a).toString('hex'))
   })
 
+  it("imports the peer's public key from its raw bytes (JWK), not DER: ten times cheaper here", () => {
+    const imports = vi.spyOn(crypto, 'createPublicKey')
+    const ours = noiseCrypto.generateX25519KeyPair()
+    const peer = defaultCrypto.generateX25519KeyPair()
+    noiseCrypto.generateX25519SharedKey(ours.privateKey, peer.publicKey)
+    expect(imports).toHaveBeenCalledTimes(1)
+    expect(imports.mock.calls[0]?.[0]).toMatchObject({ format: 'jwk', key: { crv: 'X25519' } })
+  })
+
   it('imports a private key once, however many handshakes use it', () => {
     const imports = vi.spyOn(crypto, 'createPrivateKey')
     const made = noiseCrypto.generateX25519KeyPair() // generated as a key object: no import
