@@ -88,7 +88,11 @@ export interface SuspicionsInit {
 
 /** The suspicions a sparse mesh's node says and hears (the rules above). */
 export class Suspicions {
-  /** the deaths this node found itself and still tells: the member, when first and last said */
+  /**
+   * the deaths this node found itself and still tells: of which run and record of the member
+   * (as they were when found: a member back in a new run is not said dead again), when first
+   * and last said
+   */
   private readonly told = new Map<string, { r: Suspected; firstMs: number; lastMs: number }>()
 
   constructor(private readonly init: SuspicionsInit) {}
@@ -98,7 +102,8 @@ export class Suspicions {
     if (this.init.mesh.sparse?.() !== true) return
     if (state === 'dead') {
       const now = this.init.now()
-      this.told.set(r.peerId, { r, firstMs: now, lastMs: now })
+      const of = { peerId: r.peerId, incarnation: r.incarnation, seq: r.seq }
+      this.told.set(r.peerId, { r: of, firstMs: now, lastMs: now })
     }
     this.publish(r, state)
   }

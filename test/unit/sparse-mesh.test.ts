@@ -162,14 +162,14 @@ describe('a member judged by rumor (rumors.ts)', () => {
 })
 
 describe('a death a sparse mesh node found itself (rumors.ts Suspicions)', () => {
-  const told: Array<{ of: string; seq: number; state: string }> = []
+  const told: Array<{ of: string; incarnation: number; seq: number; state: string }> = []
   let now = 10_000
   const suspicions = new Suspicions({
     mesh: {
       peerId: 'me',
       sparse: () => true,
       publish: async (_topic: string, s: unknown) => {
-        told.push(s as { of: string; seq: number; state: string })
+        told.push(s as { of: string; incarnation: number; seq: number; state: string })
       },
     } as never,
     log: silentLogger(),
@@ -201,6 +201,20 @@ describe('a death a sparse mesh node found itself (rumors.ts Suspicions)', () =>
     expect(told).toHaveLength(said)
     tick(RETELL_EVERY_MS)
     expect(told).toHaveLength(said)
+  })
+
+  it('is said of the run and record it was found in, whatever the member holds later', () => {
+    told.length = 0
+    const c = { peerId: 'c', incarnation: 9, seq: 4 }
+    suspicions.say(c, 'dead')
+    // the member restarted: the record held here now is of its new run
+    Object.assign(c, { incarnation: 10, seq: 0 })
+    tick(RETELL_EVERY_MS)
+    expect(told.map((s) => [s.of, s.incarnation, s.seq])).toEqual([
+      ['c', 9, 4],
+      ['c', 9, 4],
+    ])
+    suspicions.alive('c')
   })
 
   it('is no longer said once the member is alive again', () => {
