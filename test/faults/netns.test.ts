@@ -10,7 +10,7 @@
 // Where namespaces cannot be made this file fails, loudly: it never passes by doing nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { History, openBank, verifyQuiesced, WORKLOAD_DDL } from '../fixtures/history.js'
-import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
+import { call, MeshCluster, saveLogsOnFailure, waitFor } from '../fixtures/mesh-cluster.js'
 import { NetLab } from '../fixtures/netlab.js'
 
 const IDS = [0, 1, 2]
@@ -35,6 +35,7 @@ function nodeState(nodes: Array<{ node: number; state: string }>, id: number): s
 }
 
 describe('faults from outside: namespaces, partitions, PostgreSQL crashes', () => {
+  saveLogsOnFailure(() => c, 'netns')
   const h = new History()
   let stop = false
   let writers: Promise<void>[] = []
