@@ -26,4 +26,6 @@ export interface MeshInit {
   probeEveryMs?: number
   /** past this many members the mesh is sparse (default 64; overlay.ts) */
   fullMeshUpTo?: number | undefined
+  /** past this many members a full mesh probes its ring's connections only (default 16) */
+  probeAllUpTo?: number | undefined
 }
