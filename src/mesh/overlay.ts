@@ -26,8 +26,13 @@ export const DEFAULT_FULL_MESH_UP_TO = 64
  * network's cipher and Yamux: 64 idle members probing all 2,016 connections kept 1.75 of two
  * cores busy. The other members are judged as a sparse mesh judges them (rumors.ts): by their
  * probers' suspicions, and by their connection when it closes (a killed member, found at once).
+ * Not the default yet (as large as a full mesh gets): started all at once on two cores, 64
+ * members watching their ring only flapped — connections timing out under the start's load
+ * closed ring edges, each death their probers said turned 63 nodes at once, and the refutations
+ * followed (1,202 members said dead by rumor in one minute; no convergence). MeshInit's
+ * probeAllUpTo (TRAKTOR_BENCH_PROBE_ALL_UP_TO in the mesh benchmark) turns it on.
  */
-export const DEFAULT_PROBE_ALL_UP_TO = 16
+export const DEFAULT_PROBE_ALL_UP_TO = DEFAULT_FULL_MESH_UP_TO
 
 /**
  * The members whose connection with `self` carries liveness probes, given the live members it
