@@ -55,7 +55,7 @@ async function start(msg) {
           ? { fullMeshUpTo: Number(process.env.TRAKTOR_BENCH_FULL_MESH_UP_TO) }
           : {}),
         // TRAKTOR_BENCH_PROBE_ALL_UP_TO: past this many members a full mesh watches its ring's
-        // connections only (default: never; e.g. 16 to try it)
+        // connections only (default 32; 64 watches every connection of a full mesh)
         ...(process.env.TRAKTOR_BENCH_PROBE_ALL_UP_TO
           ? { probeAllUpTo: Number(process.env.TRAKTOR_BENCH_PROBE_ALL_UP_TO) }
           : {}),

@@ -228,6 +228,11 @@ export function judgeMember(
   if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
     r.lastHeardMs = Math.min(answered, now)
   const sparse = mesh.sparse?.() === true
+  const silence = silenceTimings(timings, members)
+  // watching its ring only, a closed connection not refused at its address (a timeout under
+  // load, not a process gone) is judged as patiently as silence: each death said there turns
+  // every node at once
+  const closed = !sparse && mesh.rumors?.() === true ? silence : timings
   // a full mesh past its probe-all size probes its ring's connections only (overlay.ts): a
   // member on another connection, or not heard on a new one yet, is judged by rumor while its
   // connection stands (its probers say when it is dead); once the connection closed, by the
@@ -242,7 +247,7 @@ export function judgeMember(
       disconnectedAtMs: r.disconnectedAtMs,
       ...(refused === undefined ? {} : { refusedAtMs: refused }),
     }
-    return { state: detect(e, now, timings, silenceTimings(timings, members)), byRumor: false }
+    return { state: detect(e, now, closed, silence), byRumor: false }
   }
   // a full mesh's member known from a record passed on (a start: hello.ts) and not heard on
   // the probe here yet in this run: alive by that record, until a dial of it fails (a
@@ -252,8 +257,7 @@ export function judgeMember(
     const failed = mesh.dialFailedAt?.(r.peerId)
     if (failed === undefined || failed <= r.lastHeardMs)
       return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
-    const e = { lastHeardMs: failed }
-    return { state: detect(e, now, timings, silenceTimings(timings, members)), byRumor: false }
+    return { state: detect({ lastHeardMs: failed }, now, timings, silence), byRumor: false }
   }
   // a sparse mesh dials its ring neighbours: a dial failing since `failed` counts as silence
   // from then (a saturated node's handshakes time out: that alone is no evidence of death)
@@ -272,5 +276,5 @@ export function judgeMember(
     ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
     ...(refused === undefined ? {} : { refusedAtMs: refused }),
   }
-  return { state: detect(evidence, now, timings, silenceTimings(timings, members)), byRumor: false }
+  return { state: detect(evidence, now, closed, silence), byRumor: false }
 }

@@ -58,8 +58,9 @@ describe('the ring (overlay.ts)', () => {
     // up to the probe-all size every connection is probed; dead members count for the size
     expect(probeEdges('peer000', ids(16).slice(1), 16)).toBeUndefined()
     expect(probeEdges('peer000', ids(16).slice(1, 4), 16, 20)?.size).toBe(3)
-    // not the default yet: a full mesh of any size probes every connection
-    expect(probeEdges('peer000', all.slice(1), DEFAULT_PROBE_ALL_UP_TO)).toBeUndefined()
+    // by default every connection is watched up to 32 members, the ring's only past it
+    expect(probeEdges('peer000', ids(32).slice(1), DEFAULT_PROBE_ALL_UP_TO)).toBeUndefined()
+    expect(probeEdges('peer000', all.slice(1), DEFAULT_PROBE_ALL_UP_TO)?.size).toBe(3)
   })
 
   it('dials the next member round the ring and the one halfway round, the same on every node', () => {
@@ -328,9 +329,13 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     // its probers said it dead (a rumor of its current record)
     const said = { ...member(), seq: 3, rumor: { state: 'dead' as const, seq: 3, atMs: 50_000 } }
     expect(judgeMember(said, 60_000, quiet, t, 64)).toEqual({ state: 'dead', byRumor: true })
-    // its connection closed at 59,000 (the record heard long before): suspect, not dead at once
+    // its connection closed at 59,000 (the record heard long before): suspect, not dead at once,
+    // and dead only as patiently as silence at 64 members (3 × 1 s: a timeout under load is
+    // not a process gone, and a death said here turns every node)
     const closed = { ...member(), disconnectedAtMs: 59_000 }
     expect(judgeMember(closed, 59_100, quiet, t, 64)).toEqual({ state: 'suspect', byRumor: false })
+    expect(judgeMember(closed, 61_900, quiet, t, 64).state).toBe('suspect')
+    expect(judgeMember(closed, 62_000, quiet, t, 64).state).toBe('dead')
     // and dead at once when a dial of it is then refused (its process is gone)
     const refused = { ...quiet, refusedAt: () => 59_050 }
     expect(judgeMember(closed, 59_100, refused, t, 64)).toEqual({ state: 'dead', byRumor: false })
