@@ -25,7 +25,7 @@ import {
   relayable,
   stale,
 } from './record.js'
-import { byConnection, judgeMember, type Rumor, Suspicions } from './rumors.js'
+import { judgeMember, type Rumor, Suspicions } from './rumors.js'
 
 export { RECORD_REFRESH_MS, recordDigest, stale } from './record.js'
 
@@ -343,12 +343,6 @@ export class Membership {
     const r = this.byPeer.get(peerId)
     if (!r) return
     if (event === 'disconnect') r.disconnectedAtMs = this.now()
-    else if (byConnection(this.init.mesh, peerId)) {
-      // a member not probed here is heard of by its connection: connected again, it is back;
-      // held dead by rumor, it is told so again, to answer with a newer record (a partition)
-      delete r.disconnectedAtMs
-      this.suspicions.doubted(r)
-    }
     this.evaluate(r, this.now())
   }
 
