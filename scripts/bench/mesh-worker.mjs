@@ -54,6 +54,11 @@ async function start(msg) {
         ...(process.env.TRAKTOR_BENCH_FULL_MESH_UP_TO
           ? { fullMeshUpTo: Number(process.env.TRAKTOR_BENCH_FULL_MESH_UP_TO) }
           : {}),
+        // TRAKTOR_BENCH_PROBE_ALL_UP_TO: past this many members a full mesh watches its ring's
+        // connections only (default 32; 64 watches every connection of a full mesh)
+        ...(process.env.TRAKTOR_BENCH_PROBE_ALL_UP_TO
+          ? { probeAllUpTo: Number(process.env.TRAKTOR_BENCH_PROBE_ALL_UP_TO) }
+          : {}),
         // TRAKTOR_BENCH_GOSSIP: gossipsub parameters to compare (JSON), e.g. {"Dlazy":0}
         ...(process.env.TRAKTOR_BENCH_GOSSIP
           ? { gossipTuning: JSON.parse(process.env.TRAKTOR_BENCH_GOSSIP) }

@@ -41,6 +41,24 @@ export function detect(e: Evidence, nowMs: number, t: Timings, quiet: Timings = 
 }
 
 /**
+ * When a member was last heard, as this node judges it after its own process stood still for
+ * `stalledMs` (SIGSTOP, a blocked event loop): the silence in that time is not the member's, so
+ * it moves up by as much — but never past a connection that closed after it was heard, which
+ * stays the latest evidence (else one late timer turns a killed member's closed and refused
+ * connection into mere silence, judged patiently, again after every late timer).
+ */
+export function heardAfterStall(
+  e: Pick<Evidence, 'lastHeardMs' | 'disconnectedAtMs'>,
+  stalledMs: number,
+  nowMs: number,
+): number {
+  const moved = Math.min(nowMs, e.lastHeardMs + stalledMs)
+  const closed = e.disconnectedAtMs
+  if (closed !== undefined && closed >= e.lastHeardMs) return Math.min(moved, closed)
+  return moved
+}
+
+/**
  * How often a connected member is probed (and so heard): every heartbeatMs, and at least twice
  * within suspectAfterMs, so that one late probe never makes a live member suspect.
  */

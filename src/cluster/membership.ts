@@ -14,7 +14,7 @@ import type {
 import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
 import type { Timings } from './detector.js'
-import { evaluateEveryMs, type MemberState, stableAfterMs } from './detector.js'
+import { evaluateEveryMs, heardAfterStall, type MemberState, stableAfterMs } from './detector.js'
 import type { MeshPort } from './port.js'
 import {
   live,
@@ -25,7 +25,7 @@ import {
   relayable,
   stale,
 } from './record.js'
-import { judgeMember, type Rumor, Suspicions } from './rumors.js'
+import { byConnection, judgeMember, type Rumor, Suspicions, stillClosed } from './rumors.js'
 
 export { RECORD_REFRESH_MS, recordDigest, stale } from './record.js'
 
@@ -232,7 +232,7 @@ export class Membership {
       // this process stood still: its peers' silence in that time is not theirs (a peer that
       // holds this node dead by now asks for its record through the liveness probe)
       for (const r of this.byPeer.values())
-        if (r.state !== 'dead') r.lastHeardMs = Math.min(now, r.lastHeardMs + late)
+        if (r.state !== 'dead') r.lastHeardMs = heardAfterStall(r, late, now)
     }
     const said = JSON.stringify(this.init.self())
     this.ownDigest = recordDigest(this.current())
@@ -325,7 +325,7 @@ export class Membership {
     Object.assign(r, said)
     if (hb.commit) r.commit = hb.commit
     else delete r.commit
-    delete r.disconnectedAtMs
+    if (!stillClosed(this.init.mesh, m.from)) delete r.disconnectedAtMs
     if (r.rumor !== undefined && r.rumor.seq < (hb.seq ?? 0)) delete r.rumor
     if (hb.sig !== undefined) r.signed = hb
     this.byPeer.set(m.from, r)
@@ -343,19 +343,23 @@ export class Membership {
     const r = this.byPeer.get(peerId)
     if (!r) return
     if (event === 'disconnect') r.disconnectedAtMs = this.now()
+    else if (byConnection(this.init.mesh, peerId)) {
+      // a member not probed here is heard of by its connection: connected again, it is back;
+      // held dead by rumor, it is told so again, to answer with a newer record (a partition)
+      delete r.disconnectedAtMs
+      this.suspicions.doubted(r)
+    }
     this.evaluate(r, this.now())
   }
 
   /** Re-detect one member; returns the state it had before. */
   private evaluate(r: Record, now: number): MemberState {
     const before = r.state
-    const { state, byRumor } = judgeMember(
-      r,
-      now,
-      this.init.mesh,
-      this.init.timings,
-      this.byPeer.size + 1,
-    )
+    const {
+      state,
+      byRumor,
+      byConnection: closedOnly,
+    } = judgeMember(r, now, this.init.mesh, this.init.timings, this.byPeer.size + 1)
     r.state = state
     if (r.state !== 'alive') r.aliveSinceMs = undefined
     else if (r.aliveSinceMs === undefined) r.aliveSinceMs = now
@@ -374,7 +378,7 @@ export class Membership {
       )
       // only "dead" is said: a suspect of a moment (a late probe on a busy machine) said to
       // every node, and answered by every node's refutation, fed the very saturation behind it
-      if (!byRumor && r.state === 'dead') this.suspicions.say(r, r.state)
+      if (!byRumor && !closedOnly && r.state === 'dead') this.suspicions.say(r, r.state)
       if (r.state === 'alive') this.suspicions.alive(r.peerId)
       this.init.onChange?.(r, before)
     }

@@ -24,8 +24,15 @@ export interface MeshPort {
   connectedPeers(): string[]
   /** whether the mesh is sparse: members not connected here are judged by rumor (rumors.ts) */
   sparse?(): boolean
-  /** whether this peer has been heard on the liveness probe at some time in this run */
+  /** whether this peer has been heard on the liveness probe since it is probed here */
   met?(peerId: string): boolean
+  /**
+   * whether this peer's connection carries liveness probes: every one, except in a full mesh
+   * past its probe-all size, which probes its ring's connections only (overlay.ts probeEdges)
+   */
+  probes?(peerId: string): boolean
+  /** whether some members are judged by rumor here: a sparse mesh, or one probing its ring */
+  rumors?(): boolean
   /** since when dials of this peer have been failing, for any reason */
   dialFailedAt?(peerId: string): number | undefined
   /** when a connected peer was last heard on the mesh's liveness probe (wall clock, ms) */

@@ -77,7 +77,7 @@ export interface Suspected {
 }
 
 export interface SuspicionsInit {
-  mesh: Pick<MeshPort, 'peerId' | 'publish' | 'answeredAt' | 'sparse'>
+  mesh: Pick<MeshPort, 'peerId' | 'publish' | 'answeredAt' | 'sparse' | 'rumors' | 'probes'>
   log: Logger
   now: () => number
   /** this node's run, and the seq of the record it sent last */
@@ -97,9 +97,12 @@ export class Suspicions {
 
   constructor(private readonly init: SuspicionsInit) {}
 
-  /** Tells the others that this node holds a member it probes suspect or dead. */
+  /**
+   * Tells the others that this node holds a member it probes suspect or dead. In a full mesh
+   * that probes its ring only, its probers say it; the others saw its connection close.
+   */
   say(r: Suspected, state: 'suspect' | 'dead'): void {
-    if (this.init.mesh.sparse?.() !== true) return
+    if (!this.rumors() || this.init.mesh.probes?.(r.peerId) === false) return
     if (state === 'dead') {
       const now = this.init.now()
       const of = { peerId: r.peerId, incarnation: r.incarnation, seq: r.seq }
@@ -108,10 +111,15 @@ export class Suspicions {
     this.publish(r, state)
   }
 
-  private publish(r: Suspected, state: 'suspect' | 'dead'): void {
+  private rumors(): boolean {
+    const { mesh } = this.init
+    return mesh.rumors !== undefined ? mesh.rumors() : mesh.sparse?.() === true
+  }
+
+  private publish(r: Suspected, state: 'suspect' | 'dead', seq = r.seq ?? 0): void {
     const { mesh, log } = this.init
-    if (mesh.sparse?.() !== true) return
-    const of = { of: r.peerId, incarnation: r.incarnation, seq: r.seq ?? 0, state }
+    if (!this.rumors()) return
+    const of = { of: r.peerId, incarnation: r.incarnation, seq, state }
     const s: Suspicion = { v: 1, kind: 'suspicion', peerId: mesh.peerId, ...of }
     mesh
       .publish('membership', s)
@@ -129,7 +137,8 @@ export class Suspicions {
     }
     if (r === undefined || r.incarnation !== s.incarnation) return false
     // a member this node probes itself: its own evidence decides
-    if (r.disconnectedAtMs === undefined && mesh.answeredAt?.(r.peerId) !== undefined) return false
+    const probed = mesh.probes?.(r.peerId) !== false && mesh.answeredAt?.(r.peerId) !== undefined
+    if (r.disconnectedAtMs === undefined && probed) return false
     const rumor = withSuspicion(r.rumor, s, r.seq ?? 0, now())
     if (rumor === undefined || rumor === r.rumor) return false
     r.rumor = rumor
@@ -169,8 +178,37 @@ export class Suspicions {
     const now = this.init.now()
     if (rumor === undefined || now - (rumor.repeatedAtMs ?? 0) < REPEAT_SUSPICION_MS) return
     rumor.repeatedAtMs = now
-    this.publish(r, rumor.state)
+    // of the record it was said of (a newer one than held here, when the member answered an
+    // earlier suspicion meanwhile): the member answers only a suspicion of its latest record
+    this.publish(r, rumor.state, Math.max(r.seq ?? 0, rumor.seq))
   }
+}
+
+/**
+ * Whether this member is judged by its connection and by rumor, not by its probe: a full mesh
+ * that probes its ring only (overlay.ts probeEdges), the member not probed here or not heard on
+ * its probe yet (its ring edge is new: what was heard before is old).
+ */
+export function byConnection(
+  mesh: Pick<MeshPort, 'sparse' | 'rumors' | 'probes' | 'met'>,
+  peerId: string,
+): boolean {
+  if (mesh.sparse?.() === true || mesh.rumors?.() !== true) return false
+  return mesh.probes?.(peerId) === false || mesh.met?.(peerId) === false
+}
+
+/**
+ * Whether a member's closed connection still stands though a record of it was heard: a member
+ * judged by its connection is back only when connected again. Its record relayed by a peer
+ * after the connection closed (its latest, which had missed this node) says nothing of whether
+ * it still runs; taken as news, the closed connection was forgotten and the member judged by
+ * its probers' word, which named an older record: alive here for good.
+ */
+export function stillClosed(
+  mesh: Pick<MeshPort, 'sparse' | 'rumors' | 'probes' | 'met' | 'connectedPeers'>,
+  peerId: string,
+): boolean {
+  return byConnection(mesh, peerId) && !mesh.connectedPeers().includes(peerId)
 }
 
 /** What a member's judgement reads of it (membership.ts's record). */
@@ -184,6 +222,17 @@ interface Judged {
 }
 
 /**
+ * A member's state, and how it was found: by rumor (what its probers said), or by its
+ * connection alone (closed, refused: every node sees its own close, and at a start two dials
+ * that crossed close one) — neither is said on (Suspicions.say); a probe's silence is.
+ */
+export interface Judgement {
+  state: MemberState
+  byRumor: boolean
+  byConnection?: true
+}
+
+/**
  * A member's state now from what the mesh knows of it, in a mesh of `members`: by the
  * failure detector (detector.ts) when this node probes it, dials it or saw its connection
  * close; by rumor (judgeByRumor) when a sparse mesh does none of these. A liveness probe's
@@ -193,14 +242,38 @@ interface Judged {
 export function judgeMember(
   r: Judged,
   now: number,
-  mesh: Pick<MeshPort, 'answeredAt' | 'dialFailedAt' | 'refusedAt' | 'sparse' | 'met'>,
+  mesh: Pick<
+    MeshPort,
+    'answeredAt' | 'dialFailedAt' | 'refusedAt' | 'sparse' | 'met' | 'probes' | 'rumors'
+  >,
   timings: Timings,
   members: number,
-): { state: MemberState; byRumor: boolean } {
+): Judgement {
   const answered = mesh.answeredAt?.(r.peerId)
   if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
     r.lastHeardMs = Math.min(answered, now)
   const sparse = mesh.sparse?.() === true
+  const silence = silenceTimings(timings, members)
+  // watching its ring only, a closed connection not refused at its address (a timeout under
+  // load, not a process gone) is judged as patiently as silence: each death said there turns
+  // every node at once
+  const closed = !sparse && mesh.rumors?.() === true ? silence : timings
+  // a full mesh past its probe-all size probes its ring's connections only (overlay.ts): a
+  // member on another connection, or not heard on a new one yet, is judged by rumor while its
+  // connection stands (its probers say when it is dead); once the connection closed, by the
+  // detector (closed and refused at its address: a killed member, found at once), the
+  // connection having stood until then
+  if (byConnection(mesh, r.peerId)) {
+    if (r.disconnectedAtMs === undefined)
+      return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
+    const refused = mesh.refusedAt?.(r.peerId)
+    const e = {
+      lastHeardMs: Math.max(r.lastHeardMs, r.disconnectedAtMs),
+      disconnectedAtMs: r.disconnectedAtMs,
+      ...(refused === undefined ? {} : { refusedAtMs: refused }),
+    }
+    return { state: detect(e, now, closed, silence), byRumor: false, byConnection: true }
+  }
   // a full mesh's member known from a record passed on (a start: hello.ts) and not heard on
   // the probe here yet in this run: alive by that record, until a dial of it fails (a
   // connection of a moment closed meanwhile is no news: two dials that crossed); once heard,
@@ -209,8 +282,7 @@ export function judgeMember(
     const failed = mesh.dialFailedAt?.(r.peerId)
     if (failed === undefined || failed <= r.lastHeardMs)
       return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
-    const e = { lastHeardMs: failed }
-    return { state: detect(e, now, timings, silenceTimings(timings, members)), byRumor: false }
+    return { state: detect({ lastHeardMs: failed }, now, timings, silence), byRumor: false }
   }
   // a sparse mesh dials its ring neighbours: a dial failing since `failed` counts as silence
   // from then (a saturated node's handshakes time out: that alone is no evidence of death)
@@ -229,5 +301,5 @@ export function judgeMember(
     ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
     ...(refused === undefined ? {} : { refusedAtMs: refused }),
   }
-  return { state: detect(evidence, now, timings, silenceTimings(timings, members)), byRumor: false }
+  return { state: detect(evidence, now, closed, silence), byRumor: false }
 }

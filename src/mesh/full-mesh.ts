@@ -35,6 +35,8 @@ export interface FullMeshComponents {
   members?: () => readonly string[] | undefined
   /** how many members have a record, dead ones too (overlay.ts) */
   memberCount?: () => number | undefined
+  /** a full mesh probes every connection up to this many members (overlay.ts probeEdges) */
+  probeAllUpTo?: number | undefined
 }
 
 /** gossipsub's event when a peer's subscriptions change */
@@ -75,12 +77,14 @@ export class FullMesh {
     private readonly components: FullMeshComponents,
     bootstrap: readonly Multiaddr[],
   ) {
-    const { node, log, counters, isBlocked, fullMeshUpTo, members, memberCount } = components
+    const { node, log, counters, isBlocked, fullMeshUpTo, probeAllUpTo, members, memberCount } =
+      components
     this.self = node.peerId.toString()
     const ring = {
       ...(fullMeshUpTo === undefined ? {} : { fullMeshUpTo }),
       ...(members ? { members } : {}),
       ...(memberCount ? { memberCount } : {}),
+      ...(probeAllUpTo === undefined ? {} : { probeAllUpTo }),
     }
     this.redial = new Redialer({ node, log, counters, isBlocked, ...ring }, bootstrap)
   }
@@ -112,6 +116,16 @@ export class FullMesh {
     node.removeEventListener('peer:connect', this.onConnect)
     node.removeEventListener('peer:disconnect', this.onDisconnect)
     node.removeEventListener('peer:identify', this.onIdentify)
+  }
+
+  /** Whether this peer's connection carries liveness probes (every one, up to probeAllUpTo). */
+  probes(peerId: string): boolean {
+    return this.redial.probed()?.has(peerId) ?? true
+  }
+
+  /** Whether some members are judged by rumor here: a sparse mesh, or one probing its ring only. */
+  rumors(): boolean {
+    return this.sparse() || this.redial.probed() !== undefined
   }
 
   /** Whether the mesh is sparse now (more members than a full mesh holds; overlay.ts). */

@@ -38,6 +38,8 @@ export const DEAD_AFTER_MS = 1250
  * process already behind; 660 with this (same run, logged).
  */
 const MAX_DEAD_AFTER_MS = 8 * DEAD_AFTER_MS
+/** a connection that is not watched is probed this many times less often (LivenessInit.probes) */
+export const SLOW_FACTOR = 10
 /** A tick this much later than planned means this process, not its peers, was stalled. */
 const STALL_MS = 100
 const ASK = 1
@@ -52,6 +54,14 @@ export interface LivenessComponents {
 export interface LivenessInit {
   /** how often each connection is probed (default PROBE_INTERVAL_MS) */
   probeEveryMs?: number
+  /**
+   * whether this peer's connection is watched (default: every one). A large full mesh watches
+   * its ring's connections only (overlay.ts probeEdges); the others are probed SLOW_FACTOR
+   * times less often, for the digest and record asks alone (a record change whose gossip was
+   * missed still arrives), never closed for silence, and their peers not "heard" (the
+   * membership judges them by rumor).
+   */
+  probes?(peerId: string): boolean
   /** whether to ask this peer for its record (unknown, held dead, or its digest changed) */
   wantsRecord?(peerId: string): boolean
   /** the peer asked for this node's record */
@@ -84,6 +94,8 @@ interface Probe {
   awaiting: number
   /** how late this peer's answers (prober) or probes (the other side) come */
   delay: Delay
+  /** not watched (LivenessInit.probes): probed slowly, for its digest only */
+  slow: boolean
 }
 
 /** A smoothed delay and its mean deviation (RFC 6298's estimator), in ms. */
@@ -180,6 +192,8 @@ export class Liveness {
     }
     this.periodMs = this.everyMs * patience(byPeer.size + 1)
     for (const [peer, conn] of byPeer) {
+      const slow = this.init.probes?.(peer) === false
+      if (slow) this.unheard(peer)
       let p = this.probes.get(peer)
       if (p !== undefined && p.conn.status !== 'open') {
         p.stream = undefined // its connection went: go on on another one
@@ -199,24 +213,33 @@ export class Liveness {
           lastSentAt: 0,
           awaiting: 0,
           delay: new Delay(),
+          slow,
         }
         this.probes.set(peer, p)
       }
+      if (p.slow && !slow) {
+        // watched from now on: what a slow probe left out or in is no silence
+        p.since = now
+        p.sentAt = undefined
+        this.probedAt.delete(peer)
+      }
+      p.slow = slow
+      const periodMs = slow ? this.periodMs * SLOW_FACTOR : this.periodMs
       if (stalled > STALL_MS) {
         if (p.sentAt !== undefined) p.sentAt += stalled
         const probed = this.probedAt.get(peer)
         if (probed !== undefined) this.probedAt.set(peer, probed + stalled)
       }
       const probed = this.probedAt.get(peer)
-      if (!p.prober && probed === undefined && now - p.since > 2 * this.periodMs) {
+      if (!p.prober && probed === undefined && now - p.since > 2 * periodMs) {
         p.prober = p.tookOver = true // the peer should probe and does not: probe it from here
-      } else if (p.tookOver && probed !== undefined && now - probed < 2 * this.periodMs) {
+      } else if (p.tookOver && probed !== undefined && now - probed < 2 * periodMs) {
         p.prober = p.tookOver = false // it probes after all (it was starting, or loaded)
         p.sentAt = undefined
       }
       if (!p.prober) continue
       const idle = p.sentAt === undefined && now >= p.unsupportedUntil
-      if (idle && now - p.lastSentAt >= this.periodMs - this.tickMs / 2) {
+      if (idle && now - p.lastSentAt >= periodMs - this.tickMs / 2) {
         this.send(p, now)
       } else if (p.sentAt !== undefined && p.stream === undefined) {
         void this.open(p) // the probe's stream went away with the probe unanswered
@@ -231,10 +254,17 @@ export class Liveness {
     setImmediate(() => this.judge())
   }
 
+  /** This peer's connection is not watched (any more): what was heard on it is no evidence. */
+  private unheard(peer: string): void {
+    this.heard.delete(peer)
+    this.everHeard.delete(peer) // watched again later: not heard until it answers anew
+  }
+
   private judge(): void {
     const now = performance.now()
     const { node, log } = this.components
     for (const [peer, p] of this.probes) {
+      if (p.slow) continue // never closed for silence here: the membership judges it by rumor
       const since = p.prober ? p.sentAt : this.probedAt.get(peer)
       if (since === undefined) continue // nothing out, or the other side never probed yet
       // the other side's probes come every period: silence counts from when the next was due
@@ -261,8 +291,10 @@ export class Liveness {
   }
 
   private received(peer: string, data: { subarray(): Uint8Array }, v2: boolean): void {
-    this.heard.set(peer, Date.now())
-    this.everHeard.add(peer)
+    if (this.probes.get(peer)?.slow !== true) {
+      this.heard.set(peer, Date.now())
+      this.everHeard.add(peer)
+    }
     if (!v2) return
     const byte = data.subarray()[0] ?? 0
     this.init.onDigest?.(peer, byte >> 1)

@@ -26,4 +26,6 @@ export interface MeshInit {
   probeEveryMs?: number
   /** past this many members the mesh is sparse (default 64; overlay.ts) */
   fullMeshUpTo?: number | undefined
+  /** past this many members a full mesh watches its ring's connections only (default 32) */
+  probeAllUpTo?: number | undefined
 }

@@ -190,30 +190,21 @@ export class Mesh {
     })
   }
 
-  /** When a connected peer was last heard on the liveness probe (wall clock, ms). */
-  answeredAt(peerId: string): number | undefined {
-    return this.live?.liveness.answeredAt(peerId)
-  }
-
-  /** When a dial of this peer was last refused at every address (its process is gone). */
-  refusedAt(peerId: string): number | undefined {
-    return this.live?.fullMesh.refusedAt(peerId)
-  }
-
-  /** Whether this peer has been heard on the liveness probe at some time in this run. */
-  met(peerId: string): boolean {
-    return this.live?.liveness.met(peerId) === true
-  }
-
-  /** When a dial of this peer last failed, for any reason (a sparse mesh's ring, overlay.ts). */
-  dialFailedAt(peerId: string): number | undefined {
-    return this.live?.fullMesh.dialFailedAt(peerId)
-  }
-
-  /** Whether the mesh is sparse (more members than a full mesh holds; overlay.ts). */
-  sparse(): boolean {
-    return this.live?.fullMesh.sparse() === true
-  }
+  // What the failure detector reads of the mesh (MeshPort; rumors.ts judgeMember):
+  /** when a connected peer was last heard on the liveness probe (wall clock, ms) */
+  answeredAt = (peerId: string): number | undefined => this.live?.liveness.answeredAt(peerId)
+  /** when a dial of this peer was last refused at every address (its process is gone) */
+  refusedAt = (peerId: string): number | undefined => this.live?.fullMesh.refusedAt(peerId)
+  /** whether this peer has been heard on the liveness probe since it was probed here */
+  met = (peerId: string): boolean => this.live?.liveness.met(peerId) === true
+  /** when a dial of this peer last failed, for any reason (a sparse mesh's ring, overlay.ts) */
+  dialFailedAt = (peerId: string): number | undefined => this.live?.fullMesh.dialFailedAt(peerId)
+  /** whether the mesh is sparse (more members than a full mesh holds; overlay.ts) */
+  sparse = (): boolean => this.live?.fullMesh.sparse() === true
+  /** whether this peer's connection carries liveness probes (overlay.ts probeEdges) */
+  probes = (peerId: string): boolean => this.live?.fullMesh.probes(peerId) !== false
+  /** whether some members are judged by rumor here: sparse, or a full mesh probing its ring */
+  rumors = (): boolean => this.live?.fullMesh.rumors() === true
 
   /** Open connections: one per connected peer, unless two dials crossed (redial.ts). */
   connectionCount(): number {
@@ -313,6 +304,7 @@ export class Mesh {
     await server.start()
     const rpc = new RpcClient(rpcComponents, rpcInit, server)
     let hello: HelloExchange | undefined
+    let fullMesh: FullMesh | undefined
     const liveness = new Liveness(
       { node, log },
       {
@@ -321,10 +313,10 @@ export class Mesh {
         onAsked: (peer) => hello?.asked(peer),
         digest: () => this.records?.digest() ?? 0,
         onDigest: (peer, d) => this.records?.heardDigest(peer, d),
+        probes: (peer) => fullMesh?.probes(peer) ?? true,
       },
     )
     await liveness.start()
-    let fullMesh: FullMesh | undefined
     const gossip = new Gossip(
       { pubsub: node.services.pubsub, log, counters, selfPeerId: self },
       {
@@ -346,6 +338,7 @@ export class Mesh {
         isBlocked: (id) => this.partitioned.has(id),
         knownPeersFile: knownPeersFile(this.init.identityFile),
         fullMeshUpTo: init.fullMeshUpTo,
+        probeAllUpTo: init.probeAllUpTo,
         members: () => this.records?.memberPeerIds?.(),
         memberCount: () => this.records?.memberCount?.(),
       },

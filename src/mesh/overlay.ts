@@ -21,6 +21,36 @@
 export const DEFAULT_FULL_MESH_UP_TO = 64
 
 /**
+ * A full mesh probes every connection up to this many members; past it, the edges of its ring
+ * only (probeEdges). Each probe and its answer cost both ends a trip through Noise, the private
+ * network's cipher and Yamux: 64 idle members probing all 2,016 connections kept 1.75 of two
+ * cores busy. The other members are judged as a sparse mesh judges them (rumors.ts): by their
+ * probers' suspicions, and by their connection when it closes (a killed member, found at once;
+ * closed only, as patiently as silence: rumors.ts). Past 32 members by default: at 64 on two
+ * cores (the mesh benchmark) idle CPU of all 64 fell from 176 % to 38 % of a core and a killed
+ * member was seen dead by all in 1.0 s instead of 2.4 s; up to 32, where probing every
+ * connection costs little (25 % for 32), nothing changes. Without the patience a 64-member
+ * start flapped (connections timing out under its load; 1,202 deaths said by rumor in a minute).
+ * MeshInit's probeAllUpTo (TRAKTOR_BENCH_PROBE_ALL_UP_TO in the mesh benchmark) sets it.
+ */
+export const DEFAULT_PROBE_ALL_UP_TO = 32
+
+/**
+ * The members whose connection with `self` carries liveness probes, given the live members it
+ * knows of (not itself): its ring neighbours and the members whose ring neighbour it is (at most
+ * four, the same pairs on both ends); undefined: every connection is probed. `members`: how
+ * many other members have a record, dead ones too (as ringNeighbours).
+ */
+export function probeEdges(
+  self: string,
+  known: Iterable<string>,
+  probeAllUpTo: number,
+  members = 0,
+): ReadonlySet<string> | undefined {
+  return ringAt(self, known, probeAllUpTo, members, (n, half) => [1, half, n - 1, n - half])
+}
+
+/**
  * The peers `self` dials, given the live members it knows of (not itself); undefined: all of
  * them (a full mesh). Whether the mesh is sparse goes by `members`, how many other members it
  * holds a record of, dead ones too: a partition that leaves few alive on one side does not make
@@ -33,12 +63,26 @@ export function ringNeighbours(
   fullMeshUpTo: number,
   members = 0,
 ): ReadonlySet<string> | undefined {
+  return ringAt(self, known, fullMeshUpTo, members, (_n, half) => [1, half])
+}
+
+/**
+ * The members at these offsets round the ring of sorted peer ids (self and the live members
+ * known), or undefined up to `upTo` members (dead ones counted, `members` besides self).
+ */
+function ringAt(
+  self: string,
+  known: Iterable<string>,
+  upTo: number,
+  members: number,
+  offsets: (n: number, half: number) => number[],
+): ReadonlySet<string> | undefined {
   const ring = [...new Set([self, ...known])].sort()
   const n = ring.length
-  if (Math.max(n, members + 1) <= fullMeshUpTo) return undefined
+  if (Math.max(n, members + 1) <= upTo) return undefined
   const i = ring.indexOf(self)
   const out = new Set<string>()
-  for (const offset of [1, Math.floor(n / 2)]) {
+  for (const offset of offsets(n, Math.floor(n / 2))) {
     const peer = ring[(i + offset) % n]
     if (peer !== undefined && peer !== self) out.add(peer)
   }

@@ -10,7 +10,12 @@ import { type Backoff, due, failed, fresh, REDIAL_MIN_DELAY_MS } from './backoff
 import { DEFER_MS, deferMs, SECOND_DIAL_MS, YIELD_GRACE_MS, yields } from './crossing.js'
 import { DialFailures, describeDialError, dialRefused } from './isolation.js'
 import { connectedPeerIds, upgradingFrom } from './libp2p.js'
-import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from './overlay.js'
+import {
+  DEFAULT_FULL_MESH_UP_TO,
+  DEFAULT_PROBE_ALL_UP_TO,
+  probeEdges,
+  ringNeighbours,
+} from './overlay.js'
 import { Settle } from './settle.js'
 
 export { FULL_SETTLE_MAX_MS, FULL_SETTLE_MS, RING_SETTLE_MS } from './settle.js'
@@ -57,6 +62,8 @@ export interface RedialComponents {
   members?: () => readonly string[] | undefined
   /** how many members have a record, dead ones too (whether the mesh is sparse, overlay.ts) */
   memberCount?: () => number | undefined
+  /** a full mesh probes every connection up to this many members (overlay.ts probeEdges) */
+  probeAllUpTo?: number
 }
 
 /** `addr`'s /p2p/ id, if it has one. */
@@ -87,11 +94,13 @@ export class Redialer {
   /** since when dials of each peer have been failing, for whatever reason (wall clock, ms) */
   private readonly failed = new Map<string, number>()
   /** the ring of the members as last worked out, when (monotonic), and of how many */
-  private ring: { at: number; size: number; neighbours: ReadonlySet<string> | undefined } = {
-    at: -Infinity,
-    size: 0,
-    neighbours: undefined,
-  }
+  private ring: {
+    at: number
+    size: number
+    neighbours: ReadonlySet<string> | undefined
+    /** the peers whose connection carries probes; undefined: all (overlay.ts probeEdges) */
+    probed: ReadonlySet<string> | undefined
+  } = { at: -Infinity, size: 0, neighbours: undefined, probed: undefined }
   /** how long this node's dials take, a moving average (ms) */
   private dialMs = 0
   /** when dials wait for the members to be learned (settle.ts) */
@@ -179,12 +188,19 @@ export class Redialer {
     if (members === undefined) return undefined // no membership: every peer is dialed
     const upTo = this.components.fullMeshUpTo ?? DEFAULT_FULL_MESH_UP_TO
     this.settle.note(members.length, now)
-    this.ring = {
-      at: now,
-      size: members.length,
-      neighbours: ringNeighbours(this.self, members, upTo, this.components.memberCount?.()),
-    }
+    const count = this.components.memberCount?.()
+    const neighbours = ringNeighbours(this.self, members, upTo, count)
+    const probeAll = this.components.probeAllUpTo ?? DEFAULT_PROBE_ALL_UP_TO
+    // a sparse mesh probes each connection it holds (its ring's and its bootstrap peers')
+    const probed = neighbours ? undefined : probeEdges(this.self, members, probeAll, count)
+    this.ring = { at: now, size: members.length, neighbours, probed }
     return this.ring.neighbours
+  }
+
+  /** The peers whose connection carries liveness probes now; undefined: every one. */
+  probed(): ReadonlySet<string> | undefined {
+    this.neighbours()
+    return this.ring.probed
   }
 
   /** Bootstrap addresses that are not (as far as is known) this node's own. */

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest'
-import { detect, silenceTimings, stableAfterMs } from '../../src/cluster/detector.js'
+import {
+  detect,
+  heardAfterStall,
+  silenceTimings,
+  stableAfterMs,
+} from '../../src/cluster/detector.js'
 
 const t = { heartbeatMs: 200, suspectAfterMs: 1000, deadAfterMs: 2000 }
 
@@ -59,5 +64,25 @@ describe('silence timings of a large mesh (patience.ts)', () => {
     expect(detect({ lastHeardMs: 0, disconnectedAtMs: 100, refusedAtMs: 150 }, 150, t, quiet)).toBe(
       'dead',
     )
+  })
+})
+
+describe('a stall of this process (membership.ts tick)', () => {
+  it("moves a member's silence up by the stall, not past now", () => {
+    expect(heardAfterStall({ lastHeardMs: 1000 }, 300, 5000)).toBe(1300)
+    expect(heardAfterStall({ lastHeardMs: 1000 }, 9000, 5000)).toBe(5000)
+  })
+
+  it('keeps a connection closed since it was heard the latest evidence (a killed member)', () => {
+    const e = { lastHeardMs: 1000, disconnectedAtMs: 1200 }
+    const heard = heardAfterStall(e, 500, 1800)
+    expect(heard).toBe(1200)
+    // so the closed connection, refused when dialled again, is still death at once
+    const t = { heartbeatMs: 500, suspectAfterMs: 1000, deadAfterMs: 2000 }
+    expect(detect({ ...e, lastHeardMs: heard, refusedAtMs: 1300 }, 1800, t)).toBe('dead')
+  })
+
+  it('moves past a connection that closed before the member was heard again', () => {
+    expect(heardAfterStall({ lastHeardMs: 1000, disconnectedAtMs: 800 }, 300, 5000)).toBe(1300)
   })
 })

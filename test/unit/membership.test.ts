@@ -54,9 +54,26 @@ class FakeMesh {
   answeredAt = (p: string) => (p === PEER ? this.answered : undefined)
 }
 
-function setup() {
+/**
+ * A full mesh past its probe-all size that does not probe PEER (overlay.ts probeEdges): PEER
+ * is judged by its connection and its probers' word (rumors.ts byConnection).
+ */
+class RingFakeMesh extends FakeMesh {
+  connected = true
+  refused: number | undefined
+  /** whether PEER is on this node's ring (probed here), and heard on its probe yet */
+  watched = false
+  heardOnProbe = true
+  sparse = () => false
+  rumors = () => true
+  probes = (p: string) => p !== PEER || this.watched
+  met = (p: string) => p !== PEER || this.heardOnProbe
+  connectedPeers = () => (this.connected ? [PEER] : [])
+  refusedAt = (p: string) => (p === PEER ? this.refused : undefined)
+}
+
+function setup(mesh = new FakeMesh()) {
   let clock = 0
-  const mesh = new FakeMesh()
   const m = new Membership({
     mesh: mesh as unknown as MeshPort,
     nodeId: 0,
@@ -95,6 +112,11 @@ function setup() {
       for (const h of mesh.peers) h(PEER, 'connect')
     },
     state: () => m.members().find((x) => x.nodeId === 1)?.state,
+    /** the clock moves on and the membership's tick runs (no peer event) */
+    tick: (ms: number) => {
+      clock = ms
+      ;(m as unknown as { tick(): void }).tick()
+    },
   }
 }
 
@@ -205,6 +227,71 @@ describe('a member heard through the liveness probe (issue 14: fewer heartbeats)
     expect(state()).toBe('dead')
     heartbeat(101, 3800, 0)
     expect(state()).toBe('alive')
+  })
+})
+
+describe('a member judged by its connection (a full mesh probing its ring only)', () => {
+  it('is dead once its connection closed and a dial is refused, though its record came since', () => {
+    const mesh = new RingFakeMesh()
+    const { heartbeat, tick, state } = setup(mesh)
+    heartbeat(100, 0, 0)
+    tick(100)
+    expect(state()).toBe('alive')
+    // its connection closes; its newest record reaches this node afterwards, relayed by a peer
+    mesh.connected = false
+    tick(200)
+    for (const h of mesh.peers) h(PEER, 'disconnect')
+    heartbeat(100, 300, 1)
+    mesh.refused = 400
+    tick(500)
+    expect(state()).toBe('dead')
+  })
+
+  it('is alive again once connected again', () => {
+    const mesh = new RingFakeMesh()
+    const { heartbeat, tick, state } = setup(mesh)
+    heartbeat(100, 0, 0)
+    mesh.connected = false
+    for (const h of mesh.peers) h(PEER, 'disconnect')
+    mesh.refused = 50
+    tick(100)
+    expect(state()).toBe('dead')
+    mesh.connected = true
+    mesh.refused = undefined
+    for (const h of mesh.peers) h(PEER, 'connect')
+    heartbeat(100, 200, 1)
+    tick(300)
+    expect(state()).toBe('alive')
+  })
+})
+
+describe('deaths said to the mesh (a full mesh probing its ring only)', () => {
+  const said = (mesh: FakeMesh) =>
+    mesh.sent.filter((p) => (p as { kind?: string }).kind === 'suspicion')
+
+  it('a ring edge not heard on yet that closes (two dials crossed at a start) is not said', () => {
+    const mesh = new RingFakeMesh()
+    mesh.watched = true
+    mesh.heardOnProbe = false
+    const { heartbeat, tick, state } = setup(mesh)
+    heartbeat(100, 0, 0)
+    mesh.connected = false
+    for (const h of mesh.peers) h(PEER, 'disconnect')
+    tick(2100)
+    expect(state()).toBe('dead')
+    expect(said(mesh)).toEqual([])
+  })
+
+  it("a ring edge's silence found by its probe is said", () => {
+    const mesh = new RingFakeMesh()
+    mesh.watched = true
+    const { heartbeat, tick, state } = setup(mesh)
+    heartbeat(100, 0, 0)
+    mesh.answered = 100
+    tick(100)
+    tick(3200)
+    expect(state()).toBe('dead')
+    expect(said(mesh)).toMatchObject([{ of: PEER, state: 'dead' }])
   })
 })
 

@@ -13,7 +13,12 @@ import {
   withSuspicion,
 } from '../../src/cluster/rumors.js'
 import { silentLogger } from '../../src/log.js'
-import { DEFAULT_FULL_MESH_UP_TO, ringNeighbours } from '../../src/mesh/overlay.js'
+import {
+  DEFAULT_FULL_MESH_UP_TO,
+  DEFAULT_PROBE_ALL_UP_TO,
+  probeEdges,
+  ringNeighbours,
+} from '../../src/mesh/overlay.js'
 import { canonicalJson, signRecord, verifyRecord } from '../../src/mesh/record-sig.js'
 
 const ids = (n: number): string[] =>
@@ -35,6 +40,27 @@ describe('the ring (overlay.ts)', () => {
     expect(ringNeighbours(all[0] as string, side, 4)).toBeUndefined()
     const ring = ringNeighbours(all[0] as string, side, 4, 9)
     expect([...(ring ?? [])].sort()).toEqual(['peer001', 'peer002'])
+  })
+
+  it('a large full mesh probes its ring edges only: at most four, the same pairs on both ends', () => {
+    const all = ids(64)
+    const edges = (i: number) =>
+      probeEdges(
+        all[i] as string,
+        all.filter((_, j) => j !== i),
+        16,
+      ) ?? new Set<string>()
+    expect([...edges(0)].sort()).toEqual(['peer001', 'peer032', 'peer063'])
+    for (let i = 0; i < 64; i++) {
+      expect(edges(i).size).toBeLessThanOrEqual(4)
+      for (const p of edges(i)) expect(edges(all.indexOf(p)).has(all[i] as string)).toBe(true)
+    }
+    // up to the probe-all size every connection is probed; dead members count for the size
+    expect(probeEdges('peer000', ids(16).slice(1), 16)).toBeUndefined()
+    expect(probeEdges('peer000', ids(16).slice(1, 4), 16, 20)?.size).toBe(3)
+    // by default every connection is watched up to 32 members, the ring's only past it
+    expect(probeEdges('peer000', ids(32).slice(1), DEFAULT_PROBE_ALL_UP_TO)).toBeUndefined()
+    expect(probeEdges('peer000', all.slice(1), DEFAULT_PROBE_ALL_UP_TO)?.size).toBe(3)
   })
 
   it('dials the next member round the ring and the one halfway round, the same on every node', () => {
@@ -226,6 +252,30 @@ describe('a death a sparse mesh node found itself (rumors.ts Suspicions)', () =>
   })
 })
 
+describe('the deaths a large full mesh says (rumors.ts Suspicions)', () => {
+  it("are its probers': a member this node does not probe saw the connection close itself", () => {
+    const said: string[] = []
+    const s = new Suspicions({
+      mesh: {
+        peerId: 'me',
+        sparse: () => false,
+        rumors: () => true,
+        probes: (p: string) => p === 'a',
+        publish: async (_t: string, m: unknown) => {
+          said.push((m as { of: string }).of)
+        },
+      } as never,
+      log: silentLogger(),
+      now: () => 0,
+      own: () => ({ incarnation: 1, lastSeq: 0 }),
+      refute: () => {},
+    })
+    s.say({ peerId: 'a', incarnation: 1, seq: 1 }, 'dead')
+    s.say({ peerId: 'b', incarnation: 1, seq: 1 }, 'dead')
+    expect(said).toEqual(['a'])
+  })
+})
+
 describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
   const t = { heartbeatMs: 500, suspectAfterMs: 1000, deadAfterMs: 2000 }
   const member = () => ({ peerId: 'p', state: 'alive' as const, lastHeardMs: 0 })
@@ -265,6 +315,44 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     expect(judgeMember(member(), 5100, failing, t, 8)).toEqual({ state: 'dead', byRumor: false })
     // a mesh that does not say (an older port): the probe's evidence alone, as before
     expect(judgeMember(member(), 2500, { answeredAt: () => undefined }, t, 8).state).toBe('dead')
+  })
+
+  it('on a connection a large full mesh does not probe: by rumor while it stands, else by it', () => {
+    const quiet = {
+      answeredAt: () => undefined,
+      met: () => false,
+      probes: () => false,
+      rumors: () => true,
+    }
+    // connected, nothing said of it: alive by rumor, however long since its last record
+    expect(judgeMember(member(), 60_000, quiet, t, 64)).toEqual({ state: 'alive', byRumor: true })
+    // its probers said it dead (a rumor of its current record)
+    const said = { ...member(), seq: 3, rumor: { state: 'dead' as const, seq: 3, atMs: 50_000 } }
+    expect(judgeMember(said, 60_000, quiet, t, 64)).toEqual({ state: 'dead', byRumor: true })
+    // its connection closed at 59,000 (the record heard long before): suspect, not dead at once,
+    // and dead only as patiently as silence at 64 members (3 × 1 s: a timeout under load is
+    // not a process gone, and a death said here turns every node)
+    const closed = { ...member(), disconnectedAtMs: 59_000 }
+    expect(judgeMember(closed, 59_100, quiet, t, 64)).toEqual({
+      state: 'suspect',
+      byRumor: false,
+      byConnection: true,
+    })
+    expect(judgeMember(closed, 61_900, quiet, t, 64).state).toBe('suspect')
+    expect(judgeMember(closed, 62_000, quiet, t, 64).state).toBe('dead')
+    // and dead at once when a dial of it is then refused (its process is gone)
+    const refused = { ...quiet, refusedAt: () => 59_050 }
+    expect(judgeMember(closed, 59_100, refused, t, 64)).toEqual({
+      state: 'dead',
+      byRumor: false,
+      byConnection: true,
+    })
+    // a ring edge just made (probed, not heard on it yet): the same, not its old silence
+    const edge = { ...quiet, probes: () => true }
+    expect(judgeMember(member(), 60_000, edge, t, 64)).toEqual({ state: 'alive', byRumor: true })
+    // heard on it: its probe decides
+    const heard = { ...edge, met: () => true, answeredAt: () => 59_900 }
+    expect(judgeMember(member(), 60_000, heard, t, 64)).toEqual({ state: 'alive', byRumor: false })
   })
 
   it('dead at once when its connection closed and a dial of it is refused, at any size', () => {
