@@ -49,7 +49,7 @@ describe(`a full mesh of ${N} probing its ring past ${PROBE_ALL_UP_TO}`, () => {
     // same pairs on both ends once every node holds every member
     const symmetric = () =>
       nodes.every((n) => probedBy(n, nodes).every((o) => o.mesh.probes(n.mesh.peerId)))
-    await waitFor(symmetric, 5000, 'the same watched pairs on both ends')
+    await waitFor(symmetric, 10_000, 'the same watched pairs on both ends')
     for (const n of nodes) {
       expect(n.mesh.sparse()).toBe(false)
       const probed = probedBy(n, nodes)
@@ -69,8 +69,9 @@ describe(`a full mesh of ${N} probing its ring past ${PROBE_ALL_UP_TO}`, () => {
       5000,
       'probe answers only on the ring',
     )
-    // and every member is still alive everywhere, judged by rumor where not probed
-    expect(nodes.every((n) => alive(n) === N - 1)).toBe(true)
+    // and every member alive everywhere, judged by rumor where not probed (a wait: on a loaded
+    // machine a start's connections still close now and then, as in any full mesh)
+    await waitFor(() => nodes.every((n) => alive(n) === N - 1), 10_000, 'all alive by rumor too')
   })
 
   it('sees a member that stops dead on every node, also where nobody probed it', async () => {
