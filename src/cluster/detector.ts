@@ -43,18 +43,16 @@ export function detect(e: Evidence, nowMs: number, t: Timings, quiet: Timings = 
 /**
  * When a member was last heard, as this node judges it after its own process stood still for
  * `stalledMs` (SIGSTOP, a blocked event loop): the silence in that time is not the member's, so
- * it moves up by as much — but never past a connection that closed after it was heard, which
- * stays the latest evidence (else one late timer turns a killed member's closed and refused
- * connection into mere silence, judged patiently, again after every late timer).
+ * it moves up by as much — but never past a connection that closed after it was heard and was
+ * then refused when dialled (its process is gone): one late timer turned a killed member into a
+ * silent one, judged patiently, again after every late timer. A connection that closed only (a
+ * start's crossing dials, a timeout on a loaded machine) is left to the silence, as before.
  */
-export function heardAfterStall(
-  e: Pick<Evidence, 'lastHeardMs' | 'disconnectedAtMs'>,
-  stalledMs: number,
-  nowMs: number,
-): number {
+export function heardAfterStall(e: Evidence, stalledMs: number, nowMs: number): number {
   const moved = Math.min(nowMs, e.lastHeardMs + stalledMs)
-  const closed = e.disconnectedAtMs
-  if (closed !== undefined && closed >= e.lastHeardMs) return Math.min(moved, closed)
+  const { disconnectedAtMs: closed, refusedAtMs: refused } = e
+  if (closed === undefined || refused === undefined) return moved
+  if (closed >= e.lastHeardMs && refused >= closed) return Math.min(moved, closed)
   return moved
 }
 

@@ -232,7 +232,10 @@ export class Membership {
       // this process stood still: its peers' silence in that time is not theirs (a peer that
       // holds this node dead by now asks for its record through the liveness probe)
       for (const r of this.byPeer.values())
-        if (r.state !== 'dead') r.lastHeardMs = heardAfterStall(r, late, now)
+        if (r.state !== 'dead') {
+          const refused = this.init.mesh.refusedAt?.(r.peerId)
+          r.lastHeardMs = heardAfterStall({ ...r, refusedAtMs: refused }, late, now)
+        }
     }
     const said = JSON.stringify(this.init.self())
     this.ownDigest = recordDigest(this.current())

@@ -222,9 +222,10 @@ interface Judged {
 }
 
 /**
- * A member's state, and how it was found: by rumor (what its probers said), or by its
- * connection alone (closed, refused: every node sees its own close, and at a start two dials
- * that crossed close one) — neither is said on (Suspicions.say); a probe's silence is.
+ * A member's state, and how it was found: by rumor (what its probers said), or, in a full mesh
+ * watching its ring, by its connection (closed, refused: every node sees its own close; under
+ * load a timeout closes one, at a start two dials that crossed) — neither is said on
+ * (Suspicions.say); a probe's silence on an open connection is.
  */
 export interface Judgement {
   state: MemberState
@@ -301,5 +302,11 @@ export function judgeMember(
     ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
     ...(refused === undefined ? {} : { refusedAtMs: refused }),
   }
-  return { state: detect(evidence, now, closed, silence), byRumor: false }
+  const state = detect(evidence, now, closed, silence)
+  // a full mesh watching its ring: every node has its own connection to the member and sees it
+  // close, so only a silence on an open one (a frozen member) is news to say
+  const shut = r.disconnectedAtMs !== undefined && r.disconnectedAtMs >= evidence.lastHeardMs
+  return shut && !sparse && mesh.rumors?.() === true
+    ? { state, byRumor: false, byConnection: true }
+    : { state, byRumor: false }
 }

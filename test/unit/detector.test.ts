@@ -73,16 +73,18 @@ describe('a stall of this process (membership.ts tick)', () => {
     expect(heardAfterStall({ lastHeardMs: 1000 }, 9000, 5000)).toBe(5000)
   })
 
-  it('keeps a connection closed since it was heard the latest evidence (a killed member)', () => {
-    const e = { lastHeardMs: 1000, disconnectedAtMs: 1200 }
+  it('keeps a connection closed since it was heard, then refused, the latest evidence', () => {
+    const e = { lastHeardMs: 1000, disconnectedAtMs: 1200, refusedAtMs: 1300 }
     const heard = heardAfterStall(e, 500, 1800)
     expect(heard).toBe(1200)
-    // so the closed connection, refused when dialled again, is still death at once
+    // so a killed member is still dead at once
     const t = { heartbeatMs: 500, suspectAfterMs: 1000, deadAfterMs: 2000 }
-    expect(detect({ ...e, lastHeardMs: heard, refusedAtMs: 1300 }, 1800, t)).toBe('dead')
+    expect(detect({ ...e, lastHeardMs: heard }, 1800, t)).toBe('dead')
   })
 
-  it('moves past a connection that closed before the member was heard again', () => {
-    expect(heardAfterStall({ lastHeardMs: 1000, disconnectedAtMs: 800 }, 300, 5000)).toBe(1300)
+  it('moves past a connection closed only (a loaded start), or closed before it was heard', () => {
+    expect(heardAfterStall({ lastHeardMs: 1000, disconnectedAtMs: 1200 }, 500, 1800)).toBe(1500)
+    const before = { lastHeardMs: 1000, disconnectedAtMs: 800, refusedAtMs: 900 }
+    expect(heardAfterStall(before, 300, 5000)).toBe(1300)
   })
 })

@@ -282,6 +282,20 @@ describe('deaths said to the mesh (a full mesh probing its ring only)', () => {
     expect(said(mesh)).toEqual([])
   })
 
+  it('a ring edge heard on that closes (a timeout on a loaded machine) is not said either', () => {
+    const mesh = new RingFakeMesh()
+    mesh.watched = true
+    const { heartbeat, tick, state } = setup(mesh)
+    heartbeat(100, 0, 0)
+    mesh.answered = 100
+    tick(100)
+    mesh.connected = false
+    for (const h of mesh.peers) h(PEER, 'disconnect')
+    tick(2200)
+    expect(state()).toBe('dead')
+    expect(said(mesh)).toEqual([])
+  })
+
   it("a ring edge's silence found by its probe is said", () => {
     const mesh = new RingFakeMesh()
     mesh.watched = true
