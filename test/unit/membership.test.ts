@@ -269,40 +269,40 @@ describe('deaths said to the mesh (a full mesh probing its ring only)', () => {
   const said = (mesh: FakeMesh) =>
     mesh.sent.filter((p) => (p as { kind?: string }).kind === 'suspicion')
 
-  it('a ring edge not heard on yet that closes (two dials crossed at a start) is not said', () => {
+  /** PEER on this node's ring, known by its record; `heard`: answered its probe at 100 ms */
+  function ringEdge(heard: boolean) {
     const mesh = new RingFakeMesh()
     mesh.watched = true
-    mesh.heardOnProbe = false
-    const { heartbeat, tick, state } = setup(mesh)
-    heartbeat(100, 0, 0)
-    mesh.connected = false
-    for (const h of mesh.peers) h(PEER, 'disconnect')
-    tick(2100)
+    mesh.heardOnProbe = heard
+    const s = setup(mesh)
+    s.heartbeat(100, 0, 0)
+    if (heard) mesh.answered = 100
+    s.tick(100)
+    const closes = () => {
+      mesh.connected = false
+      for (const h of mesh.peers) h(PEER, 'disconnect')
+    }
+    return { ...s, mesh, closes }
+  }
+
+  it('a ring edge not heard on yet that closes (two dials crossed at a start) is not said', () => {
+    const { mesh, closes, tick, state } = ringEdge(false)
+    closes()
+    tick(2200)
     expect(state()).toBe('dead')
     expect(said(mesh)).toEqual([])
   })
 
   it('a ring edge heard on that closes (a timeout on a loaded machine) is not said either', () => {
-    const mesh = new RingFakeMesh()
-    mesh.watched = true
-    const { heartbeat, tick, state } = setup(mesh)
-    heartbeat(100, 0, 0)
-    mesh.answered = 100
-    tick(100)
-    mesh.connected = false
-    for (const h of mesh.peers) h(PEER, 'disconnect')
+    const { mesh, closes, tick, state } = ringEdge(true)
+    closes()
     tick(2200)
     expect(state()).toBe('dead')
     expect(said(mesh)).toEqual([])
   })
 
   it("a ring edge's silence found by its probe is said", () => {
-    const mesh = new RingFakeMesh()
-    mesh.watched = true
-    const { heartbeat, tick, state } = setup(mesh)
-    heartbeat(100, 0, 0)
-    mesh.answered = 100
-    tick(100)
+    const { mesh, tick, state } = ringEdge(true)
     tick(3200)
     expect(state()).toBe('dead')
     expect(said(mesh)).toMatchObject([{ of: PEER, state: 'dead' }])
