@@ -27,8 +27,8 @@ export const DEFAULT_FULL_MESH_UP_TO = 64
  * cores busy. The other members are judged as a sparse mesh judges them (rumors.ts): by their
  * probers' suspicions, and by their connection when it closes (a killed member, found at once;
  * closed only, as patiently as silence: rumors.ts). Past 32 members by default: at 64 on two
- * cores (the mesh benchmark) idle CPU of all 64 fell from 176 % to 38 % of a core and a killed
- * member was seen dead by all in 1.0 s instead of 2.4 s; up to 32, where probing every
+ * cores (the mesh benchmark) idle CPU of all 64 fell from 176 % to 43-54 % of a core and a
+ * killed member was seen dead by all in 0.92 s instead of 2.4 s; up to 32, where probing every
  * connection costs little (25 % for 32), nothing changes. Without the patience a 64-member
  * start flapped (connections timing out under its load; 1,202 deaths said by rumor in a minute).
  * MeshInit's probeAllUpTo (TRAKTOR_BENCH_PROBE_ALL_UP_TO in the mesh benchmark) sets it.
