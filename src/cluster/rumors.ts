@@ -255,10 +255,10 @@ export function judgeMember(
     r.lastHeardMs = Math.min(answered, now)
   const sparse = mesh.sparse?.() === true
   const silence = silenceTimings(timings, members)
-  // watching its ring only, a closed connection not refused at its address (a timeout under
-  // load, not a process gone) is judged as patiently as silence: each death said there turns
-  // every node at once
-  const closed = !sparse && mesh.rumors?.() === true ? silence : timings
+  // a full mesh watching its ring only: a closed connection not refused at its address (a
+  // timeout under load, not a process gone) is judged as patiently as silence
+  const ringOnly = !sparse && mesh.rumors?.() === true
+  const closed = ringOnly ? silence : timings
   // a full mesh past its probe-all size probes its ring's connections only (overlay.ts): a
   // member on another connection, or not heard on a new one yet, is judged by rumor while its
   // connection stands (its probers say when it is dead); once the connection closed, by the
@@ -306,7 +306,7 @@ export function judgeMember(
   // a full mesh watching its ring: every node has its own connection to the member and sees it
   // close, so only a silence on an open one (a frozen member) is news to say
   const shut = r.disconnectedAtMs !== undefined && r.disconnectedAtMs >= evidence.lastHeardMs
-  return shut && !sparse && mesh.rumors?.() === true
+  return shut && ringOnly
     ? { state, byRumor: false, byConnection: true }
     : { state, byRumor: false }
 }
