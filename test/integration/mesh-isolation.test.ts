@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { writePskFile } from '../../src/mesh/keys.js'
+import { holdsThroughout } from '../../src/wait.js'
 import { type ArbiterProcess, metric } from '../fixtures/arbiters.js'
 import { call, MeshCluster, waitFor } from '../fixtures/mesh-cluster.js'
 import { MeshLab } from '../fixtures/mesh-nodes.js'
@@ -132,12 +133,14 @@ afterAll(async () => {
 describe('mesh isolation', () => {
   it('keeps a lone founder that bootstraps to itself healthy', async () => {
     // watched for longer than the isolation threshold (5 s for these timings)
-    while (Date.now() - founderStartedAt < 6500) {
+    const healthy = async () => {
       const h = await health(c.api(0))
       expect(h.status, JSON.stringify(h.json)).toBe(200)
       expect(h.json.status).toBe('ok')
-      await new Promise((r) => setTimeout(r, 250))
+      return true
     }
+    const left = Math.max(0, 6500 - (Date.now() - founderStartedAt))
+    await holdsThroughout(healthy, left, 'the lone founder healthy', 250)
     const s = await call(c.api(0), 'GET', '/v1/cluster/status')
     expect(s.json.healthy, JSON.stringify(s.json)).toBe(true)
     expect(await metric(c.api(0), 'traktor_mesh_isolated')).toBe(0)
