@@ -7,6 +7,7 @@
 //   LAYOUT=bench node scripts/bench/mesh-start.mjs 32         (the benchmark's layout)
 //   TRAKTOR_BENCH_FULL_MESH_UP_TO=8 node scripts/bench/mesh-start.mjs 32 3   (sparse past 8)
 //   TRAKTOR_BENCH_LOG=/tmp/logs ...                           (every node logs to a file)
+//   TRAKTOR_BENCH_CPU_PROF=/tmp/prof ...                      (a V8 CPU profile per process)
 import { fork } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -38,7 +39,11 @@ await writePskFile(pskFile)
 const base = 20_000 + Math.floor(Math.random() * 9_000)
 const ports = Array.from({ length: N }, (_, i) => base + i)
 const workers = layout().map((ids) => {
-  const proc = fork(WORKER, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+  const prof = process.env.TRAKTOR_BENCH_CPU_PROF
+  const proc = fork(WORKER, [], {
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    execArgv: prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [],
+  })
   const w = { ids, proc, waiting: new Map() }
   proc.on('message', (m) => {
     if (m.type === 'error') console.error(`worker: ${m.error}`)
