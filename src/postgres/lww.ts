@@ -15,10 +15,11 @@
 //
 // The update-and-delete trigger fires only when the row's current version came from another
 // origin than the one the apply worker applies from (its WHEN clause, a small function: a
-// writer updating its own rows costs its peers one commit-timestamp lookup per row). The
-// insert branch, and the key-change branch of updates, cost the apply worker about three times
-// its work per row, so they are armed only after a unique violation stopped a subscription
-// (23505) and disarmed when quiet.
+// writer updating its own rows costs its peers one commit-timestamp lookup per row), after the
+// change (it only queues the version displaced). The insert branch, and the key-change branch
+// of updates (a row holding an incoming update's new key is moved out of its way), cost the
+// apply worker about three times its work per row, so they exist only after a unique violation
+// stopped a subscription (23505) and are dropped when quiet.
 import { type Db, prepared, type Queryable } from './db.js'
 import { qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
 import {
@@ -160,26 +161,27 @@ BEGIN
     ${queue} VALUES (${t.oid}, 'insert_exists', ${keyOf('NEW')}, l_img, l_row, l_ts, l_ro, to_jsonb(NEW), app);
     RETURN NULL;
   END IF;
-  IF TG_OP = 'UPDATE' AND (${cols('NEW', t.pk)}) IS DISTINCT FROM (${cols('OLD', t.pk)}) THEN
-    SELECT x.xmin, to_jsonb(x.*), ROW(x.*)::text INTO l_xmin, l_img, l_row FROM ${rel} x WHERE ${match('NEW')} FOR UPDATE;
-    IF FOUND THEN
-      SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(l_xmin) c;
-      DELETE FROM ${rel} x WHERE ${match('NEW')};
-      ${queue} VALUES (${t.oid}, 'update_exists', ${keyOf('NEW')}, l_img, l_row, l_ts, l_ro, to_jsonb(NEW), app);
-    END IF;
-  END IF;
-  -- the key-change trigger fires for every update (armed only): the origin test is the other's
+  -- the key-change trigger (BEFORE, armed only) fires for every update: a row holding the new
+  -- key is moved out of the way; the origin test is the update-and-delete trigger's
   IF TG_NAME = ${quoteLiteral(KEY_TRIGGER)} THEN
+    IF (${cols('NEW', t.pk)}) IS DISTINCT FROM (${cols('OLD', t.pk)}) THEN
+      SELECT x.xmin, to_jsonb(x.*), ROW(x.*)::text INTO l_xmin, l_img, l_row FROM ${rel} x WHERE ${match('NEW')} FOR UPDATE;
+      IF FOUND THEN
+        SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(l_xmin) c;
+        DELETE FROM ${rel} x WHERE ${match('NEW')};
+        ${queue} VALUES (${t.oid}, 'update_exists', ${keyOf('NEW')}, l_img, l_row, l_ts, l_ro, to_jsonb(NEW), app);
+      END IF;
+    END IF;
     ${displaceSql(t, 'update')}
     RETURN NEW;
   END IF;
-  SELECT x.xmin INTO l_xmin FROM ${rel} x WHERE ${match('OLD')};
-  SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(l_xmin) c;
-  IF l_ro = app OR l_ts IS NULL THEN RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END IF;
+  -- the update-and-delete trigger (AFTER): OLD is the version this change displaced
+  SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(OLD.xmin) c;
+  IF l_ro = app OR l_ts IS NULL THEN RETURN NULL; END IF;
   ${queue} VALUES (${t.oid},
     CASE WHEN TG_OP = 'DELETE' THEN 'delete_origin_differs' ELSE 'update_origin_differs' END,
     ${keyOf('OLD')}, to_jsonb(OLD), OLD::text, l_ts, l_ro, NULL, app);
-  RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+  RETURN NULL;
 END $fn$`
 }
 
@@ -256,10 +258,11 @@ export async function install(q: Queryable, t: LwwTable): Promise<void> {
     LOCK_TIMEOUT,
     triggerFunctionSql(t),
     ...REPLICA_TRIGGERS.map((name) => `DROP TRIGGER IF EXISTS ${name} ON ${rel}`),
-    `CREATE TRIGGER ${UD_TRIGGER} BEFORE UPDATE OR DELETE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
-    `CREATE TRIGGER ${KEY_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${functionName(t)}()`,
+    // AFTER: it only queues what a change displaced, and any BEFORE UPDATE row trigger, even a
+    // disabled or replica-only one, makes every UPDATE on the table lock its row first (writer
+    // and apply worker: a WAL record and ~1-3 µs a row; bench/README.md)
+    `CREATE TRIGGER ${UD_TRIGGER} AFTER UPDATE OR DELETE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
     `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${UD_TRIGGER}`,
-    `ALTER TABLE ${rel} DISABLE TRIGGER ${KEY_TRIGGER}`,
     ...localStatements(t),
   ]
   await q.query(statements.join(';\n'))
@@ -313,8 +316,9 @@ export async function replicated(db: Db): Promise<RelationName[]> {
 
 /**
  * Arm (or disarm) the insert and key-change branches of a table: replica-only, as the others.
- * The insert trigger exists only while armed: a BEFORE INSERT row trigger, even a disabled
- * one, makes COPY insert row by row instead of in batches (a join's copy took ~20 % longer).
+ * Their triggers exist only while armed: a BEFORE INSERT row trigger, even a disabled one,
+ * makes COPY insert row by row instead of in batches (a join's copy took ~20 % longer), and a
+ * BEFORE UPDATE one makes every UPDATE lock its row first.
  */
 export async function arm(db: Db, rel: RelationName, on: boolean): Promise<void> {
   const name = qualified(rel)
@@ -323,13 +327,16 @@ export async function arm(db: Db, rel: RelationName, on: boolean): Promise<void>
     const { rows } = await c.query<{ oid: string }>(`SELECT $1::regclass::oid::int8 AS oid`, [name])
     const fn = functionName({ oid: Number(rows[0]?.oid) })
     await c.query(`DROP TRIGGER IF EXISTS ${INS_TRIGGER} ON ${name}`)
-    if (on) {
-      await c.query(
-        `CREATE TRIGGER ${INS_TRIGGER} BEFORE INSERT ON ${name} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
-      )
-    }
+    await c.query(`DROP TRIGGER IF EXISTS ${KEY_TRIGGER} ON ${name}`)
+    if (!on) return
     await c.query(
-      `ALTER TABLE ${name} ${on ? `ENABLE REPLICA TRIGGER ${INS_TRIGGER}, ENABLE REPLICA` : 'DISABLE'} TRIGGER ${KEY_TRIGGER}`,
+      `CREATE TRIGGER ${INS_TRIGGER} BEFORE INSERT ON ${name} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+    )
+    await c.query(
+      `CREATE TRIGGER ${KEY_TRIGGER} BEFORE UPDATE ON ${name} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+    )
+    await c.query(
+      `ALTER TABLE ${name} ENABLE REPLICA TRIGGER ${INS_TRIGGER}, ENABLE REPLICA TRIGGER ${KEY_TRIGGER}`,
     )
   })
 }

@@ -327,7 +327,8 @@ describe('a schema change is all or nothing', () => {
       1,
       `SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'demo.t'::regclass AND tgname LIKE 'trktr_lww_%'`,
     )
-    expect(left[0]?.n).toBeGreaterThanOrEqual(4)
+    // update-and-delete, move and truncate (the insert and key-change ones only while armed)
+    expect(left[0]?.n).toBeGreaterThanOrEqual(3)
   })
 })
 

@@ -65,7 +65,24 @@ beforeAll(async () => {
   await c.waitMeshed(IDS)
   await c.waitSubscribed(IDS)
   for (const t of ['kv', 'hot', 'del', 'miss']) await add(t)
+  for (const i of IDS) await c.q(i, FIXED)
+  await add('fixed')
 })
+
+/** a table of fixed-width columns: nothing in it can be stored out of line (no TOAST trigger) */
+const FIXED = `CREATE TABLE demo.fixed (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0, at timestamptz);
+  ALTER TABLE demo.fixed OWNER TO traktor_arbiter`
+
+/** traktor's BEFORE UPDATE row triggers on a table, on one node (pg_trigger.tgtype bits) */
+async function beforeUpdateTriggers(id: number, table: string): Promise<string[]> {
+  const rows = await c.q(
+    id,
+    `SELECT tgname FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname LIKE 'trktr\\_%'
+       AND tgtype & 1 <> 0 AND tgtype & 2 <> 0 AND tgtype & 16 <> 0 ORDER BY 1`,
+    [table],
+  )
+  return rows.map((r) => r.tgname as string)
+}
 
 afterAll(async () => {
   await c?.destroy()
@@ -168,6 +185,30 @@ describe('issue 10: row-level last writer wins', () => {
     console.info(
       `update storm: ${updates} updates, identical on all nodes ${ms} ms after the writers stopped`,
     )
+  })
+
+  it('a table of fixed-width columns has no BEFORE UPDATE row trigger of ours; update-update on it ends with the later writer', async () => {
+    // any BEFORE UPDATE row trigger, even one that never fires there, makes every UPDATE on the
+    // table lock its row first, on the writer and in the apply workers
+    for (const i of IDS)
+      expect(await beforeUpdateTriggers(i, 'demo.fixed'), `node ${i}`).toEqual([])
+    await c.q(0, `INSERT INTO demo.fixed (id) SELECT g FROM generate_series(1, 10) g`)
+    await c.converged(IDS, 'demo.fixed')
+    await partition()
+    await c.q(0, `UPDATE demo.fixed SET n = 100, at = now() WHERE id <= 5`)
+    await new Promise((r) => setTimeout(r, 20))
+    await c.q(1, `UPDATE demo.fixed SET n = n + 200 WHERE id <= 5`)
+    await c.q(2, `UPDATE demo.fixed SET n = -1 WHERE id > 5`)
+    await heal()
+    const md5 = await c.converged(IDS, 'demo.fixed', 30_000)
+    expect(md5).toMatch(/^10 rows/)
+    const rows = await c.q(0, `SELECT id, n, at IS NULL AS no_at FROM demo.fixed ORDER BY id`)
+    expect(rows).toEqual([
+      ...[1, 2, 3, 4, 5].map((id) => ({ id, n: '200', no_at: true })),
+      ...[6, 7, 8, 9, 10].map((id) => ({ id, n: '-1', no_at: true })),
+    ])
+    for (const i of IDS)
+      expect(await beforeUpdateTriggers(i, 'demo.fixed'), `node ${i}`).toEqual([])
   })
 
   it('update/delete races end with the delete, identical everywhere', async () => {
