@@ -146,6 +146,7 @@ export class Arbiter {
             for (const c of counts) this.metrics.conflict(c.kind, c.relation, c.action, c.n)
           },
           checkSoon: (relation) => this.cluster?.checkSoon(relation),
+          keptSoon: (relation) => this.cluster?.keptSoon(relation),
         })
       : undefined
     this.resolver = new Resolver({

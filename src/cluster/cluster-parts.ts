@@ -5,6 +5,7 @@ import type { JoinMode } from '../config/types.js'
 import type { Logger } from '../log.js'
 import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
 import type { LocalNode } from '../postgres/local.js'
+import { KeptValues } from './check-kept.js'
 import { CheckNode } from './check-node.js'
 import { Checker } from './checker.js'
 import { ClusterHistory } from './cluster-history.js'
@@ -71,6 +72,7 @@ export interface ClusterParts {
   isolationWatch: IsolationWatch
   checkNode: CheckNode
   checker: Checker
+  kept: KeptValues
   healer: SlotHealer
   commitMode: CommitMode
   roster: RosterOps
@@ -202,6 +204,16 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     port: checkPortOf(ports()),
     log: init.log,
     everyMs: init.checkEveryMs ?? 0,
+  })
+  p.kept = new KeptValues({
+    nodeId,
+    port: checkPortOf(ports()),
+    log: init.log,
+    store: {
+      tables: () => local.rowLevel.keptTables(),
+      pending: (relation, timeoutMs) => local.rowLevel.keptPending(relation, timeoutMs),
+      done: (relation, entries) => local.rowLevel.keptDone(relation, entries),
+    },
   })
   p.healer = new SlotHealer({
     nodeId,

@@ -8,6 +8,7 @@ import type { ConflictEvent } from '../mesh/codec.js'
 import type { MeshIsolation, RpcHandler } from '../mesh/types.js'
 import type * as cs from '../postgres/cluster-state.js'
 import type { RelationName } from '../postgres/ident.js'
+import type { KeptValues } from './check-kept.js'
 import type { CheckNode } from './check-node.js'
 import type { CheckAnswer, Checker, RepairAnswer } from './checker.js'
 import type { ClusterHistory, ClusterHistoryEntry } from './cluster-history.js'
@@ -45,6 +46,7 @@ export class Cluster {
   private readonly recovery: Recovery
   private readonly isolationWatch: IsolationWatch
   readonly checker: Checker
+  private readonly kept: KeptValues
   /** the commit mode (async, sync) and, while sync, its standby keeper */
   readonly commitMode: CommitMode
   private readonly checkNode: CheckNode
@@ -78,6 +80,7 @@ export class Cluster {
     this.isolationWatch = p.isolationWatch
     this.checkNode = p.checkNode
     this.checker = p.checker
+    this.kept = p.kept
     this.healer = p.healer
     this.commitMode = p.commitMode
     this.roster = p.roster
@@ -146,6 +149,7 @@ export class Cluster {
     this.recovery.start()
     this.isolationWatch.start()
     this.checker.start()
+    this.kept.start()
     if (this.init.healLostSlots !== false) this.healer.start()
     await this.commitMode.start()
   }
@@ -159,6 +163,7 @@ export class Cluster {
       ['commit-mode', () => this.commitMode.stop()],
       ['slot-healer', () => this.healer.stop()],
       ['checker', () => this.checker.stop()],
+      ['kept-values', () => this.kept.stop()],
       ['isolation-watch', () => this.isolationWatch.stop()],
       ['recovery', () => this.recovery.stop()],
       ['reconciler', () => this.reconciler.stop()],
@@ -251,6 +256,11 @@ export class Cluster {
       code: 'ERR_NODE_REMOVED',
       message: `node ${m.nodeId} was removed from the cluster (node ${this.init.nodeId} refuses it)`,
     }
+  }
+
+  /** See KeptValues: an apply worker kept this node's out-of-line value of a row of this table. */
+  keptSoon(relation: string): void {
+    this.kept.compareSoon(relation)
   }
 
   /** See Checker.checkSoon: rows of this table were skipped here. */

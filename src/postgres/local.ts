@@ -32,7 +32,6 @@ import * as subs from './subscriptions.js'
 import * as ss from './sync-standbys.js'
 
 export type { Listener, NodeStatus }
-
 export interface LocalNodeInit {
   nodeId: number
   conninfo: string
@@ -106,6 +105,7 @@ export class LocalNode {
       lwwFor: init.lwwFor,
       recordMissingRows: init.recordMissingRows === true,
       initialized: () => this.initialized(),
+      writerToast: init.watchPeers === true, // standalone: no mesh to ask a row's writer
     })
     this.cluster = bindDb(this.db, cs)
     this.joinCopy = bindDb(this.db, jc)

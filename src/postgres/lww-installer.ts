@@ -20,6 +20,11 @@ export interface LwwInstallerInit {
   recordMissingRows?: boolean
   /** the node's trktr schema exists */
   initialized: () => Promise<boolean>
+  /**
+   * the writer re-writes out-of-line values an UPDATE kept (standalone mode: no mesh to ask a
+   * row's writer, lww-local.ts)
+   */
+  writerToast?: boolean
 }
 
 export class LwwInstaller {
@@ -153,7 +158,7 @@ export class LwwInstaller {
     const made = await this.db.tx(async (c) => {
       // read again under the table's lock: a schema change may have committed since
       const fresh = await lww.lockAndDescribe(c, rel)
-      if (fresh) await lww.install(c, fresh)
+      if (fresh) await lww.install(c, fresh, this.init.writerToast)
       return fresh
     })
     if (!made) return false
@@ -188,7 +193,7 @@ export class LwwInstaller {
     if (!this.init.enabled || !(this.init.lwwFor?.(rel) ?? true)) return undefined
     await this.makeSchema()
     const t = await lww.describeIn(q, rel)
-    if (t) await lww.install(q, t)
+    if (t) await lww.install(q, t, this.init.writerToast)
     return t
   }
 }
@@ -196,5 +201,6 @@ export class LwwInstaller {
 /** What a table's trigger function is generated from: re-made when it changes. */
 function lwwSignature(t: lww.LwwTable): string {
   const uniques = t.uniques.map((u) => `${u.columns.join(',')}${u.nullsNotDistinct ? '!' : ''}`)
-  return `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}:${uniques.join(';')}`
+  const toastable = t.toastable.map((c) => c.name).join(',')
+  return `${t.oid}:${t.columns.join(',')}:${t.pk.join(',')}:${t.referenced}:${uniques.join(';')}:${toastable}`
 }

@@ -1,13 +1,10 @@
-// Two ordinary (origin-side) triggers that make a local write replicate in a form the row-level
+// Ordinary (origin-side) triggers that make a local write replicate in a form the row-level
 // resolution on the peers can resolve exactly (issue 10, "bad input"; README "Conflict
-// resolution"). They fire in local sessions only, never in apply workers.
+// resolution"). They fire in local sessions only, never in apply workers. (A value stored out of
+// line that an UPDATE left unchanged is sent as "unchanged": in a mesh the receiver finds where
+// it kept its own value under another origin's change, lww-kept.ts keptSql; in standalone mode
+// the writer re-writes such values, toastFunctionSql.)
 //
-// - TOAST: pgoutput sends a value stored out of line that an UPDATE did not change as
-//   "unchanged", and the receiver keeps its own value there. When a concurrent update on the
-//   receiver changed that column, the receiver ends with the winner's other columns and the
-//   loser's big value: a row no node wrote. The trigger re-writes such values (a fresh copy, so
-//   PostgreSQL stores them anew and sends them in full) — only for rows whose value is out of
-//   line and unchanged.
 // - Key change: PostgreSQL sends an UPDATE of the key as an UPDATE of the old key, which a peer
 //   that deleted or moved that key skips silently (update_missing): two nodes moving one row to
 //   two keys, or one moving it while another deletes it, would diverge forever. After a key
@@ -23,6 +20,7 @@
 import type { Queryable } from './db.js'
 import { qualified, quoteIdent, type RelationName } from './ident.js'
 
+/** the writer's TOAST trigger: standalone mode only (localStatements) */
 export const TOAST_TRIGGER = 'trktr_lww_toast'
 export const MOVE_TRIGGER = 'trktr_lww_move'
 export const TRUNCATE_TRIGGER = 'trktr_lww_truncate'
@@ -61,10 +59,11 @@ function fresh(c: { name: string; type: string }): string {
 }
 
 /**
- * Re-writes the out-of-line values an UPDATE left unchanged. The test is in the function, not in
- * a WHEN clause: PostgreSQL copies every trigger's clause for every statement on the table
- * (~0.7 kB per column here), an INSERT's too; in PL/pgSQL, NEW and OLD keep their values as
- * stored, so pg_column_toast_chunk_id still sees where each one is.
+ * Standalone mode (no mesh to ask a row's writer): re-writes the out-of-line values an UPDATE
+ * left unchanged, so they are sent in full. The test is in the function, not in a WHEN clause:
+ * PostgreSQL copies every trigger's clause for every statement on the table (~0.7 kB per
+ * column here), an INSERT's too; in PL/pgSQL, NEW and OLD keep their values as stored, so
+ * pg_column_toast_chunk_id still sees where each one is.
  */
 export function toastFunctionSql(t: LocalTable): string {
   const unchanged = (c: { name: string }) =>
@@ -94,8 +93,12 @@ BEGIN
 END $fn$`
 }
 
-/** The statements that (re-)create the table's origin-side triggers and drop those it no longer needs. */
-export function localStatements(t: LocalTable): string[] {
+/**
+ * The statements that (re-)create the table's origin-side triggers and drop those it no longer
+ * needs. `writerToast`: the writer re-writes kept out-of-line values (standalone mode, where no
+ * receiver can ask a row's writer; lww-kept.ts keptSql is the mesh's way).
+ */
+export function localStatements(t: LocalTable, writerToast = false): string[] {
   const rel = qualified(t.rel)
   const out = [
     `DROP TRIGGER IF EXISTS ${TRUNCATE_TRIGGER} ON ${rel}`,
@@ -105,19 +108,20 @@ export function localStatements(t: LocalTable): string[] {
        EXECUTE FUNCTION trktr.lww_truncated()`,
     `DROP TRIGGER IF EXISTS ${TOAST_TRIGGER} ON ${rel}`,
   ]
-  if (t.toastable.length > 0) {
+  if (writerToast && t.toastable.length > 0) {
     out.push(
       toastFunctionSql(t),
       `CREATE TRIGGER ${TOAST_TRIGGER} BEFORE UPDATE ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${fn(t, 'toast')}()`,
     )
-  }
+  } else out.push(`DROP FUNCTION IF EXISTS ${fn(t, 'toast')}()`)
   out.push(`DROP TRIGGER IF EXISTS ${MOVE_TRIGGER} ON ${rel}`)
   if (!t.referenced) {
     out.push(
       moveFunctionSql(t),
       // UPDATE OF the key: an UPDATE that does not set a key column skips the trigger (about
       // 2 µs an UPDATE, measured in an update loop); one that sets it to the same value enters
-      // the function, which returns at once (no WHEN clause: see toastFunctionSql)
+      // the function, which returns at once (no WHEN clause: PostgreSQL copies every trigger's
+      // clause for every statement on the table, an INSERT's too)
       `CREATE TRIGGER ${MOVE_TRIGGER} AFTER UPDATE OF ${t.pk.map(quoteIdent).join(', ')} ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${fn(t, 'move')}()`,
     )
   }

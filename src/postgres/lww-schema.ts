@@ -13,6 +13,14 @@ export const TRUNCATED = 'truncated '
  */
 export const UNIQUE_RESOLVED = 'unique '
 
+/**
+ * a notification on QUEUED_CHANNEL whose payload starts so: an apply worker here kept this
+ * node's value of a column stored out of line under another origin's change of that
+ * replicated table ("schema.table"), queued in trktr.kept_values: the arbiter compares the
+ * row with its writer's copy
+ */
+export const KEPT = 'kept '
+
 /** Queue, ledger and the resolution round; idempotent (run at every start). */
 export const LWW_DDL = `
 CREATE TABLE IF NOT EXISTS trktr.conflict_queue (
@@ -49,7 +57,17 @@ CREATE TABLE IF NOT EXISTS trktr.resolutions (
   loser_node integer, loser_ts timestamptz, loser_image jsonb
 );
 CREATE INDEX IF NOT EXISTS resolutions_at ON trktr.resolutions (at);
-REVOKE ALL ON trktr.conflict_queue, trktr.resolutions FROM PUBLIC;
+-- rows an apply worker updated over another origin's version while keeping this node's value
+-- of a column stored out of line (PostgreSQL sends a value an UPDATE did not change as
+-- "unchanged"): the row may now hold a value its writer never had; the arbiter compares it
+-- with the writer's copy and takes that (lww-kept.ts)
+CREATE TABLE IF NOT EXISTS trktr.kept_values (
+  relid oid NOT NULL,
+  key jsonb NOT NULL,
+  at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (relid, key)
+);
+REVOKE ALL ON trktr.conflict_queue, trktr.resolutions, trktr.kept_values FROM PUBLIC;
 -- the first key queued into an empty queue wakes the arbiter (LISTEN ${QUEUED_CHANNEL}) instead
 -- of its polling the queue; later ones find it awake (a NOTIFY takes a cluster-wide lock at
 -- commit: one per applied transaction serialised the apply workers, lag x4 in the lww bench).

@@ -22,6 +22,7 @@
 // stopped a subscription (23505) and are dropped when quiet.
 import { type Db, prepared, type Queryable } from './db.js'
 import { qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
+import { keptSql } from './lww-kept.js'
 import {
   describeLocalColumns,
   type LocalTable,
@@ -124,7 +125,7 @@ export function functionName(t: Pick<LwwTable, 'oid'>): string {
  * The table's trigger function: static SQL for this table's key and columns (cached plans).
  * Identifiers are quoted; nothing of the caller's text is pasted.
  */
-export function triggerFunctionSql(t: LwwTable): string {
+export function triggerFunctionSql(t: LwwTable, writerToast = false): string {
   const rel = qualified(t.rel)
   const cols = (prefix: string, names: readonly string[]) =>
     names.map((c) => `${prefix}.${quoteIdent(c)}`).join(', ')
@@ -177,6 +178,7 @@ BEGIN
   END IF;
   -- the update-and-delete trigger (AFTER): OLD is the version this change displaced
   SELECT c.timestamp, c.roident INTO l_ts, l_ro FROM pg_xact_commit_timestamp_origin(OLD.xmin) c;
+  ${writerToast ? '' : keptSql(t)}
   IF l_ro = app OR l_ts IS NULL THEN RETURN NULL; END IF;
   ${queue} VALUES (${t.oid},
     CASE WHEN TG_OP = 'DELETE' THEN 'delete_origin_differs' ELSE 'update_origin_differs' END,
@@ -249,21 +251,24 @@ export async function describeIn(q: Queryable, rel: RelationName): Promise<LwwTa
   )
 }
 
-/** Create (or re-create, after a column change) the triggers of one table. */
-export async function install(q: Queryable, t: LwwTable): Promise<void> {
+/**
+ * Create (or re-create, after a column change) the triggers of one table. `writerToast`: the
+ * writer re-writes kept out-of-line values (standalone mode; lww-local.ts localStatements).
+ */
+export async function install(q: Queryable, t: LwwTable, writerToast = false): Promise<void> {
   const rel = qualified(t.rel)
   // one round trip (simple protocol, no parameters: every name in it is quoted): a proposal's
   // prepare waits for it, and a dozen statements one by one took ~10 ms
   const statements = [
     LOCK_TIMEOUT,
-    triggerFunctionSql(t),
+    triggerFunctionSql(t, writerToast),
     ...REPLICA_TRIGGERS.map((name) => `DROP TRIGGER IF EXISTS ${name} ON ${rel}`),
     // AFTER: it only queues what a change displaced, and any BEFORE UPDATE row trigger, even a
     // disabled or replica-only one, makes every UPDATE on the table lock its row first (writer
     // and apply worker: a WAL record and ~1-3 µs a row; bench/README.md)
     `CREATE TRIGGER ${UD_TRIGGER} AFTER UPDATE OR DELETE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
     `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${UD_TRIGGER}`,
-    ...localStatements(t),
+    ...localStatements(t, writerToast),
   ]
   await q.query(statements.join(';\n'))
 }
@@ -380,4 +385,5 @@ export async function queueDepth(db: Db): Promise<number> {
   return r?.n ?? 0
 }
 
+export * from './lww-kept.js'
 export * from './lww-ledger.js'

@@ -12,7 +12,7 @@ import type { HeldSession } from '../postgres/db.js'
 import { formatRelation, type RelationName } from '../postgres/ident.js'
 import type { Listener, LocalNode } from '../postgres/local.js'
 import * as lww from '../postgres/lww.js'
-import { TRUNCATED, UNIQUE_RESOLVED } from '../postgres/lww-schema.js'
+import { KEPT, TRUNCATED, UNIQUE_RESOLVED } from '../postgres/lww-schema.js'
 
 /** an armed insert branch with no conflict for this long is switched off again */
 export const DISARM_AFTER_MS = 30_000
@@ -47,6 +47,12 @@ export interface LwwEngineInit {
    * key (lww-schema.ts, UNIQUE_RESOLVED)
    */
   checkSoon?: (relation: string) => void
+  /**
+   * an apply worker kept this node's value of a column stored out of line under another
+   * origin's change of the table ("schema.table"): the row is compared with its writer's copy
+   * (lww-schema.ts, KEPT; cluster/check-kept.ts)
+   */
+  keptSoon?: (relation: string) => void
 }
 
 type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
@@ -139,6 +145,8 @@ export class LwwEngine {
           const relation = payload.slice(TRUNCATED.length)
           this.log.info({ relation }, 'a replicated table was truncated here: checking it soon')
           this.init.checkSoon?.(relation)
+        } else if (payload.startsWith(KEPT)) {
+          this.init.keptSoon?.(payload.slice(KEPT.length))
         } else if (payload.startsWith(UNIQUE_RESOLVED)) {
           // a change to the displaced row may have been skipped here meanwhile
           this.init.checkSoon?.(payload.slice(UNIQUE_RESOLVED.length))
