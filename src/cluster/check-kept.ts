@@ -8,10 +8,11 @@
 // comes here too, and the entry stays until the two agree. Only the writer's copy is taken: a
 // version's content is what its writer holds, so two nodes never take each other's.
 import { randomUUID } from 'node:crypto'
+import { NotFoundError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { KeptEntry } from '../postgres/lww-kept.js'
 import type { NodeRow } from './check.js'
-import { CheckCalls, type CheckPort } from './check-calls.js'
+import { CheckCalls, type CheckPort, sleep } from './check-calls.js'
 import { resultOf } from './rpc-results.js'
 
 /** what one node keeps of its kept values (trktr.kept_values, postgres/lww-kept.ts) */
@@ -27,6 +28,7 @@ export const KEPT_SOON_MS = 100
 const RETRY_MIN_MS = 500
 const RETRY_MAX_MS = 30_000
 const TIMEOUT_MS = 30_000
+const STOP_WAIT_MS = 2000
 /** the tables with entries are listed again this often (news missed) */
 const FALLBACK_MS = 30_000
 
@@ -92,7 +94,8 @@ export class KeptValues {
     clearTimeout(this.startTimer)
     for (const s of this.soon.values()) clearTimeout(s.timer)
     this.soon.clear()
-    await this.chain
+    // a comparison in progress is not waited for long: its calls end with the mesh after this
+    await Promise.race([this.chain, sleep(STOP_WAIT_MS, new AbortController().signal)])
   }
 
   /** An apply worker queued a kept value of this table ("schema.table"). */
@@ -126,7 +129,8 @@ export class KeptValues {
           "kept values: rows took their writer's copy",
         )
     } catch (err) {
-      left = 1
+      // a table dropped since: its entries went with it (keptTables), nothing to compare
+      left = err instanceof NotFoundError ? 0 : 1
       this.log.warn({ relation, err: (err as Error).message }, 'kept values: comparison failed')
     }
     if (left > 0 && this.running) {
@@ -149,6 +153,14 @@ export async function settleKept(
 ): Promise<{ taken: number; left: number }> {
   const pending = await store.pending(relation, TIMEOUT_MS)
   if (pending.length === 0) return { taken: 0, left: 0 }
+  // a table taken out of the replicaset since: no writer's copy to compare with
+  if (!(await ctx.port.tables()).includes(relation)) {
+    await store.done(
+      relation,
+      pending.map((p) => p.entry),
+    )
+    return { taken: 0, left: 0 }
+  }
   const entryOf = new Map(pending.map((p) => [p.k, p.entry]))
   const read = async (node: number, keys: string[]) =>
     (await ctx.calls.rowWave([node], { table: relation, keys, timeoutMs: TIMEOUT_MS }, false))[0] ??

@@ -27,7 +27,7 @@ export function keptSql(t: Pick<LocalTable, 'oid' | 'pk' | 'toastable'>): string
   const keyOf = `jsonb_build_object(${t.pk.map((c) => `${quoteLiteral(c)}, NEW.${quoteIdent(c)}`).join(', ')})`
   return `IF TG_OP = 'UPDATE' AND l_ro IS DISTINCT FROM app AND (${kept}) THEN
     IF NOT EXISTS (SELECT 1 FROM trktr.kept_values k WHERE k.relid = ${t.oid}) THEN
-      PERFORM pg_notify(${quoteLiteral(QUEUED_CHANNEL)}, ${quoteLiteral(KEPT)} || TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+      PERFORM pg_notify(${quoteLiteral(QUEUED_CHANNEL)}, ${quoteLiteral(KEPT)} || trktr.display_relation(TG_RELID));
     END IF;
     INSERT INTO trktr.kept_values (relid, key) VALUES (${t.oid}, ${keyOf}) ON CONFLICT DO NOTHING;
   END IF;`
@@ -42,10 +42,12 @@ export interface KeptEntry {
 
 /** The tables with queued kept values ("schema.table"). */
 export async function keptTables(db: Db): Promise<string[]> {
+  // entries of tables dropped since: nothing to compare
+  await db.query(
+    `DELETE FROM trktr.kept_values k WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = k.relid)`,
+  )
   const rows = await db.query<{ relation: string }>(
-    `SELECT DISTINCT n.nspname || '.' || c.relname AS relation
-       FROM trktr.kept_values k JOIN pg_class c ON c.oid = k.relid
-       JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1`,
+    `SELECT DISTINCT trktr.display_relation(k.relid) AS relation FROM trktr.kept_values k ORDER BY 1`,
   )
   return rows.map((r) => r.relation)
 }

@@ -91,13 +91,24 @@ DO $do$ BEGIN
   END IF;
 END $do$;
 
+-- a table's name as the arbiter writes it (ident.ts formatRelation: quoted only where needed),
+-- in the notifications below
+CREATE OR REPLACE FUNCTION trktr.display_relation(r oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
+  SELECT string_agg(CASE WHEN p.x ~ '^[a-z_][a-z0-9_$]*$' THEN p.x
+                         ELSE '"' || replace(p.x, '"', '""') || '"' END, '.' ORDER BY p.o)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+         unnest(ARRAY[n.nspname::text, c.relname::text]) WITH ORDINALITY AS p(x, o)
+   WHERE c.oid = r
+$fn$;
+
 -- a replicated table truncated here (lww-local.ts, TRUNCATE_TRIGGER): the arbiter checks it;
 -- not the arbiter's own truncates (a join's copy)
 CREATE OR REPLACE FUNCTION trktr.lww_truncated() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
 BEGIN
   IF current_setting('application_name') ~ '^traktor-[0-9]+-' THEN RETURN NULL; END IF;
-  PERFORM pg_notify('${QUEUED_CHANNEL}', '${TRUNCATED}' || TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+  PERFORM pg_notify('${QUEUED_CHANNEL}', '${TRUNCATED}' || trktr.display_relation(TG_RELID));
   RETURN NULL;
 END $fn$;
 
@@ -223,9 +234,7 @@ BEGIN
     END IF;
     recorded := recorded + 1;
     DELETE FROM trktr.conflict_queue WHERE qid = u.qid;
-    PERFORM pg_catalog.pg_notify('${QUEUED_CHANNEL}', '${UNIQUE_RESOLVED}' || c.nspname || '.' || c.relname)
-       FROM (SELECT n.nspname, r.relname FROM pg_catalog.pg_class r
-               JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = u.relid) c;
+    PERFORM pg_catalog.pg_notify('${QUEUED_CHANNEL}', '${UNIQUE_RESOLVED}' || trktr.display_relation(u.relid));
     COMMIT;
     IF act = 'restored' THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
   END LOOP;

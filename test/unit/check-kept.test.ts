@@ -17,6 +17,7 @@ interface Row {
 /** Scripted members: each node's rows by key; the calls made are recorded. */
 class FakeMembers {
   readonly calls: Array<{ node: number; method: string; params: Record<string, unknown> }> = []
+  replicated = ['demo.big']
   constructor(
     readonly rows: Map<number, Row[]>,
     readonly participants: number[],
@@ -46,7 +47,7 @@ class FakeMembers {
         throw new Error(`unexpected ${method}`)
       },
       broadcast: async () => {},
-      tables: async () => [],
+      tables: async () => this.replicated,
       isLeader: () => false,
     }
   }
@@ -125,6 +126,16 @@ describe("kept values: a row takes its writer's copy of the same version", () =>
     )
     expect(await settle(m, [1, 2])).toEqual({ taken: 0, left: 2, done: [] })
     expect(m.calls.some((c) => c.method === 'check.repair')).toBe(false)
+  })
+
+  it('a table taken out of the replicaset: its entries are dropped, nothing asked or written', async () => {
+    const m = new FakeMembers(
+      new Map([[0, [{ k: k(1), h: 'mixed', ts: '100', origin: 1 }]]]),
+      [0, 1],
+    )
+    m.replicated = []
+    expect(await settle(m, [1])).toEqual({ taken: 0, left: 0, done: ['e1'] })
+    expect(m.calls).toEqual([])
   })
 
   it('a row gone here, or a version written here: settled without asking anyone', async () => {
