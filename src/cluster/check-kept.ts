@@ -23,7 +23,7 @@ export interface KeptStore {
 }
 
 /** a table's kept values are compared this long after the last news of them */
-export const KEPT_SOON_MS = 100
+const KEPT_SOON_MS = 100
 /** entries left (a writer unreachable, or moved on) are compared again after this, doubling */
 const RETRY_MIN_MS = 500
 const RETRY_MAX_MS = 30_000
@@ -51,8 +51,6 @@ export class KeptValues {
   private startTimer: NodeJS.Timeout | undefined
   /** one table at a time */
   private chain: Promise<void> = Promise.resolve()
-  /** tables settled so far, for tests and logs */
-  settled = 0
 
   constructor(init: KeptValuesInit) {
     this.init = init
@@ -122,7 +120,6 @@ export class KeptValues {
         relation,
       )
       left = r.left
-      this.settled++
       if (r.taken > 0)
         this.log.info(
           { relation, taken: r.taken, left },

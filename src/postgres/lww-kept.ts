@@ -3,7 +3,7 @@
 // arbiter needs to compare each with its writer's copy (cluster/check-kept.ts).
 import { stableTx, tableLayout, tableSql } from './check-store.js'
 import type { Db } from './db.js'
-import { parseRelationName, quoteIdent, quoteLiteral } from './ident.js'
+import { parseRelationName, qualified, quoteIdent, quoteLiteral } from './ident.js'
 import type { LocalTable } from './lww-local.js'
 import { KEPT, QUEUED_CHANNEL } from './lww-schema.js'
 
@@ -83,9 +83,8 @@ export async function keptPending(
 /** Drop these entries of a table (keys as queued): compared and settled. */
 export async function keptDone(db: Db, relation: string, entries: string[]): Promise<void> {
   if (entries.length === 0) return
-  const l = await tableLayout(db, parseRelationName(relation))
   await db.query(
     `DELETE FROM trktr.kept_values WHERE relid = $1::regclass AND key::text = ANY ($2::text[])`,
-    [tableSql(l).table, entries],
+    [qualified(parseRelationName(relation)), entries],
   )
 }
