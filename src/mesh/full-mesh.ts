@@ -10,6 +10,7 @@ import type { Logger } from '../log.js'
 import { MAX_ANNOUNCED_ADDRS, MAX_HELLO_PEERS, type PeerAnnounce, WIRE_VERSION } from './codec.js'
 import type { Gossip } from './gossip.js'
 import type { PeerAddrs } from './hello.js'
+import { knock } from './knock.js'
 import { readKnownPeers, writeKnownPeers } from './known-peers.js'
 import { connectedPeerIds, gossipRelays, type MeshNode, ownAddresses } from './libp2p.js'
 import { peerIdIn, Redialer } from './redial.js'
@@ -59,8 +60,11 @@ export class FullMesh {
   private readonly learned = new Map<string, { said: string; at: number }>()
   /** the peers gossipsub relays every message to (a sparse mesh: every connected peer) */
   private relaying = false
+  /** peers whose port refused a knock after their last connection closed (knock.ts), and when */
+  private readonly knocked = new Map<string, number>()
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
+    this.knocked.delete(id)
     this.reached.add(id)
     this.redial.addPeer(id)
     this.redial.connected(id)
@@ -68,6 +72,7 @@ export class FullMesh {
   }
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
     if (this.relaying) gossipRelays(this.components.node).delete(evt.detail.toString())
+    this.knockAt(evt.detail.toString())
   }
   private readonly onIdentify = (evt: Identified): void => {
     this.redial.addPeer(evt.detail.peerId.toString(), evt.detail.listenAddrs)
@@ -198,6 +203,7 @@ export class FullMesh {
 
   forget(peerId: string): void {
     this.learned.delete(peerId)
+    this.knocked.delete(peerId)
     this.redial.forget(peerId)
     this.reached.delete(peerId)
     this.keepKnown()
@@ -256,8 +262,25 @@ export class FullMesh {
     return this.redial.yieldsTo(peerId)
   }
 
+  /** When a dial or a knock of this peer was last refused, since it last connected. */
   refusedAt(peerId: string): number | undefined {
-    return this.redial.refusedAt(peerId)
+    const dialed = this.redial.refusedAt(peerId)
+    const knocked = this.knocked.get(peerId)
+    return dialed === undefined ? knocked : Math.max(dialed, knocked ?? 0)
+  }
+
+  /**
+   * A peer's last connection closed: whether its port still listens is asked at once (a killed
+   * arbiter's refuses), on both ends — the end that waits for the other's redial (crossing.ts)
+   * would learn it only when that wait is over.
+   */
+  private knockAt(peerId: string): void {
+    const addrs = this.redial.known().find((p) => p.peerId === peerId)?.addrs
+    if (addrs === undefined || this.components.isBlocked(peerId)) return
+    void knock(addrs).then((r) => {
+      if (r === 'refused' && !connectedPeerIds(this.components.node).includes(peerId))
+        this.knocked.set(peerId, Date.now())
+    })
   }
 
   dialFailedAt(peerId: string): number | undefined {
