@@ -70,6 +70,7 @@ async function start(msg) {
         mesh,
         convergedAt: undefined,
         victimDeadAt: undefined,
+        victimFalseDeaths: 0,
         learned: new Set(),
         learnedUnmet: 0,
       }
@@ -106,6 +107,10 @@ function observe(n) {
   const v = members.find((m) => m.nodeId === victim)
   if (n.victimDeadAt === undefined && n.convergedAt !== undefined && v?.state === 'dead') {
     n.victimDeadAt = Date.now()
+  } else if (n.victimDeadAt !== undefined && v?.state === 'alive') {
+    // held dead while it ran (before the kill): a false death, counted, and the time forgotten
+    n.victimDeadAt = undefined
+    n.victimFalseDeaths++
   }
 }
 
@@ -123,6 +128,7 @@ function view() {
       convergedAt: n.convergedAt,
       learnedUnmet: n.learnedUnmet,
       victimDeadAt: n.victimDeadAt,
+      victimFalseDeaths: n.victimFalseDeaths,
     }
   })
 }
