@@ -44,6 +44,8 @@ export interface MeshPort {
   recordRequests?(r: RecordRequests): () => void
   /** when a dial of this peer was last refused at every address: nothing listens there */
   refusedAt?(peerId: string): number | undefined
+  /** when its port was found open after its connection closed: its process runs */
+  listeningAt?(peerId: string): number | undefined
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */
   isolation(): MeshIsolation
   handle(handler: RpcHandler): void

@@ -245,7 +245,14 @@ export function judgeMember(
   now: number,
   mesh: Pick<
     MeshPort,
-    'answeredAt' | 'dialFailedAt' | 'refusedAt' | 'sparse' | 'met' | 'probes' | 'rumors'
+    | 'answeredAt'
+    | 'dialFailedAt'
+    | 'refusedAt'
+    | 'listeningAt'
+    | 'sparse'
+    | 'met'
+    | 'probes'
+    | 'rumors'
   >,
   timings: Timings,
   members: number,
@@ -297,9 +304,22 @@ export function judgeMember(
   if (sparse && r.disconnectedAtMs === undefined && answered === undefined && !failing)
     return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
   const refused = mesh.refusedAt?.(r.peerId)
+  const gone = refused !== undefined && refused >= (r.disconnectedAtMs ?? Infinity)
+  // a sparse mesh's member never heard on its probe here whose connection closed (one of a
+  // moment: dials that crossed, a handshake that timed out): silence from the close, as a
+  // failing dial is — judged against its record's age, such a close said running members dead
+  // to every node (a 64-member start: ~2,000 times, each refuted)
+  const unmet = sparse && r.disconnectedAtMs !== undefined && mesh.met?.(r.peerId) === false
+  const fromClose = unmet && !gone
   const evidence = {
-    lastHeardMs: failing ? failed : r.lastHeardMs,
-    ...(r.disconnectedAtMs === undefined ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
+    lastHeardMs: failing
+      ? failed
+      : fromClose
+        ? Math.max(r.lastHeardMs, r.disconnectedAtMs ?? 0)
+        : r.lastHeardMs,
+    ...(r.disconnectedAtMs === undefined || fromClose || (!gone && listening(r, mesh))
+      ? {}
+      : { disconnectedAtMs: r.disconnectedAtMs }),
     ...(refused === undefined ? {} : { refusedAtMs: refused }),
   }
   const state = detect(evidence, now, closed, silence)
@@ -309,4 +329,17 @@ export function judgeMember(
   return shut && ringOnly
     ? { state, byRumor: false, byConnection: true }
     : { state, byRumor: false }
+}
+
+/**
+ * Whether the member's port still listened after its connection closed (a knock, knock.ts):
+ * its process runs, so the close says only that it or this node fell silent (on a loaded
+ * machine a busy process's connections are closed for silence; a 64-member start on two cores
+ * said running members dead thousands of times, each refuted): judged as silence, as patiently
+ * as silence is past 16 members. With up to 16 members silence turns dead as soon as a close
+ * did (deadAfterMs).
+ */
+function listening(r: Judged, mesh: Pick<MeshPort, 'listeningAt'>): boolean {
+  const open = mesh.listeningAt?.(r.peerId)
+  return r.disconnectedAtMs !== undefined && open !== undefined && open >= r.disconnectedAtMs
 }

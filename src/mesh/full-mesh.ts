@@ -62,9 +62,12 @@ export class FullMesh {
   private relaying = false
   /** peers whose port refused a knock after their last connection closed (knock.ts), and when */
   private readonly knocked = new Map<string, number>()
+  /** peers whose port accepted a knock after their last connection closed, and when */
+  private readonly listening = new Map<string, number>()
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
     this.knocked.delete(id)
+    this.listening.delete(id)
     this.reached.add(id)
     this.redial.addPeer(id)
     this.redial.connected(id)
@@ -204,6 +207,7 @@ export class FullMesh {
   forget(peerId: string): void {
     this.learned.delete(peerId)
     this.knocked.delete(peerId)
+    this.listening.delete(peerId)
     this.redial.forget(peerId)
     this.reached.delete(peerId)
     this.keepKnown()
@@ -262,6 +266,11 @@ export class FullMesh {
     return this.redial.yieldsTo(peerId)
   }
 
+  /** When a knock found this peer's port open after its last connection closed (it runs). */
+  listeningAt(peerId: string): number | undefined {
+    return this.listening.get(peerId)
+  }
+
   /** When a dial or a knock of this peer was last refused, since it last connected. */
   refusedAt(peerId: string): number | undefined {
     const dialed = this.redial.refusedAt(peerId)
@@ -278,8 +287,9 @@ export class FullMesh {
     const addrs = this.redial.known().find((p) => p.peerId === peerId)?.addrs
     if (addrs === undefined || this.components.isBlocked(peerId)) return
     void knock(addrs).then((r) => {
-      if (r === 'refused' && !connectedPeerIds(this.components.node).includes(peerId))
-        this.knocked.set(peerId, Date.now())
+      if (r === 'unknown' || connectedPeerIds(this.components.node).includes(peerId)) return
+      if (r === 'refused') this.knocked.set(peerId, Date.now())
+      else this.listening.set(peerId, Date.now())
     })
   }
 

@@ -195,6 +195,8 @@ export class Mesh {
   answeredAt = (peerId: string): number | undefined => this.live?.liveness.answeredAt(peerId)
   /** when a dial of this peer was last refused at every address (its process is gone) */
   refusedAt = (peerId: string): number | undefined => this.live?.fullMesh.refusedAt(peerId)
+  /** when a knock found this peer's port open after its connection closed (knock.ts) */
+  listeningAt = (peerId: string): number | undefined => this.live?.fullMesh.listeningAt(peerId)
   /** whether this peer has been heard on the liveness probe since it was probed here */
   met = (peerId: string): boolean => this.live?.liveness.met(peerId) === true
   /** when a dial of this peer last failed, for any reason (a sparse mesh's ring, overlay.ts) */

@@ -360,4 +360,40 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     const mesh = { answeredAt: () => undefined, refusedAt: () => 150 }
     expect(judgeMember(r, 150, mesh, t, 64).state).toBe('dead')
   })
+
+  it('a closed connection whose peer’s port still listens counts as silence, not a close', () => {
+    // heard last at 0; its connection closed at 1,310 (closed for silence at one end); a knock
+    // right after found its port open: its process runs
+    const r = { ...member(), disconnectedAtMs: 1310 }
+    const mesh = { answeredAt: () => undefined, sparse: () => true, listeningAt: () => 1320 }
+    // 64 members: silence is judged three times as patiently (suspect 3 s, dead 6 s)
+    expect(judgeMember(r, 2500, mesh, t, 64).state).toBe('alive')
+    expect(judgeMember(r, 3100, mesh, t, 64).state).toBe('suspect')
+    expect(judgeMember(r, 6100, mesh, t, 64).state).toBe('dead')
+    // no knock answered (another host, unreachable): a close — suspect at once, dead soon
+    const closed = { answeredAt: () => undefined, sparse: () => true }
+    expect(judgeMember(r, 1400, closed, t, 64).state).toBe('suspect')
+    expect(judgeMember(r, 2400, closed, t, 64).state).toBe('dead')
+    // refused at its address after the close: its process is gone, at once
+    expect(judgeMember(r, 1400, { ...closed, refusedAt: () => 1320 }, t, 64).state).toBe('dead')
+    // a port found open before this close (an earlier one's knock): a close
+    expect(judgeMember(r, 2400, { ...mesh, listeningAt: () => 900 }, t, 64).state).toBe('dead')
+    // up to 16 members: dead after 2 s of silence, as a close made it before
+    expect(judgeMember(r, 1900, mesh, t, 8).state).toBe('suspect')
+    expect(judgeMember(r, 2000, mesh, t, 8).state).toBe('dead')
+  })
+
+  it('in a sparse mesh, a connection of a moment closing is silence from the close', () => {
+    // known by a record relayed 4 s ago, never heard on its probe here; connected, then closed
+    const r = { ...member(), disconnectedAtMs: 4000 }
+    const unmet = { answeredAt: () => undefined, sparse: () => true, met: () => false }
+    expect(judgeMember(r, 4100, unmet, t, 64).state).toBe('alive')
+    expect(judgeMember(r, 7000, unmet, t, 64).state).toBe('suspect')
+    expect(judgeMember(r, 10_000, unmet, t, 64).state).toBe('dead')
+    // refused at its address after the close: gone, at once
+    expect(judgeMember(r, 4100, { ...unmet, refusedAt: () => 4010 }, t, 64).state).toBe('dead')
+    // heard on its probe before (met): a close is a close, judged against its last answer
+    const met = { ...unmet, met: () => true }
+    expect(judgeMember(r, 4100, met, t, 64).state).toBe('dead')
+  })
 })
