@@ -4,7 +4,8 @@
 // that their dials do not cross (crossing.ts); the waiting side would learn that a killed peer
 // is gone only from its own redial, hundreds of milliseconds later. A refused knock tells it at
 // once (a killed arbiter's port refuses; a frozen one's kernel still accepts, so a knock never
-// says a live or frozen peer is gone).
+// says a live or frozen peer is gone). A port that accepts says the process runs: the close was
+// a silence (one end too busy to answer its probes), judged as silence is (rumors.ts).
 import net from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 
