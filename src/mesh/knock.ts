@@ -7,13 +7,13 @@
 // says a live or frozen peer is gone). A port that accepts says the process runs: the close was
 // a silence (one end too busy to answer its probes), judged as silence is (rumors.ts).
 import net from 'node:net'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Component, multiaddr } from '@multiformats/multiaddr'
 
 const KNOCK_TIMEOUT_MS = 1000
 
 /** The TCP host and port of an ip4/ip6/dns address, if it is one. */
 function tcpTarget(addr: string): { host: string; port: number } | undefined {
-  let parts: ReturnType<ReturnType<typeof multiaddr>['getComponents']>
+  let parts: Component[]
   try {
     parts = multiaddr(addr).getComponents()
   } catch {
