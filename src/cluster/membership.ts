@@ -15,7 +15,7 @@ import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
 import type { Timings } from './detector.js'
 import { evaluateEveryMs, heardAfterStall, type MemberState, stableAfterMs } from './detector.js'
-import type { MeshPort } from './port.js'
+import type { MeshPort, PeerEvent } from './port.js'
 import {
   live,
   markDuplicates,
@@ -339,14 +339,14 @@ export class Membership {
     this.markDuplicates()
   }
 
-  private onPeerEvent(peerId: string, event: 'connect' | 'disconnect' | 'subscribed'): void {
+  private onPeerEvent(peerId: string, event: PeerEvent): void {
     // a peer that connects gets this node's record straight away (the mesh's hello), and asks
     // again through the liveness probe while it does not know it: nothing is flooded for it
     if (event === 'subscribed') return
     const r = this.byPeer.get(peerId)
     if (!r) return
     if (event === 'disconnect') r.disconnectedAtMs = this.now()
-    else if (byConnection(this.init.mesh, peerId)) {
+    else if (event === 'connect' && byConnection(this.init.mesh, peerId)) {
       // a member not probed here is heard of by its connection: connected again, it is back;
       // held dead by rumor, it is told so again, to answer with a newer record (a partition)
       delete r.disconnectedAtMs

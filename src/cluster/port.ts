@@ -11,6 +11,9 @@ import type {
   TopicName,
 } from '../mesh/types.js'
 
+/** a connection made or closed, a peer subscribed to membership, a closed one's knock answered */
+export type PeerEvent = 'connect' | 'disconnect' | 'subscribed' | 'knocked'
+
 export interface MeshPort {
   readonly peerId: string
   addresses(): string[]
@@ -18,9 +21,7 @@ export interface MeshPort {
   /** returns the disposer that takes the handler off again */
   subscribe(topic: TopicName, handler: (m: GossipMessage) => void): () => void
   setClaimCheck(topic: TopicName, check: ClaimCheck): void
-  onPeer(
-    handler: (peerId: string, event: 'connect' | 'disconnect' | 'subscribed') => void,
-  ): () => void
+  onPeer(handler: (peerId: string, event: PeerEvent) => void): () => void
   connectedPeers(): string[]
   /** whether the mesh is sparse: members not connected here are judged by rumor (rumors.ts) */
   sparse?(): boolean
@@ -46,6 +47,8 @@ export interface MeshPort {
   refusedAt?(peerId: string): number | undefined
   /** when its port was found open after its connection closed: its process runs */
   listeningAt?(peerId: string): number | undefined
+  /** whether its port is being knocked at (its connection just closed): taken as listening */
+  knocking?(peerId: string): boolean
   /** whether this node reaches the mesh at all (a wrong swarm key, a dead bootstrap peer) */
   isolation(): MeshIsolation
   handle(handler: RpcHandler): void

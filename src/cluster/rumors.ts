@@ -72,6 +72,7 @@ export interface Suspected {
   peerId: string
   incarnation: number
   seq: number | undefined
+  lastHeardMs?: number
   disconnectedAtMs?: number
   rumor?: Rumor
 }
@@ -99,7 +100,7 @@ export class Suspicions {
 
   /**
    * Tells the others that this node holds a member it probes suspect or dead. In a full mesh
-   * that probes its ring only, its probers say it; the others saw its connection close.
+   * that probes its ring only, its probers say it; the others take their word (rumor).
    */
   say(r: Suspected, state: 'suspect' | 'dead'): void {
     if (!this.rumors() || this.init.mesh.probes?.(r.peerId) === false) return
@@ -139,7 +140,12 @@ export class Suspicions {
     // a member this node probes itself: its own evidence decides
     const probed = mesh.probes?.(r.peerId) !== false && mesh.answeredAt?.(r.peerId) !== undefined
     if (r.disconnectedAtMs === undefined && probed) return false
-    const rumor = withSuspicion(r.rumor, s, r.seq ?? 0, now())
+    // its link here closed after its record was last heard: that record is no answer to a
+    // death said since, whatever its seq (a member numbers its record anew for each peer that
+    // asks for it through the probe, so the records held of it differ from node to node)
+    const shut = r.disconnectedAtMs !== undefined && r.disconnectedAtMs >= (r.lastHeardMs ?? 0)
+    const of = shut ? { ...s, seq: Math.max(s.seq, r.seq ?? 0) } : s
+    const rumor = withSuspicion(r.rumor, of, r.seq ?? 0, now())
     if (rumor === undefined || rumor === r.rumor) return false
     r.rumor = rumor
     return true
@@ -222,10 +228,11 @@ interface Judged {
 }
 
 /**
- * A member's state, and how it was found: by rumor (what its probers said), or, in a full mesh
- * watching its ring, by its connection (closed, refused: every node sees its own close; under
- * load a timeout closes one, at a start two dials that crossed) — neither is said on
- * (Suspicions.say); a probe's silence on an open connection is.
+ * A member's state, and how it was found: by rumor (what its probers said), by a link to it
+ * that is not one of its ring's edges (`byConnection`: refused at its address once the link
+ * closed), or by this node's own watch of it (a ring edge: its probe, its link's close) — the
+ * last alone is said on (Suspicions.say): the members that do not watch it take its probers'
+ * word, whatever their own links to it do.
  */
 export interface Judgement {
   state: MemberState
@@ -249,6 +256,7 @@ export function judgeMember(
     | 'dialFailedAt'
     | 'refusedAt'
     | 'listeningAt'
+    | 'knocking'
     | 'sparse'
     | 'met'
     | 'probes'
@@ -266,21 +274,41 @@ export function judgeMember(
   // timeout under load, not a process gone) is judged as patiently as silence
   const ringOnly = !sparse && mesh.rumors?.() === true
   const closed = ringOnly ? silence : timings
-  // a full mesh past its probe-all size probes its ring's connections only (overlay.ts): a
-  // member on another connection, or not heard on a new one yet, is judged by rumor while its
-  // connection stands (its probers say when it is dead); once the connection closed, by the
-  // detector (closed and refused at its address: a killed member, found at once), the
-  // connection having stood until then
+  // a member whose link here is not one of its ring's edges (overlay.ts probeEdges: a sparse
+  // mesh's link to its bootstrap peer or one a call made; any other link of a full mesh past its
+  // probe-all size): the link is no evidence, but for a refusal at its address after it closed
+  // (its process gone); else what its probers say (rumor). Such a member is not probed, so not
+  // heard on the link; judged by its close, a call's link closing was a death here, and a
+  // 64-member full mesh's start (hundreds of links closed by timeouts and crossing dials, not
+  // made again for seconds on two saturated cores) held members suspect for most of a minute
+  const refused = mesh.refusedAt?.(r.peerId)
+  const rumorsHere = mesh.rumors !== undefined ? mesh.rumors() : sparse
+  if (rumorsHere && mesh.probes?.(r.peerId) === false) {
+    const shut = r.disconnectedAtMs
+    const gone =
+      refused !== undefined && shut !== undefined && refused >= shut && refused >= r.lastHeardMs
+    // held dead here already, nothing heard of it since its link closed: still dead (a member
+    // this node found dead on its ring edge leaves the ring, which is made of live members)
+    const still = r.state === 'dead' && shut !== undefined && shut >= r.lastHeardMs
+    if (gone || still) return { state: 'dead', byRumor: false, byConnection: true }
+    return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
+  }
+  // a full mesh past its probe-all size: a ring edge not heard on its probe yet (new: what was
+  // heard before is old) is judged by rumor while its connection stands; once the connection
+  // closed, by the detector (closed and refused at its address: a killed member, found at
+  // once), the connection having stood until then
   if (byConnection(mesh, r.peerId)) {
     if (r.disconnectedAtMs === undefined)
       return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
-    const refused = mesh.refusedAt?.(r.peerId)
+    // its port found open after the close (the knock): its process runs, so the close is
+    // silence from then, not a close
+    const runs = listening(r, mesh) && (refused === undefined || refused < r.disconnectedAtMs)
     const e = {
       lastHeardMs: Math.max(r.lastHeardMs, r.disconnectedAtMs),
-      disconnectedAtMs: r.disconnectedAtMs,
+      ...(runs ? {} : { disconnectedAtMs: r.disconnectedAtMs }),
       ...(refused === undefined ? {} : { refusedAtMs: refused }),
     }
-    return { state: detect(e, now, closed, silence), byRumor: false, byConnection: true }
+    return { state: detect(e, now, closed, silence), byRumor: false }
   }
   // a full mesh's member known from a record passed on (a start: hello.ts) and not heard on
   // the probe here yet in this run: alive by that record, until a dial of it fails (a
@@ -303,7 +331,6 @@ export function judgeMember(
   // a sparse mesh's member not probed here and not failed here: judged by rumor
   if (sparse && r.disconnectedAtMs === undefined && answered === undefined && !failing)
     return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
-  const refused = mesh.refusedAt?.(r.peerId)
   const gone = refused !== undefined && refused >= (r.disconnectedAtMs ?? Infinity)
   // a sparse mesh's member never heard on its probe here whose connection closed (one of a
   // moment: dials that crossed, a handshake that timed out): silence from the close, as a
@@ -322,13 +349,7 @@ export function judgeMember(
       : { disconnectedAtMs: r.disconnectedAtMs }),
     ...(refused === undefined ? {} : { refusedAtMs: refused }),
   }
-  const state = detect(evidence, now, closed, silence)
-  // a full mesh watching its ring: every node has its own connection to the member and sees it
-  // close, so only a silence on an open one (a frozen member) is news to say
-  const shut = r.disconnectedAtMs !== undefined && r.disconnectedAtMs >= evidence.lastHeardMs
-  return shut && ringOnly
-    ? { state, byRumor: false, byConnection: true }
-    : { state, byRumor: false }
+  return { state: detect(evidence, now, closed, silence), byRumor: false }
 }
 
 /**
@@ -337,9 +358,12 @@ export function judgeMember(
  * machine a busy process's connections are closed for silence; a 64-member start on two cores
  * said running members dead thousands of times, each refuted): judged as silence, as patiently
  * as silence is past 16 members. With up to 16 members silence turns dead as soon as a close
- * did (deadAfterMs).
+ * did (deadAfterMs). A knock still out counts as listening: a killed member's port refuses within
+ * a millisecond, so the wait costs finding it nothing, while a running one's answer, under load,
+ * came after the close was judged (at 64 members hundreds of members suspect for a moment).
  */
-function listening(r: Judged, mesh: Pick<MeshPort, 'listeningAt'>): boolean {
+function listening(r: Judged, mesh: Pick<MeshPort, 'listeningAt' | 'knocking'>): boolean {
   const open = mesh.listeningAt?.(r.peerId)
-  return r.disconnectedAtMs !== undefined && open !== undefined && open >= r.disconnectedAtMs
+  if (r.disconnectedAtMs === undefined) return false
+  return (open !== undefined && open >= r.disconnectedAtMs) || mesh.knocking?.(r.peerId) === true
 }

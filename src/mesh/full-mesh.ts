@@ -38,6 +38,8 @@ export interface FullMeshComponents {
   memberCount?: () => number | undefined
   /** a full mesh probes every connection up to this many members (overlay.ts probeEdges) */
   probeAllUpTo?: number | undefined
+  /** a knock at a closed connection's peer answered (the membership judges it again at once) */
+  knocked?: (peerId: string) => void
 }
 
 /** gossipsub's event when a peer's subscriptions change */
@@ -64,6 +66,8 @@ export class FullMesh {
   private readonly knocked = new Map<string, number>()
   /** peers whose port accepted a knock after their last connection closed, and when */
   private readonly listening = new Map<string, number>()
+  /** peers whose port is being knocked at (a knock answers within a second) */
+  private readonly knocks = new Set<string>()
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
     this.knocked.delete(id)
@@ -266,6 +270,11 @@ export class FullMesh {
     return this.redial.yieldsTo(peerId)
   }
 
+  /** Whether a knock at this peer's port is still out (its connection just closed). */
+  knocking(peerId: string): boolean {
+    return this.knocks.has(peerId)
+  }
+
   /** When a knock found this peer's port open after its last connection closed (it runs). */
   listeningAt(peerId: string): number | undefined {
     return this.listening.get(peerId)
@@ -286,10 +295,13 @@ export class FullMesh {
   private knockAt(peerId: string): void {
     const addrs = this.redial.known().find((p) => p.peerId === peerId)?.addrs
     if (addrs === undefined || this.components.isBlocked(peerId)) return
+    this.knocks.add(peerId)
     void knock(addrs).then((r) => {
-      if (r === 'unknown' || connectedPeerIds(this.components.node).includes(peerId)) return
+      this.knocks.delete(peerId)
+      if (connectedPeerIds(this.components.node).includes(peerId)) return
       if (r === 'refused') this.knocked.set(peerId, Date.now())
-      else this.listening.set(peerId, Date.now())
+      else if (r === 'open') this.listening.set(peerId, Date.now())
+      this.components.knocked?.(peerId)
     })
   }
 

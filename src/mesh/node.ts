@@ -44,7 +44,7 @@ import { zeroCounters } from './types.js'
 
 export type { MeshInit } from './mesh-init.js'
 /** subscribed: the peer subscribed to the membership topic (gossip to it goes through now) */
-export type PeerEvent = 'connect' | 'disconnect' | 'subscribed'
+export type PeerEvent = 'connect' | 'disconnect' | 'subscribed' | 'knocked'
 export type PeerHandler = (peerId: string, event: PeerEvent) => void
 export const DEFAULT_RPC_TIMEOUT_MS = 3000
 
@@ -197,6 +197,8 @@ export class Mesh {
   refusedAt = (peerId: string): number | undefined => this.live?.fullMesh.refusedAt(peerId)
   /** when a knock found this peer's port open after its connection closed (knock.ts) */
   listeningAt = (peerId: string): number | undefined => this.live?.fullMesh.listeningAt(peerId)
+  /** whether a knock at this peer's port is still out (its connection just closed) */
+  knocking = (peerId: string): boolean => this.live?.fullMesh.knocking(peerId) === true
   /** whether this peer has been heard on the liveness probe since it was probed here */
   met = (peerId: string): boolean => this.live?.liveness.met(peerId) === true
   /** when a dial of this peer last failed, for any reason (a sparse mesh's ring, overlay.ts) */
@@ -343,17 +345,19 @@ export class Mesh {
         probeAllUpTo: init.probeAllUpTo,
         members: () => this.records?.memberPeerIds?.(),
         memberCount: () => this.records?.memberCount?.(),
+        knocked: (id) => this.peerEvent(peerIdFromString(id), 'knocked'),
       },
       bootstrap,
     )
     hello = meshHello({ node, log }, { records: () => this.records, fullMesh, gossip, sign })
     await hello.start()
     this.aloneSince = Date.now()
+    gossip.start()
+    // before the membership's listeners: a closed connection's knock is out when it is judged
+    fullMesh.start()
     const detach = watchPeers(node, gossip.topicString('membership'), (p, e) =>
       this.peerEvent(p, e),
     )
-    gossip.start()
-    fullMesh.start()
     log.info(
       {
         peerId: self,
@@ -381,7 +385,7 @@ export class Mesh {
     const id = peer.toString()
     if (event === 'connect') this.aloneSince = undefined
     else if (this.live?.node.getConnections().length === 0) this.aloneSince = Date.now()
-    if (event !== 'subscribed')
+    if (event === 'connect' || event === 'disconnect')
       this.log.info({ peer: id }, event === 'connect' ? 'peer connected' : 'peer disconnected')
     for (const h of this.peerHandlers) {
       try {

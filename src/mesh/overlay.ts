@@ -36,6 +36,10 @@ export const DEFAULT_FULL_MESH_UP_TO = 64
 export const DEFAULT_PROBE_ALL_UP_TO = 32
 
 /**
+ * A sparse mesh probes its ring edges only as well: its link to its bootstrap peer, or one a
+ * call made (real arbiters' calls connect every pair they need), is no evidence (rumors.ts
+ * judgeMember), or every member would watch every peer it ever called, at a full mesh's cost.
+ *
  * The members whose connection with `self` carries liveness probes, given the live members it
  * knows of (not itself): its ring neighbours and the members whose ring neighbour it is (at most
  * four, the same pairs on both ends); undefined: every connection is probed. `members`: how

@@ -191,8 +191,8 @@ export class Redialer {
     const count = this.components.memberCount?.()
     const neighbours = ringNeighbours(this.self, members, upTo, count)
     const probeAll = this.components.probeAllUpTo ?? DEFAULT_PROBE_ALL_UP_TO
-    // a sparse mesh probes each connection it holds (its ring's and its bootstrap peers')
-    const probed = neighbours ? undefined : probeEdges(this.self, members, probeAll, count)
+    // a sparse mesh watches its ring's links alone (not its bootstrap peer's, nor a call's)
+    const probed = probeEdges(this.self, members, neighbours ? upTo : probeAll, count)
     this.ring = { at: now, size: members.length, neighbours, probed }
     return this.ring.neighbours
   }

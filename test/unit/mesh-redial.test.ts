@@ -14,6 +14,7 @@ import {
   REDIAL_MIN_DELAY_MS,
   REDIAL_STABLE_MS,
 } from '../../src/mesh/backoff.js'
+import { probeEdges } from '../../src/mesh/overlay.js'
 import {
   FULL_SETTLE_MAX_MS,
   FULL_SETTLE_MS,
@@ -193,5 +194,54 @@ describe('a full mesh learning its members (a start)', () => {
       r.stop()
       vi.useRealTimers()
     }
+  })
+})
+
+describe('which links a sparse mesh watches (its liveness probes)', () => {
+  it('its ring edges only: not its bootstrap peer, nor a link a call made', async () => {
+    const ids = (
+      await Promise.all(
+        Array.from({ length: 10 }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
+      )
+    )
+      .map(String)
+      .sort()
+    const [self, ...others] = ids as [string, ...string[]]
+    const edges = probeEdges(self, others, 4)
+    const boot = others.find((p) => !edges?.has(p)) as string
+    const node = {
+      peerId: { toString: () => self },
+      getMultiaddrs: () => [],
+      getConnections: () => [],
+      dial: () => new Promise(() => {}),
+    }
+    const r = new Redialer(
+      {
+        node: node as unknown as Libp2p,
+        log: silentLogger(),
+        counters: { dialFailures: 0 },
+        isBlocked: () => false,
+        members: () => others,
+        fullMeshUpTo: 4,
+      },
+      [multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${boot}`)],
+    )
+    expect(r.neighbours()).toBeDefined() // sparse: 10 members, a full mesh up to 4
+    expect(edges?.size).toBeLessThanOrEqual(4) // the next and the halfway member, both ways
+    expect(r.probed()).toEqual(edges)
+    expect(r.probed()?.has(boot)).toBe(false)
+    // a full mesh of the same members (up to 16): every link, as before (past 32: its ring)
+    const full = new Redialer(
+      {
+        ...{ node: node as unknown as Libp2p, log: silentLogger() },
+        counters: { dialFailures: 0 },
+        isBlocked: () => false,
+        members: () => others,
+        fullMeshUpTo: 16,
+      },
+      [],
+    )
+    expect(full.neighbours()).toBeUndefined()
+    expect(full.probed()).toBeUndefined()
   })
 })

@@ -317,7 +317,7 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     expect(judgeMember(member(), 2500, { answeredAt: () => undefined }, t, 8).state).toBe('dead')
   })
 
-  it('on a connection a large full mesh does not probe: by rumor while it stands, else by it', () => {
+  it('on a connection a large full mesh does not probe: by rumor, dead at once if refused', () => {
     const quiet = {
       answeredAt: () => undefined,
       met: () => false,
@@ -329,27 +329,43 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     // its probers said it dead (a rumor of its current record)
     const said = { ...member(), seq: 3, rumor: { state: 'dead' as const, seq: 3, atMs: 50_000 } }
     expect(judgeMember(said, 60_000, quiet, t, 64)).toEqual({ state: 'dead', byRumor: true })
-    // its connection closed at 59,000 (the record heard long before): suspect, not dead at once,
-    // and dead only as patiently as silence at 64 members (3 × 1 s: a timeout under load is
-    // not a process gone, and a death said here turns every node)
+    // its connection closed at 59,000 and is not made again (a 64-member start on two cores: a
+    // timeout, dials that crossed): no evidence, its probers say what it is
     const closed = { ...member(), disconnectedAtMs: 59_000 }
-    expect(judgeMember(closed, 59_100, quiet, t, 64)).toEqual({
-      state: 'suspect',
-      byRumor: false,
-      byConnection: true,
-    })
-    expect(judgeMember(closed, 61_900, quiet, t, 64).state).toBe('suspect')
-    expect(judgeMember(closed, 62_000, quiet, t, 64).state).toBe('dead')
-    // and dead at once when a dial of it is then refused (its process is gone)
+    for (const at of [59_100, 62_000, 120_000])
+      expect(judgeMember(closed, at, quiet, t, 64)).toEqual({ state: 'alive', byRumor: true })
+    expect(judgeMember({ ...said, disconnectedAtMs: 59_000 }, 60_000, quiet, t, 64).state).toBe(
+      'dead',
+    )
+    // dead at once when its port then refuses a knock or a dial (its process is gone)
     const refused = { ...quiet, refusedAt: () => 59_050 }
     expect(judgeMember(closed, 59_100, refused, t, 64)).toEqual({
       state: 'dead',
       byRumor: false,
       byConnection: true,
     })
-    // a ring edge just made (probed, not heard on it yet): the same, not its old silence
+    // a ring edge just made (probed, not heard on it yet): by rumor while it stands, not by its
+    // old silence
     const edge = { ...quiet, probes: () => true }
     expect(judgeMember(member(), 60_000, edge, t, 64)).toEqual({ state: 'alive', byRumor: true })
+    // closed: suspect at once, dead as patiently as silence at 64 members (3 × 1 s)
+    expect(judgeMember(closed, 59_100, edge, t, 64)).toEqual({ state: 'suspect', byRumor: false })
+    expect(judgeMember(closed, 61_900, edge, t, 64).state).toBe('suspect')
+    expect(judgeMember(closed, 62_000, edge, t, 64).state).toBe('dead')
+    expect(judgeMember(closed, 59_100, { ...edge, refusedAt: () => 59_050 }, t, 64).state).toBe(
+      'dead',
+    )
+    // its port found open after the close (a knock), or a knock still out (a killed member's
+    // port refuses within a moment): its process runs, the close is silence from then
+    const open = { ...edge, listeningAt: () => 59_010 }
+    expect(judgeMember(closed, 61_900, open, t, 64).state).toBe('alive')
+    expect(judgeMember(closed, 62_000, open, t, 64).state).toBe('suspect')
+    expect(judgeMember(closed, 65_000, open, t, 64).state).toBe('dead')
+    expect(judgeMember(closed, 59_100, { ...edge, knocking: () => true }, t, 64).state).toBe(
+      'alive',
+    )
+    const openThenRefused = { ...open, refusedAt: () => 59_050 }
+    expect(judgeMember(closed, 59_100, openThenRefused, t, 64).state).toBe('dead')
     // heard on it: its probe decides
     const heard = { ...edge, met: () => true, answeredAt: () => 59_900 }
     expect(judgeMember(member(), 60_000, heard, t, 64)).toEqual({ state: 'alive', byRumor: false })
@@ -395,5 +411,31 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     // heard on its probe before (met): a close is a close, judged against its last answer
     const met = { ...unmet, met: () => true }
     expect(judgeMember(r, 4100, met, t, 64).state).toBe('dead')
+  })
+  it('in a sparse mesh, a link that is not a ring edge here is no evidence but for a refusal', () => {
+    // a member this node holds a link to (a call made it, or it is this node's bootstrap peer)
+    // but does not probe: the link closed at 4,000, a knock found the port open or said nothing
+    const r = { ...member(), disconnectedAtMs: 4000 }
+    const call = { answeredAt: () => undefined, sparse: () => true, probes: () => false }
+    for (const at of [4100, 10_000, 60_000])
+      expect(judgeMember(r, at, { ...call, listeningAt: () => 4010 }, t, 64).state).toBe('alive')
+    expect(judgeMember(r, 60_000, call, t, 64)).toEqual({ state: 'alive', byRumor: true })
+    // its probers' word still counts
+    const said = { ...r, rumor: { state: 'dead' as const, seq: 0, atMs: 5000 } }
+    expect(judgeMember(said, 5100, call, t, 64).state).toBe('dead')
+    // refused at its address after the close: its process is gone, at once (not said on)
+    expect(judgeMember(r, 4100, { ...call, refusedAt: () => 4010 }, t, 64)).toEqual({
+      state: 'dead',
+      byRumor: false,
+      byConnection: true,
+    })
+    // found dead here on its ring edge, it left the ring (made of live members): still dead
+    // while nothing is heard of it since its link closed
+    const found = { ...r, state: 'dead' as const }
+    expect(judgeMember(found, 60_000, call, t, 64).state).toBe('dead')
+    expect(judgeMember({ ...found, lastHeardMs: 4500 }, 60_000, call, t, 64).state).toBe('alive')
+    // a refusal from before a newer record (a restart on the same port): no evidence
+    const back = { ...r, lastHeardMs: 4500 }
+    expect(judgeMember(back, 4600, { ...call, refusedAt: () => 4010 }, t, 64).state).toBe('alive')
   })
 })
