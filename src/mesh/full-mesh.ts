@@ -3,7 +3,6 @@
 // also announces where it listens on an internal topic, at start and every 5 minutes. Whoever
 // hears of a peer it is not connected to dials it. The Redialer keeps it that way.
 import type { PeerId } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
@@ -12,15 +11,13 @@ import type { Gossip } from './gossip.js'
 import type { PeerAddrs } from './hello.js'
 import { knock } from './knock.js'
 import { readKnownPeers, writeKnownPeers } from './known-peers.js'
-import { connectedPeerIds, gossipRelays, type MeshNode, ownAddresses } from './libp2p.js'
-import { peerIdIn, Redialer } from './redial.js'
+import { connectedPeerIds, gossipRelays, type MeshNode, ownAddresses, peerIdIn } from './libp2p.js'
+import { Redialer } from './redial.js'
 
 /** the known peers are written this often (when they changed) */
 const KEEP_INTERVAL_MS = 2000
 /** unchanged addresses are announced again this often (a safety net: nobody asks for them) */
 const ANNOUNCE_INTERVAL_MS = 300_000
-/** a peer's unchanged addresses are stored again this often (the peer store ages them out) */
-const RELEARN_MS = 60_000
 
 export interface FullMeshComponents {
   node: MeshNode
@@ -58,8 +55,8 @@ export class FullMesh {
   private kept = ''
   /** peers connected at some time in this run: only they are kept (a gone peer, one run) */
   private readonly reached = new Set<string>()
-  /** the addresses last learned of each peer, as it said them, and when */
-  private readonly learned = new Map<string, { said: string; at: number }>()
+  /** the addresses last learned of each peer, as it said them */
+  private readonly learned = new Map<string, string>()
   /** the peers gossipsub relays every message to (a sparse mesh: every connected peer) */
   private relaying = false
   /** peers whose port refused a knock after their last connection closed (knock.ts), and when */
@@ -172,20 +169,23 @@ export class FullMesh {
     if (this.learn(from, addrs)) this.redial.dialNow(from)
   }
 
+  /** The peers a hello named: as `heard`, with one look at the schedule for all of them. */
+  heardAll(peers: ReadonlyArray<{ peerId: string; addrs: readonly string[] }>): void {
+    const news = peers.filter((p) => this.learn(p.peerId, p.addrs)).map((p) => p.peerId)
+    if (news.length > 0) this.redial.dialNow(news)
+  }
+
   /**
-   * Remember a peer's own addresses (an announcement, or a membership heartbeat that may have
-   * been relayed): the peer store's copy lets an rpc request dial a member we are not yet
-   * connected to. Returns true if we are not connected to it.
+   * Remember a peer's own addresses (an announcement, a member's record, a hello's list): the
+   * redialer dials them, and so does an rpc request to a member not connected yet (rpc.ts).
+   * Not written to libp2p's peer store: 4,000 writes made a 64-member start (each member
+   * learns every other), a fifth of its CPU. Returns true if we are not connected to it.
    */
   learn(from: string, strings: readonly string[]): boolean {
     if (this.components.isBlocked(from)) return false
-    // every heartbeat carries them (2 a second per member): parsed and stored when they change
-    // (the peer store's write is the costliest part of an idle arbiter's gossip), and once a
-    // minute anyway, since the peer store forgets addresses not refreshed within an hour
+    // every record carries them: parsed when they change
     const said = strings.join(' ')
-    const last = this.learned.get(from)
-    const now = Date.now()
-    if (last?.said === said && now - last.at < RELEARN_MS) return !this.connected(from)
+    if (this.learned.get(from) === said) return !this.connected(from)
     const addrs: Multiaddr[] = []
     for (const s of strings) {
       try {
@@ -196,10 +196,8 @@ export class FullMesh {
       }
     }
     if (addrs.length === 0) return false
-    this.learned.set(from, { said, at: now })
+    this.learned.set(from, said)
     this.redial.addPeer(from, addrs)
-    const { node } = this.components
-    node.peerStore.merge(peerIdFromString(from), { multiaddrs: addrs }).catch(() => {})
     return !this.connected(from)
   }
 
@@ -270,6 +268,11 @@ export class FullMesh {
     return this.redial.yieldsTo(peerId)
   }
 
+  /** Where a known peer listens (its addresses with its /p2p/ id), if it is known where. */
+  addrsOf(peerId: string): Multiaddr[] | undefined {
+    return this.redial.addrsOf(peerId)
+  }
+
   /** Whether a knock at this peer's port is still out (its connection just closed). */
   knocking(peerId: string): boolean {
     return this.knocks.has(peerId)
@@ -293,7 +296,7 @@ export class FullMesh {
    * would learn it only when that wait is over.
    */
   private knockAt(peerId: string): void {
-    const addrs = this.redial.known().find((p) => p.peerId === peerId)?.addrs
+    const addrs = this.redial.addrsOf(peerId)?.map(String)
     if (addrs === undefined || this.components.isBlocked(peerId)) return
     this.knocks.add(peerId)
     void knock(addrs).then((r) => {

@@ -353,9 +353,7 @@ export function meshHello(
       if (fullMesh.sparse()) exchange.push()
       else if (news) exchange.push('relay')
     },
-    onPeers: (_from, peers) => {
-      for (const p of peers) fullMesh.heard(p.peerId, p.addrs)
-    },
+    onPeers: (_from, peers) => fullMesh.heardAll(peers),
     onRelayed: (from, records) => {
       let bad = 0
       for (const r of records) {

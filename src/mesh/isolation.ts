@@ -106,3 +106,8 @@ export class DialFailures {
     this.byTarget.delete(target)
   }
 }
+
+/** Whether a dial failed for being a dial of this node itself (its own address, named otherwise). */
+export function isSelfDial(err: unknown): boolean {
+  return err instanceof Error && err.name === 'InvalidPeerIdError' && /dial self/i.test(err.message)
+}

@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { peerIdIn } from './redial.js'
+import { peerIdIn } from './libp2p.js'
 
 /** as many members as a cluster may have, and then some */
 const MAX_PEERS = 256

@@ -264,3 +264,14 @@ export function gossipRelays(node: MeshNode): Set<string> {
   if (!(direct instanceof Set)) throw new Error('this gossipsub keeps no set of direct peers')
   return direct as Set<string>
 }
+
+/** `addr`'s /p2p/ id, if it has one. */
+export function peerIdIn(addr: Multiaddr): string | undefined {
+  return addr.getComponents().findLast((c) => c.name === 'p2p')?.value
+}
+
+/** `addr` without its /p2p/ id. */
+export function withoutPeerId(addr: Multiaddr): Multiaddr {
+  const id = peerIdIn(addr)
+  return id === undefined ? addr : addr.decapsulate(`/p2p/${id}`)
+}

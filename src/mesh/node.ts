@@ -299,7 +299,10 @@ export class Mesh {
     const self = node.peerId.toString()
     this.ownPeerId = self
     const counters = this.stats
-    const rpcComponents = { node, log, counters, handler: () => this.rpcHandler }
+    const rpcComponents = {
+      ...{ node, log, counters, handler: () => this.rpcHandler },
+      addrsOf: (peer: string) => fullMesh?.addrsOf(peer),
+    }
     const rpcInit = {
       maxFrameBytes: init.maxRpcBytes ?? DEFAULT_MAX_RPC_BYTES,
       defaultTimeoutMs: init.rpcTimeoutMs ?? DEFAULT_RPC_TIMEOUT_MS,

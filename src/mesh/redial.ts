@@ -8,8 +8,8 @@ import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import { type Backoff, due, failed, fresh, REDIAL_MIN_DELAY_MS } from './backoff.js'
 import { DEFER_MS, deferMs, SECOND_DIAL_MS, YIELD_GRACE_MS, yields } from './crossing.js'
-import { DialFailures, describeDialError, dialRefused } from './isolation.js'
-import { connectedPeerIds, upgradingFrom } from './libp2p.js'
+import { DialFailures, describeDialError, dialRefused, isSelfDial } from './isolation.js'
+import { connectedPeerIds, peerIdIn, upgradingFrom, withoutPeerId } from './libp2p.js'
 import {
   DEFAULT_FULL_MESH_UP_TO,
   DEFAULT_PROBE_ALL_UP_TO,
@@ -23,10 +23,8 @@ export { FULL_SETTLE_MAX_MS, FULL_SETTLE_MS, RING_SETTLE_MS } from './settle.js'
 const TICK_MS = 250
 const DIAL_TIMEOUT_MS = 5000
 /**
- * Dials in flight at once; the others wait for a later tick. A node that learns of 63 peers at
- * once (the hello of a 64-node mesh) dialled them all together: on two cores the handshakes
- * queued behind each other past their timeouts (2,072 dials timed out in a 90 s run, each one's
- * work lost and done again). With up to 9 peers, nothing changes.
+ * Dials in flight at once. A node that learned 63 peers at once dialled them all together: on
+ * two cores the handshakes queued past their timeouts (2,072 timed out in a 90 s run).
  */
 export const MAX_DIALS_IN_FLIGHT = 8
 /** the ring is worked out again at most this often (every hello asks whether it is sparse) */
@@ -64,20 +62,6 @@ export interface RedialComponents {
   memberCount?: () => number | undefined
   /** a full mesh probes every connection up to this many members (overlay.ts probeEdges) */
   probeAllUpTo?: number
-}
-
-/** `addr`'s /p2p/ id, if it has one. */
-export function peerIdIn(addr: Multiaddr): string | undefined {
-  return addr.getComponents().findLast((c) => c.name === 'p2p')?.value
-}
-
-function isSelfDial(err: unknown): boolean {
-  return err instanceof Error && err.name === 'InvalidPeerIdError' && /dial self/i.test(err.message)
-}
-
-function withoutPeerId(addr: Multiaddr): Multiaddr {
-  const id = peerIdIn(addr)
-  return id === undefined ? addr : addr.decapsulate(`/p2p/${id}`)
 }
 
 export class Redialer {
@@ -118,7 +102,7 @@ export class Redialer {
       const id = peerIdIn(addr)
       if (id !== undefined) {
         if (id !== this.self) this.bootstrapPeers.set(id, addr.toString())
-        this.addBootstrapPeer(id, addr)
+        this.remember(id, [addr])
       } else if (!own.has(addr.toString()))
         this.addrTargets.push({ ...fresh(), addr, peerId: undefined })
     }
@@ -151,10 +135,6 @@ export class Redialer {
     }
   }
 
-  private addBootstrapPeer(peerId: string, addr: Multiaddr): void {
-    this.remember(peerId, [addr])
-  }
-
   /** A peer from the configuration or from the last run: dialed at start, whatever the ids. */
   remember(peerId: string, addrs: readonly Multiaddr[]): void {
     this.addPeer(peerId, addrs)
@@ -162,6 +142,12 @@ export class Redialer {
     if (t === undefined) return
     t.nextAt = 0
     t.heardAt = -Infinity
+  }
+
+  /** Where a known peer listens (its addresses, with its /p2p/ id), if it is known where. */
+  addrsOf(peerId: string): Multiaddr[] | undefined {
+    const t = this.peers.get(peerId)
+    return t === undefined || t.addrs.size === 0 ? undefined : [...t.addrs.values()]
   }
 
   /** Every peer known with an address, as kept for the next run (known-peers.ts). */
@@ -247,15 +233,16 @@ export class Redialer {
     return this.failures.last
   }
 
-  /** Dials a known peer now, whatever its backoff says (an announcement, a healed partition). */
-  dialNow(peerId?: string): void {
-    const targets = peerId === undefined ? [...this.peers.values()] : [this.peers.get(peerId)]
+  /** Dials known peers now, whatever their backoff says (an announcement, a healed partition). */
+  dialNow(peerIds?: string | readonly string[]): void {
+    const ids = typeof peerIds === 'string' ? [peerIds] : peerIds
+    const targets = ids === undefined ? [...this.peers.values()] : ids.map((p) => this.peers.get(p))
     for (const t of targets) {
       if (t === undefined) continue
       t.delay = REDIAL_MIN_DELAY_MS
       t.nextAt = Math.min(t.nextAt, Date.now())
     }
-    if (peerId === undefined) for (const t of this.addrTargets) Object.assign(t, fresh())
+    if (ids === undefined) for (const t of this.addrTargets) Object.assign(t, fresh())
     if (this.timer !== undefined) this.tick()
   }
 
@@ -270,6 +257,11 @@ export class Redialer {
     const members = this.components.members?.()
     if (members !== undefined) this.settle.note(members.length, mono)
     const settling = this.settle.settling(mono, ring !== undefined)
+    // a full mesh past its probe-all size makes its ring's links (its watch) before the others
+    const edges = ring === undefined ? this.ring.probed : undefined
+    const pending = (p: string) =>
+      !connected.has(p) && !this.failed.has(p) && this.peers.has(p) && !isBlocked(p)
+    const edgesFirst = edges !== undefined && [...edges].some(pending)
     const ages = [...this.peers.values()].filter((p) => p.inFlight).map((p) => mono - p.dialAt)
     const defer = deferMs(this.dialMs, ages)
     let inFlight = 0
@@ -289,6 +281,7 @@ export class Redialer {
         continue
       }
       if (!bootstrap && ring !== undefined && !ring.has(t.peerId)) continue
+      if (!bootstrap && edgesFirst && edges?.has(t.peerId) !== true) continue
       // due() also keeps the backoff's books for a connected peer: ask it first; not while the
       // peer's own dial may come (DEFER_MS) or its connection is being set up here
       const waits = (t.deferMs > 0 && mono - t.heardAt < defer) || upgradingFrom(node, t.peerId)

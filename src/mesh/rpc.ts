@@ -7,6 +7,7 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type LengthPrefixedStream, lpStream } from '@libp2p/utils'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../log.js'
 import {
   decodeRpcRequest,
@@ -43,6 +44,8 @@ export interface RpcComponents {
   counters: RpcCounters
   /** the handler installed now, if any (it may be installed after start) */
   handler(): RpcHandler | undefined
+  /** where a peer listens, as the mesh knows it (the peer store is not told: full-mesh.ts) */
+  addrsOf?(peerId: string): Multiaddr[] | undefined
 }
 
 export interface RpcInit {
@@ -265,9 +268,11 @@ export class RpcClient {
   private async open(peerId: string, entry: ChannelEntry): Promise<Channel> {
     if (this.stopping.signal.aborted) throw new Error('mesh stopped')
     const signal = AbortSignal.any([AbortSignal.timeout(OPEN_TIMEOUT_MS), this.stopping.signal])
-    const stream = await this.components.node.dialProtocol(peerIdFromString(peerId), RPC_PROTOCOL, {
-      signal,
-    })
+    const { node, addrsOf } = this.components
+    // a peer not connected is dialled where the mesh knows it listens
+    const peer = peerIdFromString(peerId)
+    const addrs = node.getConnections(peer).length > 0 ? undefined : addrsOf?.(peerId)
+    const stream = await node.dialProtocol(addrs ?? peer, RPC_PROTOCOL, { signal })
     const ch: Channel = {
       entry,
       stream,

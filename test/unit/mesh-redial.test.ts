@@ -245,3 +245,59 @@ describe('which links a sparse mesh watches (its liveness probes)', () => {
     expect(full.probed()).toBeUndefined()
   })
 })
+
+describe('a full mesh past its probe-all size (its members watched by their ring only)', () => {
+  it('dials its ring edges before its other peers, and those once the edges stand', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] })
+    const ids = (
+      await Promise.all(
+        Array.from({ length: 12 }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
+      )
+    )
+      .map(String)
+      .sort()
+    // this node sorts first: it dials every peer itself (no peer's own dial is waited for)
+    const [self, ...others] = ids as [string, ...string[]]
+    const edges = probeEdges(self, others, 4) as ReadonlySet<string>
+    const boot = others.find((p) => !edges.has(p)) as string
+    const dialed: string[] = []
+    const connected = new Set<string>()
+    const node = {
+      peerId: { toString: () => self },
+      getMultiaddrs: () => [],
+      getConnections: () => [...connected].map((p) => ({ remotePeer: { toString: () => p } })),
+      dial: (target: { toString(): string } | Array<{ toString(): string }>) => {
+        const first = Array.isArray(target) ? target[0] : target
+        dialed.push(String(first).split('/p2p/').at(-1) ?? '')
+        return new Promise(() => {}) // in flight for the whole test
+      },
+    }
+    const r = new Redialer(
+      {
+        node: node as unknown as Libp2p,
+        log: silentLogger(),
+        counters: { dialFailures: 0 },
+        isBlocked: () => false,
+        members: () => others,
+        probeAllUpTo: 4,
+      },
+      [multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${boot}`)],
+    )
+    for (const p of others) r.addPeer(p, [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${p}`)])
+    try {
+      r.start()
+      await vi.advanceTimersByTimeAsync(FULL_SETTLE_MAX_MS + 500)
+      expect(r.neighbours()).toBeUndefined() // a full mesh
+      expect(r.probed()).toEqual(edges)
+      expect(new Set(dialed)).toEqual(new Set([boot, ...edges]))
+      // the edges stand: every other peer is dialed (as many at once as the limit lets)
+      for (const p of edges) connected.add(p)
+      await vi.advanceTimersByTimeAsync(500)
+      const rest = dialed.filter((p) => p !== boot && !edges.has(p))
+      expect(rest.length).toBe(MAX_DIALS_IN_FLIGHT - 1 - edges.size)
+    } finally {
+      r.stop()
+      vi.useRealTimers()
+    }
+  })
+})
