@@ -19,6 +19,7 @@ import {
   FULL_SETTLE_MAX_MS,
   FULL_SETTLE_MS,
   MAX_DIALS_IN_FLIGHT,
+  type RedialComponents,
   Redialer,
 } from '../../src/mesh/redial.js'
 
@@ -29,6 +30,34 @@ const fresh = (): Backoff => ({
   upSince: undefined,
   deferMs: 0,
 })
+
+/** `n` new peer ids, sorted (the first sorts before every other: it dials them all itself) */
+async function sortedIds(n: number): Promise<string[]> {
+  const ids = await Promise.all(
+    Array.from({ length: n }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
+  )
+  return ids.map(String).sort()
+}
+
+/** A Redialer on a stand-in node, with these members, bootstrapping from `boot` */
+function redialerOn(
+  node: object,
+  members: () => readonly string[],
+  boot: string | undefined,
+  over: Partial<RedialComponents> = {},
+): Redialer {
+  return new Redialer(
+    {
+      node: node as unknown as Libp2p,
+      log: silentLogger(),
+      counters: { dialFailures: 0 },
+      isBlocked: () => false,
+      members,
+      ...over,
+    },
+    boot === undefined ? [] : [multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${boot}`)],
+  )
+}
 
 describe('redial schedule', () => {
   it('dials a new target at once, then backs off 250 ms doubling to 5 s', () => {
@@ -128,13 +157,7 @@ describe('a full mesh learning its members (a start)', () => {
   it(`dials its bootstrap peer at once, the others once none was learned for ${FULL_SETTLE_MS} ms (${FULL_SETTLE_MAX_MS} ms at most)`, async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] })
     const dialed: string[] = []
-    const ids = (
-      await Promise.all(
-        Array.from({ length: 8 }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
-      )
-    )
-      .map(String)
-      .sort()
+    const ids = await sortedIds(8)
     // this node sorts first: it dials every peer itself (no peer's own dial is waited for)
     const [self, boot, ...others] = ids as [string, string, ...string[]]
     const node = {
@@ -148,16 +171,7 @@ describe('a full mesh learning its members (a start)', () => {
       },
     }
     let members: string[] = []
-    const r = new Redialer(
-      {
-        node: node as unknown as Libp2p,
-        log: silentLogger(),
-        counters: { dialFailures: 0 },
-        isBlocked: () => false,
-        members: () => members,
-      },
-      [multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${boot}`)],
-    )
+    const r = redialerOn(node, () => members, boot)
     try {
       r.start()
       expect(dialed).toEqual([boot])
@@ -199,13 +213,7 @@ describe('a full mesh learning its members (a start)', () => {
 
 describe('which links a sparse mesh watches (its liveness probes)', () => {
   it('its ring edges only: not its bootstrap peer, nor a link a call made', async () => {
-    const ids = (
-      await Promise.all(
-        Array.from({ length: 10 }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
-      )
-    )
-      .map(String)
-      .sort()
+    const ids = await sortedIds(10)
     const [self, ...others] = ids as [string, ...string[]]
     const edges = probeEdges(self, others, 4)
     const boot = others.find((p) => !edges?.has(p)) as string
@@ -215,32 +223,13 @@ describe('which links a sparse mesh watches (its liveness probes)', () => {
       getConnections: () => [],
       dial: () => new Promise(() => {}),
     }
-    const r = new Redialer(
-      {
-        node: node as unknown as Libp2p,
-        log: silentLogger(),
-        counters: { dialFailures: 0 },
-        isBlocked: () => false,
-        members: () => others,
-        fullMeshUpTo: 4,
-      },
-      [multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${boot}`)],
-    )
+    const r = redialerOn(node, () => others, boot, { fullMeshUpTo: 4 })
     expect(r.neighbours()).toBeDefined() // sparse: 10 members, a full mesh up to 4
     expect(edges?.size).toBeLessThanOrEqual(4) // the next and the halfway member, both ways
     expect(r.probed()).toEqual(edges)
     expect(r.probed()?.has(boot)).toBe(false)
     // a full mesh of the same members (up to 16): every link, as before (past 32: its ring)
-    const full = new Redialer(
-      {
-        ...{ node: node as unknown as Libp2p, log: silentLogger() },
-        counters: { dialFailures: 0 },
-        isBlocked: () => false,
-        members: () => others,
-        fullMeshUpTo: 16,
-      },
-      [],
-    )
+    const full = redialerOn(node, () => others, undefined, { fullMeshUpTo: 16 })
     expect(full.neighbours()).toBeUndefined()
     expect(full.probed()).toBeUndefined()
   })
@@ -249,13 +238,7 @@ describe('which links a sparse mesh watches (its liveness probes)', () => {
 describe('a full mesh past its probe-all size (its members watched by their ring only)', () => {
   it('dials its ring edges before its other peers, and those once the edges stand', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] })
-    const ids = (
-      await Promise.all(
-        Array.from({ length: 12 }, () => generateKeyPair('Ed25519').then(peerIdFromPrivateKey)),
-      )
-    )
-      .map(String)
-      .sort()
+    const ids = await sortedIds(12)
     // this node sorts first: it dials every peer itself (no peer's own dial is waited for)
     const [self, ...others] = ids as [string, ...string[]]
     const edges = probeEdges(self, others, 4) as ReadonlySet<string>
@@ -272,17 +255,7 @@ describe('a full mesh past its probe-all size (its members watched by their ring
         return new Promise(() => {}) // in flight for the whole test
       },
     }
-    const r = new Redialer(
-      {
-        node: node as unknown as Libp2p,
-        log: silentLogger(),
-        counters: { dialFailures: 0 },
-        isBlocked: () => false,
-        members: () => others,
-        probeAllUpTo: 4,
-      },
-      [multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${boot}`)],
-    )
+    const r = redialerOn(node, () => others, boot, { probeAllUpTo: 4 })
     for (const p of others) r.addPeer(p, [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${p}`)])
     try {
       r.start()
