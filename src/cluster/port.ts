@@ -4,6 +4,7 @@ import type {
   ClaimCheck,
   GossipMessage,
   MeshIsolation,
+  PeerEvent,
   RecordRequests,
   RpcHandler,
   RpcRequest,
@@ -11,8 +12,7 @@ import type {
   TopicName,
 } from '../mesh/types.js'
 
-/** a connection made or closed, a peer subscribed to membership, a closed one's knock answered */
-export type PeerEvent = 'connect' | 'disconnect' | 'subscribed' | 'knocked'
+export type { PeerEvent }
 
 export interface MeshPort {
   readonly peerId: string

@@ -34,6 +34,7 @@ import type {
   GossipMessage,
   MeshCounters,
   MeshIsolation,
+  PeerEvent,
   RecordRequests,
   RpcHandler,
   RpcRequest,
@@ -44,7 +45,6 @@ import { zeroCounters } from './types.js'
 
 export type { MeshInit } from './mesh-init.js'
 /** subscribed: the peer subscribed to the membership topic (gossip to it goes through now) */
-export type PeerEvent = 'connect' | 'disconnect' | 'subscribed' | 'knocked'
 export type PeerHandler = (peerId: string, event: PeerEvent) => void
 export const DEFAULT_RPC_TIMEOUT_MS = 3000
 
@@ -299,10 +299,9 @@ export class Mesh {
     const self = node.peerId.toString()
     this.ownPeerId = self
     const counters = this.stats
-    const rpcComponents = {
-      ...{ node, log, counters, handler: () => this.rpcHandler },
-      addrsOf: (peer: string) => fullMesh?.addrsOf(peer),
-    }
+    const handler = () => this.rpcHandler
+    const addrsOf = (peer: string) => fullMesh?.addrsOf(peer) // rpc dials where the mesh knows
+    const rpcComponents = { node, log, counters, handler, addrsOf }
     const rpcInit = {
       maxFrameBytes: init.maxRpcBytes ?? DEFAULT_MAX_RPC_BYTES,
       defaultTimeoutMs: init.rpcTimeoutMs ?? DEFAULT_RPC_TIMEOUT_MS,

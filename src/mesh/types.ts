@@ -83,3 +83,6 @@ export interface RecordRequests {
   /** whether this peer's record is held here (any state) */
   known?(peerId: string): boolean
 }
+
+/** a connection made or closed, a peer subscribed to membership, a closed one's knock answered */
+export type PeerEvent = 'connect' | 'disconnect' | 'subscribed' | 'knocked'
