@@ -106,15 +106,21 @@ export class Roster {
     const { local, nodeId } = this.init
     const changed = await local.cluster.mergeRoster(entries)
     await this.load()
-    for (const node of changed) {
-      if (node === nodeId || !this.removed.has(node)) continue
+    // a removed node this node still subscribes to is dropped too, changed here or not: the
+    // member an operator asked wrote the removal before it merged (CI once found the
+    // subscription there right after the answer, left to the next reconcile pass)
+    const subscribed = new Set((await local.subscriptions()).map((s) => s.peer))
+    const drop = [...this.removed].filter(
+      (node) => node !== nodeId && (changed.includes(node) || subscribed.has(node)),
+    )
+    for (const node of drop) {
       for (const m of this.init.membership.members()) {
         if (m.nodeId === node) this.init.mesh.forgetPeer?.(m.peerId)
       }
-      if ((await local.subscriptions()).some((s) => s.peer === node)) await local.unsubscribe(node)
+      if (subscribed.has(node)) await local.unsubscribe(node)
       await local.dropSlotOf(node)
     }
-    if (changed.length > 0) this.init.kick()
+    if (changed.length > 0 || drop.length > 0) this.init.kick()
     return { changed }
   }
 }
