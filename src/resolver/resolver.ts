@@ -18,7 +18,7 @@ import {
   settle,
   uncounted,
 } from './decide.js'
-import { FailureIndex } from './failures.js'
+import { type ApplyFailure, FailureIndex } from './failures.js'
 import type { LwwEngine } from './lww-engine.js'
 
 export interface ResolverInit {
@@ -131,8 +131,11 @@ export class Resolver {
       this.lastVerdict = verdict
       return verdict
     }
-    // every action and every confirmed resolution has its own line (act, markApplied)
-    this.log.debug({ verdict }, 'resolver cycle')
+    // every action and every confirmed resolution has its own line (act, markApplied); a
+    // subscription left disabled is said once each time the reason changes
+    if (verdict.startsWith('no action') && verdict !== this.lastVerdict)
+      this.log.info({ verdict }, 'resolver cycle')
+    else this.log.debug({ verdict }, 'resolver cycle')
     this.lastVerdict = verdict
     return verdict
   }
@@ -182,11 +185,21 @@ export class Resolver {
       if (notCounted.length > 0) {
         return `no action: ${disabled} disabled, a logged failure not counted by the server (${notCounted.join(', ')})`
       }
-      return `no action: ${disabled} disabled, no new failure`
+      return `no action: ${disabled} disabled, no new failure (${list
+        .filter((s) => !s.enabled)
+        .map((s) => this.why(s, latest(s)))
+        .join('; ')})`
     }
     const parts = actions.map((a) => `${a.kind} ${a.subscription} (${a.failure.sqlState})`)
     if (resolved.length > 0) parts.push(`${resolved.length} confirmed resolved`)
     return parts.join('; ')
+  }
+
+  /** Why a disabled subscription is left as it is: its latest failure and its error counts. */
+  private why(s: SubscriptionView, f: ApplyFailure | undefined): string {
+    const c = this.decisions.counted.get(s.name)
+    const failure = f === undefined ? 'no failure logged' : `failure ${f.id} handled`
+    return `${s.name}: ${failure}, apply errors ${s.applyErrors} (${c?.applyErrors ?? 'none'} when last acted)`
   }
 
   /**

@@ -174,7 +174,9 @@ describe('log lines forged by an unprivileged user (issue 8, item 4)', () => {
     expect(await historyRows()).toBe(before)
     // not even taken for a failure: only apply workers' records count (the server's apply
     // error count, which did not move either, is the second line of defence)
-    expect(verdicts).toEqual(Array(4).fill('no action: 1 disabled, no new failure'))
+    expect(verdicts.map((v) => v.replace(/ \(.*/, ''))).toEqual(
+      Array(4).fill('no action: 1 disabled, no new failure'),
+    )
     await q(1, `ALTER SUBSCRIPTION ${SUB} ENABLE`)
   }
 
