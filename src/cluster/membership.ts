@@ -14,7 +14,7 @@ import type {
 import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
 import type { Timings } from './detector.js'
-import { evaluateEveryMs, heardAfterStall, type MemberState, stableAfterMs } from './detector.js'
+import { afterStall, evaluateEveryMs, type MemberState, stableAfterMs } from './detector.js'
 import type { MeshPort, PeerEvent } from './port.js'
 import {
   live,
@@ -231,11 +231,10 @@ export class Membership {
     if (late > STALL_MS) {
       // this process stood still: its peers' silence in that time is not theirs (a peer that
       // holds this node dead by now asks for its record through the liveness probe)
-      for (const r of this.byPeer.values())
-        if (r.state !== 'dead') {
-          const refused = this.init.mesh.refusedAt?.(r.peerId)
-          r.lastHeardMs = heardAfterStall({ ...r, refusedAtMs: refused }, late, now)
-        }
+      for (const r of this.byPeer.values()) {
+        const refusedAtMs = this.init.mesh.refusedAt?.(r.peerId)
+        if (r.state !== 'dead') Object.assign(r, afterStall({ ...r, refusedAtMs }, late, now))
+      }
     }
     const said = JSON.stringify(this.init.self())
     this.ownDigest = recordDigest(this.current())
