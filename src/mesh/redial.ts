@@ -269,8 +269,9 @@ export class Redialer {
     for (const t of this.addrTargets) if (t.inFlight) inFlight++
     for (const t of this.peers.values()) {
       if (isBlocked(t.peerId)) {
-        // the (test-only) partition switch: a ring neighbour it denies is one not reached
-        if (ring?.has(t.peerId) === true && !this.failed.has(t.peerId))
+        // the (test-only) partition switch: a peer it denies is one not reached (a real
+        // partition's dials time out), a full mesh's too: met nowhere, it was alive for good
+        if (ring?.has(t.peerId) !== false && !this.failed.has(t.peerId))
           this.failed.set(t.peerId, Date.now())
         continue
       }
