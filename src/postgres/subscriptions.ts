@@ -43,6 +43,8 @@ export interface SubscriptionRow {
   /** remote LSN the origin has applied up to (null before the first transaction) */
   originLsn: string | null
   workerPid: number | null
+  /** when the server started (the same in every row): a restart logs to a new file */
+  serverStart: string
 }
 
 const LIST = prepared(
@@ -52,7 +54,8 @@ SELECT s.subname AS name, s.oid::int8 AS oid, s.subenabled AS enabled, s.subskip
        COALESCE(st.apply_error_count, 0)::int8 AS apply_errors, st.stats_reset::text AS stats_reset,
        pg_replication_origin_progress('pg_' || s.oid, false)::text AS origin_lsn,
        (SELECT w.pid FROM pg_stat_subscription w
-         WHERE w.subid = s.oid AND w.relid IS NULL LIMIT 1) AS worker_pid
+         WHERE w.subid = s.oid AND w.relid IS NULL LIMIT 1) AS worker_pid,
+       pg_postmaster_start_time()::text AS server_start
 FROM pg_subscription s
 LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid
 WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -70,6 +73,7 @@ export async function listSubscriptions(db: Db, self: number): Promise<Subscript
     stats_reset: string | null
     origin_lsn: string | null
     worker_pid: number | null
+    server_start: string
   }>(LIST)
   const out: SubscriptionRow[] = []
   for (const r of rows) {
@@ -85,6 +89,7 @@ export async function listSubscriptions(db: Db, self: number): Promise<Subscript
       statsReset: r.stats_reset,
       originLsn: r.origin_lsn,
       workerPid: r.worker_pid,
+      serverStart: r.server_start,
     })
   }
   return out

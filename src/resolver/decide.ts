@@ -20,6 +20,8 @@ export interface SubscriptionView {
   statsReset: string | null
   /** the running apply worker (null or absent: none) */
   workerPid?: number | null
+  /** when the server started (absent: not known) */
+  serverStart?: string
 }
 
 /** A subscription's apply error count as the resolver saw it when it acted. */

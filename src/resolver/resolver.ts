@@ -126,6 +126,11 @@ export class Resolver {
     try {
       verdict = await this.observeDecideAct()
     } catch (err) {
+      // the next cycle reads the log, whatever else it sees: a server that restarted logs to a
+      // new file, and the reader finishes only the file it read last — a second restart before
+      // it read the first's file lost an apply worker's failure there (CI: a deadlock that
+      // disabled a subscription 60 ms before the second restart; disabled for good)
+      this.logRead = { atMs: Number.NEGATIVE_INFINITY, errors: '' }
       verdict = `cycle failed: ${(err as Error).message}`
       if (verdict !== this.lastVerdict) this.log.warn({ verdict }, 'resolver cycle')
       this.lastVerdict = verdict
@@ -211,7 +216,11 @@ export class Resolver {
    */
   private logDue(list: readonly SubscriptionView[]): boolean {
     const now = Date.now()
-    const errors = list.map((s) => `${s.oid}:${s.applyErrors}:${s.statsReset}`).join(',')
+    // a server restarted since (it logs to a new file: read it before a second restart could
+    // start another), or a count moved
+    const errors = list
+      .map((s) => `${s.oid}:${s.applyErrors}:${s.statsReset}:${s.serverStart}`)
+      .join(',')
     const due =
       list.some((s) => !s.enabled) ||
       errors !== this.logRead.errors ||

@@ -121,6 +121,67 @@ describe('resolver', () => {
     )
   })
 
+  it('acts on a failure logged in the file of a run between two restarts of its server', async () => {
+    // each start of the server logs to a new file; the reader finishes the file it read last
+    // before it takes the current one, so a run it never read was lost with what it held
+    const verdicts: string[] = []
+    const restart = async () => {
+      await (pgs[1] as PgServer).stop()
+      await (pgs[1] as PgServer).start()
+      // the first cycle may fail on a pooled connection the restart broke
+      await waitFor(
+        async () =>
+          !(verdicts[verdicts.push(await resolver.tick()) - 1] as string).startsWith(
+            'cycle failed',
+          ),
+        10_000,
+        'a cycle after the restart',
+      )
+    }
+    await resolver.tick()
+    await restart()
+    const middle = Date.now()
+    await q(
+      1,
+      `SET event_triggers = off;
+      CREATE FUNCTION multimaster.refuse2() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN IF NEW.id = 44 THEN RAISE EXCEPTION 'refused in the middle run'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER refuse2 BEFORE INSERT ON multimaster.reptest FOR EACH ROW EXECUTE FUNCTION multimaster.refuse2();
+      ALTER TABLE multimaster.reptest ENABLE ALWAYS TRIGGER refuse2;`,
+    )
+    await q(0, `INSERT INTO multimaster.reptest VALUES (44, 'middle')`)
+    await waitFor(async () => !(await subOf(1)), 10_000, 'subscription disabled by the error')
+    // a new file's name has the second its run started in: the next run starts in another
+    await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - middle))))
+    verdicts.length = 0
+    await restart()
+    await waitFor(
+      async () =>
+        verdicts.some((v) => v.includes('record trktr_sub_1_0 (P0001)')) ||
+        verdicts.push(await resolver.tick()) < 0,
+      10_000,
+      'the failure of the middle run recorded',
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; verdicts: ${[...new Set(verdicts)].join(' | ')}`)
+    })
+    expect((await L(1).history())[0]?.reason).toContain('refused in the middle run')
+    await q(1, `SET event_triggers = off; DROP TRIGGER refuse2 ON multimaster.reptest`)
+    await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+    await waitFor(
+      async () => (await q(1, 'SELECT 1 FROM multimaster.reptest WHERE id = 44')).length === 1,
+      10_000,
+      'row 44',
+    )
+    const md5 = async (i: number) =>
+      (
+        await q(
+          i,
+          `SELECT md5(string_agg(t::text, ',' ORDER BY id)) AS h FROM multimaster.reptest t`,
+        )
+      )[0]?.h
+    expect(await md5(1)).toBe(await md5(0))
+  })
+
   it('leaves a subscription an operator disabled alone', async () => {
     await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 DISABLE`)
     for (let i = 0; i < 3; i++) await resolver.tick()
