@@ -22,6 +22,32 @@ const L = (i: number) => (nodes[i] as { local: LocalNode }).local
 const subOf = async (i: number) =>
   (await q(i, `SELECT subenabled FROM pg_subscription`))[0]?.subenabled as boolean
 
+/**
+ * A subscriber-side trigger on node 1 (`name`: the trigger and its function) that refuses the
+ * row with this id: SQLSTATE P0001, an apply error that is not a conflict.
+ */
+async function refuseRow(name: string, id: number, message: string): Promise<void> {
+  await q(
+    1,
+    `SET event_triggers = off;
+    CREATE FUNCTION multimaster.${name}() RETURNS trigger LANGUAGE plpgsql AS
+      $$ BEGIN IF NEW.id = ${id} THEN RAISE EXCEPTION '${message}'; END IF; RETURN NEW; END $$;
+    CREATE TRIGGER ${name} BEFORE INSERT ON multimaster.reptest FOR EACH ROW EXECUTE FUNCTION multimaster.${name}();
+    ALTER TABLE multimaster.reptest ENABLE ALWAYS TRIGGER ${name};`,
+  )
+}
+
+/** The operator's fix: the trigger dropped, the subscription enabled, the refused row in. */
+async function unrefuse(name: string, id: number): Promise<void> {
+  await q(1, `SET event_triggers = off; DROP TRIGGER ${name} ON multimaster.reptest`)
+  await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
+  await waitFor(
+    async () => (await q(1, 'SELECT 1 FROM multimaster.reptest WHERE id = $1', [id])).length === 1,
+    10_000,
+    `row ${id}`,
+  )
+}
+
 beforeAll(async () => {
   pgs = await startServers(2, (i) => ({ name: `resolver${i}`, fast: true }))
   for (const [i, pg] of pgs.entries()) {
@@ -59,14 +85,7 @@ afterAll(async () => {
 describe('resolver', () => {
   it('records an apply error that is not a conflict and does not skip it', async () => {
     // a subscriber-side trigger that refuses one row: SQLSTATE P0001, not a conflict
-    await q(
-      1,
-      `SET event_triggers = off;
-      CREATE FUNCTION multimaster.refuse() RETURNS trigger LANGUAGE plpgsql AS
-        $$ BEGIN IF NEW.id = 42 THEN RAISE EXCEPTION 'refused by the subscriber'; END IF; RETURN NEW; END $$;
-      CREATE TRIGGER refuse BEFORE INSERT ON multimaster.reptest FOR EACH ROW EXECUTE FUNCTION multimaster.refuse();
-      ALTER TABLE multimaster.reptest ENABLE ALWAYS TRIGGER refuse;`,
-    )
+    await refuseRow('refuse', 42, 'refused by the subscriber')
     await q(0, `INSERT INTO multimaster.reptest VALUES (42, 'x')`)
     await waitFor(async () => !(await subOf(1)), 10_000, 'subscription disabled by the error')
     await waitFor(async () => (await resolver.tick()).includes('record'), 10_000, 'record verdict')
@@ -86,13 +105,7 @@ describe('resolver', () => {
     expect(await resolver.tick()).toMatch(/^no action/)
 
     // the operator fixes it and enables; the row arrives and the issue counts as resolved
-    await q(1, `SET event_triggers = off; DROP TRIGGER refuse ON multimaster.reptest`)
-    await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
-    await waitFor(
-      async () => (await q(1, 'SELECT 1 FROM multimaster.reptest WHERE id = 42')).length === 1,
-      10_000,
-      'row 42',
-    )
+    await unrefuse('refuse', 42)
     await waitFor(
       async () => (await resolver.tick()).includes('confirmed resolved'),
       10_000,
@@ -141,14 +154,7 @@ describe('resolver', () => {
     await resolver.tick()
     await restart()
     const middle = Date.now()
-    await q(
-      1,
-      `SET event_triggers = off;
-      CREATE FUNCTION multimaster.refuse2() RETURNS trigger LANGUAGE plpgsql AS
-        $$ BEGIN IF NEW.id = 44 THEN RAISE EXCEPTION 'refused in the middle run'; END IF; RETURN NEW; END $$;
-      CREATE TRIGGER refuse2 BEFORE INSERT ON multimaster.reptest FOR EACH ROW EXECUTE FUNCTION multimaster.refuse2();
-      ALTER TABLE multimaster.reptest ENABLE ALWAYS TRIGGER refuse2;`,
-    )
+    await refuseRow('refuse2', 44, 'refused in the middle run')
     await q(0, `INSERT INTO multimaster.reptest VALUES (44, 'middle')`)
     await waitFor(async () => !(await subOf(1)), 10_000, 'subscription disabled by the error')
     // a new file's name has the second its run started in: the next run starts in another
@@ -165,13 +171,7 @@ describe('resolver', () => {
       throw new Error(`${err.message}; verdicts: ${[...new Set(verdicts)].join(' | ')}`)
     })
     expect((await L(1).history())[0]?.reason).toContain('refused in the middle run')
-    await q(1, `SET event_triggers = off; DROP TRIGGER refuse2 ON multimaster.reptest`)
-    await q(1, `ALTER SUBSCRIPTION trktr_sub_1_0 ENABLE`)
-    await waitFor(
-      async () => (await q(1, 'SELECT 1 FROM multimaster.reptest WHERE id = 44')).length === 1,
-      10_000,
-      'row 44',
-    )
+    await unrefuse('refuse2', 44)
     const md5 = async (i: number) =>
       (
         await q(
