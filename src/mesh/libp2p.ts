@@ -15,6 +15,7 @@ import type { Logger } from '../log.js'
 import { PendingByHost, Upgrading } from './inbound.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
 import { noiseCrypto } from './noise-crypto.js'
+import { skipKnownProtocolMerges } from './peer-store-fix.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
 import { fixYamuxWindowUpdates } from './yamux-window-fix.js'
 
@@ -173,6 +174,7 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
       }),
     },
   })
+  skipKnownProtocolMerges(node.peerStore)
   upgradingOf.set(node, upgrading)
   return node
 }

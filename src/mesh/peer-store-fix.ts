@@ -1,0 +1,66 @@
+// libp2p merges into its peer store the protocol of every stream it opens or accepts
+// (connection.js newStream / onIncomingStream: `peerStore.merge(peer, { protocols: [p] })`):
+// each time a write lock, a protobuf decode of the peer's whole record, a merge, an encode and a
+// save, though after the first stream of a protocol nothing changes. A mesh's start opens a few
+// streams per connection (identify, gossip, the probe, the hello): a 16-member start spent 19 %
+// of its CPU in the peer store (V8 profile of `scripts/bench/mesh-start.mjs 16`). Here a merge
+// of protocols alone, all of them merged for that peer before, is answered with the record that
+// merge returned; any other write of the peer (patch, save, delete, a merge of anything else)
+// goes through and forgets what was kept. Idempotent per store.
+import type { PeerId, PeerStore } from '@libp2p/interface'
+
+type Peer = Awaited<ReturnType<PeerStore['merge']>>
+type PeerData = Parameters<PeerStore['merge']>[1]
+
+const FIXED = Symbol.for('traktor.peer-store-fix')
+/** peers kept at most (a mesh has tens; past this the list starts again) */
+const MAX_PEERS = 1000
+
+/** Whether this merge asks for nothing but protocols the peer is known to have already. */
+export function adds(data: PeerData, known: ReadonlySet<string> | undefined): boolean {
+  const keys = Object.keys(data)
+  if (known === undefined || keys.length !== 1 || keys[0] !== 'protocols') return true
+  return (data.protocols ?? []).some((p) => !known.has(p))
+}
+
+/** Applies the fix to one peer store; returns whether it patched now (false: done before). */
+export function skipKnownProtocolMerges(store: PeerStore): boolean {
+  const s = store as PeerStore & { [FIXED]?: true }
+  if (s[FIXED]) return false
+  s[FIXED] = true
+  const kept = new Map<string, { protocols: Set<string>; peer: Peer }>()
+  /** writes of each peer other than merges, counted: a merge that saw one under way keeps nothing */
+  const writes = new Map<string, number>()
+  const merge = store.merge.bind(store)
+  store.merge = async (id: PeerId, data: PeerData, options?: Parameters<PeerStore['merge']>[2]) => {
+    const key = id.toString()
+    const had = kept.get(key)
+    if (had !== undefined && !adds(data, had.protocols)) return had.peer
+    kept.delete(key)
+    const before = writes.get(key)
+    const peer = await merge(id, data, options)
+    if (writes.get(key) !== before) return peer
+    if (kept.size >= MAX_PEERS) kept.clear()
+    kept.set(key, { protocols: new Set(peer.protocols), peer })
+    return peer
+  }
+  for (const method of ['patch', 'save', 'delete'] as const) {
+    const original = (store[method] as (...args: unknown[]) => Promise<unknown>).bind(store)
+    const wrapped = async (id: PeerId, ...rest: unknown[]): Promise<unknown> => {
+      const key = id.toString()
+      kept.delete(key)
+      const count = (writes.get(key) ?? 0) + 1
+      writes.set(key, count)
+      if (writes.size > MAX_PEERS) writes.clear()
+      const out = await original(id, ...rest)
+      // the record a patch or save wrote (identify's patch names every protocol the peer speaks)
+      if (method !== 'delete' && writes.get(key) === count && kept.size < MAX_PEERS) {
+        const peer = out as Peer
+        kept.set(key, { protocols: new Set(peer.protocols), peer })
+      }
+      return out
+    }
+    Object.assign(store, { [method]: wrapped })
+  }
+  return true
+}
