@@ -57,38 +57,6 @@ export function heardAfterStall(e: Evidence, stalledMs: number, nowMs: number): 
 }
 
 /**
- * Where a closed connection stands after the same stall (`heardMs`: heardAfterStall's answer):
- * a close that came after the member was last heard moves up as far as the hearing did, so it
- * stays after it; a close refused since stays (the hearing stopped at it). Left behind, it read
- * as a close before the member was last heard: a member found dead here, out of the ring,
- * is still dead only while nothing was heard of it since its link closed (rumors.ts) — a
- * partitioned member went dead and alive in turn, every tick, for good (the ring-probes test).
- */
-export function closedAfterStall(
-  e: Evidence & { disconnectedAtMs: number },
-  heardMs: number,
-  nowMs: number,
-): number {
-  const { disconnectedAtMs: closed, refusedAtMs: refused } = e
-  if (closed < e.lastHeardMs || heardMs <= e.lastHeardMs) return closed
-  if (refused !== undefined && refused >= closed) return closed
-  return Math.min(nowMs, closed + (heardMs - e.lastHeardMs))
-}
-
-/** A member's evidence after this process stood still `stalledMs` (the two rules above). */
-export function afterStall(
-  e: Evidence,
-  stalledMs: number,
-  nowMs: number,
-): { lastHeardMs: number; disconnectedAtMs?: number } {
-  const heard = heardAfterStall(e, stalledMs, nowMs)
-  const closed = e.disconnectedAtMs
-  if (closed === undefined) return { lastHeardMs: heard }
-  const moved = closedAfterStall({ ...e, disconnectedAtMs: closed }, heard, nowMs)
-  return { lastHeardMs: heard, disconnectedAtMs: moved }
-}
-
-/**
  * How often a connected member is probed (and so heard): every heartbeatMs, and at least twice
  * within suspectAfterMs, so that one late probe never makes a live member suspect.
  */

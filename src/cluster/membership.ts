@@ -14,7 +14,7 @@ import type {
 import type { GossipMessage } from '../mesh/types.js'
 import type { CommitSetting } from '../postgres/cluster-state.js'
 import type { Timings } from './detector.js'
-import { afterStall, evaluateEveryMs, type MemberState, stableAfterMs } from './detector.js'
+import { evaluateEveryMs, heardAfterStall, type MemberState, stableAfterMs } from './detector.js'
 import type { MeshPort, PeerEvent } from './port.js'
 import {
   live,
@@ -50,6 +50,8 @@ export interface Member {
   commit?: CommitSetting
   state: MemberState
   lastHeardMs: number
+  /** when news of it last came (lastHeardMs, moved past this process's stalls, may be later) */
+  heardMs?: number
   /** since when it has been alive without a break (flap damping) */
   aliveSinceMs: number | undefined
   flaps: number
@@ -233,7 +235,7 @@ export class Membership {
       // holds this node dead by now asks for its record through the liveness probe)
       for (const r of this.byPeer.values()) {
         const refusedAtMs = this.init.mesh.refusedAt?.(r.peerId)
-        if (r.state !== 'dead') Object.assign(r, afterStall({ ...r, refusedAtMs }, late, now))
+        if (r.state !== 'dead') r.lastHeardMs = heardAfterStall({ ...r, refusedAtMs }, late, now)
       }
     }
     const said = JSON.stringify(this.init.self())
@@ -302,6 +304,7 @@ export class Membership {
       rosterVersion: hb.rosterVersion ?? 0,
       postgresUp: hb.postgresUp ?? true,
       lastHeardMs: now,
+      heardMs: now,
       sentAt: hb.sentAt,
       seq: hb.seq,
       digest: recordDigest(hb),

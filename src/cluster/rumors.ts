@@ -222,6 +222,8 @@ interface Judged {
   peerId: string
   state: MemberState
   lastHeardMs: number
+  /** when news of it last came: lastHeardMs without this process's stalls */
+  heardMs?: number | undefined
   disconnectedAtMs?: number | undefined
   rumor?: Rumor | undefined
   seq?: number | undefined
@@ -266,6 +268,8 @@ export function judgeMember(
   members: number,
 ): Judgement {
   const answered = mesh.answeredAt?.(r.peerId)
+  if (answered !== undefined && r.state !== 'dead' && answered > (r.heardMs ?? r.lastHeardMs))
+    r.heardMs = Math.min(answered, now)
   if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
     r.lastHeardMs = Math.min(answered, now)
   const sparse = mesh.sparse?.() === true
@@ -288,8 +292,10 @@ export function judgeMember(
     const gone =
       refused !== undefined && shut !== undefined && refused >= shut && refused >= r.lastHeardMs
     // held dead here already, nothing heard of it since its link closed: still dead (a member
-    // this node found dead on its ring edge leaves the ring, which is made of live members)
-    const still = r.state === 'dead' && shut !== undefined && shut >= r.lastHeardMs
+    // this node found dead on its ring edge leaves the ring, which is made of live members).
+    // Heard, not lastHeardMs: a stall of this process moves that past the close, and the
+    // member went dead and alive in turn every 250 ms for good (a ring-probes failure's logs)
+    const still = r.state === 'dead' && shut !== undefined && shut >= (r.heardMs ?? r.lastHeardMs)
     if (gone || still) return { state: 'dead', byRumor: false, byConnection: true }
     return { state: judgeByRumor(r, now, timings, 2 * RECORD_REFRESH_MS), byRumor: true }
   }

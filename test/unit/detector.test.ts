@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest'
 import {
-  closedAfterStall,
   detect,
   heardAfterStall,
   silenceTimings,
@@ -87,16 +86,5 @@ describe('a stall of this process (membership.ts tick)', () => {
     expect(heardAfterStall({ lastHeardMs: 1000, disconnectedAtMs: 1200 }, 500, 1800)).toBe(1500)
     const before = { lastHeardMs: 1000, disconnectedAtMs: 800, refusedAtMs: 900 }
     expect(heardAfterStall(before, 300, 5000)).toBe(1300)
-  })
-
-  it('moves a close after the hearing as far, so it stays after it (never past now)', () => {
-    const e = { lastHeardMs: 1000, disconnectedAtMs: 1200 }
-    const heard = heardAfterStall(e, 500, 1800)
-    expect(closedAfterStall(e, heard, 1800)).toBe(1700)
-    expect(closedAfterStall(e, heardAfterStall(e, 9000, 1900), 1900)).toBe(1900)
-    // a close before the hearing, and a close refused since, stay where they are
-    expect(closedAfterStall({ lastHeardMs: 1000, disconnectedAtMs: 800 }, 1300, 5000)).toBe(800)
-    const refused = { lastHeardMs: 1000, disconnectedAtMs: 1200, refusedAtMs: 1300 }
-    expect(closedAfterStall(refused, heardAfterStall(refused, 500, 1800), 1800)).toBe(1200)
   })
 })

@@ -434,6 +434,11 @@ describe('a member judged from the mesh (rumors.ts judgeMember)', () => {
     const found = { ...r, state: 'dead' as const }
     expect(judgeMember(found, 60_000, call, t, 64).state).toBe('dead')
     expect(judgeMember({ ...found, lastHeardMs: 4500 }, 60_000, call, t, 64).state).toBe('alive')
+    // heard before the close, lastHeardMs moved past it by a stall of this process (held alive
+    // for a moment in between): no news, still dead — not dead and alive in turn for good
+    const stalled = { ...found, lastHeardMs: 4500, heardMs: 3900 }
+    expect(judgeMember(stalled, 60_000, call, t, 64).state).toBe('dead')
+    expect(judgeMember({ ...stalled, heardMs: 4500 }, 60_000, call, t, 64).state).toBe('alive')
     // a refusal from before a newer record (a restart on the same port): no evidence
     const back = { ...r, lastHeardMs: 4500 }
     expect(judgeMember(back, 4600, { ...call, refusedAt: () => 4010 }, t, 64).state).toBe('alive')
