@@ -1,6 +1,6 @@
 import { createServer } from 'node:net'
 import { describe, expect, it } from 'vitest'
-import { freePort } from '../../src/postgres/free-port.js'
+import { freePort, portRange } from '../../src/postgres/free-port.js'
 
 describe('freePort', () => {
   it('gives ports below the ephemeral range, never one twice, each free to listen on', async () => {
@@ -16,5 +16,17 @@ describe('freePort', () => {
       srv.listen(ports[0], '127.0.0.1', () => resolve())
     })
     await new Promise((r) => srv.close(r))
+  })
+
+  it("gives each of a test run's worker processes its own slice; any other process all of it", () => {
+    const slices = [1, 2, 3, 4].map((pool) => portRange(pool))
+    for (const [i, [low, high]] of slices.entries()) {
+      expect(low).toBeGreaterThanOrEqual(20_000)
+      expect(high).toBeLessThanOrEqual(32_000)
+      expect(high - low).toBeGreaterThanOrEqual(2000)
+      for (const [j, [l2, h2]] of slices.entries())
+        if (i !== j) expect(high <= l2 || h2 <= low).toBe(true)
+    }
+    expect(portRange(Number.NaN)).toEqual([20_000, 32_000])
   })
 })
