@@ -248,8 +248,8 @@ describe('mesh isolation', () => {
       })
       expect(Date.now() - t0).toBeLessThan(20_000)
       // the flood never let up: it kept reconnecting throughout (slower on a loaded machine,
-      // and a quick join leaves it less time: CI saw 56 in a 3 s test, so it may finish after)
-      expect(f.opened() - before).toBeGreaterThan(0)
+      // and a quick join leaves it less time: CI saw 56 in a 3 s test, and none yet in one that
+      // joined at once, so it is looked for after)
       await waitFor(() => f.opened() - before > 60, 10_000, 'the flood going on')
     } finally {
       f.stop()
