@@ -268,10 +268,10 @@ export function judgeMember(
   members: number,
 ): Judgement {
   const answered = mesh.answeredAt?.(r.peerId)
-  if (answered !== undefined && r.state !== 'dead' && answered > (r.heardMs ?? r.lastHeardMs))
-    r.heardMs = Math.min(answered, now)
-  if (answered !== undefined && r.state !== 'dead' && answered > r.lastHeardMs)
-    r.lastHeardMs = Math.min(answered, now)
+  if (answered !== undefined && r.state !== 'dead') {
+    if (answered > (r.heardMs ?? r.lastHeardMs)) r.heardMs = Math.min(answered, now)
+    if (answered > r.lastHeardMs) r.lastHeardMs = Math.min(answered, now)
+  }
   const sparse = mesh.sparse?.() === true
   const silence = silenceTimings(timings, members)
   // a full mesh watching its ring only: a closed connection not refused at its address (a

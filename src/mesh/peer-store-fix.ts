@@ -4,9 +4,10 @@
 // save, though after the first stream of a protocol nothing changes. A mesh's start opens a few
 // streams per connection (identify, gossip, the probe, the hello): a 16-member start spent 19 %
 // of its CPU in the peer store (V8 profile of `scripts/bench/mesh-start.mjs 16`). Here a merge
-// of protocols alone, all of them merged for that peer before, is answered with the record that
-// merge returned; any other write of the peer (patch, save, delete, a merge of anything else)
-// goes through and forgets what was kept. Idempotent per store.
+// of protocols alone, all of them in the peer's record as last written here, is answered with
+// that record; every other write (a merge of anything else, patch, save, delete) goes through,
+// and the record it returns is kept instead (none after a delete, nor when another write of the
+// peer ran meanwhile). Idempotent per store.
 import type { PeerId, PeerStore } from '@libp2p/interface'
 
 type Peer = Awaited<ReturnType<PeerStore['merge']>>
