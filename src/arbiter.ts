@@ -147,6 +147,8 @@ export class Arbiter {
           },
           checkSoon: (relation) => this.cluster?.checkSoon(relation),
           keptSoon: (relation) => this.cluster?.keptSoon(relation),
+          conflictsQuiet: (relation, atMs) =>
+            this.cluster?.checker.checkAfterConflicts(relation, atMs),
         })
       : undefined
     this.resolver = new Resolver({

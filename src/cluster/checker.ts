@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto'
 import { ConflictError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { verdictOf } from './check.js'
+import { ChecksAfterConflicts } from './check-after.js'
 import { CheckCalls, type CheckPort, sleep } from './check-calls.js'
 import { MAX_KEYS_LISTED, MAX_ROUNDS, narrowAndSettle } from './check-narrow.js'
 import { applyRepair } from './check-repair.js'
@@ -65,6 +66,7 @@ export class Checker {
   private lastAtMs: number | undefined
   /** the calls to the members */
   private readonly calls: CheckCalls
+  private readonly after: ChecksAfterConflicts // a check once conflicts quieted
 
   constructor(init: CheckerInit) {
     this.init = init
@@ -76,11 +78,19 @@ export class Checker {
       syncTimeoutMs: init.syncTimeoutMs,
       statementTimeoutMs: init.statementTimeoutMs,
     })
+    this.after = new ChecksAfterConflicts({
+      log: init.log,
+      check: (relation) => this.check(relation),
+      lastCheckAtMs: (relation) => this.records.get(relation)?.atMs,
+      rank: () =>
+        Math.max(0, [...init.port.participants().nodes].sort((a, b) => a - b).indexOf(init.nodeId)),
+    })
   }
 
   start(): void {
     if (this.state.kind === 'running') return
     this.stopping = new AbortController()
+    this.after.start()
     const timer =
       this.init.everyMs > 0
         ? setInterval(() => void this.background(), this.init.everyMs)
@@ -99,6 +109,7 @@ export class Checker {
       for (const t of this.state.soon.values()) clearTimeout(t)
     }
     this.state = { kind: 'stopped' }
+    this.after.stop()
     this.stopping.abort()
     // a scan in progress is not waited for long: its answers are no longer wanted, and the
     // pools it uses close after this
@@ -232,6 +243,11 @@ export class Checker {
     if (prev && prev.atMs > r.atMs) return
     this.records.set(r.relation, r)
     this.lastAtMs = Math.max(this.lastAtMs ?? 0, r.atMs + r.durationMs)
+  }
+
+  /** Conflicts of a table were resolved here (the last at `quietSinceMs`): check it soon. */
+  checkAfterConflicts(relation: string, quietSinceMs: number): void {
+    if (this.state.kind === 'running') this.after.request(relation, quietSinceMs)
   }
 
   /** Divergence the last check of a table found, until a later check finds none. */

@@ -53,6 +53,12 @@ export interface LwwEngineInit {
    * (lww-schema.ts, KEPT; cluster/check-kept.ts)
    */
   keptSoon?: (relation: string) => void
+  /**
+   * conflicts of this replicated table ("schema.table") were resolved here, the last in the
+   * round at `lastAtMs`, and no key has been queued for HOT_MS since: the table is checked
+   * across the nodes (cluster/check-after.ts)
+   */
+  conflictsQuiet?: (relation: string, lastAtMs: number) => void
 }
 
 type State = { kind: 'stopped' } | { kind: 'running'; timer: Beat }
@@ -79,6 +85,8 @@ export class LwwEngine {
   private again = false
   /** resolutions not logged yet */
   private readonly tally = new Tally(SUMMARY_EVERY_MS)
+  /** tables with conflicts resolved since the last burst was told, and when the last came */
+  private readonly burst = new Map<string, number>()
   /** since when every cycle failed (undefined: the last one worked) */
   private failingSinceMs: number | undefined
 
@@ -251,6 +259,10 @@ export class LwwEngine {
     }
     await this.report()
     const now = Date.now()
+    if (now >= this.hotUntilMs) {
+      for (const [relation, atMs] of this.burst) this.init.conflictsQuiet?.(relation, atMs)
+      this.burst.clear()
+    }
     for (const [name, a] of this.armed) {
       if (now - a.atMs < DISARM_AFTER_MS) continue
       this.armed.delete(name)
@@ -283,7 +295,9 @@ export class LwwEngine {
     }
     const { lastId, counts } = await this.store.resolutionsSince(this.lastId)
     this.lastId = lastId
-    if (counts.length > 0) this.init.onResolved?.(counts)
+    if (counts.length === 0) return
+    this.init.onResolved?.(counts)
+    for (const c of counts) this.burst.set(c.relation, Date.now())
   }
 }
 
