@@ -70,6 +70,24 @@ beforeAll(async () => {
   await add('fixed')
 })
 
+/**
+ * A write on node `id` that no peer receives: under a replication origin, which origin = none
+ * subscriptions do not receive.
+ */
+async function unseen(id: number, statement: string): Promise<void> {
+  await c.q(
+    id,
+    `SELECT pg_replication_origin_create('test_unseen')
+      WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = 'test_unseen')`,
+  )
+  await c.q(
+    id,
+    `SELECT pg_replication_origin_session_setup('test_unseen');
+     ${statement};
+     SELECT pg_replication_origin_session_reset()`,
+  )
+}
+
 /** a table of fixed-width columns: nothing in it can be stored out of line (no TOAST trigger) */
 const FIXED = `CREATE TABLE demo.fixed (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0, at timestamptz);
   ALTER TABLE demo.fixed OWNER TO traktor_arbiter`
@@ -240,15 +258,8 @@ describe('issue 10: row-level last writer wins', () => {
   it('an UPDATE and a DELETE of rows missing on a node are recorded there, the table is checked at once, and a repair makes it identical', async () => {
     await c.q(0, `INSERT INTO demo.miss (id, v) SELECT g, 'init' FROM generate_series(1, 5) g`)
     await c.converged(IDS, 'demo.miss')
-    // node 1 loses rows 1 and 2 without telling anyone: written under a replication origin,
-    // which origin = none subscriptions do not receive
-    await c.q(1, `SELECT pg_replication_origin_create('test_hidden')`)
-    await c.q(
-      1,
-      `SELECT pg_replication_origin_session_setup('test_hidden');
-       DELETE FROM demo.miss WHERE id IN (1, 2);
-       SELECT pg_replication_origin_session_reset()`,
-    )
+    // node 1 loses rows 1 and 2 without telling anyone
+    await unseen(1, `DELETE FROM demo.miss WHERE id IN (1, 2)`)
     await c.q(0, `UPDATE demo.miss SET v = 'updated on 0' WHERE id = 1`) // update_missing on 1
     await c.q(0, `DELETE FROM demo.miss WHERE id = 2`) // delete_missing on 1
     const ledger = await waitFor(
@@ -275,15 +286,9 @@ describe('issue 10: row-level last writer wins', () => {
   it('a row left different beside resolved conflicts is found, unasked, by the check that follows them', async () => {
     await c.q(0, `INSERT INTO demo.quiet (id, v) SELECT g, 'init' FROM generate_series(1, 10) g`)
     await c.converged(IDS, 'demo.quiet')
-    // node 2 changes row 10 without telling anyone (under a replication origin, which origin =
-    // none subscriptions do not receive): what a conflict the resolution missed would leave
-    await c.q(2, `SELECT pg_replication_origin_create('test_quiet')`)
-    await c.q(
-      2,
-      `SELECT pg_replication_origin_session_setup('test_quiet');
-       UPDATE demo.quiet SET v = 'hidden' WHERE id = 10;
-       SELECT pg_replication_origin_session_reset()`,
-    )
+    // node 2 changes row 10 without telling anyone: what a conflict the resolution missed
+    // would leave
+    await unseen(2, `UPDATE demo.quiet SET v = 'hidden' WHERE id = 10`)
     // update-update on rows 1-5, node 1 the later writer
     await partition()
     await c.q(0, `UPDATE demo.quiet SET v = 'zero' WHERE id <= 5`)
