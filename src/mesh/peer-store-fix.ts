@@ -5,7 +5,8 @@
 // streams per connection (identify, gossip, the probe, the hello): a 16-member start spent 19 %
 // of its CPU in the peer store (V8 profile of `scripts/bench/mesh-start.mjs 16`). Here a merge
 // of protocols alone, all of them in the peer's record as last written here, is answered with
-// that record; every other write (a merge of anything else, patch, save, delete) goes through,
+// that record, and so is one of what nothing here reads (gossipsub's topic tags, identify's
+// versions: `adds`); every other write (a merge of anything else, patch, save, delete) goes through,
 // and the record it returns is kept instead (none after a delete, nor when another write of the
 // peer ran meanwhile). Idempotent per store.
 import type { PeerId, PeerStore } from '@libp2p/interface'
@@ -17,11 +18,30 @@ const FIXED = Symbol.for('traktor.peer-store-fix')
 /** peers kept at most (a mesh has tens; past this the list starts again) */
 const MAX_PEERS = 1000
 
-/** Whether this merge asks for nothing but protocols the peer is known to have already. */
+/** the metadata identify merges after its patch: the peer's agent and protocol version */
+const UNREAD_METADATA = new Set(['AgentVersion', 'ProtocolVersion'])
+/** the tag libp2p's reconnect queue reads (peers it dials again); other tags are not read here */
+const KEEP_ALIVE = 'keep-alive'
+
+const names = (x: unknown): string[] =>
+  x instanceof Map ? [...x.keys()].map(String) : Object.keys((x as object | undefined) ?? {})
+
+/**
+ * Whether this merge may change what anything here reads of the peer: not when it asks for
+ * protocols the peer is known to have already, nor for gossipsub's tags of the peers in its mesh
+ * per topic (tags choose which connections the connection manager prunes past its
+ * maxConnections, 300, which a mesh of at most 64 members never reaches; the keep-alive tag
+ * goes through), nor for identify's agent and protocol versions (read by nothing). Each skipped
+ * merge was a locked read, decode, encode and save of the peer's whole record: two per
+ * connection each.
+ */
 export function adds(data: PeerData, known: ReadonlySet<string> | undefined): boolean {
   const keys = Object.keys(data)
-  if (known === undefined || keys.length !== 1 || keys[0] !== 'protocols') return true
-  return (data.protocols ?? []).some((p) => !known.has(p))
+  if (known === undefined || keys.length !== 1) return true
+  if (keys[0] === 'protocols') return (data.protocols ?? []).some((p) => !known.has(p))
+  if (keys[0] === 'tags') return names(data.tags).some((t) => t.startsWith(KEEP_ALIVE))
+  if (keys[0] === 'metadata') return names(data.metadata).some((m) => !UNREAD_METADATA.has(m))
+  return true
 }
 
 /** Applies the fix to one peer store; returns whether it patched now (false: done before). */
