@@ -16,6 +16,7 @@ import { PendingByHost, Upgrading } from './inbound.js'
 import { loadOrCreateIdentity, readPsk } from './keys.js'
 import { noiseCrypto } from './noise-crypto.js'
 import { skipKnownProtocolMerges } from './peer-store-fix.js'
+import { keepSigningKey } from './record-sig.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
 import { fixYamuxWindowUpdates } from './yamux-window-fix.js'
 
@@ -124,6 +125,7 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
   const { isBlocked, isSecond, psk } = init
   if (psk !== undefined) fixXsalsa20()
   fixYamuxWindowUpdates()
+  keepSigningKey(init.privateKey)
   const pending = new PendingByHost()
   const upgrading = new Upgrading(INBOUND_UPGRADE_TIMEOUT_MS)
   const node = await createLibp2p<Services>({

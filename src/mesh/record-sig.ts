@@ -9,8 +9,6 @@ import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 
 const DOMAIN = 'traktor-member-record:'
-/** DER header of a raw Ed25519 public key (RFC 8410) */
-const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
 /** OpenSSL keys of the peers whose records were checked (an import costs more than a check) */
 const publicKeys = new Map<string, KeyObject | null>()
 const MAX_KEPT_KEYS = 4096
@@ -39,6 +37,32 @@ function signedBytes(record: object): Buffer {
   return Buffer.from(DOMAIN + canonicalJson(rest), 'utf8')
 }
 
+/**
+ * Sign with one OpenSSL key per identity. libp2p's Ed25519 key imports its bytes into a new
+ * OpenSSL key at every signature (a JWK import that derives the public key again): gossipsub
+ * signs every message, identify its peer record for every connection, this module each new
+ * record; two thirds of the time of a signature. The signatures are the same bytes (Ed25519 is
+ * deterministic). Applied to the node's own key before libp2p gets it (libp2p.ts).
+ */
+export function keepSigningKey(key: PrivateKey): void {
+  if (key.type !== 'Ed25519' || keepsSigningKey.has(key)) return
+  const raw = key.raw
+  const d = Buffer.from(raw.subarray(0, 32)).toString('base64url')
+  const x = Buffer.from(key.publicKey.raw).toString('base64url')
+  const openssl = crypto.createPrivateKey({
+    key: { kty: 'OKP', crv: 'Ed25519', d, x },
+    format: 'jwk',
+  })
+  keepsSigningKey.add(key)
+  const sign: PrivateKey['sign'] = (message, options) => {
+    options?.signal?.throwIfAborted()
+    const bytes = message instanceof Uint8Array ? message : message.subarray()
+    return new Uint8Array(crypto.sign(null, bytes, openssl))
+  }
+  key.sign = sign
+}
+const keepsSigningKey = new WeakSet<PrivateKey>()
+
 /** the last record signed, by its signed text (the same record goes in many hellos) */
 const lastSigned = new WeakMap<PrivateKey, { text: string; sig: string }>()
 
@@ -62,14 +86,13 @@ function publicKeyOf(peerId: string): KeyObject | null {
   if (key !== undefined) return key
   try {
     const pub = peerIdFromString(peerId).publicKey
+    // from JWK: OpenSSL 3 decodes a DER key through its decoder framework, ~0.9 ms a key in a
+    // mesh's start against a few µs for a JWK's raw bytes
+    const x = pub?.type === 'Ed25519' ? Buffer.from(pub.raw).toString('base64url') : undefined
     key =
-      pub?.type === 'Ed25519'
-        ? crypto.createPublicKey({
-            key: Buffer.concat([SPKI_PREFIX, pub.raw]),
-            format: 'der',
-            type: 'spki',
-          })
-        : null
+      x === undefined
+        ? null
+        : crypto.createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' })
   } catch {
     key = null
   }
