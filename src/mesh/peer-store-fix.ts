@@ -6,9 +6,9 @@
 // of its CPU in the peer store (V8 profile of `scripts/bench/mesh-start.mjs 16`). Here a merge
 // of protocols alone, all of them in the peer's record as last written here, is answered with
 // that record, and so is one of what nothing here reads (gossipsub's topic tags, identify's
-// versions: `adds`); every other write (a merge of anything else, patch, save, delete) goes through,
-// and the record it returns is kept instead (none after a delete, nor when another write of the
-// peer ran meanwhile). Idempotent per store.
+// versions: `adds`); every other write (a merge of anything else, patch, save, delete) goes
+// through, and the record it returns is kept instead (none after a delete, nor when another
+// write of the peer ran meanwhile). Idempotent per store.
 import type { PeerId, PeerStore } from '@libp2p/interface'
 
 type Peer = Awaited<ReturnType<PeerStore['merge']>>

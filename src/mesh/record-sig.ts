@@ -37,12 +37,15 @@ function signedBytes(record: object): Buffer {
   return Buffer.from(DOMAIN + canonicalJson(rest), 'utf8')
 }
 
+/** the identities signing with a kept OpenSSL key */
+const keepsSigningKey = new WeakSet<PrivateKey>()
+
 /**
  * Sign with one OpenSSL key per identity. libp2p's Ed25519 key imports its bytes into a new
  * OpenSSL key at every signature (a JWK import that derives the public key again): gossipsub
  * signs every message, identify its peer record for every connection, this module each new
- * record; two thirds of the time of a signature. The signatures are the same bytes (Ed25519 is
- * deterministic). Applied to the node's own key before libp2p gets it (libp2p.ts).
+ * record; half the time of a signature (126 µs against 59 here). The signatures are the same
+ * bytes (Ed25519 is deterministic). Applied to the node's own key before libp2p gets it.
  */
 export function keepSigningKey(key: PrivateKey): void {
   if (key.type !== 'Ed25519' || keepsSigningKey.has(key)) return
@@ -61,7 +64,6 @@ export function keepSigningKey(key: PrivateKey): void {
   }
   key.sign = sign
 }
-const keepsSigningKey = new WeakSet<PrivateKey>()
 
 /** the last record signed, by its signed text (the same record goes in many hellos) */
 const lastSigned = new WeakMap<PrivateKey, { text: string; sig: string }>()
@@ -86,8 +88,8 @@ function publicKeyOf(peerId: string): KeyObject | null {
   if (key !== undefined) return key
   try {
     const pub = peerIdFromString(peerId).publicKey
-    // from JWK: OpenSSL 3 decodes a DER key through its decoder framework, ~0.9 ms a key in a
-    // mesh's start against a few µs for a JWK's raw bytes
+    // from JWK: OpenSSL 3 decodes a DER key through its decoder framework (165 µs a key here,
+    // 14 µs from a JWK's raw bytes)
     const x = pub?.type === 'Ed25519' ? Buffer.from(pub.raw).toString('base64url') : undefined
     key =
       x === undefined

@@ -1,7 +1,7 @@
 // The ledger of row-level resolutions (trktr.resolutions, written by trktr.lww_resolve in
 // lww.ts): what the history, the API and the metrics read.
 import { type Db, prepared } from './db.js'
-import { formatRelation } from './ident.js'
+import { formatRelation, parseRelationName } from './ident.js'
 
 export async function lastResolutionId(db: Db): Promise<number> {
   const [r] = await db.query<{ id: string | null }>(
@@ -41,10 +41,20 @@ export async function listResolutions(db: Db, limit = 1000): Promise<Resolution[
   }))
 }
 
-/** The regclass text stored in the ledger ("demo.t", or public tables without the schema). */
-function formatStored(rel: string): string {
-  if (rel.includes('.') || rel.startsWith('"')) return rel
-  return formatRelation({ schema: 'public', table: rel })
+/**
+ * The regclass text stored in the ledger ("demo.t"; a table of the search path, public, without
+ * its schema; quoted as PostgreSQL quotes) as the arbiter writes a table's name elsewhere
+ * (`formatRelation`): the check after conflicts looks the name up among the replicated tables.
+ */
+export function formatStored(rel: string): string {
+  for (const text of [rel, `public.${rel}`]) {
+    try {
+      return formatRelation(parseRelationName(text))
+    } catch {
+      // one part: a table of the search path
+    }
+  }
+  return rel
 }
 
 const SINCE = prepared(
