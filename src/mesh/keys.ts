@@ -1,6 +1,7 @@
 // The arbiter's two secrets on disk: its libp2p identity (an Ed25519 key, so its peer id
-// survives restarts) and the cluster's private-network key (pnet's swarm.key format).
-import { randomBytes } from 'node:crypto'
+// survives restarts) and the cluster's private-network key (pnet's swarm.key format); and how
+// the identity signs.
+import crypto, { randomBytes } from 'node:crypto'
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
@@ -134,4 +135,33 @@ export async function readPsk(file: string): Promise<Uint8Array> {
     })
   }
   return parsePsk(bytes, file)
+}
+
+/** the identities signing with a kept OpenSSL key */
+const keepsSigningKey = new WeakSet<PrivateKey>()
+
+/**
+ * Sign with one OpenSSL key per identity. libp2p's Ed25519 key imports its bytes into a new
+ * OpenSSL key at every signature (a JWK import that derives the public key again): gossipsub
+ * signs every message, identify its peer record for every connection, record-sig.ts each new
+ * member record; half the time of a signature (126 µs against 59 here). The signatures are the
+ * same bytes (Ed25519 is deterministic). Applied to the node's own key before libp2p gets it
+ * (libp2p.ts).
+ */
+export function keepSigningKey(key: PrivateKey): void {
+  if (key.type !== 'Ed25519' || keepsSigningKey.has(key)) return
+  const raw = key.raw
+  const d = Buffer.from(raw.subarray(0, 32)).toString('base64url')
+  const x = Buffer.from(key.publicKey.raw).toString('base64url')
+  const openssl = crypto.createPrivateKey({
+    key: { kty: 'OKP', crv: 'Ed25519', d, x },
+    format: 'jwk',
+  })
+  keepsSigningKey.add(key)
+  const sign: PrivateKey['sign'] = (message, options) => {
+    options?.signal?.throwIfAborted()
+    const bytes = message instanceof Uint8Array ? message : message.subarray()
+    return new Uint8Array(crypto.sign(null, bytes, openssl))
+  }
+  key.sign = sign
 }

@@ -37,34 +37,6 @@ function signedBytes(record: object): Buffer {
   return Buffer.from(DOMAIN + canonicalJson(rest), 'utf8')
 }
 
-/** the identities signing with a kept OpenSSL key */
-const keepsSigningKey = new WeakSet<PrivateKey>()
-
-/**
- * Sign with one OpenSSL key per identity. libp2p's Ed25519 key imports its bytes into a new
- * OpenSSL key at every signature (a JWK import that derives the public key again): gossipsub
- * signs every message, identify its peer record for every connection, this module each new
- * record; half the time of a signature (126 µs against 59 here). The signatures are the same
- * bytes (Ed25519 is deterministic). Applied to the node's own key before libp2p gets it.
- */
-export function keepSigningKey(key: PrivateKey): void {
-  if (key.type !== 'Ed25519' || keepsSigningKey.has(key)) return
-  const raw = key.raw
-  const d = Buffer.from(raw.subarray(0, 32)).toString('base64url')
-  const x = Buffer.from(key.publicKey.raw).toString('base64url')
-  const openssl = crypto.createPrivateKey({
-    key: { kty: 'OKP', crv: 'Ed25519', d, x },
-    format: 'jwk',
-  })
-  keepsSigningKey.add(key)
-  const sign: PrivateKey['sign'] = (message, options) => {
-    options?.signal?.throwIfAborted()
-    const bytes = message instanceof Uint8Array ? message : message.subarray()
-    return new Uint8Array(crypto.sign(null, bytes, openssl))
-  }
-  key.sign = sign
-}
-
 /** the last record signed, by its signed text (the same record goes in many hellos) */
 const lastSigned = new WeakMap<PrivateKey, { text: string; sig: string }>()
 

@@ -1,9 +1,10 @@
-// Signing with a kept OpenSSL key (record-sig.ts keepSigningKey) gives libp2p's own signatures,
+// Signing with a kept OpenSSL key (keys.ts keepSigningKey) gives libp2p's own signatures,
 // and records signed by a member are checked against the key in its peer id (imported as JWK).
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
-import { keepSigningKey, signRecord, verifyRecord } from '../../src/mesh/record-sig.js'
+import { keepSigningKey } from '../../src/mesh/keys.js'
+import { signRecord, verifyRecord } from '../../src/mesh/record-sig.js'
 
 describe('the node key, signing with a kept OpenSSL key', () => {
   it("signs exactly as libp2p's key did, and its signatures verify", async () => {
