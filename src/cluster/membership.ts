@@ -210,10 +210,7 @@ export class Membership {
     )
   }
 
-  /**
-   * Alive and never interrupted since this node first heard it: a member that has not flapped
-   * needs no damping to be copied from (a new node hears every member for the first time).
-   */
+  /** Alive, never interrupted since first heard: no damping to copy from (a new node's peers). */
   isUnbroken(m: Member): boolean {
     return m.state === 'alive' && !m.duplicate && m.flaps === 0
   }
@@ -292,6 +289,9 @@ export class Membership {
       if (prev.rumor !== undefined && prev.rumor.seq >= (hb.seq ?? 0)) this.suspicions.doubted(prev)
       return
     }
+    // judged by its connection, not connected: its record came relayed, no news that it runs (a
+    // partition's late relay held it alive for good, or flapping as it left and rejoined the ring)
+    const relayed = prev !== undefined && stillClosed(this.init.mesh, m.from)
     // what the heartbeat says of its sender, as of now
     const said = {
       nodeId: hb.nodeId,
@@ -303,8 +303,8 @@ export class Membership {
       replicasetVersion: hb.replicasetVersion,
       rosterVersion: hb.rosterVersion ?? 0,
       postgresUp: hb.postgresUp ?? true,
-      lastHeardMs: now,
-      heardMs: now,
+      lastHeardMs: relayed ? prev.lastHeardMs : now,
+      heardMs: relayed ? prev.heardMs : now,
       sentAt: hb.sentAt,
       seq: hb.seq,
       digest: recordDigest(hb),

@@ -73,6 +73,8 @@ export interface Suspected {
   incarnation: number
   seq: number | undefined
   lastHeardMs?: number
+  /** when news of it last came (lastHeardMs without this process's stalls) */
+  heardMs?: number
   disconnectedAtMs?: number
   rumor?: Rumor
 }
@@ -142,8 +144,11 @@ export class Suspicions {
     if (r.disconnectedAtMs === undefined && probed) return false
     // its link here closed after its record was last heard: that record is no answer to a
     // death said since, whatever its seq (a member numbers its record anew for each peer that
-    // asks for it through the probe, so the records held of it differ from node to node)
-    const shut = r.disconnectedAtMs !== undefined && r.disconnectedAtMs >= (r.lastHeardMs ?? 0)
+    // asks for it through the probe, so the records held of it differ from node to node).
+    // Heard, not lastHeardMs: this process's stalls move that past the close (a partition's
+    // side held a member alive for good, every prober's word naming an older record)
+    const heard = r.heardMs ?? r.lastHeardMs ?? 0
+    const shut = r.disconnectedAtMs !== undefined && r.disconnectedAtMs >= heard
     const of = shut ? { ...s, seq: Math.max(s.seq, r.seq ?? 0) } : s
     const rumor = withSuspicion(r.rumor, of, r.seq ?? 0, now())
     if (rumor === undefined || rumor === r.rumor) return false

@@ -263,6 +263,69 @@ describe('a member judged by its connection (a full mesh probing its ring only)'
     expect(state()).toBe('dead')
   })
 
+  // a partition's first second: the member's newest record, relayed by a peer, reaches this
+  // node after its connection closed; its prober says it dead of the older record it holds
+  it("is dead by its probers' word though its record, relayed, came after the close", () => {
+    const mesh = new RingFakeMesh()
+    const { heartbeat, tick, state, m } = setup(mesh)
+    heartbeat(100, 0, 5)
+    tick(100)
+    mesh.connected = false
+    for (const h of mesh.peers) h(PEER, 'disconnect')
+    tick(150)
+    heartbeat(100, 150, 9)
+    tick(200)
+    expect(state()).toBe('alive')
+    const dead = { v: 1, kind: 'suspicion', peerId: '12D3KooWprober', of: PEER, state: 'dead' }
+    const s = { ...dead, incarnation: 100, seq: 5 }
+    for (const h of mesh.gossip) h({ topic: 'membership', from: s.peerId, payload: s } as never)
+    tick(300)
+    expect(state()).toBe('dead')
+    expect(m.members()[0]?.lastHeardMs).toBe(0)
+  })
+
+  // a stall of this process moves the member's lastHeardMs on (its silence then is not its
+  // own): past the close, and its probers' word of an older record was no longer taken
+  it("is dead by its probers' word after this process stalled past the close", () => {
+    const mesh = new RingFakeMesh()
+    const { heartbeat, tick, state, m } = setup(mesh)
+    heartbeat(100, 0, 9)
+    tick(50)
+    mesh.connected = false
+    tick(100)
+    for (const h of mesh.peers) h(PEER, 'disconnect')
+    ;(m as unknown as { lastTickAt: number }).lastTickAt = performance.now() - 1000
+    tick(400)
+    expect(m.members()[0]?.lastHeardMs).toBeGreaterThan(100)
+    const s = { v: 1, kind: 'suspicion', peerId: '12D3KooWprober', of: PEER, state: 'dead' }
+    const told = { ...s, incarnation: 100, seq: 5 }
+    for (const h of mesh.gossip) h({ topic: 'membership', from: s.peerId, payload: told } as never)
+    tick(500)
+    expect(state()).toBe('dead')
+  })
+
+  it('stays dead off the ring once found dead on it, though its record came after the close', () => {
+    const mesh = new RingFakeMesh()
+    mesh.watched = true
+    mesh.heardOnProbe = false
+    const { heartbeat, tick, state } = setup(mesh)
+    heartbeat(100, 0, 0)
+    tick(50)
+    mesh.connected = false
+    tick(100)
+    for (const h of mesh.peers) h(PEER, 'disconnect')
+    tick(150)
+    heartbeat(100, 150, 1)
+    tick(2200)
+    expect(state()).toBe('dead')
+    // dead, it leaves this node's ring (made of live members): judged by rumor, it stays dead
+    mesh.watched = false
+    tick(2450)
+    expect(state()).toBe('dead')
+    tick(2700)
+    expect(state()).toBe('dead')
+  })
+
   it('is alive again once connected again', () => {
     const mesh = new RingFakeMesh()
     const { heartbeat, tick, state } = setup(mesh)
