@@ -120,26 +120,17 @@ export class Steps {
     const { local } = this.init
     const rel = { schema: p.schema, table: p.table }
     if (!(await local.initialized())) return 'not initialised' // remembered once true
-    const [facts, problems, prepared] = await Promise.all([
-      local.cluster.prepareFacts(p.id),
-      p.op === 'add'
-        ? local.tables.tableProblems(
-            rel,
-            { columns: p.columns, from: p.coordinator },
-            { trial: false },
-          )
-        : [],
-      p.op === 'ddl' ? local.schemaChange.maxPreparedTransactions() : 1,
-    ])
+    const table = { rel, columns: p.columns, from: p.coordinator }
+    const facts = await local.cluster.prepareFacts(p.id, p.op === 'add' ? table : undefined)
     if (facts.known === 'abort') return 'proposal already aborted here'
     if (facts.known) return undefined
     if (facts.base !== p.version - 1) {
       return `replicaset version gap: this node is at version ${facts.base}, the proposal makes version ${p.version}`
     }
     if (facts.open) return `busy with proposal ${facts.open.id} (version ${facts.open.version})`
-    if (prepared === 0)
+    if (p.op === 'ddl' && facts.maxPrepared === 0)
       return 'max_prepared_transactions is 0 here: cluster DDL prepares its statement on every node (set it to 10 or more and restart PostgreSQL)'
-    return problems.length > 0 ? problems.join('; ') : undefined
+    return facts.problems.length > 0 ? facts.problems.join('; ') : undefined
   }
 
   /** Decide ABORT here (recording it first if given), roll back its prepared schema change

@@ -5,7 +5,13 @@ import { applyTableChange } from './apply-proposal.js'
 import { type Db, prepared, type Queryable } from './db.js'
 import { commitDdl, type DdlSpec, ddlGid } from './ddl.js'
 import { formatRelation, type RelationName } from './ident.js'
-import { addToPublication, removeFromPublication } from './replicaset.js'
+import {
+  addToPublication,
+  problemsOf,
+  removeFromPublication,
+  type TableInfoRow,
+  tableInfoJson,
+} from './replicaset.js'
 
 // the commit mode's row lives beside the version, in trktr.cluster
 export { type CommitSetting, commitSetting, storeCommitSetting } from './commit-setting.js'
@@ -110,25 +116,44 @@ export interface PrepareFacts {
   base: number
   /** the oldest other undecided proposal */
   open: { id: string; version: number } | undefined
+  /** max_prepared_transactions (a schema change prepares its statement) */
+  maxPrepared: number
+  /** why the table asked about cannot join the replicaset here (replicaset.ts problemsOf) */
+  problems: string[]
 }
 
-/** What a member checks before it prepares a proposal, in one round trip. */
-export async function prepareFacts(db: Db, id: string): Promise<PrepareFacts> {
+const PREPARE_FACTS = `
+SELECT (SELECT COALESCE(decision, 'none') FROM trktr.proposals WHERE id = $1) AS known,
+       ${VERSION_BASE} AS base,
+       (SELECT json_build_object('id', id, 'version', version) FROM trktr.proposals
+         WHERE decision IS NULL AND id <> $1 ORDER BY created LIMIT 1) AS open,
+       current_setting('max_prepared_transactions')::int AS max_prepared,
+       current_user AS role,
+       CASE WHEN $2::text IS NOT NULL THEN ${tableInfoJson('$2', '$3')} END AS info`
+
+/**
+ * What a member checks before it prepares a proposal, in one round trip: and of `table`, if
+ * given, whether it can join the replicaset here with the coordinator's columns.
+ */
+export async function prepareFacts(
+  db: Db,
+  id: string,
+  table?: { rel: RelationName; columns: readonly string[]; from: number },
+): Promise<PrepareFacts> {
   const [r] = await db.query<{
     known: string | null
     base: number | null
     open: { id: string; version: number } | null
-  }>(
-    `SELECT (SELECT COALESCE(decision, 'none') FROM trktr.proposals WHERE id = $1) AS known,
-            ${VERSION_BASE} AS base,
-            (SELECT json_build_object('id', id, 'version', version) FROM trktr.proposals
-              WHERE decision IS NULL AND id <> $1 ORDER BY created LIMIT 1) AS open`,
-    [id],
-  )
+    max_prepared: number
+    role: string
+    info: TableInfoRow | null
+  }>(PREPARE_FACTS, [id, table?.rel.schema ?? null, table?.rel.table ?? null])
   return {
     known: (r?.known ?? undefined) as PrepareFacts['known'],
     base: r?.base ?? 0,
     open: r?.open ?? undefined,
+    maxPrepared: r?.max_prepared ?? 0,
+    problems: table && r ? problemsOf(table.rel, r.info, r.role, table) : [],
   }
 }
 

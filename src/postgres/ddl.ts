@@ -356,14 +356,6 @@ export async function abortedButPrepared(db: Db): Promise<string[]> {
   return rows.map((r) => r.id)
 }
 
-/** How many transactions this server may hold prepared (0: cluster DDL cannot run here). */
-export async function maxPreparedTransactions(db: Db): Promise<number> {
-  const [r] = await db.query<{ n: number }>(
-    `SELECT current_setting('max_prepared_transactions')::int AS n`,
-  )
-  return r?.n ?? 0
-}
-
 export interface DdlLogEntry {
   id: string
   sql: string

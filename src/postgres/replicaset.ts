@@ -27,8 +27,9 @@ export interface TableInfo {
   columns: string[]
 }
 
-const TABLE_INFO = `
-SELECT c.oid::int8 AS oid, pg_get_userbyid(c.relowner) AS owner,
+/** The table's facts as one row of json (null: no such table), schema and table as given. */
+export const tableInfoJson = (schema: string, table: string) => `(SELECT row_to_json(i) FROM (
+SELECT pg_get_userbyid(c.relowner) AS owner,
        pg_has_role(current_user, c.relowner, 'USAGE') AS owned,
        c.relkind::text AS kind, c.relpersistence::text AS persistence,
        has_schema_privilege(current_user, n.oid, 'USAGE') AS usage,
@@ -37,19 +38,27 @@ SELECT c.oid::int8 AS oid, pg_get_userbyid(c.relowner) AS owner,
              FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum) AS columns
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relname = $2`
+WHERE n.nspname = ${schema} AND c.relname = ${table}) i)`
+
+const TABLE_INFO = `SELECT ${tableInfoJson('$1', '$2')} AS info, current_user AS role`
+
+/** tableInfoJson's row, as this node read it */
+export interface TableInfoRow {
+  owner: string
+  owned: boolean
+  kind: string
+  persistence: string
+  usage: boolean
+  pk: boolean
+  columns: string[]
+}
 
 export async function tableInfo(db: Db, rel: RelationName): Promise<TableInfo | undefined> {
-  const rows = (await db.query(TABLE_INFO, [rel.schema, rel.table])) as Array<{
-    owner: string
-    owned: boolean
-    kind: string
-    persistence: string
-    usage: boolean
-    pk: boolean
-    columns: string[]
-  }>
-  const r = rows[0]
+  const [r] = await db.query<{ info: TableInfoRow | null }>(TABLE_INFO, [rel.schema, rel.table])
+  return infoOf(rel, r?.info ?? null)
+}
+
+function infoOf(rel: RelationName, r: TableInfoRow | null): TableInfo | undefined {
   if (!r) return undefined
   if (r.kind !== 'r' && r.kind !== 'p') {
     throw new ConflictError(`${formatRelation(rel)} is not a table`, 'ERR_NOT_A_TABLE')
@@ -98,24 +107,12 @@ export async function tableProblems(
   expected?: { columns: readonly string[]; from: number },
   opts: { trial?: boolean } = {},
 ): Promise<string[]> {
-  let info: TableInfo | undefined
-  let role: string
-  try {
-    ;[role, info] = await Promise.all([
-      db.query<{ role: string }>(`SELECT current_user AS role`).then((r) => r[0]?.role ?? '?'),
-      tableInfo(db, rel),
-    ])
-  } catch (err) {
-    if (err instanceof ConflictError) return [err.message]
-    throw err
-  }
-  const why = refusals(rel, info, role)
-  if (why.length > 0 || !info) return why
-  if (expected && info.columns.join(', ') !== expected.columns.join(', ')) {
-    return [
-      `table ${formatRelation(rel)} differs: here (${info.columns.join(', ')}), on node ${expected.from} (${expected.columns.join(', ')})`,
-    ]
-  }
+  const [r] = await db.query<{ info: TableInfoRow | null; role: string }>(TABLE_INFO, [
+    rel.schema,
+    rel.table,
+  ])
+  const why = problemsOf(rel, r?.info ?? null, r?.role ?? '?', expected)
+  if (why.length > 0) return why
   if (opts.trial === false) return []
   const c = await db.hold()
   let clean = false
@@ -128,6 +125,33 @@ export async function tableProblems(
   } finally {
     c.release(!clean)
   }
+}
+
+/**
+ * Why the table cannot join the replicaset here as its row says (refusals), or whose columns
+ * differ from `expected` (node `from`'s); [] if neither.
+ */
+export function problemsOf(
+  rel: RelationName,
+  row: TableInfoRow | null,
+  role: string,
+  expected?: { columns: readonly string[]; from: number },
+): string[] {
+  let info: TableInfo | undefined
+  try {
+    info = infoOf(rel, row)
+  } catch (err) {
+    if (err instanceof ConflictError) return [err.message]
+    throw err
+  }
+  const why = refusals(rel, info, role)
+  if (why.length > 0 || !info) return why
+  if (expected && info.columns.join(', ') !== expected.columns.join(', ')) {
+    return [
+      `table ${formatRelation(rel)} differs: here (${info.columns.join(', ')}), on node ${expected.from} (${expected.columns.join(', ')})`,
+    ]
+  }
+  return []
 }
 
 /**
