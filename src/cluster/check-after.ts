@@ -8,7 +8,9 @@
 // after a check that started once the burst was over (any member's: results are told to every
 // member) leaves it at that. Turns are staggered by the node's rank among the members, and a
 // table is checked this way at most once per `gapMs` per node (a later request waits its turn),
-// so a table with a conflict every few seconds is not scanned continually.
+// so a table with a conflict every few seconds is not scanned continually. A check that could
+// not see every member (one dead or frozen: the members' turns then leave the table to it) or
+// that failed is made again by the node that made it, a few times, seconds apart.
 import type { Logger } from '../log.js'
 
 /** the first turn comes this long after the burst is said to be over */
@@ -17,6 +19,10 @@ export const AFTER_CONFLICTS_MS = 2000
 export const RANK_STAGGER_MS = 1500
 /** one such check per table per node in this long */
 export const AFTER_CONFLICTS_GAP_MS = 60_000
+/** a check that missed a member or failed is made again this much later (times the attempt) */
+export const RETRY_AFTER_MS = 5000
+/** ... at most this many times */
+export const RETRIES = 3
 
 export interface ChecksAfterConflictsInit {
   log: Logger
@@ -24,6 +30,8 @@ export interface ChecksAfterConflictsInit {
   check: (relation: string) => Promise<{ verdict: string; differing_rows: number }>
   /** when the last check of the table (any member's) started, in ms (undefined: none known) */
   lastCheckAtMs: (relation: string) => number | undefined
+  /** how many members cannot take part in a check now (dead, frozen, not ready) */
+  missing: () => number
   /** this node's place among the members taking part (0: first) */
   rank: () => number
   delayMs?: number
@@ -38,6 +46,8 @@ export class ChecksAfterConflicts {
   private readonly ranAtMs = new Map<string, number>()
   /** per table, the latest end of a burst asked about and not checked yet */
   private readonly since = new Map<string, number>()
+  /** per table, how often its check was made again after one that missed a member or failed */
+  private readonly retried = new Map<string, number>()
   private stopped = true
 
   constructor(init: ChecksAfterConflictsInit) {
@@ -54,7 +64,11 @@ export class ChecksAfterConflicts {
     const turn =
       now + (this.init.delayMs ?? AFTER_CONFLICTS_MS) + this.init.rank() * RANK_STAGGER_MS
     const allowed = (this.ranAtMs.get(relation) ?? Number.NEGATIVE_INFINITY) + this.gap
-    const t = setTimeout(() => void this.run(relation), Math.max(turn, allowed) - now)
+    this.at(relation, Math.max(turn, allowed) - now)
+  }
+
+  private at(relation: string, ms: number, again = false): void {
+    const t = setTimeout(() => void this.run(relation, again), ms)
     t.unref()
     this.timers.set(relation, t)
   }
@@ -73,23 +87,36 @@ export class ChecksAfterConflicts {
     return this.init.gapMs ?? AFTER_CONFLICTS_GAP_MS
   }
 
-  private async run(relation: string): Promise<void> {
+  /** `again`: this node's own check made again (its last missed a member or failed) */
+  private async run(relation: string, again = false): Promise<void> {
     this.timers.delete(relation)
     const since = this.since.get(relation) ?? 0
     this.since.delete(relation)
     if (this.stopped) return
     const last = this.init.lastCheckAtMs(relation)
-    if (last !== undefined && last >= since) {
+    if (!again && last !== undefined && last >= since) {
       this.log.debug({ relation }, 'check after row-level conflicts: checked since')
       return
     }
     this.ranAtMs.set(relation, Date.now())
     try {
+      const missing = this.init.missing()
       const a = await this.init.check(relation)
-      const line = { relation, verdict: a.verdict, differing: a.differing_rows }
+      const line = { relation, verdict: a.verdict, differing: a.differing_rows, missing }
       if (a.verdict === 'differs')
         this.log.error(line, 'check after row-level conflicts: data differs')
+      else if (a.verdict === 'failed' || missing > 0)
+        this.log.warn(line, 'check after row-level conflicts: not every node seen')
       else this.log.info(line, 'check after row-level conflicts')
+      const tried = this.retried.get(relation) ?? 0
+      if ((missing === 0 && a.verdict !== 'failed') || tried >= RETRIES || this.stopped) {
+        this.retried.delete(relation)
+        return
+      }
+      // the members' turns left the table to this check: it is made again here
+      this.retried.set(relation, tried + 1)
+      this.since.set(relation, Math.max(since, this.since.get(relation) ?? 0))
+      if (!this.timers.has(relation)) this.at(relation, RETRY_AFTER_MS * (tried + 1), true)
     } catch (err) {
       this.log.warn(
         { relation, err: (err as Error).message },

@@ -64,8 +64,7 @@ export class Checker {
   private running: Promise<unknown> | undefined
   private stopping = new AbortController()
   private lastAtMs: number | undefined
-  /** the calls to the members */
-  private readonly calls: CheckCalls
+  private readonly calls: CheckCalls // the calls to the members
   private readonly after: ChecksAfterConflicts // a check once conflicts quieted
 
   constructor(init: CheckerInit) {
@@ -82,6 +81,7 @@ export class Checker {
       log: init.log,
       check: (relation) => this.check(relation),
       lastCheckAtMs: (relation) => this.records.get(relation)?.atMs,
+      missing: () => init.port.participants().missing.length,
       rank: () =>
         Math.max(0, [...init.port.participants().nodes].sort((a, b) => a - b).indexOf(init.nodeId)),
     })

@@ -6,22 +6,28 @@ import {
   AFTER_CONFLICTS_MS,
   ChecksAfterConflicts,
   RANK_STAGGER_MS,
+  RETRIES,
+  RETRY_AFTER_MS,
 } from '../../src/cluster/check-after.js'
 import { silentLogger } from '../../src/log.js'
 
-function make(opts: { rank?: number; last?: number } = {}) {
+function make(opts: { rank?: number; last?: number; missing?: number; verdict?: string } = {}) {
   const checked: string[] = []
+  // each check's own record: a later turn finds the table "checked since"
+  const records = new Map<string, number>()
   const after = new ChecksAfterConflicts({
     log: silentLogger(),
     check: async (relation) => {
       checked.push(relation)
-      return { verdict: 'same', differing_rows: 0 }
+      records.set(relation, Date.now())
+      return { verdict: opts.verdict ?? 'same', differing_rows: 0 }
     },
-    lastCheckAtMs: () => opts.last,
+    lastCheckAtMs: (relation) => records.get(relation) ?? opts.last,
+    missing: () => opts.missing ?? 0,
     rank: () => opts.rank ?? 0,
   })
   after.start()
-  return { after, checked }
+  return { after, checked, opts }
 }
 
 describe('the check after row-level conflicts', () => {
@@ -64,12 +70,44 @@ describe('the check after row-level conflicts', () => {
     after.request('demo.a', Date.now())
     await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_MS)
     expect(checked).toEqual(['demo.a'])
+    await vi.advanceTimersByTimeAsync(1) // a burst that ended after that check began
     after.request('demo.a', Date.now())
-    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_GAP_MS - AFTER_CONFLICTS_MS - 1)
+    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_GAP_MS - AFTER_CONFLICTS_MS - 2)
     expect(checked).toEqual(['demo.a'])
     await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_MS + 1)
     expect(checked).toEqual(['demo.a', 'demo.a'])
     after.stop()
+  })
+
+  // a member dead or frozen when the check ran: the members' turns leave the table to it
+  // (its record is the latest), so the node that made it makes it again until all take part
+  it('is made again by its node while a member could not take part, until one sees them all', async () => {
+    const { after, checked, opts } = make({ missing: 1 })
+    after.request('demo.a', Date.now())
+    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_MS)
+    expect(checked).toEqual(['demo.a'])
+    await vi.advanceTimersByTimeAsync(RETRY_AFTER_MS - 1)
+    expect(checked).toHaveLength(1)
+    await vi.advanceTimersByTimeAsync(1)
+    expect(checked).toHaveLength(2)
+    opts.missing = 0 // the member is back: the next one sees every node, and is the last
+    await vi.advanceTimersByTimeAsync(2 * RETRY_AFTER_MS)
+    expect(checked).toHaveLength(3)
+    await vi.advanceTimersByTimeAsync(10 * RETRY_AFTER_MS)
+    expect(checked).toHaveLength(3)
+    after.stop()
+  })
+
+  it(`is made again at most ${RETRIES} times, and after a failed check too`, async () => {
+    const gone = make({ missing: 1 })
+    gone.after.request('demo.a', Date.now())
+    const failed = make({ verdict: 'failed' })
+    failed.after.request('demo.b', Date.now())
+    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_GAP_MS)
+    expect(gone.checked).toHaveLength(1 + RETRIES)
+    expect(failed.checked).toHaveLength(1 + RETRIES)
+    gone.after.stop()
+    failed.after.stop()
   })
 
   it('runs nothing once stopped', async () => {
