@@ -289,9 +289,9 @@ export class Membership {
       if (prev.rumor !== undefined && prev.rumor.seq >= (hb.seq ?? 0)) this.suspicions.doubted(prev)
       return
     }
-    // judged by its connection, not connected: its record came relayed, no news that it runs (a
-    // partition's late relay held it alive for good, or flapping as it left and rejoined the ring)
-    const relayed = prev !== undefined && stillClosed(this.init.mesh, m.from)
+    // judged by its link, which closed and is down: its record came relayed, no news that it runs
+    // (a partition's late relay held it alive for good, or flapping as it left and rejoined the ring)
+    const relayed = prev?.disconnectedAtMs !== undefined && stillClosed(this.init.mesh, m.from)
     // what the heartbeat says of its sender, as of now
     const said = {
       nodeId: hb.nodeId,
