@@ -115,7 +115,6 @@ export class ChecksAfterConflicts {
       }
       // the members' turns left the table to this check: it is made again here
       this.retried.set(relation, tried + 1)
-      this.since.set(relation, Math.max(since, this.since.get(relation) ?? 0))
       if (!this.timers.has(relation)) this.at(relation, RETRY_AFTER_MS * (tried + 1), true)
     } catch (err) {
       this.log.warn(
