@@ -22,6 +22,26 @@ export function subscriptionName(self: number, peer: number): string {
   return `trktr_sub_${self}_${peer}`
 }
 
+/**
+ * One change at a time to each subscription (and each slot) of a server: the roster's merge and
+ * the reconcile pass may both act on the same removal at once, and two sessions altering or
+ * dropping one subscription fail ("tuple concurrently updated", "does not exist").
+ */
+const turns = new WeakMap<Db, Map<string, Promise<unknown>>>()
+
+async function oneAtATime<T>(db: Db, name: string, fn: () => Promise<T>): Promise<T> {
+  const mine = turns.get(db) ?? new Map<string, Promise<unknown>>()
+  turns.set(db, mine)
+  const before = mine.get(name) ?? Promise.resolve()
+  const run = before.catch(() => undefined).then(fn)
+  mine.set(name, run)
+  try {
+    return await run
+  } finally {
+    if (mine.get(name) === run) mine.delete(name)
+  }
+}
+
 const NAME = /^trktr_sub_(\d+)_(\d+)$/
 
 /** The peer node id of one of our subscriptions, or undefined if the name is not ours. */
@@ -116,6 +136,13 @@ export interface SubscribeInit {
  * moment then wait for each other forever (seen in the mesh tests).
  */
 export async function subscribe(
+  db: Db,
+  init: SubscribeInit,
+): Promise<{ created: boolean; slotLsn?: string }> {
+  return await oneAtATime(db, subscriptionName(init.self, init.peer), () => subscribeNow(db, init))
+}
+
+async function subscribeNow(
   db: Db,
   init: SubscribeInit,
 ): Promise<{ created: boolean; slotLsn?: string }> {
@@ -247,6 +274,14 @@ export async function unsubscribe(
   peer: number,
 ): Promise<{ existed: boolean; slotLeft: boolean }> {
   const name = subscriptionName(self, peer)
+  return await oneAtATime(db, name, () => unsubscribeNow(db, name, peer))
+}
+
+async function unsubscribeNow(
+  db: Db,
+  name: string,
+  peer: number,
+): Promise<{ existed: boolean; slotLeft: boolean }> {
   const existing = await db.query(`SELECT 1 FROM pg_subscription WHERE subname = $1`, [name])
   let slotLeft = false
   if (existing.length > 0) {
@@ -284,6 +319,10 @@ export async function listPeers(db: Db): Promise<PeerRow[]> {
  */
 export async function dropSlotOf(db: Db, subscriber: number, self: number): Promise<boolean> {
   const slot = subscriptionName(subscriber, self)
+  return await oneAtATime(db, `slot ${slot}`, () => dropSlotNow(db, slot))
+}
+
+async function dropSlotNow(db: Db, slot: string): Promise<boolean> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const [s] = await db.query<{ active_pid: number | null }>(
       `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`,
@@ -299,7 +338,11 @@ export async function dropSlotOf(db: Db, subscriber: number, self: number): Prom
       await db.query(`SELECT pg_drop_replication_slot($1)`, [slot])
       return true
     } catch (err) {
-      if ((err as { sqlState?: string }).sqlState !== '55006') throw err
+      const state = (err as { sqlState?: string }).sqlState
+      // dropped meanwhile by another pass over the same removal (the roster's merge and the
+      // reconcile pass both drop it): gone is what was asked
+      if (state === '42704') return false
+      if (state !== '55006') throw err
     }
   }
   throw new Error(`replication slot ${slot} stays active`)
