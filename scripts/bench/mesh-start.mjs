@@ -65,7 +65,10 @@ try {
   const nodes = (w) => w.ids.map((id) => ({ nodeId: id, port: ports[id] }))
   const bootstrap = `/ip4/127.0.0.1/tcp/${ports[0]}`
   const start = { type: 'start', bootstrap, pskFile, dir, victim: N - 1, total: N }
-  await Promise.all(workers.map((w) => ask(w, 'started', { ...start, nodes: nodes(w) })))
+  const started = await Promise.all(
+    workers.map((w) => ask(w, 'started', { ...start, nodes: nodes(w) })),
+  )
+  const startedMs = Math.max(...started.map((m) => m.ms))
   let view = []
   let convergedMs
   while (Date.now() - t0 < DEADLINE_MS) {
@@ -83,6 +86,8 @@ try {
     nodes: N,
     processes: workers.map((w) => w.ids.length).join('+'),
     convergedMs: convergedMs ?? `not within ${DEADLINE_MS} ms`,
+    // the slowest process's nodes started (libp2p made, listening): part of convergedMs
+    startedMs: Math.round(startedMs),
     cpuMs: cpu,
     connections: view.map((v) => v.peers).join(' '),
     alive: convergedMs === undefined ? view.map((v) => v.alive).join(' ') : 'all',

@@ -16,6 +16,7 @@ import { PendingByHost, Upgrading } from './inbound.js'
 import { keepSigningKey, loadOrCreateIdentity, readPsk } from './keys.js'
 import { noiseCrypto } from './noise-crypto.js'
 import { skipKnownProtocolMerges } from './peer-store-fix.js'
+import { libp2pLogger } from './quiet-logger.js'
 import { fixXsalsa20 } from './xsalsa20-fix.js'
 import { fixYamuxWindowUpdates } from './yamux-window-fix.js'
 
@@ -129,6 +130,7 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
   const upgrading = new Upgrading(INBOUND_UPGRADE_TIMEOUT_MS)
   const node = await createLibp2p<Services>({
     start: false,
+    ...libp2pLogger(),
     privateKey: init.privateKey,
     addresses: { listen: init.listen.map(String) },
     transports: [tcp()],
