@@ -17,6 +17,9 @@ import * as subs from './subscriptions.js'
 const RETRY_MIN_MS = 1000
 const RETRY_MAX_MS = 5_000
 
+/** The subscription was dropped under the refresh (a node's removal): nothing to refresh. */
+const gone = (err: unknown): boolean => (err as { sqlState?: string }).sqlState === '42704'
+
 export class Refresher {
   private readonly db: Db
   private readonly nodeId: number
@@ -48,6 +51,7 @@ export class Refresher {
         try {
           await subs.refresh(this.db, s.name)
         } catch (err) {
+          if (gone(err)) return
           failures.push(`${s.name}: ${(err as Error).message}`)
           await this.suspend(s.peer, s.name, err as Error)
         }
@@ -81,6 +85,11 @@ export class Refresher {
         this.refreshDue.delete(peer)
         this.log.debug({ subscription: name }, 'subscription refreshed')
       } catch (err) {
+        if (gone(err)) {
+          this.refreshDue.delete(peer)
+          this.suspended.delete(peer)
+          return
+        }
         this.refreshDue.add(peer)
         await this.suspend(peer, name, err as Error)
       }

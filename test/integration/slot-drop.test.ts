@@ -1,13 +1,24 @@
 // A removed node's slot on this publisher is dropped by whichever pass over the removal gets
 // there first (the roster's merge, the reconcile pass): two at once must both succeed (CI once
-// answered an operator's DELETE /v1/cluster/nodes/3 with "replication slot does not exist").
+// answered an operator's DELETE /v1/cluster/nodes/3 with "replication slot does not exist"),
+// and a refresh whose subscription was dropped meanwhile is no failure.
+
+import { Writable } from 'node:stream'
+import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Db } from '../../src/postgres/db.js'
 import type { LocalNode } from '../../src/postgres/local.js'
+import { Refresher } from '../../src/postgres/refresher.js'
 import { localNode } from '../fixtures/node.js'
 import { type PgServer, startServers } from '../fixtures/pg.js'
-import { prepareTutorialNode, TUTORIAL_DB } from '../fixtures/tutorial.js'
+import {
+  ARBITER_PASSWORD,
+  ARBITER_ROLE,
+  prepareTutorialNode,
+  TUTORIAL_DB,
+} from '../fixtures/tutorial.js'
 
-describe("dropping a removed node's slot", () => {
+describe("a removed node's slot and subscription", () => {
   let server: PgServer
   let local: LocalNode
   let close: () => Promise<void>
@@ -74,4 +85,45 @@ describe("dropping a removed node's slot", () => {
       expect(await subs()).not.toContain('trktr_sub_0_5')
     }
   }, 60_000)
+
+  it('a subscription dropped under a refresh is no failure, and nothing is logged as one', async () => {
+    const lines: string[] = []
+    const log = pino(
+      { level: 'debug' },
+      new Writable({
+        write(chunk, _enc, done) {
+          lines.push(String(chunk))
+          done()
+        },
+      }),
+    )
+    const db = new Db({
+      conninfo: server.conninfo({
+        dbname: TUTORIAL_DB,
+        user: ARBITER_ROLE,
+        password: ARBITER_PASSWORD,
+      }),
+      nodeId: 0,
+      purpose: 'test',
+    })
+    db.start()
+    try {
+      const refresher = new Refresher({ db, nodeId: 0, log })
+      // the list was read before the removal dropped the subscription
+      const stale = {
+        name: 'trktr_sub_0_8',
+        oid: 0,
+        enabled: true,
+        skipLsn: '0/0',
+        peer: 8,
+        applyErrors: 0,
+        statsReset: null,
+      }
+      await expect(refresher.all([stale as never])).resolves.toBeUndefined()
+      await refresher.from(8)
+      expect(lines.filter((l) => /"level":(40|50)/.test(l))).toEqual([])
+    } finally {
+      await db.stop()
+    }
+  })
 })
