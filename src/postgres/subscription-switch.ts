@@ -5,6 +5,7 @@
 import { type Db, type HeldSession, pgError } from './db.js'
 import { checkLsn, quoteIdent, quoteLiteral } from './ident.js'
 import { PUBLICATION } from './schema.js'
+import { oneAtATime } from './turns.js'
 
 /** a refresh opens a connection to the publisher; one that cannot be reached fails in time */
 export const REFRESH_TIMEOUT_MS = 10_000
@@ -15,8 +16,7 @@ export const REFRESH_TIMEOUT_MS = 10_000
  * so the statement is bounded; REFRESH cannot run in a transaction, hence a session setting.
  */
 export async function refresh(db: Db, name: string): Promise<void> {
-  const s = await db.hold()
-  await refreshOn(s, name)
+  await oneAtATime(db, name, async () => refreshOn(await db.hold(), name))
 }
 
 /** The refresh on a held session, which it releases (closed if its settings are unknown). */
@@ -42,7 +42,7 @@ async function refreshOn(s: HeldSession, name: string): Promise<void> {
 
 /** Stop a subscription's apply worker; its changes wait in the peer's slot. */
 export async function disable(db: Db, name: string): Promise<void> {
-  await db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} DISABLE`)
+  await oneAtATime(db, name, () => db.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} DISABLE`))
 }
 
 /** Tables this node publishes that the subscription does not list yet (quoted, qualified). */
@@ -69,6 +69,10 @@ SELECT format('%I.%I', n.nspname, c.relname) AS rel
  * goes (the caller retries), rather than left to skip.
  */
 export async function enable(db: Db, name: string): Promise<void> {
+  await oneAtATime(db, name, () => enableNow(db, name))
+}
+
+async function enableNow(db: Db, name: string): Promise<void> {
   const q = quoteIdent(name)
   const unlisted = await db.query<{ rel: string }>(UNLISTED, [PUBLICATION, name])
   if (unlisted.length === 0) {
@@ -102,9 +106,8 @@ export async function enable(db: Db, name: string): Promise<void> {
 
 /** Skip the whole failing remote transaction (TRAKTOR's "local write wins"). */
 export async function skip(db: Db, name: string, lsn: string): Promise<void> {
-  await db.query(
-    `ALTER SUBSCRIPTION ${quoteIdent(name)} SKIP (lsn = ${quoteLiteral(checkLsn(lsn))})`,
-  )
+  const sql = `ALTER SUBSCRIPTION ${quoteIdent(name)} SKIP (lsn = ${quoteLiteral(checkLsn(lsn))})`
+  await oneAtATime(db, name, () => db.query(sql))
 }
 
 /** Whether a subscription is enabled; undefined when there is none of that name. */

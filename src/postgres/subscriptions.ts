@@ -8,6 +8,7 @@ import { type ConnParams, formatConninfo, getParam, parseConninfo } from '../lib
 import { clientConfig, type Db, pgError, prepared } from './db.js'
 import { quoteIdent, quoteLiteral } from './ident.js'
 import { PUBLICATION } from './schema.js'
+import { oneAtATime } from './turns.js'
 
 export {
   disable,
@@ -20,26 +21,6 @@ export {
 
 export function subscriptionName(self: number, peer: number): string {
   return `trktr_sub_${self}_${peer}`
-}
-
-/**
- * One change at a time to each subscription (and each slot) of a server: the roster's merge and
- * the reconcile pass may both act on the same removal at once, and two sessions altering or
- * dropping one subscription fail ("tuple concurrently updated", "does not exist").
- */
-const turns = new WeakMap<Db, Map<string, Promise<unknown>>>()
-
-async function oneAtATime<T>(db: Db, name: string, fn: () => Promise<T>): Promise<T> {
-  const mine = turns.get(db) ?? new Map<string, Promise<unknown>>()
-  turns.set(db, mine)
-  const before = mine.get(name) ?? Promise.resolve()
-  const run = before.catch(() => undefined).then(fn)
-  mine.set(name, run)
-  try {
-    return await run
-  } finally {
-    if (mine.get(name) === run) mine.delete(name)
-  }
 }
 
 const NAME = /^trktr_sub_(\d+)_(\d+)$/
