@@ -32,9 +32,12 @@ export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const [low, high] = portRange()
     const port = low + Math.floor(Math.random() * (high - low))
-    if (handedOut.has(port) || !(await isFree(port))) continue
+    if (handedOut.has(port)) continue
+    // taken before the check: two calls at once drew the same port, and each found it free
+    // (the other's trial listener had closed already)
     handedOut.add(port)
-    return port
+    if (await isFree(port)) return port
+    handedOut.delete(port)
   }
   throw new Error(`no free loopback port in ${portRange().join('-')} after ${ATTEMPTS} tries`)
 }
