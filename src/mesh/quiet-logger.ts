@@ -4,11 +4,12 @@
 // start that was ~4 % of the busiest process. With DEBUG set, libp2p's own loggers are kept.
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 
-const silent: Logger = Object.assign((_formatter: unknown, ..._args: unknown[]) => {}, {
-  error: (_formatter: unknown, ..._args: unknown[]) => {},
-  trace: (_formatter: unknown, ..._args: unknown[]) => {},
+const nothing = (): void => {}
+const silent: Logger = Object.assign(() => {}, {
+  error: nothing,
+  trace: nothing,
   enabled: false,
-  newScope: (_name: string): Logger => silent,
+  newScope: (): Logger => silent,
 })
 
 const quiet: ComponentLogger = { forComponent: () => silent }

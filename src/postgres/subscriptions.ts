@@ -320,8 +320,8 @@ async function dropSlotNow(db: Db, slot: string): Promise<boolean> {
       return true
     } catch (err) {
       const state = (err as { sqlState?: string }).sqlState
-      // dropped meanwhile by another pass over the same removal (the roster's merge and the
-      // reconcile pass both drop it): gone is what was asked
+      // dropped meanwhile outside this process's turns (the removed node's own DROP
+      // SUBSCRIPTION, if it came back for a moment): gone is what was asked
       if (state === '42704') return false
       if (state !== '55006') throw err
     }
