@@ -173,7 +173,11 @@ describe('issue 10: row-level last writer wins', () => {
     try {
       const sql = (v: string) =>
         `INSERT INTO demo.kv (id, v) SELECT g, '${v}' FROM generate_series(500, 519) g`
+      // both rows written before either commits: a commit that replicated before the other
+      // node's INSERT ran made that INSERT fail on its own node (CI, under load)
+      await Promise.all([a.query('BEGIN'), b.query('BEGIN')])
       await Promise.all([a.query(sql('x')), b.query(sql('y'))])
+      await Promise.all([a.query('COMMIT'), b.query('COMMIT')])
     } finally {
       await Promise.all([a.end(), b.end()])
     }
