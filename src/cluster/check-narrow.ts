@@ -174,3 +174,30 @@ export function listChunks(diff: readonly number[], answers: readonly BucketAnsw
     })
   return batches(diff, (b) => most.get(b) ?? 0, LIST_ROWS, BUCKETS_PER_REQUEST)
 }
+
+/** What a check that failed observed: nothing, and why in its notes. */
+export function failedObservation(
+  base: Pick<TableReport, 'relation' | 'coordinator' | 'check_id' | 'checked_at'>,
+  nodes: number[],
+  notes: string[],
+  started: number,
+): Observed {
+  return {
+    report: {
+      ...base,
+      verdict: 'failed',
+      nodes: [],
+      differing_rows: 0,
+      keys: [],
+      keys_truncated: false,
+      unsettled_rows: 0,
+      partial: false,
+      rounds: 0,
+      duration_ms: Date.now() - started,
+      notes,
+    },
+    confirmed: new Map(),
+    nodes,
+    commitTs: false,
+  }
+}

@@ -10,6 +10,17 @@ import { resultOf } from './rpc-results.js'
 
 const IMAGE_KEYS_PER_CALL = 1000
 
+/** the rule of the mend after row-level conflicts (check-after.ts), as the repairs ledger says it */
+export const MEND_RULE = 'last writer, after row-level conflicts (every node held the row)'
+
+/** What a check observed, narrowed to the keys every node it asked holds a row for. */
+export function heldEverywhere(seen: Observed): Observed {
+  const confirmed = new Map(
+    [...seen.confirmed].filter(([, p]) => seen.nodes.every((n) => (p.get(n) ?? null) !== null)),
+  )
+  return { ...seen, confirmed }
+}
+
 /** Write the winners: fetch each winning row from its node, then CAS-write it elsewhere. */
 export async function applyRepair(
   ctx: { calls: CheckCalls; port: CheckPort; nodeId: number },

@@ -10,8 +10,8 @@ import type { Logger } from '../log.js'
 import { verdictOf } from './check.js'
 import { ChecksAfterConflicts } from './check-after.js'
 import { CheckCalls, type CheckPort, sleep } from './check-calls.js'
-import { MAX_KEYS_LISTED, MAX_ROUNDS, narrowAndSettle } from './check-narrow.js'
-import { applyRepair } from './check-repair.js'
+import { failedObservation, MAX_KEYS_LISTED, MAX_ROUNDS, narrowAndSettle } from './check-narrow.js'
+import { applyRepair, heldEverywhere, MEND_RULE } from './check-repair.js'
 
 export { MAX_KEYS_LISTED, MAX_ROUNDS }
 
@@ -80,6 +80,7 @@ export class Checker {
     this.after = new ChecksAfterConflicts({
       log: init.log,
       check: (relation) => this.check(relation),
+      mend: (relation) => this.mend(relation),
       lastCheckAtMs: (relation) => this.records.get(relation)?.atMs,
       missing: () => init.port.participants().missing.length,
       rank: () =>
@@ -159,8 +160,11 @@ export class Checker {
     return this.answer(reports, started)
   }
 
-  /** Set each settled differing key to its winning version on every node that differs. */
-  async repair(relation: string, from?: number): Promise<RepairAnswer> {
+  /**
+   * Set each settled differing key to its winning version on every node that differs. `held`:
+   * only the keys every member holds a row for (the mend after row-level conflicts, below).
+   */
+  async repair(relation: string, from?: number, held = false): Promise<RepairAnswer> {
     const started = Date.now()
     await this.requireReplicated(relation)
     const { nodes } = this.init.port.participants()
@@ -170,7 +174,7 @@ export class Checker {
         'ERR_REPAIR_SOURCE',
       )
     }
-    const rule = from === undefined ? 'last writer' : `from node ${from}`
+    const rule = held ? MEND_RULE : from === undefined ? 'last writer' : `from node ${from}`
     let before: TableReport | undefined
     let repairedRows = 0
     let writes = 0
@@ -178,7 +182,8 @@ export class Checker {
     const failed: RepairAnswer['failed'] = []
     let passes = 0
     for (; passes < MAX_REPAIR_PASSES; ) {
-      const seen = await this.observe(relation, from === undefined ? {} : { from })
+      const observed = await this.observe(relation, from === undefined ? {} : { from })
+      const seen = held ? heldEverywhere(observed) : observed
       before ??= seen.report
       if (seen.report.verdict === 'failed') {
         throw new ConflictError(
@@ -235,6 +240,12 @@ export class Checker {
       'repair done',
     )
     return answer
+  }
+
+  /** The mend after row-level conflicts (check-after.ts): undefined while a member is away. */
+  async mend(relation: string): Promise<RepairAnswer | undefined> {
+    if (this.init.port.participants().missing.length > 0) return undefined
+    return await this.repair(relation, undefined, true)
   }
 
   /** A member's (or our own) check result: the health reason and metrics follow it. */
@@ -360,24 +371,7 @@ export class Checker {
       observed = await narrowAndSettle(this.calls, { relation, nodes, notes, opts, base, started })
     } catch (err) {
       this.log.warn({ relation, err: (err as Error).message }, 'check failed')
-      observed = {
-        report: {
-          ...base,
-          verdict: 'failed',
-          nodes: [],
-          differing_rows: 0,
-          keys: [],
-          keys_truncated: false,
-          unsettled_rows: 0,
-          partial: false,
-          rounds: 0,
-          duration_ms: Date.now() - started,
-          notes: [...notes, (err as Error).message],
-        },
-        confirmed: new Map(),
-        nodes,
-        commitTs: false,
-      }
+      observed = failedObservation(base, nodes, [...notes, (err as Error).message], started)
     }
     if (observed.report.verdict !== 'failed') await this.tell(observed.report)
     return observed

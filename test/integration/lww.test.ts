@@ -61,11 +61,12 @@ beforeAll(async () => {
   // at DEBUG1) does not matter on a test cluster
   c = await MeshCluster.create(3, 'lww', { recordMissingRows: true })
   for (const i of IDS)
-    for (const t of ['kv', 'hot', 'del', 'off', 'miss', 'quiet']) await c.q(i, T(t))
+    for (const t of ['kv', 'hot', 'hotix', 'del', 'off', 'miss', 'quiet']) await c.q(i, T(t))
+  for (const i of IDS) await c.q(i, `CREATE INDEX ON demo.hotix (n)`)
   await Promise.all(IDS.map((i) => c.start(i)))
   await c.waitMeshed(IDS)
   await c.waitSubscribed(IDS)
-  for (const t of ['kv', 'hot', 'del', 'miss', 'quiet']) await add(t)
+  for (const t of ['kv', 'hot', 'hotix', 'del', 'miss', 'quiet']) await add(t)
   for (const i of IDS) await c.q(i, FIXED)
   await add('fixed')
 })
@@ -210,6 +211,42 @@ describe('issue 10: row-level last writer wins', () => {
     )
   })
 
+  // Every UPDATE of an indexed column makes a new index entry: an apply worker looking the row
+  // up at that moment can miss it and skip its UPDATE without a word (PostgreSQL 17; a scratch
+  // run of two servers counted ~100 such skips in 20 s). Where the session that moved the row
+  // wrote an older version (another apply worker, a resolution round), that node keeps it: the
+  // check after the conflicts mends it (check-after.ts).
+  it('update storm on a table with an index besides the key: identical once the check after the conflicts has run', async () => {
+    await c.q(0, `INSERT INTO demo.hotix (id, v) SELECT g, 'init' FROM generate_series(1, 8) g`)
+    await c.converged(IDS, 'demo.hotix')
+    const clients = IDS.map(client)
+    await Promise.all(clients.map((cl) => cl.connect()))
+    const until = Date.now() + 10_000
+    let updates = 0
+    await Promise.all(
+      clients.map(async (cl, i) => {
+        for (let n = 0; Date.now() < until; n++) {
+          const id = 1 + ((n * 3 + i) % 8)
+          await cl.query(`UPDATE demo.hotix SET n = n + 1, v = $2 WHERE id = $1`, [id, `${i}#${n}`])
+          updates++
+        }
+      }),
+    )
+    await Promise.all(clients.map((cl) => cl.end()))
+    const stopped = Date.now()
+    await c.converged(IDS, 'demo.hotix', 60_000)
+    const ms = Date.now() - stopped
+    const history = await call(c.api(0), 'GET', '/v1/cluster/history')
+    const mine = (history.json.resolutions as Array<Record<string, any>>).filter(
+      (x) => x.relation === 'demo.hotix',
+    )
+    const mended = mine.filter((x) => x.kind === 'repair').length
+    const missed = mine.filter((x) => x.kind === 'update_missing').length
+    console.info(
+      `update storm, indexed: ${updates} updates, identical ${ms} ms after the writers stopped; rows mended after the conflicts: ${mended}; UPDATEs apply workers missed (recorded): ${missed}`,
+    )
+  })
+
   it('a table of fixed-width columns has no BEFORE UPDATE row trigger of ours; update-update on it ends with the later writer', async () => {
     // any BEFORE UPDATE row trigger, even one that never fires there, makes every UPDATE on the
     // table lock its row first, on the writer and in the apply workers
@@ -287,12 +324,13 @@ describe('issue 10: row-level last writer wins', () => {
     expect(row?.v).toBe('updated on 0')
   })
 
-  it('a row left different beside resolved conflicts is found, unasked, by the check that follows them', async () => {
+  it('after resolved conflicts, the check that follows sets a row every node holds to its last writer, and names a row one node lacks', async () => {
     await c.q(0, `INSERT INTO demo.quiet (id, v) SELECT g, 'init' FROM generate_series(1, 10) g`)
     await c.converged(IDS, 'demo.quiet')
-    // node 2 changes row 10 without telling anyone: what a conflict the resolution missed
-    // would leave
-    await unseen(2, `UPDATE demo.quiet SET v = 'hidden' WHERE id = 10`)
+    // node 1 changes row 10 and node 2 deletes row 9 without telling anyone: what an UPDATE an
+    // apply worker skipped would leave (PostgreSQL 17 can, check-after.ts), and a lost row
+    await unseen(1, `UPDATE demo.quiet SET v = 'newer on 1' WHERE id = 10`)
+    await unseen(2, `DELETE FROM demo.quiet WHERE id = 9`)
     // update-update on rows 1-5, node 1 the later writer
     await partition()
     await c.q(0, `UPDATE demo.quiet SET v = 'zero' WHERE id <= 5`)
@@ -307,9 +345,36 @@ describe('issue 10: row-level last writer wins', () => {
         `rows 1-5 resolved on node ${i}`,
       )
     // nobody asks for a check (the background one runs every 10 minutes): the check that
-    // follows the resolved conflicts finds row 10, and every node's status names the table
-    await c.differenceShown(0, 'demo.quiet', 45_000)
-    await c.differenceShown(2, 'demo.quiet', 5000)
+    // follows the resolved conflicts sets row 10 to node 1's version on every node ...
+    for (const i of IDS)
+      await waitFor(
+        async () => (await c.q(i, `SELECT v FROM demo.quiet WHERE id = 10`))[0]?.v === 'newer on 1',
+        45_000,
+        `row 10 mended on node ${i}`,
+      )
+    const mends = await waitFor(
+      async () => {
+        const r = await call(c.api(0), 'GET', '/v1/cluster/history')
+        const rows = (r.json.resolutions as Array<Record<string, any>>).filter(
+          (x) => x.relation === 'demo.quiet' && x.kind === 'repair',
+        )
+        return rows.length > 0 ? rows : undefined
+      },
+      10_000,
+      'the mend in the history',
+    )
+    expect(mends.map((m) => m.winner.node)).toEqual(mends.map(() => 1))
+    expect(String(mends[0]?.reason)).toContain('after row-level conflicts')
+    // ... and leaves row 9 to the operator: every node's status names the table, one row
+    for (const i of [0, 2])
+      await waitFor(
+        async () => {
+          const r = await call(c.api(i), 'GET', '/v1/cluster/status')
+          return JSON.stringify(r.json.reasons ?? []).includes('found 1 row of demo.quiet')
+        },
+        15_000,
+        `one row of demo.quiet differing in node ${i}'s status`,
+      )
     const md5 = await c.repaired(0, IDS, 'demo.quiet')
     expect(md5).toMatch(/^10 rows/)
     const [r] = await c.q(

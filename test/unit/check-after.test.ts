@@ -5,13 +5,22 @@ import {
   AFTER_CONFLICTS_GAP_MS,
   AFTER_CONFLICTS_MS,
   ChecksAfterConflicts,
+  type Mended,
   RANK_STAGGER_MS,
   RETRIES,
   RETRY_AFTER_MS,
 } from '../../src/cluster/check-after.js'
 import { silentLogger } from '../../src/log.js'
 
-function make(opts: { rank?: number; last?: number; missing?: number; verdict?: string } = {}) {
+type Opts = {
+  rank?: number
+  last?: number
+  missing?: number
+  verdict?: string
+  mend?: (relation: string) => Promise<Mended | undefined>
+}
+
+function make(opts: Opts = {}) {
   const checked: string[] = []
   // each check's own record: a later turn finds the table "checked since"
   const records = new Map<string, number>()
@@ -20,8 +29,9 @@ function make(opts: { rank?: number; last?: number; missing?: number; verdict?: 
     check: async (relation) => {
       checked.push(relation)
       records.set(relation, Date.now())
-      return { verdict: opts.verdict ?? 'same', differing_rows: 0 }
+      return { verdict: opts.verdict ?? 'same', differing_rows: opts.verdict === 'differs' ? 3 : 0 }
     },
+    ...(opts.mend ? { mend: opts.mend } : {}),
     lastCheckAtMs: (relation) => records.get(relation) ?? opts.last,
     missing: () => opts.missing ?? 0,
     rank: () => opts.rank ?? 0,
@@ -108,6 +118,46 @@ describe('the check after row-level conflicts', () => {
     expect(failed.checked).toHaveLength(1 + RETRIES)
     gone.after.stop()
     failed.after.stop()
+  })
+
+  it('mends what it found differing when every member took part, and not otherwise', async () => {
+    const mended: string[] = []
+    const mend = async (relation: string): Promise<Mended> => {
+      mended.push(relation)
+      return { repaired_rows: 2, after: { verdict: 'differs', differing_rows: 1 } }
+    }
+    const all = make({ verdict: 'differs', mend })
+    all.after.request('demo.a', Date.now())
+    const away = make({ verdict: 'differs', mend, missing: 1 })
+    away.after.request('demo.b', Date.now())
+    const same = make({ verdict: 'consistent', mend })
+    same.after.request('demo.c', Date.now())
+    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_MS)
+    expect(mended).toEqual(['demo.a'])
+    // one left differing after the mend: not made again (only a check that missed a member is)
+    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_GAP_MS)
+    expect(all.checked).toEqual(['demo.a'])
+    expect(mended).toEqual(['demo.a'])
+    for (const x of [all, away, same]) x.after.stop()
+  })
+
+  it('a mend that fails leaves the check as it was, and the next burst is checked again', async () => {
+    let tries = 0
+    const { after, checked } = make({
+      verdict: 'differs',
+      mend: async () => {
+        tries++
+        throw new Error('track_commit_timestamp is off on some node')
+      },
+    })
+    after.request('demo.a', Date.now())
+    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_MS)
+    expect([checked.length, tries]).toEqual([1, 1])
+    await vi.advanceTimersByTimeAsync(1) // a burst that ended after that check began
+    after.request('demo.a', Date.now())
+    await vi.advanceTimersByTimeAsync(AFTER_CONFLICTS_GAP_MS)
+    expect([checked.length, tries]).toEqual([2, 2])
+    after.stop()
   })
 
   it('runs nothing once stopped', async () => {

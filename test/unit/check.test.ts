@@ -19,6 +19,8 @@ import {
   verdictOf,
   winner,
 } from '../../src/cluster/check.js'
+import { heldEverywhere, MEND_RULE } from '../../src/cluster/check-repair.js'
+import type { Observed } from '../../src/cluster/check-types.js'
 
 const ans = (pairs: Array<[number, number, string]>) => ({
   rows: pairs.reduce((a, p) => a + p[1], 0),
@@ -350,5 +352,45 @@ describe('reports', () => {
       winner: 0,
     })
     expect(isoOf(null)).toBeNull()
+  })
+})
+
+describe('heldEverywhere (the mend after row-level conflicts)', () => {
+  it('keeps only the keys every node asked holds a row for', () => {
+    const confirmed = new Map<string, Picture>([
+      [
+        '[1]',
+        new Map([
+          [0, v('a', '100')],
+          [1, v('b', '200')],
+          [2, v('a', '100')],
+        ]),
+      ],
+      [
+        '[2]',
+        new Map([
+          [0, v('a')],
+          [1, null],
+          [2, v('a')],
+        ]),
+      ],
+      [
+        '[3]',
+        new Map([
+          [0, v('a')],
+          [2, v('b')],
+        ]),
+      ], // node 1 said nothing of it
+    ])
+    const seen = {
+      report: {} as Observed['report'],
+      confirmed,
+      nodes: [0, 1, 2],
+      commitTs: true,
+    }
+    const held = heldEverywhere(seen)
+    expect([...held.confirmed.keys()]).toEqual(['[1]'])
+    expect(seen.confirmed.size).toBe(3) // the observation itself is left as it was
+    expect(MEND_RULE).toMatch(/^last writer/)
   })
 })
