@@ -88,6 +88,8 @@ export class Arbiter {
         log,
         onOutcome: (o) => this.metrics.proposal(o.outcome, o.durationMs / 1000),
         onFlap: () => this.metrics.memberFlapped(),
+        onMended: (relation, rows) =>
+          this.metrics.conflict('versions_differ', relation, 'mended', rows),
         checkEveryMs: config.checkEveryMs,
         healLostSlots: config.healLostSlots,
         sequences: config.sequences,

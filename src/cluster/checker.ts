@@ -40,6 +40,8 @@ export interface CheckerInit {
   everyMs: number
   syncTimeoutMs?: number
   statementTimeoutMs?: number
+  /** the mend after row-level conflicts set so many rows of a table (metrics) */
+  onMended?: (relation: string, rows: number) => void
 }
 
 type State =
@@ -245,7 +247,9 @@ export class Checker {
   /** The mend after row-level conflicts (check-after.ts): undefined while a member is away. */
   async mend(relation: string): Promise<RepairAnswer | undefined> {
     if (this.init.port.participants().missing.length > 0) return undefined
-    return await this.repair(relation, undefined, true)
+    const r = await this.repair(relation, undefined, true)
+    if (r.repaired_rows > 0) this.init.onMended?.(relation, r.repaired_rows)
+    return r
   }
 
   /** A member's (or our own) check result: the health reason and metrics follow it. */

@@ -37,6 +37,8 @@ export interface ClusterInit {
   onOutcome?: (o: Outcome) => void
   /** a member came back alive after suspect or dead */
   onFlap?: () => void
+  /** the check after row-level conflicts set so many rows of a table to their last writer's */
+  onMended?: (relation: string, rows: number) => void
   /** background consistency check period (ms); 0 = off */
   checkEveryMs?: number
   /** a peer whose slot here was lost copies the cluster's data again (default true) */
@@ -204,6 +206,7 @@ export function buildParts(init: ClusterInit, log: Logger, hooks: ClusterHooks):
     port: checkPortOf(ports()),
     log: init.log,
     everyMs: init.checkEveryMs ?? 0,
+    ...(init.onMended ? { onMended: init.onMended } : {}),
   })
   p.kept = new KeptValues({
     nodeId,

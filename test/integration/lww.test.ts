@@ -39,6 +39,30 @@ function client(id: number): pg.Client {
   })
 }
 
+/** Every node updates through its own session for `ms`, one statement at a time; how many. */
+async function storm(
+  ms: number,
+  update: (cl: pg.Client, node: number, n: number) => Promise<void>,
+): Promise<number> {
+  const clients = IDS.map(client)
+  await Promise.all(clients.map((cl) => cl.connect()))
+  const until = Date.now() + ms
+  let updates = 0
+  try {
+    await Promise.all(
+      clients.map(async (cl, i) => {
+        for (let n = 0; Date.now() < until; n++) {
+          await update(cl, i, n)
+          updates++
+        }
+      }),
+    )
+  } finally {
+    await Promise.all(clients.map((cl) => cl.end()))
+  }
+  return updates
+}
+
 /** One transaction: conflicting keys [from, to] with value v, and M clean rows from `clean`. */
 async function writeTx(
   id: number,
@@ -188,21 +212,11 @@ describe('issue 10: row-level last writer wins', () => {
   it('update storm: 3 nodes update the same 20 hot rows for 20 s, identical right after', async () => {
     await c.q(0, `INSERT INTO demo.hot (id, v) SELECT g, 'init' FROM generate_series(1, 20) g`)
     await c.converged(IDS, 'demo.hot')
-    const clients = IDS.map(client)
-    await Promise.all(clients.map((cl) => cl.connect()))
-    const until = Date.now() + 20_000
-    let updates = 0
-    await Promise.all(
-      clients.map(async (cl, i) => {
-        for (let n = 0; Date.now() < until; n++) {
-          const id = 1 + ((n * 7 + i) % 20)
-          if (n % 2 === 0) await cl.query(`UPDATE demo.hot SET n = n + 1 WHERE id = $1`, [id])
-          else await cl.query(`UPDATE demo.hot SET v = $2 WHERE id = $1`, [id, `node ${i} #${n}`])
-          updates++
-        }
-      }),
-    )
-    await Promise.all(clients.map((cl) => cl.end()))
+    const updates = await storm(20_000, async (cl, i, n) => {
+      const id = 1 + ((n * 7 + i) % 20)
+      if (n % 2 === 0) await cl.query(`UPDATE demo.hot SET n = n + 1 WHERE id = $1`, [id])
+      else await cl.query(`UPDATE demo.hot SET v = $2 WHERE id = $1`, [id, `node ${i} #${n}`])
+    })
     const stopped = Date.now()
     await c.converged(IDS, 'demo.hot', 30_000)
     const ms = Date.now() - stopped
@@ -220,20 +234,10 @@ describe('issue 10: row-level last writer wins', () => {
   it('update storm on a table with an index besides the key (every update a new index entry): identical everywhere', async () => {
     await c.q(0, `INSERT INTO demo.hotix (id, v) SELECT g, 'init' FROM generate_series(1, 8) g`)
     await c.converged(IDS, 'demo.hotix')
-    const clients = IDS.map(client)
-    await Promise.all(clients.map((cl) => cl.connect()))
-    const until = Date.now() + 10_000
-    let updates = 0
-    await Promise.all(
-      clients.map(async (cl, i) => {
-        for (let n = 0; Date.now() < until; n++) {
-          const id = 1 + ((n * 3 + i) % 8)
-          await cl.query(`UPDATE demo.hotix SET n = n + 1, v = $2 WHERE id = $1`, [id, `${i}#${n}`])
-          updates++
-        }
-      }),
-    )
-    await Promise.all(clients.map((cl) => cl.end()))
+    const updates = await storm(10_000, async (cl, i, n) => {
+      const id = 1 + ((n * 3 + i) % 8)
+      await cl.query(`UPDATE demo.hotix SET n = n + 1, v = $2 WHERE id = $1`, [id, `${i}#${n}`])
+    })
     const stopped = Date.now()
     await c.converged(IDS, 'demo.hotix', 60_000)
     const ms = Date.now() - stopped
@@ -366,6 +370,18 @@ describe('issue 10: row-level last writer wins', () => {
     )
     expect(mends.map((m) => m.winner.node)).toEqual(mends.map(() => 1))
     expect(String(mends[0]?.reason)).toContain('after row-level conflicts')
+    // and counted where it was made: traktor_conflicts_total{kind="versions_differ"}
+    const texts = await Promise.all(
+      IDS.map((i) => fetch(`${c.api(i).url}/metrics`).then((r) => r.text())),
+    )
+    const counted = texts
+      .map((t) =>
+        t.match(
+          /^traktor_conflicts_total\{kind="versions_differ",relation="demo\.quiet",outcome="mended"\} (\d+)$/m,
+        ),
+      )
+      .reduce((sum, m) => sum + Number(m?.[1] ?? 0), 0)
+    expect(counted).toBe(1)
     // ... and leaves row 9 to the operator: every node's status names the table, one row
     for (const i of [0, 2])
       await waitFor(
