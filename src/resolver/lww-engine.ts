@@ -30,6 +30,8 @@ const QUIET_TICKS = 5
  * second (each is in the ledger and the metrics; the soak's logs were 96 % lww lines)
  */
 export const SUMMARY_EVERY_MS = 10_000
+/** a table in conflict this long without a quiet moment has its check asked for anyway */
+export const LONG_BURST_MS = 300_000
 /** cycles failing this long are a health reason: conflicting rows stay different meanwhile */
 export const FAILING_REASON_MS = 5000
 
@@ -55,8 +57,9 @@ export interface LwwEngineInit {
   keptSoon?: (relation: string) => void
   /**
    * conflicts of this replicated table ("schema.table") were resolved here, the last in the
-   * round at `lastAtMs`, and no key has been queued for HOT_MS since: the table is checked
-   * across the nodes (cluster/check-after.ts)
+   * round at `lastAtMs`, and no key has been queued for HOT_MS since — or they have gone on for
+   * LONG_BURST_MS, `lastAtMs` then when that stretch began: the table is checked across the
+   * nodes (cluster/check-after.ts; a check started after `lastAtMs` counts)
    */
   conflictsQuiet?: (relation: string, lastAtMs: number) => void
 }
@@ -85,8 +88,8 @@ export class LwwEngine {
   private again = false
   /** resolutions not logged yet */
   private readonly tally = new Tally(SUMMARY_EVERY_MS)
-  /** tables with conflicts resolved since the last burst was told, and when the last came */
-  private readonly burst = new Map<string, number>()
+  /** tables with conflicts resolved since their check was last asked for */
+  private readonly bursts = new Bursts()
   /** since when every cycle failed (undefined: the last one worked) */
   private failingSinceMs: number | undefined
 
@@ -259,10 +262,8 @@ export class LwwEngine {
     }
     await this.report()
     const now = Date.now()
-    if (now >= this.hotUntilMs) {
-      for (const [relation, atMs] of this.burst) this.init.conflictsQuiet?.(relation, atMs)
-      this.burst.clear()
-    }
+    for (const [relation, atMs] of this.bursts.due(now, now >= this.hotUntilMs))
+      this.init.conflictsQuiet?.(relation, atMs)
     for (const [name, a] of this.armed) {
       if (now - a.atMs < DISARM_AFTER_MS) continue
       this.armed.delete(name)
@@ -297,7 +298,44 @@ export class LwwEngine {
     this.lastId = lastId
     if (counts.length === 0) return
     this.init.onResolved?.(counts)
-    for (const c of counts) this.burst.set(c.relation, Date.now())
+    for (const c of counts) this.bursts.resolved(c.relation, Date.now())
+  }
+}
+
+/**
+ * Per table, the conflicts resolved since its check was last asked for (check-after.ts): when
+ * the last came, and since when the table has been in conflict without its check asked. The
+ * check is asked for once no key was queued here for a while (every table's conflicts quiet),
+ * or when a table's conflicts have gone on for `longMs` without such a moment (its own keys,
+ * or another table's, keep coming): a row a resolution missed is then found and mended within
+ * that time, not only once every writer stops.
+ */
+export class Bursts {
+  private readonly last = new Map<string, number>()
+  private readonly since = new Map<string, number>()
+
+  constructor(private readonly longMs = LONG_BURST_MS) {}
+
+  resolved(relation: string, nowMs: number): void {
+    this.last.set(relation, nowMs)
+    if (!this.since.has(relation)) this.since.set(relation, nowMs)
+  }
+
+  /** The tables to check now, each with the time a check must have started after to count. */
+  due(nowMs: number, quiet: boolean): Array<[string, number]> {
+    if (quiet) {
+      const out = [...this.last]
+      this.last.clear()
+      this.since.clear()
+      return out
+    }
+    const out: Array<[string, number]> = []
+    for (const [relation, since] of this.since) {
+      if (nowMs - since < this.longMs) continue
+      out.push([relation, since])
+      this.since.set(relation, nowMs)
+    }
+    return out
   }
 }
 
