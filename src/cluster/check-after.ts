@@ -21,10 +21,17 @@
 // lost on one node and a DELETE skipped on another look the same.
 import type { Logger } from '../log.js'
 
-/** the first turn comes this long after the burst is said to be over */
-export const AFTER_CONFLICTS_MS = 2000
-/** each rank among the members waits this much longer */
-export const RANK_STAGGER_MS = 1500
+/**
+ * the first turn comes this long after the burst is said to be over (half a second without a
+ * key queued, lww-engine.ts): the check itself waits for what is in flight (its sync points)
+ */
+export const AFTER_CONFLICTS_MS = 300
+/**
+ * each rank among the members waits this much longer (the first may have had no conflict to
+ * resolve: the turn that comes is often the second's; a check of a big table may then be made
+ * twice, at most once per AFTER_CONFLICTS_GAP_MS on each node)
+ */
+export const RANK_STAGGER_MS = 500
 /** one such check per table per node in this long */
 export const AFTER_CONFLICTS_GAP_MS = 60_000
 /** a check that missed a member or failed is made again this much later (times the attempt) */

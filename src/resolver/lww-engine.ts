@@ -4,8 +4,9 @@
 // the fallback: every tick while not listening or while keys came in the last HOT_MS, every
 // QUIET_TICKS-th tick otherwise. A cycle keeps the replica triggers on exactly the replicated
 // tables, runs a resolution round when the queue holds anything, disarms insert branches that
-// have been quiet, and reports what was resolved. One verdict per cycle; an error ends the
-// cycle, never the loop.
+// have been quiet, and reports what was resolved; once no key has come for CONFLICTS_QUIET_MS
+// (a timer looks then) it asks for the check of the tables they were on. One verdict per cycle;
+// an error ends the cycle, never the loop.
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { HeldSession } from '../postgres/db.js'
@@ -30,6 +31,13 @@ const QUIET_TICKS = 5
  * second (each is in the ledger and the metrics; the soak's logs were 96 % lww lines)
  */
 export const SUMMARY_EVERY_MS = 10_000
+/**
+ * conflicts are said to be quiet once no key has been queued here for this long: the tables
+ * they were on are checked across the nodes then (check-after.ts), so a version an apply worker
+ * skipped (PostgreSQL 17, commitfest 5151) is mended within about a second and a half of the
+ * writers stopping, not ~12 s as with HOT_MS (issue 10: identical within 2 s of a storm's end)
+ */
+export const CONFLICTS_QUIET_MS = 500
 /** a table in conflict this long without a quiet moment has its check asked for anyway */
 export const LONG_BURST_MS = 300_000
 /** cycles failing this long are a health reason: conflicting rows stay different meanwhile */
@@ -57,7 +65,7 @@ export interface LwwEngineInit {
   keptSoon?: (relation: string) => void
   /**
    * conflicts of this replicated table ("schema.table") were resolved here, the last in the
-   * round at `lastAtMs`, and no key has been queued for HOT_MS since — or they have gone on for
+   * round at `lastAtMs`, and no key has been queued for CONFLICTS_QUIET_MS since — or they have gone on for
    * LONG_BURST_MS, `lastAtMs` then when that stretch began: the table is checked across the
    * nodes (cluster/check-after.ts; a check started after `lastAtMs` counts)
    */
@@ -77,6 +85,9 @@ export class LwwEngine {
   private ensuredMs = 0
   /** until when the timer runs a cycle every tick (keys came lately) */
   private hotUntilMs = 0
+  /** when a round last found keys queued, and the cycle that looks once they have been quiet */
+  private keysAtMs = 0
+  private quietTimer: NodeJS.Timeout | undefined
   private lastId = -1
   /** when each table's insert branch was last asked for, by "schema.table" */
   private readonly armed = new Map<string, { rel: RelationName; atMs: number }>()
@@ -118,6 +129,7 @@ export class LwwEngine {
 
   async stop(): Promise<void> {
     if (this.state.kind === 'running') this.state.timer.stop()
+    clearTimeout(this.quietTimer)
     this.state = { kind: 'stopped' }
     await this.cycle?.catch(() => undefined)
     this.logResolutions(true)
@@ -246,6 +258,9 @@ export class LwwEngine {
     await this.listen() // before the node is initialised too: the first key may come soon after
     if (!(await local.initialized())) return { parts: ['no action: node not initialised'] }
     this.settled = true
+    // count only what happens from now on, this round's resolutions too (the first report came
+    // after it: a node's first conflicts were neither counted nor had their table checked)
+    if (this.lastId < 0) this.lastId = await this.store.lastResolutionId()
     const parts: string[] = []
     if (Date.now() - this.ensuredMs >= ENSURE_EVERY_MS) {
       this.ensuredMs = Date.now()
@@ -259,10 +274,13 @@ export class LwwEngine {
       // keys queued while this round ran may have notified no one: look again at once
       this.again = true
       this.hotUntilMs = Date.now() + HOT_MS
+      this.keysAtMs = Date.now()
+      clearTimeout(this.quietTimer)
+      this.quietTimer = setTimeout(() => this.wake(), CONFLICTS_QUIET_MS + 10).unref()
     }
     await this.report()
     const now = Date.now()
-    for (const [relation, atMs] of this.bursts.due(now, now >= this.hotUntilMs))
+    for (const [relation, atMs] of this.bursts.due(now, now - this.keysAtMs >= CONFLICTS_QUIET_MS))
       this.init.conflictsQuiet?.(relation, atMs)
     for (const [name, a] of this.armed) {
       if (now - a.atMs < DISARM_AFTER_MS) continue
@@ -289,11 +307,6 @@ export class LwwEngine {
   }
 
   private async report(): Promise<void> {
-    if (this.lastId < 0) {
-      // count only what happens from now on
-      this.lastId = await this.store.lastResolutionId()
-      return
-    }
     const { lastId, counts } = await this.store.resolutionsSince(this.lastId)
     this.lastId = lastId
     if (counts.length === 0) return
