@@ -5,8 +5,8 @@
 // QUIET_TICKS-th tick otherwise. A cycle keeps the replica triggers on exactly the replicated
 // tables, runs a resolution round when the queue holds anything, disarms insert branches that
 // have been quiet, and reports what was resolved; once no key has come for CONFLICTS_QUIET_MS
-// (a timer looks then) it asks for the check of the tables they were on. One verdict per cycle;
-// an error ends the cycle, never the loop.
+// (a timer looks then, without a cycle) it asks for the check of the tables they were on. One
+// verdict per cycle; an error ends the cycle, never the loop.
 import { type Beat, onBeat } from '../beat.js'
 import type { Logger } from '../log.js'
 import type { HeldSession } from '../postgres/db.js'
@@ -258,9 +258,6 @@ export class LwwEngine {
     await this.listen() // before the node is initialised too: the first key may come soon after
     if (!(await local.initialized())) return { parts: ['no action: node not initialised'] }
     this.settled = true
-    // count only what happens from now on, this round's resolutions too (the first report came
-    // after it: a node's first conflicts were neither counted nor had their table checked)
-    if (this.lastId < 0) this.lastId = await this.store.lastResolutionId()
     const parts: string[] = []
     if (Date.now() - this.ensuredMs >= ENSURE_EVERY_MS) {
       this.ensuredMs = Date.now()
@@ -268,7 +265,11 @@ export class LwwEngine {
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
     }
     let resolved: Resolved | undefined
-    if (await this.store.queueNotEmpty()) {
+    const queued = await this.store.queueNotEmpty() // the ledger is there too (ensure, above)
+    // count only what happens from now on, this round's resolutions too (the first report came
+    // after it: a node's first conflicts were neither counted nor had their table checked)
+    if (this.lastId < 0) this.lastId = await this.store.lastResolutionId()
+    if (queued) {
       resolved = await this.resolve()
       parts.push(resolvedPart(resolved))
       // keys queued while this round ran may have notified no one: look again at once
@@ -276,12 +277,12 @@ export class LwwEngine {
       this.hotUntilMs = Date.now() + HOT_MS
       this.keysAtMs = Date.now()
       clearTimeout(this.quietTimer)
-      this.quietTimer = setTimeout(() => this.wake(), CONFLICTS_QUIET_MS + 10).unref()
+      // not a cycle: only a notice or the tick may start one (lww-wake.test.ts shows which)
+      this.quietTimer = setTimeout(() => this.askChecks(), CONFLICTS_QUIET_MS + 10).unref()
     }
     await this.report()
+    this.askChecks()
     const now = Date.now()
-    for (const [relation, atMs] of this.bursts.due(now, now - this.keysAtMs >= CONFLICTS_QUIET_MS))
-      this.init.conflictsQuiet?.(relation, atMs)
     for (const [name, a] of this.armed) {
       if (now - a.atMs < DISARM_AFTER_MS) continue
       this.armed.delete(name)
@@ -289,6 +290,14 @@ export class LwwEngine {
       parts.push(`insert branch of ${name} disarmed`)
     }
     return { parts, ...(resolved ? { resolved } : {}) }
+  }
+
+  /** Asks for the check of the tables whose conflicts are quiet now (or went on for long). */
+  private askChecks(): void {
+    if (this.state.kind !== 'running') return
+    const now = Date.now()
+    for (const [relation, atMs] of this.bursts.due(now, now - this.keysAtMs >= CONFLICTS_QUIET_MS))
+      this.init.conflictsQuiet?.(relation, atMs)
   }
 
   /** The round runs in a session kept for it (a repair sets and resets a session origin). */
