@@ -95,6 +95,27 @@ export function applyErrorCounted(s: SubscriptionView, last: ErrorCount | undefi
   return s.applyErrors > (startedOver ? 0 : last.applyErrors)
 }
 
+/**
+ * The server started again since this failure was logged, and its count is 0: a crash or an
+ * immediate shutdown discards the statistics (crash recovery), so no count can confirm what
+ * the log says. Taken on the log's word (an apply worker's record) for a failure whose action
+ * is to enable the subscription again only: a lost publisher, a deadlock. Seen in the fault
+ * suite: node 1 killed, node 2's subscription to it disabled by the lost connection, node 2
+ * shut down immediately 10 ms later; it stayed disabled for good.
+ */
+export function countLostInRestart(s: SubscriptionView, failure: ApplyFailure): boolean {
+  if (!isConnectionLoss(failure.sqlState) && !isTransient(failure.sqlState)) return false
+  if (s.applyErrors !== 0 || s.serverStart === undefined) return false
+  const at = Date.parse(failure.at)
+  const start = Date.parse(s.serverStart)
+  return Number.isFinite(at) && Number.isFinite(start) && at < start
+}
+
+/** Whether the server's count, or a restart that discarded it, confirms the logged failure. */
+function confirmed(s: SubscriptionView, failure: ApplyFailure, state: DecideState): boolean {
+  return applyErrorCounted(s, state.counted.get(s.name)) || countLostInRestart(s, failure)
+}
+
 export function decide(
   subs: readonly SubscriptionView[],
   latest: (s: SubscriptionView) => ApplyFailure | undefined,
@@ -112,7 +133,7 @@ export function decide(
     // logged, but not counted by the server: not an apply worker's failure, or one whose count
     // is not flushed yet (the worker flushes it as it exits, after the subscription is
     // disabled); the next cycle sees it
-    if (!applyErrorCounted(s, state.counted.get(s.name))) continue
+    if (!confirmed(s, failure, state)) continue
     const counted = { oid: s.oid, applyErrors: s.applyErrors, statsReset: s.statsReset }
     const strat = typeof strategy === 'function' ? strategy(failure.relation) : strategy
     if (isTransient(failure.sqlState)) {
@@ -193,7 +214,7 @@ export function uncounted(
       if (s.enabled) return false
       const failure = latest(s)
       if (!failure || state.handled.get(s.name) === failure.id) return false
-      return !applyErrorCounted(s, state.counted.get(s.name))
+      return !confirmed(s, failure, state)
     })
     .map((s) => s.name)
 }

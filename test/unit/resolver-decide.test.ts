@@ -209,6 +209,27 @@ describe('decide on failures the server did not count (issue 8, item 4)', () => 
     expect(decide([sub('s', false, 2)], () => second, state, 'skip', 20)[0]?.kind).toBe('skip')
   })
 
+  it("takes a lost publisher on the log's word when this server restarted since and its count is gone (crash recovery)", () => {
+    // the failure at 04:23:42.740; the server restarted after it (an immediate shutdown)
+    const restarted = { ...sub('s', false, 0), serverStart: '2026-11-29 04:23:43.1+00' }
+    const lost = failure('08006', { id: 'lost' })
+    const state = newDecideState()
+    expect(decide([restarted], () => lost, state, 'skip', 0).map((a) => a.kind)).toEqual(['enable'])
+    expect(uncounted([restarted], () => lost, state)).toEqual([])
+    // a deadlock too; not a conflict, whose action (skip, record) waits for the count
+    expect(decide([restarted], () => failure('40P01'), newDecideState(), 'skip', 0)).toHaveLength(1)
+    const conflict = failure('23505', { finishLsn: '0/1' })
+    expect(decide([restarted], () => conflict, newDecideState(), 'skip', 0)).toEqual([])
+    // logged after the server's start, or with a count standing: the count decides, as before
+    const before = { ...restarted, serverStart: '2026-11-29 04:23:40+00' }
+    expect(decide([before], () => lost, newDecideState(), 'skip', 0)).toEqual([])
+    expect(uncounted([before], () => lost, newDecideState())).toEqual(['s'])
+    const counted = { ...restarted, applyErrors: 2 }
+    const st = newDecideState()
+    acted(st, decide([counted], () => lost, st, 'skip', 0)[0]!, 0)
+    expect(decide([counted], () => failure('08006', { id: 'again' }), st, 'skip', 1e6)).toEqual([])
+  })
+
   it('starts the count again after a reset, a crash (count lower) or a new subscription', () => {
     const last = { oid: 1, applyErrors: 5, statsReset: null }
     const view = (v: Partial<SubscriptionView>) => ({ ...sub('s'), ...v })
