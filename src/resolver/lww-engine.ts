@@ -65,9 +65,9 @@ export interface LwwEngineInit {
   keptSoon?: (relation: string) => void
   /**
    * conflicts of this replicated table ("schema.table") were resolved here, the last in the
-   * round at `lastAtMs`, and no key has been queued for CONFLICTS_QUIET_MS since — or they have gone on for
-   * LONG_BURST_MS, `lastAtMs` then when that stretch began: the table is checked across the
-   * nodes (cluster/check-after.ts; a check started after `lastAtMs` counts)
+   * round at `lastAtMs`, and no key has been queued for CONFLICTS_QUIET_MS since — or they
+   * have gone on for LONG_BURST_MS, `lastAtMs` then when that stretch began: the table is
+   * checked across the nodes (cluster/check-after.ts; a check started after `lastAtMs` counts)
    */
   conflictsQuiet?: (relation: string, lastAtMs: number) => void
 }
@@ -83,10 +83,9 @@ export class LwwEngine {
   /** a cycle ran on an initialised node (until then the timer runs one every tick) */
   private settled = false
   private ensuredMs = 0
-  /** until when the timer runs a cycle every tick (keys came lately) */
-  private hotUntilMs = 0
-  /** when a round last found keys queued, and the cycle that looks once they have been quiet */
-  private keysAtMs = 0
+  /** when a round last found keys queued (for HOT_MS after, the timer runs a cycle every tick) */
+  private keysAtMs = Number.NEGATIVE_INFINITY
+  /** looks, without a cycle, whether the tables' checks are due once the keys have been quiet */
   private quietTimer: NodeJS.Timeout | undefined
   private lastId = -1
   /** when each table's insert branch was last asked for, by "schema.table" */
@@ -118,7 +117,7 @@ export class LwwEngine {
     const timer = onBeat(
       this.init.tickMs,
       () => {
-        const quiet = this.listener?.alive && this.settled && Date.now() >= this.hotUntilMs
+        const quiet = this.listener?.alive && this.settled && Date.now() >= this.keysAtMs + HOT_MS
         if (!quiet || ++this.ticks % QUIET_TICKS === 0) void this.tick()
       },
       { unref: true },
@@ -274,7 +273,6 @@ export class LwwEngine {
       parts.push(resolvedPart(resolved))
       // keys queued while this round ran may have notified no one: look again at once
       this.again = true
-      this.hotUntilMs = Date.now() + HOT_MS
       this.keysAtMs = Date.now()
       clearTimeout(this.quietTimer)
       // not a cycle: only a notice or the tick may start one (lww-wake.test.ts shows which)
