@@ -236,6 +236,22 @@ export class CheckNode {
     return await this.store.rowImages(l, p.keys, IMAGE_BYTES_PER_CALL, p.timeoutMs)
   }
 
+  /**
+   * The tombstones of these keys here (lww-tombstones.ts), each with the node that deleted it
+   * and when; a delete of an origin no member stands behind is left out (not the cluster's).
+   */
+  async tombstones(p: { table: string; keys: string[]; timeoutMs: number }) {
+    const l = await this.layout(p.table)
+    const raw = await this.init.local.rowLevel.tombstonesByKeys(l, p.keys, p.timeoutMs)
+    const origins = await this.originNodes()
+    const tombstones: Array<{ k: string; ts: string; origin: number }> = []
+    for (const r of raw) {
+      const origin = origins(r.o)
+      if (origin !== null && r.ts !== null) tombstones.push({ k: r.k, ts: r.ts, origin })
+    }
+    return { tombstones }
+  }
+
   async repair(p: {
     table: string
     items: RepairItem[]

@@ -12,6 +12,11 @@ const IMAGE_KEYS_PER_CALL = 1000
 
 /** the rule of the mend after row-level conflicts (check-after.ts), as the repairs ledger says it */
 export const MEND_RULE = 'last writer, after row-level conflicts (every node held the row)'
+/** the rules of keys some nodes lacked, decided by the tombstones (check-deletes.ts) */
+export const DELETE_RULE =
+  'last writer: a DELETE the nodes holding the row never applied (tombstones)'
+export const AFTER_DELETE_RULE =
+  'last writer: the row, written after a DELETE that every node lacking it applied (tombstones)'
 
 /** What a check observed, narrowed to the keys every node it asked holds a row for. */
 export function heldEverywhere(seen: Observed): Observed {
@@ -37,8 +42,13 @@ export async function applyRepair(
   const t = ctx.calls.timeouts()
   const checkId = seen.report.check_id
   const plans = [...seen.confirmed].map(([k, p]) => {
-    const win = winner(p, from)
-    return { k, win, fixes: fixesFor(p, win) }
+    const d = seen.decided?.get(k)
+    const del = d?.kind === 'delete' ? d.tomb : undefined
+    // a DELETE the tombstones say wins: credited to its node and time, as the row-level
+    // resolution credits a delete
+    const win = del ? { node: del.origin, version: null } : winner(p, from)
+    const why = d === undefined ? undefined : del ? DELETE_RULE : AFTER_DELETE_RULE
+    return { k, win, fixes: fixesFor(p, win), ts: del?.ts, why }
   })
   // the winning rows, asked of the nodes that hold them
   const images = new Map<string, { row: string; h: string; ts: string | null }>()
@@ -95,10 +105,11 @@ export async function applyRepair(
         k: p.k,
         expect: f.expect,
         image: f.remove ? null : image,
-        ts: v?.ts ?? null,
+        ts: v?.ts ?? p.ts ?? null,
         // credited to the node that wrote the version (as the row-level resolver credits it),
         // so the repaired row compares the same way as the winner's own copy
         winner: v?.origin ?? p.win.node,
+        ...(p.why === undefined ? {} : { rule: p.why }),
       })
       perNode.set(f.node, items)
     }

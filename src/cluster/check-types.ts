@@ -1,6 +1,7 @@
 // The shapes of a consistency check and a repair: what the API answers, what every member
 // keeps of the last check, and what one check of a table observed.
 import type { KeyReport, Picture, Verdict } from './check.js'
+import type { Decision } from './check-deletes.js'
 
 export interface TableReport {
   relation: string
@@ -60,6 +61,8 @@ export interface Observed {
   confirmed: Map<string, Picture>
   nodes: number[]
   commitTs: boolean
+  /** keys some nodes lack, decided by the tombstones (check-deletes.ts) */
+  decided?: Map<string, Decision>
 }
 
 export interface Options {

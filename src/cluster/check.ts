@@ -189,7 +189,7 @@ export function settle(
   return { confirmed, pending }
 }
 
-const tsOf = (v: Version): bigint => (v.ts === null ? -1n : BigInt(v.ts))
+export const tsOf = (v: Pick<Version, 'ts'>): bigint => (v.ts === null ? -1n : BigInt(v.ts))
 
 /**
  * The winning version of a key: the one a chosen node holds (`from`), or else the last

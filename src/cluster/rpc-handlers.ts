@@ -64,6 +64,7 @@ const repairItem = z.object({
     .regex(/^-?\d{1,20}$/)
     .nullable(),
   winner: z.int().min(0),
+  rule: z.string().max(200).optional(),
 })
 
 const schemas = {
@@ -100,6 +101,7 @@ const schemas = {
   'check.page': z.object({ token: z.string().min(1).max(100) }),
   'check.sync': z.object({ nodes: z.array(z.int().min(0)).max(1000), timeoutMs }),
   'check.images': z.object({ table, keys: z.array(key).max(10_000), timeoutMs }),
+  'check.tombstones': z.object({ table, keys: z.array(key).max(10_000), timeoutMs }),
   'check.repair': z.object({
     table,
     items: z.array(repairItem).max(100_000),
@@ -271,6 +273,8 @@ async function dispatch(
       return await deps.check.sync(p(method))
     case 'check.images':
       return await deps.check.images(p(method))
+    case 'check.tombstones':
+      return await deps.check.tombstones(p(method))
     case 'check.repair':
       return await deps.check.repair(p(method))
     case 'commit.check': {

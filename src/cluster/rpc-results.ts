@@ -84,6 +84,17 @@ export const RESULTS = {
   /** the next page of a check.hashes or check.rows answer, in that answer's shape */
   'check.page.hashes': hashPage,
   'check.page.rows': rowPage,
+  'check.tombstones': z.object({
+    tombstones: z
+      .array(
+        z.object({
+          k: checkKey,
+          ts: z.string().regex(/^-?\d{1,20}$/),
+          origin: z.int().min(0),
+        }),
+      )
+      .max(MANY),
+  }),
   'check.images': z.object({
     images: z
       .array(

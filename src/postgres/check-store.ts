@@ -222,12 +222,22 @@ function versionColumns(l: TableLayout, s: TableSql): { select: string; from: st
       from: `${s.table} t`,
     }
   }
+  const by = writtenBy('t.xmin')
   return {
-    select: `${s.keyJson} AS k, ${s.rowHash} AS h,
-       (extract(epoch FROM c.timestamp) * 1000000)::int8::text AS ts,
+    select: `${s.keyJson} AS k, ${s.rowHash} AS h, ${by.select}`,
+    from: `${s.table} t ${by.from}`,
+  }
+}
+
+/**
+ * The origin commit time (ts, µs since 1970 as text) and writer (o: 'local', the subscription
+ * it came through, or another origin's name) of the transaction `xmin` (an SQL expression).
+ */
+export function writtenBy(xmin: string): { select: string; from: string } {
+  return {
+    select: `(extract(epoch FROM c.timestamp) * 1000000)::int8::text AS ts,
        CASE WHEN c.roident = 0 THEN 'local' ELSE COALESCE(sub.subname::text, ro.roname) END AS o`,
-    from: `${s.table} t
-     CROSS JOIN LATERAL pg_xact_commit_timestamp_origin(t.xmin) c
+    from: `CROSS JOIN LATERAL pg_xact_commit_timestamp_origin(${xmin}) c
      LEFT JOIN pg_replication_origin ro ON ro.roident = c.roident
      LEFT JOIN pg_subscription sub ON ro.roname = 'pg_' || sub.oid::text`,
   }

@@ -32,6 +32,7 @@ import {
   TOAST_TRIGGER,
   TRUNCATE_TRIGGER,
 } from './lww-local.js'
+import { TOMB_TRIGGER, tombstoneStatements } from './lww-tombstones.js'
 
 /** updates and deletes: one trigger, as each costs every statement on the table (OTHER_ORIGIN) */
 export const UD_TRIGGER = 'trktr_lww_ud'
@@ -268,6 +269,7 @@ export async function install(q: Queryable, t: LwwTable, writerToast = false): P
     // and apply worker: a WAL record and ~1-3 µs a row; bench/README.md)
     `CREATE TRIGGER ${UD_TRIGGER} AFTER UPDATE OR DELETE ON ${rel} FOR EACH ROW WHEN (${OTHER_ORIGIN}) EXECUTE FUNCTION ${functionName(t)}()`,
     `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${UD_TRIGGER}`,
+    ...tombstoneStatements(t),
     ...localStatements(t, writerToast),
   ]
   await q.query(statements.join(';\n'))
@@ -277,7 +279,8 @@ export async function install(q: Queryable, t: LwwTable, writerToast = false): P
 export async function uninstall(q: Queryable, rel: RelationName): Promise<void> {
   const r = qualified(rel)
   await q.query(LOCK_TIMEOUT)
-  for (const name of [...REPLICA_TRIGGERS, TOAST_TRIGGER, MOVE_TRIGGER, TRUNCATE_TRIGGER]) {
+  const all = [...REPLICA_TRIGGERS, TOAST_TRIGGER, MOVE_TRIGGER, TRUNCATE_TRIGGER, TOMB_TRIGGER]
+  for (const name of all) {
     await q.query(`DROP TRIGGER IF EXISTS ${name} ON ${r}`)
   }
 }
@@ -387,3 +390,4 @@ export async function queueDepth(db: Db): Promise<number> {
 
 export * from './lww-kept.js'
 export * from './lww-ledger.js'
+export { pruneTombstones, tombstonesByKeys } from './lww-tombstones.js'

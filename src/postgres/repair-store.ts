@@ -29,6 +29,8 @@ export interface RepairItem {
    * node holding it; the row is written under its origin trktr_lww_<winner>
    */
   winner: number
+  /** why this version won, where it is not the repair's rule (RepairMeta.rule) */
+  rule?: string
 }
 
 export type RepairOutcome = 'repaired' | 'unchanged' | 'changed' | 'failed'
@@ -197,7 +199,7 @@ async function repairGroup(
             it.ts,
             it.expect,
             it.image,
-            meta.rule,
+            it.rule ?? meta.rule,
             meta.checkId,
             meta.coordinator,
           ])

@@ -153,12 +153,13 @@ describe('faults from outside: namespaces, partitions, PostgreSQL crashes', () =
     const cl = c as MeshCluster
     const [victim] = [...h.acked]
     const [node, seq] = (victim as string).split(':').map(Number)
-    // delete it on node 1 only: under a replication origin, so it is not published
+    // delete it on node 1 only: under a replication origin, so it is not published, and
+    // committed under it (its commit no member's: a lost row, not a member's DELETE)
     await cl.q(
       1,
       `SELECT pg_replication_origin_create('trktr_test_loss');
        SELECT pg_replication_origin_session_setup('trktr_test_loss');
-       DELETE FROM demo.events WHERE node = ${node} AND seq = ${seq};
+       BEGIN; DELETE FROM demo.events WHERE node = ${node} AND seq = ${seq}; COMMIT;
        SELECT pg_replication_origin_session_reset()`,
     )
     const violations = await h.check(cl, IDS)
