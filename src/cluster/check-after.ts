@@ -14,11 +14,12 @@
 // A check that finds differences is followed by a mend, where no member is away: the keys every
 // node holds in different versions get the last writer's, the rule row-level resolution itself
 // keeps. PostgreSQL 17's apply worker can miss a row that another session updates at that very
-// moment and skip the UPDATE without a word (its index lookup under a dirty snapshot; see
-// pgsql-hackers, commitfest 5151): on hot rows, where that session is another apply worker or a
-// resolution round, the node keeps an older version than the others, and no trigger sees it.
-// A key some node has no row for is left to the operator (said in the log and health): a row
-// lost on one node and a DELETE skipped on another look the same.
+// moment and skip the UPDATE or DELETE without a word (its index lookup under a dirty snapshot;
+// see pgsql-hackers, commitfest 5151): on hot rows, where that session is another apply worker
+// or a resolution round, the node keeps an older version than the others (or a row the others
+// deleted), and no trigger sees it. A key some node has no row for is decided by the nodes'
+// tombstones (check-deletes.ts); one no tombstone speaks for is left to the operator (said in
+// the log and health): a row lost around replication.
 import type { Logger } from '../log.js'
 
 /**
@@ -166,7 +167,7 @@ export class ChecksAfterConflicts {
             mended: m.repaired_rows,
             left: m.after.differing_rows,
           },
-          "check after row-level conflicts: rows every node held in different versions set to the last writer's",
+          "check after row-level conflicts: differing rows set to the last writer's (versions, or a DELETE per the tombstones)",
         )
       return m.after
     } catch (err) {
