@@ -27,7 +27,10 @@ const PRUNE_BATCHES = 20
  * The table's tombstone trigger: its function (static SQL for the table's key, every name
  * quoted) and the trigger, ALWAYS. Deletes our own replica triggers make inside an apply
  * worker (a row moved out of an incoming row's way on a unique index or key) are not deletes
- * of the key and leave none; cascaded deletes of a writer's session do.
+ * of the key and leave none; nor do the arbiter's own sessions (application_name
+ * traktor-<node>-...: a join's copy emptying a table, a repair, a resolution round) — a join
+ * that emptied a table row by row would otherwise have the joiner's rows look deleted
+ * there. Cascaded deletes of a writer's session do leave them.
  */
 export function tombstoneStatements(t: { oid: number; rel: RelationName; pk: string[] }): string[] {
   const rel = qualified(t.rel)
@@ -37,7 +40,8 @@ export function tombstoneStatements(t: { oid: number; rel: RelationName; pk: str
     `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-  IF pg_trigger_depth() > 1 AND current_setting('session_replication_role') = 'replica' THEN
+  IF current_setting('application_name') ~ '^traktor-[0-9]+-'
+     OR (pg_trigger_depth() > 1 AND current_setting('session_replication_role') = 'replica') THEN
     RETURN NULL;
   END IF;
   INSERT INTO trktr.tombstones (relid, key) VALUES (${t.oid}, ${keyOf})

@@ -465,6 +465,41 @@ describe('issue 10: row-level last writer wins', () => {
     expect(mends[0]?.winner.node).toBe(0)
   })
 
+  it("a writer's DELETE leaves a tombstone on every node; the arbiter's own sessions leave none (a join's copy may empty a table row by row)", async () => {
+    await c.q(0, `INSERT INTO demo.gone (id, v) VALUES (200, 'x'), (201, 'y')`)
+    await c.converged(IDS, 'demo.gone')
+    const tombs = async (id: number, key: number) =>
+      (
+        await c.q(
+          id,
+          `SELECT count(*)::int AS n FROM trktr.tombstones
+            WHERE relid = 'demo.gone'::regclass AND key = jsonb_build_object('id', $1::int)`,
+          [key],
+        )
+      )[0]?.n
+    await c.q(0, `DELETE FROM demo.gone WHERE id = 200`)
+    await c.converged(IDS, 'demo.gone')
+    for (const i of IDS) expect(await tombs(i, 200), `node ${i}`).toBe(1)
+    const node = c.node(1)
+    const arbiterLike = new pg.Client({
+      host: '127.0.0.1',
+      port: node.pg.port,
+      database: DB,
+      user: 'postgres',
+      password: node.pg.superPassword,
+      application_name: 'traktor-1-test',
+    })
+    await arbiterLike.connect()
+    try {
+      await arbiterLike.query(`DELETE FROM demo.gone WHERE id = 201`)
+    } finally {
+      await arbiterLike.end()
+    }
+    await c.converged(IDS, 'demo.gone')
+    expect(await tombs(1, 201)).toBe(0)
+    for (const i of [0, 2]) expect(await tombs(i, 201), `node ${i}`).toBe(1)
+  })
+
   it('a row written again after a DELETE, reaching a node before that DELETE, ends on every node (the tombstones say the row came after it)', async () => {
     await c.q(0, `INSERT INTO demo.again (id, v) SELECT g, 'init' FROM generate_series(1, 5) g`)
     await c.converged(IDS, 'demo.again')
