@@ -18,13 +18,13 @@ const ROWS = 200_000
 const TABLE = 'bench.a (id int PRIMARY KEY, v text NOT NULL, rep int NOT NULL DEFAULT 0)'
 const REL = { schema: 'bench', table: 'a' }
 
-async function setTriggers(clients, on) {
+export async function setTriggers(clients, on, rel = REL) {
   for (const c of clients) {
     if (!on) {
-      await lww.uninstall(c, REL)
+      await lww.uninstall(c, rel)
       continue
     }
-    const t = await lww.describe({ query: async (q, p) => (await c.query(q, p)).rows }, REL)
+    const t = await lww.describe({ query: async (q, p) => (await c.query(q, p)).rows }, rel)
     await lww.install(c, t)
   }
 }

@@ -14,6 +14,7 @@
 //   change of writer and cleared by the resolution round). Throughput and lag ratios.
 import { loadClients } from './bench-datapath.mjs'
 import { applyCost } from './bench-lww-apply.mjs'
+import { deleteCost } from './bench-lww-delete.mjs'
 import { ManualMesh, TraktorCluster } from './cluster.mjs'
 import { figure, percentile, round, say, sleep, throwIfInterrupted, waitFor } from './util.mjs'
 
@@ -228,4 +229,5 @@ export async function run(ctx) {
   await conflicts(ctx)
   await dataPath(ctx)
   await applyCost(ctx)
+  await deleteCost(ctx)
 }

@@ -12,7 +12,7 @@
 // Without a tombstone (none kept: older than TOMBSTONES_KEEP_MS, a row lost around
 // replication) the key is left as before: the operator's repair keeps the row.
 import type { Picture } from './check.js'
-import { tsOf } from './check.js'
+import { laterTomb, tsOf } from './check.js'
 import type { CheckCalls } from './check-calls.js'
 import { heldEverywhere } from './check-repair.js'
 import type { Observed } from './check-types.js'
@@ -26,11 +26,7 @@ export interface Tomb {
 /** node → key → its tombstone there */
 export type Tombs = ReadonlyMap<number, ReadonlyMap<string, Tomb>>
 
-const later = (a: Tomb, b: Tomb) => {
-  const x = BigInt(a.ts)
-  const y = BigInt(b.ts)
-  return x !== y ? x > y : a.origin > b.origin
-}
+const later = laterTomb
 
 export type Decision = { kind: 'delete'; tomb: Tomb } | { kind: 'row' }
 

@@ -15,6 +15,7 @@ import {
   GROUPS_PER_PAGE,
   LEVEL0_BITS,
   LIST_ROWS,
+  laterTomb,
   type NodeRow,
   ROWS_PER_PAGE,
 } from './check.js'
@@ -237,19 +238,22 @@ export class CheckNode {
   }
 
   /**
-   * The tombstones of these keys here (lww-tombstones.ts), each with the node that deleted it
-   * and when; a delete of an origin no member stands behind is left out (not the cluster's).
+   * The newest tombstone of each of these keys here (lww-tombstones.ts): the node that deleted
+   * it and when. A delete of an origin no member stands behind is left out (not the cluster's).
    */
   async tombstones(p: { table: string; keys: string[]; timeoutMs: number }) {
     const l = await this.layout(p.table)
     const raw = await this.init.local.rowLevel.tombstonesByKeys(l, p.keys, p.timeoutMs)
     const origins = await this.originNodes()
-    const tombstones: Array<{ k: string; ts: string; origin: number }> = []
+    const newest = new Map<string, { k: string; ts: string; origin: number }>()
     for (const r of raw) {
       const origin = origins(r.o)
-      if (origin !== null && r.ts !== null) tombstones.push({ k: r.k, ts: r.ts, origin })
+      if (origin === null || r.ts === null) continue
+      const t = { k: r.k, ts: r.ts, origin }
+      const had = newest.get(r.k)
+      if (!had || laterTomb(t, had)) newest.set(r.k, t)
     }
-    return { tombstones }
+    return { tombstones: [...newest.values()] }
   }
 
   async repair(p: {

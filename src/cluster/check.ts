@@ -191,6 +191,16 @@ export function settle(
 
 export const tsOf = (v: Pick<Version, 'ts'>): bigint => (v.ts === null ? -1n : BigInt(v.ts))
 
+/** a is the later delete (check-deletes.ts): later origin commit time, ties to the higher node */
+export function laterTomb(
+  a: { ts: string; origin: number },
+  b: { ts: string; origin: number },
+): boolean {
+  const x = BigInt(a.ts)
+  const y = BigInt(b.ts)
+  return x !== y ? x > y : a.origin > b.origin
+}
+
 /**
  * The winning version of a key: the one a chosen node holds (`from`), or else the last
  * writer's — the latest origin commit time, ties to the higher origin nodeId, then to the

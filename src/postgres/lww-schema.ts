@@ -67,16 +67,17 @@ CREATE TABLE IF NOT EXISTS trktr.kept_values (
   at timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (relid, key)
 );
--- the keys deleted here lately, one row per key (its newest delete: the row's xmin is the
--- deleting transaction, so its origin and commit time), kept a while (lww-tombstones.ts): a
--- check that finds a row on some nodes and not on others reads them to tell a delete a node
--- never applied from a row written again after a delete
+-- the keys deleted here lately, a row per delete (its xmin is the deleting transaction, so
+-- its origin and commit time), kept a while (lww-tombstones.ts): a check that finds a row on
+-- some nodes and not on others reads them to tell a delete a node never applied from a row
+-- written again after a delete. Appended only, no key index: every DELETE pays for each
+-- tombstone, a check reads them rarely; the block range index serves the pruning by age
 CREATE TABLE IF NOT EXISTS trktr.tombstones (
   relid oid NOT NULL,
   key jsonb NOT NULL,
-  at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  PRIMARY KEY (relid, key)
+  at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE INDEX IF NOT EXISTS tombstones_at ON trktr.tombstones USING brin (at);
 REVOKE ALL ON trktr.conflict_queue, trktr.resolutions, trktr.kept_values, trktr.tombstones FROM PUBLIC;
 -- the first key queued into an empty queue wakes the arbiter (LISTEN ${QUEUED_CHANNEL}) instead
 -- of its polling the queue; later ones find it awake (a NOTIFY takes a cluster-wide lock at

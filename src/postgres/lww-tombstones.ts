@@ -1,14 +1,19 @@
-// Tombstones (issue 10): the keys of every replicated table deleted on this node lately, one
-// row per key in trktr.tombstones, whose xmin is the transaction of the key's newest delete —
-// so its origin (written here, applied from a peer, or a repair under trktr_lww_<n>) and its
-// origin commit time are known the way a row's are. A check that finds a row on some nodes and
-// not on others cannot tell a DELETE one node never applied from a row written again after a
-// DELETE that one node applied last: both leave one side without the row. The tombstones tell
-// them apart (cluster/check-deletes.ts): a node holding a row that never applied the newest
-// DELETE of its key lost that DELETE (PostgreSQL 17's apply worker can skip one without a word,
-// commitfest 5151), and a row whose every holder applied that DELETE before it was written after
-// it. One AFTER DELETE row trigger per table, in every session (ENABLE ALWAYS): a writer's
-// DELETE and an apply worker's alike. Kept TOMBSTONES_KEEP_MS, then pruned by the lww loop.
+// Tombstones (issue 10): the keys of every replicated table whose DELETE this node applied from
+// a peer lately, a row per delete in trktr.tombstones, whose xmin is the applying transaction —
+// so the delete's origin (the peer that made it, or a repair under trktr_lww_<n>) and its origin
+// commit time are known the way a row's are. A check that finds a row on some nodes and not on
+// others cannot tell a DELETE one node never applied from a row written again after a DELETE
+// that one node applied last: both leave one side without the row. The tombstones tell them
+// apart (cluster/check-deletes.ts): a node holding a row that never applied the newest DELETE of
+// its key lost that DELETE (PostgreSQL 17's apply worker can skip one without a word,
+// commitfest 5151), and a row whose holder applied that DELETE before it was written after it.
+// Recorded where a DELETE is applied, not where it is made: a writer's DELETE costs nothing
+// more (a trigger in writers' sessions cost a one-row DELETE four times its time here), and the
+// node that made it is known to every node that applied it. So a cluster of two nodes, where
+// the one that skipped a DELETE is the only other, has no tombstone of it: that stays the
+// operator's. One row trigger (ENABLE REPLICA: apply workers); rows are appended, never
+// updated (an upsert cost twice as much); kept TOMBSTONES_KEEP_MS, then pruned by the lww loop;
+// a check takes the newest per key.
 import { stableTx, type TableLayout, tableSql, writtenBy } from './check-store.js'
 import type { Db } from './db.js'
 import { qualified, quoteIdent, quoteLiteral, type RelationName } from './ident.js'
@@ -25,12 +30,10 @@ const PRUNE_BATCHES = 20
 
 /**
  * The table's tombstone trigger: its function (static SQL for the table's key, every name
- * quoted) and the trigger, ALWAYS. Deletes our own replica triggers make inside an apply
- * worker (a row moved out of an incoming row's way on a unique index or key) are not deletes
- * of the key and leave none; nor do the arbiter's own sessions (application_name
- * traktor-<node>-...: a join's copy emptying a table, a repair, a resolution round) — a join
- * that emptied a table row by row would otherwise have the joiner's rows look deleted
- * there. Cascaded deletes of a writer's session do leave them.
+ * quoted) and the trigger. Deletes our own replica triggers make inside an apply worker (a row
+ * moved out of an incoming row's way on a unique index or key) are not deletes of the key and
+ * leave none; nor do the arbiter's own sessions should they run as replica (application_name
+ * traktor-<node>-...: a join's copy emptying a table would have the joiner's rows look deleted).
  */
 export function tombstoneStatements(t: { oid: number; rel: RelationName; pk: string[] }): string[] {
   const rel = qualified(t.rel)
@@ -40,17 +43,15 @@ export function tombstoneStatements(t: { oid: number; rel: RelationName; pk: str
     `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-  IF current_setting('application_name') ~ '^traktor-[0-9]+-'
-     OR (pg_trigger_depth() > 1 AND current_setting('session_replication_role') = 'replica') THEN
+  IF pg_trigger_depth() > 1 OR current_setting('application_name') ~ '^traktor-[0-9]+-' THEN
     RETURN NULL;
   END IF;
-  INSERT INTO trktr.tombstones (relid, key) VALUES (${t.oid}, ${keyOf})
-    ON CONFLICT (relid, key) DO UPDATE SET at = excluded.at;
+  INSERT INTO trktr.tombstones (relid, key) VALUES (${t.oid}, ${keyOf});
   RETURN NULL;
 END $fn$`,
     `DROP TRIGGER IF EXISTS ${TOMB_TRIGGER} ON ${rel}`,
     `CREATE TRIGGER ${TOMB_TRIGGER} AFTER DELETE ON ${rel} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
-    `ALTER TABLE ${rel} ENABLE ALWAYS TRIGGER ${TOMB_TRIGGER}`,
+    `ALTER TABLE ${rel} ENABLE REPLICA TRIGGER ${TOMB_TRIGGER}`,
   ]
 }
 
@@ -65,7 +66,8 @@ export interface TombstoneRaw {
 }
 
 /**
- * The tombstones of these keys (JSON object texts as the check writes them). The stored key is
+ * The tombstones of these keys (JSON object texts as the check writes them), every one kept
+ * (a key deleted twice has two: the caller takes the newest). The stored key is
  * the trigger's jsonb of the key's values, written under the deleting session's settings (a
  * timestamptz's offset, say), so keys are matched by value, as the table's own types compare.
  */
@@ -92,7 +94,7 @@ WHERE d.relid = ${quoteLiteral(s.table)}::regclass
   )
 }
 
-/** Drop tombstones older than `keepMs` (and those of tables gone); how many went. */
+/** Drop tombstones older than `keepMs` (a dropped table's too: by age); how many went. */
 export async function pruneTombstones(db: Db, keepMs = TOMBSTONES_KEEP_MS): Promise<number> {
   let pruned = 0
   for (let i = 0; i < PRUNE_BATCHES; i++) {
@@ -100,9 +102,7 @@ export async function pruneTombstones(db: Db, keepMs = TOMBSTONES_KEEP_MS): Prom
       `WITH gone AS (
          DELETE FROM trktr.tombstones WHERE ctid = ANY (ARRAY(
            SELECT d.ctid FROM trktr.tombstones d
-            WHERE d.at < clock_timestamp() - $1::int8 * interval '1 millisecond'
-               OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = d.relid)
-            LIMIT $2))
+            WHERE d.at < clock_timestamp() - $1::int8 * interval '1 millisecond' LIMIT $2))
          RETURNING 1)
        SELECT count(*)::int AS n FROM gone`,
       [keepMs, PRUNE_BATCH],

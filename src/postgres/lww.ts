@@ -12,7 +12,8 @@
 // node sees every version (full mesh, origin = none), so every node reaches the same maximum
 // without asking the others. A delete wins over a concurrent update (an update or delete of a
 // row a node no longer has is skipped by PostgreSQL, which is then the right outcome); every
-// delete leaves a tombstone (lww-tombstones.ts) for the check that finds a key some nodes lack.
+// applied delete leaves a tombstone (lww-tombstones.ts) for a check that finds a key some
+// nodes lack.
 //
 // The update-and-delete trigger fires only when the row's current version came from another
 // origin than the one the apply worker applies from (its WHEN clause, a small function: a
