@@ -29,18 +29,65 @@ export async function setTriggers(clients, on, rel = REL) {
   }
 }
 
-async function repetition([writer, receiver], rep) {
-  await receiver.query('ALTER SUBSCRIPTION bench_a DISABLE')
+/** The first server publishes `table` to the second (origin = none, no initial copy). */
+export async function publishTo([w], clients, name, table) {
+  await clients[0].query(`CREATE PUBLICATION ${name} FOR TABLE ${table}`)
+  await clients[1].query(
+    `CREATE SUBSCRIPTION ${name} CONNECTION 'host=127.0.0.1 port=${w.port} dbname=${DB} user=${w.superuser} password=${w.superPassword}'
+     PUBLICATION ${name} WITH (origin = none, copy_data = false)`,
+  )
+}
+
+/** Disable a subscription and wait until its apply worker is gone. */
+export async function pauseSubscription(receiver, name) {
+  await receiver.query(`ALTER SUBSCRIPTION ${name} DISABLE`)
   await waitFor(
     async () =>
       (
         await receiver.query(
-          `SELECT count(*)::int AS n FROM pg_stat_subscription WHERE subname = 'bench_a' AND pid IS NOT NULL`,
+          `SELECT count(*)::int AS n FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL`,
+          [name],
         )
       ).rows[0].n === 0,
     30_000,
     'the apply worker gone',
   )
+}
+
+/**
+ * Pairs of repetitions, one with (`on`) and one without, their order alternating; `set(on)`
+ * readies each, `rep()` measures one ({write, apply} in µs a row). Records the ratios.
+ */
+export async function alternate(ctx, { pairs, label, set, rep, name, note }) {
+  const results = { on: [], off: [] }
+  for (let i = 0; i < pairs; i++) {
+    for (const on of i % 2 === 0 ? [true, false] : [false, true]) {
+      throwIfInterrupted()
+      await set(on)
+      const x = await rep()
+      results[on ? 'on' : 'off'].push(x)
+      say(`${label(on)}: write ${round(x.write, 2)} µs/row, apply ${round(x.apply, 2)} µs/row`)
+    }
+  }
+  const med = (k, f) => percentile(results[k].map(f), 50)
+  for (const [what, f] of [
+    ['apply', (x) => x.apply],
+    ['write', (x) => x.write],
+  ]) {
+    ctx.record(
+      figure({
+        name: name(what),
+        unit: 'ratio',
+        samples: results.on.map((x, i) => f(x) / f(results.off[i])),
+        digits: 2,
+        note: `medians ${round(med('on', f), 2)} µs/row with, ${round(med('off', f), 2)} µs/row without; ${note}`,
+      }),
+    )
+  }
+}
+
+async function repetition([writer, receiver], rep) {
+  await pauseSubscription(receiver, 'bench_a')
   const w0 = performance.now()
   await writer.query(
     `DO $$ BEGIN FOR i IN 1..${ROWS} LOOP UPDATE bench.a SET v = 'x' || i, rep = ${rep} WHERE id = i;
@@ -73,42 +120,18 @@ export async function applyCost(ctx) {
       )
       await c.query(LWW_DDL)
     }
-    const [w] = servers
-    await clients[0].query('CREATE PUBLICATION bench_a FOR TABLE bench.a')
-    await clients[1].query(
-      `CREATE SUBSCRIPTION bench_a CONNECTION 'host=127.0.0.1 port=${w.port} dbname=${DB} user=${w.superuser} password=${w.superPassword}'
-       PUBLICATION bench_a WITH (origin = none, copy_data = false)`,
-    )
-    const results = { on: [], off: [] }
+    await publishTo(servers, clients, 'bench_a', 'bench.a')
     let rep = 0
     await setTriggers(clients, false)
     await repetition(clients, ++rep)
-    for (let i = 0; i < pairs; i++) {
-      for (const on of i % 2 === 0 ? [true, false] : [false, true]) {
-        throwIfInterrupted()
-        await setTriggers(clients, on)
-        const x = await repetition(clients, ++rep)
-        results[on ? 'on' : 'off'].push(x)
-        say(
-          `lww trigger cost: ${on ? 'with' : 'without'} triggers: write ${round(x.write, 2)} µs/row, apply ${round(x.apply, 2)} µs/row`,
-        )
-      }
-    }
-    const med = (k, f) => percentile(results[k].map(f), 50)
-    for (const [what, f] of [
-      ['apply', (x) => x.apply],
-      ['write', (x) => x.write],
-    ]) {
-      ctx.record(
-        figure({
-          name: `lww: ${what} time per updated row, with / without lww's triggers`,
-          unit: 'ratio',
-          samples: results.on.map((x, i) => f(x) / f(results.off[i])),
-          digits: 2,
-          note: `medians ${round(med('on', f), 2)} µs/row with, ${round(med('off', f), 2)} µs/row without; ${ROWS} rows updated in transactions of 50 by a DO loop on one server, applied by the other; pairs alternate`,
-        }),
-      )
-    }
+    await alternate(ctx, {
+      pairs,
+      label: (on) => `lww trigger cost: ${on ? 'with' : 'without'} triggers`,
+      set: (on) => setTriggers(clients, on),
+      rep: () => repetition(clients, ++rep),
+      name: (what) => `lww: ${what} time per updated row, with / without lww's triggers`,
+      note: `${ROWS} rows updated in transactions of 50 by a DO loop on one server, applied by the other; pairs alternate`,
+    })
   } finally {
     unregister()
     await clients[1]?.query('DROP SUBSCRIPTION IF EXISTS bench_a').catch(() => undefined)

@@ -11,9 +11,9 @@
 import { destroyServers } from '../../dist/postgres/embedded.js'
 import { LWW_DDL } from '../../dist/postgres/lww-schema.js'
 import { TOMB_TRIGGER } from '../../dist/postgres/lww-tombstones.js'
-import { setTriggers } from './bench-lww-apply.mjs'
-import { DB, startDatabases } from './cluster.mjs'
-import { figure, percentile, round, say, sleep, throwIfInterrupted, waitFor } from './util.mjs'
+import { alternate, pauseSubscription, publishTo, setTriggers } from './bench-lww-apply.mjs'
+import { startDatabases } from './cluster.mjs'
+import { say, sleep, waitFor } from './util.mjs'
 
 const ROWS = 100_000
 const REL = { schema: 'bench', table: 'd' }
@@ -28,17 +28,7 @@ async function repetition([writer, receiver]) {
     `INSERT INTO bench.d (id, v) SELECT g, 'row ' || g FROM generate_series(1, ${ROWS}) g`,
   )
   await waitFor(async () => (await count(receiver)) === ROWS, 120_000, 'the rows on the receiver')
-  await receiver.query('ALTER SUBSCRIPTION bench_d DISABLE')
-  await waitFor(
-    async () =>
-      (
-        await receiver.query(
-          `SELECT count(*)::int AS n FROM pg_stat_subscription WHERE subname = 'bench_d' AND pid IS NOT NULL`,
-        )
-      ).rows[0].n === 0,
-    30_000,
-    'the apply worker gone',
-  )
+  await pauseSubscription(receiver, 'bench_d')
   const w0 = performance.now()
   await writer.query(
     `DO $$ BEGIN FOR i IN 1..${ROWS} LOOP DELETE FROM bench.d WHERE id = i;
@@ -68,42 +58,20 @@ export async function deleteCost(ctx) {
       )
       await c.query(LWW_DDL)
     }
-    const [w] = servers
-    await clients[0].query('CREATE PUBLICATION bench_d FOR TABLE bench.d')
-    await clients[1].query(
-      `CREATE SUBSCRIPTION bench_d CONNECTION 'host=127.0.0.1 port=${w.port} dbname=${DB} user=${w.superuser} password=${w.superPassword}'
-       PUBLICATION bench_d WITH (origin = none, copy_data = false)`,
-    )
-    const results = { on: [], off: [] }
+    await publishTo(servers, clients, 'bench_d', 'bench.d')
     await setTriggers(clients, true, REL)
     await repetition(clients)
-    for (let i = 0; i < pairs; i++) {
-      for (const on of i % 2 === 0 ? [true, false] : [false, true]) {
-        throwIfInterrupted()
+    await alternate(ctx, {
+      pairs,
+      label: (on) => `lww delete cost: ${on ? 'with' : 'without'} the tombstone`,
+      set: async (on) => {
         await setTriggers(clients, true, REL)
         if (!on) for (const c of clients) await c.query(`DROP TRIGGER ${TOMB_TRIGGER} ON bench.d`)
-        const x = await repetition(clients)
-        results[on ? 'on' : 'off'].push(x)
-        say(
-          `lww delete cost: ${on ? 'with' : 'without'} the tombstone: write ${round(x.write, 2)} µs/row, apply ${round(x.apply, 2)} µs/row`,
-        )
-      }
-    }
-    const med = (k, f) => percentile(results[k].map(f), 50)
-    for (const [what, f] of [
-      ['apply', (x) => x.apply],
-      ['write', (x) => x.write],
-    ]) {
-      ctx.record(
-        figure({
-          name: `lww: ${what} time per deleted row, with / without the tombstone trigger`,
-          unit: 'ratio',
-          samples: results.on.map((x, i) => f(x) / f(results.off[i])),
-          digits: 2,
-          note: `medians ${round(med('on', f), 2)} µs/row with, ${round(med('off', f), 2)} µs/row without; ${ROWS} rows deleted in transactions of 50 by a DO loop on one server, applied by the other, lww's other triggers on both; pairs alternate`,
-        }),
-      )
-    }
+      },
+      rep: () => repetition(clients),
+      name: (what) => `lww: ${what} time per deleted row, with / without the tombstone trigger`,
+      note: `${ROWS} rows deleted in transactions of 50 by a DO loop on one server, applied by the other, lww's other triggers on both; pairs alternate`,
+    })
   } finally {
     unregister()
     await clients[1]?.query('DROP SUBSCRIPTION IF EXISTS bench_d').catch(() => undefined)

@@ -28,7 +28,7 @@ async function add(table: string): Promise<void> {
   expect(r.status, JSON.stringify(r.json)).toBe(201)
 }
 
-function client(id: number): pg.Client {
+function client(id: number, applicationName?: string): pg.Client {
   const node = c.node(id)
   return new pg.Client({
     host: '127.0.0.1',
@@ -36,6 +36,7 @@ function client(id: number): pg.Client {
     database: DB,
     user: 'postgres',
     password: node.pg.superPassword,
+    ...(applicationName === undefined ? {} : { application_name: applicationName }),
   })
 }
 
@@ -44,7 +45,7 @@ async function storm(
   ms: number,
   update: (cl: pg.Client, node: number, n: number) => Promise<void>,
 ): Promise<number> {
-  const clients = IDS.map(client)
+  const clients = IDS.map((id) => client(id))
   await Promise.all(clients.map((cl) => cl.connect()))
   const until = Date.now() + ms
   let updates = 0
@@ -483,15 +484,7 @@ describe('issue 10: row-level last writer wins', () => {
     for (const i of [1, 2]) expect(await tombs(i, 200), `node ${i}`).toBe(1)
     // sessions in the replica role, as apply workers are: one named as the arbiter's are
     const replicaSession = async (name: string, key: number) => {
-      const node = c.node(1)
-      const cl = new pg.Client({
-        host: '127.0.0.1',
-        port: node.pg.port,
-        database: DB,
-        user: 'postgres',
-        password: node.pg.superPassword,
-        application_name: name,
-      })
+      const cl = client(1, name)
       await cl.connect()
       try {
         await cl.query(`SET session_replication_role = replica`)
