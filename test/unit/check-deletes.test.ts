@@ -3,7 +3,16 @@
 // a DELETE every holder applied wins; without a tombstone nothing is decided.
 import { describe, expect, it } from 'vitest'
 import type { Picture, Version } from '../../src/cluster/check.js'
-import { decideAbsent, type Tomb, type Tombs } from '../../src/cluster/check-deletes.js'
+import { CheckCalls, type CheckPort } from '../../src/cluster/check-calls.js'
+import {
+  decideAbsent,
+  type Tomb,
+  type Tombs,
+  withTombstones,
+} from '../../src/cluster/check-deletes.js'
+import { applyRepair, DELETE_RULE, MEND_RULE } from '../../src/cluster/check-repair.js'
+import type { Observed } from '../../src/cluster/check-types.js'
+import { silentLogger } from '../../src/log.js'
 
 const K = '{"id":5}'
 const v = (ts: string, origin: number): Version => ({ h: `h${ts}`, ts, origin })
@@ -137,5 +146,133 @@ describe('decideAbsent', () => {
         t,
       ),
     ).toBeUndefined()
+  })
+})
+
+/**
+ * Scripted members (as check-kept.test.ts's): tombstones by node, the repair items each node is
+ * sent recorded; the real path is lww.test.ts on real PostgreSQL and arbiters.
+ */
+function members(tombstones: Map<number, Array<{ k: string; ts: string; origin: number }>>) {
+  const sent = new Map<number, Array<Record<string, unknown>>>()
+  const port: CheckPort = {
+    participants: () => ({ nodes: [0, 1, 2], missing: [] }),
+    call: async (node, method, params) => {
+      const p = params as Record<string, unknown>
+      if (method === 'check.tombstones') {
+        const keys = new Set(p.keys as string[])
+        return { tombstones: (tombstones.get(node) ?? []).filter((t) => keys.has(t.k)) }
+      }
+      if (method === 'check.images') {
+        const keys = p.keys as string[]
+        return {
+          images: keys.map((key) => ({ k: key, row: '{}', h: 'h200', ts: '200' })),
+          tooLarge: [],
+          more: [],
+        }
+      }
+      if (method === 'check.repair') {
+        const items = p.items as Array<Record<string, unknown>>
+        sent.set(node, items)
+        return {
+          results: items.map((i) => ({ k: i.k, outcome: 'repaired', action: 'delete' })),
+        }
+      }
+      throw new Error(`unexpected ${method}`)
+    },
+    broadcast: async () => {},
+    tables: async () => ['demo.t'],
+    isLeader: () => false,
+  }
+  const calls = new CheckCalls({
+    port,
+    log: silentLogger(),
+    stopping: () => new AbortController().signal,
+  })
+  return { port, calls, sent }
+}
+
+const observed = (confirmed: Map<string, Picture>): Observed => ({
+  report: { check_id: 'c1' } as Observed['report'],
+  confirmed,
+  nodes: [0, 1, 2],
+  commitTs: true,
+})
+
+describe('the mend of keys some nodes lack: tombstones to repair writes', () => {
+  it("a DELETE that wins is written where the row is, under the delete's node and time, with its rule", async () => {
+    const A = '{"id": 1}'
+    const B = '{"id": 2}'
+    const seen = observed(
+      new Map([
+        // node 1 never applied node 0's DELETE (tombstone on node 2)
+        [
+          A,
+          pic([
+            [0, null],
+            [1, v('150', 1)],
+            [2, null],
+          ]),
+        ],
+        // every node holds it, in different versions: the mend's other case
+        [
+          B,
+          pic([
+            [0, v('100', 0)],
+            [1, v('200', 1)],
+            [2, v('200', 1)],
+          ]),
+        ],
+      ]),
+    )
+    const m = members(new Map([[2, [{ k: A, ts: '100', origin: 0 }]]]))
+    const decided = await withTombstones(m.calls, 'demo.t', seen, true, undefined)
+    expect([...decided.confirmed.keys()].sort()).toEqual([A, B])
+    expect(decided.decided?.get(A)).toEqual({ kind: 'delete', tomb: { ts: '100', origin: 0 } })
+    await applyRepair(
+      { calls: m.calls, port: m.port, nodeId: 0 },
+      'demo.t',
+      decided,
+      undefined,
+      MEND_RULE,
+    )
+    const toNode1 = m.sent.get(1) ?? []
+    expect(toNode1).toEqual([
+      { k: A, expect: 'h150', image: null, ts: '100', winner: 0, rule: DELETE_RULE },
+    ])
+    expect(m.sent.get(0)).toEqual([{ k: B, expect: 'h100', image: '{}', ts: '200', winner: 1 }])
+  })
+
+  it('named a source node (from), or a node cannot answer: the tombstones decide nothing', async () => {
+    const A = '{"id": 1}'
+    const seen = observed(
+      new Map([
+        [
+          A,
+          pic([
+            [0, null],
+            [1, v('150', 1)],
+            [2, null],
+          ]),
+        ],
+      ]),
+    )
+    const m = members(new Map([[2, [{ k: A, ts: '100', origin: 0 }]]]))
+    expect((await withTombstones(m.calls, 'demo.t', seen, false, 1)).decided).toBeUndefined()
+    const failing = members(new Map())
+    const port = {
+      ...failing.port,
+      call: async () => {
+        throw Object.assign(new Error('unknown method'), { code: 'ERR_RPC_ANSWER' })
+      },
+    }
+    const calls = new CheckCalls({
+      port,
+      log: silentLogger(),
+      stopping: () => new AbortController().signal,
+    })
+    const held = await withTombstones(calls, 'demo.t', seen, true, undefined)
+    expect(held.confirmed.size).toBe(0)
+    expect(held.decided).toBeUndefined()
   })
 })
