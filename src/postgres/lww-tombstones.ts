@@ -67,9 +67,9 @@ export interface TombstoneRaw {
 
 /**
  * The tombstones of these keys (JSON object texts as the check writes them), every one kept
- * (a key deleted twice has two: the caller takes the newest). The stored key is
- * the trigger's jsonb of the key's values, written under the deleting session's settings (a
- * timestamptz's offset, say), so keys are matched by value, as the table's own types compare.
+ * (a key deleted twice has two: the caller takes the newest). The stored key is the trigger's
+ * jsonb of the key's values, written under the apply worker's settings (a timestamptz's
+ * offset, say), so keys are matched by value, as the table's own types compare them.
  */
 export async function tombstonesByKeys(
   db: Db,
