@@ -113,9 +113,6 @@ export class LwwInstaller {
     const out = { installed: [] as string[] }
     if (!this.init.enabled || !(await this.init.initialized())) return out
     await this.makeSchema()
-    // the lww loop runs this every 30 s: tombstones past their time go (lww-tombstones.ts)
-    const pruned = await lww.pruneTombstones(this.db)
-    if (pruned > 0) this.log.debug({ pruned }, 'tombstones pruned')
     if (this.missingRows === 'unknown') await this.logMissingRows()
     const have = await lww.installed(this.db)
     const wanted = (await lww.replicated(this.db)).filter((r) => this.init.lwwFor?.(r) ?? true)
