@@ -262,7 +262,8 @@ export class LwwEngine {
       this.ensuredMs = Date.now()
       const e = await local.lwwTriggers.ensure()
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
-      await this.store.pruneTombstones() // past their time (lww-tombstones.ts); not on refreshes
+      // tombstones past their time (lww-tombstones.ts); a failure here fails no resolution
+      await this.store.pruneTombstones().catch(() => 0)
     }
     let resolved: Resolved | undefined
     const queued = await this.store.queueNotEmpty() // the ledger is there too (ensure, above)
