@@ -1,4 +1,5 @@
-// Every arbiter connected to every other (DESIGN §4: up to ~64 members, gossip in one hop).
+// Every arbiter connected to every other (DESIGN §4: gossip in one hop), up to 16 members by
+// default (past it the mesh is sparse, overlay.ts: DESIGN said ~64, measured too costly here).
 // A new connection's hello (hello.ts) names the peers each side is connected to; each node
 // also announces where it listens on an internal topic, at start and every 5 minutes. Whoever
 // hears of a peer it is not connected to dials it. The Redialer keeps it that way.

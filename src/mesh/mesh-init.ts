@@ -24,7 +24,7 @@ export interface MeshInit {
   gossipTuning?: GossipTuning
   /** how often each connection's liveness probe goes (default 500 ms; liveness.ts) */
   probeEveryMs?: number
-  /** past this many members the mesh is sparse (default 64; overlay.ts) */
+  /** past this many members the mesh is sparse (default 16; overlay.ts) */
   fullMeshUpTo?: number | undefined
   /** past this many members a full mesh watches its ring's connections only (default 32) */
   probeAllUpTo?: number | undefined

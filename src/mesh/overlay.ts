@@ -11,14 +11,20 @@
 // Every member computes the same ring from the same members, so both ends agree on each link.
 
 /**
- * A cluster of up to this many members is a full mesh (the default). The sparse mesh is not the
- * default yet for the sizes DESIGN §4 names: started all at once on two cores in the mesh
- * benchmark's layout (the bootstrap peer in a process with ten other nodes), 32 members converge
- * in 13-33 s against 21.5 s as a full mesh, not better by enough, and real arbiters' own calls
- * (a join, a proposal's fan-out) leave every pair connected until idle connections are pruned.
- * The config's `mesh.fullMeshUpTo` (TRAKTOR_BENCH_FULL_MESH_UP_TO for the benchmark) sets it.
+ * A cluster of up to this many members is a full mesh; past it, sparse (the default past 16
+ * since 7 December, session 41). A full mesh of N members makes N(N-1)/2 connections of ~50 ms
+ * of CPU each, and a start makes them while members are still being learned: every node
+ * knowing fewer than this many dials all it knows. Measured in the mesh benchmark's layout on
+ * two cores the same evening (`LAYOUT=bench node scripts/bench/mesh-start.mjs N`, the
+ * benchmark's TRAKTOR_BENCH_FULL_MESH_UP_TO): 64 members never converged within 90 s as a full
+ * mesh (178 s of CPU in 90 s), took 23-78 s with a full mesh up to 32 (the first 32 learned
+ * were dialled pairwise, 50-150 s of CPU), and 6-8 s with a full mesh up to 16 (11-16 s of
+ * CPU); 32 members 2.2-10.6 s as a full mesh, 2.0-3.5 s sparse. Real arbiters' own calls (a
+ * join, a proposal's fan-out) still connect every pair they need; those links are not watched
+ * (probeEdges), so they cost their memory only. The config's `mesh.fullMeshUpTo`
+ * (TRAKTOR_BENCH_FULL_MESH_UP_TO for the benchmark) sets it.
  */
-export const DEFAULT_FULL_MESH_UP_TO = 64
+export const DEFAULT_FULL_MESH_UP_TO = 16
 
 /**
  * A full mesh probes every connection up to this many members; past it, the edges of its ring
