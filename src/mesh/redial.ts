@@ -233,10 +233,16 @@ export class Redialer {
     return this.failures.last
   }
 
-  /** Dials known peers now, whatever their backoff says (an announcement, a healed partition). */
+  /**
+   * Dials known peers now, whatever their backoff says (an announcement, a healed partition);
+   * named peers off a sparse mesh's ring are left alone, without a tick (one per relayed record).
+   */
   dialNow(peerIds?: string | readonly string[]): void {
     const ids = typeof peerIds === 'string' ? [peerIds] : peerIds
-    const targets = ids === undefined ? [...this.peers.values()] : ids.map((p) => this.peers.get(p))
+    const ring = ids === undefined ? undefined : this.neighbours()
+    const named = ids?.filter((id) => ring?.has(id) !== false || this.bootstrapPeers.has(id))
+    const targets = named?.map((p) => this.peers.get(p)) ?? [...this.peers.values()]
+    if (named?.length === 0) return
     for (const t of targets) {
       if (t === undefined) continue
       t.delay = REDIAL_MIN_DELAY_MS

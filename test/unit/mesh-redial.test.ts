@@ -14,7 +14,7 @@ import {
   REDIAL_MIN_DELAY_MS,
   REDIAL_STABLE_MS,
 } from '../../src/mesh/backoff.js'
-import { probeEdges } from '../../src/mesh/overlay.js'
+import { probeEdges, ringNeighbours } from '../../src/mesh/overlay.js'
 import {
   FULL_SETTLE_MAX_MS,
   FULL_SETTLE_MS,
@@ -232,6 +232,50 @@ describe('which links a sparse mesh watches (its liveness probes)', () => {
     const full = redialerOn(node, () => others, undefined, { fullMeshUpTo: 16 })
     expect(full.neighbours()).toBeUndefined()
     expect(full.probed()).toBeUndefined()
+  })
+})
+
+describe('a sparse mesh hearing of members (relayed records)', () => {
+  it('dials a ring neighbour it hears of at once, and looks at nothing for a member off its ring', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] })
+    const ids = await sortedIds(10)
+    const [self, ...others] = ids as [string, ...string[]]
+    const ring = ringNeighbours(self, others, 4) as ReadonlySet<string>
+    const on = others.find((p) => ring.has(p)) as string
+    const off = others.find((p) => !ring.has(p)) as string
+    let looks = 0 // a tick walks the connections first
+    const dialed: string[] = []
+    const node = {
+      peerId: { toString: () => self },
+      getMultiaddrs: () => [],
+      getConnections: () => {
+        looks++
+        return []
+      },
+      dial: (target: { toString(): string } | Array<{ toString(): string }>) => {
+        const first = Array.isArray(target) ? target[0] : target
+        dialed.push(String(first).split('/p2p/').at(-1) ?? '')
+        return new Promise(() => {})
+      },
+    }
+    const r = redialerOn(node, () => others, undefined, { fullMeshUpTo: 4 })
+    try {
+      r.start()
+      await vi.advanceTimersByTimeAsync(2000) // the ring settled (no member learned since)
+      expect(r.neighbours()).toBeDefined()
+      r.addPeer(off, [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${off}`)])
+      const before = looks
+      r.dialNow(off) // every relayed record of a member off the ring comes here
+      expect(looks).toBe(before)
+      expect(dialed).not.toContain(off)
+      r.addPeer(on, [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${on}`)])
+      r.dialNow(on)
+      expect(looks).toBeGreaterThan(before)
+      expect(dialed).toContain(on)
+    } finally {
+      r.stop()
+      vi.useRealTimers()
+    }
   })
 })
 
