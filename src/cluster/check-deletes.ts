@@ -12,9 +12,10 @@
 // Without a tombstone (none kept: older than TOMBSTONES_KEEP_MS, a row lost around
 // replication) the key is left as before: the operator's repair keeps the row.
 import type { Picture } from './check.js'
-import { laterTomb, tsOf } from './check.js'
+import { laterTomb, tsOf, winner } from './check.js'
 import type { CheckCalls } from './check-calls.js'
-import { heldEverywhere } from './check-repair.js'
+import { listKeys } from './check-narrow.js'
+import { AFTER_DELETE_RULE, DELETE_RULE, heldEverywhere } from './check-repair.js'
 import type { Observed } from './check-types.js'
 
 /** a node's newest DELETE of a key: its origin commit time (µs, text) and the node that made it */
@@ -96,7 +97,13 @@ export async function withTombstones(
     confirmed.set(k, p)
     decided.set(k, d)
   }
-  return { ...seen, confirmed, decided }
+  // the answer names what the repair will do with them
+  const listed = listKeys(observed.confirmed, undefined, (k) => {
+    const d = decided.get(k)
+    if (d?.kind === 'delete') return { winner: d.tomb.origin, rule: DELETE_RULE }
+    return d && { winner: winner(confirmed.get(k) as Picture).node, rule: AFTER_DELETE_RULE }
+  })
+  return { ...seen, confirmed, decided, report: { ...seen.report, keys: listed } }
 }
 
 const KEYS_PER_CALL = 10_000

@@ -7,6 +7,8 @@ import {
   chunks,
   differingBuckets,
   differingKeys,
+  type KeyDecision,
+  type KeyReport,
   keyReport,
   LEVEL0_BITS,
   LIST_ROWS,
@@ -140,10 +142,7 @@ export async function narrowAndSettle(calls: CheckCalls, job: Job): Promise<Obse
     notes.push(
       'so many buckets differed that only part of them were narrowed: more rows may differ',
     )
-  const listed = [...confirmed]
-    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-    .slice(0, MAX_KEYS_LISTED)
-    .map(([k, p]) => keyReport(k, p, opts.from))
+  const listed = listKeys(confirmed, opts.from)
   const report: TableReport = {
     ...base,
     verdict: verdictOf(confirmed.size, pending.size),
@@ -200,4 +199,16 @@ export function failedObservation(
     nodes,
     commitTs: false,
   }
+}
+
+/** The differing keys an answer lists: the first MAX_KEYS_LISTED in key order. */
+export function listKeys(
+  confirmed: ReadonlyMap<string, Picture>,
+  from?: number,
+  decided?: (k: string) => KeyDecision | undefined,
+): KeyReport[] {
+  return [...confirmed]
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .slice(0, MAX_KEYS_LISTED)
+    .map(([k, p]) => keyReport(k, p, from, decided?.(k)))
 }

@@ -68,4 +68,6 @@ export interface Observed {
 export interface Options {
   pace?: boolean
   from?: number
+  /** only the keys every node holds a row for, and those the tombstones decide (the mend) */
+  held?: boolean
 }

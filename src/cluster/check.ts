@@ -265,10 +265,24 @@ export function verdictOf(differing: number, unsettled: number): Verdict {
 export interface KeyReport {
   key: unknown
   nodes: Record<string, { hash: string; committed: string | null; origin: number | null } | null>
+  /** the node whose version a repair writes (a DELETE's: the node that deleted) */
   winner: number
+  /** how the tombstones decided a key some nodes lack (check-deletes.ts), as the repair will */
+  rule?: string
 }
 
-export function keyReport(k: string, picture: Picture, from?: number): KeyReport {
+/** A key some nodes lack, decided by the tombstones: the winner and the rule (check-deletes.ts). */
+export interface KeyDecision {
+  winner: number
+  rule: string
+}
+
+export function keyReport(
+  k: string,
+  picture: Picture,
+  from?: number,
+  decided?: KeyDecision,
+): KeyReport {
   const nodes: KeyReport['nodes'] = {}
   for (const [n, v] of [...picture].sort((a, b) => a[0] - b[0])) {
     nodes[String(n)] = v === null ? null : { hash: v.h, committed: isoOf(v.ts), origin: v.origin }
@@ -279,6 +293,7 @@ export function keyReport(k: string, picture: Picture, from?: number): KeyReport
   } catch {
     // a key text that is not JSON is shown as it is
   }
+  if (decided) return { key, nodes, winner: decided.winner, rule: decided.rule }
   return { key, nodes, winner: winner(picture, from).node }
 }
 

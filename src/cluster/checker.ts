@@ -185,9 +185,7 @@ export class Checker {
     const failed: RepairAnswer['failed'] = []
     let passes = 0
     for (; passes < MAX_REPAIR_PASSES; ) {
-      const observed = await this.observe(relation, from === undefined ? {} : { from })
-      // and keys some nodes lack: a DELETE not applied everywhere, or a row written after one
-      const seen = await withTombstones(this.calls, relation, observed, held, from)
+      const seen = await this.observe(relation, { held, ...(from === undefined ? {} : { from }) })
       before ??= seen.report
       if (seen.report.verdict === 'failed') {
         throw new ConflictError(
@@ -375,6 +373,8 @@ export class Checker {
     let observed: Observed
     try {
       observed = await narrowAndSettle(this.calls, { relation, nodes, notes, opts, base, started })
+      // keys some nodes lack: a DELETE not applied everywhere, or a row written after one
+      observed = await withTombstones(this.calls, relation, observed, opts.held === true, opts.from)
     } catch (err) {
       this.log.warn({ relation, err: (err as Error).message }, 'check failed')
       observed = failedObservation(base, nodes, [...notes, (err as Error).message], started)

@@ -236,6 +236,12 @@ describe('the mend of keys some nodes lack: tombstones to repair writes', () => 
       undefined,
       MEND_RULE,
     )
+    // the check's answer says the same: node 0's DELETE wins key A (not node 1, which holds it)
+    const listed = decided.report.keys.map((k) => [k.key, k.winner, k.rule])
+    expect(listed).toEqual([
+      [{ id: 1 }, 0, DELETE_RULE],
+      [{ id: 2 }, 2, undefined], // the newest version, held by nodes 1 and 2: the higher
+    ])
     const toNode1 = m.sent.get(1) ?? []
     expect(toNode1).toEqual([
       { k: A, expect: 'h150', image: null, ts: '100', winner: 0, rule: DELETE_RULE },

@@ -29,7 +29,13 @@ const KeyReportShape = shape(
     nodes: z
       .record(z.string(), RowVersionShape.nullable())
       .describe('node id → its version; null: the row is absent on that node'),
-    winner: nodeId.describe('the node whose version a repair would write'),
+    winner: nodeId.describe(
+      'the node whose version a repair would write (a DELETE that wins: the node that deleted)',
+    ),
+    rule: z
+      .string()
+      .optional()
+      .describe('how the tombstones decided a key some nodes lack, as the repair will'),
   }),
 )
 
