@@ -233,6 +233,19 @@ describe('which links a sparse mesh watches (its liveness probes)', () => {
     expect(full.neighbours()).toBeUndefined()
     expect(full.probed()).toBeUndefined()
   })
+
+  it('by default (no mesh.fullMeshUpTo): a full mesh of 16 members, sparse at 17', async () => {
+    const ids = await sortedIds(17)
+    const [self, ...others] = ids as [string, ...string[]]
+    const node = {
+      peerId: { toString: () => self },
+      getMultiaddrs: () => [],
+      getConnections: () => [],
+      dial: () => new Promise(() => {}),
+    }
+    expect(redialerOn(node, () => others.slice(0, 15), undefined).neighbours()).toBeUndefined()
+    expect(redialerOn(node, () => others, undefined).neighbours()?.size).toBe(2)
+  })
 })
 
 describe('a sparse mesh hearing of members (relayed records)', () => {
