@@ -334,7 +334,8 @@ export function meshHello(
       const r = parts.records()?.record(fresh) as MembershipHeartbeat | undefined
       return r === undefined ? undefined : await parts.sign(r)
     },
-    peers: (to) => fullMesh.connectedPeers(to),
+    // a sparse mesh names no peers: the records it passes on carry their addresses
+    peers: (to) => (fullMesh.sparse() ? [] : fullMesh.connectedPeers(to)),
     // a sparse mesh passes every record on; a full mesh only the members a peer behind this
     // node has not shown it knows (a start: every member learns the others from its bootstrap
     // peer in a hello, not from connections to each, which take seconds to make)
