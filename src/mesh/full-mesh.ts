@@ -180,13 +180,14 @@ export class FullMesh {
    * Remember a peer's own addresses (an announcement, a member's record, a hello's list): the
    * redialer dials them, and so does an rpc request to a member not connected yet (rpc.ts).
    * Not written to libp2p's peer store: 4,000 writes made a 64-member start (each member
-   * learns every other), a fifth of its CPU. Returns true if we are not connected to it.
+   * learns every other), a fifth of its CPU. Returns true if this node dials it (redial.ts dials)
+   * and is not connected to it: a member off a sparse mesh's ring is not looked for.
    */
   learn(from: string, strings: readonly string[]): boolean {
     if (this.components.isBlocked(from)) return false
     // every record carries them: parsed when they change
     const said = strings.join(' ')
-    if (this.learned.get(from) === said) return !this.connected(from)
+    if (this.learned.get(from) === said) return this.redial.dials(from) && !this.connected(from)
     const addrs: Multiaddr[] = []
     for (const s of strings) {
       try {
@@ -199,7 +200,7 @@ export class FullMesh {
     if (addrs.length === 0) return false
     this.learned.set(from, said)
     this.redial.addPeer(from, addrs)
-    return !this.connected(from)
+    return this.redial.dials(from) && !this.connected(from)
   }
 
   private connected(peerId: string): boolean {

@@ -77,14 +77,13 @@ export class Redialer {
   private readonly refused = new Map<string, number>()
   /** since when dials of each peer have been failing, for whatever reason (wall clock, ms) */
   private readonly failed = new Map<string, number>()
-  /** the ring of the members as last worked out, when (monotonic), and of how many */
+  /** the ring of the members as last worked out, and when (monotonic) */
   private ring: {
     at: number
-    size: number
     neighbours: ReadonlySet<string> | undefined
     /** the peers whose connection carries probes; undefined: all (overlay.ts probeEdges) */
     probed: ReadonlySet<string> | undefined
-  } = { at: -Infinity, size: 0, neighbours: undefined, probed: undefined }
+  } = { at: -Infinity, neighbours: undefined, probed: undefined }
   /** how long this node's dials take, a moving average (ms) */
   private dialMs = 0
   /** when dials wait for the members to be learned (settle.ts) */
@@ -179,7 +178,7 @@ export class Redialer {
     const probeAll = this.components.probeAllUpTo ?? DEFAULT_PROBE_ALL_UP_TO
     // a sparse mesh watches its ring's links alone (not its bootstrap peer's, nor a call's)
     const probed = probeEdges(this.self, members, neighbours ? upTo : probeAll, count)
-    this.ring = { at: now, size: members.length, neighbours, probed }
+    this.ring = { at: now, neighbours, probed }
     return this.ring.neighbours
   }
 
@@ -233,17 +232,18 @@ export class Redialer {
     return this.failures.last
   }
 
-  /**
-   * Dials known peers now, whatever their backoff says (an announcement, a healed partition);
-   * named peers off a sparse mesh's ring are left alone, without a tick (one per relayed record).
-   */
+  /** Whether this node dials the peer: a bootstrap peer, or one of a full mesh or the ring. */
+  dials(peerId: string): boolean {
+    return this.neighbours()?.has(peerId) !== false || this.bootstrapPeers.has(peerId)
+  }
+
+  /** Dials known peers now, backoff or not (an announcement, a healed partition), but those
+   * it does not dial (off a sparse ring): no tick for them (one per relayed record came here). */
   dialNow(peerIds?: string | readonly string[]): void {
     const ids = typeof peerIds === 'string' ? [peerIds] : peerIds
-    const ring = ids === undefined ? undefined : this.neighbours()
-    const named = ids?.filter((id) => ring?.has(id) !== false || this.bootstrapPeers.has(id))
-    const targets = named?.map((p) => this.peers.get(p)) ?? [...this.peers.values()]
+    const named = ids?.filter((id) => this.dials(id))
     if (named?.length === 0) return
-    for (const t of targets) {
+    for (const t of named?.map((p) => this.peers.get(p)) ?? this.peers.values()) {
       if (t === undefined) continue
       t.delay = REDIAL_MIN_DELAY_MS
       t.nextAt = Math.min(t.nextAt, Date.now())
