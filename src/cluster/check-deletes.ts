@@ -15,7 +15,7 @@ import type { Picture } from './check.js'
 import { laterTomb, tsOf, winner } from './check.js'
 import type { CheckCalls } from './check-calls.js'
 import { listKeys } from './check-narrow.js'
-import { AFTER_DELETE_RULE, DELETE_RULE, heldEverywhere } from './check-repair.js'
+import { heldEverywhere, ruleOf } from './check-repair.js'
 import type { Observed } from './check-types.js'
 
 /** a node's newest DELETE of a key: its origin commit time (µs, text) and the node that made it */
@@ -100,8 +100,9 @@ export async function withTombstones(
   // the answer names what the repair will do with them
   const listed = listKeys(observed.confirmed, undefined, (k) => {
     const d = decided.get(k)
-    if (d?.kind === 'delete') return { winner: d.tomb.origin, rule: DELETE_RULE }
-    return d && { winner: winner(confirmed.get(k) as Picture).node, rule: AFTER_DELETE_RULE }
+    if (d === undefined) return undefined
+    const by = d.kind === 'delete' ? d.tomb.origin : winner(confirmed.get(k) as Picture).node
+    return { winner: by, rule: ruleOf(d) }
   })
   return { ...seen, confirmed, decided, report: { ...seen.report, keys: listed } }
 }

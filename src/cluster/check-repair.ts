@@ -4,6 +4,7 @@
 import type { RepairItem, RepairResult } from '../postgres/repair-store.js'
 import { batches, fixesFor, winner } from './check.js'
 import type { CheckCalls, CheckPort } from './check-calls.js'
+import type { Decision } from './check-deletes.js'
 import { IMAGE_BYTES_PER_CALL } from './check-node.js'
 import type { Observed, RepairAnswer } from './check-types.js'
 import { resultOf } from './rpc-results.js'
@@ -17,6 +18,10 @@ export const DELETE_RULE =
   'last writer: a DELETE the nodes holding the row never applied (tombstones)'
 export const AFTER_DELETE_RULE =
   'last writer: the row, written after a DELETE that every node lacking it applied (tombstones)'
+
+/** The rule of a key the tombstones decided (the repair's ledger and the check's answer). */
+export const ruleOf = (d: Decision): string =>
+  d.kind === 'delete' ? DELETE_RULE : AFTER_DELETE_RULE
 
 /** What a check observed, narrowed to the keys every node it asked holds a row for. */
 export function heldEverywhere(seen: Observed): Observed {
@@ -47,7 +52,7 @@ export async function applyRepair(
     // a DELETE the tombstones say wins: credited to its node and time, as the row-level
     // resolution credits a delete
     const win = del ? { node: del.origin, version: null } : winner(p, from)
-    const why = d === undefined ? undefined : del ? DELETE_RULE : AFTER_DELETE_RULE
+    const why = d === undefined ? undefined : ruleOf(d)
     return { k, win, fixes: fixesFor(p, win), ts: del?.ts, why }
   })
   // the winning rows, asked of the nodes that hold them

@@ -263,7 +263,9 @@ export class LwwEngine {
       const e = await local.lwwTriggers.ensure()
       if (e.installed.length > 0) parts.push(`triggers on ${e.installed.join(', ')}`)
       // tombstones past their time (lww-tombstones.ts); a failure here fails no resolution
-      await this.store.pruneTombstones().catch(() => 0)
+      await this.store.pruneTombstones().catch((err: Error) => {
+        this.log.warn({ err: err.message }, 'tombstones not pruned (tried again in 30 s)')
+      })
     }
     let resolved: Resolved | undefined
     const queued = await this.store.queueNotEmpty() // the ledger is there too (ensure, above)
