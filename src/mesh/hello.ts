@@ -6,19 +6,23 @@
 // probe (liveness.ts) and gets a hello with the record only. The connection authenticates the
 // sender (Noise), so the record must name that peer. A peer that does not speak the protocol
 // runs an older traktor (mesh protocol 1): it is refused, with one clear log line.
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '../log.js'
 import {
   decodeHello,
   encodeHello,
   type Hello,
+  MAX_ANNOUNCED_ADDRS,
+  MAX_HELLO_PEERS,
   type MembershipHeartbeat,
   WIRE_VERSION,
 } from './codec.js'
 import type { FullMesh } from './full-mesh.js'
 import type { Gossip } from './gossip.js'
+import { identified, type MeshNode, ownAddresses } from './libp2p.js'
 import { verifyRecord } from './record-sig.js'
 import type { RecordRequests } from './types.js'
 
@@ -45,13 +49,19 @@ const RELAY_AFTER_MS = 100
 export const LIVENESS_PROTOCOL_V1 = '/traktor/alive/1.0.0'
 
 /**
- * Whether the peer, as identify last described it, is an arbiter of mesh protocol 1: it speaks
- * the old liveness probe and not the hello. Not identified yet, or still registering its
- * protocols: false.
+ * Whether the peer is an arbiter of mesh protocol 1: it speaks the old liveness probe and not
+ * the hello. Asked when a hello or probe was refused; identify (which does not run on every
+ * connection, libp2p.ts) tells the peer's protocols now. Still registering them: false.
  */
 export async function olderArbiter(node: Libp2p, peer: PeerId): Promise<boolean> {
   try {
-    const { protocols } = await node.peerStore.get(peer)
+    const conn = node.getConnections(peer)[0]
+    const identify = (node as Partial<MeshNode>).services?.identify
+    const signal = AbortSignal.timeout(HELLO_TIMEOUT_MS)
+    const { protocols } =
+      conn !== undefined && identify !== undefined
+        ? await identify.identify(conn, { signal })
+        : await node.peerStore.get(peer)
     return protocols.includes(LIVENESS_PROTOCOL_V1) && !protocols.includes(HELLO_PROTOCOL)
   } catch {
     return false
@@ -70,6 +80,8 @@ export interface HelloInit {
   record(fresh: boolean): Promise<Hello['record'] | undefined>
   /** the peers to name to this one (connected, with addresses) */
   peers(to: string): PeerAddrs[]
+  /** this node and where it listens (named in a first hello that carries no record) */
+  self?(): PeerAddrs
   /** other members' signed records to pass on to this one */
   relayed?(to: string): MembershipHeartbeat[]
   /** how many members' records this node holds (said in every hello) */
@@ -86,6 +98,8 @@ export interface HelloInit {
 export class HelloExchange {
   private readonly answeredAt = new Map<string, number>()
   private readonly refusedOld = new Set<string>()
+  /** the connections a hello came in on (libp2p told, as identify would: libp2p.ts identified) */
+  private readonly identified = new WeakSet<Connection>()
   /** per peer: the peers already named to it in this connection */
   private readonly named = new Map<string, Set<string>>()
   /** per peer: the records already passed on to it in this connection (peer id → seq) */
@@ -133,7 +147,7 @@ export class HelloExchange {
 
   async start(): Promise<void> {
     const { node } = this.components
-    await node.handle(HELLO_PROTOCOL, (stream, conn) => this.receive(stream, conn.remotePeer), {
+    await node.handle(HELLO_PROTOCOL, (stream, conn) => this.receive(stream, conn), {
       maxInboundStreams: 8,
     })
     node.addEventListener('peer:connect', this.onConnect)
@@ -227,11 +241,14 @@ export class HelloExchange {
     // a new connection gets the record as it last went out; a peer that asks, a new one
     const record = later ? undefined : await this.init.record(what === 'record')
     const members = this.init.members?.()
+    // without a record (a mesh without membership), a new connection is told where this node
+    // listens, which identify told before (it does not run on every connection: libp2p.ts)
+    const own = what === 'first' && record === undefined ? this.init.self?.() : undefined
     const hello: Hello = {
       v: WIRE_VERSION,
       kind: 'hello',
       ...(record === undefined ? {} : { record }),
-      peers,
+      peers: own === undefined ? peers : [own, ...peers.slice(0, MAX_HELLO_PEERS - 1)],
       ...(relayed.length === 0 ? {} : { relayed }),
       ...(members === undefined ? {} : { members }),
     }
@@ -279,7 +296,8 @@ export class HelloExchange {
     return out
   }
 
-  private async receive(stream: Stream, from: PeerId): Promise<void> {
+  private async receive(stream: Stream, conn: Connection): Promise<void> {
+    const from = conn.remotePeer
     const id = from.toString()
     const { log } = this.components
     try {
@@ -298,6 +316,15 @@ export class HelloExchange {
           'hello rejected: the record names another peer',
         )
         return
+      }
+      if (!this.identified.has(conn)) {
+        this.identified.add(conn)
+        const addrs = record?.addrs ?? peers.find((p) => p.peerId === id)?.addrs ?? []
+        identified(
+          this.components.node,
+          conn,
+          addrs.map((a) => multiaddr(a)),
+        )
       }
       const { members } = d.value
       if (members !== undefined) this.counts.set(id, members)
@@ -336,6 +363,10 @@ export function meshHello(
     },
     // a sparse mesh names no peers: the records it passes on carry their addresses
     peers: (to) => (fullMesh.sparse() ? [] : fullMesh.connectedPeers(to)),
+    self: () => ({
+      peerId: node.peerId.toString(),
+      addrs: ownAddresses(node as MeshNode).slice(0, MAX_ANNOUNCED_ADDRS),
+    }),
     // a sparse mesh passes every record on; a full mesh only the members a peer behind this
     // node has not shown it knows (a start: every member learns the others from its bootstrap
     // peer in a hello, not from connections to each, which take seconds to make)

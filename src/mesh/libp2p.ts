@@ -3,7 +3,7 @@
 import '../compat.js'
 import { type GossipSub, gossipsub } from '@libp2p/gossipsub'
 import { type Identify, identify } from '@libp2p/identify'
-import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import type { Connection, IdentifyResult, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { noise } from '@libp2p/noise'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
@@ -157,7 +157,9 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
       inboundUpgradeTimeout: INBOUND_UPGRADE_TIMEOUT_MS,
     },
     services: {
-      identify: identify(),
+      // not run on every new connection: a traktor peer's first hello says what identify would
+      // (hello.ts, `identified` below); run only to tell an older arbiter (hello.ts olderArbiter)
+      identify: identify({ runOnConnectionOpen: false }),
       pubsub: gossipsub({
         globalSignaturePolicy: 'StrictSign',
         allowPublishToZeroTopicPeers: true,
@@ -183,6 +185,27 @@ export async function createMeshNode(init: NodeInit): Promise<MeshNode> {
 }
 
 const upgradingOf = new WeakMap<Libp2p, Upgrading>()
+
+/**
+ * A traktor peer said hello on this connection: libp2p is told what identify would have found
+ * (identify does not run on a new connection, see createMeshNode) — that it speaks this node's
+ * protocols, and where it listens — so that gossipsub opens its streams to it (the registrar's
+ * topologies wait for this event) and the full mesh learns its addresses. identify on every
+ * connection, both ways, was about a third of a connection's CPU (a stream each way, a peer
+ * record signed, checked and written to the peer store: 13 of ~40 ms in a loop of connections
+ * between two nodes), the most of a mesh's start. Once per connection.
+ */
+export function identified(node: Libp2p, connection: Connection, listenAddrs: Multiaddr[]): void {
+  const events = (node as unknown as { components?: { events?: EventTarget } }).components?.events
+  if (!(events instanceof EventTarget)) throw new Error('this libp2p has no event bus to tell')
+  const detail: IdentifyResult = {
+    peerId: connection.remotePeer,
+    listenAddrs,
+    protocols: node.getProtocols(),
+    connection,
+  }
+  events.dispatchEvent(new CustomEvent('peer:identify', { detail }))
+}
 
 /** Whether an inbound connection from this peer is being set up (inbound.ts `Upgrading`). */
 export function upgradingFrom(node: Libp2p, peerId: string): boolean {
