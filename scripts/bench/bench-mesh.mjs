@@ -106,8 +106,8 @@ export function groups(n) {
   return out
 }
 
-async function views(workers) {
-  const all = await Promise.all(workers.map((w) => w.next('view', { type: 'view' }, 20_000)))
+async function views(workers, flaps = false) {
+  const all = await Promise.all(workers.map((w) => w.next('view', { type: 'view', flaps }, 20_000)))
   return all.flatMap((v) => v.nodes)
 }
 
@@ -226,7 +226,7 @@ async function once(n, deadlineMs) {
       if (v.every((x) => x.victimDeadAt !== undefined)) {
         // a node still holding it dead from before the kill found nothing: counted above
         result.deadMs = Math.max(...v.map((x) => Math.max(x.victimDeadAt, tk))) - tk
-        result.flaps = sum(v.map((x) => x.flaps))
+        result.flaps = sum((await views(others, true)).map((x) => x.flaps))
         break
       }
       if (Date.now() - tk > KILL_DEADLINE_MS) {
