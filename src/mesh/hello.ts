@@ -15,18 +15,15 @@ import {
   decodeHello,
   encodeHello,
   type Hello,
-  MAX_ANNOUNCED_ADDRS,
   MAX_HELLO_PEERS,
   type MembershipHeartbeat,
   WIRE_VERSION,
 } from './codec.js'
-import type { FullMesh } from './full-mesh.js'
-import type { Gossip } from './gossip.js'
-import { identified, type MeshNode, ownAddresses } from './libp2p.js'
-import { verifyRecord } from './record-sig.js'
-import type { RecordRequests } from './types.js'
+import { HELLO_KEPT_PROTOCOL, HELLO_PROTOCOL, HelloStreams } from './hello-streams.js'
+import { identified, type MeshNode } from './libp2p.js'
 
-export const HELLO_PROTOCOL = '/traktor/hello/1.0.0'
+export { HELLO_KEPT_PROTOCOL, HELLO_PROTOCOL }
+
 /** a hello names at most MAX_HELLO_PEERS peers, each with a few addresses */
 const MAX_HELLO_BYTES = 1024 * 1024
 const HELLO_TIMEOUT_MS = 3000
@@ -133,6 +130,7 @@ export class HelloExchange {
     }
   }
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    this.streams.forget(evt.detail.toString())
     this.named.delete(evt.detail.toString())
     this.passed.delete(evt.detail.toString())
     this.shown.delete(evt.detail.toString())
@@ -140,13 +138,20 @@ export class HelloExchange {
     this.greeted.delete(evt.detail.toString())
   }
 
+  private readonly streams: HelloStreams
+
   constructor(
     private readonly components: HelloComponents,
     private readonly init: HelloInit,
-  ) {}
+  ) {
+    this.streams = new HelloStreams(components.node, MAX_HELLO_BYTES)
+  }
 
   async start(): Promise<void> {
     const { node } = this.components
+    await node.handle(HELLO_KEPT_PROTOCOL, (stream, conn) => this.receiveAll(stream, conn), {
+      maxInboundStreams: 8,
+    })
     await node.handle(HELLO_PROTOCOL, (stream, conn) => this.receive(stream, conn), {
       maxInboundStreams: 8,
     })
@@ -157,6 +162,7 @@ export class HelloExchange {
 
   stop(): void {
     this.running = false
+    this.streams.stop()
     this.components.node.removeEventListener('peer:connect', this.onConnect)
     this.components.node.removeEventListener('peer:disconnect', this.onDisconnect)
     for (const t of this.timers) clearTimeout(t)
@@ -255,9 +261,7 @@ export class HelloExchange {
     try {
       const bytes = encodeHello(hello, MAX_HELLO_BYTES)
       const signal = AbortSignal.timeout(HELLO_TIMEOUT_MS)
-      const stream = await node.dialProtocol(peer, HELLO_PROTOCOL, { signal })
-      await lpStream(stream, { maxDataLength: MAX_HELLO_BYTES }).write(bytes, { signal })
-      await stream.close({ signal })
+      await this.streams.send(peer, bytes, signal)
     } catch (err) {
       if ((err as Error).name !== 'UnsupportedProtocolError') {
         log.debug({ peer: id, err: (err as Error).message }, 'hello not sent')
@@ -296,15 +300,41 @@ export class HelloExchange {
     return out
   }
 
+  /** A hello 1.0.0: one hello on a stream of its own. */
   private async receive(stream: Stream, conn: Connection): Promise<void> {
-    const from = conn.remotePeer
-    const id = from.toString()
-    const { log } = this.components
     try {
       const signal = AbortSignal.timeout(HELLO_TIMEOUT_MS)
       const buf = await lpStream(stream, { maxDataLength: MAX_HELLO_BYTES }).read({ signal })
       await stream.close({ signal }).catch(() => {})
-      const d = decodeHello(buf.subarray(), MAX_HELLO_BYTES)
+      this.take(buf.subarray(), conn)
+    } catch (err) {
+      stream.abort(err as Error)
+      this.components.log.debug(
+        { peer: conn.remotePeer.toString(), err: (err as Error).message },
+        'hello not received',
+      )
+    }
+  }
+
+  /** A kept stream (hello 1.1.0, hello-streams.ts): hello after hello, until it ends. */
+  private async receiveAll(stream: Stream, conn: Connection): Promise<void> {
+    const lp = lpStream(stream, { maxDataLength: MAX_HELLO_BYTES })
+    try {
+      for (;;) this.take((await lp.read()).subarray(), conn)
+    } catch (err) {
+      // the connection closed (an end of stream), or a message past MAX_HELLO_BYTES
+      stream.abort(err as Error)
+    }
+  }
+
+  private take(buf: Uint8Array, conn: Connection): void {
+    // read after its connection closed (bytes that came before the close): no news of the peer
+    if (conn.status !== 'open') return
+    const from = conn.remotePeer
+    const id = from.toString()
+    const { log } = this.components
+    try {
+      const d = decodeHello(buf, MAX_HELLO_BYTES)
       if (!d.ok) {
         log.warn({ peer: id, reason: d.reason, detail: d.detail }, 'hello rejected')
         return
@@ -335,68 +365,7 @@ export class HelloExchange {
       if (relayed !== undefined && relayed.length > 0) this.init.onRelayed?.(id, relayed)
       if (this.running && this.init.relayTo?.(id)) void this.send(from, 'relay', 1)
     } catch (err) {
-      stream.abort(err as Error)
-      log.debug({ peer: id, err: (err as Error).message }, 'hello not received')
+      log.warn({ peer: id, err: (err as Error).message }, 'hello not taken')
     }
   }
-}
-
-/**
- * A mesh's hello: its record from the membership (when one runs), the peers of its full mesh;
- * a record received goes to the membership topic's handlers, peers named to the full mesh.
- */
-export function meshHello(
-  components: HelloComponents,
-  parts: {
-    records(): RecordRequests | undefined
-    fullMesh: FullMesh
-    gossip: Gossip
-    sign(record: MembershipHeartbeat): Promise<MembershipHeartbeat>
-  },
-): HelloExchange {
-  const { fullMesh, gossip } = parts
-  const { log, node } = components
-  const exchange: HelloExchange = new HelloExchange(components, {
-    record: async (fresh) => {
-      const r = parts.records()?.record(fresh) as MembershipHeartbeat | undefined
-      return r === undefined ? undefined : await parts.sign(r)
-    },
-    // a sparse mesh names no peers: the records it passes on carry their addresses
-    peers: (to) => (fullMesh.sparse() ? [] : fullMesh.connectedPeers(to)),
-    self: () => ({
-      peerId: node.peerId.toString(),
-      addrs: ownAddresses(node as MeshNode).slice(0, MAX_ANNOUNCED_ADDRS),
-    }),
-    // a sparse mesh passes every record on; a full mesh only the members a peer behind this
-    // node has not shown it knows (a start: every member learns the others from its bootstrap
-    // peer in a hello, not from connections to each, which take seconds to make)
-    relayed: (to) => {
-      const all = (parts.records()?.relayable?.() ?? []) as MembershipHeartbeat[]
-      if (fullMesh.sparse()) return all
-      return exchange.behind(to) ? all.filter((r) => !exchange.knows(to, r.peerId)) : []
-    },
-    members: () => parts.records()?.relayable?.().length ?? 0,
-    isNew: (id) => parts.records()?.known?.(id) === false,
-    relayTo: (from) => !fullMesh.sparse() && exchange.behind(from),
-    onRecord: (from, record) => {
-      // a member this node did not know: its peers may not know it either
-      const news = parts.records()?.known?.(from) === false
-      gossip.deliverDirect(from, 'membership', record)
-      if (fullMesh.sparse()) exchange.push()
-      else if (news) exchange.push('relay')
-    },
-    onPeers: (_from, peers) => fullMesh.heardAll(peers),
-    onRelayed: (from, records) => {
-      let bad = 0
-      for (const r of records) {
-        // the member's own signature, or it is not passed to the membership at all
-        if (r.peerId === node.peerId.toString()) continue
-        if (verifyRecord(r)) gossip.deliverDirect(r.peerId, 'membership', r)
-        else bad++
-      }
-      if (bad > 0)
-        log.warn({ peer: from, bad }, 'hello: relayed records with a bad signature dropped')
-    },
-  })
-  return exchange
 }

@@ -15,7 +15,6 @@ import {
 } from './codec.js'
 import { FullMesh, watchPeers } from './full-mesh.js'
 import { Gossip, type Handler } from './gossip.js'
-import { type HelloExchange, meshHello } from './hello.js'
 import { DEFAULT_ISOLATED_AFTER_MS, reach } from './isolation.js'
 import { knownPeersFile } from './known-peers.js'
 import {
@@ -26,6 +25,7 @@ import {
   stopQuietly,
 } from './libp2p.js'
 import { Liveness } from './liveness.js'
+import { type HelloExchange, meshHello } from './mesh-hello.js'
 import type { MeshInit } from './mesh-init.js'
 import { signRecord } from './record-sig.js'
 import { type RequestOptions, RpcClient, RpcServer } from './rpc.js'

@@ -3,14 +3,16 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
+import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TraktorError } from '../../src/errors.js'
 import { createLogger } from '../../src/log.js'
-import { HELLO_PROTOCOL } from '../../src/mesh/hello.js'
+import { HELLO_KEPT_PROTOCOL, HELLO_PROTOCOL } from '../../src/mesh/hello.js'
 import { loadOrCreateIdentity, peerIdOf, writePskFile } from '../../src/mesh/keys.js'
 import { knownPeersFile, readKnownPeers } from '../../src/mesh/known-peers.js'
+import type { MeshNode } from '../../src/mesh/libp2p.js'
 import { LIVENESS_PROTOCOL_V1 } from '../../src/mesh/liveness.js'
 import type { Mesh } from '../../src/mesh/node.js'
 import type { GossipMessage, RpcHandler } from '../../src/mesh/types.js'
@@ -329,6 +331,61 @@ describe('hello (mesh protocol 2)', () => {
     expect(seen).toHaveLength(1)
     expect(seen[0]).toMatchObject({ from: id, topic: 'membership', payload: { nodeId: 8 } })
     await Promise.all([p.stop(), raw.stop()])
+  })
+
+  it('takes hello after hello on one kept stream (hello 1.1.0), a bad one skipped', async () => {
+    const p = await lab.started({ cluster: 'hello4' })
+    const seen: GossipMessage[] = []
+    p.subscribe('membership', (m) => seen.push(m))
+    const raw = await lab.rawNode()
+    const id = raw.peerId.toString()
+    const stream = await raw.dialProtocol(
+      multiaddr(p.addresses()[0] as string),
+      HELLO_KEPT_PROTOCOL,
+      {
+        signal: AbortSignal.timeout(3000),
+      },
+    )
+    const lp = lpStream(stream)
+    const hello = (record: object) =>
+      lp.write(new TextEncoder().encode(JSON.stringify({ v: 1, kind: 'hello', record, peers: [] })))
+    await hello(heartbeat(id, 8))
+    await waitFor(() => seen.length === 1, LIVE_MS, 'the first record handed over')
+    await hello(heartbeat(a.peerId, 7)) // names another peer: refused, the stream goes on
+    await lp.write(new TextEncoder().encode('not json'))
+    await hello({ ...heartbeat(id, 9), incarnation: 2 })
+    await waitFor(() => seen.length === 2, LIVE_MS, 'the second record, on the same stream')
+    expect(seen.map((m) => (m.payload as { nodeId: number }).nodeId)).toEqual([8, 9])
+    expect(stream.status).toBe('open')
+    await Promise.all([p.stop(), raw.stop()])
+  })
+
+  it('sends its hellos on a kept stream, and a stream per hello to a peer of hello 1.0.0', async () => {
+    const p = await lab.started({ cluster: 'hello5' })
+    const take = (node: MeshNode, protocol: string) => {
+      const got: Array<{ stream: Stream; hello: unknown }> = []
+      void node.handle(protocol, async (stream) => {
+        const buf = await lpStream(stream).read({ signal: AbortSignal.timeout(3000) })
+        got.push({ stream, hello: JSON.parse(new TextDecoder().decode(buf.subarray())) })
+      })
+      return got
+    }
+    // a peer of today: the hello comes on 1.1.0, and the stream is left open for the next ones
+    const now = await lab.rawNode()
+    const kept = take(now, HELLO_KEPT_PROTOCOL)
+    const one = take(now, HELLO_PROTOCOL)
+    await dialRaw(now, p.addresses()[0] as string)
+    await waitFor(() => kept.length === 1, LIVE_MS, 'the first hello, on the kept stream')
+    expect(kept[0]?.hello).toMatchObject({ kind: 'hello' })
+    expect(kept[0]?.stream.remoteWriteStatus).toBe('writable')
+    expect(one).toHaveLength(0)
+    // a peer of hello 1.0.0 only (before 8 December 2026): a stream of its own, closed after it
+    const old = await lab.rawNode()
+    const alone = take(old, HELLO_PROTOCOL)
+    await dialRaw(old, p.addresses()[0] as string)
+    await waitFor(() => alone.length === 1, LIVE_MS, 'the first hello, on a stream of its own')
+    expect(alone[0]?.hello).toMatchObject({ kind: 'hello' })
+    await Promise.all([p.stop(), now.stop(), old.stop()])
   })
 
   it('refuses an arbiter of mesh protocol 1 with one clear log line', async () => {
